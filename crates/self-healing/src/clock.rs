@@ -1,0 +1,76 @@
+//! Time. Every timer and every measured duration in this crate goes through tokio's clock, so
+//! a test on paused time (`#[tokio::test(start_paused = true)]`) controls all of it.
+//!
+//! Timestamps that leave the process (events, journal rows) need wall-clock time. [`Clock`]
+//! gives both: [`TokioClock`] anchors the wall clock once and advances it with tokio's clock, so
+//! under paused time the timestamps advance exactly as far as the test advanced time.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+/// The source of time for a pipeline. One required method; swap it to replay or to test.
+pub trait Clock: Send + Sync + 'static {
+    /// Monotonic time, for measuring durations and scheduling.
+    fn instant(&self) -> Instant {
+        Instant::now()
+    }
+
+    /// Wall-clock time, for timestamps that are stored or shown.
+    fn wall(&self) -> SystemTime;
+}
+
+/// Wall time anchored at creation and advanced by tokio's clock.
+#[derive(Debug, Clone)]
+pub struct TokioClock {
+    anchor_wall: SystemTime,
+    anchor_instant: Instant,
+}
+
+impl TokioClock {
+    pub fn new() -> Self {
+        TokioClock {
+            anchor_wall: SystemTime::now(),
+            anchor_instant: Instant::now(),
+        }
+    }
+
+    /// A clock whose wall time starts at `wall`: deterministic timestamps for tests.
+    pub fn starting_at(wall: SystemTime) -> Self {
+        TokioClock {
+            anchor_wall: wall,
+            anchor_instant: Instant::now(),
+        }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        TokioClock::new()
+    }
+}
+
+impl Clock for TokioClock {
+    fn wall(&self) -> SystemTime {
+        self.anchor_wall + Instant::now().saturating_duration_since(self.anchor_instant)
+    }
+}
+
+pub(crate) fn default_clock() -> Arc<dyn Clock> {
+    Arc::new(TokioClock::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn wall_time_follows_paused_time() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let clock = TokioClock::starting_at(start);
+        tokio::time::advance(Duration::from_secs(90)).await;
+        assert_eq!(clock.wall(), start + Duration::from_secs(90));
+    }
+}

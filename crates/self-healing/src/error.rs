@@ -1,0 +1,311 @@
+//! Errors: what a stage reports when it fails, and what a builder reports when its settings are
+//! impossible.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// How bad a stage failure is. Triggers match on it; alert channels filter by it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    Warning,
+    #[default]
+    Error,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Severity {
+    type Err = InvalidConfig;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "warning" => Ok(Severity::Warning),
+            "error" => Ok(Severity::Error),
+            "critical" => Ok(Severity::Critical),
+            other => Err(InvalidConfig::new(
+                "severity",
+                format!("`{other}` is not one of warning, error, critical"),
+            )),
+        }
+    }
+}
+
+/// The error a stage handler returns: a message, an optional machine-readable code and a
+/// severity (default [`Severity::Error`]).
+///
+/// Healing strategies match on all three, so a handler that knows its failure is transient or
+/// fatal should say so:
+///
+/// ```
+/// use self_healing::{Severity, StageError};
+///
+/// let transient = StageError::new("connection reset by peer").with_code("ECONNRESET");
+/// let fatal = StageError::critical("schema mismatch in target table");
+/// assert_eq!(transient.severity(), Severity::Error);
+/// assert_eq!(fatal.severity(), Severity::Critical);
+///
+/// // The usual error types convert with `?`; I/O errors keep their errno-style code.
+/// fn read() -> Result<String, StageError> {
+///     Ok(std::fs::read_to_string("/definitely/not/here")?)
+/// }
+/// assert_eq!(read().unwrap_err().code(), Some("ENOENT"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageError {
+    message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    code: Option<Cow<'static, str>>,
+    #[serde(default)]
+    severity: Severity,
+}
+
+impl StageError {
+    pub fn new(message: impl Into<String>) -> Self {
+        StageError {
+            message: message.into(),
+            code: None,
+            severity: Severity::Error,
+        }
+    }
+
+    pub fn warning(message: impl Into<String>) -> Self {
+        StageError::new(message).with_severity(Severity::Warning)
+    }
+
+    pub fn critical(message: impl Into<String>) -> Self {
+        StageError::new(message).with_severity(Severity::Critical)
+    }
+
+    /// Wraps any error, keeping its whole `source()` chain in the message.
+    pub fn from_error(error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut message = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        StageError::new(message)
+    }
+
+    pub fn with_code(mut self, code: impl Into<Cow<'static, str>>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
+    pub fn with_severity(mut self, severity: Severity) -> Self {
+        self.severity = severity;
+        self
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+
+    pub fn severity(&self) -> Severity {
+        self.severity
+    }
+
+    /// The error an attempt ends with when it outlives its stage's `timeout`.
+    pub fn timed_out(after: std::time::Duration) -> Self {
+        StageError::new(format!("attempt timed out after {after:?}")).with_code(CODE_TIMEOUT)
+    }
+
+    /// True when this is the error of an attempt cut at its timeout.
+    pub fn is_timeout(&self) -> bool {
+        self.code() == Some(CODE_TIMEOUT)
+    }
+}
+
+/// The code of an attempt cut at its stage's `timeout`. It is the errno-style name the seed's
+/// `ETIMEDOUT` patterns already match.
+pub const CODE_TIMEOUT: &str = "ETIMEDOUT";
+
+impl fmt::Display for StageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.code {
+            Some(code) => write!(f, "{}: {} [{}]", self.severity, self.message, code),
+            None => write!(f, "{}: {}", self.severity, self.message),
+        }
+    }
+}
+
+impl std::error::Error for StageError {}
+
+impl From<String> for StageError {
+    fn from(message: String) -> Self {
+        StageError::new(message)
+    }
+}
+
+impl From<&str> for StageError {
+    fn from(message: &str) -> Self {
+        StageError::new(message)
+    }
+}
+
+impl From<std::io::Error> for StageError {
+    fn from(error: std::io::Error) -> Self {
+        let code = io_code(&error);
+        let err = StageError::from_error(&error);
+        match code {
+            Some(code) => err.with_code(code),
+            None => err,
+        }
+    }
+}
+
+impl From<Box<dyn std::error::Error + Send + Sync>> for StageError {
+    fn from(error: Box<dyn std::error::Error + Send + Sync>) -> Self {
+        match error.downcast::<StageError>() {
+            Ok(stage) => *stage,
+            Err(other) => StageError::from_error(other.as_ref()),
+        }
+    }
+}
+
+impl From<tokio::time::error::Elapsed> for StageError {
+    fn from(error: tokio::time::error::Elapsed) -> Self {
+        StageError::from_error(&error).with_code(CODE_TIMEOUT)
+    }
+}
+
+impl From<std::fmt::Error> for StageError {
+    fn from(error: std::fmt::Error) -> Self {
+        StageError::from_error(&error)
+    }
+}
+
+impl From<std::num::ParseIntError> for StageError {
+    fn from(error: std::num::ParseIntError) -> Self {
+        StageError::from_error(&error)
+    }
+}
+
+impl From<std::num::ParseFloatError> for StageError {
+    fn from(error: std::num::ParseFloatError) -> Self {
+        StageError::from_error(&error)
+    }
+}
+
+impl From<std::str::Utf8Error> for StageError {
+    fn from(error: std::str::Utf8Error) -> Self {
+        StageError::from_error(&error)
+    }
+}
+
+impl From<std::string::FromUtf8Error> for StageError {
+    fn from(error: std::string::FromUtf8Error) -> Self {
+        StageError::from_error(&error)
+    }
+}
+
+/// Errno-style codes for the I/O failures a flaky downstream produces, so the seed's patterns
+/// (`ECONNRESET|ETIMEDOUT|ECONNREFUSED`) match Rust I/O errors without extra mapping.
+fn io_code(error: &std::io::Error) -> Option<&'static str> {
+    use std::io::ErrorKind::*;
+    Some(match error.kind() {
+        ConnectionReset => "ECONNRESET",
+        ConnectionRefused => "ECONNREFUSED",
+        ConnectionAborted => "ECONNABORTED",
+        TimedOut => CODE_TIMEOUT,
+        NotFound => "ENOENT",
+        PermissionDenied => "EACCES",
+        BrokenPipe => "EPIPE",
+        AddrInUse => "EADDRINUSE",
+        AddrNotAvailable => "EADDRNOTAVAIL",
+        NotConnected => "ENOTCONN",
+        Interrupted => "EINTR",
+        WouldBlock => "EAGAIN",
+        _ => return None,
+    })
+}
+
+/// A builder was given settings that cannot work. Says which setting and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid `{field}`: {reason}")]
+pub struct InvalidConfig {
+    field: Cow<'static, str>,
+    reason: String,
+}
+
+impl InvalidConfig {
+    pub fn new(field: impl Into<Cow<'static, str>>, reason: impl Into<String>) -> Self {
+        InvalidConfig {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The setting at fault, named as in the configuration (`maxAttempts`, `stages[2].name`…).
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// Prefixes the field with the path of the object holding it.
+    pub fn within(mut self, parent: impl fmt::Display) -> Self {
+        self.field = format!("{parent}.{}", self.field).into();
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_keep_errno_codes() {
+        let err: StageError = std::io::Error::from(std::io::ErrorKind::ConnectionReset).into();
+        assert_eq!(err.code(), Some("ECONNRESET"));
+        assert_eq!(err.severity(), Severity::Error);
+    }
+
+    #[test]
+    fn boxed_stage_errors_round_trip() {
+        let boxed: Box<dyn std::error::Error + Send + Sync> =
+            Box::new(StageError::critical("boom").with_code("X"));
+        let back = StageError::from(boxed);
+        assert_eq!(back, StageError::critical("boom").with_code("X"));
+    }
+
+    #[test]
+    fn display_names_severity_and_code() {
+        let err = StageError::warning("slow").with_code("SLOW");
+        assert_eq!(err.to_string(), "warning: slow [SLOW]");
+    }
+
+    #[test]
+    fn severity_parses_and_orders() {
+        assert_eq!("critical".parse::<Severity>().unwrap(), Severity::Critical);
+        assert!("fatal".parse::<Severity>().is_err());
+        assert!(Severity::Warning < Severity::Error && Severity::Error < Severity::Critical);
+    }
+}

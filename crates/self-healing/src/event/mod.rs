@@ -1,0 +1,516 @@
+//! Typed events and the bus that carries them.
+//!
+//! Every observable fact of a run (run, stage, item and attempt started/succeeded/failed, healing
+//! actions, breaker, concurrency and throttle changes) is one [`Event`] published on the
+//! pipeline's [`EventBus`]. The metrics collector, the healer, the journal and the exporter all
+//! read from it; nothing counts the same fact in a second place.
+//!
+//! # Back-pressure rule
+//!
+//! Publishing never waits and never fails. Subscribers choose one of three deliveries:
+//!
+//! | delivery | how | when it falls behind |
+//! |---|---|---|
+//! | [`EventSink`] ([`EventBus::add_sink`]) | called inline, on the publishing task | it cannot: it must do bounded, non-blocking work (counters, ring buffers) |
+//! | [`Subscription`] ([`EventBus::subscribe`]) | its own unbounded queue | nothing is dropped; the backlog grows and [`Subscription::backlog`] shows it. For the journal and the healer: an event that must be recorded is never lost |
+//! | [`LossySubscription`] ([`EventBus::subscribe_lossy`]) | a shared ring of fixed capacity | the oldest events are overwritten and the next receive returns [`Received::Lagged`] with the count: never silent. For dashboards and live views |
+//!
+//! Events carry a sequence number that increases by one per event of a bus; every
+//! [`Subscription`] receives events in that order.
+//!
+//! ```
+//! use self_healing::event::{EventBus, EventKind};
+//!
+//! # tokio_test_block_on(async {
+//! let bus = EventBus::new();
+//! let mut journal = bus.subscribe();
+//! bus.publish(None, EventKind::StageStarted { stage: "analysis".into() });
+//! let event = journal.recv().await.unwrap();
+//! assert_eq!(event.seq, 1);
+//! assert!(matches!(&event.kind, EventKind::StageStarted { stage } if &**stage == "analysis"));
+//! # });
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::clock::{Clock, default_clock};
+use crate::error::StageError;
+use crate::healing::ActionKind;
+use crate::resilience::BreakerState;
+use crate::serde_ms;
+
+/// Identifies one execution of a pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(Arc<str>);
+
+impl RunId {
+    pub fn new(id: impl Into<Arc<str>>) -> Self {
+        RunId(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RunId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Which handler ran an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HandlerKind {
+    Primary,
+    Failover,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    Succeeded,
+    Failed,
+    RolledBack,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::RolledBack => "rolled-back",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One observable fact. `stage` names the stage; `item` is the item's key (see
+/// [`Item`](crate::pipeline::Item)) for work that fans out, `None` for a stage's single unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum EventKind {
+    #[serde(rename_all = "camelCase")]
+    RunStarted {
+        pipeline: Arc<str>,
+        stages: Vec<Arc<str>>,
+    },
+    #[serde(rename_all = "camelCase")]
+    RunFinished {
+        status: RunStatus,
+        #[serde(with = "serde_ms")]
+        duration: Duration,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<StageError>,
+    },
+    StageStarted {
+        stage: Arc<str>,
+    },
+    StageSucceeded {
+        stage: Arc<str>,
+        #[serde(with = "serde_ms")]
+        duration: Duration,
+        items: u64,
+    },
+    StageFailed {
+        stage: Arc<str>,
+        #[serde(with = "serde_ms")]
+        duration: Duration,
+        items: u64,
+        error: StageError,
+    },
+    ItemStarted {
+        stage: Arc<str>,
+        item: Arc<str>,
+    },
+    ItemSucceeded {
+        stage: Arc<str>,
+        item: Arc<str>,
+        attempts: u32,
+        #[serde(with = "serde_ms")]
+        duration: Duration,
+    },
+    ItemFailed {
+        stage: Arc<str>,
+        item: Arc<str>,
+        attempts: u32,
+        error: StageError,
+    },
+    /// The item was in flight when the run was cancelled or its stage stopped; it did not
+    /// complete and will run again on resume.
+    ItemAbandoned {
+        stage: Arc<str>,
+        item: Arc<str>,
+    },
+    AttemptStarted {
+        stage: Arc<str>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<Arc<str>>,
+        attempt: u32,
+        handler: HandlerKind,
+    },
+    AttemptSucceeded {
+        stage: Arc<str>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<Arc<str>>,
+        attempt: u32,
+        #[serde(with = "serde_ms")]
+        duration: Duration,
+    },
+    AttemptFailed {
+        stage: Arc<str>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<Arc<str>>,
+        attempt: u32,
+        #[serde(with = "serde_ms")]
+        duration: Duration,
+        error: StageError,
+    },
+    /// A remedy was applied: `detail` says what exactly (the retry delay, the new concurrency…).
+    HealingApplied {
+        stage: Arc<str>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<Arc<str>>,
+        action: ActionKind,
+        detail: String,
+    },
+    /// A compensation (rollback hook) ran for a completed stage or item.
+    CompensationFinished {
+        stage: Arc<str>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<Arc<str>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<StageError>,
+    },
+    BreakerChanged {
+        stage: Arc<str>,
+        from: BreakerState,
+        to: BreakerState,
+    },
+    ConcurrencyChanged {
+        stage: Arc<str>,
+        from: usize,
+        to: usize,
+    },
+    /// `rate` is permits per second; `None` means unlimited.
+    ThrottleChanged {
+        stage: Arc<str>,
+        rate: Option<f64>,
+    },
+}
+
+impl EventKind {
+    /// The stage the event concerns, if any.
+    pub fn stage(&self) -> Option<&Arc<str>> {
+        use EventKind::*;
+        match self {
+            RunStarted { .. } | RunFinished { .. } => None,
+            StageStarted { stage }
+            | StageSucceeded { stage, .. }
+            | StageFailed { stage, .. }
+            | ItemStarted { stage, .. }
+            | ItemSucceeded { stage, .. }
+            | ItemFailed { stage, .. }
+            | ItemAbandoned { stage, .. }
+            | AttemptStarted { stage, .. }
+            | AttemptSucceeded { stage, .. }
+            | AttemptFailed { stage, .. }
+            | HealingApplied { stage, .. }
+            | CompensationFinished { stage, .. }
+            | BreakerChanged { stage, .. }
+            | ConcurrencyChanged { stage, .. }
+            | ThrottleChanged { stage, .. } => Some(stage),
+        }
+    }
+}
+
+/// An [`EventKind`] with its place in the bus's order, its wall-clock time and its run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub at: SystemTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunId>,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// A subscriber called inline on the publishing task. It must return quickly and never block:
+/// it runs on the stage's hot path.
+pub trait EventSink: Send + Sync + 'static {
+    fn on_event(&self, event: &Event);
+}
+
+impl<F> EventSink for F
+where
+    F: Fn(&Event) + Send + Sync + 'static,
+{
+    fn on_event(&self, event: &Event) {
+        self(event)
+    }
+}
+
+/// The pipeline's event bus. Cheap to clone; clones publish to the same subscribers.
+#[derive(Clone)]
+pub struct EventBus {
+    inner: Arc<BusInner>,
+}
+
+struct BusInner {
+    clock: Arc<dyn Clock>,
+    sinks: RwLock<Vec<Arc<dyn EventSink>>>,
+    ordered: Mutex<Ordered>,
+    lossy: broadcast::Sender<Arc<Event>>,
+    published: AtomicU64,
+}
+
+/// Sequence assignment and queue delivery happen under one lock, so each queue sees events in
+/// sequence order.
+struct Ordered {
+    next_seq: u64,
+    queues: Vec<mpsc::UnboundedSender<Arc<Event>>>,
+}
+
+/// Default capacity of the ring behind [`EventBus::subscribe_lossy`].
+pub const DEFAULT_LOSSY_CAPACITY: usize = 4096;
+
+impl EventBus {
+    pub fn new() -> Self {
+        EventBus::with_clock(default_clock())
+    }
+
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        EventBus::with_clock_and_capacity(clock, DEFAULT_LOSSY_CAPACITY)
+    }
+
+    /// `lossy_capacity` is how many events a lossy subscriber may fall behind before it lags.
+    pub fn with_clock_and_capacity(clock: Arc<dyn Clock>, lossy_capacity: usize) -> Self {
+        let (lossy, _) = broadcast::channel(lossy_capacity.max(1));
+        EventBus {
+            inner: Arc::new(BusInner {
+                clock,
+                sinks: RwLock::new(Vec::new()),
+                ordered: Mutex::new(Ordered {
+                    next_seq: 1,
+                    queues: Vec::new(),
+                }),
+                lossy,
+                published: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// Publishes an event to every subscriber and returns it. Never waits.
+    pub fn publish(&self, run: Option<&RunId>, kind: EventKind) -> Arc<Event> {
+        let inner = &*self.inner;
+        let at = inner.clock.wall();
+        let event = {
+            let mut ordered = inner.ordered.lock().unwrap_or_else(|e| e.into_inner());
+            let event = Arc::new(Event {
+                seq: ordered.next_seq,
+                at,
+                run: run.cloned(),
+                kind,
+            });
+            ordered.next_seq += 1;
+            // A queue whose receiver is gone is dropped here, on the next publish.
+            ordered
+                .queues
+                .retain(|queue| queue.send(Arc::clone(&event)).is_ok());
+            event
+        };
+        inner.published.fetch_add(1, Ordering::Relaxed);
+        if inner.lossy.receiver_count() > 0 {
+            let _ = inner.lossy.send(Arc::clone(&event));
+        }
+        let sinks = inner.sinks.read().unwrap_or_else(|e| e.into_inner());
+        for sink in sinks.iter() {
+            sink.on_event(&event);
+        }
+        event
+    }
+
+    /// Adds an inline subscriber. See the module's back-pressure rule.
+    pub fn add_sink(&self, sink: Arc<dyn EventSink>) {
+        self.inner
+            .sinks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(sink);
+    }
+
+    /// A lossless subscription: every event published from now on, in order.
+    pub fn subscribe(&self) -> Subscription {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.inner
+            .ordered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .queues
+            .push(tx);
+        Subscription { rx }
+    }
+
+    /// A subscription that may lag and says so. See the module's back-pressure rule.
+    pub fn subscribe_lossy(&self) -> LossySubscription {
+        LossySubscription {
+            rx: self.inner.lossy.subscribe(),
+        }
+    }
+
+    /// How many events were published on this bus.
+    pub fn published(&self) -> u64 {
+        self.inner.published.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        EventBus::new()
+    }
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus")
+            .field("published", &self.published())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A lossless, ordered subscription.
+#[derive(Debug)]
+pub struct Subscription {
+    rx: mpsc::UnboundedReceiver<Arc<Event>>,
+}
+
+impl Subscription {
+    /// The next event; `None` once the bus is gone and the backlog is drained.
+    pub async fn recv(&mut self) -> Option<Arc<Event>> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is queued.
+    pub fn try_recv(&mut self) -> Option<Arc<Event>> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Events published but not yet received.
+    pub fn backlog(&self) -> usize {
+        self.rx.len()
+    }
+}
+
+/// What a [`LossySubscription`] receives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Received {
+    Event(Arc<Event>),
+    /// This many events were overwritten before they could be received.
+    Lagged(u64),
+    Closed,
+}
+
+/// A subscription that keeps only the newest events when it falls behind.
+#[derive(Debug)]
+pub struct LossySubscription {
+    rx: broadcast::Receiver<Arc<Event>>,
+}
+
+impl LossySubscription {
+    pub async fn recv(&mut self) -> Received {
+        match self.rx.recv().await {
+            Ok(event) => Received::Event(event),
+            Err(broadcast::error::RecvError::Lagged(n)) => Received::Lagged(n),
+            Err(broadcast::error::RecvError::Closed) => Received::Closed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn stage_started(name: &str) -> EventKind {
+        EventKind::StageStarted { stage: name.into() }
+    }
+
+    #[tokio::test]
+    async fn queues_receive_every_event_in_order() {
+        let bus = EventBus::new();
+        let mut sub = bus.subscribe();
+        for i in 0..1000 {
+            bus.publish(None, stage_started(&i.to_string()));
+        }
+        assert_eq!(sub.backlog(), 1000);
+        for expected in 1..=1000 {
+            assert_eq!(sub.recv().await.unwrap().seq, expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn lossy_subscribers_are_told_how_much_they_missed() {
+        let bus = EventBus::with_clock_and_capacity(default_clock(), 4);
+        let mut slow = bus.subscribe_lossy();
+        for i in 0..10 {
+            bus.publish(None, stage_started(&i.to_string()));
+        }
+        assert_eq!(slow.recv().await, Received::Lagged(6));
+        match slow.recv().await {
+            Received::Event(e) => assert_eq!(e.seq, 7),
+            other => panic!("expected event 7, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn dropped_subscriptions_are_pruned_and_sinks_run_inline() {
+        let bus = EventBus::new();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&seen);
+        bus.add_sink(Arc::new(move |_: &Event| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }));
+        drop(bus.subscribe());
+        bus.publish(None, stage_started("a"));
+        bus.publish(None, stage_started("b"));
+        assert_eq!(seen.load(Ordering::Relaxed), 2);
+        assert!(bus.inner.ordered.lock().unwrap().queues.is_empty());
+    }
+
+    #[test]
+    fn events_serialize_with_seed_style_names() {
+        let bus = EventBus::new();
+        let event = bus.publish(
+            Some(&RunId::new("r1")),
+            EventKind::AttemptFailed {
+                stage: "design".into(),
+                item: Some("a.cbl".into()),
+                attempt: 2,
+                duration: Duration::from_millis(1500),
+                error: StageError::new("reset").with_code("ECONNRESET"),
+            },
+        );
+        let json = serde_json::to_value(&*event).unwrap();
+        assert_eq!(json["type"], "attempt-failed");
+        assert_eq!(json["duration"], 1500.0);
+        assert_eq!(json["error"]["code"], "ECONNRESET");
+        let back: Event = serde_json::from_value(json).unwrap();
+        assert_eq!(back, *event);
+    }
+}

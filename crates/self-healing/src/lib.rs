@@ -1,0 +1,76 @@
+//! Self-healing pipelines: multi-stage jobs whose stages call flaky systems, watched and healed
+//! as they run.
+//!
+//! # Layout
+//!
+//! - [`pipeline`]: [`SelfHealingPipeline`] runs [`Stage`]s in order, each once or over a
+//!   stream of items with a live concurrency; every attempt runs under the stage's timeout,
+//!   circuit breaker and throttle, exposed as a [`StageControl`](pipeline::StageControl).
+//! - [`event`]: every fact of a run is a typed [`Event`] on one [`EventBus`]; the back-pressure
+//!   rule is documented there.
+//! - [`metrics`]: [`MetricsCollector`] subscribes to the bus and keeps bounded windows per run
+//!   and per stage, plus the run's [`PipelineMetrics`].
+//! - [`healing`]: the [`Supervisor`](healing::Supervisor) trait the pipeline asks how to heal a
+//!   failed attempt, and the [`Remedy`](healing::Remedy) it answers with.
+//! - [`resilience`]: the primitives healing drives, each usable alone: [`RetryPolicy`],
+//!   [`CircuitBreaker`], [`Throttle`], [`ConcurrencyLimit`].
+//! - [`clock`]: every timer is tokio time, so everything runs on paused time in tests.
+//!
+//! Data flows one way: an attempt publishes events → the collector (inline) and subscribers
+//! (queued) see them → a failed attempt goes to the supervisor → its remedy is applied and
+//! published as a `healing-applied` event.
+//!
+//! # Example
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap().block_on(async {
+//! use std::time::Duration;
+//! use self_healing::{ItemSource, RetryPolicy, RunStatus, SelfHealingPipeline, Stage, StageError};
+//!
+//! let pipeline = SelfHealingPipeline::builder()
+//!     .name("my-migration")
+//!     .retry_policy(
+//!         RetryPolicy::builder()
+//!             .max_attempts(5)
+//!             .initial_delay(Duration::from_millis(1000))
+//!             .retryable_pattern("ECONNRESET|ETIMEDOUT")
+//!             .build()?,
+//!     )
+//!     .stage(
+//!         Stage::for_each("analysis", ItemSource::iter(|_: &()| 0..100u32), |ctx| async move {
+//!             // Every seventh item fails on its first attempt with a transient error.
+//!             if *ctx.item() % 7 == 0 && ctx.attempt() == 1 {
+//!                 return Err(StageError::new("read ECONNRESET"));
+//!             }
+//!             Ok(())
+//!         })
+//!         .concurrency(8)
+//!         .timeout(Duration::from_secs(30)),
+//!     )
+//!     .stage(Stage::new("validation", |_ctx| async { Ok(()) }))
+//!     .build()?;
+//!
+//! let report = pipeline.execute(()).await;
+//! assert_eq!(report.status, RunStatus::Succeeded);
+//! assert_eq!(report.metrics.retry_count, 15);
+//! # Ok::<(), self_healing::InvalidConfig>(())
+//! # }).unwrap();
+//! ```
+
+pub mod clock;
+mod error;
+pub mod event;
+pub mod healing;
+pub mod metrics;
+pub mod pipeline;
+pub mod resilience;
+mod serde_ms;
+
+pub use error::{CODE_TIMEOUT, InvalidConfig, Severity, StageError};
+pub use event::{Event, EventBus, EventKind, RunId, RunStatus};
+pub use metrics::{MetricsCollector, PipelineMetrics, Stats};
+pub use pipeline::{
+    ItemContext, ItemSource, RunOptions, RunReport, SelfHealingPipeline, Stage, StageContext,
+    StageReport,
+};
+pub use resilience::{CircuitBreaker, ConcurrencyLimit, RetryPolicy, Throttle};

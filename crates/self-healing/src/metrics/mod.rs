@@ -1,0 +1,467 @@
+//! Metrics: named series with bounded windows, per run and per stage, and the run's
+//! [`PipelineMetrics`].
+//!
+//! The [`MetricsCollector`] is an [`EventSink`]: attached to a pipeline's bus it records
+//! `duration` for every attempt and keeps the counts behind `errorRate` and `throughput`. Every
+//! `sampleInterval` the pipeline asks it for a [`sample`](MetricsCollector::sample), which
+//! records the built-in metrics for the interval just ended: `errorRate` (failed attempts over
+//! attempts), `throughput` (completed units per second), `latencyP95` (the window's p95 of
+//! `duration`), `memoryUsage` (process RSS, bytes) and `cpuUsage` (process CPU, percent).
+//! Handlers record their own named metrics with [`record`](MetricsCollector::record).
+//!
+//! ```
+//! use self_healing::metrics::{MetricsCollector, Scope};
+//! use std::time::Duration;
+//!
+//! let collector = MetricsCollector::builder()
+//!     .sample_interval(Duration::from_millis(5000))
+//!     .retention_size(1000)
+//!     .build()?;
+//! collector.record("duration", 1500.0);
+//! collector.record("duration", 1400.0);
+//! collector.record_in(Scope::Stage("analysis"), "queueDepth", 20_000.0);
+//!
+//! let stats = collector.get_stats("duration").unwrap();
+//! assert_eq!((stats.min, stats.max, stats.count), (1400.0, 1500.0, 2));
+//! assert_eq!(collector.get_stats_in(Scope::Stage("analysis"), "queueDepth").unwrap().last, 20_000.0);
+//! # Ok::<(), self_healing::InvalidConfig>(())
+//! ```
+
+mod pipeline;
+pub mod system;
+mod window;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub use pipeline::{PipelineMetrics, StageDurations};
+pub use window::{Series, Stats};
+
+use crate::error::InvalidConfig;
+use crate::event::{Event, EventKind, EventSink};
+use pipeline::Tally;
+use system::CpuMeter;
+
+/// Attempt duration, milliseconds.
+pub const DURATION: &str = "duration";
+/// Failed attempts over attempts in the last sample interval, 0–1.
+pub const ERROR_RATE: &str = "errorRate";
+/// Completed units of work per second in the last sample interval.
+pub const THROUGHPUT: &str = "throughput";
+/// 95th percentile of `duration` over its window, milliseconds.
+pub const LATENCY_P95: &str = "latencyP95";
+/// Resident set size of the process, bytes.
+pub const MEMORY_USAGE: &str = "memoryUsage";
+/// CPU used by the process, percent of one core.
+pub const CPU_USAGE: &str = "cpuUsage";
+/// The metrics the collector produces by itself.
+pub const BUILT_IN: [&str; 6] = [
+    DURATION,
+    ERROR_RATE,
+    THROUGHPUT,
+    LATENCY_P95,
+    MEMORY_USAGE,
+    CPU_USAGE,
+];
+
+/// Which window a sample belongs to: the whole run, or one stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope<'a> {
+    Run,
+    Stage(&'a str),
+}
+
+/// Collects named metrics in bounded windows. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct MetricsCollector {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sample_interval: Duration,
+    retention_size: usize,
+    declared: Vec<String>,
+    run: Arc<ScopeState>,
+    stages: RwLock<HashMap<Box<str>, Arc<ScopeState>>>,
+    tally: Mutex<Tally>,
+    cpu: Mutex<CpuMeter>,
+    last_sample: Mutex<Option<Instant>>,
+}
+
+/// One scope's windows and the counts of its current sample interval.
+#[derive(Default)]
+struct ScopeState {
+    series: RwLock<HashMap<Box<str>, Series>>,
+    attempts: AtomicU64,
+    failures: AtomicU64,
+    completed: AtomicU64,
+    running: AtomicU64,
+}
+
+impl ScopeState {
+    fn series(&self, name: &str, retention: usize) -> Series {
+        if let Some(series) = self
+            .series
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return series.clone();
+        }
+        self.series
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.into())
+            .or_insert_with(|| Series::new(retention))
+            .clone()
+    }
+
+    fn existing(&self, name: &str) -> Option<Series> {
+        self.series
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .series
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .map(|k| k.to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Records the interval's built-in metrics and starts a new interval.
+    fn sample(&self, elapsed: Duration, retention: usize) {
+        let attempts = self.attempts.swap(0, Ordering::AcqRel);
+        let failures = self.failures.swap(0, Ordering::AcqRel);
+        let completed = self.completed.swap(0, Ordering::AcqRel);
+        let active = attempts > 0 || completed > 0 || self.running.load(Ordering::Acquire) > 0;
+        if attempts > 0 {
+            self.series(ERROR_RATE, retention)
+                .record(failures as f64 / attempts as f64);
+        }
+        if active && !elapsed.is_zero() {
+            self.series(THROUGHPUT, retention)
+                .record(completed as f64 / elapsed.as_secs_f64());
+        }
+        if active && let Some(stats) = self.existing(DURATION).and_then(|s| s.stats()) {
+            self.series(LATENCY_P95, retention).record(stats.p95);
+        }
+    }
+}
+
+impl Default for MetricsCollector {
+    fn default() -> Self {
+        MetricsCollector::builder()
+            .build()
+            .expect("defaults are valid")
+    }
+}
+
+impl MetricsCollector {
+    /// `sampleInterval` 5 s, `retentionSize` 1000.
+    pub fn new() -> Self {
+        MetricsCollector::default()
+    }
+
+    pub fn builder() -> MetricsCollectorBuilder {
+        MetricsCollectorBuilder {
+            sample_interval: Duration::from_millis(5000),
+            retention_size: 1000,
+            metrics: Vec::new(),
+        }
+    }
+
+    pub fn sample_interval(&self) -> Duration {
+        self.inner.sample_interval
+    }
+
+    pub fn retention_size(&self) -> usize {
+        self.inner.retention_size
+    }
+
+    /// The metrics named in the configuration (besides the built-ins).
+    pub fn declared_metrics(&self) -> &[String] {
+        &self.inner.declared
+    }
+
+    /// Records a run-scope sample. Cheap: one map lookup and one short lock.
+    pub fn record(&self, name: &str, value: f64) {
+        self.inner
+            .run
+            .series(name, self.inner.retention_size)
+            .record(value);
+    }
+
+    pub fn record_in(&self, scope: Scope<'_>, name: &str, value: f64) {
+        self.series(scope, name).record(value);
+    }
+
+    /// The window of `name` in `scope`, created if new. Record through it to skip the lookup.
+    pub fn series(&self, scope: Scope<'_>, name: &str) -> Series {
+        let retention = self.inner.retention_size;
+        match scope {
+            Scope::Run => self.inner.run.series(name, retention),
+            Scope::Stage(stage) => self.stage(stage).series(name, retention),
+        }
+    }
+
+    /// The seed's `getStats`, over the run scope.
+    pub fn get_stats(&self, name: &str) -> Option<Stats> {
+        self.get_stats_in(Scope::Run, name)
+    }
+
+    pub fn get_stats_in(&self, scope: Scope<'_>, name: &str) -> Option<Stats> {
+        let series = match scope {
+            Scope::Run => self.inner.run.existing(name),
+            Scope::Stage(stage) => self.existing_stage(stage)?.existing(name),
+        };
+        series?.stats()
+    }
+
+    /// Metric names with a window in `scope`, sorted.
+    pub fn metric_names(&self, scope: Scope<'_>) -> Vec<String> {
+        match scope {
+            Scope::Run => self.inner.run.names(),
+            Scope::Stage(stage) => self
+                .existing_stage(stage)
+                .map(|s| s.names())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Stages that have recorded anything, sorted.
+    pub fn stages(&self) -> Vec<String> {
+        let mut stages: Vec<String> = self
+            .inner
+            .stages
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .map(|k| k.to_string())
+            .collect();
+        stages.sort();
+        stages
+    }
+
+    /// The current (or last) run's totals; readable at any time, also during a run.
+    pub fn pipeline_metrics(&self) -> PipelineMetrics {
+        self.inner
+            .tally
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot(Instant::now())
+    }
+
+    /// Ends the current sample interval: records the built-in metrics for it in every scope.
+    pub fn sample(&self) {
+        let inner = &*self.inner;
+        let now = Instant::now();
+        let elapsed = {
+            let mut last = inner.last_sample.lock().unwrap_or_else(|e| e.into_inner());
+            let elapsed = last.map_or(Duration::ZERO, |l| now.saturating_duration_since(l));
+            *last = Some(now);
+            elapsed
+        };
+        let retention = inner.retention_size;
+        let stages: Vec<Arc<ScopeState>> = inner
+            .stages
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for stage in stages {
+            stage.sample(elapsed, retention);
+        }
+        inner.run.sample(elapsed, retention);
+        if let Some(rss) = system::resident_bytes() {
+            self.record(MEMORY_USAGE, rss as f64);
+        }
+        if let Some(cpu) = inner.cpu.lock().unwrap_or_else(|e| e.into_inner()).sample() {
+            self.record(CPU_USAGE, cpu);
+        }
+    }
+
+    /// Samples every `sampleInterval` until dropped. A pipeline runs this for each run.
+    pub async fn run_sampler(&self) {
+        let mut ticks = tokio::time::interval(self.inner.sample_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await; // the first tick is immediate: it starts the first interval
+        self.sample();
+        loop {
+            ticks.tick().await;
+            self.sample();
+        }
+    }
+
+    fn stage(&self, stage: &str) -> Arc<ScopeState> {
+        if let Some(state) = self.existing_stage(stage) {
+            return state;
+        }
+        Arc::clone(
+            self.inner
+                .stages
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(stage.into())
+                .or_default(),
+        )
+    }
+
+    fn existing_stage(&self, stage: &str) -> Option<Arc<ScopeState>> {
+        self.inner
+            .stages
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(stage)
+            .cloned()
+    }
+}
+
+impl EventSink for MetricsCollector {
+    fn on_event(&self, event: &Event) {
+        let now = Instant::now();
+        let inner = &*self.inner;
+        inner
+            .tally
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .on_event(event, now);
+        let Some(stage) = event.kind.stage() else {
+            return;
+        };
+        let scopes = || [self.stage(stage), Arc::clone(&inner.run)];
+        match &event.kind {
+            EventKind::StageStarted { .. } => {
+                for scope in scopes() {
+                    scope.running.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+            EventKind::StageSucceeded { .. } | EventKind::StageFailed { .. } => {
+                for scope in scopes() {
+                    let _ = scope
+                        .running
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(1));
+                }
+            }
+            EventKind::AttemptSucceeded { duration, item, .. } => {
+                for scope in scopes() {
+                    scope.attempts.fetch_add(1, Ordering::Relaxed);
+                    if item.is_none() {
+                        scope.completed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    scope
+                        .series(DURATION, inner.retention_size)
+                        .record(duration.as_secs_f64() * 1000.0);
+                }
+            }
+            EventKind::AttemptFailed { duration, .. } => {
+                for scope in scopes() {
+                    scope.attempts.fetch_add(1, Ordering::Relaxed);
+                    scope.failures.fetch_add(1, Ordering::Relaxed);
+                    scope
+                        .series(DURATION, inner.retention_size)
+                        .record(duration.as_secs_f64() * 1000.0);
+                }
+            }
+            EventKind::ItemSucceeded { .. } => {
+                for scope in scopes() {
+                    scope.completed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl std::fmt::Debug for MetricsCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsCollector")
+            .field("sample_interval", &self.inner.sample_interval)
+            .field("retention_size", &self.inner.retention_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`MetricsCollector`] from the seed's `metricsCollector` settings.
+#[derive(Debug, Clone)]
+pub struct MetricsCollectorBuilder {
+    sample_interval: Duration,
+    retention_size: usize,
+    metrics: Vec<String>,
+}
+
+impl MetricsCollectorBuilder {
+    pub fn sample_interval(mut self, interval: Duration) -> Self {
+        self.sample_interval = interval;
+        self
+    }
+
+    pub fn retention_size(mut self, samples: usize) -> Self {
+        self.retention_size = samples;
+        self
+    }
+
+    /// Metrics to keep windows for from the start (the seed's `metrics` list).
+    pub fn metrics<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.metrics.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn build(self) -> Result<MetricsCollector, InvalidConfig> {
+        if self.sample_interval.is_zero() {
+            return Err(InvalidConfig::new(
+                "sampleInterval",
+                "must be longer than zero",
+            ));
+        }
+        if self.retention_size == 0 {
+            return Err(InvalidConfig::new("retentionSize", "must be at least 1"));
+        }
+        if self.retention_size > 100_000_000 {
+            return Err(InvalidConfig::new(
+                "retentionSize",
+                format!("{} samples would not fit in memory", self.retention_size),
+            ));
+        }
+        for (i, name) in self.metrics.iter().enumerate() {
+            if name.trim().is_empty() {
+                return Err(InvalidConfig::new(
+                    format!("metrics[{i}]"),
+                    "a metric needs a name",
+                ));
+            }
+        }
+        let inner = Inner {
+            sample_interval: self.sample_interval,
+            retention_size: self.retention_size,
+            declared: self.metrics,
+            run: Arc::default(),
+            stages: RwLock::new(HashMap::new()),
+            tally: Mutex::new(Tally::default()),
+            cpu: Mutex::new(CpuMeter::default()),
+            last_sample: Mutex::new(None),
+        };
+        for name in &inner.declared {
+            inner.run.series(name, inner.retention_size);
+        }
+        Ok(MetricsCollector {
+            inner: Arc::new(inner),
+        })
+    }
+}

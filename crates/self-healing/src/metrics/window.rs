@@ -1,0 +1,233 @@
+//! One metric's window: the last `retentionSize` samples in a ring, and their statistics.
+
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+/// Statistics over a metric's window, as the seed's `getStats` returns them. Percentiles are
+/// nearest-rank: `p95` is the smallest sample at least 95 % of the window is less than or equal to.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub avg: f64,
+    pub min: f64,
+    pub max: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    /// Samples in the window (at most `retentionSize`).
+    pub count: usize,
+    /// The most recent sample.
+    pub last: f64,
+}
+
+/// A handle on one metric's window. Cheap to clone; recording through a handle skips the
+/// collector's name lookup, for the hottest loops.
+#[derive(Clone)]
+pub struct Series {
+    ring: Arc<Mutex<Ring>>,
+}
+
+struct Ring {
+    values: Vec<f64>,
+    next: usize,
+    capacity: usize,
+}
+
+impl Series {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Series {
+            ring: Arc::new(Mutex::new(Ring {
+                // Grows to `capacity` as samples arrive; never beyond.
+                values: Vec::with_capacity(capacity.min(1024)),
+                next: 0,
+                capacity,
+            })),
+        }
+    }
+
+    /// Adds a sample, evicting the oldest once the window is full. NaN is ignored.
+    pub fn record(&self, value: f64) {
+        if value.is_nan() {
+            return;
+        }
+        let mut ring = self.lock();
+        let Ring {
+            values,
+            next,
+            capacity,
+        } = &mut *ring;
+        if values.len() < *capacity {
+            values.push(value);
+        } else {
+            values[*next] = value;
+        }
+        *next = (*next + 1) % *capacity;
+    }
+
+    /// Samples in the window.
+    pub fn len(&self) -> usize {
+        self.lock().values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The most recent sample.
+    pub fn last(&self) -> Option<f64> {
+        let ring = self.lock();
+        let newest = (ring.next + ring.capacity - 1) % ring.capacity;
+        ring.values.get(newest).copied()
+    }
+
+    /// The window's samples, oldest first.
+    pub fn samples(&self) -> Vec<f64> {
+        let ring = self.lock();
+        if ring.values.len() < ring.capacity {
+            return ring.values.clone();
+        }
+        let (newer, older) = ring.values.split_at(ring.next);
+        older.iter().chain(newer).copied().collect()
+    }
+
+    /// Statistics over the window, `None` while it is empty.
+    pub fn stats(&self) -> Option<Stats> {
+        let (mut values, last) = {
+            let ring = self.lock();
+            let newest = (ring.next + ring.capacity - 1) % ring.capacity;
+            let last = *ring.values.get(newest)?;
+            (ring.values.clone(), last)
+        };
+        Some(stats_of(&mut values, last))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ring> {
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl std::fmt::Debug for Series {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Series").field("len", &self.len()).finish()
+    }
+}
+
+/// Nearest-rank index of percentile `p` (0–1) among `n` sorted samples.
+fn rank(p: f64, n: usize) -> usize {
+    ((p * n as f64).ceil() as usize).clamp(1, n) - 1
+}
+
+/// Computes the statistics by selection rather than a full sort: each percentile is found with
+/// one `select_nth_unstable` pass, the next smaller one within the part left of it.
+fn stats_of(values: &mut [f64], last: f64) -> Stats {
+    let n = values.len();
+    let (mut sum, mut min, mut max) = (0.0, f64::INFINITY, f64::NEG_INFINITY);
+    for &v in values.iter() {
+        sum += v;
+        min = min.min(v);
+        max = max.max(v);
+    }
+    let (i99, i95, i50) = (rank(0.99, n), rank(0.95, n), rank(0.50, n));
+    let (left, p99, _) = values.select_nth_unstable_by(i99, f64::total_cmp);
+    let p99 = *p99;
+    let p95 = if i95 == i99 {
+        p99
+    } else {
+        *left.select_nth_unstable_by(i95, f64::total_cmp).1
+    };
+    let p50 = if i50 == i95 {
+        p95
+    } else {
+        *left[..i95].select_nth_unstable_by(i50, f64::total_cmp).1
+    };
+    Stats {
+        avg: sum / n as f64,
+        min,
+        max,
+        p50,
+        p95,
+        p99,
+        count: n,
+        last,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn reference(samples: &[f64]) -> Stats {
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let at = |p: f64| sorted[((p * n as f64).ceil() as usize).max(1) - 1];
+        Stats {
+            avg: samples.iter().sum::<f64>() / n as f64,
+            min: sorted[0],
+            max: sorted[n - 1],
+            p50: at(0.50),
+            p95: at(0.95),
+            p99: at(0.99),
+            count: n,
+            last: *samples.last().unwrap(),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn stats_match_a_sorted_reference(
+            samples in prop::collection::vec(-1e9f64..1e9, 1..3000),
+            retention in 1usize..1500,
+        ) {
+            let series = Series::new(retention);
+            for &s in &samples {
+                series.record(s);
+            }
+            let window = &samples[samples.len().saturating_sub(retention)..];
+            let got = series.stats().unwrap();
+            let want = reference(window);
+            prop_assert_eq!(got.count, want.count);
+            prop_assert_eq!((got.min, got.max, got.last), (want.min, want.max, want.last));
+            prop_assert_eq!((got.p50, got.p95, got.p99), (want.p50, want.p95, want.p99));
+            prop_assert!((got.avg - want.avg).abs() <= 1e-6 * want.avg.abs().max(1.0));
+            prop_assert_eq!(series.samples(), window.to_vec());
+        }
+    }
+
+    #[test]
+    fn the_window_never_grows_past_retention() {
+        let series = Series::new(1000);
+        for i in 0..1_000_000 {
+            series.record(i as f64);
+        }
+        let ring = series.lock();
+        assert_eq!(ring.values.len(), 1000);
+        assert!(
+            ring.values.capacity() <= 2048,
+            "capacity {}",
+            ring.values.capacity()
+        );
+        drop(ring);
+        let stats = series.stats().unwrap();
+        assert_eq!(
+            (stats.min, stats.max, stats.count),
+            (999_000.0, 999_999.0, 1000)
+        );
+    }
+
+    #[test]
+    fn seed_example_shape() {
+        let series = Series::new(10);
+        assert!(series.stats().is_none());
+        for v in [800.0, 1400.0, 2500.0, 1200.0] {
+            series.record(v);
+        }
+        series.record(f64::NAN);
+        let stats = series.stats().unwrap();
+        assert_eq!(stats.count, 4);
+        assert_eq!((stats.min, stats.max, stats.p50), (800.0, 2500.0, 1200.0));
+        assert_eq!(stats.avg, 1475.0);
+        assert_eq!(stats.last, 1200.0);
+    }
+}

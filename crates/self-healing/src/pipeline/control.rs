@@ -1,0 +1,185 @@
+//! A stage's live controls: the knobs healing actions and operators turn while it runs.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::error::InvalidConfig;
+use crate::event::{EventBus, EventKind, RunId};
+use crate::resilience::{CircuitBreaker, ConcurrencyLimit, Rate, Throttle};
+
+/// The live state of one stage, shared between the running pipeline and whoever steers it
+/// (the healer's side actions, manual triggers). Every change is published on the bus.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use self_healing::pipeline::{ItemSource, SelfHealingPipeline, Stage};
+///
+/// let pipeline = SelfHealingPipeline::builder()
+///     .stage(Stage::for_each("load", ItemSource::iter(|_: &()| 0..10u32), |_ctx| async { Ok(()) }).concurrency(2))
+///     .build()
+///     .unwrap();
+/// let load = pipeline.control("load").unwrap();
+/// assert_eq!(load.set_concurrency(8).unwrap(), 2); // what `scale` does
+/// load.breaker().trip(None);                        // what `circuit-break` does
+/// # });
+/// ```
+pub struct StageControl {
+    stage: Arc<str>,
+    bus: EventBus,
+    run: Arc<Mutex<Option<RunId>>>,
+    concurrency: ConcurrencyLimit,
+    throttle: Throttle,
+    breaker: CircuitBreaker,
+    can_fail_over: bool,
+    failed_over: AtomicBool,
+    restarts_requested: AtomicU64,
+    restart: Notify,
+}
+
+impl StageControl {
+    pub(crate) fn new(
+        stage: Arc<str>,
+        bus: EventBus,
+        run: Arc<Mutex<Option<RunId>>>,
+        concurrency: usize,
+        breaker: CircuitBreaker,
+        can_fail_over: bool,
+    ) -> Result<Arc<Self>, InvalidConfig> {
+        let control = Arc::new(StageControl {
+            stage,
+            bus,
+            run,
+            concurrency: ConcurrencyLimit::new(concurrency)?,
+            throttle: Throttle::unlimited(),
+            breaker,
+            can_fail_over,
+            failed_over: AtomicBool::new(false),
+            restarts_requested: AtomicU64::new(0),
+            restart: Notify::new(),
+        });
+        let weak = Arc::downgrade(&control);
+        control.breaker.on_transition(move |t| {
+            if let Some(control) = weak.upgrade() {
+                control.publish(EventKind::BreakerChanged {
+                    stage: Arc::clone(&control.stage),
+                    from: t.from,
+                    to: t.to,
+                });
+            }
+        });
+        Ok(control)
+    }
+
+    pub fn stage(&self) -> &str {
+        &self.stage
+    }
+
+    pub fn concurrency(&self) -> usize {
+        self.concurrency.limit()
+    }
+
+    /// Items of this stage running now.
+    pub fn in_flight(&self) -> usize {
+        self.concurrency.in_flight()
+    }
+
+    /// Changes how many items run at once, effective at once for raises and as work finishes
+    /// for cuts. Returns the previous limit.
+    pub fn set_concurrency(&self, limit: usize) -> Result<usize, InvalidConfig> {
+        let from = self.concurrency.set_limit(limit)?;
+        if from != limit {
+            self.publish(EventKind::ConcurrencyChanged {
+                stage: Arc::clone(&self.stage),
+                from,
+                to: limit,
+            });
+        }
+        Ok(from)
+    }
+
+    pub fn rate(&self) -> Option<Rate> {
+        self.throttle.rate()
+    }
+
+    /// Caps (or with `None` uncaps) how fast this stage's attempts start.
+    pub fn set_rate(&self, rate: Option<Rate>) {
+        self.throttle.set_rate(rate);
+        self.publish(EventKind::ThrottleChanged {
+            stage: Arc::clone(&self.stage),
+            rate: rate.map(|r| r.per_second()),
+        });
+    }
+
+    /// The stage's breaker: trip it, force it, read it.
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    pub fn can_fail_over(&self) -> bool {
+        self.can_fail_over
+    }
+
+    pub fn is_failed_over(&self) -> bool {
+        self.failed_over.load(Ordering::Acquire)
+    }
+
+    /// Switches later attempts to the failover handler (`true`) or back to the primary.
+    /// Returns whether anything changed; a stage without a failover handler cannot switch.
+    pub fn set_failed_over(&self, failed_over: bool) -> bool {
+        if failed_over && !self.can_fail_over {
+            return false;
+        }
+        self.failed_over.swap(failed_over, Ordering::AcqRel) != failed_over
+    }
+
+    /// Asks the running stage to stop, run its reset hook and start over. Counts against the
+    /// stage's restart limit. Has no effect on a stage that is not running.
+    pub fn request_restart(&self) {
+        self.restarts_requested.fetch_add(1, Ordering::AcqRel);
+        self.restart.notify_waiters();
+    }
+
+    /// Waits for a restart requested after `seen` (a value of [`Self::restart_epoch`]).
+    pub(crate) async fn restart_requested(&self, seen: u64) {
+        loop {
+            let notified = self.restart.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.restarts_requested.load(Ordering::Acquire) > seen {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub(crate) fn restart_epoch(&self) -> u64 {
+        self.restarts_requested.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn throttle(&self) -> &Throttle {
+        &self.throttle
+    }
+
+    pub(crate) fn limit(&self) -> &ConcurrencyLimit {
+        &self.concurrency
+    }
+
+    fn publish(&self, kind: EventKind) {
+        let run = self.run.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        self.bus.publish(run.as_ref(), kind);
+    }
+}
+
+impl std::fmt::Debug for StageControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StageControl")
+            .field("stage", &self.stage)
+            .field("concurrency", &self.concurrency)
+            .field("throttle", &self.throttle)
+            .field("breaker", &self.breaker.state())
+            .field("failed_over", &self.is_failed_over())
+            .finish()
+    }
+}

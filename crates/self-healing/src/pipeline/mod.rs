@@ -1,0 +1,403 @@
+//! Pipelines: named stages run in order, each once or over items with a live concurrency,
+//! every attempt watched, every failure handed to a supervisor that heals it.
+//!
+//! # Semantics
+//!
+//! - Stages run in declaration order; a stage starts when the previous one has succeeded.
+//! - An item stage pulls its next item only when its concurrency limit has room, so it holds
+//!   in memory the items in flight (plus completed ones if it registered
+//!   [`rollback_item`](EachStage::rollback_item)).
+//! - Before each attempt, work waits for the stage's circuit breaker and throttle; that wait
+//!   spends no attempt. Each attempt runs under the stage's `timeout`; a panicking handler is a
+//!   failed attempt with a critical error.
+//! - A failed attempt goes to the [`Supervisor`]; its [`Remedy`] is carried out and published
+//!   as a `healing-applied` event. One failed unit that is not healed fails the stage: no new
+//!   units start, and those in flight finish their current attempt without retries.
+//! - **Cancellation** (the token in [`RunOptions`]): no new unit or attempt starts and retry
+//!   waits end at once; attempts in flight get the pipeline's
+//!   [`cancel_grace`](PipelineBuilder::cancel_grace) (default 30 s) to finish and are then
+//!   dropped. Units that did not finish are published as `item-abandoned`: they did not
+//!   complete and a resumed run does them again. The run ends `cancelled`.
+//! - A **restart** (remedy or [`StageControl::request_restart`]) drops the stage's work in
+//!   flight at once, runs its `reset` hook and runs the stage again from its start, at most
+//!   `max_restarts` times per run.
+//! - A **rollback** compensates, in reverse order, the failed stage's completed items, then each
+//!   completed stage's items and its `rollback` hook. The run ends `rolled-back`.
+
+mod control;
+mod report;
+mod run;
+mod stage;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+pub use control::StageControl;
+pub use report::{CompensationFailure, RunReport, StageReport};
+pub use stage::{
+    DEFAULT_MAX_RESTARTS, EachStage, Item, ItemContext, ItemSource, SingleStage, Stage,
+    StageContext,
+};
+
+use crate::clock::{Clock, default_clock};
+use crate::error::InvalidConfig;
+use crate::event::{Event, EventBus, EventKind, RunId};
+use crate::healing::{ActionKind, RetrySupervisor, Supervisor};
+use crate::metrics::{MetricsCollector, PipelineMetrics};
+use crate::resilience::{BreakerSettings, CircuitBreaker, RetryPolicy};
+use run::{Runner, StageEntry};
+
+/// What an `on_healing_action` hook is told besides the action.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealingContext {
+    pub run: Option<RunId>,
+    pub stage: Arc<str>,
+    pub item: Option<Arc<str>>,
+    pub detail: String,
+}
+
+/// Options for one run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The run's id; a fresh one when `None`.
+    pub run_id: Option<RunId>,
+    /// Cancel it to stop the run (see the module's semantics).
+    pub cancel: CancellationToken,
+}
+
+/// A pipeline of stages that heals itself. One run at a time: a second `execute` waits for
+/// the first.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap().block_on(async {
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use self_healing::pipeline::{ItemSource, SelfHealingPipeline, Stage};
+/// use self_healing::resilience::RetryPolicy;
+/// use self_healing::{RunStatus, StageError};
+///
+/// let calls = Arc::new(AtomicU32::new(0));
+/// let flaky = Arc::clone(&calls);
+/// let pipeline = SelfHealingPipeline::builder()
+///     .name("my-migration")
+///     .retry_policy(RetryPolicy::builder().max_attempts(3).initial_delay(Duration::from_millis(100)).build().unwrap())
+///     .stage(Stage::for_each(
+///         "analysis",
+///         ItemSource::iter(|_: &()| ["a.cbl", "b.cbl", "c.cbl"]),
+///         |_ctx| async { Ok(()) },
+///     ).concurrency(2))
+///     .stage(Stage::new("design", move |_ctx| {
+///         let calls = Arc::clone(&flaky);
+///         async move {
+///             // Fails once with a transient error, then works.
+///             if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+///                 Err(StageError::new("ECONNRESET"))
+///             } else {
+///                 Ok(())
+///             }
+///         }
+///     }))
+///     .on_stage_start(|stage| println!("Starting {stage}"))
+///     .on_healing_action(|action, ctx| println!("Healing: {action} on {}", ctx.stage))
+///     .build()
+///     .unwrap();
+///
+/// let report = pipeline.execute(()).await;
+/// assert_eq!(report.status, RunStatus::Succeeded);
+/// assert_eq!(report.metrics.retry_count, 1);
+/// assert_eq!(report.metrics.stages_completed, 2);
+/// # });
+/// ```
+pub struct SelfHealingPipeline<C> {
+    name: Arc<str>,
+    stages: Vec<Arc<StageEntry<C>>>,
+    bus: EventBus,
+    metrics: MetricsCollector,
+    supervisor: Arc<dyn Supervisor>,
+    default_retry: RetryPolicy,
+    grace: Duration,
+    current_run: Arc<Mutex<Option<RunId>>>,
+    run_lock: tokio::sync::Mutex<()>,
+    ids: Mutex<fastrand::Rng>,
+}
+
+impl<C: Send + Sync + 'static> SelfHealingPipeline<C> {
+    pub fn builder() -> PipelineBuilder<C> {
+        PipelineBuilder {
+            name: "pipeline".into(),
+            stages: Vec::new(),
+            supervisor: None,
+            retry: RetryPolicy::default(),
+            breaker: None,
+            metrics: None,
+            clock: None,
+            seed: None,
+            grace: Duration::from_secs(30),
+            hooks: Vec::new(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs every stage in order on `input` and reports how it went.
+    pub async fn execute(&self, input: C) -> RunReport {
+        self.execute_with(input, RunOptions::default()).await
+    }
+
+    pub async fn execute_with(&self, input: C, options: RunOptions) -> RunReport {
+        let _one_at_a_time = self.run_lock.lock().await;
+        let run = options.run_id.unwrap_or_else(|| {
+            let id = self.ids.lock().unwrap_or_else(|e| e.into_inner()).u64(..);
+            RunId::new(format!("run-{id:016x}"))
+        });
+        *self.current_run.lock().unwrap_or_else(|e| e.into_inner()) = Some(run.clone());
+        let runner = Arc::new(Runner {
+            pipeline: Arc::clone(&self.name),
+            input: Arc::new(input),
+            run,
+            bus: self.bus.clone(),
+            metrics: self.metrics.clone(),
+            supervisor: Arc::clone(&self.supervisor),
+            default_retry: self.default_retry.clone(),
+            cancel: options.cancel,
+            grace: self.grace,
+        });
+        let report = runner.execute(&self.stages).await;
+        *self.current_run.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        report
+    }
+
+    /// The current (or last) run's totals, at any time.
+    pub fn metrics(&self) -> PipelineMetrics {
+        self.metrics.pipeline_metrics()
+    }
+
+    pub fn collector(&self) -> &MetricsCollector {
+        &self.metrics
+    }
+
+    /// The bus every event of this pipeline is published on.
+    pub fn events(&self) -> &EventBus {
+        &self.bus
+    }
+
+    /// A stage's live controls.
+    pub fn control(&self, stage: &str) -> Option<&Arc<StageControl>> {
+        self.stages
+            .iter()
+            .find(|e| &*e.stage.name == stage)
+            .map(|e| &e.control)
+    }
+
+    /// Stage names in order.
+    pub fn stage_names(&self) -> impl Iterator<Item = &str> {
+        self.stages.iter().map(|e| &*e.stage.name)
+    }
+
+    /// The run in progress, if any.
+    pub fn current_run(&self) -> Option<RunId> {
+        self.current_run
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+type Hook = Box<dyn Fn(&Event) + Send + Sync>;
+
+/// Builds a [`SelfHealingPipeline`]; [`build`](Self::build) checks the stages.
+pub struct PipelineBuilder<C> {
+    name: Arc<str>,
+    stages: Vec<Stage<C>>,
+    supervisor: Option<Arc<dyn Supervisor>>,
+    retry: RetryPolicy,
+    breaker: Option<BreakerSettings>,
+    metrics: Option<MetricsCollector>,
+    clock: Option<Arc<dyn Clock>>,
+    seed: Option<u64>,
+    grace: Duration,
+    hooks: Vec<Hook>,
+}
+
+impl<C: Send + Sync + 'static> PipelineBuilder<C> {
+    /// The pipeline's (project's) name, carried by `run-started`.
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    pub fn stage(mut self, stage: impl Into<Stage<C>>) -> Self {
+        self.stages.push(stage.into());
+        self
+    }
+
+    /// Who decides how failures heal. Default: the stage's retry policy, then fail.
+    pub fn supervisor(mut self, supervisor: impl Supervisor) -> Self {
+        self.supervisor = Some(Arc::new(supervisor));
+        self
+    }
+
+    pub fn supervisor_arc(mut self, supervisor: Arc<dyn Supervisor>) -> Self {
+        self.supervisor = Some(supervisor);
+        self
+    }
+
+    /// The seed's global `retryPolicy`: used by stages without one of their own.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The seed's global `circuitBreaker`: every stage gets a breaker with these settings.
+    /// Without it, stage breakers open only when tripped (by `circuit-break`) or forced.
+    pub fn circuit_breaker(mut self, settings: BreakerSettings) -> Self {
+        self.breaker = Some(settings);
+        self
+    }
+
+    pub fn metrics(mut self, collector: MetricsCollector) -> Self {
+        self.metrics = Some(collector);
+        self
+    }
+
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Seeds run ids and retry jitter, for reproducible runs.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// How long attempts in flight may finish after cancellation before they are dropped.
+    pub fn cancel_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Called (inline, keep it quick) when a stage starts, with its name.
+    pub fn on_stage_start(mut self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.hooks.push(Box::new(move |event| {
+            if let EventKind::StageStarted { stage } = &event.kind {
+                hook(stage);
+            }
+        }));
+        self
+    }
+
+    /// Called (inline, keep it quick) when a stage ends, successfully or not.
+    pub fn on_stage_complete(
+        mut self,
+        hook: impl Fn(&StageReport) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.push(Box::new(move |event| {
+            if let Some(report) = StageReport::from_event(&event.kind) {
+                hook(&report);
+            }
+        }));
+        self
+    }
+
+    /// Called (inline, keep it quick) for every healing action applied.
+    pub fn on_healing_action(
+        mut self,
+        hook: impl Fn(ActionKind, &HealingContext) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.push(Box::new(move |event| {
+            if let EventKind::HealingApplied {
+                stage,
+                item,
+                action,
+                detail,
+            } = &event.kind
+            {
+                let context = HealingContext {
+                    run: event.run.clone(),
+                    stage: Arc::clone(stage),
+                    item: item.clone(),
+                    detail: detail.clone(),
+                };
+                hook(*action, &context);
+            }
+        }));
+        self
+    }
+
+    pub fn build(self) -> Result<SelfHealingPipeline<C>, InvalidConfig> {
+        if self.stages.is_empty() {
+            return Err(InvalidConfig::new(
+                "stages",
+                "a pipeline needs at least one stage",
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, stage) in self.stages.iter().enumerate() {
+            stage
+                .validate()
+                .map_err(|e| e.within(format!("stages[{i}]")))?;
+            if !names.insert(Arc::clone(&stage.name)) {
+                return Err(InvalidConfig::new(
+                    format!("stages[{i}].name"),
+                    format!("`{}` names two stages", stage.name),
+                ));
+            }
+        }
+        if let Some(settings) = &self.breaker {
+            settings
+                .validate()
+                .map_err(|e| e.within("circuitBreaker"))?;
+        }
+        let bus = EventBus::with_clock(self.clock.unwrap_or_else(default_clock));
+        let metrics = self.metrics.unwrap_or_default();
+        bus.add_sink(Arc::new(metrics.clone()));
+        for hook in self.hooks {
+            bus.add_sink(Arc::new(hook));
+        }
+        let current_run = Arc::new(Mutex::new(None));
+        let stages = self
+            .stages
+            .into_iter()
+            .map(|stage| {
+                let breaker = match self.breaker {
+                    Some(settings) => CircuitBreaker::new(settings)?,
+                    None => CircuitBreaker::manual(),
+                };
+                let control = StageControl::new(
+                    Arc::clone(&stage.name),
+                    bus.clone(),
+                    Arc::clone(&current_run),
+                    stage.concurrency,
+                    breaker,
+                    stage.work.has_failover(),
+                )?;
+                Ok(Arc::new(StageEntry { stage, control }))
+            })
+            .collect::<Result<_, InvalidConfig>>()?;
+        let supervisor = self
+            .supervisor
+            .unwrap_or_else(|| Arc::new(RetrySupervisor::new(self.seed)));
+        Ok(SelfHealingPipeline {
+            name: self.name,
+            stages,
+            bus,
+            metrics,
+            supervisor,
+            default_retry: self.retry,
+            grace: self.grace,
+            current_run,
+            run_lock: tokio::sync::Mutex::new(()),
+            ids: Mutex::new(
+                self.seed
+                    .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed),
+            ),
+        })
+    }
+}

@@ -1,0 +1,621 @@
+//! The executor: runs stages in order, units of a stage under its live controls, asks the
+//! supervisor about every failure and carries out its remedy.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{FutureExt, StreamExt};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::control::StageControl;
+use super::report::{CompensationFailure, RunReport, StageReport};
+use super::stage::{Stage, StageContext, Unit};
+use crate::error::StageError;
+use crate::event::{EventBus, EventKind, HandlerKind, RunId, RunStatus};
+use crate::healing::{ActionKind, Failure, Remedy, Supervisor};
+use crate::metrics::MetricsCollector;
+use crate::resilience::{ConcurrencyPermit, RetryPolicy};
+
+/// A stage as the pipeline keeps it: its definition and its live controls.
+pub(crate) struct StageEntry<C> {
+    pub(crate) stage: Stage<C>,
+    pub(crate) control: Arc<StageControl>,
+}
+
+/// Everything one run shares across its stages and units.
+pub(crate) struct Runner<C> {
+    pub(crate) pipeline: Arc<str>,
+    pub(crate) input: Arc<C>,
+    pub(crate) run: RunId,
+    pub(crate) bus: EventBus,
+    pub(crate) metrics: MetricsCollector,
+    pub(crate) supervisor: Arc<dyn Supervisor>,
+    pub(crate) default_retry: RetryPolicy,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) grace: Duration,
+}
+
+/// How one pass over a stage's units ended.
+enum PassEnd {
+    Done,
+    Restart(String),
+    Failed(StageError),
+    Rollback(StageError),
+    Cancelled,
+}
+
+/// How one unit ended.
+enum UnitEnd {
+    Succeeded,
+    Failed(StageError),
+    Restart(StageError),
+    Rollback(StageError),
+    Abandoned,
+}
+
+/// How a stage ended, with the units it completed (kept only when it compensates per unit).
+enum StageEnd {
+    Succeeded,
+    Failed(StageError),
+    Rollback(StageError),
+    Cancelled,
+}
+
+/// Cancels its token when dropped: stops helper tasks of a pass however the pass ends.
+struct CancelOnDrop(CancellationToken);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+impl<C: Send + Sync + 'static> Runner<C> {
+    fn publish(&self, kind: EventKind) -> Arc<crate::event::Event> {
+        self.bus.publish(Some(&self.run), kind)
+    }
+
+    pub(crate) async fn execute(self: Arc<Self>, stages: &[Arc<StageEntry<C>>]) -> RunReport {
+        let started = Instant::now();
+        self.publish(EventKind::RunStarted {
+            pipeline: Arc::clone(&self.pipeline),
+            stages: stages.iter().map(|e| Arc::clone(&e.stage.name)).collect(),
+        });
+        let sampler = {
+            let metrics = self.metrics.clone();
+            let done = CancellationToken::new();
+            let guard = CancelOnDrop(done.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = done.cancelled() => {}
+                    _ = metrics.run_sampler() => {}
+                }
+            });
+            guard
+        };
+
+        let mut reports = Vec::new();
+        let mut completed: Vec<(usize, Vec<Unit>)> = Vec::new();
+        let mut status = RunStatus::Succeeded;
+        let mut error = None;
+        let mut compensation_failures = Vec::new();
+        for (index, entry) in stages.iter().enumerate() {
+            if self.cancel.is_cancelled() {
+                status = RunStatus::Cancelled;
+                break;
+            }
+            let (report, end, units) = Arc::clone(&self).run_stage(entry).await;
+            reports.push(report);
+            match end {
+                StageEnd::Succeeded => completed.push((index, units)),
+                StageEnd::Failed(e) => {
+                    status = RunStatus::Failed;
+                    error = Some(e);
+                    break;
+                }
+                StageEnd::Cancelled => {
+                    status = RunStatus::Cancelled;
+                    break;
+                }
+                StageEnd::Rollback(e) => {
+                    self.publish(EventKind::HealingApplied {
+                        stage: Arc::clone(&entry.stage.name),
+                        item: None,
+                        action: ActionKind::Rollback,
+                        detail: format!(
+                            "compensating {} completed stage(s) and this stage's completed items",
+                            completed.len()
+                        ),
+                    });
+                    compensation_failures =
+                        self.roll_back(stages, (index, units), &completed).await;
+                    status = RunStatus::RolledBack;
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(sampler);
+        self.metrics.sample();
+        let duration = started.elapsed();
+        self.publish(EventKind::RunFinished {
+            status,
+            duration,
+            error: error.clone(),
+        });
+        RunReport {
+            run_id: self.run.clone(),
+            status,
+            duration,
+            stages: reports,
+            error,
+            compensation_failures,
+            metrics: self.metrics.pipeline_metrics(),
+        }
+    }
+
+    async fn run_stage(
+        self: Arc<Self>,
+        entry: &Arc<StageEntry<C>>,
+    ) -> (StageReport, StageEnd, Vec<Unit>) {
+        let stage = &entry.stage;
+        let name = Arc::clone(&stage.name);
+        self.publish(EventKind::StageStarted {
+            stage: Arc::clone(&name),
+        });
+        let started = Instant::now();
+        let mut restarts = 0;
+        let mut completed_total = 0;
+        let (end, units) = loop {
+            let (pass, units, completed) = Arc::clone(&self).run_pass(entry, restarts).await;
+            completed_total += completed;
+            match pass {
+                PassEnd::Done => break (StageEnd::Succeeded, units),
+                PassEnd::Failed(e) => break (StageEnd::Failed(e), units),
+                PassEnd::Rollback(e) => break (StageEnd::Rollback(e), units),
+                PassEnd::Cancelled => break (StageEnd::Cancelled, units),
+                PassEnd::Restart(reason) => {
+                    if restarts >= stage.max_restarts {
+                        let e = StageError::new(format!(
+                            "{reason}; restart limit of {} reached",
+                            stage.max_restarts
+                        ))
+                        .with_code("RESTART_LIMIT");
+                        break (StageEnd::Failed(e), units);
+                    }
+                    restarts += 1;
+                    self.publish(EventKind::HealingApplied {
+                        stage: Arc::clone(&name),
+                        item: None,
+                        action: ActionKind::Restart,
+                        detail: format!("restart {restarts} of {}: {reason}", stage.max_restarts),
+                    });
+                    if let Some(reset) = &stage.reset {
+                        let ctx = self.context(
+                            &name,
+                            restarts,
+                            HandlerKind::Primary,
+                            self.cancel.clone(),
+                        );
+                        if let Err(e) = guarded(reset(ctx), stage.timeout).await {
+                            let e = StageError::new(format!(
+                                "reset before restart failed: {}",
+                                e.message()
+                            ))
+                            .with_severity(e.severity());
+                            break (StageEnd::Failed(e), units);
+                        }
+                    }
+                }
+            }
+        };
+        let duration = started.elapsed();
+        let kind = match &end {
+            StageEnd::Succeeded => EventKind::StageSucceeded {
+                stage: Arc::clone(&name),
+                duration,
+                items: completed_total,
+            },
+            StageEnd::Failed(error) | StageEnd::Rollback(error) => EventKind::StageFailed {
+                stage: Arc::clone(&name),
+                duration,
+                items: completed_total,
+                error: error.clone(),
+            },
+            StageEnd::Cancelled => EventKind::StageFailed {
+                stage: Arc::clone(&name),
+                duration,
+                items: completed_total,
+                error: StageError::warning("the run was cancelled").with_code("CANCELLED"),
+            },
+        };
+        let event = self.publish(kind);
+        let mut report = StageReport::from_event(&event.kind).expect("a stage's own end event");
+        report.restarts = restarts;
+        (report, end, units)
+    }
+
+    /// One pass over a stage's units: pulls a unit only when the concurrency limit has room,
+    /// so memory holds the units in flight and no more.
+    async fn run_pass(
+        self: Arc<Self>,
+        entry: &Arc<StageEntry<C>>,
+        restarts: u32,
+    ) -> (PassEnd, Vec<Unit>, u64) {
+        let control = &entry.control;
+        let keep_units = entry.stage.work.compensates_units();
+        let stop = self.cancel.child_token();
+        let hard = CancellationToken::new();
+        let _escalate = {
+            let (stop, hard, grace) = (stop.clone(), hard.clone(), self.grace);
+            let pass_over = CancellationToken::new();
+            let guard = CancelOnDrop(pass_over.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = pass_over.cancelled() => {}
+                    _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => hard.cancel(),
+                }
+            });
+            guard
+        };
+        let restart = control.restart_requested(control.restart_epoch());
+        tokio::pin!(restart);
+
+        let mut source = entry.stage.work.units(&self.input);
+        let mut tasks: JoinSet<(UnitEnd, Unit)> = JoinSet::new();
+        let mut end: Option<PassEnd> = None;
+        let mut units = Vec::new();
+        let mut completed = 0u64;
+        let mut settle = |joined: Result<(UnitEnd, Unit), tokio::task::JoinError>,
+                          end: &mut Option<PassEnd>| {
+            let (outcome, unit) = match joined {
+                Ok(done) => done,
+                // Panics inside handlers are caught per attempt; this is a panic in our code.
+                Err(e) => {
+                    end.get_or_insert(PassEnd::Failed(StageError::critical(format!(
+                        "unit task failed: {e}"
+                    ))));
+                    stop.cancel();
+                    return;
+                }
+            };
+            match outcome {
+                UnitEnd::Succeeded => {
+                    completed += 1;
+                    if keep_units {
+                        units.push(unit);
+                    }
+                }
+                UnitEnd::Abandoned => {}
+                UnitEnd::Failed(e) => {
+                    end.get_or_insert(PassEnd::Failed(e));
+                    stop.cancel();
+                }
+                UnitEnd::Rollback(e) => {
+                    end.get_or_insert(PassEnd::Rollback(e));
+                    stop.cancel();
+                }
+                UnitEnd::Restart(e) => {
+                    end.get_or_insert(PassEnd::Restart(e.message().to_owned()));
+                    stop.cancel();
+                    hard.cancel();
+                }
+            }
+        };
+
+        'feed: loop {
+            let permit = tokio::select! {
+                biased;
+                _ = &mut restart, if end.is_none() => {
+                    end = Some(PassEnd::Restart("restart requested".into()));
+                    stop.cancel();
+                    hard.cancel();
+                    break 'feed;
+                }
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                    settle(joined, &mut end);
+                    continue 'feed;
+                }
+                _ = stop.cancelled() => break 'feed,
+                permit = control.limit().acquire() => permit,
+            };
+            let next = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break 'feed,
+                next = source.next() => next,
+            };
+            match next {
+                None => break 'feed,
+                Some(Err(e)) => {
+                    end.get_or_insert(PassEnd::Failed(e));
+                    stop.cancel();
+                    break 'feed;
+                }
+                Some(Ok(unit)) => {
+                    let runner = Arc::clone(&self);
+                    let entry = Arc::clone(entry);
+                    let (stop, hard) = (stop.clone(), hard.clone());
+                    tasks.spawn(async move {
+                        runner
+                            .run_unit(&entry, unit, permit, restarts, [stop, hard])
+                            .await
+                    });
+                }
+            }
+        }
+        drop(source);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut restart, if end.is_none() => {
+                    end = Some(PassEnd::Restart("restart requested".into()));
+                    stop.cancel();
+                    hard.cancel();
+                }
+                joined = tasks.join_next() => match joined {
+                    Some(joined) => settle(joined, &mut end),
+                    None => break,
+                },
+            }
+        }
+        let end = end.unwrap_or(if self.cancel.is_cancelled() {
+            PassEnd::Cancelled
+        } else {
+            PassEnd::Done
+        });
+        (end, units, completed)
+    }
+
+    /// Runs one unit to its end: waits for the breaker and the throttle, runs attempts under
+    /// the stage's timeout, and carries out the supervisor's remedy after each failure.
+    async fn run_unit(
+        &self,
+        entry: &StageEntry<C>,
+        unit: Unit,
+        _permit: ConcurrencyPermit,
+        restarts: u32,
+        [stop, hard]: [CancellationToken; 2],
+    ) -> (UnitEnd, Unit) {
+        let stage = &entry.stage;
+        let control = &entry.control;
+        let name = &stage.name;
+        let item = unit.key.clone();
+        let policy = stage.retry.as_ref().unwrap_or(&self.default_retry);
+        if let Some(key) = &item {
+            self.publish(EventKind::ItemStarted {
+                stage: Arc::clone(name),
+                item: Arc::clone(key),
+            });
+        }
+        let first_started = Instant::now();
+        let abandon = || {
+            if let Some(key) = &item {
+                self.publish(EventKind::ItemAbandoned {
+                    stage: Arc::clone(name),
+                    item: Arc::clone(key),
+                });
+            }
+            UnitEnd::Abandoned
+        };
+        let fail = |attempts: u32, error: StageError| {
+            if let Some(key) = &item {
+                self.publish(EventKind::ItemFailed {
+                    stage: Arc::clone(name),
+                    item: Arc::clone(key),
+                    attempts,
+                    error: error.clone(),
+                });
+            }
+            UnitEnd::Failed(error)
+        };
+
+        let mut attempt = 0;
+        let end = loop {
+            attempt += 1;
+            // Waiting here holds the concurrency slot but spends no attempt.
+            let breaker = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break abandon(),
+                permit = control.breaker().acquire() => permit,
+            };
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break abandon(),
+                _ = control.throttle().acquire() => {}
+            }
+            let handler = if control.is_failed_over() {
+                HandlerKind::Failover
+            } else {
+                HandlerKind::Primary
+            };
+            self.publish(EventKind::AttemptStarted {
+                stage: Arc::clone(name),
+                item: item.clone(),
+                attempt,
+                handler,
+            });
+            let started = Instant::now();
+            let ctx = self.context(name, attempt, handler, stop.clone());
+            let result = tokio::select! {
+                biased;
+                _ = hard.cancelled() => {
+                    drop(breaker);
+                    break abandon();
+                }
+                result = guarded(stage.work.attempt(ctx, &unit), stage.timeout) => result,
+            };
+            let duration = started.elapsed();
+            let error = match result {
+                Ok(()) => {
+                    breaker.success();
+                    self.publish(EventKind::AttemptSucceeded {
+                        stage: Arc::clone(name),
+                        item: item.clone(),
+                        attempt,
+                        duration,
+                    });
+                    if let Some(key) = &item {
+                        self.publish(EventKind::ItemSucceeded {
+                            stage: Arc::clone(name),
+                            item: Arc::clone(key),
+                            attempts: attempt,
+                            duration: first_started.elapsed(),
+                        });
+                    }
+                    break UnitEnd::Succeeded;
+                }
+                Err(error) => error,
+            };
+            breaker.failure();
+            self.publish(EventKind::AttemptFailed {
+                stage: Arc::clone(name),
+                item: item.clone(),
+                attempt,
+                duration,
+                error: error.clone(),
+            });
+            if stop.is_cancelled() {
+                // A stopping stage starts nothing new, retries included.
+                break abandon();
+            }
+            let failure = Failure {
+                run: &self.run,
+                stage: name,
+                item: item.as_deref(),
+                attempt,
+                error: &error,
+                handler,
+                can_fail_over: control.can_fail_over(),
+                restarts,
+                retry_policy: policy,
+            };
+            match self.supervisor.on_failure(&failure).await {
+                Remedy::Retry { after } => {
+                    self.publish(EventKind::HealingApplied {
+                        stage: Arc::clone(name),
+                        item: item.clone(),
+                        action: ActionKind::Retry,
+                        detail: format!("attempt {} in {after:?}", attempt + 1),
+                    });
+                    tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => break abandon(),
+                        _ = tokio::time::sleep(after) => {}
+                    }
+                }
+                Remedy::Failover if control.can_fail_over() && handler == HandlerKind::Primary => {
+                    if control.set_failed_over(true) {
+                        self.publish(EventKind::HealingApplied {
+                            stage: Arc::clone(name),
+                            item: item.clone(),
+                            action: ActionKind::Failover,
+                            detail: "switched to the failover handler".into(),
+                        });
+                    }
+                }
+                Remedy::Failover | Remedy::Fail => break fail(attempt, error),
+                Remedy::Restart => break UnitEnd::Restart(error),
+                Remedy::Rollback => break UnitEnd::Rollback(error),
+            }
+        };
+        (end, unit)
+    }
+
+    /// Compensates completed work in reverse: first the failed stage's completed items, newest
+    /// first; then, for each completed stage from the last, its items newest first and its own
+    /// rollback hook. Runs to the end even if a compensation fails, and ignores cancellation: a
+    /// half-done rollback helps nobody.
+    async fn roll_back(
+        &self,
+        stages: &[Arc<StageEntry<C>>],
+        failed: (usize, Vec<Unit>),
+        completed: &[(usize, Vec<Unit>)],
+    ) -> Vec<CompensationFailure> {
+        let mut failures = Vec::new();
+        let failed_stage = std::iter::once((failed.0, &failed.1, false));
+        let completed_stages = completed.iter().rev().map(|(i, units)| (*i, units, true));
+        for (index, units, stage_hook) in failed_stage.chain(completed_stages) {
+            let stage = &stages[index].stage;
+            let name = &stage.name;
+            for unit in units.iter().rev() {
+                let ctx = self.context(name, 1, HandlerKind::Primary, CancellationToken::new());
+                if let Some(compensation) = stage.work.compensate(ctx, unit) {
+                    let result = guarded(compensation, stage.timeout).await;
+                    self.compensated(name, unit.key.clone(), result, &mut failures);
+                }
+            }
+            if let (Some(rollback), true) = (&stage.rollback, stage_hook) {
+                let ctx = self.context(name, 1, HandlerKind::Primary, CancellationToken::new());
+                let result = guarded(rollback(ctx), stage.timeout).await;
+                self.compensated(name, None, result, &mut failures);
+            }
+        }
+        failures
+    }
+
+    fn compensated(
+        &self,
+        stage: &Arc<str>,
+        item: Option<Arc<str>>,
+        result: Result<(), StageError>,
+        failures: &mut Vec<CompensationFailure>,
+    ) {
+        let error = result.err();
+        if let Some(error) = &error {
+            failures.push(CompensationFailure {
+                stage: Arc::clone(stage),
+                item: item.clone(),
+                error: error.clone(),
+            });
+        }
+        self.publish(EventKind::CompensationFinished {
+            stage: Arc::clone(stage),
+            item,
+            error,
+        });
+    }
+
+    fn context(
+        &self,
+        stage: &Arc<str>,
+        attempt: u32,
+        handler: HandlerKind,
+        cancel: CancellationToken,
+    ) -> StageContext<C> {
+        StageContext {
+            input: Arc::clone(&self.input),
+            run: self.run.clone(),
+            stage: Arc::clone(stage),
+            attempt,
+            handler,
+            cancel,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// Runs a handler's future under the stage's timeout, turning a panic into a critical error.
+async fn guarded(
+    attempt: crate::healing::BoxFuture<'static, Result<(), StageError>>,
+    timeout: Option<Duration>,
+) -> Result<(), StageError> {
+    let caught = AssertUnwindSafe(attempt).catch_unwind().map(|result| {
+        result.unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(StageError::critical(format!("handler panicked: {message}")).with_code("PANIC"))
+        })
+    });
+    match timeout {
+        Some(limit) => tokio::time::timeout(limit, caught)
+            .await
+            .unwrap_or_else(|_| Err(StageError::timed_out(limit))),
+        None => caught.await,
+    }
+}

@@ -1,0 +1,19 @@
+//! Resilience primitives the healer drives. Each works alone, on tokio time.
+//!
+//! - [`RetryPolicy`]: attempts, backoff (fixed, linear, exponential), jitter, retryable errors.
+//! - [`CircuitBreaker`]: closed, open, half-open, with forced states and transition listeners.
+//! - [`Throttle`]: a rate limit with bursts whose rate can change live.
+//! - [`ConcurrencyLimit`]: a concurrency bound that can change live (what `scale` acts on).
+
+mod breaker;
+mod concurrency;
+mod retry;
+mod throttle;
+
+pub use breaker::{
+    BreakerPermit, BreakerSettings, BreakerState, CircuitBreaker, CircuitBreakerBuilder, Rejected,
+    Transition,
+};
+pub use concurrency::{ConcurrencyLimit, ConcurrencyPermit};
+pub use retry::{Backoff, RetryPolicy, RetryPolicyBuilder};
+pub use throttle::{Rate, Throttle};
