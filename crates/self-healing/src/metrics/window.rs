@@ -175,6 +175,13 @@ mod tests {
     }
 
     proptest! {
+        // A fixed seed keeps the suite deterministic; change it to explore other cases.
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_0001),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
         #[test]
         fn stats_match_a_sorted_reference(
             samples in prop::collection::vec(-1e9f64..1e9, 1..3000),

@@ -498,7 +498,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
                         stage: Arc::clone(name),
                         item: item.clone(),
                         action: ActionKind::Retry,
-                        detail: format!("attempt {} in {after:?}", attempt + 1),
+                        detail: format!("attempt {} in {after:.0?}", attempt + 1),
                     });
                     tokio::select! {
                         biased;
