@@ -22,6 +22,23 @@ pub trait Clock: Send + Sync + 'static {
 }
 
 /// Wall time anchored at creation and advanced by tokio's clock.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::{Duration, SystemTime};
+/// use self_healing::clock::{Clock, TokioClock};
+/// use self_healing::{SelfHealingPipeline, Stage};
+///
+/// // Deterministic event timestamps for a test or a replay.
+/// let clock = TokioClock::starting_at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+/// assert!(clock.wall() >= SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+/// let pipeline = SelfHealingPipeline::builder()
+///     .clock(Arc::new(clock))
+///     .stage(Stage::new("only", |_: self_healing::StageContext<()>| async { Ok(()) }))
+///     .build()
+///     .unwrap();
+/// # let _ = pipeline;
+/// ```
 #[derive(Debug, Clone)]
 pub struct TokioClock {
     anchor_wall: SystemTime,

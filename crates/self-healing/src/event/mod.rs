@@ -263,6 +263,26 @@ where
 }
 
 /// The pipeline's event bus. Cheap to clone; clones publish to the same subscribers.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use self_healing::event::{Event, EventBus, EventKind};
+///
+/// let bus = EventBus::new();
+/// let failures = Arc::new(AtomicU64::new(0));
+/// let counter = Arc::clone(&failures);
+/// bus.add_sink(Arc::new(move |event: &Event| {
+///     if let EventKind::AttemptFailed { .. } = event.kind {
+///         counter.fetch_add(1, Ordering::Relaxed);
+///     }
+/// }));
+/// let mut live = bus.subscribe_lossy();
+/// bus.publish(None, EventKind::StageStarted { stage: "load".into() });
+/// assert_eq!(failures.load(Ordering::Relaxed), 0);
+/// assert_eq!(bus.published(), 1);
+/// # drop(live);
+/// ```
 #[derive(Clone)]
 pub struct EventBus {
     inner: Arc<BusInner>,

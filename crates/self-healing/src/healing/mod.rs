@@ -183,6 +183,24 @@ where
 
 /// Retries by the stage's [`RetryPolicy`], then fails. Jitter comes from a seedable generator,
 /// so a seeded pipeline retries on the same schedule every time.
+///
+/// ```
+/// use std::time::Duration;
+/// use self_healing::healing::{Failure, Remedy, RetrySupervisor};
+/// use self_healing::event::{HandlerKind, RunId};
+/// use self_healing::{RetryPolicy, StageError};
+///
+/// let supervisor = RetrySupervisor::new(Some(7));
+/// let policy = RetryPolicy::builder().max_attempts(2).initial_delay(Duration::from_secs(1)).build().unwrap();
+/// let error = StageError::new("ECONNRESET");
+/// let run = RunId::new("r");
+/// let failure = |attempt| Failure {
+///     run: &run, stage: "load", item: None, attempt, error: &error,
+///     handler: HandlerKind::Primary, can_fail_over: false, restarts: 0, retry_policy: &policy,
+/// };
+/// assert_eq!(supervisor.decide(&failure(1)), Remedy::Retry { after: Duration::from_secs(1) });
+/// assert_eq!(supervisor.decide(&failure(2)), Remedy::Fail);
+/// ```
 #[derive(Debug)]
 pub struct RetrySupervisor {
     rng: Mutex<fastrand::Rng>,

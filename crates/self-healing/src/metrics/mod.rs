@@ -76,6 +76,36 @@ pub enum Scope<'a> {
 }
 
 /// Collects named metrics in bounded windows. Cheap to clone; clones share everything.
+///
+/// Give one to a pipeline to read its windows while and after it runs:
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap().block_on(async {
+/// use std::time::Duration;
+/// use self_healing::metrics::{MetricsCollector, Scope};
+/// use self_healing::{SelfHealingPipeline, Stage};
+///
+/// let collector = MetricsCollector::builder()
+///     .sample_interval(Duration::from_secs(1))
+///     .retention_size(1000)
+///     .metrics(["queueDepth"])
+///     .build()
+///     .unwrap();
+/// let pipeline = SelfHealingPipeline::builder()
+///     .metrics(collector.clone())
+///     .stage(Stage::new("design", |ctx| async move {
+///         tokio::time::sleep(Duration::from_millis(1500)).await;
+///         ctx.record("queueDepth", 42.0);
+///         Ok(())
+///     }))
+///     .build()
+///     .unwrap();
+/// pipeline.execute(()).await;
+/// let duration = collector.get_stats_in(Scope::Stage("design"), "duration").unwrap();
+/// assert_eq!((duration.count, duration.max), (1, 1500.0));
+/// assert_eq!(collector.get_stats_in(Scope::Stage("design"), "queueDepth").unwrap().last, 42.0);
+/// # });
+/// ```
 #[derive(Clone)]
 pub struct MetricsCollector {
     inner: Arc<Inner>,

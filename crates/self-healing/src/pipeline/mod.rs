@@ -10,7 +10,7 @@
 //! - Before each attempt, work waits for the stage's circuit breaker and throttle; that wait
 //!   spends no attempt. Each attempt runs under the stage's `timeout`; a panicking handler is a
 //!   failed attempt with a critical error.
-//! - A failed attempt goes to the [`Supervisor`]; its [`Remedy`] is carried out and published
+//! - A failed attempt goes to the [`Supervisor`]; its [`Remedy`](crate::healing::Remedy) is carried out and published
 //!   as a `healing-applied` event. One failed unit that is not healed fails the stage: no new
 //!   units start, and those in flight finish their current attempt without retries.
 //! - **Cancellation** (the token in [`RunOptions`]): no new unit or attempt starts and retry
@@ -60,6 +60,25 @@ pub struct HealingContext {
 }
 
 /// Options for one run.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use self_healing::{RunId, RunOptions, RunStatus, SelfHealingPipeline, Stage};
+///
+/// let pipeline = SelfHealingPipeline::builder()
+///     .stage(Stage::new("wait", |ctx| async move {
+///         ctx.cancellation().cancelled().await; // runs until cancelled
+///         Ok(())
+///     }))
+///     .build()
+///     .unwrap();
+/// let options = RunOptions { run_id: Some(RunId::new("nightly-42")), ..RunOptions::default() };
+/// options.cancel.cancel(); // e.g. from a Ctrl-C handler
+/// let report = pipeline.execute_with((), options).await;
+/// assert_eq!(report.status, RunStatus::Cancelled);
+/// assert_eq!(report.run_id.as_str(), "nightly-42");
+/// # });
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// The run's id; a fresh one when `None`.

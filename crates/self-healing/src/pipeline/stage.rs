@@ -175,6 +175,23 @@ where
 
 /// Where a stage's items come from. Items are pulled as capacity frees up, so a stage over a
 /// million items holds only those in flight.
+///
+/// ```
+/// use std::path::PathBuf;
+/// use self_healing::{ItemSource, StageError};
+///
+/// struct Job { files: Vec<PathBuf> }
+///
+/// // Made afresh from the run's input for every run and restart.
+/// let from_input = ItemSource::iter(|job: &Job| job.files.clone());
+/// // A lazy range of a million ids: nothing is materialised up front.
+/// let ids = ItemSource::iter(|_: &Job| 0..1_000_000u64);
+/// // A stream whose errors fail the stage (a listing that cannot be read, say).
+/// let listed = ItemSource::stream(|_: &Job| {
+///     futures_util::stream::iter(vec![Ok("a.cbl".to_string()), Err(StageError::new("EACCES"))])
+/// });
+/// # let _ = (from_input, ids, listed);
+/// ```
 pub struct ItemSource<C, T> {
     produce: SourceFn<C, T>,
 }

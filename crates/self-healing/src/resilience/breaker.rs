@@ -39,6 +39,21 @@ pub struct Transition {
 
 /// The breaker's settings: the seed's `failureThreshold`, `successThreshold`,
 /// `breakDuration` (alias `timeout`) and `halfOpenRequests`.
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use std::time::Duration;
+/// use self_healing::resilience::{BreakerSettings, CircuitBreaker};
+///
+/// let settings = BreakerSettings {
+///     failure_threshold: NonZeroU32::new(5),
+///     success_threshold: NonZeroU32::new(2).unwrap(),
+///     break_duration: Duration::from_secs(60),
+///     half_open_requests: NonZeroU32::new(3).unwrap(),
+/// };
+/// let breaker = CircuitBreaker::new(settings).unwrap();
+/// assert_eq!(breaker.settings(), settings);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerSettings {
     /// Consecutive failures that open a closed breaker; `None` means failures never open it
