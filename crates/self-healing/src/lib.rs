@@ -57,10 +57,12 @@
 //! # }).unwrap();
 //! ```
 
+pub mod alert;
 pub mod clock;
 mod error;
 pub mod event;
 pub mod healing;
+pub mod health;
 pub mod metrics;
 pub mod pipeline;
 pub mod resilience;

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use self_healing::event::{Event, EventKind, HandlerKind};
+use self_healing::event::{EventKind, HandlerKind};
 use self_healing::healing::{ActionKind, Failure, Remedy};
 use self_healing::pipeline::{ItemSource, RunOptions, SelfHealingPipeline, Stage};
 use self_healing::resilience::{BreakerState, Rate, RetryPolicy};
@@ -13,57 +13,8 @@ use self_healing::{RunStatus, StageError};
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 
-/// Every event a pipeline publishes, for assertions.
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<Arc<Event>>>>);
-
-impl Recorder {
-    fn attach<C: Send + Sync + 'static>(pipeline: &SelfHealingPipeline<C>) -> Self {
-        let recorder = Recorder::default();
-        let sink = recorder.clone();
-        pipeline.events().add_sink(Arc::new(move |e: &Event| {
-            sink.0.lock().unwrap().push(Arc::new(e.clone()));
-        }));
-        recorder
-    }
-
-    fn kinds(&self) -> Vec<EventKind> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|e| e.kind.clone())
-            .collect()
-    }
-
-    fn count(&self, pred: impl Fn(&EventKind) -> bool) -> usize {
-        self.kinds().iter().filter(|k| pred(k)).count()
-    }
-}
-
-/// Tracks work running at once and the most ever seen.
-#[derive(Default)]
-struct Gauge {
-    now: AtomicUsize,
-    peak: AtomicUsize,
-}
-
-impl Gauge {
-    fn enter(&self) -> usize {
-        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.peak.fetch_max(now, Ordering::SeqCst);
-        now
-    }
-
-    fn leave(&self) {
-        self.now.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    fn take_peak(&self) -> usize {
-        self.peak
-            .swap(self.now.load(Ordering::SeqCst), Ordering::SeqCst)
-    }
-}
+mod common;
+use common::{Gauge, Recorder};
 
 fn quick_retries(max_attempts: u32) -> RetryPolicy {
     RetryPolicy::builder()
@@ -603,7 +554,7 @@ async fn a_requested_restart_stops_work_in_flight_and_starts_over() {
     let control = Arc::clone(pipeline.control("generation").unwrap());
     tokio::spawn(async move {
         sleep(Duration::from_secs(3)).await;
-        control.request_restart();
+        control.request_restart("operator asked");
     });
     let start = Instant::now();
     let report = pipeline.execute(()).await;

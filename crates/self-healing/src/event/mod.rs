@@ -204,6 +204,17 @@ pub enum EventKind {
         from: usize,
         to: usize,
     },
+    /// A healing decision, acted on or not (see the healer's history).
+    HealingDecision {
+        record: crate::healing::HealingRecord,
+    },
+    /// An alert channel could not deliver after its retries.
+    #[serde(rename_all = "camelCase")]
+    AlertFailed {
+        channel: String,
+        dedup_key: String,
+        error: String,
+    },
     /// `rate` is permits per second; `None` means unlimited.
     ThrottleChanged {
         stage: Arc<str>,
@@ -216,7 +227,8 @@ impl EventKind {
     pub fn stage(&self) -> Option<&Arc<str>> {
         use EventKind::*;
         match self {
-            RunStarted { .. } | RunFinished { .. } => None,
+            RunStarted { .. } | RunFinished { .. } | AlertFailed { .. } => None,
+            HealingDecision { record } => record.stage.as_ref(),
             StageStarted { stage }
             | StageSucceeded { stage, .. }
             | StageFailed { stage, .. }

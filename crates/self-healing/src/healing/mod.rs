@@ -7,6 +7,26 @@
 //! actions (scale, throttle, circuit-break) act on a stage's
 //! [`StageControl`](crate::pipeline::StageControl) instead.
 
+mod action;
+mod healer;
+mod history;
+mod strategy;
+mod trigger;
+
+pub use action::{
+    Action, ActionContext, CircuitBreakAction, CustomAction, NotifyAction, RestartAction, Restore,
+    ScaleAction, ScaleDirection, Scaler, ThrottleAction,
+};
+pub use healer::{
+    AutoHealer, AutoHealerBuilder, Budget, DEFAULT_EVALUATION_INTERVAL, DEFAULT_HISTORY_CAPACITY,
+};
+pub use history::{HealingRecord, Outcome, TriggerMatch};
+pub use strategy::{HealingStrategy, Mode, StrategyOverride};
+pub use trigger::{
+    AnomalyTrigger, CustomTrigger, DEFAULT_MIN_SAMPLES, ErrorTrigger, HealthTrigger,
+    MetricsTrigger, Operator, Sensitivity, TimeoutTrigger, Trigger, TriggerContext, TriggerKind,
+};
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -169,6 +189,37 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// ```
 pub trait Supervisor: Send + Sync + 'static {
     fn on_failure<'a>(&'a self, failure: &'a Failure<'a>) -> BoxFuture<'a, Remedy>;
+
+    /// Called as a run starts, with what a supervisor needs to watch and steer it.
+    fn run_started(&self, _run: &RunScope) {}
+
+    /// Called as a run ends, after its last event but `run-finished`.
+    fn run_finished(&self, _run: &RunId) {}
+}
+
+/// A running pipeline, as a supervisor sees it: its events, metrics and stage controls.
+#[derive(Clone)]
+pub struct RunScope {
+    pub run: RunId,
+    pub pipeline: std::sync::Arc<str>,
+    pub bus: crate::event::EventBus,
+    pub metrics: crate::metrics::MetricsCollector,
+    pub controls: Vec<std::sync::Arc<crate::pipeline::StageControl>>,
+}
+
+impl RunScope {
+    pub fn control(&self, stage: &str) -> Option<&std::sync::Arc<crate::pipeline::StageControl>> {
+        self.controls.iter().find(|c| c.stage() == stage)
+    }
+}
+
+impl std::fmt::Debug for RunScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunScope")
+            .field("run", &self.run)
+            .field("pipeline", &self.pipeline)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<F> Supervisor for F

@@ -246,17 +246,21 @@ impl MetricsCollector {
         }
     }
 
+    /// The window of `name` in `scope` if anything was recorded there.
+    pub fn find(&self, scope: Scope<'_>, name: &str) -> Option<Series> {
+        match scope {
+            Scope::Run => self.inner.run.existing(name),
+            Scope::Stage(stage) => self.existing_stage(stage)?.existing(name),
+        }
+    }
+
     /// The seed's `getStats`, over the run scope.
     pub fn get_stats(&self, name: &str) -> Option<Stats> {
         self.get_stats_in(Scope::Run, name)
     }
 
     pub fn get_stats_in(&self, scope: Scope<'_>, name: &str) -> Option<Stats> {
-        let series = match scope {
-            Scope::Run => self.inner.run.existing(name),
-            Scope::Stage(stage) => self.existing_stage(stage)?.existing(name),
-        };
-        series?.stats()
+        self.find(scope, name)?.stats()
     }
 
     /// Metric names with a window in `scope`, sorted.

@@ -31,6 +31,8 @@ struct Ring {
     values: Vec<f64>,
     next: usize,
     capacity: usize,
+    /// Samples ever recorded, so a reader can tell whether a new one arrived.
+    recorded: u64,
 }
 
 impl Series {
@@ -41,6 +43,7 @@ impl Series {
                 values: Vec::with_capacity(capacity.min(1024)),
                 next: 0,
                 capacity,
+                recorded: 0,
             })),
         }
     }
@@ -55,13 +58,20 @@ impl Series {
             values,
             next,
             capacity,
+            recorded,
         } = &mut *ring;
+        *recorded += 1;
         if values.len() < *capacity {
             values.push(value);
         } else {
             values[*next] = value;
         }
         *next = (*next + 1) % *capacity;
+    }
+
+    /// Samples recorded since the series was created, including those since evicted.
+    pub fn recorded(&self) -> u64 {
+        self.lock().recorded
     }
 
     /// Samples in the window.

@@ -1,6 +1,6 @@
 //! A stage's live controls: the knobs healing actions and operators turn while it runs.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -34,8 +34,24 @@ pub struct StageControl {
     breaker: CircuitBreaker,
     can_fail_over: bool,
     failed_over: AtomicBool,
-    restarts_requested: AtomicU64,
-    restart: Notify,
+    requests: Mutex<Pending>,
+    requested: Notify,
+}
+
+/// What an operator or the healer asked a running stage to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageRequest {
+    /// Stop, run the reset hook, start over.
+    Restart { reason: String },
+    /// Stop, compensate completed work in reverse order, end the run rolled back.
+    Rollback { reason: String },
+}
+
+/// The latest request and how many were made; a pass acts on requests made after it started.
+#[derive(Default)]
+struct Pending {
+    epoch: u64,
+    request: Option<StageRequest>,
 }
 
 impl StageControl {
@@ -56,8 +72,8 @@ impl StageControl {
             breaker,
             can_fail_over,
             failed_over: AtomicBool::new(false),
-            restarts_requested: AtomicU64::new(0),
-            restart: Notify::new(),
+            requests: Mutex::new(Pending::default()),
+            requested: Notify::new(),
         });
         let weak = Arc::downgrade(&control);
         control.breaker.on_transition(move |t| {
@@ -136,26 +152,57 @@ impl StageControl {
 
     /// Asks the running stage to stop, run its reset hook and start over. Counts against the
     /// stage's restart limit. Has no effect on a stage that is not running.
-    pub fn request_restart(&self) {
-        self.restarts_requested.fetch_add(1, Ordering::AcqRel);
-        self.restart.notify_waiters();
+    pub fn request_restart(&self, reason: impl Into<String>) {
+        self.request(StageRequest::Restart {
+            reason: reason.into(),
+        });
     }
 
-    /// Waits for a restart requested after `seen` (a value of [`Self::restart_epoch`]).
-    pub(crate) async fn restart_requested(&self, seen: u64) {
+    /// Asks the running stage to stop and roll the run back. Has no effect on a stage that is
+    /// not running.
+    pub fn request_rollback(&self, reason: impl Into<String>) {
+        self.request(StageRequest::Rollback {
+            reason: reason.into(),
+        });
+    }
+
+    fn request(&self, request: StageRequest) {
+        {
+            let mut pending = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+            pending.epoch += 1;
+            // A rollback asked for is not undone by a later restart request.
+            if !matches!(pending.request, Some(StageRequest::Rollback { .. }))
+                || matches!(request, StageRequest::Rollback { .. })
+            {
+                pending.request = Some(request);
+            }
+        }
+        self.requested.notify_waiters();
+    }
+
+    /// How many requests were made so far: a pass starting now acts only on later ones.
+    pub(crate) fn request_epoch(&self) -> u64 {
+        let mut pending = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        pending.request = None;
+        pending.epoch
+    }
+
+    /// Waits for a request made after `seen` (a value of [`Self::request_epoch`]).
+    pub(crate) async fn next_request(&self, seen: u64) -> StageRequest {
         loop {
-            let notified = self.restart.notified();
+            let notified = self.requested.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.restarts_requested.load(Ordering::Acquire) > seen {
-                return;
+            {
+                let mut pending = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+                if pending.epoch > seen
+                    && let Some(request) = pending.request.take()
+                {
+                    return request;
+                }
             }
             notified.await;
         }
-    }
-
-    pub(crate) fn restart_epoch(&self) -> u64 {
-        self.restarts_requested.load(Ordering::Acquire)
     }
 
     pub(crate) fn throttle(&self) -> &Throttle {

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use control::StageControl;
+pub use control::{StageControl, StageRequest};
 pub use report::{CompensationFailure, RunReport, StageReport};
 pub use stage::{
     DEFAULT_MAX_RESTARTS, EachStage, Item, ItemContext, ItemSource, SingleStage, Stage,
@@ -264,6 +264,15 @@ impl<C: Send + Sync + 'static> PipelineBuilder<C> {
 
     pub fn supervisor_arc(mut self, supervisor: Arc<dyn Supervisor>) -> Self {
         self.supervisor = Some(supervisor);
+        self
+    }
+
+    /// Heals with `healer`: it becomes the supervisor, and its global `retryPolicy` and
+    /// `circuitBreaker` become the pipeline's.
+    pub fn healer(mut self, healer: &crate::healing::AutoHealer) -> Self {
+        self.retry = healer.retry_policy().clone();
+        self.breaker = healer.circuit_breaker();
+        self.supervisor = Some(Arc::new(healer.clone()));
         self
     }
 

@@ -10,12 +10,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::control::StageControl;
+use super::control::{StageControl, StageRequest};
 use super::report::{CompensationFailure, RunReport, StageReport};
 use super::stage::{Stage, StageContext, Unit};
 use crate::error::StageError;
 use crate::event::{EventBus, EventKind, HandlerKind, RunId, RunStatus};
-use crate::healing::{ActionKind, Failure, Remedy, Supervisor};
+use crate::healing::{ActionKind, Failure, Remedy, RunScope, Supervisor};
 use crate::metrics::MetricsCollector;
 use crate::resilience::{ConcurrencyPermit, RetryPolicy};
 
@@ -84,6 +84,13 @@ impl<C: Send + Sync + 'static> Runner<C> {
             pipeline: Arc::clone(&self.pipeline),
             stages: stages.iter().map(|e| Arc::clone(&e.stage.name)).collect(),
         });
+        self.supervisor.run_started(&RunScope {
+            run: self.run.clone(),
+            pipeline: Arc::clone(&self.pipeline),
+            bus: self.bus.clone(),
+            metrics: self.metrics.clone(),
+            controls: stages.iter().map(|e| Arc::clone(&e.control)).collect(),
+        });
         let sampler = {
             let metrics = self.metrics.clone();
             let done = CancellationToken::new();
@@ -140,6 +147,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
         }
         drop(sampler);
         self.metrics.sample();
+        self.supervisor.run_finished(&self.run);
         let duration = started.elapsed();
         self.publish(EventKind::RunFinished {
             status,
@@ -261,8 +269,8 @@ impl<C: Send + Sync + 'static> Runner<C> {
             });
             guard
         };
-        let restart = control.restart_requested(control.restart_epoch());
-        tokio::pin!(restart);
+        let requested = control.next_request(control.request_epoch());
+        tokio::pin!(requested);
 
         let mut source = entry.stage.work.units(&self.input);
         let mut tasks: JoinSet<(UnitEnd, Unit)> = JoinSet::new();
@@ -309,10 +317,8 @@ impl<C: Send + Sync + 'static> Runner<C> {
         'feed: loop {
             let permit = tokio::select! {
                 biased;
-                _ = &mut restart, if end.is_none() => {
-                    end = Some(PassEnd::Restart("restart requested".into()));
-                    stop.cancel();
-                    hard.cancel();
+                request = &mut requested, if end.is_none() => {
+                    end = Some(requested_end(request, &stop, &hard));
                     break 'feed;
                 }
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
@@ -350,10 +356,8 @@ impl<C: Send + Sync + 'static> Runner<C> {
         loop {
             tokio::select! {
                 biased;
-                _ = &mut restart, if end.is_none() => {
-                    end = Some(PassEnd::Restart("restart requested".into()));
-                    stop.cancel();
-                    hard.cancel();
+                request = &mut requested, if end.is_none() => {
+                    end = Some(requested_end(request, &stop, &hard));
                 }
                 joined = tasks.join_next() => match joined {
                     Some(joined) => settle(joined, &mut end),
@@ -594,6 +598,26 @@ impl<C: Send + Sync + 'static> Runner<C> {
             cancel,
             metrics: self.metrics.clone(),
         }
+    }
+}
+
+/// Ends a pass on a request: a restart drops work in flight at once; a rollback lets it finish
+/// its current attempt, like any failure.
+fn requested_end(
+    request: StageRequest,
+    stop: &CancellationToken,
+    hard: &CancellationToken,
+) -> PassEnd {
+    stop.cancel();
+    match request {
+        StageRequest::Restart { reason } => {
+            hard.cancel();
+            PassEnd::Restart(reason)
+        }
+        StageRequest::Rollback { reason } => PassEnd::Rollback(
+            StageError::new(format!("rollback requested: {reason}"))
+                .with_code("ROLLBACK_REQUESTED"),
+        ),
     }
 }
 

@@ -1,0 +1,55 @@
+//! Alerts and the channels that deliver them.
+//!
+//! A [`Notifier`] is one channel (Slack, PagerDuty, email, a webhook…). The healer's `notify`
+//! action and its healing budget hand it [`Alert`]s; delivery runs in the background so a dead
+//! channel never holds up healing, and a failed delivery is published on the event bus as
+//! `alert-failed`.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::error::Severity;
+use crate::healing::BoxFuture;
+
+/// One alert. `dedup_key` is stable for the same project, stage and cause, so a channel that
+/// deduplicates (PagerDuty) groups repeats and can resolve them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    pub severity: Severity,
+    pub title: String,
+    pub message: String,
+    pub project: Arc<str>,
+    pub stage: Option<Arc<str>>,
+    /// The strategy that raised it, if a strategy did.
+    pub strategy: Option<Arc<str>>,
+    pub dedup_key: String,
+    pub at: SystemTime,
+    /// True when this alert says an earlier one with the same key is over.
+    pub resolved: bool,
+}
+
+/// Why a delivery failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{channel}: {reason}")]
+pub struct NotifyError {
+    pub channel: String,
+    pub reason: String,
+}
+
+/// An alert channel. One required method; delivery should be idempotent per `dedup_key`.
+pub trait Notifier: Send + Sync + 'static {
+    fn notify<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), NotifyError>>;
+
+    /// The channel's name in records and errors.
+    fn name(&self) -> &str {
+        "notifier"
+    }
+
+    /// Alerts below this severity are not sent to this channel (the seed's `minSeverity`).
+    fn min_severity(&self) -> Severity {
+        Severity::Warning
+    }
+}

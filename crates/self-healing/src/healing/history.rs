@@ -1,0 +1,82 @@
+//! The healing history: one typed record per decision, acted on or not.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::ActionKind;
+use super::trigger::TriggerKind;
+use crate::event::RunId;
+
+/// What became of a strategy that matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The action ran and did what it should.
+    Succeeded,
+    /// The action ran, or could not run, and did not heal (retries exhausted, already at
+    /// `maxInstances`, the custom handler failed…); `detail` says why.
+    Failed,
+    /// The strategy acted on this stage less than `cooldown` ago.
+    SkippedCooldown,
+    /// The healing budget for the window was spent.
+    SkippedBudget,
+    /// A decisive action of higher priority already decided the fate of the work.
+    Superseded,
+    /// Healing is disabled or the strategy is a dry run: this is what it would have done.
+    WouldHave,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::SkippedCooldown => "skipped-cooldown",
+            Outcome::SkippedBudget => "skipped-budget",
+            Outcome::Superseded => "superseded",
+            Outcome::WouldHave => "would-have",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The trigger that matched and what it observed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerMatch {
+    pub kind: TriggerKind,
+    /// The trigger's position in its strategy's list.
+    pub index: usize,
+    /// The metric value it saw, where there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<f64>,
+    pub description: String,
+}
+
+/// One healing decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealingRecord {
+    pub at: SystemTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Arc<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<Arc<str>>,
+    pub strategy: Arc<str>,
+    pub trigger: TriggerMatch,
+    pub action: ActionKind,
+    pub outcome: Outcome,
+    pub detail: String,
+    /// How long the action took (zero for decisions that did not act).
+    #[serde(with = "crate::serde_ms")]
+    pub duration: Duration,
+}
