@@ -1205,3 +1205,55 @@ async fn an_external_scaler_follows_scale_and_a_timed_throttle_lifts_itself() {
         "{took:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn one_healer_watches_several_pipelines_running_at_once() {
+    let healer = AutoHealer::builder()
+        .strategy(
+            HealingStrategy::new("restart-stuck", Action::Restart(RestartAction::default()))
+                .trigger(Trigger::timeout(Duration::from_secs(30)))
+                .cooldown(Duration::from_secs(600)),
+        )
+        .build()
+        .unwrap();
+    let make = |name: &'static str| {
+        let cleaned = Arc::new(AtomicBool::new(false));
+        let (check, clean) = (Arc::clone(&cleaned), cleaned);
+        SelfHealingPipeline::builder()
+            .name(name)
+            .healer(&healer)
+            .stage(
+                Stage::new("validation", move |_| {
+                    let stuck = !check.load(Ordering::SeqCst);
+                    async move {
+                        sleep(Duration::from_secs(if stuck { 3600 } else { 1 })).await;
+                        Ok(())
+                    }
+                })
+                .reset(move |_| {
+                    clean.store(true, Ordering::SeqCst);
+                    async { Ok(()) }
+                }),
+            )
+            .build()
+            .unwrap()
+    };
+    let (first, second) = (make("first"), make("second"));
+    let (a, b) = tokio::join!(first.execute(()), second.execute(()));
+
+    assert_eq!(
+        (a.status, b.status),
+        (RunStatus::Succeeded, RunStatus::Succeeded)
+    );
+    assert_eq!((a.stages[0].restarts, b.stages[0].restarts), (1, 1));
+    let runs: std::collections::HashSet<_> = records_of(&healer, "restart-stuck")
+        .into_iter()
+        .filter(|r| r.outcome == Outcome::Succeeded)
+        .map(|r| r.run.unwrap())
+        .collect();
+    assert_eq!(
+        runs.len(),
+        2,
+        "each run was restarted by its own evaluation"
+    );
+}

@@ -99,13 +99,17 @@ struct Inner {
     state: Mutex<State>,
     history: Mutex<VecDeque<HealingRecord>>,
     rng: Mutex<fastrand::Rng>,
-    attached: Mutex<Option<Attached>>,
+    /// The runs being healed now; one healer may serve several pipelines at once.
+    attached: Mutex<HashMap<RunId, Attached>>,
 }
 
 struct Attached {
     scope: RunScope,
     stop: CancellationToken,
 }
+
+/// (run, strategy, trigger index, stage).
+type MemoryKey = (Option<RunId>, Arc<str>, usize, Arc<str>);
 
 #[derive(Default)]
 struct State {
@@ -115,11 +119,12 @@ struct State {
     spent: VecDeque<Instant>,
     /// Whether the budget-spent alert went out for the current exhaustion.
     budget_alerted: bool,
-    memory: HashMap<(Arc<str>, usize, Arc<str>), TriggerMemory>,
+    /// What each trigger remembers per run and stage.
+    memory: HashMap<MemoryKey, TriggerMemory>,
     health: Vec<CheckHealth>,
-    /// Running stages and since when (reset on restart).
-    running: Vec<(Arc<str>, Instant)>,
-    restarts: HashMap<Arc<str>, u32>,
+    /// Running stages of each run and since when (reset on restart).
+    running: Vec<(RunId, Arc<str>, Instant)>,
+    restarts: HashMap<(RunId, Arc<str>), u32>,
     /// Throttles to lift once their strategy no longer matches the stage.
     throttled: Vec<(Arc<str>, Arc<str>, Option<Rate>)>,
 }
@@ -301,12 +306,26 @@ impl AutoHealer {
     /// Evaluates the state triggers of every running stage now and acts on what matches. The
     /// healer does this by itself every evaluation interval during a run.
     pub async fn evaluate(&self) {
-        let Some(scope) = self.scope() else { return };
+        let scopes: Vec<RunScope> = self
+            .inner
+            .attached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|a| a.scope.clone())
+            .collect();
+        for scope in scopes {
+            self.evaluate_run(&scope).await;
+        }
+    }
+
+    async fn evaluate_run(&self, scope: &RunScope) {
         let running: Vec<Arc<str>> = self
             .lock()
             .running
             .iter()
-            .map(|(s, _)| Arc::clone(s))
+            .filter(|(run, _, _)| *run == scope.run)
+            .map(|(_, s, _)| Arc::clone(s))
             .collect();
         for stage in running {
             self.heal(
@@ -316,18 +335,18 @@ impl AutoHealer {
                     item: None,
                     failure: None,
                 },
-                Some(&scope),
+                Some(scope),
             )
             .await;
         }
     }
 
-    fn scope(&self) -> Option<RunScope> {
+    fn scope(&self, run: &RunId) -> Option<RunScope> {
         self.inner
             .attached
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
+            .get(run)
             .map(|a| a.scope.clone())
     }
 
@@ -358,8 +377,8 @@ impl AutoHealer {
             metrics,
             running_for: running
                 .iter()
-                .find(|(s, _)| *s == subject.stage)
-                .map(|(_, since)| now.saturating_duration_since(*since)),
+                .find(|(run, s, _)| Some(run) == subject.run.as_ref() && *s == subject.stage)
+                .map(|(_, _, since)| now.saturating_duration_since(*since)),
             health,
             now,
         };
@@ -372,6 +391,7 @@ impl AutoHealer {
             }
             for (index, trigger) in strategy.triggers.iter().enumerate() {
                 let key = (
+                    subject.run.clone(),
                     Arc::clone(&strategy.name),
                     index,
                     Arc::clone(&subject.stage),
@@ -586,12 +606,10 @@ impl AutoHealer {
             (Action::Restart(restart), failure) => {
                 let restarts = match failure {
                     Some(f) => f.restarts,
-                    None => self
-                        .lock()
-                        .restarts
-                        .get(&subject.stage)
-                        .copied()
-                        .unwrap_or(0),
+                    None => subject.run.as_ref().map_or(0, |run| {
+                        let key = (run.clone(), Arc::clone(&subject.stage));
+                        self.lock().restarts.get(&key).copied().unwrap_or(0)
+                    }),
                 };
                 if let Some(max) = restart.max_restarts
                     && restarts >= max
@@ -964,35 +982,54 @@ impl AutoHealer {
         }
     }
 
-    /// Follows the run's events: which stages run, since when, and their restarts.
-    fn observe(&self, kind: &EventKind) {
+    /// Follows a run's events: which stages run, since when, and their restarts.
+    fn observe(&self, run: &RunId, kind: &EventKind) {
         let mut state = self.lock();
         match kind {
             EventKind::StageStarted { stage } => {
-                state.running.push((Arc::clone(stage), Instant::now()))
+                state
+                    .running
+                    .push((run.clone(), Arc::clone(stage), Instant::now()))
             }
             EventKind::StageSucceeded { stage, .. } | EventKind::StageFailed { stage, .. } => {
-                state.running.retain(|(s, _)| s != stage)
+                state.running.retain(|(r, s, _)| !(r == run && s == stage))
             }
             EventKind::HealingApplied {
                 stage,
                 action: ActionKind::Restart,
                 ..
             } => {
-                *state.restarts.entry(Arc::clone(stage)).or_default() += 1;
-                if let Some((_, since)) = state.running.iter_mut().find(|(s, _)| s == stage) {
+                *state
+                    .restarts
+                    .entry((run.clone(), Arc::clone(stage)))
+                    .or_default() += 1;
+                if let Some((_, _, since)) = state
+                    .running
+                    .iter_mut()
+                    .find(|(r, s, _)| r == run && s == stage)
+                {
                     *since = Instant::now();
                 }
             }
             _ => {}
         }
     }
+
+    /// Forgets what it kept for a run that ended.
+    fn forget(&self, run: &RunId) {
+        let mut state = self.lock();
+        state.running.retain(|(r, _, _)| r != run);
+        state.restarts.retain(|(r, _), _| r != run);
+        state
+            .memory
+            .retain(|(r, _, _, _), _| r.as_ref() != Some(run));
+    }
 }
 
 impl Supervisor for AutoHealer {
     fn on_failure<'a>(&'a self, failure: &'a Failure<'a>) -> BoxFuture<'a, Remedy> {
         Box::pin(async move {
-            let scope = self.scope();
+            let scope = self.scope(failure.run);
             let subject = Subject {
                 run: Some(failure.run.clone()),
                 stage: Arc::from(failure.stage),
@@ -1010,36 +1047,39 @@ impl Supervisor for AutoHealer {
             .attached
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .replace(Attached {
-                scope: scope.clone(),
-                stop: stop.clone(),
-            });
+            .insert(
+                scope.run.clone(),
+                Attached {
+                    scope: scope.clone(),
+                    stop: stop.clone(),
+                },
+            );
         if let Some(previous) = previous {
             previous.stop.cancel();
         }
-        {
-            let mut state = self.lock();
-            state.running.clear();
-            state.restarts.clear();
-            state.memory.clear();
-        }
+        self.forget(&scope.run);
         let mut events = scope.bus.subscribe();
-        let healer = self.clone();
+        let (healer, scope) = (self.clone(), scope.clone());
         let interval = self.inner.interval;
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let ours = |event: &crate::event::Event| event.run.as_ref() == Some(&scope.run);
             loop {
                 tokio::select! {
                     biased;
                     _ = stop.cancelled() => break,
-                    Some(event) = events.recv() => healer.observe(&event.kind),
+                    Some(event) = events.recv() => if ours(&event) {
+                        healer.observe(&scope.run, &event.kind);
+                    },
                     _ = ticks.tick() => {
                         // Catch up on events first, so the tick sees the stages as they are.
                         while let Some(event) = events.try_recv() {
-                            healer.observe(&event.kind);
+                            if ours(&event) {
+                                healer.observe(&scope.run, &event.kind);
+                            }
                         }
-                        healer.evaluate().await;
+                        healer.evaluate_run(&scope).await;
                     }
                 }
             }
@@ -1047,18 +1087,16 @@ impl Supervisor for AutoHealer {
     }
 
     fn run_finished(&self, run: &RunId) {
-        let mut attached = self
+        let done = self
             .inner
             .attached
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if attached.as_ref().is_some_and(|a| a.scope.run == *run)
-            && let Some(done) = attached.take()
-        {
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(run);
+        if let Some(done) = done {
             done.stop.cancel();
         }
-        drop(attached);
-        self.lock().running.clear();
+        self.forget(run);
     }
 }
 
@@ -1198,7 +1236,7 @@ impl AutoHealerBuilder {
                     self.seed
                         .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed),
                 ),
-                attached: Mutex::new(None),
+                attached: Mutex::new(HashMap::new()),
             }),
         })
     }
