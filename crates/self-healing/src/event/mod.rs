@@ -204,6 +204,10 @@ pub enum EventKind {
         from: usize,
         to: usize,
     },
+    /// A health check changed status.
+    HealthChanged {
+        change: crate::health::HealthChange,
+    },
     /// A healing decision, acted on or not (see the healer's history).
     HealingDecision {
         record: crate::healing::HealingRecord,
@@ -229,6 +233,7 @@ impl EventKind {
         match self {
             RunStarted { .. } | RunFinished { .. } | AlertFailed { .. } => None,
             HealingDecision { record } => record.stage.as_ref(),
+            HealthChanged { change } => change.stage.as_ref(),
             StageStarted { stage }
             | StageSucceeded { stage, .. }
             | StageFailed { stage, .. }

@@ -1,0 +1,148 @@
+//! Durations as users write them: integer milliseconds (as in the seed: `checkInterval: 10000`)
+//! or a string with units (`"10s"`, `"5m"`, `"250ms"`, `"1h30m"`, `"1.5s"`).
+
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+
+/// Parses `"10s"`, `"5m"`, `"250ms"`, `"1h30m"`, `"1.5s"`, or a bare number of milliseconds.
+///
+/// ```
+/// use std::time::Duration;
+/// use self_healing::duration::parse;
+/// assert_eq!(parse("1h30m"), Ok(Duration::from_secs(5400)));
+/// assert_eq!(parse("10000"), Ok(Duration::from_secs(10)));
+/// assert!(parse("10 parsecs").is_err());
+/// ```
+pub fn parse(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(Duration::from_millis(ms));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| {
+                format!("`{text}` needs a unit (ms, s, m, h, d) after its last number")
+            })?;
+        if number_end == 0 {
+            return Err(format!(
+                "`{text}` is not a duration: expected a number at `{rest}`"
+            ));
+        }
+        let value: f64 = rest[..number_end]
+            .parse()
+            .map_err(|_| format!("`{}` in `{text}` is not a number", &rest[..number_end]))?;
+        let unit_end = rest[number_end..]
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .map_or(rest.len(), |i| number_end + i);
+        let seconds = match rest[number_end..unit_end].trim() {
+            "ms" => 0.001,
+            "s" | "sec" | "secs" => 1.0,
+            "m" | "min" | "mins" => 60.0,
+            "h" | "hr" | "hrs" => 3600.0,
+            "d" => 86400.0,
+            other => {
+                return Err(format!(
+                    "`{other}` in `{text}` is not a unit: use ms, s, m, h or d"
+                ));
+            }
+        };
+        total += Duration::try_from_secs_f64(value * seconds)
+            .map_err(|_| format!("`{text}` is too long"))?;
+        rest = &rest[unit_end..];
+    }
+    Ok(total)
+}
+
+/// Serde: a duration from integer milliseconds or a string with units.
+pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    struct Millis;
+
+    impl Visitor<'_> for Millis {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("milliseconds or a duration such as \"10s\"")
+        }
+
+        fn visit_u64<E: de::Error>(self, ms: u64) -> Result<Duration, E> {
+            Ok(Duration::from_millis(ms))
+        }
+
+        fn visit_i64<E: de::Error>(self, ms: i64) -> Result<Duration, E> {
+            u64::try_from(ms)
+                .map(Duration::from_millis)
+                .map_err(|_| E::custom(format!("{ms} ms is negative")))
+        }
+
+        fn visit_f64<E: de::Error>(self, ms: f64) -> Result<Duration, E> {
+            Duration::try_from_secs_f64(ms / 1000.0)
+                .map_err(|_| E::custom(format!("{ms} ms is not a duration")))
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+            parse(text).map_err(E::custom)
+        }
+    }
+
+    deserializer.deserialize_any(Millis)
+}
+
+/// Serde: an optional duration, as [`deserialize`] (use with `#[serde(default)]`).
+pub mod option {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(deserialize_with = "super::deserialize")] Duration);
+        Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|w| w.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_and_bare_milliseconds() {
+        assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse("2d"), Ok(Duration::from_secs(172_800)));
+        assert_eq!(parse(" 60000 "), Ok(Duration::from_secs(60)));
+        assert!(parse("5").is_ok());
+        assert!(parse("s").unwrap_err().contains("expected a number"));
+        assert!(parse("5 weeks").unwrap_err().contains("not a unit"));
+        assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn serde_takes_numbers_and_strings() {
+        #[derive(serde::Deserialize)]
+        struct Config {
+            #[serde(deserialize_with = "super::deserialize")]
+            every: Duration,
+            #[serde(default, deserialize_with = "super::option::deserialize")]
+            within: Option<Duration>,
+        }
+        let c: Config = serde_json::from_str(r#"{"every": 10000, "within": "5s"}"#).unwrap();
+        assert_eq!(
+            (c.every, c.within),
+            (Duration::from_secs(10), Some(Duration::from_secs(5)))
+        );
+        let c: Config = serde_json::from_str(r#"{"every": "1m"}"#).unwrap();
+        assert_eq!((c.every, c.within), (Duration::from_secs(60), None));
+        assert!(serde_json::from_str::<Config>(r#"{"every": -5}"#).is_err());
+    }
+}

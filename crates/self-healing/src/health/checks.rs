@@ -1,0 +1,168 @@
+//! Checks that need no driver: a TCP connect, a command's exit status, a closure.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use tokio::io::AsyncReadExt;
+
+use super::{Check, CheckError};
+use crate::error::InvalidConfig;
+use crate::healing::BoxFuture;
+
+/// Healthy when a TCP connection to `host:port` opens.
+///
+/// ```
+/// use self_healing::health::{CheckSpec, TcpCheck};
+/// let redis = CheckSpec::new("redis", TcpCheck::new("127.0.0.1", 6379).unwrap());
+/// # let _ = redis;
+/// ```
+#[derive(Debug, Clone)]
+pub struct TcpCheck {
+    host: String,
+    port: u16,
+}
+
+impl TcpCheck {
+    pub fn new(host: impl Into<String>, port: u16) -> Result<Self, InvalidConfig> {
+        let host = host.into();
+        if host.trim().is_empty() {
+            return Err(InvalidConfig::new("host", "a tcp check needs a host"));
+        }
+        if port == 0 {
+            return Err(InvalidConfig::new("port", "must be between 1 and 65535"));
+        }
+        Ok(TcpCheck { host, port })
+    }
+}
+
+impl Check for TcpCheck {
+    fn check(&self) -> BoxFuture<'_, Result<(), CheckError>> {
+        Box::pin(async move {
+            tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map(drop)
+                .map_err(|e| CheckError::new(format!("tcp {}:{}: {e}", self.host, self.port)))
+        })
+    }
+
+    fn target(&self) -> String {
+        format!("tcp {}:{}", self.host, self.port)
+    }
+}
+
+/// Healthy when a command exits with status 0. Its argv runs without a shell; on failure the
+/// last line of its standard error is the reason.
+///
+/// ```
+/// use self_healing::health::{CheckSpec, CommandCheck};
+/// let disk = CheckSpec::new("disk", CommandCheck::new(["test", "-w", "/tmp"]).unwrap());
+/// # let _ = disk;
+/// ```
+#[derive(Debug, Clone)]
+pub struct CommandCheck {
+    argv: Vec<String>,
+}
+
+impl CommandCheck {
+    pub fn new<I, S>(argv: I) -> Result<Self, InvalidConfig>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let argv: Vec<String> = argv.into_iter().map(Into::into).collect();
+        if argv.first().is_none_or(|program| program.is_empty()) {
+            return Err(InvalidConfig::new(
+                "command",
+                "a command check needs a program to run",
+            ));
+        }
+        Ok(CommandCheck { argv })
+    }
+}
+
+impl Check for CommandCheck {
+    fn check(&self) -> BoxFuture<'_, Result<(), CheckError>> {
+        Box::pin(async move {
+            let mut child = tokio::process::Command::new(&self.argv[0])
+                .args(&self.argv[1..])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                // A check cut at its timeout drops this future: the process goes with it.
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| CheckError::new(format!("{}: {e}", self.target())))?;
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                // At most 64 KiB of it: a chatty command must not grow memory.
+                let _ = (&mut pipe)
+                    .take(64 * 1024)
+                    .read_to_string(&mut stderr)
+                    .await;
+            }
+            let status = child
+                .wait()
+                .await
+                .map_err(|e| CheckError::new(format!("{}: {e}", self.target())))?;
+            if status.success() {
+                return Ok(());
+            }
+            let reason = stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            Err(CheckError::new(format!(
+                "{} exited with {status}: {reason}",
+                self.target()
+            )))
+        })
+    }
+
+    fn target(&self) -> String {
+        format!("command {}", self.argv[0])
+    }
+}
+
+type Probe = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+
+/// Healthy when a closure answers `true` (the seed's `check: async () => …`).
+#[derive(Clone)]
+pub struct CustomCheck {
+    description: String,
+    probe: Probe,
+}
+
+impl CustomCheck {
+    pub fn new<F, Fut>(description: impl Into<String>, probe: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        CustomCheck {
+            description: description.into(),
+            probe: Arc::new(move || Box::pin(probe())),
+        }
+    }
+}
+
+impl Check for CustomCheck {
+    fn check(&self) -> BoxFuture<'_, Result<(), CheckError>> {
+        Box::pin(async move {
+            if (self.probe)().await {
+                Ok(())
+            } else {
+                Err(CheckError::new(format!(
+                    "{} answered false",
+                    self.description
+                )))
+            }
+        })
+    }
+
+    fn target(&self) -> String {
+        self.description.clone()
+    }
+}
