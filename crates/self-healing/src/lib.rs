@@ -59,6 +59,7 @@
 
 pub mod alert;
 pub mod clock;
+pub mod config;
 pub mod duration;
 mod error;
 pub mod event;

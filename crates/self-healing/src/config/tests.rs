@@ -1,0 +1,358 @@
+//! The seed's examples, written in YAML, load unchanged; mistakes are named precisely.
+
+use std::time::Duration;
+
+use super::*;
+use crate::healing::Action;
+
+/// The seed's "Strategy Configuration" list, key for key. The custom strategy's closures become
+/// commands, as in a file they must.
+const SEED_STRATEGIES: &str = r#"
+- name: retry-transient
+  priority: 10
+  triggers:
+    - { type: error, pattern: "ECONNRESET|ETIMEDOUT|ECONNREFUSED" }
+  action: retry
+  config:
+    maxAttempts: 5
+    backoff: exponential
+    initialDelay: 1000
+    maxDelay: 30000
+    jitter: true
+  cooldown: 0
+
+- name: circuit-breaker
+  priority: 20
+  triggers:
+    - { type: metrics, metric: errorRate, operator: gt, value: 0.5 }
+  action: circuit-break
+  config:
+    breakDuration: 60000   # 1 minute
+    halfOpenRequests: 3
+  cooldown: 120000
+
+- name: scale-on-latency
+  priority: 30
+  triggers:
+    - { type: metrics, metric: latencyP95, operator: gt, value: 5000 }
+  action: scale
+  config:
+    direction: up
+    amount: 2
+    maxInstances: 10
+  cooldown: 300000
+
+- name: rollback-critical
+  priority: 100
+  triggers:
+    - { type: error, severity: critical }
+    - { type: health-check, status: unhealthy, duration: 60000 }
+  action: rollback
+  config:
+    strategy: immediate
+  cooldown: 600000
+
+- name: custom-fix
+  priority: 50
+  triggers:
+    - { type: custom, command: ["./queue-depth-over.sh", "10000"] }
+  action: custom
+  config:
+    command: ["./clear-dead-letter-queue.sh"]
+  cooldown: 300000
+"#;
+
+/// The AutoHealer example at the top of the seed.
+const SEED_AUTO_HEALER: &str = r#"
+- name: retry-transient-errors
+  triggers: [{ type: error, pattern: "ECONNRESET|ETIMEDOUT" }]
+  action: retry
+  config: { maxAttempts: 3, backoff: exponential, initialDelay: 1000 }
+- name: rollback-on-failure
+  triggers: [{ type: metrics, metric: errorRate, threshold: 0.1 }]
+  action: rollback
+  cooldown: 300000
+"#;
+
+fn load(yaml: &str) -> Vec<StrategyConfig> {
+    serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn one(yaml: &str) -> Result<HealingStrategy, String> {
+    let config: StrategyConfig = serde_saphyr::from_str(yaml).map_err(|e| e.to_string())?;
+    config
+        .build(&MetricsCollectorConfig::default().known_metrics())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_seed_strategy_list_loads_and_builds() {
+    let strategies: Vec<HealingStrategy> = load(SEED_STRATEGIES)
+        .iter()
+        .map(|s| {
+            s.build(&MetricsCollectorConfig::default().known_metrics())
+                .unwrap()
+        })
+        .collect();
+    let summary: Vec<(&str, i64, ActionKind, Duration)> = strategies
+        .iter()
+        .map(|s| {
+            (
+                s.name(),
+                s.get_priority(),
+                s.action().kind(),
+                s.get_cooldown(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("retry-transient", 10, ActionKind::Retry, Duration::ZERO),
+            (
+                "circuit-breaker",
+                20,
+                ActionKind::CircuitBreak,
+                Duration::from_secs(120)
+            ),
+            (
+                "scale-on-latency",
+                30,
+                ActionKind::Scale,
+                Duration::from_secs(300)
+            ),
+            (
+                "rollback-critical",
+                100,
+                ActionKind::Rollback,
+                Duration::from_secs(600)
+            ),
+            (
+                "custom-fix",
+                50,
+                ActionKind::Custom,
+                Duration::from_secs(300)
+            ),
+        ]
+    );
+    match strategies[0].action() {
+        Action::Retry(Some(policy)) => {
+            assert_eq!(policy.max_attempts(), 5);
+            assert_eq!(policy.backoff(), Backoff::Exponential);
+            assert_eq!(
+                (policy.initial_delay(), policy.max_delay()),
+                (Duration::from_secs(1), Duration::from_secs(30))
+            );
+            assert!(policy.jitter());
+        }
+        other => panic!("{other:?}"),
+    }
+    match strategies[1].action() {
+        Action::CircuitBreak(c) => assert_eq!(
+            (c.break_duration, c.half_open_requests.get()),
+            (Duration::from_secs(60), 3)
+        ),
+        other => panic!("{other:?}"),
+    }
+    match strategies[2].action() {
+        Action::Scale(s) => assert_eq!(
+            (s.direction, s.amount, s.max_instances),
+            (ScaleDirection::Up, 2, Some(10))
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(strategies[3].triggers().len(), 2);
+}
+
+#[test]
+fn the_seed_auto_healer_example_loads_and_builds() {
+    let strategies: Vec<HealingStrategy> = load(SEED_AUTO_HEALER)
+        .iter()
+        .map(|s| s.build(&[]).unwrap())
+        .collect();
+    assert!(matches!(strategies[0].action(), Action::Retry(Some(p)) if p.max_attempts() == 3));
+    assert!(matches!(strategies[1].action(), Action::Rollback));
+    assert_eq!(strategies[1].get_cooldown(), Duration::from_secs(300));
+}
+
+#[test]
+fn global_settings_load_with_seed_keys() {
+    let retry: RetryPolicyConfig = serde_saphyr::from_str(
+        "{ maxAttempts: 4, backoff: linear, initialDelay: 500ms, maxDelay: 10s, jitter: false, retryableErrors: [ECONNRESET] }",
+    )
+    .unwrap();
+    let policy = retry.build(&RetryPolicy::default()).unwrap();
+    assert_eq!(
+        (policy.max_attempts(), policy.backoff()),
+        (4, Backoff::Linear)
+    );
+    assert!(
+        policy.is_retryable(&StageError::new("x ECONNRESET"))
+            && !policy.is_retryable(&StageError::new("x"))
+    );
+
+    let breaker: CircuitBreakerConfig = serde_saphyr::from_str(
+        "{ enabled: true, failureThreshold: 5, successThreshold: 2, timeout: 30000 }",
+    )
+    .unwrap();
+    let settings = breaker.build().unwrap().unwrap();
+    assert_eq!(settings.break_duration, Duration::from_secs(30));
+    assert_eq!(settings.success_threshold.get(), 2);
+    let off: CircuitBreakerConfig = serde_saphyr::from_str("{ enabled: false }").unwrap();
+    assert_eq!(off.build().unwrap(), None);
+
+    let metrics: MetricsCollectorConfig = serde_saphyr::from_str(
+        "{ sampleInterval: 5000, retentionSize: 1000, metrics: [duration, errorRate, throughput, memoryUsage, cpuUsage, queueDepth] }",
+    )
+    .unwrap();
+    let collector = metrics.build().unwrap();
+    assert_eq!(
+        (collector.sample_interval(), collector.retention_size()),
+        (Duration::from_secs(5), 1000)
+    );
+    assert!(metrics.known_metrics().contains(&"queueDepth".to_owned()));
+
+    let budget: BudgetConfig = serde_saphyr::from_str("{ maxActions: 20, window: 10m }").unwrap();
+    assert_eq!(budget.window, Duration::from_secs(600));
+}
+
+#[test]
+fn every_trigger_kind_loads() {
+    let yaml = r#"
+name: all-triggers
+action: notify
+config: { severity: critical, message: "look at the pipeline" }
+triggers:
+  - { type: error, code: DB_CONNECTION_FAILED, exhausted: true }
+  - { type: metrics, metric: memoryUsage, operator: gte, value: 1.5e9, duration: 1m }
+  - { type: health-check, status: degraded, check: api-health }
+  - { type: timeout, threshold: 300000 }
+  - { type: anomaly, metric: duration, sensitivity: high, minSamples: 50 }
+"#;
+    let strategy = one(yaml).unwrap();
+    let kinds: Vec<_> = strategy.triggers().iter().map(|t| t.kind()).collect();
+    use crate::healing::TriggerKind::*;
+    assert_eq!(kinds, [Error, Metrics, HealthCheck, Timeout, Anomaly]);
+}
+
+#[test]
+fn mistakes_are_named_with_their_key() {
+    let cases = [
+        // (yaml, what the error must say)
+        (
+            "{name: a, triggers: [{type: error}], action: retyr}",
+            "action`: `retyr` is not one of",
+        ),
+        (
+            "{name: a, triggers: [{type: error}], action: retyr}",
+            "did you mean `retry`?",
+        ),
+        (
+            "{name: a, triggers: [{type: error}], action: retry, config: {breakDuration: 5}}",
+            "`config.breakDuration`: does not apply to retry",
+        ),
+        (
+            "{name: a, triggers: [{type: error}], action: retry, config: {maxAttempt: 5}}",
+            "unknown field `maxAttempt`",
+        ),
+        (
+            "{name: a, triggers: [{type: error, pattern: '(unclosed'}], action: retry}",
+            "`triggers[0].pattern`",
+        ),
+        (
+            "{name: a, triggers: [{type: metrics, metric: errorRat, value: 1}], action: rollback}",
+            "did you mean `errorRate`?",
+        ),
+        (
+            "{name: a, triggers: [{type: metrics, metric: errorRate}], action: rollback}",
+            "needs `value` or `threshold`",
+        ),
+        (
+            "{name: a, triggers: [{type: metrics, metric: errorRate, value: 1, threshold: 2}], action: rollback}",
+            "not both",
+        ),
+        (
+            "{name: a, triggers: [{type: timeout, threshold: 5 parsecs}], action: restart}",
+            "not a unit",
+        ),
+        (
+            "{name: a, triggers: [{type: health-check, status: healthy}], action: rollback}",
+            "`triggers[0].status`",
+        ),
+        (
+            "{name: a, triggers: [{type: weather}], action: rollback}",
+            "unknown variant `weather`",
+        ),
+        (
+            "{name: a, triggers: [], action: rollback}",
+            "`triggers`: a strategy needs at least one trigger",
+        ),
+        (
+            "{name: a, triggers: [{type: error}], action: scale, config: {maxInstances: 1, minInstances: 2}}",
+            "`config.maxInstances`",
+        ),
+        (
+            "{name: a, triggers: [{type: error}], action: throttle}",
+            "`config.rate`",
+        ),
+        (
+            "{name: a, triggers: [{type: error}], action: throttle, config: {rate: 0}}",
+            "`config.rate`",
+        ),
+        (
+            "{name: a, triggers: [{type: error}], action: circuit-break, config: {halfOpenRequests: 0}}",
+            "`config.halfOpenRequests`",
+        ),
+        (
+            "{name: a, triggers: [{type: error}], action: rollback, config: {strategy: eventually}}",
+            "`config.strategy`",
+        ),
+        (
+            "{name: a, triggers: [{type: error}], action: custom}",
+            "`config.command`",
+        ),
+        (
+            "{name: a, triggers: [{type: error}], action: failover, config: {amount: 2}}",
+            "it takes no config",
+        ),
+        (
+            "{name: a, triggers: [{type: custom, command: []}], action: rollback}",
+            "`triggers[0].command`",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let error = one(yaml).err().unwrap_or_else(|| panic!("{yaml} loaded"));
+        assert!(
+            error.contains(expected),
+            "{yaml}\n  said: {error}\n  expected: {expected}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn command_actions_and_triggers_run_their_commands() {
+    let strategy = one(
+        "{name: fix, triggers: [{type: error}], action: custom, config: {command: [sh, -c, 'test \"$MIGRATIONPILOT_STAGE\" = load']}}",
+    )
+    .unwrap();
+    let Action::Custom(custom) = strategy.action() else {
+        panic!()
+    };
+    let ctx = |stage: &str| crate::healing::ActionContext {
+        run: None,
+        stage: stage.into(),
+        item: None,
+        strategy: "fix".into(),
+        error: None,
+        metrics: MetricsCollector::default(),
+        control: None,
+    };
+    assert_eq!(
+        (custom.handler)(ctx("load")).await,
+        Ok(Remedy::Retry {
+            after: Duration::ZERO
+        })
+    );
+    let failed = (custom.handler)(ctx("other")).await.unwrap_err();
+    assert!(failed.message().starts_with("sh exited with"), "{failed}");
+}
