@@ -38,11 +38,7 @@ impl HttpCheck {
                 ),
             ));
         }
-        static PROVIDER: Once = Once::new();
-        PROVIDER.call_once(|| {
-            // Fails only when the application installed a provider already: keep that one.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        });
+        install_crypto_provider();
         let client = reqwest::Client::builder()
             .user_agent(concat!("migrationpilot-health/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -132,8 +128,18 @@ impl Check for HttpCheck {
     }
 }
 
+/// Makes *ring* the process's rustls provider unless the application installed one. Every
+/// HTTPS client of the workspace calls this before it is built, so one provider serves all.
+pub fn install_crypto_provider() {
+    static PROVIDER: Once = Once::new();
+    PROVIDER.call_once(|| {
+        // Fails only when a provider is installed already: keep that one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// An error and its causes on one line: reqwest's top-level message alone rarely says why.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -1,0 +1,479 @@
+//! From a parsed pipeline file to the objects that run it, collecting every error.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncBufReadExt;
+
+use self_healing::healing::{Action, AutoHealer, HealingStrategy, NotifyAction, Operator, Trigger};
+use self_healing::health::HealthMonitor;
+use self_healing::pipeline::{ItemSource, SelfHealingPipeline, Stage};
+use self_healing::resilience::RetryPolicy;
+use self_healing::{InvalidConfig, Severity, StageError};
+
+use crate::command::{Command, Context};
+use crate::file::{FileError, Items, PipelineFile, StageFile, locate};
+
+/// Everything a run needs.
+pub struct Built {
+    pub project: Arc<str>,
+    pub pipeline: SelfHealingPipeline<()>,
+    pub healer: AutoHealer,
+    pub monitor: Option<HealthMonitor>,
+}
+
+/// How long a notify strategy made from an alert threshold waits before alerting again.
+const THRESHOLD_ALERT_COOLDOWN: Duration = Duration::from_secs(300);
+
+/// Checks and builds a pipeline file. Every problem found is returned, each located in the file.
+pub fn build(
+    file: &PipelineFile,
+    path: &Path,
+    text: &str,
+    project: Option<&str>,
+    seed: Option<u64>,
+) -> Result<Built, Vec<FileError>> {
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base = if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base
+    };
+    let mut errors = Vec::new();
+    let mut fail = |key: String, message: String| {
+        let (line, column) = locate(text, &key).map_or((None, None), |(l, c)| (Some(l), Some(c)));
+        errors.push(FileError {
+            file: path.to_owned(),
+            line,
+            column,
+            path: Some(key),
+            message,
+        });
+    };
+    let mut from = |prefix: &str, error: InvalidConfig| {
+        let key = if prefix.is_empty() {
+            error.field().to_owned()
+        } else {
+            format!("{prefix}.{}", error.field())
+        };
+        fail(key, error.reason().to_owned());
+    };
+
+    let project: Arc<str> = project.unwrap_or(&file.project).into();
+    if project.trim().is_empty() {
+        from(
+            "",
+            InvalidConfig::new("project", "a pipeline needs a project name"),
+        );
+    }
+    let healing = &file.healing;
+
+    let metrics_config = healing.metrics_collector.clone().unwrap_or_default();
+    let collector = metrics_config
+        .build()
+        .map_err(|e| from("healing.metricsCollector", e))
+        .unwrap_or_default();
+    let known_metrics = metrics_config.known_metrics();
+
+    let retry = match &healing.retry_policy {
+        Some(policy) => policy
+            .build(&RetryPolicy::default())
+            .map_err(|e| from("healing.retryPolicy", e))
+            .unwrap_or_default(),
+        None => RetryPolicy::default(),
+    };
+    let mut healer = AutoHealer::builder()
+        .retry_policy(retry)
+        .enabled(healing.enabled);
+    if let Some(seed) = seed {
+        healer = healer.seed(seed);
+    }
+    if let Some(breaker) = &healing.circuit_breaker {
+        match breaker.build() {
+            Ok(Some(settings)) => healer = healer.circuit_breaker(settings),
+            Ok(None) => {}
+            Err(e) => from("healing.circuitBreaker", e),
+        }
+    }
+    if let Some(budget) = healing.budget {
+        healer = healer.budget(budget.max_actions, budget.window);
+    }
+    if let Some(interval) = healing.evaluation_interval {
+        healer = healer.evaluation_interval(interval);
+    }
+    for (i, strategy) in healing.strategies.iter().enumerate() {
+        match strategy.build(&known_metrics) {
+            Ok(strategy) => healer = healer.strategy(strategy),
+            Err(e) => from(&format!("healing.strategies[{i}]"), e),
+        }
+    }
+    if let Some(alerts) = &healing.alerts {
+        for (i, threshold) in alerts.thresholds.iter().enumerate() {
+            let at = format!("healing.alerts.thresholds[{i}]");
+            if !known_metrics.contains(&threshold.metric) {
+                from(
+                    &at,
+                    InvalidConfig::new(
+                        "metric",
+                        format!("`{}` is not a known metric", threshold.metric),
+                    ),
+                );
+                continue;
+            }
+            if threshold.warning.is_none() && threshold.critical.is_none() {
+                from(
+                    &at,
+                    InvalidConfig::new("warning", "give `warning`, `critical` or both"),
+                );
+            }
+            for (level, severity) in [
+                (threshold.warning, Severity::Warning),
+                (threshold.critical, Severity::Critical),
+            ] {
+                let Some(level) = level else { continue };
+                healer = healer.strategy(
+                    HealingStrategy::new(
+                        format!("alert-{}-{severity}", threshold.metric),
+                        Action::Notify(NotifyAction {
+                            severity,
+                            message: Some(format!(
+                                "{} reached its {severity} level of {level}",
+                                threshold.metric
+                            )),
+                        }),
+                    )
+                    .trigger(Trigger::metrics(
+                        threshold.metric.as_str(),
+                        Operator::Gte,
+                        level,
+                    ))
+                    .cooldown(THRESHOLD_ALERT_COOLDOWN),
+                );
+            }
+        }
+        for (i, channel) in alerts.channels.iter().enumerate() {
+            match crate::alert::channel(channel) {
+                Ok(notifier) => healer = healer.notifier(notifier),
+                Err(e) => from(&format!("healing.alerts.channels[{i}]"), e),
+            }
+        }
+    }
+    let healer = healer.build().map_err(|e| from("healing", e)).ok();
+
+    let monitor_builder = healing.health_monitor.as_ref().map(|config| {
+        let mut monitor = HealthMonitor::builder();
+        if let Some(interval) = config.check_interval {
+            monitor = monitor.check_interval(interval);
+        }
+        let thresholds = config.thresholds.unwrap_or(crate::file::ThresholdsFile {
+            consecutive_failures: None,
+            consecutive_successes: None,
+        });
+        monitor = monitor.thresholds(
+            thresholds
+                .consecutive_failures
+                .or(config.consecutive_failures)
+                .unwrap_or(3),
+            thresholds
+                .consecutive_successes
+                .or(config.consecutive_successes)
+                .unwrap_or(5),
+        );
+        for (i, check) in config.checks.iter().enumerate() {
+            match check.build() {
+                Ok(spec) => monitor = monitor.check(spec),
+                Err(e) => from(&format!("healing.healthMonitor.checks[{i}]"), e),
+            }
+        }
+        monitor
+    });
+
+    if file.stages.is_empty() {
+        from(
+            "",
+            InvalidConfig::new("stages", "a pipeline needs at least one stage"),
+        );
+    }
+    let mut builder = SelfHealingPipeline::builder()
+        .name(Arc::clone(&project))
+        .metrics(collector.clone());
+    if let Some(seed) = seed {
+        builder = builder.seed(seed);
+    }
+    if let Some(healer) = &healer {
+        builder = builder.healer(healer);
+    }
+    let mut stages_ok = true;
+    for (i, stage) in file.stages.iter().enumerate() {
+        match stage_of(stage, &base, &project) {
+            Ok(stage) => builder = builder.stage(stage),
+            Err(e) => {
+                stages_ok = false;
+                from(&format!("stages[{i}]"), e);
+            }
+        }
+    }
+    // With a stage missing, what the builder says about the rest would only echo that.
+    let pipeline = if stages_ok {
+        builder.build().map_err(|e| from("", e)).ok()
+    } else {
+        None
+    };
+    // Health changes go on the pipeline's bus, and to the healer's health-check triggers.
+    let monitor = match (monitor_builder, &pipeline) {
+        (Some(monitor), Some(pipeline)) => monitor
+            .events(pipeline.events().clone())
+            .build()
+            .map_err(|e| from("healing.healthMonitor", e))
+            .ok(),
+        _ => None,
+    };
+    if let (Some(monitor), Some(healer)) = (&monitor, &healer) {
+        monitor.feed(healer);
+    }
+
+    errors.sort_by_key(|e| (e.line, e.column));
+    match (errors.is_empty(), pipeline, healer) {
+        (true, Some(pipeline), Some(healer)) => Ok(Built {
+            project,
+            pipeline,
+            healer,
+            monitor,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// One stage of the file as the pipeline runs it.
+fn stage_of(
+    stage: &StageFile,
+    base: &Path,
+    project: &Arc<str>,
+) -> Result<Stage<()>, InvalidConfig> {
+    let workdir = stage
+        .workdir
+        .as_ref()
+        .map_or_else(|| base.to_owned(), |w| base.join(w));
+    let command = |argv: &[String], field: &'static str| -> Result<Arc<Command>, InvalidConfig> {
+        if argv.first().is_none_or(|program| program.trim().is_empty()) {
+            return Err(InvalidConfig::new(field, "needs a program to run"));
+        }
+        Ok(Arc::new(Command {
+            argv: argv.to_vec(),
+            env: stage.env.clone(),
+            workdir: workdir.clone(),
+        }))
+    };
+    if stage.name.trim().is_empty() {
+        return Err(InvalidConfig::new("name", "a stage needs a name"));
+    }
+    let main = command(&stage.command, "command")?;
+    let failover = stage
+        .failover
+        .as_deref()
+        .map(|a| command(a, "failover"))
+        .transpose()?;
+    let rollback = stage
+        .rollback
+        .as_deref()
+        .map(|a| command(a, "rollback"))
+        .transpose()?;
+    let reset = stage
+        .reset
+        .as_deref()
+        .map(|a| command(a, "reset"))
+        .transpose()?;
+    if stage.concurrency == Some(0) {
+        return Err(InvalidConfig::new("concurrency", "must be at least 1"));
+    }
+    if stage.items.is_none() && stage.concurrency.is_some_and(|c| c > 1) {
+        return Err(InvalidConfig::new(
+            "concurrency",
+            "applies to stages with `items`",
+        ));
+    }
+    if stage.timeout.is_some_and(|t| t.is_zero()) {
+        return Err(InvalidConfig::new("timeout", "must be longer than zero"));
+    }
+    if !workdir.is_dir() {
+        return Err(InvalidConfig::new(
+            "workdir",
+            format!("`{}` is not a directory", workdir.display()),
+        ));
+    }
+
+    // A handler that runs `cmd` for a stage (or one item of it).
+    fn run_single(
+        cmd: Arc<Command>,
+        project: Arc<str>,
+    ) -> impl Fn(
+        self_healing::StageContext<()>,
+    ) -> self_healing::healing::BoxFuture<'static, Result<(), StageError>>
+    + Send
+    + Sync
+    + 'static {
+        move |ctx| {
+            let (cmd, project) = (Arc::clone(&cmd), Arc::clone(&project));
+            Box::pin(async move {
+                cmd.run(&Context {
+                    project: &project,
+                    run: ctx.run_id().as_str(),
+                    stage: ctx.stage(),
+                    attempt: ctx.attempt(),
+                    item: None,
+                    idempotency_key: None,
+                })
+                .await
+            })
+        }
+    }
+    fn run_item(
+        cmd: Arc<Command>,
+        project: Arc<str>,
+    ) -> impl Fn(
+        self_healing::ItemContext<(), String>,
+    ) -> self_healing::healing::BoxFuture<'static, Result<(), StageError>>
+    + Send
+    + Sync
+    + 'static {
+        move |ctx| {
+            let (cmd, project) = (Arc::clone(&cmd), Arc::clone(&project));
+            Box::pin(async move {
+                let key = ctx.idempotency_key();
+                cmd.run(&Context {
+                    project: &project,
+                    run: ctx.run_id().as_str(),
+                    stage: ctx.stage(),
+                    attempt: ctx.attempt(),
+                    item: Some(ctx.item()),
+                    idempotency_key: Some(&key),
+                })
+                .await
+            })
+        }
+    }
+
+    let name = stage.name.as_str();
+    let built: Stage<()> = match &stage.items {
+        None => {
+            let mut single = Stage::new(name, run_single(main, Arc::clone(project)));
+            if let Some(failover) = failover {
+                single = single.failover(run_single(failover, Arc::clone(project)));
+            }
+            if let Some(rollback) = rollback {
+                single = single.rollback(run_single(rollback, Arc::clone(project)));
+            }
+            if let Some(reset) = reset {
+                single = single.reset(run_single(reset, Arc::clone(project)));
+            }
+            if let Some(timeout) = stage.timeout {
+                single = single.timeout(timeout);
+            }
+            if let Some(restarts) = stage.max_restarts {
+                single = single.max_restarts(restarts);
+            }
+            single.into()
+        }
+        Some(items) => {
+            let source = match items {
+                Items::List(list) => ItemSource::list(list.clone()),
+                Items::File(path) => file_items(base.join(path)),
+                Items::Glob(pattern) => glob_items(base, pattern)?,
+            };
+            let mut each = Stage::for_each(name, source, run_item(main, Arc::clone(project)))
+                .concurrency(stage.concurrency.unwrap_or(1));
+            if let Some(failover) = failover {
+                each = each.failover(run_item(failover, Arc::clone(project)));
+            }
+            // A rollback that names `{item}` compensates each item; otherwise the whole stage.
+            if let Some(rollback) = rollback {
+                if rollback.argv.iter().any(|a| a.contains("{item}")) {
+                    each = each.rollback_item(run_item(rollback, Arc::clone(project)));
+                } else {
+                    each = each.rollback(run_single(rollback, Arc::clone(project)));
+                }
+            }
+            if let Some(reset) = reset {
+                each = each.reset(run_single(reset, Arc::clone(project)));
+            }
+            if let Some(timeout) = stage.timeout {
+                each = each.timeout(timeout);
+            }
+            if let Some(restarts) = stage.max_restarts {
+                each = each.max_restarts(restarts);
+            }
+            each.into()
+        }
+    };
+    Ok(built)
+}
+
+/// Items from a file, one per line, read as the stage pulls them. Blank lines and lines
+/// starting with `#` are skipped.
+fn file_items(path: PathBuf) -> ItemSource<(), String> {
+    ItemSource::stream(move |_: &()| {
+        let path = path.clone();
+        futures_util::stream::unfold(
+            None,
+            move |lines: Option<tokio::io::Lines<tokio::io::BufReader<tokio::fs::File>>>| {
+                let path = path.clone();
+                async move {
+                    let mut lines = match lines {
+                        Some(lines) => lines,
+                        None => match tokio::fs::File::open(&path).await {
+                            Ok(file) => tokio::io::BufReader::new(file).lines(),
+                            Err(e) => {
+                                let error =
+                                    StageError::new(format!("items file {}: {e}", path.display()));
+                                return Some((Err(error), None));
+                            }
+                        },
+                    };
+                    loop {
+                        match lines.next_line().await {
+                            Ok(Some(line)) => {
+                                let item = line.trim();
+                                if item.is_empty() || item.starts_with('#') {
+                                    continue;
+                                }
+                                return Some((Ok(item.to_owned()), Some(lines)));
+                            }
+                            Ok(None) => return None,
+                            Err(e) => {
+                                let error =
+                                    StageError::new(format!("items file {}: {e}", path.display()));
+                                return Some((Err(error), None));
+                            }
+                        }
+                    }
+                }
+            },
+        )
+    })
+}
+
+/// Items from a glob, as paths relative to the pipeline file's folder, in sorted order.
+fn glob_items(base: &Path, pattern: &str) -> Result<ItemSource<(), String>, InvalidConfig> {
+    glob::Pattern::new(pattern)
+        .map_err(|e| InvalidConfig::new("items.glob", format!("`{pattern}`: {e}")))?;
+    let base = base.to_owned();
+    let pattern = pattern.to_owned();
+    Ok(ItemSource::stream(move |_: &()| {
+        let full = base.join(&pattern).to_string_lossy().into_owned();
+        let base = base.clone();
+        let paths = glob::glob(&full)
+            .expect("checked when the stage was built")
+            .map(move |entry| {
+                entry
+                    .map(|path| {
+                        path.strip_prefix(&base)
+                            .unwrap_or(&path)
+                            .to_string_lossy()
+                            .into_owned()
+                    })
+                    .map_err(|e| StageError::new(format!("glob: {e}")))
+            });
+        futures_util::stream::iter(paths)
+    }))
+}

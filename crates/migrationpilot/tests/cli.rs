@@ -1,0 +1,337 @@
+//! End-to-end: the `migrationpilot` binary on real pipeline files and real scripts.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn migrationpilot() -> Command {
+    Command::cargo_bin("migrationpilot").unwrap()
+}
+
+/// A temporary directory holding `pipeline.yaml` and any scripts.
+struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    fn new() -> Self {
+        Workspace {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path().join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn script(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.file(name, &format!("#!/bin/sh\nset -eu\n{body}\n"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        path
+    }
+
+    fn read(&self, name: &str) -> String {
+        fs::read_to_string(self.path().join(name)).unwrap_or_default()
+    }
+}
+
+#[test]
+fn the_bundled_example_runs_and_heals_its_injected_failures() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/migration");
+    let work = Workspace::new();
+    for entry in ["pipeline.yaml", "legacy", "scripts"] {
+        copy(&example.join(entry), &work.path().join(entry));
+    }
+    let output = migrationpilot()
+        .args(["run", "pipeline.yaml", "--seed", "7"])
+        .current_dir(work.path())
+        .env("MIGRATIONPILOT_CHAOS", "30")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("⟳ retry"))
+        .stdout(predicate::str::contains("run ").and(predicate::str::contains(" succeeded")))
+        .stdout(predicate::str::contains("retryCount"));
+    let stdout = String::from_utf8(output.get_output().stdout.clone()).unwrap();
+    assert!(stdout.contains("✔ validation: 12 unit(s)"), "{stdout}");
+    let payroll = work.read("out/src/payroll.rs");
+    assert_eq!(payroll.matches("pub fn ").count(), 4, "{payroll}");
+}
+
+fn copy(from: &Path, to: &Path) {
+    if from.is_dir() {
+        fs::create_dir_all(to).unwrap();
+        for entry in fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            copy(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        fs::copy(from, to).unwrap();
+    }
+}
+
+#[test]
+fn a_flaky_stage_is_healed_by_retry() {
+    let work = Workspace::new();
+    // Fails with ECONNRESET on its first two attempts for every item.
+    work.script(
+        "flaky.sh",
+        r#"if [ "$MIGRATIONPILOT_ATTEMPT" -lt 3 ]; then echo "read ECONNRESET" >&2; exit 1; fi
+echo "$1" >> done.txt"#,
+    );
+    let pipeline = work.file(
+        "pipeline.yaml",
+        r#"
+project: flaky
+stages:
+  - name: load
+    command: ["./flaky.sh", "{item}"]
+    items: [a, b, c]
+healing:
+  strategies:
+    - name: retry-transient
+      triggers: [{ type: error, pattern: ECONNRESET }]
+      action: retry
+      config: { maxAttempts: 3, initialDelay: 10, backoff: fixed }
+"#,
+    );
+    migrationpilot()
+        .arg("run")
+        .arg(&pipeline)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("retryCount                6"));
+    let mut done: Vec<String> = work.read("done.txt").lines().map(str::to_owned).collect();
+    done.sort();
+    assert_eq!(done, ["a", "b", "c"]);
+}
+
+#[test]
+fn a_critical_failure_rolls_back_completed_work_in_reverse_order() {
+    let work = Workspace::new();
+    work.script("do.sh", r#"echo "do $1" >> log.txt"#);
+    work.script("undo.sh", r#"echo "undo $1" >> log.txt"#);
+    work.script(
+        "break.sh",
+        r#"echo '{"code":"SCHEMA","severity":"critical","message":"target schema corrupted"}' >&2; exit 1"#,
+    );
+    let pipeline = work.file(
+        "pipeline.yaml",
+        r#"
+project: rollback
+stages:
+  - name: extract
+    command: ["./do.sh", "{item}"]
+    items: [one, two, three]
+    rollback: ["./undo.sh", "{item}"]
+  - name: transform
+    command: ["./do.sh", "transform"]
+    rollback: ["./undo.sh", "transform"]
+  - name: load
+    command: ["./break.sh"]
+healing:
+  strategies:
+    - name: rollback-critical
+      priority: 100
+      triggers: [{ type: error, severity: critical }]
+      action: rollback
+"#,
+    );
+    migrationpilot()
+        .arg("run")
+        .arg(&pipeline)
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains("rolled-back"))
+        .stdout(predicate::str::contains("↶ compensated extract/three"));
+    let log = work.read("log.txt");
+    let undo: Vec<&str> = log.lines().filter(|l| l.starts_with("undo")).collect();
+    let done_order: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("do") && *l != "do transform")
+        .map(|l| &l[3..])
+        .collect();
+    let mut expected = vec!["undo transform".to_owned()];
+    expected.extend(done_order.iter().rev().map(|item| format!("undo {item}")));
+    assert_eq!(undo, expected, "compensations run newest first:\n{log}");
+}
+
+#[test]
+fn items_reach_commands_as_one_argument_each_unchanged() {
+    let work = Workspace::new();
+    work.script(
+        "record.sh",
+        r#"[ "$#" -eq 1 ] || { echo "got $# arguments" >&2; exit 1; }
+printf '%s\n' "$1" >> seen.txt"#,
+    );
+    let items = [
+        "two words",
+        "it's \"quoted\"",
+        "semi;colon",
+        "$(touch pwned)",
+        "`touch pwned`",
+        "-rf",
+        "a|b&c>d",
+    ];
+    let list: Vec<String> = items
+        .iter()
+        .map(|i| serde_json::to_string(i).unwrap())
+        .collect();
+    let pipeline = work.file(
+        "pipeline.yaml",
+        &format!(
+            "project: quoting\nstages:\n  - name: record\n    command: [\"./record.sh\", \"{{item}}\"]\n    items: [{}]\n",
+            list.join(", ")
+        ),
+    );
+    migrationpilot()
+        .arg("run")
+        .arg(&pipeline)
+        .assert()
+        .success();
+    let mut seen: Vec<String> = work.read("seen.txt").lines().map(str::to_owned).collect();
+    seen.sort();
+    let mut expected: Vec<String> = items.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+    assert!(
+        !work.path().join("pwned").exists(),
+        "an item was run by a shell"
+    );
+}
+
+#[test]
+fn json_events_are_one_object_per_line() {
+    let work = Workspace::new();
+    let pipeline = work.file(
+        "pipeline.toml",
+        "project = \"json\"\n\n[[stages]]\nname = \"only\"\ncommand = [\"true\"]\n",
+    );
+    let output = migrationpilot()
+        .arg("run")
+        .arg(&pipeline)
+        .arg("--json-events")
+        .assert()
+        .success();
+    let stdout = String::from_utf8(output.get_output().stdout.clone()).unwrap();
+    let types: Vec<String> = stdout
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("{line}: {e}"))
+        })
+        .map(|v| v["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(types.first().map(String::as_str), Some("run-started"));
+    assert!(types.contains(&"stage-succeeded".to_owned()));
+    assert_eq!(types.last().map(String::as_str), Some("run-report"));
+}
+
+#[test]
+fn validate_accepts_the_example_and_toml() {
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/migration/pipeline.yaml");
+    migrationpilot()
+        .arg("validate")
+        .arg(&example)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "ok: project `payroll-migration`, 4 stage(s)",
+        ));
+}
+
+/// Malformed files, each with the error it must produce: `validate` exits 2 and names file,
+/// line, column and key.
+#[test]
+fn validate_reports_each_mistake_specifically() {
+    let base = "project: p\nstages:\n  - name: a\n    command: [\"true\"]\n";
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("p.yaml", "project: p\nstages:\n  - name: a\n    comand: [\"true\"]\n".into(), "p.yaml:4:5: `stages[0].comand`: unknown field `comand`"),
+        ("p.yaml", "project: p\nstages:\n  - name: a\n    comand: [\"true\"]\n".into(), "did you mean `command`?"),
+        ("p.yaml", "stages:\n  - name: a\n    command: [x]\n".into(), "missing field `project`"),
+        ("p.yaml", "project: p\nstages: []\n".into(), "`stages`: a pipeline needs at least one stage"),
+        ("p.yaml", format!("{base}    concurrency: 0\n    items: [x]\n"), "`stages[0].concurrency`: must be at least 1"),
+        ("p.yaml", format!("{base}    timeout: 5 parsecs\n"), "not a unit"),
+        ("p.yaml", format!("{base}    timeout: 0\n"), "p.yaml:5:5: `stages[0].timeout`: must be longer than zero"),
+        ("p.yaml", "project: p\nstages:\n  - name: a\n    command: []\n".into(), "`stages[0].command`: needs a program to run"),
+        ("p.yaml", format!("{base}    items: {{ glob: \"[\" }}\n"), "`stages[0].items.glob`"),
+        ("p.yaml", format!("{base}    items: {{ folder: x }}\n"), "unknown field `folder`"),
+        ("p.yaml", format!("{base}    workdir: no/such/dir\n"), "`stages[0].workdir`: `"),
+        ("p.yaml", format!("{base}healing:\n  strategies:\n    - name: s\n      triggers: [{{type: error}}]\n      action: retyr\n"), "did you mean `retry`?"),
+        ("p.yaml", format!("{base}healing:\n  strategies:\n    - name: s\n      triggers: [{{type: error, pattern: \"(\"}}]\n      action: retry\n"), "`healing.strategies[0].triggers[0].pattern`"),
+        ("p.yaml", format!("{base}healing:\n  strategies:\n    - name: s\n      triggers: [{{type: metrics, metric: errorRat, value: 1}}]\n      action: rollback\n"), "did you mean `errorRate`?"),
+        ("p.yaml", format!("{base}healing:\n  strategies:\n    - name: s\n      triggers: [{{type: error}}]\n      action: retry\n      config: {{ breakDuration: 5 }}\n"), "`healing.strategies[0].config.breakDuration`: does not apply to retry"),
+        ("p.yaml", format!("{base}healing:\n  retryPolicy: {{ maxAttempts: 0 }}\n"), "`healing.retryPolicy.maxAttempts`: must be at least 1"),
+        ("p.yaml", format!("{base}healing:\n  healthMonitor:\n    checks:\n      - {{ name: c, type: tcp, host: h, port: 1, endpoint: x }}\n"), "`endpoint` does not apply to tcp checks"),
+        ("p.yaml", format!("{base}healing:\n  healthMonitor:\n    checks:\n      - {{ name: c, type: database, connectionString: \"oracle://u:hunter2@h/x\" }}\n"), "oracle://u:***@h/x"),
+        ("p.yaml", format!("{base}healing:\n  alerts:\n    channels:\n      - {{ type: slack, webhook: \"${{MP_TEST_UNSET_HOOK}}\" }}\n"), "p.yaml:8:34: environment variable `MP_TEST_UNSET_HOOK` is not set"),
+        ("p.yaml", format!("{base}healing:\n  alerts:\n    thresholds:\n      - {{ metric: queueDepth, warning: 1 }}\n"), "`queueDepth` is not a known metric"),
+        ("p.yaml", format!("{base}healing:\n  metricsCollector: {{ retentionSize: 0 }}\n"), "`healing.metricsCollector.retentionSize`: must be at least 1"),
+        ("p.yaml", "project: p\nstages:\n  - name: a\n    command: [\"true\"]\n  - name: a\n    command: [\"true\"]\n".into(), "`a` names two stages"),
+        ("p.yaml", "project: [p\n".into(), "p.yaml:"),
+        ("p.toml", "project = \"p\"\n[[stages]]\nname = \"a\"\ncommand = [\"true\"]\nretries = 3\n".into(), "p.toml:5:1: `stages[0].retries`: unknown field `retries`"),
+        ("p.json", "{}".into(), "a pipeline file ends in .yaml, .yml or .toml"),
+    ];
+    for (name, text, expected) in &cases {
+        let work = Workspace::new();
+        let path = work.file(name, text);
+        let output = migrationpilot()
+            .arg("validate")
+            .arg(&path)
+            .env_remove("MP_TEST_UNSET_HOOK")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{text}\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "for:\n{text}\nexpected `{expected}` in:\n{stderr}"
+        );
+        assert!(!stderr.contains("hunter2"), "a secret leaked: {stderr}");
+    }
+    assert!(cases.len() >= 20);
+}
+
+#[test]
+fn validate_reports_every_error_not_just_the_first() {
+    let work = Workspace::new();
+    let path = work.file(
+        "p.yaml",
+        "project: p\nstages:\n  - name: a\n    command: []\n  - name: b\n    command: [\"true\"]\n    timeout: 0\nhealing:\n  retryPolicy: { maxAttempts: 0 }\n",
+    );
+    migrationpilot()
+        .arg("validate")
+        .arg(&path)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("`stages[0].command`"))
+        .stderr(predicate::str::contains("`stages[1].timeout`"))
+        .stderr(predicate::str::contains(
+            "`healing.retryPolicy.maxAttempts`",
+        ))
+        .stderr(predicate::str::contains("3 error(s)"));
+}
+
+#[test]
+fn bad_command_lines_exit_with_status_2() {
+    migrationpilot().arg("launch").assert().code(2);
+    migrationpilot().args(["run"]).assert().code(2);
+    migrationpilot()
+        .args(["run", "/no/such/pipeline.yaml"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot read"));
+}
