@@ -7,16 +7,23 @@
 mod alert;
 mod build;
 mod command;
+mod control;
 mod file;
+mod journal;
+mod store;
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
-use self_healing::event::{Event, EventKind};
+use clap::{Args, Parser, Subcommand};
+use self_healing::event::{Event, EventKind, RunId};
+use self_healing::healing::{Mode, StrategyOverride};
 use self_healing::{RunOptions, RunStatus};
 use tokio_util::sync::CancellationToken;
+
+use crate::store::{Store, iso8601};
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +32,10 @@ use tokio_util::sync::CancellationToken;
     about = "Runs self-healing pipelines declared in YAML or TOML files"
 )]
 struct Cli {
+    /// Where runs, history and controls are kept: sqlite://PATH (default: journal.db in the
+    /// user's data directory).
+    #[arg(long, env = "MIGRATIONPILOT_STORE", global = true)]
+    store: Option<String>,
     #[command(subcommand)]
     command: Commands,
 }
@@ -36,20 +47,111 @@ enum Commands {
         /// The pipeline file (.yaml, .yml or .toml).
         file: PathBuf,
     },
-    /// Run a pipeline file.
+    /// Run a pipeline file, journaling every event.
     Run {
         /// The pipeline file (.yaml, .yml or .toml).
         file: PathBuf,
         /// Run under this project name instead of the file's `project`.
         #[arg(long)]
         project: Option<String>,
-        /// Print every event as one JSON object per line instead of progress lines.
+        /// Continue the project's latest run if it did not finish (crash or Ctrl-C): completed
+        /// stages and items are not run again.
+        #[arg(long)]
+        resume: bool,
+        /// Print every committed event as one JSON object per line instead of progress lines.
         #[arg(long)]
         json_events: bool,
         /// Seed run ids and retry jitter, for reproducible runs.
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Show the project's health checks, healing mode and latest run.
+    Health(ProjectArgs),
+    /// List the project's runs, newest first.
+    Runs {
+        #[command(flatten)]
+        project: ProjectArgs,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Inspect and steer healing.
+    #[command(subcommand)]
+    Healing(HealingCommand),
+}
+
+#[derive(Args)]
+struct ProjectArgs {
+    #[arg(long)]
+    project: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum HealingCommand {
+    /// Healing decisions, newest first.
+    History {
+        #[command(flatten)]
+        project: ProjectArgs,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Only decisions from this long ago on (`1h`, `30m`, or milliseconds).
+        #[arg(long, value_parser = parse_duration)]
+        since: Option<std::time::Duration>,
+    },
+    /// Ask the project's running pipeline to take an action now.
+    Trigger {
+        #[arg(long)]
+        project: String,
+        /// restart, rollback, failover or circuit-break.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(control::ACTIONS))]
+        action: String,
+        #[arg(long)]
+        stage: String,
+    },
+    /// Override a strategy's settings for the project; running pipelines pick it up.
+    Configure {
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        strategy: String,
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        #[arg(long, value_parser = parse_duration)]
+        cooldown: Option<std::time::Duration>,
+        #[arg(long)]
+        priority: Option<i64>,
+        #[arg(long)]
+        enabled: Option<bool>,
+        /// act or dry-run.
+        #[arg(long, value_parser = parse_mode)]
+        mode: Option<Mode>,
+    },
+    /// Manual mode: matches are recorded as would-have and nothing acts.
+    Disable {
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Back to healing by itself.
+    Enable {
+        #[arg(long)]
+        project: String,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    self_healing::duration::parse(text)
+}
+
+fn parse_mode(text: &str) -> Result<Mode, String> {
+    match text {
+        "act" => Ok(Mode::Act),
+        "dry-run" => Ok(Mode::DryRun),
+        other => Err(format!("`{other}` is not act or dry-run")),
+    }
 }
 
 const EXIT_FAILED: u8 = 1;
@@ -70,15 +172,45 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        match cli.command {
-            Commands::Validate { file } => validate(file),
+        let store_url = cli.store;
+        let result = match cli.command {
+            Commands::Validate { file } => return validate(file),
             Commands::Run {
                 file,
                 project,
+                resume,
                 json_events,
                 seed,
-            } => run(file, project, json_events, seed).await,
+            } => run(store_url, file, project, resume, json_events, seed).await,
+            Commands::Health(args) => health(store_url, args).await,
+            Commands::Runs { project, limit } => runs(store_url, project, limit).await,
+            Commands::Healing(command) => healing(store_url, command).await,
+        };
+        match result {
+            Ok(code) => code,
+            Err((code, message)) => {
+                eprintln!("migrationpilot: {message}");
+                ExitCode::from(code)
+            }
         }
+    })
+}
+
+type Outcome = Result<ExitCode, (u8, String)>;
+
+async fn open_store(url: Option<String>) -> Result<Arc<dyn Store>, (u8, String)> {
+    let url = url.or_else(store::default_url).ok_or((
+        EXIT_INVALID,
+        "no store: give --store sqlite://PATH (HOME is not set)".to_owned(),
+    ))?;
+    store::open(&url).await.map_err(|e| {
+        (
+            EXIT_FAILED,
+            format!(
+                "cannot open the store {}: {e}",
+                self_healing::health::redact_url(&url)
+            ),
+        )
     })
 }
 
@@ -119,43 +251,103 @@ fn validate(path: PathBuf) -> ExitCode {
 }
 
 async fn run(
+    store_url: Option<String>,
     path: PathBuf,
     project: Option<String>,
+    resume: bool,
     json_events: bool,
     seed: Option<u64>,
-) -> ExitCode {
+) -> Outcome {
     let built = match load(&path, project.as_deref(), seed) {
         Ok(built) => built,
-        Err(code) => return ExitCode::from(code),
+        Err(code) => return Ok(ExitCode::from(code)),
     };
-    let events = built.pipeline.events().subscribe();
-    let printer = tokio::spawn(print_events(events, json_events));
+    let store = open_store(store_url).await?;
+    let project = Arc::clone(&built.project);
+    let db = |e: store::StoreError| (EXIT_FAILED, e.to_string());
+    let (run_id, completed) = if resume {
+        let Some(unfinished) = store.unfinished_run(&project).await.map_err(db)? else {
+            return Err((
+                EXIT_INVALID,
+                format!("project `{project}` has no unfinished run to resume"),
+            ));
+        };
+        let run = RunId::new(unfinished.id);
+        let completed = store.completed(&run).await.map_err(db)?;
+        if !json_events {
+            println!(
+                "resuming {run}: {} stage(s) and {} item(s) already completed",
+                completed.stages.len(),
+                completed.items.len()
+            );
+        }
+        let completed: Arc<dyn self_healing::pipeline::Completed> = Arc::new(completed);
+        (run, Some(completed))
+    } else {
+        let mut rng = seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
+        (RunId::new(format!("run-{:016x}", rng.u64(..))), None)
+    };
+
+    // Steering that was set while nothing ran applies from the start.
+    let healer = built.healer.clone();
+    if let Ok(mode) = store.healing_mode(&project).await {
+        healer.set_enabled(mode.enabled && healer.is_enabled());
+    }
+    for (strategy, changes) in store.overrides(&project).await.map_err(db)? {
+        if let Err(error) = healer.configure(&strategy, &changes) {
+            eprintln!("  ! override of `{strategy}` not applied: {error}");
+        }
+    }
+
+    let pipeline = Arc::new(built.pipeline);
+    let cancel = CancellationToken::new();
+    let (journal, committed) = journal::spawn(
+        Arc::clone(&store),
+        Arc::clone(&project),
+        pipeline.events().subscribe(),
+        cancel.clone(),
+    );
+    let printer = tokio::spawn(print_events(committed, json_events));
+    let poller = tokio::spawn(control::poll(
+        Arc::clone(&store),
+        Arc::clone(&project),
+        Arc::clone(&pipeline),
+        healer,
+        run_id.clone(),
+    ));
     if let Some(monitor) = &built.monitor {
         monitor.start();
     }
-    let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\ncancelling: work in flight gets its grace period, nothing new starts");
+            eprintln!(
+                "\ncancelling: nothing new starts, work in flight gets its grace period; `run --resume` continues"
+            );
             on_signal.cancel();
         }
     });
-    let report = built
-        .pipeline
+    let report = pipeline
         .execute_with(
             (),
             RunOptions {
+                run_id: Some(run_id),
                 cancel,
-                ..RunOptions::default()
+                completed,
             },
         )
         .await;
     if let Some(monitor) = &built.monitor {
         monitor.stop();
     }
-    drop(built.pipeline);
+    poller.abort();
+    let journaled = journal
+        .await
+        .unwrap_or_else(|e| Err(format!("the journal writer failed: {e}")));
     let _ = printer.await;
+    if let Err(error) = journaled {
+        return Err((EXIT_FAILED, error));
+    }
 
     let mut out = std::io::stdout().lock();
     if json_events {
@@ -180,16 +372,214 @@ async fn run(
         }
         let _ = writeln!(out, "\nPipelineMetrics\n{}", report.metrics);
     }
-    ExitCode::from(match report.status {
+    Ok(ExitCode::from(match report.status {
         RunStatus::Succeeded => 0,
         RunStatus::Failed => EXIT_FAILED,
         RunStatus::RolledBack => EXIT_ROLLED_BACK,
         RunStatus::Cancelled => EXIT_CANCELLED,
-    })
+    }))
+}
+
+/// Fails with a clear message when the store has never heard of the project.
+async fn known_project(store: &dyn Store, project: &str) -> Result<(), (u8, String)> {
+    let runs = store
+        .runs(project, 1)
+        .await
+        .map_err(|e| (EXIT_FAILED, e.to_string()))?;
+    let mode = store
+        .healing_mode(project)
+        .await
+        .map_err(|e| (EXIT_FAILED, e.to_string()))?;
+    if runs.is_empty() && mode.updated_ms.is_none() {
+        return Err((
+            EXIT_INVALID,
+            format!("the store knows no project `{project}`"),
+        ));
+    }
+    Ok(())
+}
+
+async fn health(store_url: Option<String>, args: ProjectArgs) -> Outcome {
+    let store = open_store(store_url).await?;
+    known_project(&*store, &args.project).await?;
+    let db = |e: store::StoreError| (EXIT_FAILED, e.to_string());
+    let checks = store.health(&args.project).await.map_err(db)?;
+    let mode = store.healing_mode(&args.project).await.map_err(db)?;
+    let latest = store
+        .runs(&args.project, 1)
+        .await
+        .map_err(db)?
+        .into_iter()
+        .next();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "project": args.project, "healing": mode, "checks": checks, "latestRun": latest })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("project   {}", args.project);
+    match &mode.reason {
+        Some(reason) if !mode.enabled => println!("healing   disabled: {reason}"),
+        _ => println!(
+            "healing   {}",
+            if mode.enabled { "enabled" } else { "disabled" }
+        ),
+    }
+    if let Some(run) = latest {
+        println!(
+            "last run  {} {} (started {})",
+            run.id,
+            run.status,
+            iso8601(run.started_ms)
+        );
+    }
+    if checks.is_empty() {
+        println!("checks    none recorded");
+    } else {
+        println!("\n{:<24} {:<16} {:<10} since", "CHECK", "STAGE", "STATUS");
+        for check in checks {
+            println!(
+                "{:<24} {:<16} {:<10} {}",
+                check.check,
+                check.stage.as_deref().unwrap_or("-"),
+                check.status,
+                iso8601(check.at_ms)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn runs(store_url: Option<String>, args: ProjectArgs, limit: u32) -> Outcome {
+    let store = open_store(store_url).await?;
+    known_project(&*store, &args.project).await?;
+    let runs = store
+        .runs(&args.project, limit)
+        .await
+        .map_err(|e| (EXIT_FAILED, e.to_string()))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&runs).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<22} {:<12} {:<22} error", "RUN", "STATUS", "STARTED");
+    for run in runs {
+        println!(
+            "{:<22} {:<12} {:<22} {}",
+            run.id,
+            run.status,
+            iso8601(run.started_ms),
+            run.error.unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn healing(store_url: Option<String>, command: HealingCommand) -> Outcome {
+    let store = open_store(store_url).await?;
+    let db = |e: store::StoreError| (EXIT_FAILED, e.to_string());
+    match command {
+        HealingCommand::History {
+            project,
+            limit,
+            since,
+        } => {
+            known_project(&*store, &project.project).await?;
+            let since_ms = since.map(|d| store::millis(std::time::SystemTime::now() - d));
+            let records = store
+                .history(&project.project, limit, since_ms)
+                .await
+                .map_err(db)?;
+            if project.json {
+                println!("{}", serde_json::to_string(&records).unwrap_or_default());
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:<20} {:<14} {:<22} {:<14} {:<17} detail",
+                "TIME", "STAGE", "STRATEGY", "ACTION", "OUTCOME"
+            );
+            for r in records {
+                println!(
+                    "{:<20} {:<14} {:<22} {:<14} {:<17} {}",
+                    iso8601(store::millis(r.at)),
+                    r.stage.as_deref().unwrap_or("-"),
+                    r.strategy,
+                    r.action.as_str(),
+                    r.outcome.as_str(),
+                    r.detail
+                );
+            }
+        }
+        HealingCommand::Trigger {
+            project,
+            action,
+            stage,
+        } => {
+            known_project(&*store, &project).await?;
+            let id = store.enqueue(&project, &action, &stage).await.map_err(db)?;
+            let running = store
+                .unfinished_run(&project)
+                .await
+                .map_err(db)?
+                .is_some_and(|r| r.status == "running");
+            println!("queued {action} of stage `{stage}` for project `{project}` (request {id})");
+            if !running {
+                println!("no run of `{project}` is running: the next run takes it");
+            }
+        }
+        HealingCommand::Configure {
+            project,
+            strategy,
+            max_attempts,
+            cooldown,
+            priority,
+            enabled,
+            mode,
+        } => {
+            let changes = StrategyOverride {
+                max_attempts,
+                cooldown,
+                priority,
+                enabled,
+                mode,
+            };
+            if changes == StrategyOverride::default() {
+                return Err((EXIT_INVALID, "nothing to change: give --max-attempts, --cooldown, --priority, --enabled or --mode".into()));
+            }
+            if changes.max_attempts == Some(0) {
+                return Err((EXIT_INVALID, "--max-attempts must be at least 1".into()));
+            }
+            store
+                .set_override(&project, &strategy, &changes)
+                .await
+                .map_err(db)?;
+            println!(
+                "strategy `{strategy}` of project `{project}` configured; running pipelines apply it within {:?}",
+                control::POLL_INTERVAL
+            );
+        }
+        HealingCommand::Disable { project, reason } => {
+            store
+                .set_healing_mode(&project, false, reason.as_deref())
+                .await
+                .map_err(db)?;
+            println!(
+                "healing disabled for `{project}`: matches are recorded as would-have, nothing acts"
+            );
+        }
+        HealingCommand::Enable { project } => {
+            store
+                .set_healing_mode(&project, true, None)
+                .await
+                .map_err(db)?;
+            println!("healing enabled for `{project}`");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints events as they come: progress lines for people, or JSON lines for scripts.
-async fn print_events(mut events: self_healing::event::Subscription, json: bool) {
+async fn print_events(mut events: tokio::sync::mpsc::UnboundedReceiver<Arc<Event>>, json: bool) {
     while let Some(event) = events.recv().await {
         let mut out = std::io::stdout().lock();
         if json {
@@ -216,6 +606,10 @@ fn describe(event: &Event) -> Option<String> {
             format!("{pipeline}: {} stage(s)", stages.len())
         }
         EventKind::StageStarted { stage } => format!("▶ {stage}"),
+        EventKind::StageSkipped { stage } => format!("✔ {stage}: completed before, skipped"),
+        EventKind::ItemsSkipped { stage, count } => {
+            format!("  {stage}: {count} item(s) completed before, skipped")
+        }
         EventKind::StageSucceeded {
             stage,
             duration,

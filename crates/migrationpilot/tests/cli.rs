@@ -46,6 +46,58 @@ impl Workspace {
     fn read(&self, name: &str) -> String {
         fs::read_to_string(self.path().join(name)).unwrap_or_default()
     }
+
+    fn store(&self) -> String {
+        format!("sqlite://{}", self.path().join("journal.db").display())
+    }
+
+    /// The binary, run in this workspace with its own store.
+    fn cmd(&self) -> Command {
+        let mut cmd = migrationpilot();
+        cmd.current_dir(self.path())
+            .env("MIGRATIONPILOT_STORE", self.store());
+        cmd
+    }
+
+    /// The same, as a `std::process::Command` for runs that go on in the background.
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("migrationpilot"))
+            .args(args)
+            .current_dir(self.path())
+            .env("MIGRATIONPILOT_STORE", self.store())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits (a bounded while) until `name` exists: the moment a script reached a point.
+    fn wait_for(&self, name: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !self.path().join(name).exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} never appeared"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Runs a query against the journal.
+    fn journal<T>(&self, sql: &'static str) -> Vec<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+    {
+        let url = self.store();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                use sqlx::Connection;
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query_as(sql).fetch_all(&mut c).await.unwrap()
+            })
+    }
 }
 
 #[test]
@@ -55,9 +107,9 @@ fn the_bundled_example_runs_and_heals_its_injected_failures() {
     for entry in ["pipeline.yaml", "legacy", "scripts"] {
         copy(&example.join(entry), &work.path().join(entry));
     }
-    let output = migrationpilot()
+    let output = work
+        .cmd()
         .args(["run", "pipeline.yaml", "--seed", "7"])
-        .current_dir(work.path())
         .env("MIGRATIONPILOT_CHAOS", "30")
         .assert()
         .success()
@@ -107,7 +159,7 @@ healing:
       config: { maxAttempts: 3, initialDelay: 10, backoff: fixed }
 "#,
     );
-    migrationpilot()
+    work.cmd()
         .arg("run")
         .arg(&pipeline)
         .assert()
@@ -149,7 +201,7 @@ healing:
       action: rollback
 "#,
     );
-    migrationpilot()
+    work.cmd()
         .arg("run")
         .arg(&pipeline)
         .assert()
@@ -166,6 +218,19 @@ healing:
     let mut expected = vec!["undo transform".to_owned()];
     expected.extend(done_order.iter().rev().map(|item| format!("undo {item}")));
     assert_eq!(undo, expected, "compensations run newest first:\n{log}");
+    let journaled: Vec<(String, Option<String>)> = work
+        .journal("SELECT stage, item FROM events WHERE kind = 'compensation-finished' ORDER BY id");
+    let journaled: Vec<String> = journaled
+        .into_iter()
+        .map(|(s, i)| format!("{s}/{}", i.unwrap_or_default()))
+        .collect();
+    assert_eq!(journaled.len(), 4, "{journaled:?}");
+    assert_eq!(
+        journaled[0], "transform/",
+        "the last completed stage first: {journaled:?}"
+    );
+    let status: Vec<(String,)> = work.journal("SELECT status FROM runs");
+    assert_eq!(status, [("rolled-back".to_owned(),)]);
 }
 
 #[test]
@@ -334,4 +399,288 @@ fn bad_command_lines_exit_with_status_2() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("cannot read"));
+}
+
+#[test]
+fn healing_trigger_from_a_second_process_restarts_a_running_stage() {
+    let work = Workspace::new();
+    // The stage hangs until its reset hook has run once: only a restart lets it finish.
+    work.script(
+        "work.sh",
+        "touch started; while [ ! -f reset-done ]; do sleep 0.05; done",
+    );
+    work.script("reset.sh", "touch reset-done");
+    work.file(
+        "pipeline.yaml",
+        "project: steer\nstages:\n  - name: validation\n    command: [\"./work.sh\"]\n    reset: [\"./reset.sh\"]\n",
+    );
+    let run = work.spawn(&["run", "pipeline.yaml"]);
+    work.wait_for("started");
+    work.cmd()
+        .args([
+            "healing",
+            "trigger",
+            "--project",
+            "steer",
+            "--action",
+            "restart",
+            "--stage",
+            "validation",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "queued restart of stage `validation`",
+        ));
+    let output = run.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("⟳ restart validation: restart 1 of 3: requested by an operator"),
+        "{stdout}"
+    );
+    let history = work
+        .cmd()
+        .args(["healing", "history", "--project", "steer", "--json"])
+        .output()
+        .unwrap();
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (
+            records[0]["strategy"].as_str(),
+            records[0]["outcome"].as_str()
+        ),
+        (Some("manual"), Some("succeeded"))
+    );
+}
+
+#[test]
+fn healing_disable_records_would_have_and_acts_on_nothing() {
+    let work = Workspace::new();
+    work.script(
+        "flaky.sh",
+        r#"[ "$MIGRATIONPILOT_ATTEMPT" -gt 1 ] || { echo "read ECONNRESET" >&2; exit 1; }"#,
+    );
+    work.file(
+        "pipeline.yaml",
+        r#"
+project: manual
+stages:
+  - name: load
+    command: ["./flaky.sh"]
+healing:
+  strategies:
+    - name: retry-transient
+      triggers: [{ type: error, pattern: ECONNRESET }]
+      action: retry
+      config: { maxAttempts: 3, initialDelay: 10 }
+"#,
+    );
+    work.cmd()
+        .args([
+            "healing",
+            "disable",
+            "--project",
+            "manual",
+            "--reason",
+            "change freeze",
+        ])
+        .assert()
+        .success();
+    work.cmd().args(["run", "pipeline.yaml"]).assert().code(1);
+    let history = work
+        .cmd()
+        .args(["healing", "history", "--project", "manual", "--json"])
+        .output()
+        .unwrap();
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&history.stdout).unwrap();
+    let outcomes: Vec<&str> = records
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["would-have"], "{records:#?}");
+    work.cmd()
+        .args(["health", "--project", "manual"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "healing   disabled: change freeze",
+        ));
+
+    work.cmd()
+        .args(["healing", "enable", "--project", "manual"])
+        .assert()
+        .success();
+    work.cmd().args(["run", "pipeline.yaml"]).assert().success();
+}
+
+#[test]
+fn healing_configure_changes_max_attempts_of_a_running_pipeline() {
+    let work = Workspace::new();
+    // Fails its first four attempts; maxAttempts 3 would give up, 6 lets it through.
+    work.script(
+        "stubborn.sh",
+        r#"touch "attempt-$MIGRATIONPILOT_ATTEMPT"
+[ "$MIGRATIONPILOT_ATTEMPT" -ge 5 ] || { echo "read ETIMEDOUT" >&2; exit 1; }"#,
+    );
+    work.file(
+        "pipeline.yaml",
+        r#"
+project: tuned
+stages:
+  - name: load
+    command: ["./stubborn.sh"]
+healing:
+  strategies:
+    - name: retry-transient
+      triggers: [{ type: error, pattern: ETIMEDOUT }]
+      action: retry
+      config: { maxAttempts: 3, backoff: fixed, initialDelay: 1500 }
+"#,
+    );
+    let run = work.spawn(&["run", "pipeline.yaml"]);
+    work.wait_for("attempt-1");
+    work.cmd()
+        .args([
+            "healing",
+            "configure",
+            "--project",
+            "tuned",
+            "--strategy",
+            "retry-transient",
+            "--max-attempts",
+            "6",
+        ])
+        .assert()
+        .success();
+    let output = run.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("retryCount                4"), "{stdout}");
+    assert!(work.path().join("attempt-5").exists());
+}
+
+#[test]
+fn healing_commands_check_their_input() {
+    let work = Workspace::new();
+    work.cmd()
+        .args(["healing", "history", "--project", "nobody"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "the store knows no project `nobody`",
+        ));
+    work.cmd()
+        .args(["healing", "configure", "--project", "p", "--strategy", "s"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("nothing to change"));
+    work.cmd()
+        .args([
+            "healing",
+            "configure",
+            "--project",
+            "p",
+            "--strategy",
+            "s",
+            "--cooldown",
+            "5 weeks",
+        ])
+        .assert()
+        .code(2);
+    work.cmd()
+        .args(["run", "pipeline.yaml", "--resume"])
+        .assert()
+        .code(2);
+    work.file(
+        "pipeline.yaml",
+        "project: fresh\nstages:\n  - name: a\n    command: [\"true\"]\n",
+    );
+    work.cmd()
+        .args(["run", "pipeline.yaml", "--resume"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "project `fresh` has no unfinished run to resume",
+        ));
+}
+
+/// kill -9 at several seeded points, then `run --resume` until the run finishes: every item is
+/// completed exactly once in the journal, though an item in flight at a kill runs again.
+#[test]
+fn a_run_killed_at_random_points_resumes_to_completion_with_each_item_journaled_once() {
+    let work = Workspace::new();
+    work.script("item.sh", r#"echo "$1" >> executions.txt; sleep 0.01"#);
+    let items: Vec<String> = (0..300).map(|i| format!("item-{i:03}")).collect();
+    work.file("items.txt", &items.join("\n"));
+    work.file(
+        "pipeline.yaml",
+        r#"
+project: crashy
+stages:
+  - name: first
+    command: ["./item.sh", "first {item}"]
+    items: { file: items.txt }
+    concurrency: 4
+  - name: second
+    command: ["./item.sh", "second {item}"]
+    items: { file: items.txt }
+    concurrency: 4
+"#,
+    );
+    let mut rng = fastrand::Rng::with_seed(0x5eed);
+    let mut kills: usize = 0;
+    let mut args = vec!["run", "pipeline.yaml"];
+    let finished = loop {
+        let mut run = work.spawn(&args);
+        let kill_after = std::time::Duration::from_millis(rng.u64(150..700));
+        let deadline = std::time::Instant::now() + kill_after;
+        let status = loop {
+            if let Some(status) = run.try_wait().unwrap() {
+                break Some(status);
+            }
+            if std::time::Instant::now() >= deadline && kills < 5 {
+                run.kill().unwrap(); // SIGKILL
+                run.wait().unwrap();
+                kills += 1;
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        args = vec!["run", "pipeline.yaml", "--resume"];
+        if let Some(status) = status {
+            break status;
+        }
+    };
+    assert!(finished.success(), "the last resume finished the run");
+    assert!(kills >= 3, "the run was killed {kills} times");
+    let completions: Vec<(String, String, i64)> = work.journal(
+        "SELECT stage, item, COUNT(*) FROM items WHERE status = 'succeeded' GROUP BY stage, item",
+    );
+    assert_eq!(
+        completions.len(),
+        600,
+        "every item of both stages completed"
+    );
+    assert!(completions.iter().all(|(_, _, n)| *n == 1));
+    let runs: Vec<(String, String)> = work.journal("SELECT id, status FROM runs");
+    assert_eq!(runs.len(), 1, "one run, resumed: {runs:?}");
+    assert_eq!(runs[0].1, "succeeded");
+    // At least once; again only when a kill came before its completion was committed, so at
+    // most once per attempt of the run.
+    let log = work.read("executions.txt");
+    let mut per_item = std::collections::HashMap::new();
+    for line in log.lines() {
+        *per_item.entry(line).or_insert(0) += 1;
+    }
+    assert_eq!(per_item.len(), 600);
+    assert!(
+        per_item.values().all(|&n| n <= kills + 1),
+        "an item ran more often than the run was attempted"
+    );
 }

@@ -929,3 +929,72 @@ async fn builders_reject_impossible_pipelines() {
         "invalid `stages[0].timeout`: must be longer than zero"
     );
 }
+
+/// What an earlier attempt of the run completed: stage "extract", and items 0-4 of "load".
+struct EarlierAttempt;
+
+impl self_healing::pipeline::Completed for EarlierAttempt {
+    fn stage(&self, stage: &str) -> bool {
+        stage == "extract"
+    }
+
+    fn item(&self, stage: &str, item: &str) -> bool {
+        stage == "load" && item.parse::<u32>().is_ok_and(|n| n < 5)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_run_skips_what_was_completed_and_still_compensates_it() {
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let undone = Arc::new(Mutex::new(Vec::new()));
+    let (r, u) = (Arc::clone(&ran), Arc::clone(&undone));
+    let pipeline = SelfHealingPipeline::builder()
+        .supervisor(|_: &Failure<'_>| Remedy::Rollback)
+        .stage(Stage::new("extract", |_| async {
+            panic!("completed before: must not run")
+        }))
+        .stage(
+            Stage::for_each("load", ItemSource::iter(|_: &()| 0..8u32), move |ctx| {
+                r.lock().unwrap().push(*ctx.item());
+                async { Ok(()) }
+            })
+            .rollback_item(move |ctx| {
+                u.lock().unwrap().push(*ctx.item());
+                async { Ok(()) }
+            }),
+        )
+        .stage(Stage::new("publish", |_| async {
+            Err(StageError::new("publish failed"))
+        }))
+        .build()
+        .unwrap();
+    let events = Recorder::attach(&pipeline);
+    let report = pipeline
+        .execute_with(
+            (),
+            RunOptions {
+                run_id: Some(self_healing::RunId::new("run-1")),
+                completed: Some(Arc::new(EarlierAttempt)),
+                ..RunOptions::default()
+            },
+        )
+        .await;
+
+    assert_eq!(report.status, RunStatus::RolledBack);
+    assert_eq!(report.run_id.as_str(), "run-1");
+    assert_eq!(*ran.lock().unwrap(), [5, 6, 7], "only what was left");
+    assert_eq!(
+        *undone.lock().unwrap(),
+        [7, 6, 5, 4, 3, 2, 1, 0],
+        "earlier items compensate too"
+    );
+    assert_eq!(
+        events.count(|k| matches!(k, EventKind::StageSkipped { stage } if &**stage == "extract")),
+        1
+    );
+    assert_eq!(
+        events.count(|k| matches!(k, EventKind::ItemsSkipped { count: 5, .. })),
+        1
+    );
+    assert_eq!(report.stages[0].items_completed, 8);
+}

@@ -148,6 +148,15 @@ pub enum EventKind {
         attempts: u32,
         error: StageError,
     },
+    /// A resumed run skipped this stage: an earlier attempt of the run completed it.
+    StageSkipped {
+        stage: Arc<str>,
+    },
+    /// A resumed run did not run again `count` items an earlier attempt of the run completed.
+    ItemsSkipped {
+        stage: Arc<str>,
+        count: u64,
+    },
     /// The item was in flight when the run was cancelled or its stage stopped; it did not
     /// complete and will run again on resume.
     ItemAbandoned {
@@ -235,6 +244,8 @@ impl EventKind {
             HealingDecision { record } => record.stage.as_ref(),
             HealthChanged { change } => change.stage.as_ref(),
             StageStarted { stage }
+            | StageSkipped { stage }
+            | ItemsSkipped { stage, .. }
             | StageSucceeded { stage, .. }
             | StageFailed { stage, .. }
             | ItemStarted { stage, .. }

@@ -79,12 +79,24 @@ pub struct HealingContext {
 /// assert_eq!(report.run_id.as_str(), "nightly-42");
 /// # });
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RunOptions {
-    /// The run's id; a fresh one when `None`.
+    /// The run's id; a fresh one when `None`. A resumed run keeps its id.
     pub run_id: Option<RunId>,
     /// Cancel it to stop the run (see the module's semantics).
     pub cancel: CancellationToken,
+    /// What earlier attempts of this run completed, for a resumed run (see [`Completed`]).
+    pub completed: Option<Arc<dyn Completed>>,
+}
+
+/// What a resumed run need not do again: stages that completed, and items that completed in a
+/// stage that did not. A completed stage is skipped (`stage-skipped`); completed items of the
+/// stage that was interrupted are not run again but count as completed, for progress and for
+/// compensation on rollback (`items-skipped`, once per stage pass).
+pub trait Completed: Send + Sync + 'static {
+    fn stage(&self, stage: &str) -> bool;
+
+    fn item(&self, stage: &str, item: &str) -> bool;
 }
 
 /// A pipeline of stages that heals itself. One run at a time: a second `execute` waits for
@@ -185,6 +197,7 @@ impl<C: Send + Sync + 'static> SelfHealingPipeline<C> {
             supervisor: Arc::clone(&self.supervisor),
             default_retry: self.default_retry.clone(),
             cancel: options.cancel,
+            completed: options.completed,
             grace: self.grace,
         });
         let report = runner.execute(&self.stages).await;

@@ -35,6 +35,7 @@ pub(crate) struct Runner<C> {
     pub(crate) supervisor: Arc<dyn Supervisor>,
     pub(crate) default_retry: RetryPolicy,
     pub(crate) cancel: CancellationToken,
+    pub(crate) completed: Option<Arc<dyn super::Completed>>,
     pub(crate) grace: Duration,
 }
 
@@ -50,6 +51,8 @@ enum PassEnd {
 /// How one unit ended.
 enum UnitEnd {
     Succeeded,
+    /// Completed by an earlier attempt of the run.
+    Skipped,
     Failed(StageError),
     Restart(StageError),
     Rollback(StageError),
@@ -113,6 +116,18 @@ impl<C: Send + Sync + 'static> Runner<C> {
             if self.cancel.is_cancelled() {
                 status = RunStatus::Cancelled;
                 break;
+            }
+            if self
+                .completed
+                .as_ref()
+                .is_some_and(|c| c.stage(&entry.stage.name))
+            {
+                self.publish(EventKind::StageSkipped {
+                    stage: Arc::clone(&entry.stage.name),
+                });
+                // Its items cannot be compensated from here: they are not known any more.
+                completed.push((index, Vec::new()));
+                continue;
             }
             let (report, end, units) = Arc::clone(&self).run_stage(entry).await;
             reports.push(report);
@@ -277,6 +292,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
         let mut end: Option<PassEnd> = None;
         let mut units = Vec::new();
         let mut completed = 0u64;
+        let mut skipped = 0u64;
         let mut settle = |joined: Result<(UnitEnd, Unit), tokio::task::JoinError>,
                           end: &mut Option<PassEnd>| {
             let (outcome, unit) = match joined {
@@ -291,8 +307,9 @@ impl<C: Send + Sync + 'static> Runner<C> {
                 }
             };
             match outcome {
-                UnitEnd::Succeeded => {
+                UnitEnd::Succeeded | UnitEnd::Skipped => {
                     completed += 1;
+                    skipped += u64::from(matches!(outcome, UnitEnd::Skipped));
                     if keep_units {
                         units.push(unit);
                     }
@@ -340,6 +357,17 @@ impl<C: Send + Sync + 'static> Runner<C> {
                     stop.cancel();
                     break 'feed;
                 }
+                Some(Ok(unit))
+                    if unit.key.as_deref().is_some_and(|key| {
+                        self.completed
+                            .as_ref()
+                            .is_some_and(|c| c.item(&entry.stage.name, key))
+                    }) =>
+                {
+                    // Done by an earlier attempt of this run: counts, and compensates, as done.
+                    drop(permit);
+                    settle(Ok((UnitEnd::Skipped, unit)), &mut end);
+                }
                 Some(Ok(unit)) => {
                     let runner = Arc::clone(&self);
                     let entry = Arc::clone(entry);
@@ -364,6 +392,12 @@ impl<C: Send + Sync + 'static> Runner<C> {
                     None => break,
                 },
             }
+        }
+        if skipped > 0 {
+            self.publish(EventKind::ItemsSkipped {
+                stage: Arc::clone(&entry.stage.name),
+                count: skipped,
+            });
         }
         let end = end.unwrap_or(if self.cancel.is_cancelled() {
             PassEnd::Cancelled

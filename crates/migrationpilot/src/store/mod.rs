@@ -1,0 +1,219 @@
+//! The durable store: the journal of every run, and the control plane operators steer through.
+//!
+//! One trait, [`Store`], with one implementation per database. SQLite is the embedded default;
+//! the trait is shaped so a PostgreSQL store, shared by several machines, slots in beside it.
+
+mod sqlite;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use self_healing::event::{Event, RunId};
+use self_healing::healing::{BoxFuture, HealingRecord, StrategyOverride};
+
+pub use sqlite::SqliteStore;
+
+/// A store failure. Journaling stops the run when it fails: a run that cannot record what it
+/// does must not go on doing it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("store: {0}")]
+    Invalid(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A run as the journal knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunRow {
+    pub id: String,
+    pub project: String,
+    pub status: String,
+    pub started_ms: i64,
+    pub finished_ms: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// What earlier attempts of a run completed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompletedWork {
+    pub stages: HashSet<String>,
+    pub items: HashSet<(String, String)>,
+}
+
+impl self_healing::pipeline::Completed for CompletedWork {
+    fn stage(&self, stage: &str) -> bool {
+        self.stages.contains(stage)
+    }
+
+    fn item(&self, stage: &str, item: &str) -> bool {
+        self.items.contains(&(stage.to_owned(), item.to_owned()))
+    }
+}
+
+/// A health check's last known status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthRow {
+    pub check: String,
+    pub stage: Option<String>,
+    pub status: String,
+    pub at_ms: i64,
+}
+
+/// Whether healing acts for a project, and why not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealingMode {
+    pub enabled: bool,
+    pub reason: Option<String>,
+    pub updated_ms: Option<i64>,
+}
+
+/// An action an operator asked a running pipeline to take.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ControlRequest {
+    pub id: i64,
+    pub action: String,
+    pub stage: String,
+    pub requested_ms: i64,
+}
+
+/// Everything the command line, the API and running pipelines read and write.
+pub trait Store: Send + Sync + 'static {
+    /// Appends a batch of a run's events in one transaction: the group commit of the journal.
+    /// Updates the run, stage and item tables, the healing history and health status with them.
+    fn append<'a>(
+        &'a self,
+        project: &'a str,
+        events: &'a [Arc<Event>],
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// The project's latest run that did not finish (crashed, or cancelled).
+    fn unfinished_run<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<Option<RunRow>>>;
+
+    fn runs<'a>(&'a self, project: &'a str, limit: u32) -> BoxFuture<'a, Result<Vec<RunRow>>>;
+
+    /// What earlier attempts of `run` completed, for `run --resume`.
+    fn completed<'a>(&'a self, run: &'a RunId) -> BoxFuture<'a, Result<CompletedWork>>;
+
+    /// Healing decisions, newest first.
+    fn history<'a>(
+        &'a self,
+        project: &'a str,
+        limit: u32,
+        since_ms: Option<i64>,
+    ) -> BoxFuture<'a, Result<Vec<HealingRecord>>>;
+
+    fn health<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<Vec<HealthRow>>>;
+
+    fn healing_mode<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<HealingMode>>;
+
+    fn set_healing_mode<'a>(
+        &'a self,
+        project: &'a str,
+        enabled: bool,
+        reason: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Merges `changes` into the project's override of `strategy`.
+    fn set_override<'a>(
+        &'a self,
+        project: &'a str,
+        strategy: &'a str,
+        changes: &'a StrategyOverride,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    fn overrides<'a>(
+        &'a self,
+        project: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, StrategyOverride)>>>;
+
+    /// Queues an action for the project's running pipeline; returns its id.
+    fn enqueue<'a>(
+        &'a self,
+        project: &'a str,
+        action: &'a str,
+        stage: &'a str,
+    ) -> BoxFuture<'a, Result<i64>>;
+
+    /// Takes the project's queued requests, each by exactly one claimant.
+    fn claim<'a>(
+        &'a self,
+        project: &'a str,
+        claimant: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ControlRequest>>>;
+}
+
+/// Opens the store a URL names: `sqlite://PATH` (or a bare path).
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(StoreError::Invalid(format!(
+            "`{}`: a PostgreSQL store is not available in this version; use sqlite://PATH",
+            self_healing::health::redact_url(url)
+        )));
+    }
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    Ok(Arc::new(
+        SqliteStore::open(std::path::Path::new(path)).await?,
+    ))
+}
+
+/// The default store: `journal.db` in the user's data directory.
+pub fn default_url() -> Option<String> {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| std::path::PathBuf::from(home).join(".local/share"))
+        })?;
+    Some(format!(
+        "sqlite://{}",
+        data.join("migrationpilot/journal.db").display()
+    ))
+}
+
+pub fn millis(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as i64
+}
+
+/// `2026-11-28T03:04:05Z` for milliseconds since the epoch (UTC, no leap seconds).
+pub fn iso8601(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_print_as_iso8601() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso8601(1_795_835_045_000), "2026-11-28T03:04:05Z");
+        assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,664 @@
+//! The embedded store: one SQLite file in WAL mode, with versioned migrations.
+//!
+//! Durability: each journal batch is one transaction with `synchronous = FULL`, so a batch
+//! that committed survives a crash of the process and of the machine. Readers (the command line
+//! in another process) never block the writer.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use self_healing::event::{Event, EventKind, RunId};
+use self_healing::healing::{BoxFuture, HealingRecord, StrategyOverride};
+
+use super::{
+    CompletedWork, ControlRequest, HealingMode, HealthRow, Result, RunRow, Store, StoreError,
+    millis,
+};
+
+/// Schema versions, applied in order; the store records how far it got.
+const MIGRATIONS: [&str; 1] = [r#"
+CREATE TABLE projects (
+    name TEXT PRIMARY KEY,
+    healing_enabled INTEGER NOT NULL DEFAULT 1,
+    reason TEXT,
+    updated_ms INTEGER
+);
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    pipeline TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_ms INTEGER NOT NULL,
+    finished_ms INTEGER,
+    error TEXT
+);
+CREATE INDEX runs_by_project ON runs (project, started_ms);
+CREATE TABLE stages (
+    run TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    status TEXT NOT NULL,
+    items INTEGER NOT NULL,
+    finished_ms INTEGER NOT NULL,
+    PRIMARY KEY (run, stage)
+);
+CREATE TABLE items (
+    run TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    item TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    finished_ms INTEGER NOT NULL,
+    error TEXT,
+    PRIMARY KEY (run, stage, item)
+);
+CREATE TABLE healing (
+    id INTEGER PRIMARY KEY,
+    project TEXT NOT NULL,
+    run TEXT,
+    at_ms INTEGER NOT NULL,
+    stage TEXT,
+    strategy TEXT NOT NULL,
+    action TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX healing_by_project ON healing (project, at_ms);
+CREATE TABLE health (
+    project TEXT NOT NULL,
+    check_name TEXT NOT NULL,
+    stage TEXT,
+    status TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (project, check_name)
+);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    run TEXT,
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    stage TEXT,
+    item TEXT,
+    body TEXT NOT NULL
+);
+CREATE INDEX events_by_run ON events (run, id);
+CREATE TABLE overrides (
+    project TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    body TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (project, strategy)
+);
+CREATE TABLE control (
+    id INTEGER PRIMARY KEY,
+    project TEXT NOT NULL,
+    action TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    requested_ms INTEGER NOT NULL,
+    claimed_ms INTEGER,
+    claimed_by TEXT
+);
+CREATE INDEX control_pending ON control (project, claimed_ms);
+"#];
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its folder if needed) and migrates the store at `path`.
+    pub async fn open(path: &Path) -> Result<Self> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Invalid(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            .execute(&mut *tx)
+            .await?;
+        let current: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+                .fetch_one(&mut *tx)
+                .await?;
+        if current > MIGRATIONS.len() as i64 {
+            return Err(StoreError::Invalid(format!(
+                "the store has schema version {current}, newer than this migrationpilot knows ({}): upgrade migrationpilot",
+                MIGRATIONS.len()
+            )));
+        }
+        for (version, script) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            sqlx::raw_sql(*script).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
+                .bind(version as i64 + 1)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Journals one event inside the batch's transaction.
+async fn journal(tx: &mut Transaction<'_, Sqlite>, project: &str, event: &Event) -> Result<()> {
+    let run = event.run.as_ref().map(|r| r.as_str().to_owned());
+    let at = millis(event.at);
+    match &event.kind {
+        // High-volume facts that the outcomes below summarise: not journaled one by one.
+        EventKind::ItemStarted { .. }
+        | EventKind::AttemptStarted { .. }
+        | EventKind::AttemptSucceeded { .. } => {
+            return Ok(());
+        }
+        EventKind::RunStarted { pipeline, .. } => {
+            sqlx::query("INSERT INTO projects (name) VALUES (?) ON CONFLICT (name) DO NOTHING")
+                .bind(project)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO runs (id, project, pipeline, status, started_ms) VALUES (?, ?, ?, 'running', ?)
+                 ON CONFLICT (id) DO UPDATE SET status = 'running', finished_ms = NULL, error = NULL",
+            )
+            .bind(&run)
+            .bind(project)
+            .bind(pipeline.as_ref())
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        EventKind::RunFinished { status, error, .. } => {
+            sqlx::query("UPDATE runs SET status = ?, finished_ms = ?, error = ? WHERE id = ?")
+                .bind(status.as_str())
+                .bind(at)
+                .bind(error.as_ref().map(|e| e.to_string()))
+                .bind(&run)
+                .execute(&mut **tx)
+                .await?;
+        }
+        EventKind::StageSucceeded { stage, items, .. }
+        | EventKind::StageFailed { stage, items, .. } => {
+            let status = if matches!(event.kind, EventKind::StageSucceeded { .. }) {
+                "succeeded"
+            } else {
+                "failed"
+            };
+            sqlx::query(
+                "INSERT INTO stages (run, stage, status, items, finished_ms) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (run, stage) DO UPDATE SET status = excluded.status, items = excluded.items,
+                 finished_ms = excluded.finished_ms WHERE stages.status != 'succeeded'",
+            )
+            .bind(&run)
+            .bind(stage.as_ref())
+            .bind(status)
+            .bind(*items as i64)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        EventKind::ItemSucceeded {
+            stage,
+            item,
+            attempts,
+            ..
+        } => {
+            // A success is final: an item run again after a crash keeps its one completion.
+            sqlx::query(
+                "INSERT INTO items (run, stage, item, status, attempts, finished_ms) VALUES (?, ?, ?, 'succeeded', ?, ?)
+                 ON CONFLICT (run, stage, item) DO UPDATE SET status = 'succeeded', attempts = excluded.attempts,
+                 finished_ms = excluded.finished_ms, error = NULL WHERE items.status != 'succeeded'",
+            )
+            .bind(&run)
+            .bind(stage.as_ref())
+            .bind(item.as_ref())
+            .bind(i64::from(*attempts))
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+            return Ok(());
+        }
+        EventKind::ItemFailed {
+            stage,
+            item,
+            attempts,
+            error,
+        } => {
+            sqlx::query(
+                "INSERT INTO items (run, stage, item, status, attempts, finished_ms, error) VALUES (?, ?, ?, 'failed', ?, ?, ?)
+                 ON CONFLICT (run, stage, item) DO UPDATE SET status = 'failed', attempts = excluded.attempts,
+                 finished_ms = excluded.finished_ms, error = excluded.error WHERE items.status != 'succeeded'",
+            )
+            .bind(&run)
+            .bind(stage.as_ref())
+            .bind(item.as_ref())
+            .bind(i64::from(*attempts))
+            .bind(at)
+            .bind(error.to_string())
+            .execute(&mut **tx)
+            .await?;
+        }
+        EventKind::HealingDecision { record } => {
+            sqlx::query(
+                "INSERT INTO healing (project, run, at_ms, stage, strategy, action, outcome, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(project)
+            .bind(record.run.as_ref().map(|r| r.as_str().to_owned()))
+            .bind(millis(record.at))
+            .bind(record.stage.as_deref())
+            .bind(record.strategy.as_ref())
+            .bind(record.action.as_str())
+            .bind(record.outcome.as_str())
+            .bind(serde_json::to_string(record).map_err(|e| StoreError::Invalid(e.to_string()))?)
+            .execute(&mut **tx)
+            .await?;
+            return Ok(());
+        }
+        EventKind::HealthChanged { change } => {
+            sqlx::query(
+                "INSERT INTO health (project, check_name, stage, status, at_ms) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (project, check_name) DO UPDATE SET stage = excluded.stage, status = excluded.status, at_ms = excluded.at_ms",
+            )
+            .bind(project)
+            .bind(change.check.as_ref())
+            .bind(change.stage.as_deref())
+            .bind(change.new_status.as_str())
+            .bind(millis(change.at))
+            .execute(&mut **tx)
+            .await?;
+        }
+        _ => {}
+    }
+    let (stage, item) = match &event.kind {
+        EventKind::AttemptFailed { stage, item, .. }
+        | EventKind::HealingApplied { stage, item, .. }
+        | EventKind::CompensationFinished { stage, item, .. } => (Some(stage), item.as_ref()),
+        EventKind::ItemFailed { stage, item, .. } | EventKind::ItemAbandoned { stage, item } => {
+            (Some(stage), Some(item))
+        }
+        other => (other.stage(), None),
+    };
+    let body = serde_json::to_value(event).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO events (run, at_ms, kind, stage, item, body) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&run)
+    .bind(at)
+    .bind(body["type"].as_str().unwrap_or("event"))
+    .bind(stage.map(|s| s.as_ref()))
+    .bind(item.map(|i| i.as_ref()))
+    .bind(body.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn run_row(row: &sqlx::sqlite::SqliteRow) -> std::result::Result<RunRow, sqlx::Error> {
+    Ok(RunRow {
+        id: row.try_get("id")?,
+        project: row.try_get("project")?,
+        status: row.try_get("status")?,
+        started_ms: row.try_get("started_ms")?,
+        finished_ms: row.try_get("finished_ms")?,
+        error: row.try_get("error")?,
+    })
+}
+
+const RUN_COLUMNS: &str = "id, project, status, started_ms, finished_ms, error";
+
+impl Store for SqliteStore {
+    fn append<'a>(
+        &'a self,
+        project: &'a str,
+        events: &'a [Arc<Event>],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            for event in events {
+                journal(&mut tx, project, event).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn unfinished_run<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<Option<RunRow>>> {
+        Box::pin(async move {
+            let latest = self.runs(project, 1).await?.into_iter().next();
+            Ok(latest.filter(|run| matches!(run.status.as_str(), "running" | "cancelled")))
+        })
+    }
+
+    fn runs<'a>(&'a self, project: &'a str, limit: u32) -> BoxFuture<'a, Result<Vec<RunRow>>> {
+        Box::pin(async move {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE project = ? ORDER BY started_ms DESC, rowid DESC LIMIT ?"
+            )))
+            .bind(project)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(run_row)
+                .collect::<std::result::Result<_, _>>()?)
+        })
+    }
+
+    fn completed<'a>(&'a self, run: &'a RunId) -> BoxFuture<'a, Result<CompletedWork>> {
+        Box::pin(async move {
+            let stages: Vec<String> = sqlx::query_scalar(
+                "SELECT stage FROM stages WHERE run = ? AND status = 'succeeded'",
+            )
+            .bind(run.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+            let items: Vec<(String, String)> = sqlx::query_as(
+                "SELECT stage, item FROM items WHERE run = ? AND status = 'succeeded'",
+            )
+            .bind(run.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(CompletedWork {
+                stages: stages.into_iter().collect(),
+                items: items.into_iter().collect(),
+            })
+        })
+    }
+
+    fn history<'a>(
+        &'a self,
+        project: &'a str,
+        limit: u32,
+        since_ms: Option<i64>,
+    ) -> BoxFuture<'a, Result<Vec<HealingRecord>>> {
+        Box::pin(async move {
+            let bodies: Vec<String> = sqlx::query_scalar(
+                "SELECT body FROM healing WHERE project = ? AND at_ms >= ? ORDER BY id DESC LIMIT ?",
+            )
+            .bind(project)
+            .bind(since_ms.unwrap_or(i64::MIN))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+            bodies
+                .iter()
+                .map(|b| {
+                    serde_json::from_str(b)
+                        .map_err(|e| StoreError::Invalid(format!("a healing record: {e}")))
+                })
+                .collect()
+        })
+    }
+
+    fn health<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<Vec<HealthRow>>> {
+        Box::pin(async move {
+            let rows: Vec<(String, Option<String>, String, i64)> = sqlx::query_as(
+                "SELECT check_name, stage, status, at_ms FROM health WHERE project = ? ORDER BY check_name",
+            )
+            .bind(project)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(check, stage, status, at_ms)| HealthRow {
+                    check,
+                    stage,
+                    status,
+                    at_ms,
+                })
+                .collect())
+        })
+    }
+
+    fn healing_mode<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<HealingMode>> {
+        Box::pin(async move {
+            let row: Option<(i64, Option<String>, Option<i64>)> = sqlx::query_as(
+                "SELECT healing_enabled, reason, updated_ms FROM projects WHERE name = ?",
+            )
+            .bind(project)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(match row {
+                Some((enabled, reason, updated_ms)) => HealingMode {
+                    enabled: enabled != 0,
+                    reason,
+                    updated_ms,
+                },
+                None => HealingMode {
+                    enabled: true,
+                    reason: None,
+                    updated_ms: None,
+                },
+            })
+        })
+    }
+
+    fn set_healing_mode<'a>(
+        &'a self,
+        project: &'a str,
+        enabled: bool,
+        reason: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO projects (name, healing_enabled, reason, updated_ms) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (name) DO UPDATE SET healing_enabled = excluded.healing_enabled,
+                 reason = excluded.reason, updated_ms = excluded.updated_ms",
+            )
+            .bind(project)
+            .bind(i64::from(enabled))
+            .bind(reason)
+            .bind(millis(std::time::SystemTime::now()))
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn set_override<'a>(
+        &'a self,
+        project: &'a str,
+        strategy: &'a str,
+        changes: &'a StrategyOverride,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            let existing: Option<String> =
+                sqlx::query_scalar("SELECT body FROM overrides WHERE project = ? AND strategy = ?")
+                    .bind(project)
+                    .bind(strategy)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let mut merged: StrategyOverride = match existing {
+                Some(body) => {
+                    serde_json::from_str(&body).map_err(|e| StoreError::Invalid(e.to_string()))?
+                }
+                None => StrategyOverride::default(),
+            };
+            merged.max_attempts = changes.max_attempts.or(merged.max_attempts);
+            merged.cooldown = changes.cooldown.or(merged.cooldown);
+            merged.priority = changes.priority.or(merged.priority);
+            merged.enabled = changes.enabled.or(merged.enabled);
+            merged.mode = changes.mode.or(merged.mode);
+            sqlx::query(
+                "INSERT INTO overrides (project, strategy, body, updated_ms) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (project, strategy) DO UPDATE SET body = excluded.body, updated_ms = excluded.updated_ms",
+            )
+            .bind(project)
+            .bind(strategy)
+            .bind(serde_json::to_string(&merged).map_err(|e| StoreError::Invalid(e.to_string()))?)
+            .bind(millis(std::time::SystemTime::now()))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn overrides<'a>(
+        &'a self,
+        project: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, StrategyOverride)>>> {
+        Box::pin(async move {
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT strategy, body FROM overrides WHERE project = ? ORDER BY strategy",
+            )
+            .bind(project)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.into_iter()
+                .map(|(strategy, body)| {
+                    serde_json::from_str(&body)
+                        .map(|o| (strategy, o))
+                        .map_err(|e| StoreError::Invalid(e.to_string()))
+                })
+                .collect()
+        })
+    }
+
+    fn enqueue<'a>(
+        &'a self,
+        project: &'a str,
+        action: &'a str,
+        stage: &'a str,
+    ) -> BoxFuture<'a, Result<i64>> {
+        Box::pin(async move {
+            Ok(sqlx::query_scalar(
+                "INSERT INTO control (project, action, stage, requested_ms) VALUES (?, ?, ?, ?) RETURNING id",
+            )
+            .bind(project)
+            .bind(action)
+            .bind(stage)
+            .bind(millis(std::time::SystemTime::now()))
+            .fetch_one(&self.pool)
+            .await?)
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        project: &'a str,
+        claimant: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ControlRequest>>> {
+        Box::pin(async move {
+            // One statement: each request goes to exactly one claimant.
+            let mut rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
+                "UPDATE control SET claimed_ms = ?, claimed_by = ? WHERE project = ? AND claimed_ms IS NULL
+                 RETURNING id, action, stage, requested_ms",
+            )
+            .bind(millis(std::time::SystemTime::now()))
+            .bind(claimant)
+            .bind(project)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.sort_by_key(|r| r.0);
+            Ok(rows
+                .into_iter()
+                .map(|(id, action, stage, requested_ms)| ControlRequest {
+                    id,
+                    action,
+                    stage,
+                    requested_ms,
+                })
+                .collect())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store(dir: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::open(&dir.path().join("nested/journal.db"))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn reopening_migrates_once_and_keeps_data() {
+        let dir = tempfile::tempdir().unwrap();
+        store(&dir)
+            .await
+            .set_healing_mode("p", false, Some("freeze"))
+            .await
+            .unwrap();
+        let again = store(&dir).await;
+        let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_version")
+            .fetch_all(&again.pool)
+            .await
+            .unwrap();
+        assert_eq!(versions, [1]);
+        let mode = again.healing_mode("p").await.unwrap();
+        assert_eq!(
+            (mode.enabled, mode.reason.as_deref()),
+            (false, Some("freeze"))
+        );
+    }
+
+    #[tokio::test]
+    async fn each_queued_request_is_claimed_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        for i in 0..50 {
+            store
+                .enqueue("p", "restart", &format!("stage-{i}"))
+                .await
+                .unwrap();
+        }
+        store.enqueue("other", "restart", "x").await.unwrap();
+        let claims = futures_util::future::join_all((0..4).map(|c| {
+            let store = store.clone();
+            async move { store.claim("p", &format!("worker-{c}")).await.unwrap() }
+        }))
+        .await;
+        let mut ids: Vec<i64> = claims.iter().flatten().map(|r| r.id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 50, "every request claimed, none twice");
+        assert!(store.claim("p", "late").await.unwrap().is_empty());
+        assert_eq!(store.claim("other", "w").await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn overrides_merge_field_by_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let first = StrategyOverride {
+            max_attempts: Some(5),
+            ..StrategyOverride::default()
+        };
+        let second = StrategyOverride {
+            cooldown: Some(Duration::from_secs(60)),
+            ..StrategyOverride::default()
+        };
+        store.set_override("p", "retry", &first).await.unwrap();
+        store.set_override("p", "retry", &second).await.unwrap();
+        let overrides = store.overrides("p").await.unwrap();
+        assert_eq!(overrides.len(), 1);
+        assert_eq!(overrides[0].1.max_attempts, Some(5));
+        assert_eq!(overrides[0].1.cooldown, Some(Duration::from_secs(60)));
+    }
+}
