@@ -10,6 +10,7 @@ mod command;
 mod control;
 mod file;
 mod journal;
+mod progress;
 mod store;
 
 use std::io::Write;
@@ -18,7 +19,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use self_healing::event::{Event, EventKind, RunId};
+use self_healing::event::RunId;
 use self_healing::healing::{Mode, StrategyOverride};
 use self_healing::{RunOptions, RunStatus};
 use tokio_util::sync::CancellationToken;
@@ -307,7 +308,10 @@ async fn run(
         pipeline.events().subscribe(),
         cancel.clone(),
     );
-    let printer = tokio::spawn(print_events(committed, json_events));
+    let printer = tokio::spawn(progress::print(
+        committed,
+        progress::Output::choose(json_events),
+    ));
     let poller = tokio::spawn(control::poll(
         Arc::clone(&store),
         Arc::clone(&project),
@@ -576,92 +580,4 @@ async fn healing(store_url: Option<String>, command: HealingCommand) -> Outcome 
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Prints events as they come: progress lines for people, or JSON lines for scripts.
-async fn print_events(mut events: tokio::sync::mpsc::UnboundedReceiver<Arc<Event>>, json: bool) {
-    while let Some(event) = events.recv().await {
-        let mut out = std::io::stdout().lock();
-        if json {
-            if let Ok(line) = serde_json::to_string(&*event) {
-                let _ = writeln!(out, "{line}");
-            }
-            continue;
-        }
-        if let Some(line) = describe(&event) {
-            let _ = writeln!(out, "{line}");
-        }
-        if matches!(event.kind, EventKind::RunFinished { .. }) {
-            break;
-        }
-    }
-}
-
-fn describe(event: &Event) -> Option<String> {
-    let item = |item: &Option<std::sync::Arc<str>>| {
-        item.as_deref().map(|i| format!("/{i}")).unwrap_or_default()
-    };
-    Some(match &event.kind {
-        EventKind::RunStarted { pipeline, stages } => {
-            format!("{pipeline}: {} stage(s)", stages.len())
-        }
-        EventKind::StageStarted { stage } => format!("▶ {stage}"),
-        EventKind::StageSkipped { stage } => format!("✔ {stage}: completed before, skipped"),
-        EventKind::ItemsSkipped { stage, count } => {
-            format!("  {stage}: {count} item(s) completed before, skipped")
-        }
-        EventKind::StageSucceeded {
-            stage,
-            duration,
-            items,
-        } => {
-            format!("✔ {stage}: {items} unit(s) in {duration:.1?}")
-        }
-        EventKind::StageFailed { stage, error, .. } => format!("✘ {stage}: {error}"),
-        EventKind::AttemptFailed {
-            stage,
-            item: it,
-            attempt,
-            error,
-            ..
-        } => {
-            format!(
-                "  ✗ {stage}{} attempt {attempt}: {}",
-                item(it),
-                error.message()
-            )
-        }
-        EventKind::ItemFailed {
-            stage,
-            item,
-            attempts,
-            error,
-        } => {
-            format!("  ✗ {stage}/{item} after {attempts} attempt(s): {error}")
-        }
-        EventKind::HealingApplied {
-            stage,
-            item: it,
-            action,
-            detail,
-        } => {
-            format!("  ⟳ {action} {stage}{}: {detail}", item(it))
-        }
-        EventKind::CompensationFinished {
-            stage,
-            item: it,
-            error,
-        } => match error {
-            None => format!("  ↶ compensated {stage}{}", item(it)),
-            Some(error) => format!("  ↶ compensation of {stage}{} failed: {error}", item(it)),
-        },
-        EventKind::HealthChanged { change } => format!(
-            "  ♥ {}: {} → {}",
-            change.check, change.old_status, change.new_status
-        ),
-        EventKind::AlertFailed { channel, error, .. } => {
-            format!("  ! alert via {channel} failed: {error}")
-        }
-        _ => return None,
-    })
 }

@@ -684,3 +684,63 @@ stages:
         "an item ran more often than the run was attempted"
     );
 }
+
+/// On a terminal the run shows live progress per stage; `NO_COLOR` keeps it free of color.
+/// `script` (util-linux) gives the binary a real pseudo-terminal.
+#[test]
+fn a_terminal_gets_live_progress_and_no_color_is_honoured() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("\n*** SKIPPED: `script` (util-linux) is not installed ***\n");
+        return;
+    }
+    let work = Workspace::new();
+    work.script("slow.sh", "sleep 0.3");
+    work.file(
+        "pipeline.yaml",
+        "project: tty\nstages:\n  - name: load\n    command: [\"./slow.sh\", \"{item}\"]\n    items: [a, b, c]\n",
+    );
+    let binary = assert_cmd::cargo::cargo_bin("migrationpilot");
+    let run = |no_color: bool| {
+        let mut command = std::process::Command::new("script");
+        command
+            .args([
+                "-qec",
+                &format!("{} run pipeline.yaml", binary.display()),
+                "/dev/null",
+            ])
+            .current_dir(work.path())
+            .env("MIGRATIONPILOT_STORE", work.store());
+        if no_color {
+            command.env("NO_COLOR", "1");
+        } else {
+            command.env_remove("NO_COLOR");
+        }
+        let output = command.output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let colored = run(false);
+    assert!(
+        colored.contains("load") && colored.contains(" done "),
+        "a progress line per stage:\n{colored}"
+    );
+    assert!(
+        colored.contains("\u{1b}[1m"),
+        "bold stage names on a terminal"
+    );
+    let plain = run(true);
+    assert!(plain.contains(" done "), "{plain}");
+    assert!(
+        !plain.contains("\u{1b}[1m") && !plain.contains("\u{1b}[36m"),
+        "NO_COLOR: no color codes"
+    );
+    assert!(plain.contains("run ") && plain.contains(" succeeded"));
+}
