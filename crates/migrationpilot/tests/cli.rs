@@ -744,3 +744,93 @@ fn a_terminal_gets_live_progress_and_no_color_is_honoured() {
     );
     assert!(plain.contains("run ") && plain.contains(" succeeded"));
 }
+
+/// The seed's examples, written in YAML, load unchanged (its closures become commands).
+#[test]
+fn the_seeds_configuration_examples_validate() {
+    let work = Workspace::new();
+    work.file(
+        "pipeline.yaml",
+        r#"
+project: my-migration
+stages:
+  - name: analysis
+    command: ["./analyze.sh"]
+healing:
+  enabled: true
+  healthMonitor:
+    checkInterval: 10000
+    consecutiveFailures: 3
+    consecutiveSuccesses: 5
+    checks:
+      - name: api-health
+        type: http
+        endpoint: http://api:3000/health
+        interval: 10000
+        timeout: 5000
+        expectedStatus: 200
+      - name: database
+        type: database
+        connectionString: ${DATABASE_URL}
+        query: SELECT 1
+        interval: 30000
+      - name: redis
+        type: tcp
+        host: redis
+        port: 6379
+        interval: 15000
+      - name: custom-check
+        type: command
+        command: ["./queue-depth-below.sh", "10000"]
+        interval: 60000
+  metricsCollector:
+    sampleInterval: 5000
+    retentionSize: 1000
+    metrics: [duration, errorRate, throughput, memoryUsage, cpuUsage]
+  strategies:
+    - name: retry-transient-errors
+      triggers: [{ type: error, pattern: "ECONNRESET|ETIMEDOUT" }]
+      action: retry
+      config: { maxAttempts: 3, backoff: exponential, initialDelay: 1000 }
+    - name: rollback-on-failure
+      triggers: [{ type: metrics, metric: errorRate, threshold: 0.1 }]
+      action: rollback
+      cooldown: 300000
+  alerts:
+    thresholds:
+      - { metric: errorRate, warning: 0.01, critical: 0.05 }
+      - { metric: latencyP95, warning: 2000, critical: 5000 }
+    channels:
+      - { type: slack, webhook: "${SLACK_WEBHOOK}", minSeverity: warning }
+      - { type: pagerduty, routingKey: "${PD_ROUTING_KEY}", minSeverity: critical }
+  retryPolicy:
+    maxAttempts: 3
+    backoff: exponential
+    initialDelay: 1000
+    maxDelay: 30000
+    jitter: true
+    retryableErrors: ["ECONNRESET", "ETIMEDOUT"]
+  circuitBreaker:
+    enabled: true
+    failureThreshold: 5
+    successThreshold: 2
+    timeout: 60000
+"#,
+    );
+    work.cmd()
+        .args(["validate", "pipeline.yaml"])
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", work.path().join("app.db").display()),
+        )
+        .env(
+            "SLACK_WEBHOOK",
+            "https://hooks.slack.example/services/T0/B0/x",
+        )
+        .env("PD_ROUTING_KEY", "r0ut1ng")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "1 stage(s), 6 strategy(ies), 4 health check(s)",
+        ));
+}
