@@ -4,14 +4,7 @@
 //! wrong (command line or pipeline file); 3 the run was rolled back; 130 it was cancelled
 //! (Ctrl-C).
 
-mod alert;
-mod build;
-mod command;
-mod control;
-mod file;
-mod journal;
-mod progress;
-mod store;
+use migrationpilot::{build, control, file, journal, progress, store};
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -24,7 +17,7 @@ use self_healing::healing::{Mode, StrategyOverride};
 use self_healing::{RunOptions, RunStatus};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Store, iso8601};
+use migrationpilot::store::{Store, iso8601};
 
 #[derive(Parser)]
 #[command(

@@ -218,26 +218,8 @@ async fn journal(tx: &mut Transaction<'_, Sqlite>, project: &str, event: &Event)
             .execute(&mut **tx)
             .await?;
         }
-        EventKind::ItemSucceeded {
-            stage,
-            item,
-            attempts,
-            ..
-        } => {
-            // A success is final: an item run again after a crash keeps its one completion.
-            sqlx::query(
-                "INSERT INTO items (run, stage, item, status, attempts, finished_ms) VALUES (?, ?, ?, 'succeeded', ?, ?)
-                 ON CONFLICT (run, stage, item) DO UPDATE SET status = 'succeeded', attempts = excluded.attempts,
-                 finished_ms = excluded.finished_ms, error = NULL WHERE items.status != 'succeeded'",
-            )
-            .bind(&run)
-            .bind(stage.as_ref())
-            .bind(item.as_ref())
-            .bind(i64::from(*attempts))
-            .bind(at)
-            .execute(&mut **tx)
-            .await?;
-            return Ok(());
+        EventKind::ItemSucceeded { .. } => {
+            unreachable!("completions are journaled in bulk by append")
         }
         EventKind::ItemFailed {
             stage,
@@ -314,6 +296,43 @@ async fn journal(tx: &mut Transaction<'_, Sqlite>, project: &str, event: &Event)
     Ok(())
 }
 
+/// Item completions per multi-row statement (5 values each, well under SQLite's 32766).
+const COMPLETIONS_PER_STATEMENT: usize = 200;
+
+/// Journals item completions in one statement. A success is final: an item run again after a
+/// crash keeps its one completion.
+async fn insert_completions(tx: &mut Transaction<'_, Sqlite>, events: &[&Event]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut insert = sqlx::QueryBuilder::<Sqlite>::new(
+        "INSERT INTO items (run, stage, item, status, attempts, finished_ms) ",
+    );
+    insert.push_values(events, |mut row, event| {
+        let EventKind::ItemSucceeded {
+            stage,
+            item,
+            attempts,
+            ..
+        } = &event.kind
+        else {
+            unreachable!("only completions are gathered")
+        };
+        row.push_bind(event.run.as_ref().map(|r| r.as_str().to_owned()))
+            .push_bind(stage.to_string())
+            .push_bind(item.to_string())
+            .push("'succeeded'")
+            .push_bind(i64::from(*attempts))
+            .push_bind(millis(event.at));
+    });
+    insert.push(
+        " ON CONFLICT (run, stage, item) DO UPDATE SET status = 'succeeded', attempts = excluded.attempts,
+          finished_ms = excluded.finished_ms, error = NULL WHERE items.status != 'succeeded'",
+    );
+    insert.build().execute(&mut **tx).await?;
+    Ok(())
+}
+
 fn run_row(row: &sqlx::sqlite::SqliteRow) -> std::result::Result<RunRow, sqlx::Error> {
     Ok(RunRow {
         id: row.try_get("id")?,
@@ -335,9 +354,23 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let mut tx = self.pool.begin().await?;
+            // Item completions, the bulk of a busy journal, go in multi-row statements; order
+            // with the other events is kept by flushing them before any other event.
+            let mut completions: Vec<&Event> = Vec::new();
             for event in events {
+                if matches!(event.kind, EventKind::ItemSucceeded { .. }) {
+                    completions.push(event);
+                    if completions.len() == COMPLETIONS_PER_STATEMENT {
+                        insert_completions(&mut tx, &completions).await?;
+                        completions.clear();
+                    }
+                    continue;
+                }
+                insert_completions(&mut tx, &completions).await?;
+                completions.clear();
                 journal(&mut tx, project, event).await?;
             }
+            insert_completions(&mut tx, &completions).await?;
             tx.commit().await?;
             Ok(())
         })

@@ -102,13 +102,11 @@ impl Series {
 
     /// Statistics over the window, `None` while it is empty.
     pub fn stats(&self) -> Option<Stats> {
-        let (mut values, last) = {
-            let ring = self.lock();
-            let newest = (ring.next + ring.capacity - 1) % ring.capacity;
-            let last = *ring.values.get(newest)?;
-            (ring.values.clone(), last)
-        };
-        Some(stats_of(&mut values, last))
+        let ring = self.lock();
+        let newest = (ring.next + ring.capacity - 1) % ring.capacity;
+        let last = *ring.values.get(newest)?;
+        // Computed under the lock from the window itself: one pass instead of a copy first.
+        Some(stats_of(&ring.values, last))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Ring> {
@@ -127,39 +125,61 @@ fn rank(p: f64, n: usize) -> usize {
     ((p * n as f64).ceil() as usize).clamp(1, n) - 1
 }
 
-/// Computes the statistics by selection rather than a full sort: each percentile is found with
-/// one `select_nth_unstable` pass, the next smaller one within the part left of it.
-fn stats_of(values: &mut [f64], last: f64) -> Stats {
+/// Computes the statistics by selection rather than a full sort: p50 by one `select_nth_unstable`
+/// pass over the window, p95 within the half right of it, p99 within the part right of p95, about
+/// 1.55 passes' worth of work in all. Selection
+/// runs on integer keys that order exactly as `f64::total_cmp` does, made once per sample, which
+/// is cheaper than converting on every comparison.
+fn stats_of(values: &[f64], last: f64) -> Stats {
     let n = values.len();
     let (mut sum, mut min, mut max) = (0.0, f64::INFINITY, f64::NEG_INFINITY);
-    for &v in values.iter() {
+    let mut keys: Vec<u64> = Vec::with_capacity(n);
+    for &v in values {
         sum += v;
         min = min.min(v);
         max = max.max(v);
+        keys.push(order_key(v));
     }
-    let (i99, i95, i50) = (rank(0.99, n), rank(0.95, n), rank(0.50, n));
-    let (left, p99, _) = values.select_nth_unstable_by(i99, f64::total_cmp);
-    let p99 = *p99;
-    let p95 = if i95 == i99 {
-        p99
+    let (i50, i95, i99) = (rank(0.50, n), rank(0.95, n), rank(0.99, n));
+    let p50 = *keys.select_nth_unstable(i50).1;
+    let p95 = if i95 == i50 {
+        p50
     } else {
-        *left.select_nth_unstable_by(i95, f64::total_cmp).1
+        *keys[i50 + 1..].select_nth_unstable(i95 - i50 - 1).1
     };
-    let p50 = if i50 == i95 {
+    let p99 = if i99 == i95 {
         p95
     } else {
-        *left[..i95].select_nth_unstable_by(i50, f64::total_cmp).1
+        *keys[i95 + 1..].select_nth_unstable(i99 - i95 - 1).1
     };
     Stats {
         avg: sum / n as f64,
         min,
         max,
-        p50,
-        p95,
-        p99,
+        p50: from_order_key(p50),
+        p95: from_order_key(p95),
+        p99: from_order_key(p99),
         count: n,
         last,
     }
+}
+
+/// A `u64` that orders as `f64::total_cmp` orders the float.
+fn order_key(v: f64) -> u64 {
+    let bits = v.to_bits();
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    }
+}
+
+fn from_order_key(key: u64) -> f64 {
+    f64::from_bits(if key >> 63 == 1 {
+        key & !(1 << 63)
+    } else {
+        !key
+    })
 }
 
 #[cfg(test)]
@@ -209,6 +229,28 @@ mod tests {
             prop_assert_eq!((got.p50, got.p95, got.p99), (want.p50, want.p95, want.p99));
             prop_assert!((got.avg - want.avg).abs() <= 1e-6 * want.avg.abs().max(1.0));
             prop_assert_eq!(series.samples(), window.to_vec());
+        }
+    }
+
+    #[test]
+    fn order_keys_order_as_total_cmp() {
+        let values = [
+            f64::NEG_INFINITY,
+            -1e300,
+            -1.0,
+            -0.0,
+            0.0,
+            1e-300,
+            1.0,
+            2.5,
+            1e300,
+            f64::INFINITY,
+        ];
+        for pair in values.windows(2) {
+            assert!(order_key(pair[0]) < order_key(pair[1]), "{pair:?}");
+        }
+        for v in values {
+            assert_eq!(from_order_key(order_key(v)).to_bits(), v.to_bits());
         }
     }
 
