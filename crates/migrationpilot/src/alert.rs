@@ -127,7 +127,7 @@ impl Notifier for HttpChannel {
                 .await
                 .map_err(|e| {
                     failed(self_healing::health::redact_secrets(
-                        &self_healing_checks::error_chain(&e),
+                        &self_healing::error_chain(&e),
                         &self.url,
                     ))
                 })?;

@@ -2,9 +2,9 @@
 
 use std::sync::Once;
 
-use self_healing::InvalidConfig;
 use self_healing::healing::BoxFuture;
 use self_healing::health::{Check, CheckError, redact_secrets, redact_url};
+use self_healing::{InvalidConfig, error_chain};
 
 /// Healthy when `method endpoint` answers `expected_status` (and, if set, its body contains
 /// `body_contains`). Redirects are followed; the body is read only when it is inspected, and at
@@ -136,16 +136,4 @@ pub fn install_crypto_provider() {
         // Fails only when a provider is installed already: keep that one.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
-}
-
-/// An error and its causes on one line: reqwest's top-level message alone rarely says why.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

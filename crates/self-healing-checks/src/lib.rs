@@ -45,6 +45,6 @@ mod redis_check;
 pub use config::{CheckConfig, CheckKind};
 pub use database::DatabaseCheck;
 #[cfg(feature = "http")]
-pub use http::{HttpCheck, error_chain, install_crypto_provider};
+pub use http::{HttpCheck, install_crypto_provider};
 #[cfg(feature = "redis")]
 pub use redis_check::RedisCheck;

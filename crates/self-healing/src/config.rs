@@ -30,7 +30,6 @@
 //! ```
 
 use std::num::NonZeroU32;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -633,35 +632,10 @@ fn check_argv(command: &[String]) -> Result<(), InvalidConfig> {
     Ok(())
 }
 
-/// Runs `argv` with `env`; `Ok` on exit 0, else an error with the last line of stderr.
+/// Runs a file's command (see [`crate::process::run`]) with owned environment values.
 async fn run_command(argv: &[String], env: &[(&str, String)]) -> Result<(), StageError> {
-    let mut command = tokio::process::Command::new(&argv[0]);
-    command
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let output = command
-        .output()
-        .await
-        .map_err(|e| StageError::new(format!("{}: {e}", argv[0])))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let reason = stderr
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    Err(StageError::new(format!(
-        "{} exited with {}: {reason}",
-        argv[0], output.status
-    )))
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    crate::process::run(argv, &env, None).await
 }
 
 /// A `custom` trigger from a file: the command runs in the background at each evaluation (one

@@ -98,14 +98,7 @@ impl StageError {
 
     /// Wraps any error, keeping its whole `source()` chain in the message.
     pub fn from_error(error: &(dyn std::error::Error + 'static)) -> Self {
-        let mut message = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        StageError::new(message)
+        StageError::new(error_chain(error))
     }
 
     pub fn with_code(mut self, code: impl Into<Cow<'static, str>>) -> Self {
@@ -139,6 +132,19 @@ impl StageError {
     pub fn is_timeout(&self) -> bool {
         self.code() == Some(CODE_TIMEOUT)
     }
+}
+
+/// An error and its causes on one line, `outer: cause: root cause`: many errors' own message
+/// alone does not say why.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
 }
 
 /// The code of an attempt cut at its stage's `timeout`. It is the errno-style name the seed's

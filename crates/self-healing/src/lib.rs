@@ -67,10 +67,11 @@ pub mod healing;
 pub mod health;
 pub mod metrics;
 pub mod pipeline;
+pub mod process;
 pub mod resilience;
 mod serde_ms;
 
-pub use error::{CODE_TIMEOUT, InvalidConfig, Severity, StageError};
+pub use error::{CODE_TIMEOUT, InvalidConfig, Severity, StageError, error_chain};
 pub use event::{Event, EventBus, EventKind, RunId, RunStatus};
 pub use metrics::{MetricsCollector, PipelineMetrics, Stats};
 pub use pipeline::{

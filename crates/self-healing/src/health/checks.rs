@@ -2,10 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::process::Stdio;
 use std::sync::Arc;
-
-use tokio::io::AsyncReadExt;
 
 use super::{Check, CheckError};
 use crate::error::InvalidConfig;
@@ -52,8 +49,8 @@ impl Check for TcpCheck {
     }
 }
 
-/// Healthy when a command exits with status 0. Its argv runs without a shell; on failure the
-/// last line of its standard error is the reason.
+/// Healthy when a command exits with status 0. It runs as [`crate::process::run`] runs commands:
+/// no shell, and the last line of its standard error is the reason it failed.
 ///
 /// ```
 /// use self_healing::health::{CheckSpec, CommandCheck};
@@ -85,39 +82,9 @@ impl CommandCheck {
 impl Check for CommandCheck {
     fn check(&self) -> BoxFuture<'_, Result<(), CheckError>> {
         Box::pin(async move {
-            let mut child = tokio::process::Command::new(&self.argv[0])
-                .args(&self.argv[1..])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                // A check cut at its timeout drops this future: the process goes with it.
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| CheckError::new(format!("{}: {e}", self.target())))?;
-            let mut stderr = String::new();
-            if let Some(mut pipe) = child.stderr.take() {
-                // At most 64 KiB of it: a chatty command must not grow memory.
-                let _ = (&mut pipe)
-                    .take(64 * 1024)
-                    .read_to_string(&mut stderr)
-                    .await;
-            }
-            let status = child
-                .wait()
+            crate::process::run(&self.argv, &[], None)
                 .await
-                .map_err(|e| CheckError::new(format!("{}: {e}", self.target())))?;
-            if status.success() {
-                return Ok(());
-            }
-            let reason = stderr
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("");
-            Err(CheckError::new(format!(
-                "{} exited with {status}: {reason}",
-                self.target()
-            )))
+                .map_err(|e| CheckError::new(format!("{}: {}", self.target(), e.message())))
         })
     }
 

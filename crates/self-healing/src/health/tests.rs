@@ -227,7 +227,7 @@ async fn tcp_and_command_checks_against_real_things() {
     ])
     .unwrap();
     let err = failing.check().await.unwrap_err();
-    assert_eq!(err.0, "command sh exited with exit status: 3: disk full");
+    assert_eq!(err.0, "command sh: disk full (`sh` exited with status 3)");
     let missing = CommandCheck::new(["/no/such/program"])
         .unwrap()
         .check()
