@@ -3,8 +3,8 @@
 //! pipeline heals them with retries and prints its PipelineMetrics at the end.
 //!
 //! ```text
-//! cargo run --example migration                 # 20 % transient failures, seed 42
-//! cargo run --example migration -- 0.5 7        # 50 % failures, seed 7
+//! cargo run -p self-healing --example migration              # 20 % transient failures, seed 42
+//! cargo run -p self-healing --example migration -- 0.5 7     # 50 % failures, seed 7
 //! ```
 
 use std::collections::HashMap;
