@@ -322,6 +322,10 @@ impl CircuitBreaker {
     /// Leave for one piece of work, waiting (on tokio time) while the breaker is open or its
     /// half-open probes are all out.
     pub async fn acquire(&self) -> BreakerPermit {
+        // The common case, a closed breaker, needs no wake-up registration.
+        if let Ok(permit) = self.try_acquire() {
+            return permit;
+        }
         loop {
             let changed = self.inner.changed.notified();
             tokio::pin!(changed);
