@@ -13,8 +13,9 @@ use self_healing::healing::{
     Action, AutoHealer, CircuitBreakAction, HealingStrategy, Operator, ScaleAction, Trigger,
 };
 use self_healing::metrics::MetricsCollector;
-use self_healing::resilience::{Backoff, RetryPolicy};
+use self_healing::resilience::{Backoff, BreakerSettings, RetryPolicy};
 use self_healing::{ItemSource, RunStatus, SelfHealingPipeline, Severity, Stage, StageError};
+use std::num::NonZeroU32;
 use tokio::time::Instant;
 
 const ITEMS: u32 = 400;
@@ -163,10 +164,17 @@ fn seed_retry(seed: u64) -> RetryPolicy {
         .unwrap()
 }
 
-/// The seed's "Strategy Configuration" list.
+/// The seed's "Strategy Configuration" list, with the global `circuitBreaker` of the seed's
+/// `SelfHealingConfig` (5 consecutive failures open it for 60 s; 3 probes, all must pass).
 fn seed_healer(seed: u64) -> AutoHealer {
     AutoHealer::builder()
         .seed(seed)
+        .circuit_breaker(BreakerSettings {
+            failure_threshold: NonZeroU32::new(5),
+            success_threshold: NonZeroU32::new(3).unwrap(),
+            break_duration: Duration::from_secs(60),
+            half_open_requests: NonZeroU32::new(3).unwrap(),
+        })
         .strategy(
             HealingStrategy::new("retry-transient", Action::retry(seed_retry(seed)))
                 .priority(10)
