@@ -10,7 +10,6 @@ use self_healing::InvalidConfig;
 use self_healing::Severity;
 use self_healing::alert::{Alert, Notifier, NotifyError};
 use self_healing::healing::BoxFuture;
-use self_healing::health::redact_url;
 
 use crate::file::ChannelFile;
 
@@ -50,11 +49,11 @@ pub fn channel(file: &ChannelFile) -> Result<Arc<dyn Notifier>, InvalidConfig> {
         "url"
     };
     let parsed = reqwest::Url::parse(&url)
-        .map_err(|e| InvalidConfig::new(field, format!("`{}`: {e}", redact_url(&url))))?;
+        .map_err(|e| InvalidConfig::new(field, format!("not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(InvalidConfig::new(
             field,
-            format!("`{}` is not an http(s) URL", redact_url(&url)),
+            format!("`{}` is not an http(s) URL", shown(&url)),
         ));
     }
     self_healing_checks::install_crypto_provider();
@@ -125,18 +124,13 @@ impl Notifier for HttpChannel {
                 .json(&self.body(alert))
                 .send()
                 .await
-                .map_err(|e| {
-                    failed(self_healing::health::redact_secrets(
-                        &self_healing::error_chain(&e),
-                        &self.url,
-                    ))
-                })?;
+                .map_err(|e| failed(without_url(&self_healing::error_chain(&e), &self.url)))?;
             if response.status().is_success() {
                 Ok(())
             } else {
                 Err(failed(format!(
                     "{} answered {}",
-                    redact_url(&self.url),
+                    shown(&self.url),
                     response.status()
                 )))
             }
@@ -149,5 +143,78 @@ impl Notifier for HttpChannel {
 
     fn min_severity(&self) -> Severity {
         self.min_severity
+    }
+}
+
+/// A channel URL as it may be shown: scheme and host only. Webhook URLs carry their secret in the
+/// path (`/services/T…/B…/…`), which no general redaction can recognise.
+fn shown(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) => format!(
+            "{}://{}/…",
+            parsed.scheme(),
+            parsed.host_str().unwrap_or("?")
+        ),
+        Err(_) => "the channel URL".to_owned(),
+    }
+}
+
+/// An error message with the channel URL (however it appears in it) replaced by its shown form.
+fn without_url(message: &str, url: &str) -> String {
+    let mut out = message.replace(url, &shown(url));
+    if let Ok(parsed) = reqwest::Url::parse(url) {
+        out = out.replace(parsed.as_str(), &shown(url));
+        let path = parsed.path();
+        if path.len() > 1 {
+            out = out.replace(path, "/…");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_secrets_never_show() {
+        let hook = "https://hooks.slack.example/services/T0001/B0002/s3cr3tT0ken";
+        assert_eq!(shown(hook), "https://hooks.slack.example/…");
+        let message = format!("error sending request for url ({hook}): connection refused");
+        let clean = without_url(&message, hook);
+        assert!(!clean.contains("s3cr3tT0ken"), "{clean}");
+        let error = channel(&ChannelFile::Slack {
+            webhook: "ftp://hooks.slack.example/services/T/B/s3cr3tT0ken".into(),
+            min_severity: None,
+        })
+        .err()
+        .unwrap();
+        assert!(!error.to_string().contains("s3cr3tT0ken"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_delivery_names_the_host_not_the_secret() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        drop(listener); // nothing listens: the POST fails
+        let hook = format!("http://{address}/services/T0001/B0002/s3cr3tT0ken");
+        let notifier = channel(&ChannelFile::Webhook {
+            url: hook,
+            min_severity: None,
+        })
+        .unwrap();
+        let alert = Alert {
+            severity: Severity::Critical,
+            title: "t".into(),
+            message: "m".into(),
+            project: "p".into(),
+            stage: None,
+            strategy: None,
+            dedup_key: "p/x".into(),
+            at: std::time::SystemTime::now(),
+            resolved: false,
+        };
+        let error = notifier.notify(&alert).await.unwrap_err();
+        assert!(!error.to_string().contains("s3cr3tT0ken"), "{error}");
     }
 }
