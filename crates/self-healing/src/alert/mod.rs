@@ -26,6 +26,8 @@ pub struct Alert {
     /// The strategy that raised it, if a strategy did.
     pub strategy: Option<Arc<str>>,
     pub dedup_key: String,
+    /// Milliseconds since the Unix epoch on the wire.
+    #[serde(serialize_with = "crate::serde_ms::system_time::serialize")]
     pub at: SystemTime,
     /// True when this alert says an earlier one with the same key is over.
     pub resolved: bool,

@@ -268,6 +268,8 @@ impl EventKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub seq: u64,
+    /// Milliseconds since the Unix epoch on the wire.
+    #[serde(with = "serde_ms::system_time")]
     pub at: SystemTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<RunId>,
@@ -558,7 +560,19 @@ mod tests {
         assert_eq!(json["type"], "attempt-failed");
         assert_eq!(json["duration"], 1500.0);
         assert_eq!(json["error"]["code"], "ECONNRESET");
+        assert!(
+            json["at"].is_u64(),
+            "times are milliseconds since the epoch: {json}"
+        );
         let back: Event = serde_json::from_value(json).unwrap();
-        assert_eq!(back, *event);
+        assert_eq!(
+            (back.seq, &back.run, &back.kind),
+            (event.seq, &event.run, &event.kind)
+        );
+        let drift = event.at.duration_since(back.at).unwrap();
+        assert!(
+            drift < Duration::from_millis(1),
+            "only sub-millisecond precision is lost"
+        );
     }
 }

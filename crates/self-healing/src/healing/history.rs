@@ -64,6 +64,8 @@ pub struct TriggerMatch {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HealingRecord {
+    /// Milliseconds since the Unix epoch on the wire.
+    #[serde(with = "crate::serde_ms::system_time")]
     pub at: SystemTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<RunId>,

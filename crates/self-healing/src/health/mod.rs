@@ -107,6 +107,8 @@ pub struct HealthChange {
     pub check: Arc<str>,
     pub old_status: HealthStatus,
     pub new_status: HealthStatus,
+    /// Milliseconds since the Unix epoch on the wire.
+    #[serde(with = "crate::serde_ms::system_time")]
     pub at: SystemTime,
 }
 
