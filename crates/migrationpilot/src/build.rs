@@ -109,6 +109,15 @@ pub fn build(
         }
     }
     if let Some(alerts) = &healing.alerts {
+        if !alerts.thresholds.is_empty() && alerts.channels.is_empty() {
+            from(
+                "healing.alerts",
+                InvalidConfig::new(
+                    "thresholds",
+                    "alert thresholds need a channel in `alerts.channels` to alert through",
+                ),
+            );
+        }
         for (i, threshold) in alerts.thresholds.iter().enumerate() {
             let at = format!("healing.alerts.thresholds[{i}]");
             if !known_metrics.contains(&threshold.metric) {
