@@ -292,14 +292,10 @@ async fn metrics_trigger_circuit_breaker_stops_calls_to_a_dead_downstream() {
         .unwrap();
     assert_eq!(tripped.trigger.kind, TriggerKind::Metrics);
     assert!(tripped.trigger.observed.unwrap() > 0.5);
-    let transitions: Vec<(BreakerState, BreakerState)> = events
-        .kinds()
-        .into_iter()
-        .filter_map(|k| match k {
-            EventKind::BreakerChanged { from, to, .. } => Some((from, to)),
-            _ => None,
-        })
-        .collect();
+    let transitions: Vec<(BreakerState, BreakerState)> = events.pick(|k| match k {
+        EventKind::BreakerChanged { from, to, .. } => Some((from, to)),
+        _ => None,
+    });
     assert_eq!(
         transitions,
         [
@@ -339,14 +335,10 @@ async fn metrics_trigger_scale_on_latency_respects_cooldown_and_max_instances() 
     let report = pipeline.execute(()).await;
 
     assert_eq!(report.status, RunStatus::Succeeded);
-    let changes: Vec<(usize, usize)> = events
-        .kinds()
-        .into_iter()
-        .filter_map(|k| match k {
-            EventKind::ConcurrencyChanged { from, to, .. } => Some((from, to)),
-            _ => None,
-        })
-        .collect();
+    let changes: Vec<(usize, usize)> = events.pick(|k| match k {
+        EventKind::ConcurrencyChanged { from, to, .. } => Some((from, to)),
+        _ => None,
+    });
     assert_eq!(
         changes,
         [(2, 4), (4, 6), (6, 8), (8, 10)],
@@ -679,14 +671,10 @@ async fn throttle_action_caps_the_rate_and_restores_it_once_healthy() {
     let report = pipeline.execute(()).await;
 
     assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
-    let rates: Vec<Option<f64>> = events
-        .kinds()
-        .into_iter()
-        .filter_map(|k| match k {
-            EventKind::ThrottleChanged { rate, .. } => Some(rate),
-            _ => None,
-        })
-        .collect();
+    let rates: Vec<Option<f64>> = events.pick(|k| match k {
+        EventKind::ThrottleChanged { rate, .. } => Some(rate),
+        _ => None,
+    });
     assert_eq!(rates.first(), Some(&Some(5.0)), "{rates:?}");
     assert_eq!(
         rates.last(),
@@ -1188,14 +1176,10 @@ async fn an_external_scaler_follows_scale_and_a_timed_throttle_lifts_itself() {
     assert_eq!(report.status, RunStatus::Succeeded);
     assert_eq!(*scaler.0.lock().unwrap(), [("load".to_owned(), 8, 5)]);
     assert_eq!(pipeline.control("load").unwrap().concurrency(), 5);
-    let rates: Vec<Option<f64>> = events
-        .kinds()
-        .into_iter()
-        .filter_map(|k| match k {
-            EventKind::ThrottleChanged { rate, .. } => Some(rate),
-            _ => None,
-        })
-        .collect();
+    let rates: Vec<Option<f64>> = events.pick(|k| match k {
+        EventKind::ThrottleChanged { rate, .. } => Some(rate),
+        _ => None,
+    });
     assert_eq!(rates, [Some(2.0), None], "capped, then lifted after 60 s");
     // 800 items/s until the tick at 1 s; 2/s for the throttled minute; then the remaining
     // ~3080 items five at a time, 10 ms each: about 67 s in all.

@@ -50,14 +50,10 @@ async fn stages_run_in_declaration_order() {
         .flat_map(|s| [format!("{s} start"), format!("{s} end")])
         .collect();
     assert_eq!(*order.lock().unwrap(), expected);
-    let started: Vec<String> = events
-        .kinds()
-        .iter()
-        .filter_map(|k| match k {
-            EventKind::StageStarted { stage } => Some(stage.to_string()),
-            _ => None,
-        })
-        .collect();
+    let started: Vec<String> = events.pick(|k| match k {
+        EventKind::StageStarted { stage } => Some(stage.to_string()),
+        _ => None,
+    });
     assert_eq!(started, ["analysis", "design", "generation", "validation"]);
     let stage_order: Vec<&str> = report.stages.iter().map(|s| &*s.stage).collect();
     assert_eq!(
@@ -142,16 +138,12 @@ async fn each_attempt_is_cut_at_the_stage_timeout() {
     assert_eq!(report.status, RunStatus::Succeeded);
     // 5 s cut + 100 ms backoff + 1 s second attempt.
     assert_eq!(start.elapsed(), Duration::from_millis(6100));
-    let failed: Vec<(Duration, StageError)> = events
-        .kinds()
-        .into_iter()
-        .filter_map(|k| match k {
-            EventKind::AttemptFailed {
-                duration, error, ..
-            } => Some((duration, error)),
-            _ => None,
-        })
-        .collect();
+    let failed: Vec<(Duration, StageError)> = events.pick(|k| match k {
+        EventKind::AttemptFailed {
+            duration, error, ..
+        } => Some((duration, error)),
+        _ => None,
+    });
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].0, Duration::from_secs(5));
     assert!(failed[0].1.is_timeout(), "{:?}", failed[0].1);
@@ -214,14 +206,10 @@ async fn cancellation_starts_nothing_new_lets_work_finish_within_grace_and_aband
     // Item 4 finishes at 10 s (inside the grace); 1, 3, 5 are dropped at 7 + 10 s.
     assert_eq!(start.elapsed(), Duration::from_secs(17));
     let succeeded = events.count(|k| matches!(k, EventKind::ItemSucceeded { .. }));
-    let abandoned: Vec<String> = events
-        .kinds()
-        .into_iter()
-        .filter_map(|k| match k {
-            EventKind::ItemAbandoned { item, .. } => Some(item.to_string()),
-            _ => None,
-        })
-        .collect();
+    let abandoned: Vec<String> = events.pick(|k| match k {
+        EventKind::ItemAbandoned { item, .. } => Some(item.to_string()),
+        _ => None,
+    });
     assert_eq!(succeeded, 3, "0, 2 and 4 completed");
     let mut abandoned_sorted = abandoned.clone();
     abandoned_sorted.sort();
@@ -618,14 +606,10 @@ async fn a_live_concurrency_change_takes_effect_mid_stage() {
     let report = run.await.unwrap();
     assert_eq!(report.status, RunStatus::Succeeded);
     assert_eq!(report.stages[0].items_completed, 400);
-    let changes: Vec<(usize, usize)> = events
-        .kinds()
-        .into_iter()
-        .filter_map(|k| match k {
-            EventKind::ConcurrencyChanged { from, to, .. } => Some((from, to)),
-            _ => None,
-        })
-        .collect();
+    let changes: Vec<(usize, usize)> = events.pick(|k| match k {
+        EventKind::ConcurrencyChanged { from, to, .. } => Some((from, to)),
+        _ => None,
+    });
     assert_eq!(changes, [(2, 8), (8, 3)]);
 }
 
@@ -670,14 +654,10 @@ async fn an_open_breaker_pauses_work_without_spending_attempts() {
         "{:?}",
         start.elapsed()
     );
-    let transitions: Vec<(BreakerState, BreakerState)> = events
-        .kinds()
-        .into_iter()
-        .filter_map(|k| match k {
-            EventKind::BreakerChanged { from, to, .. } => Some((from, to)),
-            _ => None,
-        })
-        .collect();
+    let transitions: Vec<(BreakerState, BreakerState)> = events.pick(|k| match k {
+        EventKind::BreakerChanged { from, to, .. } => Some((from, to)),
+        _ => None,
+    });
     assert_eq!(
         transitions,
         [

@@ -32,6 +32,11 @@ impl Recorder {
             .collect()
     }
 
+    /// What `pick` takes from each event it recognises, in order.
+    pub fn pick<T>(&self, pick: impl Fn(EventKind) -> Option<T>) -> Vec<T> {
+        self.kinds().into_iter().filter_map(pick).collect()
+    }
+
     pub fn count(&self, pred: impl Fn(&EventKind) -> bool) -> usize {
         self.kinds().iter().filter(|k| pred(k)).count()
     }
