@@ -1,6 +1,6 @@
 //! The `migrationpilot` command line's parts, as a library so tests and benchmarks reach them.
 //!
-//! - [`file`]: pipeline files (YAML/TOML, `${NAME}`, located errors).
+//! - [`file`](mod@file): pipeline files (YAML/TOML, `${NAME}`, located errors).
 //! - [`build`]: a parsed file to the pipeline, healer, health monitor and alert channels.
 //! - [`command`]: stage commands (argv without a shell, `{item}` as one argument).
 //! - [`alert`]: Slack, PagerDuty and webhook channels.
