@@ -283,6 +283,25 @@ impl InvalidConfig {
     }
 }
 
+/// The first name that stands twice in a list, as an error at `{list}[i].name` saying it
+/// "names two {kind}": builders of stages, strategies and checks share this rule.
+pub(crate) fn unique_names<'a>(
+    list: &str,
+    kind: &str,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<(), InvalidConfig> {
+    let mut seen = std::collections::HashSet::new();
+    for (i, name) in names.into_iter().enumerate() {
+        if !seen.insert(name) {
+            return Err(InvalidConfig::new(
+                format!("{list}[{i}].name"),
+                format!("`{name}` names two {kind}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

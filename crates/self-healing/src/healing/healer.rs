@@ -1179,18 +1179,16 @@ impl AutoHealerBuilder {
     }
 
     pub fn build(self) -> Result<AutoHealer, InvalidConfig> {
-        let mut names = HashSet::new();
         for (i, strategy) in self.strategies.iter().enumerate() {
             strategy
                 .validate()
                 .map_err(|e| e.within(format!("strategies[{i}]")))?;
-            if !names.insert(Arc::clone(&strategy.name)) {
-                return Err(InvalidConfig::new(
-                    format!("strategies[{i}].name"),
-                    format!("`{}` names two strategies", strategy.name),
-                ));
-            }
         }
+        crate::error::unique_names(
+            "strategies",
+            "strategies",
+            self.strategies.iter().map(|s| &*s.name),
+        )?;
         if let Some(settings) = &self.breaker {
             settings
                 .validate()

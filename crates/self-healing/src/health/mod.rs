@@ -560,18 +560,11 @@ impl HealthMonitorBuilder {
                 "must be at least 1",
             ));
         }
-        let mut names = std::collections::HashSet::new();
         let mut checks = Vec::with_capacity(self.checks.len());
         for (i, spec) in self.checks.into_iter().enumerate() {
             let at = |field: &str| format!("checks[{i}].{field}");
             if spec.name.trim().is_empty() {
                 return Err(InvalidConfig::new(at("name"), "a check needs a name"));
-            }
-            if !names.insert(Arc::clone(&spec.name)) {
-                return Err(InvalidConfig::new(
-                    at("name"),
-                    format!("`{}` names two checks", spec.name),
-                ));
             }
             if spec.timeout.is_zero() {
                 return Err(InvalidConfig::new(
@@ -592,6 +585,7 @@ impl HealthMonitorBuilder {
                 state: Mutex::new(State::default()),
             });
         }
+        crate::error::unique_names("checks", "checks", checks.iter().map(|e| &*e.spec.name))?;
         Ok(HealthMonitor {
             inner: Arc::new(Inner {
                 checks,

@@ -29,7 +29,6 @@ mod report;
 mod run;
 mod stage;
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -379,18 +378,12 @@ impl<C: Send + Sync + 'static> PipelineBuilder<C> {
                 "a pipeline needs at least one stage",
             ));
         }
-        let mut names = HashSet::new();
         for (i, stage) in self.stages.iter().enumerate() {
             stage
                 .validate()
                 .map_err(|e| e.within(format!("stages[{i}]")))?;
-            if !names.insert(Arc::clone(&stage.name)) {
-                return Err(InvalidConfig::new(
-                    format!("stages[{i}].name"),
-                    format!("`{}` names two stages", stage.name),
-                ));
-            }
         }
+        crate::error::unique_names("stages", "stages", self.stages.iter().map(|s| &*s.name))?;
         if let Some(settings) = &self.breaker {
             settings
                 .validate()
