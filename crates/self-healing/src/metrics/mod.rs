@@ -149,6 +149,8 @@ type Names<V> = HashMap<Box<str>, V, std::hash::BuildHasherDefault<NameHasher>>;
 #[derive(Default)]
 struct ScopeState {
     series: RwLock<Names<Series>>,
+    /// The `duration` window, recorded on every attempt: kept at hand, not looked up each time.
+    duration: std::sync::OnceLock<Series>,
     attempts: AtomicU64,
     failures: AtomicU64,
     completed: AtomicU64,
@@ -171,6 +173,11 @@ impl ScopeState {
             .entry(name.into())
             .or_insert_with(|| Series::new(retention))
             .clone()
+    }
+
+    fn duration(&self, retention: usize) -> &Series {
+        self.duration
+            .get_or_init(|| self.series(DURATION, retention))
     }
 
     fn existing(&self, name: &str) -> Option<Series> {
@@ -419,7 +426,7 @@ impl EventSink for MetricsCollector {
                         scope.completed.fetch_add(1, Ordering::Relaxed);
                     }
                     scope
-                        .series(DURATION, inner.retention_size)
+                        .duration(inner.retention_size)
                         .record(duration.as_secs_f64() * 1000.0);
                 }
             }
@@ -428,7 +435,7 @@ impl EventSink for MetricsCollector {
                     scope.attempts.fetch_add(1, Ordering::Relaxed);
                     scope.failures.fetch_add(1, Ordering::Relaxed);
                     scope
-                        .series(DURATION, inner.retention_size)
+                        .duration(inner.retention_size)
                         .record(duration.as_secs_f64() * 1000.0);
                 }
             }
