@@ -74,6 +74,16 @@ impl Clock for TokioClock {
     }
 }
 
+/// Milliseconds since the Unix epoch: how times are written to the wire and to the journal.
+/// Times before the epoch count as 0.
+pub fn unix_millis(at: SystemTime) -> u64 {
+    let ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
 pub(crate) fn default_clock() -> Arc<dyn Clock> {
     Arc::new(TokioClock::new())
 }

@@ -20,11 +20,7 @@ pub mod system_time {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(at: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
-        let ms = at
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_millis();
-        serializer.serialize_u64(u64::try_from(ms).unwrap_or(u64::MAX))
+        serializer.serialize_u64(crate::clock::unix_millis(*at))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SystemTime, D::Error> {

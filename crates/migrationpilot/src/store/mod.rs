@@ -7,7 +7,7 @@ mod sqlite;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::Serialize;
 
@@ -178,10 +178,9 @@ pub fn default_url() -> Option<String> {
     ))
 }
 
+/// [`self_healing::clock::unix_millis`], as SQLite stores integers.
 pub fn millis(at: SystemTime) -> i64 {
-    at.duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as i64
+    i64::try_from(self_healing::clock::unix_millis(at)).unwrap_or(i64::MAX)
 }
 
 /// `2026-11-28T03:04:05Z` for milliseconds since the epoch (UTC, no leap seconds).
