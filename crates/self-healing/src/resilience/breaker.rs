@@ -2,6 +2,7 @@
 //! answers again.
 
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -140,6 +141,9 @@ type Listener = Arc<dyn Fn(Transition) + Send + Sync>;
 
 struct Inner {
     machine: Mutex<Machine>,
+    /// The machine's state as one word, for the common case to need no lock: see
+    /// [`Machine::fast_word`]. Written only under the machine's lock.
+    fast: AtomicU64,
     changed: Notify,
     listeners: Mutex<Vec<Listener>>,
 }
@@ -186,26 +190,28 @@ pub struct Rejected {
 /// [`failure`](Self::failure); dropping it unreported counts as neither and frees its
 /// half-open probe slot.
 #[must_use = "report the outcome with success() or failure()"]
-pub struct BreakerPermit {
-    breaker: CircuitBreaker,
+pub struct BreakerPermit<'a> {
+    breaker: &'a CircuitBreaker,
     generation: u64,
     probe: bool,
     reported: bool,
 }
 
-impl BreakerPermit {
+impl BreakerPermit<'_> {
+    #[inline]
     pub fn success(mut self) {
         self.reported = true;
         self.breaker.report(self.generation, self.probe, true);
     }
 
+    #[inline]
     pub fn failure(mut self) {
         self.reported = true;
         self.breaker.report(self.generation, self.probe, false);
     }
 }
 
-impl Drop for BreakerPermit {
+impl Drop for BreakerPermit<'_> {
     fn drop(&mut self) {
         if !self.reported && self.probe {
             self.breaker.release_probe(self.generation);
@@ -225,13 +231,15 @@ impl CircuitBreaker {
 
     pub fn new(settings: BreakerSettings) -> Result<Self, InvalidConfig> {
         settings.validate()?;
+        let machine = Machine {
+            settings,
+            state: State::Closed { failures: 0 },
+            generation: 0,
+        };
         Ok(CircuitBreaker {
             inner: Arc::new(Inner {
-                machine: Mutex::new(Machine {
-                    settings,
-                    state: State::Closed { failures: 0 },
-                    generation: 0,
-                }),
+                fast: AtomicU64::new(machine.fast_word()),
+                machine: Mutex::new(machine),
                 changed: Notify::new(),
                 listeners: Mutex::new(Vec::new()),
             }),
@@ -254,7 +262,7 @@ impl CircuitBreaker {
     /// Replaces the settings; the current state is kept.
     pub fn set_settings(&self, settings: BreakerSettings) -> Result<(), InvalidConfig> {
         settings.validate()?;
-        self.lock().settings = settings;
+        self.update(|machine| machine.settings = settings);
         self.inner.changed.notify_waiters();
         Ok(())
     }
@@ -269,19 +277,27 @@ impl CircuitBreaker {
     }
 
     pub fn state(&self) -> BreakerState {
-        let (state, transition) = {
-            let mut machine = self.lock();
+        let (state, transition) = self.update(|machine| {
             let transition = machine.expire_open();
             (machine.state.public(), transition)
-        };
+        });
         self.announce(transition);
         state
     }
 
     /// Leave for one piece of work now, or why not.
-    pub fn try_acquire(&self) -> Result<BreakerPermit, Rejected> {
-        let (result, transition) = {
-            let mut machine = self.lock();
+    pub fn try_acquire(&self) -> Result<BreakerPermit<'_>, Rejected> {
+        // The common case, closed with no failure counted, takes no lock.
+        let fast = self.inner.fast.load(Ordering::Acquire);
+        if fast != Machine::SLOW {
+            return Ok(BreakerPermit {
+                breaker: self,
+                generation: fast >> 1,
+                probe: false,
+                reported: false,
+            });
+        }
+        let (result, transition) = self.update(|machine| {
             let transition = machine.expire_open();
             let generation = machine.generation;
             let probes = machine.settings.half_open_requests.get();
@@ -307,21 +323,20 @@ impl CircuitBreaker {
                     retry_after: None,
                 }),
             };
-            let result = result.map(|probe| BreakerPermit {
-                breaker: self.clone(),
-                generation,
-                probe,
-                reported: false,
-            });
-            (result, transition)
-        };
+            (result.map(|probe| (probe, generation)), transition)
+        });
         self.announce(transition);
-        result
+        result.map(|(probe, generation)| BreakerPermit {
+            breaker: self,
+            generation,
+            probe,
+            reported: false,
+        })
     }
 
     /// Leave for one piece of work, waiting (on tokio time) while the breaker is open or its
     /// half-open probes are all out.
-    pub async fn acquire(&self) -> BreakerPermit {
+    pub async fn acquire(&self) -> BreakerPermit<'_> {
         // The common case, a closed breaker, needs no wake-up registration.
         if let Ok(permit) = self.try_acquire() {
             return permit;
@@ -349,37 +364,47 @@ impl CircuitBreaker {
     /// Opens the breaker now for `break_duration` (the settings' if `None`), then half-open as
     /// usual. This is what the `circuit-break` action does.
     pub fn trip(&self, break_duration: Option<Duration>) {
-        let transition = {
-            let mut machine = self.lock();
+        let transition = self.update(|machine| {
             let until = Instant::now() + break_duration.unwrap_or(machine.settings.break_duration);
             machine.set(State::Open { until })
-        };
+        });
         self.announce(transition);
     }
 
     /// Holds the breaker open until [`release`](Self::release).
     pub fn force_open(&self) {
-        let transition = self.lock().set(State::ForcedOpen);
+        let transition = self.update(|machine| machine.set(State::ForcedOpen));
         self.announce(transition);
     }
 
     /// Holds the breaker closed, whatever fails, until [`release`](Self::release).
     pub fn force_closed(&self) {
-        let transition = self.lock().set(State::ForcedClosed);
+        let transition = self.update(|machine| machine.set(State::ForcedClosed));
         self.announce(transition);
     }
 
     /// Back to automatic operation, closed with no failures counted.
     pub fn release(&self) {
-        let transition = self.lock().set(State::Closed { failures: 0 });
+        let transition = self.update(|machine| machine.set(State::Closed { failures: 0 }));
         self.announce(transition);
     }
 
+    #[inline]
     fn report(&self, generation: u64, probe: bool, success: bool) {
-        let transition = {
-            let mut machine = self.lock();
+        // Closed with no failure counted (or held closed) stays so on a success, and held closed
+        // ignores failures too: nothing to write, so no lock.
+        let fast = self.inner.fast.load(Ordering::Acquire);
+        if fast != Machine::SLOW && fast >> 1 == generation && (success || fast & 1 == 1) {
+            return;
+        }
+        self.report_slowly(generation, probe, success);
+    }
+
+    #[cold]
+    fn report_slowly(&self, generation: u64, probe: bool, success: bool) {
+        let transition = self.update(|machine| {
             if machine.generation != generation {
-                return;
+                return None;
             }
             let settings = machine.settings;
             match (&mut machine.state, success) {
@@ -411,17 +436,22 @@ impl CircuitBreaker {
                 }),
                 _ => None,
             }
-        };
+        });
         self.announce(transition);
     }
 
     fn release_probe(&self, generation: u64) {
-        let mut machine = self.lock();
-        if machine.generation == generation
-            && let State::HalfOpen { admitted, .. } = &mut machine.state
-        {
-            *admitted = admitted.saturating_sub(1);
-            drop(machine);
+        let released = self.update(|machine| {
+            if machine.generation == generation
+                && let State::HalfOpen { admitted, .. } = &mut machine.state
+            {
+                *admitted = admitted.saturating_sub(1);
+                true
+            } else {
+                false
+            }
+        });
+        if released {
             self.inner.changed.notify_waiters();
         }
     }
@@ -443,9 +473,34 @@ impl CircuitBreaker {
     fn lock(&self) -> std::sync::MutexGuard<'_, Machine> {
         self.inner.machine.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Changes the machine under its lock and publishes its fast word before unlocking, so the
+    /// lock-free paths never see a word older than the last change they could have observed.
+    fn update<R>(&self, change: impl FnOnce(&mut Machine) -> R) -> R {
+        let mut machine = self.lock();
+        let result = change(&mut machine);
+        self.inner
+            .fast
+            .store(machine.fast_word(), Ordering::Release);
+        result
+    }
 }
 
 impl Machine {
+    /// The fast word when work must take the lock: open, half-open, or closed with failures
+    /// counted.
+    const SLOW: u64 = u64::MAX;
+
+    /// `generation << 1 | held_closed` while work may pass with nothing to count (closed with
+    /// no failures, or held closed), else [`SLOW`](Self::SLOW).
+    fn fast_word(&self) -> u64 {
+        match self.state {
+            State::Closed { failures: 0 } => self.generation << 1,
+            State::ForcedClosed => self.generation << 1 | 1,
+            _ => Self::SLOW,
+        }
+    }
+
     fn set(&mut self, state: State) -> Option<Transition> {
         let from = self.state.public();
         self.state = state;
@@ -646,6 +701,51 @@ mod tests {
                 (ForcedClosed, Closed)
             ]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn outcomes_from_before_a_change_do_not_count_after_it() {
+        let b = breaker();
+        let stale_failure = b.try_acquire().unwrap();
+        let stale_success = b.try_acquire().unwrap();
+        fail(&b, 2);
+        b.release(); // closed again, a new generation
+        stale_success.success();
+        fail(&b, 2);
+        stale_failure.failure();
+        assert_eq!(b.state(), Closed, "only the two new failures count");
+        fail(&b, 1);
+        assert_eq!(b.state(), Open);
+    }
+
+    #[test]
+    fn concurrent_outcomes_keep_the_count_consistent() {
+        // Successes take the lock-free path while failures take the lock; whatever the
+        // interleaving, a run of failures with no success in between must open the breaker.
+        let b = CircuitBreaker::builder()
+            .failure_threshold(1000)
+            .build()
+            .unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    for i in 0..10_000 {
+                        let permit = b.try_acquire().unwrap();
+                        if i % 3 == 0 {
+                            permit.failure();
+                        } else {
+                            permit.success();
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(b.state(), Closed, "never 1000 failures in a row");
+        b.try_acquire().unwrap().success();
+        fail(&b, 999);
+        assert_eq!(b.state(), Closed, "the success reset the count");
+        fail(&b, 1);
+        assert_eq!(b.state(), Open);
     }
 
     #[tokio::test(start_paused = true)]
