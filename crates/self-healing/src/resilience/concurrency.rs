@@ -1,9 +1,9 @@
 //! A concurrency limit that can change while work runs under it: what the `scale` action acts on.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
 
 use crate::error::InvalidConfig;
 
@@ -32,33 +32,47 @@ pub struct ConcurrencyLimit {
     inner: Arc<Inner>,
 }
 
+/// A counter and a wake-up rather than a semaphore: a live limit then needs no debt of
+/// permits to retire, and taking and returning room is one atomic operation each way (tokio's
+/// semaphore takes a mutex on every release). Waiters are woken in order but a newcomer may take
+/// freed room first; the pipeline has one acquirer per stage, so nothing waits unfairly there.
 struct Inner {
-    semaphore: Arc<Semaphore>,
-    limit: Mutex<usize>,
-    /// Permits to retire as they come back, after the limit was lowered below what was out.
-    debt: AtomicUsize,
+    limit: AtomicUsize,
     in_flight: AtomicUsize,
+    /// Acquirers waiting for room, so a release with nobody waiting skips the wake-up.
+    waiting: AtomicUsize,
+    room: Notify,
 }
 
 /// Leave to run one piece of work; returned on drop.
 pub struct ConcurrencyPermit {
-    permit: Option<OwnedSemaphorePermit>,
     inner: Arc<Inner>,
 }
 
 impl Drop for ConcurrencyPermit {
     fn drop(&mut self) {
-        self.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
-        let retire = self
-            .inner
-            .debt
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1))
-            .is_ok();
-        if let Some(permit) = self.permit.take()
-            && retire
-        {
-            permit.forget();
+        // SeqCst here and in `acquire`: either the waiter's check sees this room, or this load
+        // sees the waiter (which registered for the wake-up before checking).
+        self.inner.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.inner.waiting.load(Ordering::SeqCst) > 0 {
+            self.inner.room.notify_one();
         }
+    }
+}
+
+/// Counts one waiting acquirer for as long as it lives, cancellation included.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -67,16 +81,16 @@ impl ConcurrencyLimit {
         check(limit)?;
         Ok(ConcurrencyLimit {
             inner: Arc::new(Inner {
-                semaphore: Arc::new(Semaphore::new(limit)),
-                limit: Mutex::new(limit),
-                debt: AtomicUsize::new(0),
+                limit: AtomicUsize::new(limit),
                 in_flight: AtomicUsize::new(0),
+                waiting: AtomicUsize::new(0),
+                room: Notify::new(),
             }),
         })
     }
 
     pub fn limit(&self) -> usize {
-        *self.inner.limit.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.limit.load(Ordering::Acquire)
     }
 
     /// Work running under the limit now.
@@ -87,47 +101,43 @@ impl ConcurrencyLimit {
     /// Changes the limit and returns the previous one.
     pub fn set_limit(&self, new: usize) -> Result<usize, InvalidConfig> {
         check(new)?;
-        let inner = &*self.inner;
-        let mut limit = inner.limit.lock().unwrap_or_else(|e| e.into_inner());
-        let old = *limit;
+        let old = self.inner.limit.swap(new, Ordering::AcqRel);
         if new > old {
-            let grow = new - old;
-            let repaid = inner
-                .debt
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
-                    Some(d - d.min(grow))
-                })
-                .map_or(0, |d| d.min(grow));
-            inner.semaphore.add_permits(grow - repaid);
-        } else if new < old {
-            let shrink = old - new;
-            let forgotten = inner.semaphore.forget_permits(shrink);
-            inner.debt.fetch_add(shrink - forgotten, Ordering::AcqRel);
+            self.inner.room.notify_waiters();
         }
-        *limit = new;
         Ok(old)
     }
 
     /// Waits for room under the limit.
     pub async fn acquire(&self) -> ConcurrencyPermit {
-        let permit = Arc::clone(&self.inner.semaphore)
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        self.wrap(permit)
+        if let Some(permit) = self.try_acquire() {
+            return permit;
+        }
+        let _waiting = Waiting::new(&self.inner.waiting);
+        loop {
+            // Registered before checking again, so room freed in between is not missed.
+            let room = self.inner.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if let Some(permit) = self.try_acquire() {
+                return permit;
+            }
+            room.await;
+        }
     }
 
     pub fn try_acquire(&self) -> Option<ConcurrencyPermit> {
-        let permit = Arc::clone(&self.inner.semaphore).try_acquire_owned().ok()?;
-        Some(self.wrap(permit))
-    }
-
-    fn wrap(&self, permit: OwnedSemaphorePermit) -> ConcurrencyPermit {
-        self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
-        ConcurrencyPermit {
-            permit: Some(permit),
+        let inner = &*self.inner;
+        let limit = inner.limit.load(Ordering::Acquire);
+        inner
+            .in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()?;
+        Some(ConcurrencyPermit {
             inner: Arc::clone(&self.inner),
-        }
+        })
     }
 }
 
@@ -135,7 +145,7 @@ fn check(limit: usize) -> Result<(), InvalidConfig> {
     if limit == 0 {
         return Err(InvalidConfig::new("concurrency", "must be at least 1"));
     }
-    if limit > Semaphore::MAX_PERMITS / 2 {
+    if limit > u32::MAX as usize {
         return Err(InvalidConfig::new(
             "concurrency",
             format!("{limit} is too large"),
@@ -176,15 +186,36 @@ mod tests {
     }
 
     #[test]
-    fn raising_repays_debt_before_adding_room() {
+    fn raising_and_lowering_while_work_is_out() {
         let limit = ConcurrencyLimit::new(4).unwrap();
         let out = take(&limit, 4);
-        limit.set_limit(1).unwrap(); // debt of 3
-        limit.set_limit(3).unwrap(); // debt of 1
-        drop(out); // one retired, three back
+        limit.set_limit(1).unwrap();
+        limit.set_limit(3).unwrap();
+        drop(out);
         let held = take(&limit, 3);
         assert!(limit.try_acquire().is_none());
         assert_eq!(held.len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_wake_when_room_is_freed_or_added() {
+        let limit = ConcurrencyLimit::new(1).unwrap();
+        let first = limit.acquire().await;
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let limit = limit.clone();
+                tokio::spawn(async move { limit.acquire().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert!(waiters.iter().all(|w| !w.is_finished()));
+        drop(first);
+        limit.set_limit(2).unwrap();
+        let mut held = Vec::new();
+        for waiter in waiters {
+            held.push(waiter.await.unwrap());
+        }
+        assert_eq!(limit.in_flight(), 2);
     }
 
     #[test]
