@@ -17,7 +17,7 @@ use crate::error::StageError;
 use crate::event::{EventBus, EventKind, HandlerKind, RunId, RunStatus};
 use crate::healing::{ActionKind, Failure, Remedy, RunScope, Supervisor};
 use crate::metrics::MetricsCollector;
-use crate::resilience::{ConcurrencyPermit, RetryPolicy};
+use crate::resilience::{ConcurrencyPermit, RetryPolicy, deadline};
 
 /// A stage as the pipeline keeps it: its definition and its live controls.
 pub(crate) struct StageEntry<C> {
@@ -223,7 +223,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
                             HandlerKind::Primary,
                             self.cancel.clone(),
                         );
-                        if let Err(e) = guarded(reset(ctx), stage.timeout).await {
+                        if let Err(e) = guarded(reset(ctx), stage.timeout, Instant::now()).await {
                             let e = StageError::new(format!(
                                 "reset before restart failed: {}",
                                 e.message()
@@ -483,7 +483,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
                     drop(breaker);
                     break abandon();
                 }
-                result = guarded(stage.work.attempt(ctx, &unit), stage.timeout) => result,
+                result = guarded(stage.work.attempt(ctx, &unit), stage.timeout, started) => result,
             };
             let duration = started.elapsed();
             let error = match result {
@@ -581,13 +581,13 @@ impl<C: Send + Sync + 'static> Runner<C> {
             for unit in units.iter().rev() {
                 let ctx = self.context(name, 1, HandlerKind::Primary, CancellationToken::new());
                 if let Some(compensation) = stage.work.compensate(ctx, unit) {
-                    let result = guarded(compensation, stage.timeout).await;
+                    let result = guarded(compensation, stage.timeout, Instant::now()).await;
                     self.compensated(name, unit.key.clone(), result, &mut failures);
                 }
             }
             if let (Some(rollback), true) = (&stage.rollback, stage_hook) {
                 let ctx = self.context(name, 1, HandlerKind::Primary, CancellationToken::new());
-                let result = guarded(rollback(ctx), stage.timeout).await;
+                let result = guarded(rollback(ctx), stage.timeout, Instant::now()).await;
                 self.compensated(name, None, result, &mut failures);
             }
         }
@@ -655,10 +655,12 @@ fn requested_end(
     }
 }
 
-/// Runs a handler's future under the stage's timeout, turning a panic into a critical error.
+/// Runs a handler's future under the stage's timeout counted from `started`, turning a panic into
+/// a critical error.
 async fn guarded(
     attempt: crate::healing::BoxFuture<'static, Result<(), StageError>>,
     timeout: Option<Duration>,
+    started: Instant,
 ) -> Result<(), StageError> {
     let caught = AssertUnwindSafe(attempt).catch_unwind().map(|result| {
         result.unwrap_or_else(|panic| {
@@ -671,9 +673,9 @@ async fn guarded(
         })
     });
     match timeout {
-        Some(limit) => tokio::time::timeout(limit, caught)
+        Some(limit) => deadline(started + limit, caught)
             .await
-            .unwrap_or_else(|_| Err(StageError::timed_out(limit))),
+            .unwrap_or_else(|| Err(StageError::timed_out(limit))),
         None => caught.await,
     }
 }

@@ -4,9 +4,11 @@
 //! - [`CircuitBreaker`]: closed, open, half-open, with forced states and transition listeners.
 //! - [`Throttle`]: a rate limit with bursts whose rate can change live.
 //! - [`ConcurrencyLimit`]: a concurrency bound that can change live (what `scale` acts on).
+//! - [`deadline`]: an attempt's timeout, armed only when the attempt has to wait.
 
 mod breaker;
 mod concurrency;
+mod deadline;
 mod retry;
 mod throttle;
 
@@ -15,5 +17,6 @@ pub use breaker::{
     Transition,
 };
 pub use concurrency::{ConcurrencyLimit, ConcurrencyPermit};
+pub use deadline::deadline;
 pub use retry::{Backoff, RetryPolicy, RetryPolicyBuilder};
 pub use throttle::{Rate, Throttle};
