@@ -67,6 +67,22 @@ fn get_stats(c: &mut Criterion) {
         group.bench_function(format!("retention-{retention}"), |b| {
             b.iter(|| black_box(metrics.get_stats(black_box("duration"))))
         });
+        // Two threads reading the same window at once; the time is per call.
+        group.bench_function(format!("contended-2-threads/retention-{retention}"), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                std::thread::scope(|s| {
+                    for _ in 0..2 {
+                        s.spawn(|| {
+                            for _ in 0..iters {
+                                black_box(metrics.get_stats("duration"));
+                            }
+                        });
+                    }
+                });
+                start.elapsed() / 2
+            })
+        });
     }
     group.finish();
 }
