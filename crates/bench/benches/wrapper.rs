@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use self_healing::healing::{Action, AutoHealer, HealingStrategy, Trigger};
 use self_healing::metrics::{MetricsCollector, Scope};
-use self_healing::resilience::{CircuitBreaker, ConcurrencyLimit, RetryPolicy, Throttle};
+use self_healing::resilience::{CircuitBreaker, ConcurrencyLimit, RetryPolicy, Throttle, deadline};
 use self_healing::{ItemSource, SelfHealingPipeline, Stage, StageError};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -73,11 +73,12 @@ fn wrappers(c: &mut Criterion) {
                     let permit = breaker.acquire().await;
                     throttle.acquire().await;
                     let began = tokio::time::Instant::now();
-                    let result =
-                        tokio::time::timeout(TIMEOUT, async { Ok::<u8, StageError>(black_box(0)) })
-                            .await;
+                    let result = deadline(began + TIMEOUT, async {
+                        Ok::<u8, StageError>(black_box(0))
+                    })
+                    .await;
                     match result {
-                        Ok(Ok(_)) => {
+                        Some(Ok(_)) => {
                             permit.success();
                             series.record(began.elapsed().as_secs_f64() * 1000.0);
                         }
