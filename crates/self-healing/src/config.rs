@@ -135,13 +135,14 @@ impl CircuitBreakerConfig {
     }
 }
 
-/// The seed's `metricsCollector`.
+/// The seed's `metricsCollector`, plus `errorRateMinAttempts`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetricsCollectorConfig {
     #[serde(default, deserialize_with = "opt_duration")]
     pub sample_interval: Option<Duration>,
     pub retention_size: Option<usize>,
+    pub error_rate_min_attempts: Option<u64>,
     #[serde(default)]
     pub metrics: Vec<String>,
 }
@@ -154,6 +155,9 @@ impl MetricsCollectorConfig {
         }
         if let Some(retention) = self.retention_size {
             builder = builder.retention_size(retention);
+        }
+        if let Some(attempts) = self.error_rate_min_attempts {
+            builder = builder.error_rate_min_attempts(attempts);
         }
         builder.build()
     }

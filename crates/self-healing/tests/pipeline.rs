@@ -878,6 +878,59 @@ async fn built_in_metrics_are_sampled_per_stage_every_interval() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn error_rate_waits_for_enough_attempts_carrying_quiet_intervals_over() {
+    let collector = self_healing::MetricsCollector::builder()
+        .sample_interval(Duration::from_secs(1))
+        .error_rate_min_attempts(10)
+        .build()
+        .unwrap();
+    let pipeline = SelfHealingPipeline::builder()
+        .metrics(collector.clone())
+        .retry_policy(
+            RetryPolicy::builder()
+                .max_attempts(2)
+                .initial_delay(Duration::ZERO)
+                .build()
+                .unwrap(),
+        )
+        .stage(
+            // An attempt every 350 ms (never on an interval's edge); items 0 and 1 fail once
+            // each, at the start.
+            Stage::for_each(
+                "load",
+                ItemSource::iter(|_: &()| 0..16u32),
+                |ctx| async move {
+                    sleep(Duration::from_millis(350)).await;
+                    if *ctx.item() < 2 && ctx.attempt() == 1 {
+                        return Err(StageError::new("ECONNRESET"));
+                    }
+                    Ok(())
+                },
+            )
+            .concurrency(1),
+        )
+        .build()
+        .unwrap();
+    let report = pipeline.execute(()).await;
+    assert_eq!(report.status, RunStatus::Succeeded);
+    // 2 failures in the first second's 2 attempts is no 100 % error rate: the first sample
+    // waits for the fourth interval, when 11 attempts have been seen; the 7 after it are
+    // too few for another.
+    let samples = collector
+        .find(self_healing::metrics::Scope::Stage("load"), "errorRate")
+        .unwrap()
+        .samples();
+    assert_eq!(samples, [2.0 / 11.0]);
+
+    let err = self_healing::MetricsCollector::builder()
+        .error_rate_min_attempts(0)
+        .build()
+        .err()
+        .unwrap();
+    assert_eq!(err.field(), "errorRateMinAttempts");
+}
+
+#[tokio::test(start_paused = true)]
 async fn builders_reject_impossible_pipelines() {
     let empty = SelfHealingPipeline::<()>::builder().build().err().unwrap();
     assert_eq!(empty.field(), "stages");

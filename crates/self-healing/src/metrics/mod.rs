@@ -5,7 +5,9 @@
 //! `duration` for every attempt and keeps the counts behind `errorRate` and `throughput`. Every
 //! `sampleInterval` the pipeline asks it for a [`sample`](MetricsCollector::sample), which
 //! records the built-in metrics for the interval just ended: `errorRate` (failed attempts over
-//! attempts), `throughput` (completed units per second), `latencyP95` (the window's p95 of
+//! attempts, once at least `errorRateMinAttempts` attempts were seen: a quieter interval carries
+//! its counts into the next, so three failures out of four never read as a 75 % error rate),
+//! `throughput` (completed units per second), `latencyP95` (the window's p95 of
 //! `duration`), `memoryUsage` (process RSS, bytes) and `cpuUsage` (process CPU, percent).
 //! Handlers record their own named metrics with [`record`](MetricsCollector::record).
 //!
@@ -114,6 +116,7 @@ pub struct MetricsCollector {
 struct Inner {
     sample_interval: Duration,
     retention_size: usize,
+    error_rate_min_attempts: u64,
     declared: Vec<String>,
     run: Arc<ScopeState>,
     stages: RwLock<Names<Arc<ScopeState>>>,
@@ -201,12 +204,13 @@ impl ScopeState {
     }
 
     /// Records the interval's built-in metrics and starts a new interval.
-    fn sample(&self, elapsed: Duration, retention: usize) {
-        let attempts = self.attempts.swap(0, Ordering::AcqRel);
-        let failures = self.failures.swap(0, Ordering::AcqRel);
+    fn sample(&self, elapsed: Duration, retention: usize, min_attempts: u64) {
+        let attempts = self.attempts.load(Ordering::Acquire);
         let completed = self.completed.swap(0, Ordering::AcqRel);
         let active = attempts > 0 || completed > 0 || self.running.load(Ordering::Acquire) > 0;
-        if attempts > 0 {
+        if attempts >= min_attempts.max(1) {
+            let attempts = self.attempts.swap(0, Ordering::AcqRel);
+            let failures = self.failures.swap(0, Ordering::AcqRel);
             self.series(ERROR_RATE, retention)
                 .record(failures as f64 / attempts as f64);
         }
@@ -238,6 +242,7 @@ impl MetricsCollector {
         MetricsCollectorBuilder {
             sample_interval: Duration::from_millis(5000),
             retention_size: 1000,
+            error_rate_min_attempts: DEFAULT_ERROR_RATE_MIN_ATTEMPTS,
             metrics: Vec::new(),
         }
     }
@@ -248,6 +253,10 @@ impl MetricsCollector {
 
     pub fn retention_size(&self) -> usize {
         self.inner.retention_size
+    }
+
+    pub fn error_rate_min_attempts(&self) -> u64 {
+        self.inner.error_rate_min_attempts
     }
 
     /// The metrics named in the configuration (besides the built-ins).
@@ -345,10 +354,11 @@ impl MetricsCollector {
             .values()
             .cloned()
             .collect();
+        let min_attempts = inner.error_rate_min_attempts;
         for stage in stages {
-            stage.sample(elapsed, retention);
+            stage.sample(elapsed, retention, min_attempts);
         }
-        inner.run.sample(elapsed, retention);
+        inner.run.sample(elapsed, retention, min_attempts);
         if let Some(rss) = system::resident_bytes() {
             self.record(MEMORY_USAGE, rss as f64);
         }
@@ -463,8 +473,15 @@ impl std::fmt::Debug for MetricsCollector {
 pub struct MetricsCollectorBuilder {
     sample_interval: Duration,
     retention_size: usize,
+    error_rate_min_attempts: u64,
     metrics: Vec<String>,
 }
+
+/// Below 10 attempts a rate says too little: at a 20 % error rate, 5 failures out of 8 happen in
+/// one interval of 100, where 6 out of 10 happen in one of 160. Higher (Hystrix uses 20) would
+/// make a stage of low concurrency, its slots all waiting out retry backoffs, exhaust its
+/// retries before a dead downstream could trip an `errorRate` strategy.
+pub const DEFAULT_ERROR_RATE_MIN_ATTEMPTS: u64 = 10;
 
 impl MetricsCollectorBuilder {
     pub fn sample_interval(mut self, interval: Duration) -> Self {
@@ -474,6 +491,13 @@ impl MetricsCollectorBuilder {
 
     pub fn retention_size(mut self, samples: usize) -> Self {
         self.retention_size = samples;
+        self
+    }
+
+    /// The fewest attempts an `errorRate` sample is computed over (default
+    /// [`DEFAULT_ERROR_RATE_MIN_ATTEMPTS`]); 1 samples every interval that saw an attempt.
+    pub fn error_rate_min_attempts(mut self, attempts: u64) -> Self {
+        self.error_rate_min_attempts = attempts;
         self
     }
 
@@ -497,6 +521,12 @@ impl MetricsCollectorBuilder {
         if self.retention_size == 0 {
             return Err(InvalidConfig::new("retentionSize", "must be at least 1"));
         }
+        if self.error_rate_min_attempts == 0 {
+            return Err(InvalidConfig::new(
+                "errorRateMinAttempts",
+                "must be at least 1",
+            ));
+        }
         if self.retention_size > 100_000_000 {
             return Err(InvalidConfig::new(
                 "retentionSize",
@@ -514,6 +544,7 @@ impl MetricsCollectorBuilder {
         let inner = Inner {
             sample_interval: self.sample_interval,
             retention_size: self.retention_size,
+            error_rate_min_attempts: self.error_rate_min_attempts,
             declared: self.metrics,
             run: Arc::default(),
             stages: RwLock::new(Names::default()),
