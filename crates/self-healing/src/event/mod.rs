@@ -330,7 +330,13 @@ struct BusInner {
 /// sequence order.
 struct Ordered {
     next_seq: u64,
-    queues: Vec<mpsc::UnboundedSender<Arc<Event>>>,
+    queues: Vec<Queue>,
+}
+
+/// A lossless subscriber's queue, and the events it wants.
+struct Queue {
+    tx: mpsc::UnboundedSender<Arc<Event>>,
+    wants: fn(&EventKind) -> bool,
 }
 
 /// Default capacity of the ring behind [`EventBus::subscribe_lossy`].
@@ -380,9 +386,13 @@ impl EventBus {
             });
             ordered.next_seq += 1;
             // A queue whose receiver is gone is dropped here, on the next publish.
-            ordered
-                .queues
-                .retain(|queue| queue.send(Arc::clone(&event)).is_ok());
+            ordered.queues.retain(|queue| {
+                if (queue.wants)(&event.kind) {
+                    queue.tx.send(Arc::clone(&event)).is_ok()
+                } else {
+                    !queue.tx.is_closed()
+                }
+            });
             event
         };
         inner.published.fetch_add(1, Ordering::Relaxed);
@@ -407,13 +417,19 @@ impl EventBus {
 
     /// A lossless subscription: every event published from now on, in order.
     pub fn subscribe(&self) -> Subscription {
+        self.subscribe_to(|_| true)
+    }
+
+    /// A lossless subscription to the events `wants` picks, in order. Events it does not want
+    /// are never queued, so a subscriber that follows stages costs nothing per item.
+    pub fn subscribe_to(&self, wants: fn(&EventKind) -> bool) -> Subscription {
         let (tx, rx) = mpsc::unbounded_channel();
         self.inner
             .ordered
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .queues
-            .push(tx);
+            .push(Queue { tx, wants });
         Subscription { rx }
     }
 
@@ -512,6 +528,34 @@ mod tests {
         for expected in 1..=1000 {
             assert_eq!(sub.recv().await.unwrap().seq, expected);
         }
+    }
+
+    #[tokio::test]
+    async fn a_filtered_queue_gets_only_what_it_wants_and_is_pruned_when_dropped() {
+        let bus = EventBus::new();
+        let mut stages = bus.subscribe_to(|kind| matches!(kind, EventKind::StageStarted { .. }));
+        bus.publish(
+            None,
+            EventKind::ItemsSkipped {
+                stage: "a".into(),
+                count: 3,
+            },
+        );
+        bus.publish(None, stage_started("b"));
+        assert_eq!(stages.backlog(), 1);
+        assert_eq!(stages.recv().await.unwrap().seq, 2);
+        drop(stages);
+        bus.publish(
+            None,
+            EventKind::ItemsSkipped {
+                stage: "a".into(),
+                count: 1,
+            },
+        );
+        assert!(
+            bus.inner.ordered.lock().unwrap().queues.is_empty(),
+            "pruned on an event it did not want"
+        );
     }
 
     #[tokio::test]

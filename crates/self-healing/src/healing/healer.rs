@@ -983,6 +983,20 @@ impl AutoHealer {
     }
 
     /// Follows a run's events: which stages run, since when, and their restarts.
+    /// The events [`observe`](Self::observe) acts on: stages starting, ending and restarting.
+    fn watches(kind: &EventKind) -> bool {
+        matches!(
+            kind,
+            EventKind::StageStarted { .. }
+                | EventKind::StageSucceeded { .. }
+                | EventKind::StageFailed { .. }
+                | EventKind::HealingApplied {
+                    action: ActionKind::Restart,
+                    ..
+                }
+        )
+    }
+
     fn observe(&self, run: &RunId, kind: &EventKind) {
         let mut state = self.lock();
         match kind {
@@ -1058,7 +1072,7 @@ impl Supervisor for AutoHealer {
             previous.stop.cancel();
         }
         self.forget(&scope.run);
-        let mut events = scope.bus.subscribe();
+        let mut events = scope.bus.subscribe_to(Self::watches);
         let (healer, scope) = (self.clone(), scope.clone());
         let interval = self.inner.interval;
         tokio::spawn(async move {

@@ -405,13 +405,12 @@ impl MetricsCollector {
 
 impl EventSink for MetricsCollector {
     fn on_event(&self, event: &Event) {
-        let now = Instant::now();
         let inner = &*self.inner;
         inner
             .tally
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .on_event(event, now);
+            .on_event(event);
         let Some(stage) = event.kind.stage() else {
             return;
         };

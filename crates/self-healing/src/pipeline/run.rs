@@ -485,7 +485,8 @@ impl<C: Send + Sync + 'static> Runner<C> {
                 }
                 result = guarded(stage.work.attempt(ctx, &unit), stage.timeout, started) => result,
             };
-            let duration = started.elapsed();
+            let ended = Instant::now();
+            let duration = ended - started;
             let error = match result {
                 Ok(()) => {
                     breaker.success();
@@ -500,7 +501,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
                             stage: Arc::clone(name),
                             item: Arc::clone(key),
                             attempts: attempt,
-                            duration: first_started.elapsed(),
+                            duration: ended - first_started,
                         });
                     }
                     break UnitEnd::Succeeded;
