@@ -225,7 +225,7 @@ const SORT_BELOW: usize = 64;
 /// [`bucket_bits`] buckets; one counting pass tells which bucket holds each rank; only those
 /// buckets' keys are gathered, and the search goes on inside them, each level narrowing the
 /// range at least 128-fold. Small sets are sorted. Work is linear in the keys whatever their
-/// distribution: at most nine levels cover 64 bits. (Float keys are far from uniform: zero and
+/// distribution: at most ten levels cover 64 bits. (Float keys are far from uniform: zero and
 /// one lie 2^62 apart, and a window holding both needs a second level to tell 3 from 5.)
 fn select_ranks<T: Keyed>(items: &[T], (lo, hi): (u64, u64), ranks: &[usize], found: &mut [u64]) {
     if lo == hi {
