@@ -162,16 +162,26 @@ impl SqliteStore {
     }
 }
 
+/// Whether an event is written at all. Item and attempt starts and attempt successes are
+/// high-volume facts that the outcomes summarise (an item's success, an attempt's failure).
+fn journaled(kind: &EventKind) -> bool {
+    !matches!(
+        kind,
+        EventKind::ItemStarted { .. }
+            | EventKind::AttemptStarted { .. }
+            | EventKind::AttemptSucceeded { .. }
+    )
+}
+
 /// Journals one event inside the batch's transaction.
 async fn journal(tx: &mut Transaction<'_, Sqlite>, project: &str, event: &Event) -> Result<()> {
     let run = event.run.as_ref().map(|r| r.as_str().to_owned());
     let at = millis(event.at);
     match &event.kind {
-        // High-volume facts that the outcomes below summarise: not journaled one by one.
         EventKind::ItemStarted { .. }
         | EventKind::AttemptStarted { .. }
         | EventKind::AttemptSucceeded { .. } => {
-            return Ok(());
+            unreachable!("append skips what is not journaled")
         }
         EventKind::RunStarted { pipeline, .. } => {
             sqlx::query("INSERT INTO projects (name) VALUES (?) ON CONFLICT (name) DO NOTHING")
@@ -355,9 +365,11 @@ impl Store for SqliteStore {
         Box::pin(async move {
             let mut tx = self.pool.begin().await?;
             // Item completions, the bulk of a busy journal, go in multi-row statements; order
-            // with the other events is kept by flushing them before any other event.
+            // with the other journaled events is kept by flushing them before any of those.
+            // Events not journaled at all must not flush them: items interleave their starts
+            // with their completions, and each flush would leave a statement per completion.
             let mut completions: Vec<&Event> = Vec::new();
-            for event in events {
+            for event in events.iter().filter(|e| journaled(&e.kind)) {
                 if matches!(event.kind, EventKind::ItemSucceeded { .. }) {
                     completions.push(event);
                     if completions.len() == COMPLETIONS_PER_STATEMENT {
