@@ -18,8 +18,14 @@ use crate::store::Store;
 /// Most events in one transaction.
 const MAX_BATCH: usize = 4096;
 
+/// Events the journal may fall behind by before the run starts no new item: about 10 MB, and
+/// a few transactions' worth, so the writer always has a full batch waiting.
+pub const MAX_BACKLOG: usize = 65_536;
+
 /// Journals `events` until the run finishes. Committed events go to the returned receiver. A
-/// store failure cancels the run through `stop` and is returned.
+/// store failure cancels the run through `stop` and is returned. Subscribe with
+/// [`EventBus::subscribe_pacing`](self_healing::event::EventBus::subscribe_pacing) and
+/// [`MAX_BACKLOG`] so a run never outpaces its journal by more than that.
 pub fn spawn(
     store: Arc<dyn Store>,
     project: Arc<str>,

@@ -298,7 +298,9 @@ async fn run(
     let (journal, committed) = journal::spawn(
         Arc::clone(&store),
         Arc::clone(&project),
-        pipeline.events().subscribe(),
+        pipeline
+            .events()
+            .subscribe_pacing(|_| true, journal::MAX_BACKLOG),
         cancel.clone(),
     );
     let printer = tokio::spawn(progress::print(

@@ -931,6 +931,46 @@ async fn error_rate_waits_for_enough_attempts_carrying_quiet_intervals_over() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_slow_pacing_subscriber_bounds_what_waits_for_it_and_misses_nothing() {
+    const LIMIT: usize = 100;
+    const CONCURRENCY: usize = 4;
+    let pipeline = SelfHealingPipeline::builder()
+        .stage(
+            Stage::for_each("load", ItemSource::iter(|_: &()| 0..2000u32), |_| async {
+                Ok(())
+            })
+            .concurrency(CONCURRENCY),
+        )
+        .build()
+        .unwrap();
+    let mut journal = pipeline.events().subscribe_pacing(|_| true, LIMIT);
+    // A journal on a slow disk: a millisecond an event, while items take no time at all.
+    let reader = tokio::spawn(async move {
+        let (mut deepest, mut succeeded) = (0, 0);
+        while let Some(event) = journal.recv().await {
+            deepest = deepest.max(journal.backlog() + 1);
+            match event.kind {
+                EventKind::ItemSucceeded { .. } => succeeded += 1,
+                EventKind::RunFinished { .. } => break,
+                _ => {}
+            }
+            sleep(Duration::from_millis(1)).await;
+        }
+        (deepest, succeeded)
+    });
+    let report = pipeline.execute(()).await;
+    assert_eq!(report.status, RunStatus::Succeeded);
+    let (deepest, succeeded) = reader.await.unwrap();
+    assert_eq!(succeeded, 2000, "lossless");
+    // The limit, plus the events of the items already running when it was crossed (four
+    // each) and of the stage and run around them.
+    assert!(
+        deepest <= LIMIT + 4 * CONCURRENCY + 8,
+        "the backlog reached {deepest}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn builders_reject_impossible_pipelines() {
     let empty = SelfHealingPipeline::<()>::builder().build().err().unwrap();
     assert_eq!(empty.field(), "stages");

@@ -34,12 +34,12 @@
 //! # }
 //! ```
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::clock::{Clock, default_clock};
 use crate::error::StageError;
@@ -322,6 +322,7 @@ struct BusInner {
     clock: Arc<dyn Clock>,
     sinks: RwLock<Vec<Arc<dyn EventSink>>>,
     ordered: Mutex<Ordered>,
+    pace: Arc<Pace>,
     lossy: broadcast::Sender<Arc<Event>>,
     published: AtomicU64,
 }
@@ -337,6 +338,46 @@ struct Ordered {
 struct Queue {
     tx: mpsc::UnboundedSender<Arc<Event>>,
     wants: fn(&EventKind) -> bool,
+    depth: Option<Arc<Depth>>,
+}
+
+/// Whether work on a bus may start: how many pacing subscribers are behind, and a wake-up for
+/// when the last of them catches up.
+#[derive(Default)]
+struct Pace {
+    behind: AtomicUsize,
+    caught_up: Notify,
+}
+
+/// A pacing subscriber's queue depth. Behind above `limit`; caught up again at half of it, so
+/// work does not stop and start on every event.
+struct Depth {
+    queued: AtomicUsize,
+    limit: usize,
+    behind: AtomicBool,
+}
+
+impl Depth {
+    fn queued(&self, pace: &Pace) {
+        let queued = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        if queued > self.limit && !self.behind.swap(true, Ordering::AcqRel) {
+            pace.behind.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn received(&self, pace: &Pace) {
+        let queued = self.queued.fetch_sub(1, Ordering::AcqRel) - 1;
+        if queued <= self.limit / 2 {
+            self.catch_up(pace);
+        }
+    }
+
+    fn catch_up(&self, pace: &Pace) {
+        if self.behind.swap(false, Ordering::AcqRel) {
+            pace.behind.fetch_sub(1, Ordering::AcqRel);
+            pace.caught_up.notify_waiters();
+        }
+    }
 }
 
 /// Default capacity of the ring behind [`EventBus::subscribe_lossy`].
@@ -362,6 +403,7 @@ impl EventBus {
                     next_seq: 1,
                     queues: Vec::new(),
                 }),
+                pace: Arc::default(),
                 lossy,
                 published: AtomicU64::new(0),
             }),
@@ -387,11 +429,18 @@ impl EventBus {
             ordered.next_seq += 1;
             // A queue whose receiver is gone is dropped here, on the next publish.
             ordered.queues.retain(|queue| {
-                if (queue.wants)(&event.kind) {
-                    queue.tx.send(Arc::clone(&event)).is_ok()
-                } else {
-                    !queue.tx.is_closed()
+                if !(queue.wants)(&event.kind) {
+                    return !queue.tx.is_closed();
                 }
+                // Counted before it is sent, so the receiver never takes away more than came.
+                if let Some(depth) = &queue.depth {
+                    depth.queued(&inner.pace);
+                }
+                let sent = queue.tx.send(Arc::clone(&event)).is_ok();
+                if let (false, Some(depth)) = (sent, &queue.depth) {
+                    depth.catch_up(&inner.pace);
+                }
+                sent
             });
             event
         };
@@ -423,14 +472,56 @@ impl EventBus {
     /// A lossless subscription to the events `wants` picks, in order. Events it does not want
     /// are never queued, so a subscriber that follows stages costs nothing per item.
     pub fn subscribe_to(&self, wants: fn(&EventKind) -> bool) -> Subscription {
+        self.add_queue(wants, None)
+    }
+
+    /// A lossless subscription that paces the work on this bus: while more than `limit` events
+    /// wait in its queue, pipelines start no new item (see [`paced`](Self::paced)) until it is
+    /// down to half of that. Publishing still never waits, so memory holds at most `limit`
+    /// events plus those of the items already running. For a subscriber that must see every
+    /// event and may be slower than the work, such as a journal on a disk.
+    pub fn subscribe_pacing(&self, wants: fn(&EventKind) -> bool, limit: usize) -> Subscription {
+        let depth = Arc::new(Depth {
+            queued: AtomicUsize::new(0),
+            limit: limit.max(1),
+            behind: AtomicBool::new(false),
+        });
+        self.add_queue(wants, Some(depth))
+    }
+
+    fn add_queue(&self, wants: fn(&EventKind) -> bool, depth: Option<Arc<Depth>>) -> Subscription {
         let (tx, rx) = mpsc::unbounded_channel();
         self.inner
             .ordered
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .queues
-            .push(Queue { tx, wants });
-        Subscription { rx }
+            .push(Queue {
+                tx,
+                wants,
+                depth: depth.clone(),
+            });
+        Subscription {
+            rx,
+            pacing: depth.map(|depth| (depth, Arc::clone(&self.inner.pace))),
+        }
+    }
+
+    /// Waits while a pacing subscriber is behind; returns at once otherwise (one atomic load).
+    pub async fn paced(&self) {
+        let pace = &*self.inner.pace;
+        loop {
+            if pace.behind.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            let caught_up = pace.caught_up.notified();
+            tokio::pin!(caught_up);
+            caught_up.as_mut().enable();
+            if pace.behind.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            caught_up.await;
+        }
     }
 
     /// A subscription that may lag and says so. See the module's back-pressure rule.
@@ -461,25 +552,54 @@ impl std::fmt::Debug for EventBus {
 }
 
 /// A lossless, ordered subscription.
-#[derive(Debug)]
 pub struct Subscription {
     rx: mpsc::UnboundedReceiver<Arc<Event>>,
+    /// For a pacing subscription: its depth, and the bus's pace to report catching up to.
+    pacing: Option<(Arc<Depth>, Arc<Pace>)>,
 }
 
 impl Subscription {
     /// The next event; `None` once the bus is gone and the backlog is drained.
     pub async fn recv(&mut self) -> Option<Arc<Event>> {
-        self.rx.recv().await
+        let event = self.rx.recv().await;
+        self.received(event.is_some());
+        event
     }
 
     /// The next event if one is queued.
     pub fn try_recv(&mut self) -> Option<Arc<Event>> {
-        self.rx.try_recv().ok()
+        let event = self.rx.try_recv().ok();
+        self.received(event.is_some());
+        event
+    }
+
+    fn received(&self, some: bool) {
+        if let (true, Some((depth, pace))) = (some, &self.pacing) {
+            depth.received(pace);
+        }
     }
 
     /// Events published but not yet received.
     pub fn backlog(&self) -> usize {
         self.rx.len()
+    }
+}
+
+impl Drop for Subscription {
+    /// A pacing subscriber that goes away no longer holds work back.
+    fn drop(&mut self) {
+        if let Some((depth, pace)) = &self.pacing {
+            depth.catch_up(pace);
+        }
+    }
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("backlog", &self.backlog())
+            .field("pacing", &self.pacing.is_some())
+            .finish()
     }
 }
 
@@ -556,6 +676,42 @@ mod tests {
             bus.inner.ordered.lock().unwrap().queues.is_empty(),
             "pruned on an event it did not want"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pacing_subscriber_holds_work_back_until_half_caught_up() {
+        let bus = EventBus::new();
+        let mut journal = bus.subscribe_pacing(|_| true, 4);
+        let paced = |bus: &EventBus| {
+            let bus = bus.clone();
+            tokio::spawn(async move { bus.paced().await })
+        };
+        for i in 0..5 {
+            bus.publish(None, stage_started(&i.to_string()));
+        }
+        let waiting = paced(&bus);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "5 queued, limit 4: behind");
+        journal.recv().await.unwrap();
+        journal.try_recv().unwrap();
+        tokio::task::yield_now().await;
+        assert!(
+            !waiting.is_finished(),
+            "3 queued: not yet half of the limit"
+        );
+        journal.recv().await.unwrap();
+        waiting.await.unwrap();
+
+        for i in 0..5 {
+            bus.publish(None, stage_started(&i.to_string()));
+        }
+        let waiting = paced(&bus);
+        drop(journal);
+        waiting
+            .await
+            .expect("a dropped pacing subscriber holds nothing back");
+        bus.publish(None, stage_started("after"));
+        bus.paced().await;
     }
 
     #[tokio::test]

@@ -343,7 +343,12 @@ impl<C: Send + Sync + 'static> Runner<C> {
                     continue 'feed;
                 }
                 _ = stop.cancelled() => break 'feed,
-                permit = control.limit().acquire() => permit,
+                // A new item waits for room under the concurrency limit and for the bus's
+                // pacing subscribers (the journal) to keep up.
+                permit = async {
+                    self.bus.paced().await;
+                    control.limit().acquire().await
+                } => permit,
             };
             let next = tokio::select! {
                 biased;
