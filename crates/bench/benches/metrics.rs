@@ -15,6 +15,17 @@ fn collector(retention: usize) -> MetricsCollector {
         .unwrap()
 }
 
+/// Runs `call(0..iters)` on each of two threads at once; the time is per call.
+fn on_two_threads(iters: u64, call: impl Fn(u64) + Sync) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| (0..iters).for_each(&call));
+        }
+    });
+    start.elapsed() / 2
+}
+
 fn record(c: &mut Criterion) {
     let mut group = c.benchmark_group("record");
     for retention in [1000, 100_000] {
@@ -35,19 +46,7 @@ fn record(c: &mut Criterion) {
         });
         // Two threads recording into the same window at once; the time is per record.
         group.bench_function(format!("contended-2-threads/retention-{retention}"), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                std::thread::scope(|s| {
-                    for _ in 0..2 {
-                        s.spawn(|| {
-                            for i in 0..iters {
-                                metrics.record("duration", i as f64);
-                            }
-                        });
-                    }
-                });
-                start.elapsed() / 2
-            })
+            b.iter_custom(|iters| on_two_threads(iters, |i| metrics.record("duration", i as f64)))
         });
     }
     group.finish();
@@ -70,17 +69,9 @@ fn get_stats(c: &mut Criterion) {
         // Two threads reading the same window at once; the time is per call.
         group.bench_function(format!("contended-2-threads/retention-{retention}"), |b| {
             b.iter_custom(|iters| {
-                let start = Instant::now();
-                std::thread::scope(|s| {
-                    for _ in 0..2 {
-                        s.spawn(|| {
-                            for _ in 0..iters {
-                                black_box(metrics.get_stats("duration"));
-                            }
-                        });
-                    }
-                });
-                start.elapsed() / 2
+                on_two_threads(iters, |_| {
+                    black_box(metrics.get_stats("duration"));
+                })
             })
         });
     }
