@@ -120,7 +120,7 @@ struct Inner {
     declared: Vec<String>,
     run: Arc<ScopeState>,
     stages: RwLock<Names<Arc<ScopeState>>>,
-    tally: Mutex<Tally>,
+    tally: Tally,
     cpu: Mutex<CpuMeter>,
     last_sample: Mutex<Option<Instant>>,
 }
@@ -329,11 +329,7 @@ impl MetricsCollector {
 
     /// The current (or last) run's totals; readable at any time, also during a run.
     pub fn pipeline_metrics(&self) -> PipelineMetrics {
-        self.inner
-            .tally
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .snapshot(Instant::now())
+        self.inner.tally.snapshot(Instant::now())
     }
 
     /// Ends the current sample interval: records the built-in metrics for it in every scope.
@@ -406,11 +402,7 @@ impl MetricsCollector {
 impl EventSink for MetricsCollector {
     fn on_event(&self, event: &Event) {
         let inner = &*self.inner;
-        inner
-            .tally
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .on_event(event);
+        inner.tally.on_event(event);
         let Some(stage) = event.kind.stage() else {
             return;
         };
@@ -547,7 +539,7 @@ impl MetricsCollectorBuilder {
             declared: self.metrics,
             run: Arc::default(),
             stages: RwLock::new(Names::default()),
-            tally: Mutex::new(Tally::default()),
+            tally: Tally::default(),
             cpu: Mutex::new(CpuMeter::default()),
             last_sample: Mutex::new(None),
         };

@@ -1,7 +1,8 @@
 //! The seed's `PipelineMetrics`: one run's totals, kept up to date from the event bus.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::ser::SerializeMap;
@@ -76,20 +77,27 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// The running totals behind [`PipelineMetrics`].
+/// The running totals behind [`PipelineMetrics`]. The counts are atomics, so the per-item events
+/// that move them (most of the traffic, from every worker thread at once) take no lock; only run
+/// and stage boundaries take the lock on the times.
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
+    times: Mutex<Times>,
+    stages_completed: AtomicU32,
+    stages_failed: AtomicU32,
+    retries: AtomicU64,
+    healing_events: AtomicU64,
+    rollbacks: AtomicU64,
+    attempts: AtomicU64,
+    failed_attempts: AtomicU64,
+    units_completed: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Times {
     started: Option<Instant>,
     finished: Option<Instant>,
     stages: Vec<StageTime>,
-    stages_completed: u32,
-    stages_failed: u32,
-    retries: u64,
-    healing_events: u64,
-    rollbacks: u64,
-    attempts: u64,
-    failed_attempts: u64,
-    units_completed: u64,
 }
 
 #[derive(Debug)]
@@ -99,19 +107,35 @@ struct StageTime {
     finished: Option<Duration>,
 }
 
+fn add(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
 impl Tally {
-    /// Counts one event. Only run and stage boundaries read the clock: per-item events are
-    /// most of the traffic and a clock read costs more than the rest of this.
-    pub(crate) fn on_event(&mut self, event: &Event) {
+    /// Counts one event. Only run and stage boundaries read the clock or take the lock.
+    pub(crate) fn on_event(&self, event: &Event) {
         match &event.kind {
             EventKind::RunStarted { .. } => {
-                *self = Tally {
+                let mut times = self.times();
+                *times = Times {
                     started: Some(Instant::now()),
-                    ..Tally::default()
+                    ..Times::default()
+                };
+                for counter in [
+                    &self.retries,
+                    &self.healing_events,
+                    &self.rollbacks,
+                    &self.attempts,
+                    &self.failed_attempts,
+                    &self.units_completed,
+                ] {
+                    counter.store(0, Ordering::Relaxed);
                 }
+                self.stages_completed.store(0, Ordering::Relaxed);
+                self.stages_failed.store(0, Ordering::Relaxed);
             }
-            EventKind::RunFinished { .. } => self.finished = Some(Instant::now()),
-            EventKind::StageStarted { stage } => self.stages.push(StageTime {
+            EventKind::RunFinished { .. } => self.times().finished = Some(Instant::now()),
+            EventKind::StageStarted { stage } => self.times().stages.push(StageTime {
                 stage: Arc::clone(stage),
                 started: Instant::now(),
                 finished: None,
@@ -119,31 +143,31 @@ impl Tally {
             EventKind::StageSucceeded {
                 stage, duration, ..
             } => {
-                self.stages_completed += 1;
-                self.finish_stage(stage, *duration);
+                self.stages_completed.fetch_add(1, Ordering::Relaxed);
+                self.times().finish_stage(stage, *duration);
             }
             EventKind::StageFailed {
                 stage, duration, ..
             } => {
-                self.stages_failed += 1;
-                self.finish_stage(stage, *duration);
+                self.stages_failed.fetch_add(1, Ordering::Relaxed);
+                self.times().finish_stage(stage, *duration);
             }
             EventKind::AttemptSucceeded { item, .. } => {
-                self.attempts += 1;
+                add(&self.attempts);
                 if item.is_none() {
-                    self.units_completed += 1;
+                    add(&self.units_completed);
                 }
             }
             EventKind::AttemptFailed { .. } => {
-                self.attempts += 1;
-                self.failed_attempts += 1;
+                add(&self.attempts);
+                add(&self.failed_attempts);
             }
-            EventKind::ItemSucceeded { .. } => self.units_completed += 1,
+            EventKind::ItemSucceeded { .. } => add(&self.units_completed),
             EventKind::HealingApplied { action, .. } => {
-                self.healing_events += 1;
+                add(&self.healing_events);
                 match action {
-                    ActionKind::Retry => self.retries += 1,
-                    ActionKind::Rollback => self.rollbacks += 1,
+                    ActionKind::Retry => add(&self.retries),
+                    ActionKind::Rollback => add(&self.rollbacks),
                     _ => {}
                 }
             }
@@ -151,27 +175,21 @@ impl Tally {
         }
     }
 
-    fn finish_stage(&mut self, stage: &Arc<str>, duration: Duration) {
-        if let Some(time) = self
-            .stages
-            .iter_mut()
-            .rev()
-            .find(|t| t.stage == *stage && t.finished.is_none())
-        {
-            time.finished = Some(duration);
-        }
+    fn times(&self) -> std::sync::MutexGuard<'_, Times> {
+        self.times.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn snapshot(&self, now: Instant) -> PipelineMetrics {
-        let Some(started) = self.started else {
+        let times = self.times();
+        let Some(started) = times.started else {
             return PipelineMetrics::default();
         };
-        let total = self
+        let total = times
             .finished
             .unwrap_or(now)
             .saturating_duration_since(started);
         let mut stage_durations: Vec<(Arc<str>, Duration)> = Vec::new();
-        for time in &self.stages {
+        for time in &times.stages {
             let d = time
                 .finished
                 .unwrap_or_else(|| now.saturating_duration_since(time.started));
@@ -181,24 +199,39 @@ impl Tally {
                 None => stage_durations.push((Arc::clone(&time.stage), d)),
             }
         }
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let attempts = get(&self.attempts);
         PipelineMetrics {
             total_duration: total,
             stage_durations: StageDurations(stage_durations),
-            stages_completed: self.stages_completed,
-            stages_failed: self.stages_failed,
-            retry_count: self.retries,
-            healing_events: self.healing_events,
-            rollback_count: self.rollbacks,
-            error_rate: if self.attempts == 0 {
+            stages_completed: self.stages_completed.load(Ordering::Relaxed),
+            stages_failed: self.stages_failed.load(Ordering::Relaxed),
+            retry_count: get(&self.retries),
+            healing_events: get(&self.healing_events),
+            rollback_count: get(&self.rollbacks),
+            error_rate: if attempts == 0 {
                 0.0
             } else {
-                self.failed_attempts as f64 / self.attempts as f64
+                get(&self.failed_attempts) as f64 / attempts as f64
             },
             throughput: if total.is_zero() {
                 0.0
             } else {
-                self.units_completed as f64 / total.as_secs_f64()
+                get(&self.units_completed) as f64 / total.as_secs_f64()
             },
+        }
+    }
+}
+
+impl Times {
+    fn finish_stage(&mut self, stage: &Arc<str>, duration: Duration) {
+        if let Some(time) = self
+            .stages
+            .iter_mut()
+            .rev()
+            .find(|t| t.stage == *stage && t.finished.is_none())
+        {
+            time.finished = Some(duration);
         }
     }
 }
