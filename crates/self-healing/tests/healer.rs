@@ -1241,3 +1241,68 @@ async fn one_healer_watches_several_pipelines_running_at_once() {
         "each run was restarted by its own evaluation"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_metric_sample_gone_stale_does_not_trigger_again_after_cooldown() {
+    // A burst of failures makes one errorRate sample of 1.0; then the stage goes on slowly and
+    // successfully, with too few attempts an interval for a new sample. Once the cooldown is
+    // over, the old sample is no evidence of anything: the strategy must not act on it again.
+    let healer = AutoHealer::builder()
+        .strategy(
+            HealingStrategy::new(
+                "retry",
+                Action::retry(
+                    RetryPolicy::builder()
+                        .max_attempts(50)
+                        .initial_delay(ms(10))
+                        .build()
+                        .unwrap(),
+                ),
+            )
+            .trigger(Trigger::error()),
+        )
+        .strategy(
+            HealingStrategy::new(
+                "circuit-breaker",
+                Action::CircuitBreak(CircuitBreakAction::new(ms(1000), 1).unwrap()),
+            )
+            .priority(20)
+            .trigger(Trigger::metrics(
+                "errorRate",
+                self_healing::healing::Operator::Gt,
+                0.5,
+            ))
+            .cooldown(ms(3000)),
+        )
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let pipeline = SelfHealingPipeline::builder()
+        .healer(&healer)
+        .metrics(fast_metrics())
+        .stage(
+            Stage::for_each(
+                "load",
+                ItemSource::iter(|_: &()| 0..6u32),
+                move |_| async move {
+                    if start.elapsed() < ms(900) {
+                        sleep(ms(50)).await;
+                        return Err(StageError::new("ECONNREFUSED"));
+                    }
+                    sleep(ms(10_000)).await;
+                    Ok(())
+                },
+            )
+            .concurrency(4),
+        )
+        .build()
+        .unwrap();
+    let report = pipeline.execute(()).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{:?}", report.error);
+    assert!(
+        report.duration > ms(15_000),
+        "long enough for several cooldowns"
+    );
+    let breaks = records_of(&healer, "circuit-breaker");
+    assert_eq!(count(&breaks, Outcome::Succeeded), 1, "{breaks:#?}");
+}

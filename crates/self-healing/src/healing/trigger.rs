@@ -235,8 +235,10 @@ pub(crate) struct Observed {
 pub(crate) struct TriggerMemory {
     /// Since when a metrics condition has held.
     since: Option<Instant>,
-    /// How many samples the anomaly trigger had seen.
+    /// How many samples the trigger had seen (the anomaly trigger: checked; a metrics trigger:
+    /// the latest, first seen at `fresh_at`).
     seen: u64,
+    fresh_at: Option<Instant>,
 }
 
 /// Matches a failed attempt. Every field given must hold.
@@ -329,9 +331,26 @@ impl MetricsTrigger {
         self
     }
 
+    /// A sampled metric (see [`SAMPLED`](crate::metrics::SAMPLED)) whose latest sample is older
+    /// than two sample intervals says nothing about now, and matches nothing: an errorRate of
+    /// 1.0 from before a quiet spell must not trip a breaker again once a cooldown is over.
     fn evaluate(&self, ctx: &TriggerContext<'_>, memory: &mut TriggerMemory) -> Option<Observed> {
-        let observed = ctx.metric(&self.metric);
-        let holds = observed.is_some_and(|v| self.operator.holds(v, self.value));
+        let series = ctx.series(&self.metric);
+        let observed = series.as_ref().and_then(|s| s.last());
+        let stale = match &series {
+            Some(series) if crate::metrics::SAMPLED.contains(&&*self.metric) => {
+                let recorded = series.recorded();
+                if memory.seen != recorded || memory.fresh_at.is_none() {
+                    memory.seen = recorded;
+                    memory.fresh_at = Some(ctx.now);
+                }
+                memory.fresh_at.is_some_and(|at| {
+                    ctx.now.saturating_duration_since(at) > ctx.metrics.sample_interval() * 2
+                })
+            }
+            _ => false,
+        };
+        let holds = !stale && observed.is_some_and(|v| self.operator.holds(v, self.value));
         if !holds {
             memory.since = None;
             return None;

@@ -70,6 +70,11 @@ pub const BUILT_IN: [&str; 6] = [
     CPU_USAGE,
 ];
 
+/// The metrics recorded once per sample interval, and only while there is something to measure
+/// (`errorRate` once enough attempts were seen): a sample of these is a reading of a moment,
+/// which goes stale when no newer one follows.
+pub const SAMPLED: [&str; 5] = [ERROR_RATE, THROUGHPUT, LATENCY_P95, MEMORY_USAGE, CPU_USAGE];
+
 /// Which window a sample belongs to: the whole run, or one stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope<'a> {
