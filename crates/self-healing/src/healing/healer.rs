@@ -982,7 +982,6 @@ impl AutoHealer {
         }
     }
 
-    /// Follows a run's events: which stages run, since when, and their restarts.
     /// The events [`observe`](Self::observe) acts on: stages starting, ending and restarting.
     fn watches(kind: &EventKind) -> bool {
         matches!(
@@ -997,6 +996,7 @@ impl AutoHealer {
         )
     }
 
+    /// Follows a run's events: which stages run, since when, and their restarts.
     fn observe(&self, run: &RunId, kind: &EventKind) {
         let mut state = self.lock();
         match kind {

@@ -50,7 +50,8 @@ use system::CpuMeter;
 
 /// Attempt duration, milliseconds.
 pub const DURATION: &str = "duration";
-/// Failed attempts over attempts in the last sample interval, 0–1.
+/// Failed attempts over the attempts since the previous sample of it, 0–1; sampled once at
+/// least `errorRateMinAttempts` attempts were seen.
 pub const ERROR_RATE: &str = "errorRate";
 /// Completed units of work per second in the last sample interval.
 pub const THROUGHPUT: &str = "throughput";
@@ -213,7 +214,7 @@ impl ScopeState {
         let attempts = self.attempts.load(Ordering::Acquire);
         let completed = self.completed.swap(0, Ordering::AcqRel);
         let active = attempts > 0 || completed > 0 || self.running.load(Ordering::Acquire) > 0;
-        if attempts >= min_attempts.max(1) {
+        if attempts >= min_attempts {
             let attempts = self.attempts.swap(0, Ordering::AcqRel);
             let failures = self.failures.swap(0, Ordering::AcqRel);
             self.series(ERROR_RATE, retention)
