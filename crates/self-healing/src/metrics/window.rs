@@ -89,9 +89,7 @@ impl Series {
 
     /// The most recent sample.
     pub fn last(&self) -> Option<f64> {
-        let ring = self.lock();
-        let newest = (ring.next + ring.capacity - 1) % ring.capacity;
-        ring.values.get(newest).copied()
+        self.lock().last()
     }
 
     /// The window's samples, oldest first.
@@ -111,13 +109,20 @@ impl Series {
     /// recording waits. Copying the window out first cost more than that wait saved.
     pub fn stats(&self) -> Option<Stats> {
         let ring = self.lock();
-        let newest = (ring.next + ring.capacity - 1) % ring.capacity;
-        let last = *ring.values.get(newest)?;
+        let last = ring.last()?;
         Some(stats_of(&ring.values, last))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Ring> {
         self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Ring {
+    /// The most recent sample: the one before `next`, wrapping.
+    fn last(&self) -> Option<f64> {
+        let newest = (self.next + self.capacity - 1) % self.capacity;
+        self.values.get(newest).copied()
     }
 }
 
