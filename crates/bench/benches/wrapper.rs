@@ -106,7 +106,7 @@ fn wrappers(c: &mut Criterion) {
         .build()
         .unwrap();
     let pipeline = SelfHealingPipeline::builder()
-        .healer(&healer)
+        .supervisor(healer.clone())
         .stage(
             Stage::for_each(
                 "load",

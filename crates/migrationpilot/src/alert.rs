@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use self_healing::BoxFuture;
 use self_healing::InvalidConfig;
 use self_healing::Severity;
 use self_healing::alert::{Alert, Notifier, NotifyError};
-use self_healing::healing::BoxFuture;
 
 use crate::file::ChannelFile;
 

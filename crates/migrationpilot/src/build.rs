@@ -211,7 +211,7 @@ pub fn build(
         builder = builder.seed(seed);
     }
     if let Some(healer) = &healer {
-        builder = builder.healer(healer);
+        builder = healer.install(builder);
     }
     let mut stages_ok = true;
     for (i, stage) in file.stages.iter().enumerate() {
@@ -229,7 +229,8 @@ pub fn build(
     } else {
         None
     };
-    // Health changes go on the pipeline's bus, and to the healer's health-check triggers.
+    // Health changes go on the pipeline's bus; the healer's health-check triggers read the
+    // monitor.
     let monitor = match (monitor_builder, &pipeline) {
         (Some(monitor), Some(pipeline)) => monitor
             .events(pipeline.events().clone())
@@ -239,7 +240,7 @@ pub fn build(
         _ => None,
     };
     if let (Some(monitor), Some(healer)) = (&monitor, &healer) {
-        monitor.feed(healer);
+        healer.watch(monitor);
     }
 
     errors.sort_by_key(|e| (e.line, e.column));
@@ -318,7 +319,7 @@ fn stage_of(
         project: Arc<str>,
     ) -> impl Fn(
         self_healing::StageContext<()>,
-    ) -> self_healing::healing::BoxFuture<'static, Result<(), StageError>>
+    ) -> self_healing::BoxFuture<'static, Result<(), StageError>>
     + Send
     + Sync
     + 'static {
@@ -342,7 +343,7 @@ fn stage_of(
         project: Arc<str>,
     ) -> impl Fn(
         self_healing::ItemContext<(), String>,
-    ) -> self_healing::healing::BoxFuture<'static, Result<(), StageError>>
+    ) -> self_healing::BoxFuture<'static, Result<(), StageError>>
     + Send
     + Sync
     + 'static {

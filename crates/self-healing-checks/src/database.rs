@@ -2,8 +2,8 @@
 
 use std::sync::Once;
 
+use self_healing::BoxFuture;
 use self_healing::InvalidConfig;
-use self_healing::healing::BoxFuture;
 use self_healing::health::{Check, CheckError, redact_secrets, redact_url};
 use sqlx::Connection;
 

@@ -2,7 +2,7 @@
 
 use std::sync::Once;
 
-use self_healing::healing::BoxFuture;
+use self_healing::BoxFuture;
 use self_healing::health::{Check, CheckError, redact_secrets, redact_url};
 use self_healing::{InvalidConfig, error_chain};
 

@@ -1,7 +1,7 @@
 //! Redis checks.
 
+use self_healing::BoxFuture;
 use self_healing::InvalidConfig;
-use self_healing::healing::BoxFuture;
 use self_healing::health::{Check, CheckError, redact_secrets, redact_url};
 
 /// Healthy when a fresh connection answers `PING` with `PONG`. Credentials in the URL

@@ -37,13 +37,13 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{InvalidConfig, Severity, StageError};
+use crate::event::{ActionKind, HealthStatus};
 use crate::healing::{
-    Action, ActionKind, CircuitBreakAction, HealingStrategy, Mode, NotifyAction, Operator, Remedy,
-    RestartAction, Restore, ScaleAction, ScaleDirection, Scaler, Sensitivity, ThrottleAction,
-    Trigger,
+    Action, CircuitBreakAction, HealingStrategy, Mode, NotifyAction, Operator, RestartAction,
+    Restore, ScaleAction, ScaleDirection, Scaler, Sensitivity, ThrottleAction, Trigger,
 };
-use crate::health::HealthStatus;
 use crate::metrics::{BUILT_IN, MetricsCollector};
+use crate::pipeline::Remedy;
 use crate::resilience::{Backoff, BreakerSettings, Rate, RetryPolicy};
 
 use crate::duration::option::deserialize as opt_duration;
@@ -715,7 +715,7 @@ impl Scaler for CommandScaler {
         stage: &'a str,
         from: usize,
         to: usize,
-    ) -> crate::healing::BoxFuture<'a, Result<(), StageError>> {
+    ) -> crate::BoxFuture<'a, Result<(), StageError>> {
         Box::pin(async move {
             run_command(
                 &self.argv,

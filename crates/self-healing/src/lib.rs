@@ -57,6 +57,12 @@
 //! # }).unwrap();
 //! ```
 
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed future that can cross threads: what the crate's object-safe traits return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 pub mod alert;
 pub mod clock;
 pub mod config;

@@ -11,7 +11,7 @@ use self_healing::healing::{
     Mode, NotifyAction, Outcome, Remedy, RestartAction, Restore, ScaleAction, Sensitivity,
     StrategyOverride, ThrottleAction, Trigger, TriggerKind,
 };
-use self_healing::health::{HealthChange, HealthStatus};
+use self_healing::health::{CheckSpec, CustomCheck, HealthMonitor, HealthStatus};
 use self_healing::metrics::{MetricsCollector, Scope};
 use self_healing::pipeline::{ItemSource, SelfHealingPipeline, Stage};
 use self_healing::resilience::{Backoff, BreakerState, Rate, RetryPolicy};
@@ -163,7 +163,7 @@ async fn error_trigger_retry_heals_transient_errors_with_jittered_backoff() {
     let calls = Arc::new(AtomicU32::new(0));
     let c = Arc::clone(&calls);
     let pipeline = SelfHealingPipeline::builder()
-        .healer(&healer)
+        .supervisor(healer.clone())
         .stage(Stage::new("analysis", move |_| {
             let n = c.fetch_add(1, Ordering::SeqCst);
             async move {
@@ -221,7 +221,7 @@ async fn exhausted_retries_are_dispatched_again_so_a_rollback_takes_over() {
     let undone = Arc::new(AtomicBool::new(false));
     let u = Arc::clone(&undone);
     let pipeline = SelfHealingPipeline::builder()
-        .healer(&healer)
+        .supervisor(healer.clone())
         .stage(
             Stage::new("extract", |_| async { Ok(()) }).rollback(move |_| {
                 u.store(true, Ordering::SeqCst);
@@ -262,7 +262,7 @@ async fn metrics_trigger_circuit_breaker_stops_calls_to_a_dead_downstream() {
     let calls_while_down = Arc::new(AtomicU32::new(0));
     let down = Arc::clone(&calls_while_down);
     let pipeline = SelfHealingPipeline::builder()
-        .healer(&healer)
+        .supervisor(healer.clone())
         .metrics(fast_metrics())
         .stage(
             Stage::for_each("load", ItemSource::iter(|_: &()| 0..40u32), move |_| {
@@ -316,7 +316,7 @@ async fn metrics_trigger_scale_on_latency_respects_cooldown_and_max_instances() 
         .build()
         .unwrap();
     let pipeline = SelfHealingPipeline::builder()
-        .healer(&healer)
+        .supervisor(healer.clone())
         .metrics(fast_metrics())
         .stage(
             Stage::for_each(
@@ -365,7 +365,7 @@ async fn error_trigger_rollback_critical_compensates_in_reverse() {
     let undone = Arc::new(Mutex::new(Vec::new()));
     let u = Arc::clone(&undone);
     let pipeline = SelfHealingPipeline::builder()
-        .healer(&healer)
+        .supervisor(healer.clone())
         .stage(
             Stage::for_each(
                 "analysis",
@@ -402,7 +402,7 @@ async fn health_check_trigger_rolls_back_after_sixty_seconds_unhealthy() {
         .build()
         .unwrap();
     let pipeline = SelfHealingPipeline::builder()
-        .healer(&healer)
+        .supervisor(healer.clone())
         .cancel_grace(Duration::from_secs(5))
         .stage(Stage::new("validation", |_| async {
             sleep(Duration::from_secs(3600)).await;
@@ -410,21 +410,31 @@ async fn health_check_trigger_rolls_back_after_sixty_seconds_unhealthy() {
         }))
         .build()
         .unwrap();
-    let feed = healer.clone();
+    // The API answers until 10 s, then stops: two failed checks make it unhealthy.
+    let up = Arc::new(AtomicBool::new(true));
+    let answering = Arc::clone(&up);
+    let monitor = HealthMonitor::builder()
+        .thresholds(2, 1)
+        .check(
+            CheckSpec::new(
+                "api-health",
+                CustomCheck::new("api answers", move || {
+                    let up = answering.load(Ordering::SeqCst);
+                    async move { up }
+                }),
+            )
+            .stage("validation"),
+        )
+        .build()
+        .unwrap();
+    healer.watch(&monitor);
+    let probe = monitor.clone();
     tokio::spawn(async move {
         sleep(Duration::from_secs(10)).await;
-        for (old, new) in [
-            (HealthStatus::Healthy, HealthStatus::Degraded),
-            (HealthStatus::Degraded, HealthStatus::Unhealthy),
-        ] {
-            feed.on_health_changed(&HealthChange {
-                stage: Some("validation".into()),
-                check: "api-health".into(),
-                old_status: old,
-                new_status: new,
-                at: std::time::SystemTime::now(),
-            });
-        }
+        up.store(false, Ordering::SeqCst);
+        probe.check_all().await;
+        probe.check_all().await;
+        assert_eq!(probe.status("api-health"), Some(HealthStatus::Unhealthy));
     });
     let start = Instant::now();
     let report = pipeline.execute(()).await;
@@ -473,7 +483,7 @@ async fn timeout_trigger_restarts_a_stuck_stage_after_its_reset() {
     let cleaned = Arc::new(AtomicBool::new(false));
     let (check, clean) = (Arc::clone(&cleaned), Arc::clone(&cleaned));
     let pipeline = SelfHealingPipeline::builder()
-        .healer(&healer)
+        .supervisor(healer.clone())
         .stage(
             Stage::new("validation", move |_| {
                 let stuck = !check.load(Ordering::SeqCst);
@@ -538,7 +548,7 @@ async fn anomaly_trigger_notifies_on_a_slow_outlier_but_not_before_enough_sample
         .build()
         .unwrap();
     let pipeline = SelfHealingPipeline::builder()
-        .healer(&healer)
+        .supervisor(healer.clone())
         .stage(Stage::for_each(
             "migrate",
             ItemSource::iter(|_: &()| 0..200u32),
@@ -577,7 +587,7 @@ async fn custom_trigger_custom_fix_drains_the_queue_once_per_cooldown() {
         .build()
         .unwrap();
     let pipeline = SelfHealingPipeline::builder()
-        .healer(&healer)
+        .supervisor(healer.clone())
         .stage(Stage::new("migrate", |ctx| async move {
             ctx.record("queueDepth", 20000.0);
             sleep(Duration::from_secs(10)).await;
@@ -608,7 +618,7 @@ async fn failover_action_switches_a_failing_stage_to_its_alternate() {
         .build()
         .unwrap();
     let pipeline = SelfHealingPipeline::builder()
-        .healer(&healer)
+        .supervisor(healer.clone())
         .stage(
             Stage::for_each(
                 "validation",
@@ -648,7 +658,7 @@ async fn throttle_action_caps_the_rate_and_restores_it_once_healthy() {
         .unwrap();
     let overloaded_until = Instant::now() + Duration::from_secs(5);
     let pipeline = SelfHealingPipeline::builder()
-        .healer(&healer)
+        .supervisor(healer.clone())
         .metrics(fast_metrics())
         .stage(
             Stage::for_each(
@@ -694,7 +704,7 @@ async fn metrics_trigger_rollback_on_failure_rolls_back_a_run_whose_error_rate_c
     let undone = Arc::new(AtomicU32::new(0));
     let u = Arc::clone(&undone);
     let pipeline = SelfHealingPipeline::builder()
-        .healer(&healer)
+        .supervisor(healer.clone())
         .metrics(fast_metrics())
         .cancel_grace(SEC)
         .stage(
@@ -753,7 +763,7 @@ async fn the_seed_strategy_list_picks_the_right_action_for_each_fault() {
         let healer = seed_strategies(fixes).build().unwrap();
         let scenario = scenario.to_owned();
         let pipeline = SelfHealingPipeline::builder()
-            .healer(&healer)
+            .supervisor(healer.clone())
             .metrics(fast_metrics())
             .stage(
                 Stage::for_each("stage", ItemSource::iter(|_: &()| 0..60u32), move |ctx| {
@@ -858,7 +868,7 @@ async fn the_seed_strategy_list_picks_the_right_action_for_each_fault() {
 /// A stage that holds one persistent fault (a 20000-deep queue) for one virtual hour.
 async fn one_hour_of_persistent_fault(healer: &AutoHealer) -> Recorder {
     let pipeline = SelfHealingPipeline::builder()
-        .healer(healer)
+        .supervisor(healer.clone())
         .stage(Stage::new("migrate", |ctx| async move {
             ctx.record("queueDepth", 20000.0);
             sleep(Duration::from_secs(3600)).await;
@@ -984,7 +994,7 @@ async fn superseded_matches_are_recorded_and_side_actions_still_run() {
         .build()
         .unwrap();
     let pipeline = SelfHealingPipeline::builder()
-        .healer(&healer)
+        .supervisor(healer.clone())
         .stage(Stage::new("load", |_| async {
             Err(StageError::new("boom"))
         }))
@@ -1033,7 +1043,7 @@ async fn configure_changes_a_strategy_for_the_next_decision() {
         )
         .unwrap();
     let pipeline = SelfHealingPipeline::builder()
-        .healer(&healer)
+        .supervisor(healer.clone())
         .stage(Stage::new("load", |ctx| async move {
             if ctx.attempt() < 4 {
                 Err(StageError::new("flaky"))
@@ -1120,7 +1130,7 @@ impl self_healing::healing::Scaler for RecordingScaler {
         stage: &'a str,
         from: usize,
         to: usize,
-    ) -> self_healing::healing::BoxFuture<'a, Result<(), StageError>> {
+    ) -> self_healing::BoxFuture<'a, Result<(), StageError>> {
         self.0.lock().unwrap().push((stage.to_owned(), from, to));
         Box::pin(async { Ok(()) })
     }
@@ -1152,7 +1162,7 @@ async fn an_external_scaler_follows_scale_and_a_timed_throttle_lifts_itself() {
         .build()
         .unwrap();
     let pipeline = SelfHealingPipeline::builder()
-        .healer(&healer)
+        .supervisor(healer.clone())
         .stage(
             Stage::for_each(
                 "load",
@@ -1205,7 +1215,7 @@ async fn one_healer_watches_several_pipelines_running_at_once() {
         let (check, clean) = (Arc::clone(&cleaned), cleaned);
         SelfHealingPipeline::builder()
             .name(name)
-            .healer(&healer)
+            .supervisor(healer.clone())
             .stage(
                 Stage::new("validation", move |_| {
                     let stuck = !check.load(Ordering::SeqCst);
@@ -1278,7 +1288,7 @@ async fn a_metric_sample_gone_stale_does_not_trigger_again_after_cooldown() {
         .unwrap();
     let start = Instant::now();
     let pipeline = SelfHealingPipeline::builder()
-        .healer(&healer)
+        .supervisor(healer.clone())
         .metrics(fast_metrics())
         .stage(
             Stage::for_each(

@@ -292,7 +292,7 @@ async fn run(scenario: &Scenario, contender: Contender, seed: u64) -> Outcome {
         .metrics(metrics)
         .stage(stage);
     let builder = match contender {
-        Contender::Healer => builder.healer(&seed_healer(seed)),
+        Contender::Healer => builder.supervisor(seed_healer(seed)),
         Contender::RetryOnly => builder.retry_policy(seed_retry(seed)),
         Contender::None => builder.retry_policy(RetryPolicy::never()),
     };

@@ -11,8 +11,9 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use self_healing::BoxFuture;
 use self_healing::event::{Event, RunId};
-use self_healing::healing::{BoxFuture, HealingRecord, StrategyOverride};
+use self_healing::healing::{HealingRecord, StrategyOverride};
 
 pub use sqlite::SqliteStore;
 

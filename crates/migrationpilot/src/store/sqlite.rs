@@ -14,8 +14,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
+use self_healing::BoxFuture;
 use self_healing::event::{Event, EventKind, RunId};
-use self_healing::healing::{BoxFuture, HealingRecord, StrategyOverride};
+use self_healing::healing::{HealingRecord, StrategyOverride};
 
 use super::{
     CompletedWork, ControlRequest, HealingMode, HealthRow, Result, RunRow, Store, StoreError,

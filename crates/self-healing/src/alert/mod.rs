@@ -10,8 +10,8 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use crate::BoxFuture;
 use crate::error::Severity;
-use crate::healing::BoxFuture;
 
 /// One alert. `dedup_key` is stable for the same project, stage and cause, so a channel that
 /// deduplicates (PagerDuty) groups repeats and can resolve them.

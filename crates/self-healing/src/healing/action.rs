@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ActionKind, BoxFuture, Remedy};
+use crate::BoxFuture;
 use crate::error::{InvalidConfig, Severity, StageError};
-use crate::event::RunId;
+use crate::event::{ActionKind, RunId};
 use crate::metrics::MetricsCollector;
-use crate::pipeline::StageControl;
+use crate::pipeline::{Remedy, StageControl};
 use crate::resilience::{Rate, RetryPolicy};
 
 /// A healing action with its settings (the seed's `action` plus `config`).

@@ -10,16 +10,18 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::action::{Action, ActionContext, Restore};
-use super::history::{HealingRecord, Outcome, TriggerMatch};
 use super::strategy::{HealingStrategy, Mode, StrategyOverride};
-use super::trigger::{CheckHealth, TriggerContext, TriggerMemory};
-use super::{ActionKind, BoxFuture, Failure, Remedy, RunScope, Supervisor};
+use super::trigger::{TriggerContext, TriggerMemory};
+use crate::BoxFuture;
 use crate::alert::{Alert, Notifier};
 use crate::clock::{Clock, TokioClock};
 use crate::error::{InvalidConfig, Severity};
-use crate::event::{EventKind, HandlerKind, RunId};
-use crate::health::HealthChange;
+use crate::event::{
+    ActionKind, EventKind, HandlerKind, HealingRecord, Outcome, RunId, TriggerMatch,
+};
+use crate::health::{CheckStatus, HealthMonitor};
 use crate::metrics::MetricsCollector;
+use crate::pipeline::{Failure, PipelineBuilder, Remedy, RunScope, Supervisor};
 use crate::resilience::{BreakerSettings, Rate, RetryPolicy};
 
 /// The global healing budget: at most `max_actions` actions per sliding `window`, across all
@@ -101,6 +103,8 @@ struct Inner {
     rng: Mutex<fastrand::Rng>,
     /// The runs being healed now; one healer may serve several pipelines at once.
     attached: Mutex<HashMap<RunId, Attached>>,
+    /// The monitors whose checks `health-check` triggers read.
+    monitors: RwLock<Vec<HealthMonitor>>,
 }
 
 struct Attached {
@@ -121,7 +125,6 @@ struct State {
     budget_alerted: bool,
     /// What each trigger remembers per run and stage.
     memory: HashMap<MemoryKey, TriggerMemory>,
-    health: Vec<CheckHealth>,
     /// Running stages of each run and since when (reset on restart).
     running: Vec<(RunId, Arc<str>, Instant)>,
     restarts: HashMap<(RunId, Arc<str>), u32>,
@@ -282,25 +285,33 @@ impl AutoHealer {
             .collect()
     }
 
-    /// Feeds a health change in (the `HealthMonitor` calls this), for `health-check` triggers.
-    pub fn on_health_changed(&self, change: &HealthChange) {
-        let mut state = self.lock();
-        let now = Instant::now();
-        match state.health.iter_mut().find(|h| h.check == change.check) {
-            Some(health) => {
-                health.stage = change.stage.clone();
-                if health.status != change.new_status {
-                    health.status = change.new_status;
-                    health.since = now;
-                }
-            }
-            None => state.health.push(CheckHealth {
-                check: Arc::clone(&change.check),
-                stage: change.stage.clone(),
-                status: change.new_status,
-                since: now,
-            }),
-        }
+    /// Heals the pipeline `builder` makes: the healer becomes its supervisor, and the
+    /// healer's global `retryPolicy` and `circuitBreaker` its defaults.
+    pub fn install<C: Send + Sync + 'static>(
+        &self,
+        builder: PipelineBuilder<C>,
+    ) -> PipelineBuilder<C> {
+        builder.supervisor(self.clone())
+    }
+
+    /// Reads `monitor`'s checks for `health-check` triggers and [`TriggerContext::health`]. The
+    /// monitor stays the one source of their status.
+    pub fn watch(&self, monitor: &HealthMonitor) {
+        self.inner
+            .monitors
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(monitor.clone());
+    }
+
+    fn health(&self) -> Vec<CheckStatus> {
+        self.inner
+            .monitors
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .flat_map(HealthMonitor::statuses)
+            .collect()
     }
 
     /// Evaluates the state triggers of every running stage now and acts on what matches. The
@@ -362,13 +373,11 @@ impl AutoHealer {
         metrics: &MetricsCollector,
     ) -> Vec<Match> {
         let strategies = self.strategies();
+        let health = self.health();
         let now = Instant::now();
         let mut state = self.lock();
         let State {
-            memory,
-            health,
-            running,
-            ..
+            memory, running, ..
         } = &mut *state;
         let ctx = TriggerContext {
             stage: &subject.stage,
@@ -379,7 +388,7 @@ impl AutoHealer {
                 .iter()
                 .find(|(run, s, _)| Some(run) == subject.run.as_ref() && *s == subject.stage)
                 .map(|(_, _, since)| now.saturating_duration_since(*since)),
-            health,
+            health: &health,
             now,
         };
         let on_tick = subject.failure.is_none();
@@ -1100,6 +1109,14 @@ impl Supervisor for AutoHealer {
         });
     }
 
+    fn retry_policy(&self) -> Option<RetryPolicy> {
+        Some(self.inner.retry.clone())
+    }
+
+    fn circuit_breaker(&self) -> Option<BreakerSettings> {
+        self.inner.breaker
+    }
+
     fn run_finished(&self, run: &RunId) {
         let done = self
             .inner
@@ -1249,6 +1266,7 @@ impl AutoHealerBuilder {
                         .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed),
                 ),
                 attached: Mutex::new(HashMap::new()),
+                monitors: RwLock::new(Vec::new()),
             }),
         })
     }

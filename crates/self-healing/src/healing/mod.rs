@@ -1,18 +1,20 @@
-//! The seam between the pipeline and whatever decides how to heal it.
+//! The AutoHealer: strategies, their triggers and actions, and the gate that keeps them in
+//! check.
 //!
-//! When an attempt fails, the pipeline asks its [`Supervisor`] for a [`Remedy`] and carries it
-//! out: wait and retry, switch to the failover handler, restart the stage, roll the run back, or
-//! give up. The default supervisor applies the stage's [`RetryPolicy`]. The `AutoHealer`, with
-//! strategies, triggers and cooldowns, is a richer supervisor behind the same trait; side
-//! actions (scale, throttle, circuit-break) act on a stage's
-//! [`StageControl`](crate::pipeline::StageControl) instead.
+//! An [`AutoHealer`] is a [`Supervisor`]: [`install`](AutoHealer::install) it on a pipeline's
+//! builder and every failed attempt is matched against its strategies; while a run goes on it
+//! also evaluates state triggers on a tick and acts through the stages'
+//! [`StageControl`](crate::pipeline::StageControl)s. It reads health from the monitors it
+//! [`watch`](AutoHealer::watch)es. Its decisions are [`HealingRecord`]s, the vocabulary of which
+//! lives in [`event`](crate::event) and is re-exported here.
 
 mod action;
 mod healer;
-mod history;
 mod strategy;
 mod trigger;
 
+pub use crate::event::{ActionKind, HealingRecord, Outcome, TriggerKind, TriggerMatch};
+pub use crate::pipeline::{Failure, Remedy, RetrySupervisor, RunScope, Supervisor};
 pub use action::{
     Action, ActionContext, CircuitBreakAction, CustomAction, NotifyAction, RestartAction, Restore,
     ScaleAction, ScaleDirection, Scaler, ThrottleAction,
@@ -20,266 +22,8 @@ pub use action::{
 pub use healer::{
     AutoHealer, AutoHealerBuilder, Budget, DEFAULT_EVALUATION_INTERVAL, DEFAULT_HISTORY_CAPACITY,
 };
-pub use history::{HealingRecord, Outcome, TriggerMatch};
 pub use strategy::{HealingStrategy, Mode, StrategyOverride};
 pub use trigger::{
     AnomalyTrigger, CustomTrigger, DEFAULT_MIN_SAMPLES, ErrorTrigger, HealthTrigger,
-    MetricsTrigger, Operator, Sensitivity, TimeoutTrigger, Trigger, TriggerContext, TriggerKind,
+    MetricsTrigger, Operator, Sensitivity, TimeoutTrigger, Trigger, TriggerContext,
 };
-
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Mutex;
-use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
-
-use crate::error::StageError;
-use crate::event::{HandlerKind, RunId};
-use crate::resilience::RetryPolicy;
-
-/// The seed's healing actions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ActionKind {
-    Retry,
-    Rollback,
-    Restart,
-    Scale,
-    Failover,
-    CircuitBreak,
-    Throttle,
-    Notify,
-    Custom,
-}
-
-impl ActionKind {
-    pub const ALL: [ActionKind; 9] = [
-        ActionKind::Retry,
-        ActionKind::Rollback,
-        ActionKind::Restart,
-        ActionKind::Scale,
-        ActionKind::Failover,
-        ActionKind::CircuitBreak,
-        ActionKind::Throttle,
-        ActionKind::Notify,
-        ActionKind::Custom,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActionKind::Retry => "retry",
-            ActionKind::Rollback => "rollback",
-            ActionKind::Restart => "restart",
-            ActionKind::Scale => "scale",
-            ActionKind::Failover => "failover",
-            ActionKind::CircuitBreak => "circuit-break",
-            ActionKind::Throttle => "throttle",
-            ActionKind::Notify => "notify",
-            ActionKind::Custom => "custom",
-        }
-    }
-
-    /// Decisive actions decide the fate of failed work; the others act alongside them.
-    pub fn is_decisive(self) -> bool {
-        matches!(
-            self,
-            ActionKind::Retry
-                | ActionKind::Rollback
-                | ActionKind::Restart
-                | ActionKind::Failover
-                | ActionKind::Custom
-        )
-    }
-}
-
-impl std::fmt::Display for ActionKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for ActionKind {
-    type Err = crate::InvalidConfig;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ActionKind::ALL
-            .into_iter()
-            .find(|a| a.as_str() == s)
-            .ok_or_else(|| {
-                crate::InvalidConfig::new(
-                    "action",
-                    format!(
-                        "`{s}` is not one of {}",
-                        ActionKind::ALL.map(|a| a.as_str()).join(", ")
-                    ),
-                )
-            })
-    }
-}
-
-/// A failed attempt, as the supervisor sees it.
-#[derive(Debug, Clone, Copy)]
-pub struct Failure<'a> {
-    pub run: &'a RunId,
-    pub stage: &'a str,
-    /// The item's key, for a stage that fans out.
-    pub item: Option<&'a str>,
-    /// Attempts made so far for this unit of work, the failed one included.
-    pub attempt: u32,
-    pub error: &'a StageError,
-    /// Which handler failed.
-    pub handler: HandlerKind,
-    /// Whether the stage has a failover handler to switch to.
-    pub can_fail_over: bool,
-    /// How often this stage was restarted in this run.
-    pub restarts: u32,
-    /// The stage's effective retry policy.
-    pub retry_policy: &'a RetryPolicy,
-}
-
-/// What to do about a failed attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Remedy {
-    /// Run the same work again after this wait.
-    Retry { after: Duration },
-    /// Switch the stage to its failover handler and run the work again at once. Without a
-    /// failover handler this fails the work.
-    Failover,
-    /// Stop the stage, run its reset hook, and run it again from its start.
-    Restart,
-    /// Stop, and compensate all completed work in reverse order; the run ends rolled back.
-    Rollback,
-    /// Give up: the stage and the run fail.
-    Fail,
-}
-
-impl Remedy {
-    /// The healing action this remedy applies, if it is one.
-    pub fn action(self) -> Option<ActionKind> {
-        match self {
-            Remedy::Retry { .. } => Some(ActionKind::Retry),
-            Remedy::Failover => Some(ActionKind::Failover),
-            Remedy::Restart => Some(ActionKind::Restart),
-            Remedy::Rollback => Some(ActionKind::Rollback),
-            Remedy::Fail => None,
-        }
-    }
-}
-
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Decides how to heal a failed attempt. Asynchronous so a supervisor can journal its decision
-/// before the pipeline acts on it.
-///
-/// A plain closure is a supervisor too:
-///
-/// ```
-/// use self_healing::healing::{Failure, Remedy, Supervisor};
-///
-/// let roll_back_critical = |failure: &Failure<'_>| {
-///     if failure.error.severity() == self_healing::Severity::Critical {
-///         Remedy::Rollback
-///     } else {
-///         Remedy::Fail
-///     }
-/// };
-/// fn takes(_: impl Supervisor) {}
-/// takes(roll_back_critical);
-/// ```
-pub trait Supervisor: Send + Sync + 'static {
-    fn on_failure<'a>(&'a self, failure: &'a Failure<'a>) -> BoxFuture<'a, Remedy>;
-
-    /// Called as a run starts, with what a supervisor needs to watch and steer it.
-    fn run_started(&self, _run: &RunScope) {}
-
-    /// Called as a run ends, after its last event but `run-finished`.
-    fn run_finished(&self, _run: &RunId) {}
-}
-
-/// A running pipeline, as a supervisor sees it: its events, metrics and stage controls.
-#[derive(Clone)]
-pub struct RunScope {
-    pub run: RunId,
-    pub pipeline: std::sync::Arc<str>,
-    pub bus: crate::event::EventBus,
-    pub metrics: crate::metrics::MetricsCollector,
-    pub controls: Vec<std::sync::Arc<crate::pipeline::StageControl>>,
-}
-
-impl RunScope {
-    pub fn control(&self, stage: &str) -> Option<&std::sync::Arc<crate::pipeline::StageControl>> {
-        self.controls.iter().find(|c| c.stage() == stage)
-    }
-}
-
-impl std::fmt::Debug for RunScope {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunScope")
-            .field("run", &self.run)
-            .field("pipeline", &self.pipeline)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<F> Supervisor for F
-where
-    F: for<'a> Fn(&Failure<'a>) -> Remedy + Send + Sync + 'static,
-{
-    fn on_failure<'a>(&'a self, failure: &'a Failure<'a>) -> BoxFuture<'a, Remedy> {
-        let remedy = self(failure);
-        Box::pin(std::future::ready(remedy))
-    }
-}
-
-/// Retries by the stage's [`RetryPolicy`], then fails. Jitter comes from a seedable generator,
-/// so a seeded pipeline retries on the same schedule every time.
-///
-/// ```
-/// use std::time::Duration;
-/// use self_healing::healing::{Failure, Remedy, RetrySupervisor};
-/// use self_healing::event::{HandlerKind, RunId};
-/// use self_healing::{RetryPolicy, StageError};
-///
-/// let supervisor = RetrySupervisor::new(Some(7));
-/// let policy = RetryPolicy::builder().max_attempts(2).initial_delay(Duration::from_secs(1)).build().unwrap();
-/// let error = StageError::new("ECONNRESET");
-/// let run = RunId::new("r");
-/// let failure = |attempt| Failure {
-///     run: &run, stage: "load", item: None, attempt, error: &error,
-///     handler: HandlerKind::Primary, can_fail_over: false, restarts: 0, retry_policy: &policy,
-/// };
-/// assert_eq!(supervisor.decide(&failure(1)), Remedy::Retry { after: Duration::from_secs(1) });
-/// assert_eq!(supervisor.decide(&failure(2)), Remedy::Fail);
-/// ```
-#[derive(Debug)]
-pub struct RetrySupervisor {
-    rng: Mutex<fastrand::Rng>,
-}
-
-impl RetrySupervisor {
-    pub fn new(seed: Option<u64>) -> Self {
-        RetrySupervisor {
-            rng: Mutex::new(seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed)),
-        }
-    }
-
-    /// The remedy the retry policy alone gives.
-    pub fn decide(&self, failure: &Failure<'_>) -> Remedy {
-        let policy = failure.retry_policy;
-        if policy.should_retry(failure.attempt, failure.error) {
-            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-            Remedy::Retry {
-                after: policy.delay(failure.attempt, &mut rng),
-            }
-        } else {
-            Remedy::Fail
-        }
-    }
-}
-
-impl Supervisor for RetrySupervisor {
-    fn on_failure<'a>(&'a self, failure: &'a Failure<'a>) -> BoxFuture<'a, Remedy> {
-        Box::pin(std::future::ready(self.decide(failure)))
-    }
-}

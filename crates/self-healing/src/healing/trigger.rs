@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::error::{InvalidConfig, Severity, StageError};
-use crate::health::HealthStatus;
+use crate::event::{HealthStatus, TriggerKind};
+use crate::health::CheckStatus;
 use crate::metrics::{MetricsCollector, Scope, Series};
 
 /// A comparison for `metrics` triggers.
@@ -70,22 +71,6 @@ impl Sensitivity {
             Sensitivity::Low => 4.0,
         }
     }
-}
-
-/// Which kind of trigger matched, as recorded in the healing history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TriggerKind {
-    Error,
-    Metrics,
-    HealthCheck,
-    Timeout,
-    Anomaly,
-    Custom,
-    /// An operator asked for the action.
-    Manual,
-    /// The healing budget ran out.
-    Budget,
 }
 
 /// A condition under which a strategy acts.
@@ -561,15 +546,6 @@ impl fmt::Debug for Trigger {
     }
 }
 
-/// One check's current health, as the healer knows it.
-#[derive(Debug, Clone)]
-pub(crate) struct CheckHealth {
-    pub(crate) check: Arc<str>,
-    pub(crate) stage: Option<Arc<str>>,
-    pub(crate) status: HealthStatus,
-    pub(crate) since: Instant,
-}
-
 /// What a trigger is evaluated against: one stage, its metrics (falling back to the run's), its
 /// health, and the error that failed an attempt if that is why it is evaluated.
 pub struct TriggerContext<'a> {
@@ -578,7 +554,7 @@ pub struct TriggerContext<'a> {
     pub(crate) exhausted: bool,
     pub(crate) metrics: &'a MetricsCollector,
     pub(crate) running_for: Option<Duration>,
-    pub(crate) health: &'a [CheckHealth],
+    pub(crate) health: &'a [CheckStatus],
     pub(crate) now: Instant,
 }
 

@@ -5,8 +5,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use super::{Check, CheckError};
+use crate::BoxFuture;
 use crate::error::InvalidConfig;
-use crate::healing::BoxFuture;
 
 /// Healthy when a TCP connection to `host:port` opens.
 ///

@@ -7,8 +7,10 @@
 //! those, a mixed run of results leaves the status where it is, so a flapping dependency stays
 //! `degraded` instead of oscillating. A stage's status is the worst of its checks.
 //!
-//! Every change is a [`HealthChange`] given to `on_health_changed` listeners (the healer's
-//! `health-check` trigger is one, see [`HealthMonitor::feed`]) and published on the event bus.
+//! Every change is a [`HealthChange`] given to `on_health_changed` listeners and published on
+//! the event bus. The monitor is the one source of each check's status: a healer that watches
+//! it (`AutoHealer::watch`) reads [`statuses`](HealthMonitor::statuses) for its `health-check`
+//! triggers.
 //!
 //! Checks here need no driver: [`TcpCheck`], [`CommandCheck`] and [`CustomCheck`]. HTTP, SQL
 //! databases and Redis live in the `self-healing-checks` crate, behind its features.
@@ -49,68 +51,12 @@ use tokio_util::sync::CancellationToken;
 pub use checks::{CommandCheck, CustomCheck, TcpCheck};
 pub use redact::{redact_secrets, redact_url};
 
+pub use crate::event::{HealthChange, HealthStatus};
+
+use crate::BoxFuture;
 use crate::clock::{Clock, default_clock};
 use crate::error::InvalidConfig;
 use crate::event::{EventBus, EventKind};
-use crate::healing::BoxFuture;
-
-/// How a check, or a stage through its checks, is doing. Ordered from best to worst.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum HealthStatus {
-    #[default]
-    Healthy,
-    Degraded,
-    Unhealthy,
-}
-
-impl HealthStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HealthStatus::Healthy => "healthy",
-            HealthStatus::Degraded => "degraded",
-            HealthStatus::Unhealthy => "unhealthy",
-        }
-    }
-}
-
-impl std::fmt::Display for HealthStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for HealthStatus {
-    type Err = InvalidConfig;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "healthy" => Ok(HealthStatus::Healthy),
-            "degraded" => Ok(HealthStatus::Degraded),
-            "unhealthy" => Ok(HealthStatus::Unhealthy),
-            other => Err(InvalidConfig::new(
-                "status",
-                format!("`{other}` is not one of healthy, degraded, unhealthy"),
-            )),
-        }
-    }
-}
-
-/// The seed's `health-changed {stage, oldStatus, newStatus}`, with the check that changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HealthChange {
-    /// The stage the check is attached to, if any.
-    pub stage: Option<Arc<str>>,
-    pub check: Arc<str>,
-    pub old_status: HealthStatus,
-    pub new_status: HealthStatus,
-    /// Milliseconds since the Unix epoch on the wire.
-    #[serde(with = "crate::serde_ms::system_time")]
-    pub at: SystemTime,
-}
 
 /// Why a check failed. Its text must not contain secrets: checks redact connection strings
 /// and credentials before they build one.
@@ -201,6 +147,16 @@ impl Default for Thresholds {
     }
 }
 
+/// One check's status and since when it has held (the monitor's start if it never changed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckStatus {
+    pub check: Arc<str>,
+    /// The stage the check is attached to, if any.
+    pub stage: Option<Arc<str>>,
+    pub status: HealthStatus,
+    pub since: Instant,
+}
+
 /// What the monitor knows of one check now.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -248,6 +204,7 @@ struct Inner {
     bus: Option<EventBus>,
     clock: Arc<dyn Clock>,
     running: Mutex<Option<CancellationToken>>,
+    built: Instant,
 }
 
 struct Entry {
@@ -260,6 +217,8 @@ struct Entry {
 #[derive(Default)]
 struct State {
     status: HealthStatus,
+    /// When the status last changed; `None` while it never has.
+    since: Option<Instant>,
     failures: u32,
     successes: u32,
     last_error: Option<String>,
@@ -309,12 +268,6 @@ impl HealthMonitor {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .push(Arc::new(listener));
-    }
-
-    /// Feeds every change to `healer`, for its `health-check` triggers.
-    pub fn feed(&self, healer: &crate::healing::AutoHealer) {
-        let healer = healer.clone();
-        self.on_health_changed(move |change| healer.on_health_changed(change));
     }
 
     /// Starts every check on its interval. Checks start spread over their interval so a large
@@ -415,6 +368,23 @@ impl HealthMonitor {
             .unwrap_or_default()
     }
 
+    /// Every check's status now and since when, in declaration order.
+    pub fn statuses(&self) -> Vec<CheckStatus> {
+        self.inner
+            .checks
+            .iter()
+            .map(|entry| {
+                let state = entry.lock();
+                CheckStatus {
+                    check: Arc::clone(&entry.spec.name),
+                    stage: entry.spec.stage.clone(),
+                    status: state.status,
+                    since: state.since.unwrap_or(self.inner.built),
+                }
+            })
+            .collect()
+    }
+
     /// Every check's state, in declaration order.
     pub fn report(&self) -> Vec<CheckReport> {
         self.inner
@@ -460,7 +430,11 @@ impl Inner {
             state.latency = Some(latency);
             state.last_checked = Some(at);
             state.last_error = result.as_ref().err().map(|e| e.0.clone());
-            state.apply(result.is_ok(), self.thresholds)
+            let change = state.apply(result.is_ok(), self.thresholds);
+            if change.is_some() {
+                state.since = Some(Instant::now());
+            }
+            change
         };
         let Some((old_status, new_status)) = change else {
             return;
@@ -594,6 +568,7 @@ impl HealthMonitorBuilder {
                 bus: self.bus,
                 clock: self.clock.unwrap_or_else(default_clock),
                 running: Mutex::new(None),
+                built: Instant::now(),
             }),
         })
     }

@@ -9,8 +9,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use tokio::time::Instant;
 
-use crate::event::{Event, EventKind};
-use crate::healing::ActionKind;
+use crate::event::{ActionKind, Event, EventKind};
 
 /// A run's totals, with exactly the seed's fields. Durations serialize as milliseconds.
 ///

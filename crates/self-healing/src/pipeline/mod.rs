@@ -10,7 +10,7 @@
 //! - Before each attempt, work waits for the stage's circuit breaker and throttle; that wait
 //!   spends no attempt. Each attempt runs under the stage's `timeout`; a panicking handler is a
 //!   failed attempt with a critical error.
-//! - A failed attempt goes to the [`Supervisor`]; its [`Remedy`](crate::healing::Remedy) is carried out and published
+//! - A failed attempt goes to the [`Supervisor`]; its [`Remedy`] is carried out and published
 //!   as a `healing-applied` event. One failed unit that is not healed fails the stage: no new
 //!   units start, and those in flight finish their current attempt without retries.
 //! - **Cancellation** (the token in [`RunOptions`]): no new unit or attempt starts and retry
@@ -28,6 +28,7 @@ mod control;
 mod report;
 mod run;
 mod stage;
+mod supervisor;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,11 +41,11 @@ pub use stage::{
     DEFAULT_MAX_RESTARTS, EachStage, Item, ItemContext, ItemSource, SingleStage, Stage,
     StageContext,
 };
+pub use supervisor::{Failure, Remedy, RetrySupervisor, RunScope, Supervisor};
 
 use crate::clock::{Clock, default_clock};
 use crate::error::InvalidConfig;
-use crate::event::{Event, EventBus, EventKind, RunId};
-use crate::healing::{ActionKind, RetrySupervisor, Supervisor};
+use crate::event::{ActionKind, Event, EventBus, EventKind, RunId};
 use crate::metrics::{MetricsCollector, PipelineMetrics};
 use crate::resilience::{BreakerSettings, CircuitBreaker, RetryPolicy};
 use run::{Runner, StageEntry};
@@ -161,7 +162,7 @@ impl<C: Send + Sync + 'static> SelfHealingPipeline<C> {
             name: "pipeline".into(),
             stages: Vec::new(),
             supervisor: None,
-            retry: RetryPolicy::default(),
+            retry: None,
             breaker: None,
             metrics: None,
             clock: None,
@@ -247,7 +248,7 @@ pub struct PipelineBuilder<C> {
     name: Arc<str>,
     stages: Vec<Stage<C>>,
     supervisor: Option<Arc<dyn Supervisor>>,
-    retry: RetryPolicy,
+    retry: Option<RetryPolicy>,
     breaker: Option<BreakerSettings>,
     metrics: Option<MetricsCollector>,
     clock: Option<Arc<dyn Clock>>,
@@ -268,29 +269,23 @@ impl<C: Send + Sync + 'static> PipelineBuilder<C> {
         self
     }
 
-    /// Who decides how failures heal. Default: the stage's retry policy, then fail.
-    pub fn supervisor(mut self, supervisor: impl Supervisor) -> Self {
-        self.supervisor = Some(Arc::new(supervisor));
-        self
+    /// Who decides how failures heal. Default: the stage's retry policy, then fail. The
+    /// supervisor's own [`retry_policy`](Supervisor::retry_policy) and
+    /// [`circuit_breaker`](Supervisor::circuit_breaker) apply unless this builder was given its
+    /// own, whatever the order of the calls. An `AutoHealer` installs itself here.
+    pub fn supervisor(self, supervisor: impl Supervisor) -> Self {
+        self.supervisor_arc(Arc::new(supervisor))
     }
 
+    /// [`supervisor`](Self::supervisor) for one already shared.
     pub fn supervisor_arc(mut self, supervisor: Arc<dyn Supervisor>) -> Self {
         self.supervisor = Some(supervisor);
         self
     }
 
-    /// Heals with `healer`: it becomes the supervisor, and its global `retryPolicy` and
-    /// `circuitBreaker` become the pipeline's.
-    pub fn healer(mut self, healer: &crate::healing::AutoHealer) -> Self {
-        self.retry = healer.retry_policy().clone();
-        self.breaker = healer.circuit_breaker();
-        self.supervisor = Some(Arc::new(healer.clone()));
-        self
-    }
-
     /// The seed's global `retryPolicy`: used by stages without one of their own.
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
+        self.retry = Some(policy);
         self
     }
 
@@ -384,7 +379,15 @@ impl<C: Send + Sync + 'static> PipelineBuilder<C> {
                 .map_err(|e| e.within(format!("stages[{i}]")))?;
         }
         crate::error::unique_names("stages", "stages", self.stages.iter().map(|s| &*s.name))?;
-        if let Some(settings) = &self.breaker {
+        let supervisor = self
+            .supervisor
+            .unwrap_or_else(|| Arc::new(RetrySupervisor::new(self.seed)));
+        let retry = self
+            .retry
+            .or_else(|| supervisor.retry_policy())
+            .unwrap_or_default();
+        let breaker = self.breaker.or_else(|| supervisor.circuit_breaker());
+        if let Some(settings) = &breaker {
             settings
                 .validate()
                 .map_err(|e| e.within("circuitBreaker"))?;
@@ -400,7 +403,7 @@ impl<C: Send + Sync + 'static> PipelineBuilder<C> {
             .stages
             .into_iter()
             .map(|stage| {
-                let breaker = match self.breaker {
+                let breaker = match breaker {
                     Some(settings) => CircuitBreaker::new(settings)?,
                     None => CircuitBreaker::manual(),
                 };
@@ -415,16 +418,13 @@ impl<C: Send + Sync + 'static> PipelineBuilder<C> {
                 Ok(Arc::new(StageEntry { stage, control }))
             })
             .collect::<Result<_, InvalidConfig>>()?;
-        let supervisor = self
-            .supervisor
-            .unwrap_or_else(|| Arc::new(RetrySupervisor::new(self.seed)));
         Ok(SelfHealingPipeline {
             name: self.name,
             stages,
             bus,
             metrics,
             supervisor,
-            default_retry: self.retry,
+            default_retry: retry,
             grace: self.grace,
             current_run,
             run_lock: tokio::sync::Mutex::new(()),

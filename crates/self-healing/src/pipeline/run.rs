@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 use super::control::{StageControl, StageRequest};
 use super::report::{CompensationFailure, RunReport, StageReport};
 use super::stage::{Stage, StageContext, Unit};
+use super::supervisor::{Failure, Remedy, RunScope, Supervisor};
 use crate::error::StageError;
-use crate::event::{EventBus, EventKind, HandlerKind, RunId, RunStatus};
-use crate::healing::{ActionKind, Failure, Remedy, RunScope, Supervisor};
+use crate::event::{ActionKind, EventBus, EventKind, HandlerKind, RunId, RunStatus};
 use crate::metrics::MetricsCollector;
 use crate::resilience::{ConcurrencyPermit, RetryPolicy, deadline};
 
@@ -664,7 +664,7 @@ fn requested_end(
 /// Runs a handler's future under the stage's timeout counted from `started`, turning a panic into
 /// a critical error.
 async fn guarded(
-    attempt: crate::healing::BoxFuture<'static, Result<(), StageError>>,
+    attempt: crate::BoxFuture<'static, Result<(), StageError>>,
     timeout: Option<Duration>,
     started: Instant,
 ) -> Result<(), StageError> {

@@ -10,9 +10,9 @@ use std::time::Duration;
 use futures_util::stream::{self, BoxStream, Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::BoxFuture;
 use crate::error::{InvalidConfig, StageError};
 use crate::event::{HandlerKind, RunId};
-use crate::healing::BoxFuture;
 use crate::metrics::{MetricsCollector, Scope};
 use crate::resilience::RetryPolicy;
 

@@ -4,9 +4,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use self_healing::BoxFuture;
 use self_healing::alert::{Alert, Notifier, NotifyError};
 use self_healing::event::{Event, EventKind};
-use self_healing::healing::BoxFuture;
 use self_healing::pipeline::SelfHealingPipeline;
 
 /// Every event a pipeline publishes, for assertions.

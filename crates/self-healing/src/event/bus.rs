@@ -1,0 +1,511 @@
+//! The bus: publishing, and the three ways to subscribe (see the module's back-pressure rule).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::{Notify, broadcast, mpsc};
+
+use super::{Event, EventKind, RunId};
+use crate::clock::{Clock, default_clock};
+
+/// A subscriber called inline on the publishing task. It must return quickly and never block:
+/// it runs on the stage's hot path.
+pub trait EventSink: Send + Sync + 'static {
+    fn on_event(&self, event: &Event);
+}
+
+impl<F> EventSink for F
+where
+    F: Fn(&Event) + Send + Sync + 'static,
+{
+    fn on_event(&self, event: &Event) {
+        self(event)
+    }
+}
+
+/// The pipeline's event bus. Cheap to clone; clones publish to the same subscribers.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use self_healing::event::{Event, EventBus, EventKind};
+///
+/// let bus = EventBus::new();
+/// let failures = Arc::new(AtomicU64::new(0));
+/// let counter = Arc::clone(&failures);
+/// bus.add_sink(Arc::new(move |event: &Event| {
+///     if let EventKind::AttemptFailed { .. } = event.kind {
+///         counter.fetch_add(1, Ordering::Relaxed);
+///     }
+/// }));
+/// let mut live = bus.subscribe_lossy();
+/// bus.publish(None, EventKind::StageStarted { stage: "load".into() });
+/// assert_eq!(failures.load(Ordering::Relaxed), 0);
+/// assert_eq!(bus.published(), 1);
+/// # drop(live);
+/// ```
+#[derive(Clone)]
+pub struct EventBus {
+    inner: Arc<BusInner>,
+}
+
+struct BusInner {
+    clock: Arc<dyn Clock>,
+    sinks: RwLock<Vec<Arc<dyn EventSink>>>,
+    ordered: Mutex<Ordered>,
+    pace: Arc<Pace>,
+    lossy: broadcast::Sender<Arc<Event>>,
+    published: AtomicU64,
+}
+
+/// Sequence assignment and queue delivery happen under one lock, so each queue sees events in
+/// sequence order.
+struct Ordered {
+    next_seq: u64,
+    queues: Vec<Queue>,
+}
+
+/// A lossless subscriber's queue, and the events it wants.
+struct Queue {
+    tx: mpsc::UnboundedSender<Arc<Event>>,
+    wants: fn(&EventKind) -> bool,
+    depth: Option<Arc<Depth>>,
+}
+
+/// Whether work on a bus may start: how many pacing subscribers are behind, and a wake-up for
+/// when the last of them catches up.
+#[derive(Default)]
+struct Pace {
+    behind: AtomicUsize,
+    caught_up: Notify,
+}
+
+/// A pacing subscriber's queue depth. Behind above `limit`; caught up again at half of it, so
+/// work does not stop and start on every event.
+struct Depth {
+    queued: AtomicUsize,
+    limit: usize,
+    behind: AtomicBool,
+}
+
+impl Depth {
+    fn queued(&self, pace: &Pace) {
+        let queued = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        if queued > self.limit && !self.behind.swap(true, Ordering::AcqRel) {
+            pace.behind.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn received(&self, pace: &Pace) {
+        let queued = self.queued.fetch_sub(1, Ordering::AcqRel) - 1;
+        if queued <= self.limit / 2 {
+            self.catch_up(pace);
+        }
+    }
+
+    fn catch_up(&self, pace: &Pace) {
+        if self.behind.swap(false, Ordering::AcqRel) {
+            pace.behind.fetch_sub(1, Ordering::AcqRel);
+            pace.caught_up.notify_waiters();
+        }
+    }
+}
+
+/// Default capacity of the ring behind [`EventBus::subscribe_lossy`].
+pub const DEFAULT_LOSSY_CAPACITY: usize = 4096;
+
+impl EventBus {
+    pub fn new() -> Self {
+        EventBus::with_clock(default_clock())
+    }
+
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        EventBus::with_clock_and_capacity(clock, DEFAULT_LOSSY_CAPACITY)
+    }
+
+    /// `lossy_capacity` is how many events a lossy subscriber may fall behind before it lags.
+    pub fn with_clock_and_capacity(clock: Arc<dyn Clock>, lossy_capacity: usize) -> Self {
+        let (lossy, _) = broadcast::channel(lossy_capacity.max(1));
+        EventBus {
+            inner: Arc::new(BusInner {
+                clock,
+                sinks: RwLock::new(Vec::new()),
+                ordered: Mutex::new(Ordered {
+                    next_seq: 1,
+                    queues: Vec::new(),
+                }),
+                pace: Arc::default(),
+                lossy,
+                published: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// Publishes an event to every subscriber and returns it. Never waits.
+    pub fn publish(&self, run: Option<&RunId>, kind: EventKind) -> Arc<Event> {
+        let inner = &*self.inner;
+        let at = inner.clock.wall();
+        let event = {
+            let mut ordered = inner.ordered.lock().unwrap_or_else(|e| e.into_inner());
+            let event = Arc::new(Event {
+                seq: ordered.next_seq,
+                at,
+                run: run.cloned(),
+                kind,
+            });
+            ordered.next_seq += 1;
+            // A queue whose receiver is gone is dropped here, on the next publish.
+            ordered.queues.retain(|queue| {
+                if !(queue.wants)(&event.kind) {
+                    return !queue.tx.is_closed();
+                }
+                // Counted before it is sent, so the receiver never takes away more than came.
+                if let Some(depth) = &queue.depth {
+                    depth.queued(&inner.pace);
+                }
+                let sent = queue.tx.send(Arc::clone(&event)).is_ok();
+                if let (false, Some(depth)) = (sent, &queue.depth) {
+                    depth.catch_up(&inner.pace);
+                }
+                sent
+            });
+            event
+        };
+        inner.published.fetch_add(1, Ordering::Relaxed);
+        if inner.lossy.receiver_count() > 0 {
+            let _ = inner.lossy.send(Arc::clone(&event));
+        }
+        let sinks = inner.sinks.read().unwrap_or_else(|e| e.into_inner());
+        for sink in sinks.iter() {
+            sink.on_event(&event);
+        }
+        event
+    }
+
+    /// Adds an inline subscriber. See the module's back-pressure rule.
+    pub fn add_sink(&self, sink: Arc<dyn EventSink>) {
+        self.inner
+            .sinks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(sink);
+    }
+
+    /// A lossless subscription: every event published from now on, in order.
+    pub fn subscribe(&self) -> Subscription {
+        self.subscribe_to(|_| true)
+    }
+
+    /// A lossless subscription to the events `wants` picks, in order. Events it does not want
+    /// are never queued, so a subscriber that follows stages costs nothing per item.
+    pub fn subscribe_to(&self, wants: fn(&EventKind) -> bool) -> Subscription {
+        self.add_queue(wants, None)
+    }
+
+    /// A lossless subscription that paces the work on this bus: while more than `limit` events
+    /// wait in its queue, pipelines start no new item (see [`paced`](Self::paced)) until it is
+    /// down to half of that. Publishing still never waits, so memory holds at most `limit`
+    /// events plus those of the items already running. For a subscriber that must see every
+    /// event and may be slower than the work, such as a journal on a disk.
+    pub fn subscribe_pacing(&self, wants: fn(&EventKind) -> bool, limit: usize) -> Subscription {
+        let depth = Arc::new(Depth {
+            queued: AtomicUsize::new(0),
+            limit: limit.max(1),
+            behind: AtomicBool::new(false),
+        });
+        self.add_queue(wants, Some(depth))
+    }
+
+    fn add_queue(&self, wants: fn(&EventKind) -> bool, depth: Option<Arc<Depth>>) -> Subscription {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.inner
+            .ordered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .queues
+            .push(Queue {
+                tx,
+                wants,
+                depth: depth.clone(),
+            });
+        Subscription {
+            rx,
+            pacing: depth.map(|depth| (depth, Arc::clone(&self.inner.pace))),
+        }
+    }
+
+    /// Waits while a pacing subscriber is behind; returns at once otherwise (one atomic load).
+    pub async fn paced(&self) {
+        let pace = &*self.inner.pace;
+        loop {
+            if pace.behind.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            let caught_up = pace.caught_up.notified();
+            tokio::pin!(caught_up);
+            caught_up.as_mut().enable();
+            if pace.behind.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            caught_up.await;
+        }
+    }
+
+    /// A subscription that may lag and says so. See the module's back-pressure rule.
+    pub fn subscribe_lossy(&self) -> LossySubscription {
+        LossySubscription {
+            rx: self.inner.lossy.subscribe(),
+        }
+    }
+
+    /// How many events were published on this bus.
+    pub fn published(&self) -> u64 {
+        self.inner.published.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        EventBus::new()
+    }
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus")
+            .field("published", &self.published())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A lossless, ordered subscription.
+pub struct Subscription {
+    rx: mpsc::UnboundedReceiver<Arc<Event>>,
+    /// For a pacing subscription: its depth, and the bus's pace to report catching up to.
+    pacing: Option<(Arc<Depth>, Arc<Pace>)>,
+}
+
+impl Subscription {
+    /// The next event; `None` once the bus is gone and the backlog is drained.
+    pub async fn recv(&mut self) -> Option<Arc<Event>> {
+        let event = self.rx.recv().await;
+        self.received(event.is_some());
+        event
+    }
+
+    /// The next event if one is queued.
+    pub fn try_recv(&mut self) -> Option<Arc<Event>> {
+        let event = self.rx.try_recv().ok();
+        self.received(event.is_some());
+        event
+    }
+
+    fn received(&self, some: bool) {
+        if let (true, Some((depth, pace))) = (some, &self.pacing) {
+            depth.received(pace);
+        }
+    }
+
+    /// Events published but not yet received.
+    pub fn backlog(&self) -> usize {
+        self.rx.len()
+    }
+}
+
+impl Drop for Subscription {
+    /// A pacing subscriber that goes away no longer holds work back.
+    fn drop(&mut self) {
+        if let Some((depth, pace)) = &self.pacing {
+            depth.catch_up(pace);
+        }
+    }
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("backlog", &self.backlog())
+            .field("pacing", &self.pacing.is_some())
+            .finish()
+    }
+}
+
+/// What a [`LossySubscription`] receives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Received {
+    Event(Arc<Event>),
+    /// This many events were overwritten before they could be received.
+    Lagged(u64),
+    Closed,
+}
+
+/// A subscription that keeps only the newest events when it falls behind.
+#[derive(Debug)]
+pub struct LossySubscription {
+    rx: broadcast::Receiver<Arc<Event>>,
+}
+
+impl LossySubscription {
+    pub async fn recv(&mut self) -> Received {
+        match self.rx.recv().await {
+            Ok(event) => Received::Event(event),
+            Err(broadcast::error::RecvError::Lagged(n)) => Received::Lagged(n),
+            Err(broadcast::error::RecvError::Closed) => Received::Closed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    use crate::error::StageError;
+
+    fn stage_started(name: &str) -> EventKind {
+        EventKind::StageStarted { stage: name.into() }
+    }
+
+    #[tokio::test]
+    async fn queues_receive_every_event_in_order() {
+        let bus = EventBus::new();
+        let mut sub = bus.subscribe();
+        for i in 0..1000 {
+            bus.publish(None, stage_started(&i.to_string()));
+        }
+        assert_eq!(sub.backlog(), 1000);
+        for expected in 1..=1000 {
+            assert_eq!(sub.recv().await.unwrap().seq, expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_filtered_queue_gets_only_what_it_wants_and_is_pruned_when_dropped() {
+        let bus = EventBus::new();
+        let mut stages = bus.subscribe_to(|kind| matches!(kind, EventKind::StageStarted { .. }));
+        bus.publish(
+            None,
+            EventKind::ItemsSkipped {
+                stage: "a".into(),
+                count: 3,
+            },
+        );
+        bus.publish(None, stage_started("b"));
+        assert_eq!(stages.backlog(), 1);
+        assert_eq!(stages.recv().await.unwrap().seq, 2);
+        drop(stages);
+        bus.publish(
+            None,
+            EventKind::ItemsSkipped {
+                stage: "a".into(),
+                count: 1,
+            },
+        );
+        assert!(
+            bus.inner.ordered.lock().unwrap().queues.is_empty(),
+            "pruned on an event it did not want"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pacing_subscriber_holds_work_back_until_half_caught_up() {
+        let bus = EventBus::new();
+        let mut journal = bus.subscribe_pacing(|_| true, 4);
+        let paced = |bus: &EventBus| {
+            let bus = bus.clone();
+            tokio::spawn(async move { bus.paced().await })
+        };
+        for i in 0..5 {
+            bus.publish(None, stage_started(&i.to_string()));
+        }
+        let waiting = paced(&bus);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "5 queued, limit 4: behind");
+        journal.recv().await.unwrap();
+        journal.try_recv().unwrap();
+        tokio::task::yield_now().await;
+        assert!(
+            !waiting.is_finished(),
+            "3 queued: not yet half of the limit"
+        );
+        journal.recv().await.unwrap();
+        waiting.await.unwrap();
+
+        for i in 0..5 {
+            bus.publish(None, stage_started(&i.to_string()));
+        }
+        let waiting = paced(&bus);
+        drop(journal);
+        waiting
+            .await
+            .expect("a dropped pacing subscriber holds nothing back");
+        bus.publish(None, stage_started("after"));
+        bus.paced().await;
+    }
+
+    #[tokio::test]
+    async fn lossy_subscribers_are_told_how_much_they_missed() {
+        let bus = EventBus::with_clock_and_capacity(default_clock(), 4);
+        let mut slow = bus.subscribe_lossy();
+        for i in 0..10 {
+            bus.publish(None, stage_started(&i.to_string()));
+        }
+        assert_eq!(slow.recv().await, Received::Lagged(6));
+        match slow.recv().await {
+            Received::Event(e) => assert_eq!(e.seq, 7),
+            other => panic!("expected event 7, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn dropped_subscriptions_are_pruned_and_sinks_run_inline() {
+        let bus = EventBus::new();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&seen);
+        bus.add_sink(Arc::new(move |_: &Event| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }));
+        drop(bus.subscribe());
+        bus.publish(None, stage_started("a"));
+        bus.publish(None, stage_started("b"));
+        assert_eq!(seen.load(Ordering::Relaxed), 2);
+        assert!(bus.inner.ordered.lock().unwrap().queues.is_empty());
+    }
+
+    #[test]
+    fn events_serialize_with_seed_style_names() {
+        let bus = EventBus::new();
+        let event = bus.publish(
+            Some(&RunId::new("r1")),
+            EventKind::AttemptFailed {
+                stage: "design".into(),
+                item: Some("a.cbl".into()),
+                attempt: 2,
+                duration: Duration::from_millis(1500),
+                error: StageError::new("reset").with_code("ECONNRESET"),
+            },
+        );
+        let json = serde_json::to_value(&*event).unwrap();
+        assert_eq!(json["type"], "attempt-failed");
+        assert_eq!(json["duration"], 1500.0);
+        assert_eq!(json["error"]["code"], "ECONNRESET");
+        assert!(
+            json["at"].is_u64(),
+            "times are milliseconds since the epoch: {json}"
+        );
+        let back: Event = serde_json::from_value(json).unwrap();
+        assert_eq!(
+            (back.seq, &back.run, &back.kind),
+            (event.seq, &event.run, &event.kind)
+        );
+        let drift = event.at.duration_since(back.at).unwrap();
+        assert!(
+            drift < Duration::from_millis(1),
+            "only sub-millisecond precision is lost"
+        );
+    }
+}

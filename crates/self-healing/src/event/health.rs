@@ -1,0 +1,66 @@
+//! The health vocabulary: a status and a change of it.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::InvalidConfig;
+
+/// How a check, or a stage through its checks, is doing. Ordered from best to worst.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealthStatus {
+    #[default]
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
+impl HealthStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Degraded => "degraded",
+            HealthStatus::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+impl std::fmt::Display for HealthStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for HealthStatus {
+    type Err = InvalidConfig;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "healthy" => Ok(HealthStatus::Healthy),
+            "degraded" => Ok(HealthStatus::Degraded),
+            "unhealthy" => Ok(HealthStatus::Unhealthy),
+            other => Err(InvalidConfig::new(
+                "status",
+                format!("`{other}` is not one of healthy, degraded, unhealthy"),
+            )),
+        }
+    }
+}
+
+/// The seed's `health-changed {stage, oldStatus, newStatus}`, with the check that changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthChange {
+    /// The stage the check is attached to, if any.
+    pub stage: Option<Arc<str>>,
+    pub check: Arc<str>,
+    pub old_status: HealthStatus,
+    pub new_status: HealthStatus,
+    /// Milliseconds since the Unix epoch on the wire.
+    #[serde(with = "crate::serde_ms::system_time")]
+    pub at: SystemTime,
+}
