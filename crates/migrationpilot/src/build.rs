@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
 
-use self_healing::healing::{Action, AutoHealer, HealingStrategy, NotifyAction, Operator, Trigger};
+use self_healing::healing::{AutoHealer, HealingStrategy, NotifyAction, Operator, Trigger};
 use self_healing::health::HealthMonitor;
 use self_healing::pipeline::{ItemSource, SelfHealingPipeline, Stage};
 use self_healing::resilience::RetryPolicy;
@@ -86,9 +86,6 @@ pub fn build(
     let mut healer = AutoHealer::builder()
         .retry_policy(retry)
         .enabled(healing.enabled);
-    if let Some(seed) = seed {
-        healer = healer.seed(seed);
-    }
     if let Some(breaker) = &healing.circuit_breaker {
         match breaker.build() {
             Ok(Some(settings)) => healer = healer.circuit_breaker(settings),
@@ -144,13 +141,13 @@ pub fn build(
                 healer = healer.strategy(
                     HealingStrategy::new(
                         format!("alert-{}-{severity}", threshold.metric),
-                        Action::Notify(NotifyAction {
+                        NotifyAction {
                             severity,
                             message: Some(format!(
                                 "{} reached its {severity} level of {level}",
                                 threshold.metric
                             )),
-                        }),
+                        },
                     )
                     .trigger(Trigger::metrics(
                         threshold.metric.as_str(),
@@ -463,27 +460,80 @@ fn file_items(path: PathBuf) -> ItemSource<(), String> {
     })
 }
 
-/// Items from a glob, as paths relative to the pipeline file's folder, in sorted order.
+/// Items from a glob, as paths relative to the pipeline file's folder, in sorted order. The
+/// folder's own path is matched literally, whatever characters it holds (`[`, `*`, `?`).
 fn glob_items(base: &Path, pattern: &str) -> Result<ItemSource<(), String>, InvalidConfig> {
     glob::Pattern::new(pattern)
         .map_err(|e| InvalidConfig::new("items.glob", format!("`{pattern}`: {e}")))?;
     let base = base.to_owned();
-    let pattern = pattern.to_owned();
+    let full = Path::new(&glob::Pattern::escape(&base.to_string_lossy()))
+        .join(pattern)
+        .to_string_lossy()
+        .into_owned();
     Ok(ItemSource::stream(move |_: &()| {
-        let full = base.join(&pattern).to_string_lossy().into_owned();
         let base = base.clone();
-        let paths = glob::glob(&full)
-            .expect("checked when the stage was built")
-            .map(move |entry| {
-                entry
-                    .map(|path| {
-                        path.strip_prefix(&base)
-                            .unwrap_or(&path)
-                            .to_string_lossy()
-                            .into_owned()
-                    })
-                    .map_err(|e| StageError::new(format!("glob: {e}")))
-            });
+        let paths: Box<dyn Iterator<Item = Result<String, StageError>> + Send> =
+            match glob::glob(&full) {
+                Ok(paths) => Box::new(paths.map(move |entry| {
+                    entry
+                        .map(|path| {
+                            path.strip_prefix(&base)
+                                .unwrap_or(&path)
+                                .to_string_lossy()
+                                .into_owned()
+                        })
+                        .map_err(|e| StageError::new(format!("glob: {e}")))
+                })),
+                Err(e) => Box::new(std::iter::once(Err(StageError::new(format!(
+                    "items.glob `{full}`: {e}"
+                ))))),
+            };
         futures_util::stream::iter(paths)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn items(base: &Path, pattern: &str) -> Vec<String> {
+        let source = glob_items(base, pattern).unwrap();
+        let stage = Stage::for_each("s", source, |_| async { Ok(()) });
+        let pipeline = SelfHealingPipeline::builder().stage(stage).build().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&seen);
+        pipeline
+            .events()
+            .add_sink(std::sync::Arc::new(move |e: &self_healing::Event| {
+                if let self_healing::EventKind::ItemSucceeded { item, .. } = &e.kind {
+                    sink.lock().unwrap().push(item.to_string());
+                }
+            }));
+        assert!(pipeline.execute(()).await.is_success());
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort();
+        seen
+    }
+
+    #[tokio::test]
+    async fn a_glob_under_a_folder_with_pattern_characters_matches_its_own_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for odd in ["legacy [v2]", "what?", "all*", "x[", "plain"] {
+            let base = dir.path().join(odd);
+            std::fs::create_dir_all(base.join("src")).unwrap();
+            std::fs::write(base.join("src/a.cbl"), "").unwrap();
+            std::fs::write(base.join("src/b.cbl"), "").unwrap();
+            std::fs::write(base.join("src/c.txt"), "").unwrap();
+        }
+        // A sibling the unescaped pattern `legacy [v2]` would match (`legacy 2`).
+        std::fs::create_dir_all(dir.path().join("legacy 2/src")).unwrap();
+        std::fs::write(dir.path().join("legacy 2/src/z.cbl"), "").unwrap();
+        for odd in ["legacy [v2]", "what?", "all*", "x[", "plain"] {
+            assert_eq!(
+                items(&dir.path().join(odd), "src/*.cbl").await,
+                ["src/a.cbl", "src/b.cbl"],
+                "{odd}"
+            );
+        }
+    }
 }

@@ -310,7 +310,6 @@ async fn run(
     let poller = tokio::spawn(control::poll(
         Arc::clone(&store),
         Arc::clone(&project),
-        Arc::clone(&pipeline),
         healer,
         run_id.clone(),
     ));

@@ -25,7 +25,7 @@
 //!     "cooldown": "2m"
 //! }"#)?;
 //! let strategy = strategy.build(&[])?;
-//! assert_eq!(strategy.get_cooldown(), std::time::Duration::from_secs(120));
+//! assert_eq!(strategy.settings().cooldown, std::time::Duration::from_secs(120));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -36,11 +36,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::error::did_you_mean;
 use crate::error::{InvalidConfig, Severity, StageError};
 use crate::event::{ActionKind, HealthStatus};
 use crate::healing::{
-    Action, CircuitBreakAction, HealingStrategy, Mode, NotifyAction, Operator, RestartAction,
-    Restore, ScaleAction, ScaleDirection, Scaler, Sensitivity, ThrottleAction, Trigger,
+    Action, CircuitBreakAction, FailoverAction, HealingStrategy, Mode, NotifyAction, Operator,
+    RestartAction, Restore, RetryAction, RollbackAction, ScaleAction, ScaleDirection, Scaler,
+    Sensitivity, ThrottleAction, Trigger,
 };
 use crate::metrics::{BUILT_IN, MetricsCollector};
 use crate::pipeline::Remedy;
@@ -513,13 +515,13 @@ impl StrategyConfig {
                     retryable_errors: c.retryable_errors.clone().unwrap_or_default(),
                 };
                 if given == RetryPolicyConfig::default() {
-                    Action::Retry(None) // the global retryPolicy
+                    RetryAction::global().into() // the global retryPolicy
                 } else {
-                    Action::Retry(Some(given.build(&RetryPolicy::default())?))
+                    Action::retry(given.build(&RetryPolicy::default())?)
                 }
             }
             ActionKind::Rollback => match c.strategy.as_deref() {
-                None | Some("immediate") => Action::Rollback,
+                None | Some("immediate") => RollbackAction.into(),
                 Some(other) => {
                     return Err(InvalidConfig::new(
                         "strategy",
@@ -529,9 +531,10 @@ impl StrategyConfig {
                     ));
                 }
             },
-            ActionKind::Restart => Action::Restart(RestartAction {
+            ActionKind::Restart => RestartAction {
                 max_restarts: c.max_restarts,
-            }),
+            }
+            .into(),
             ActionKind::Scale => {
                 let amount = c.amount.unwrap_or(1);
                 let mut scale = match c.direction.unwrap_or_default() {
@@ -547,9 +550,9 @@ impl StrategyConfig {
                 if let Some(command) = &c.command {
                     scale = scale.scaler(Arc::new(CommandScaler::new(command)?));
                 }
-                Action::Scale(scale)
+                scale.into()
             }
-            ActionKind::Failover => Action::Failover,
+            ActionKind::Failover => FailoverAction.into(),
             ActionKind::CircuitBreak => {
                 let mut action = CircuitBreakAction::new(
                     c.break_duration.unwrap_or(Duration::from_secs(60)),
@@ -561,7 +564,7 @@ impl StrategyConfig {
                             InvalidConfig::new("successThreshold", "must be at least 1")
                         })?);
                 }
-                Action::CircuitBreak(action)
+                action.into()
             }
             ActionKind::Throttle => {
                 let rate = c.rate.ok_or_else(|| {
@@ -578,15 +581,13 @@ impl StrategyConfig {
                     (None, Some(true)) => Restore::WhenHealthy,
                     (None, _) => Restore::Never,
                 };
-                Action::Throttle(ThrottleAction {
-                    rate: Rate::new(rate, c.burst.unwrap_or(1))?,
-                    restore,
-                })
+                ThrottleAction::new(Rate::new(rate, c.burst.unwrap_or(1))?, restore).into()
             }
-            ActionKind::Notify => Action::Notify(NotifyAction {
+            ActionKind::Notify => NotifyAction {
                 severity: c.severity.unwrap_or(Severity::Warning),
                 message: c.message.clone(),
-            }),
+            }
+            .into(),
             ActionKind::Custom => {
                 let command = c.command.as_ref().ok_or_else(|| {
                     InvalidConfig::new("command", "a custom action in a file runs a `command`")
@@ -595,38 +596,6 @@ impl StrategyConfig {
             }
         })
     }
-}
-
-/// ` (did you mean `x`?)` when a candidate is close to `given`.
-pub fn did_you_mean<'a>(given: &str, candidates: impl Iterator<Item = &'a str>) -> String {
-    candidates
-        .map(|c| {
-            (
-                edit_distance(&given.to_ascii_lowercase(), &c.to_ascii_lowercase()),
-                c,
-            )
-        })
-        .filter(|(d, c)| *d <= (c.len() / 3).max(2))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| format!(" (did you mean `{c}`?)"))
-        .unwrap_or_default()
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut previous = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let current = row[j + 1];
-            row[j + 1] = (previous + usize::from(ca != *cb))
-                .min(row[j] + 1)
-                .min(current + 1);
-            previous = current;
-        }
-    }
-    row[b.len()]
 }
 
 fn check_argv(command: &[String]) -> Result<(), InvalidConfig> {

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use self_healing::event::{Event, EventKind};
 use self_healing::healing::{
-    Action, AutoHealer, CircuitBreakAction, HealingStrategy, Operator, ScaleAction, Trigger,
+    Action, AutoHealer, CircuitBreakAction, HealingStrategy, Operator, RollbackAction, ScaleAction,
+    Trigger,
 };
 use self_healing::metrics::MetricsCollector;
 use self_healing::resilience::{Backoff, BreakerSettings, RetryPolicy};
@@ -213,7 +214,6 @@ fn seed_retry(seed: u64) -> RetryPolicy {
 /// `SelfHealingConfig` (5 consecutive failures open it for 60 s; 3 probes, all must pass).
 fn seed_healer(seed: u64) -> AutoHealer {
     AutoHealer::builder()
-        .seed(seed)
         .circuit_breaker(BreakerSettings {
             failure_threshold: NonZeroU32::new(5),
             success_threshold: NonZeroU32::new(3).unwrap(),
@@ -232,23 +232,20 @@ fn seed_healer(seed: u64) -> AutoHealer {
         .strategy(
             HealingStrategy::new(
                 "circuit-breaker",
-                Action::CircuitBreak(CircuitBreakAction::new(Duration::from_secs(60), 3).unwrap()),
+                CircuitBreakAction::new(Duration::from_secs(60), 3).unwrap(),
             )
             .priority(20)
             .trigger(Trigger::metrics("errorRate", Operator::Gt, 0.5))
             .cooldown(Duration::from_secs(120)),
         )
         .strategy(
-            HealingStrategy::new(
-                "scale-on-latency",
-                Action::Scale(ScaleAction::up(2).max_instances(10)),
-            )
-            .priority(30)
-            .trigger(Trigger::metrics("latencyP95", Operator::Gt, 5000.0))
-            .cooldown(Duration::from_secs(300)),
+            HealingStrategy::new("scale-on-latency", ScaleAction::up(2).max_instances(10))
+                .priority(30)
+                .trigger(Trigger::metrics("latencyP95", Operator::Gt, 5000.0))
+                .cooldown(Duration::from_secs(300)),
         )
         .strategy(
-            HealingStrategy::new("rollback-critical", Action::Rollback)
+            HealingStrategy::new("rollback-critical", RollbackAction)
                 .priority(100)
                 .trigger(Trigger::error().severity(Severity::Critical))
                 .cooldown(Duration::from_secs(600)),

@@ -1,14 +1,18 @@
 //! Alerts and the channels that deliver them.
 //!
 //! A [`Notifier`] is one channel (Slack, PagerDuty, email, a webhook…). The healer's `notify`
-//! action and its healing budget hand it [`Alert`]s; delivery runs in the background so a dead
-//! channel never holds up healing, and a failed delivery is published on the event bus as
-//! `alert-failed`.
+//! action and its healing budget hand [`Alert`]s to a [`Dispatcher`], which delivers them in the
+//! background with retries so a dead channel never holds up healing; a failed delivery is
+//! published on the event bus as `alert-failed`.
+
+mod dispatch;
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
+
+pub use dispatch::Dispatcher;
 
 use crate::BoxFuture;
 use crate::error::Severity;
@@ -31,6 +35,29 @@ pub struct Alert {
     pub at: SystemTime,
     /// True when this alert says an earlier one with the same key is over.
     pub resolved: bool,
+}
+
+impl Alert {
+    /// A firing alert, now, with no stage or strategy; `message` is the title until set.
+    pub fn new(
+        severity: Severity,
+        project: impl Into<Arc<str>>,
+        title: impl Into<String>,
+        dedup_key: impl Into<String>,
+    ) -> Self {
+        let title = title.into();
+        Alert {
+            severity,
+            message: title.clone(),
+            title,
+            project: project.into(),
+            stage: None,
+            strategy: None,
+            dedup_key: dedup_key.into(),
+            at: SystemTime::now(),
+            resolved: false,
+        }
+    }
 }
 
 /// Why a delivery failed.

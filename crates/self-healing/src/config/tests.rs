@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::healing::Action;
+use crate::healing::CustomAction;
 
 /// The seed's "Strategy Configuration" list, key for key. The custom strategy's closures become
 /// commands, as in a file they must.
@@ -99,9 +99,9 @@ fn the_seed_strategy_list_loads_and_builds() {
         .map(|s| {
             (
                 s.name(),
-                s.get_priority(),
+                s.settings().priority,
                 s.action().kind(),
-                s.get_cooldown(),
+                s.settings().cooldown,
             )
         })
         .collect();
@@ -135,32 +135,34 @@ fn the_seed_strategy_list_loads_and_builds() {
             ),
         ]
     );
-    match strategies[0].action() {
-        Action::Retry(Some(policy)) => {
-            assert_eq!(policy.max_attempts(), 5);
-            assert_eq!(policy.backoff(), Backoff::Exponential);
-            assert_eq!(
-                (policy.initial_delay(), policy.max_delay()),
-                (Duration::from_secs(1), Duration::from_secs(30))
-            );
-            assert!(policy.jitter());
-        }
-        other => panic!("{other:?}"),
-    }
-    match strategies[1].action() {
-        Action::CircuitBreak(c) => assert_eq!(
-            (c.break_duration, c.half_open_requests.get()),
-            (Duration::from_secs(60), 3)
-        ),
-        other => panic!("{other:?}"),
-    }
-    match strategies[2].action() {
-        Action::Scale(s) => assert_eq!(
-            (s.direction, s.amount, s.max_instances),
-            (ScaleDirection::Up, 2, Some(10))
-        ),
-        other => panic!("{other:?}"),
-    }
+    let policy = strategies[0]
+        .action()
+        .downcast_ref::<RetryAction>()
+        .and_then(RetryAction::policy)
+        .expect("retry with its own policy");
+    assert_eq!(policy.max_attempts(), 5);
+    assert_eq!(policy.backoff(), Backoff::Exponential);
+    assert_eq!(
+        (policy.initial_delay(), policy.max_delay()),
+        (Duration::from_secs(1), Duration::from_secs(30))
+    );
+    assert!(policy.jitter());
+    let c = strategies[1]
+        .action()
+        .downcast_ref::<CircuitBreakAction>()
+        .unwrap();
+    assert_eq!(
+        (c.break_duration, c.half_open_requests.get()),
+        (Duration::from_secs(60), 3)
+    );
+    let s = strategies[2]
+        .action()
+        .downcast_ref::<ScaleAction>()
+        .unwrap();
+    assert_eq!(
+        (s.direction, s.amount, s.max_instances),
+        (ScaleDirection::Up, 2, Some(10))
+    );
     assert_eq!(strategies[3].triggers().len(), 2);
 }
 
@@ -170,9 +172,15 @@ fn the_seed_auto_healer_example_loads_and_builds() {
         .iter()
         .map(|s| s.build(&[]).unwrap())
         .collect();
-    assert!(matches!(strategies[0].action(), Action::Retry(Some(p)) if p.max_attempts() == 3));
-    assert!(matches!(strategies[1].action(), Action::Rollback));
-    assert_eq!(strategies[1].get_cooldown(), Duration::from_secs(300));
+    let retry = strategies[0].action().downcast_ref::<RetryAction>();
+    assert_eq!(
+        retry
+            .and_then(RetryAction::policy)
+            .map(|p| p.max_attempts()),
+        Some(3)
+    );
+    assert_eq!(strategies[1].action().kind(), ActionKind::Rollback);
+    assert_eq!(strategies[1].settings().cooldown, Duration::from_secs(300));
 }
 
 #[test]
@@ -335,9 +343,7 @@ async fn command_actions_and_triggers_run_their_commands() {
         "{name: fix, triggers: [{type: error}], action: custom, config: {command: [sh, -c, 'test \"$MIGRATIONPILOT_STAGE\" = load']}}",
     )
     .unwrap();
-    let Action::Custom(custom) = strategy.action() else {
-        panic!()
-    };
+    let custom = strategy.action().downcast_ref::<CustomAction>().unwrap();
     let ctx = |stage: &str| crate::healing::ActionContext {
         run: None,
         stage: stage.into(),
@@ -348,11 +354,11 @@ async fn command_actions_and_triggers_run_their_commands() {
         control: None,
     };
     assert_eq!(
-        (custom.handler)(ctx("load")).await,
+        custom.run(ctx("load")).await,
         Ok(Remedy::Retry {
             after: Duration::ZERO
         })
     );
-    let failed = (custom.handler)(ctx("other")).await.unwrap_err();
+    let failed = custom.run(ctx("other")).await.unwrap_err();
     assert_eq!(failed.message(), "`sh` exited with status 1");
 }

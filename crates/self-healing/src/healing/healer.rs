@@ -1,49 +1,47 @@
-//! The AutoHealer: matches strategies against failures and stage state, and acts.
+//! The AutoHealer: matches strategies against failures and stage state, gates them, and acts.
 
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::action::{Action, ActionContext, Restore};
+use super::actions::{
+    Action, Applied, CircuitBreakAction, Effect, FailoverAction, RestartAction, RollbackAction,
+    Subject,
+};
+use super::gate::{Admission, Budget, Gate};
 use super::strategy::{HealingStrategy, Mode, StrategyOverride};
 use super::trigger::{TriggerContext, TriggerMemory};
 use crate::BoxFuture;
-use crate::alert::{Alert, Notifier};
+use crate::alert::{Alert, Dispatcher, Notifier};
 use crate::clock::{Clock, TokioClock};
 use crate::error::{InvalidConfig, Severity};
 use crate::event::{
-    ActionKind, EventKind, HandlerKind, HealingRecord, Outcome, RunId, TriggerMatch,
+    ActionKind, EventKind, HealingRecord, Outcome, RunId, TriggerKind, TriggerMatch,
 };
 use crate::health::{CheckStatus, HealthMonitor};
 use crate::metrics::MetricsCollector;
-use crate::pipeline::{Failure, PipelineBuilder, Remedy, RunScope, Supervisor};
-use crate::resilience::{BreakerSettings, Rate, RetryPolicy};
-
-/// The global healing budget: at most `max_actions` actions per sliding `window`, across all
-/// strategies. It stops healing storms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Budget {
-    pub max_actions: u32,
-    pub window: Duration,
-}
+use crate::pipeline::{Failure, PipelineBuilder, Remedy, RunScope, StageControl, Supervisor};
+use crate::resilience::{BreakerSettings, RetryPolicy};
 
 /// How often the healer evaluates state triggers while a stage runs, unless told otherwise.
 pub const DEFAULT_EVALUATION_INTERVAL: Duration = Duration::from_secs(1);
 /// How many records the in-memory history keeps, unless told otherwise.
 pub const DEFAULT_HISTORY_CAPACITY: usize = 10_000;
+/// The strategy name operators' actions are recorded under.
+pub const MANUAL: &str = "manual";
 
 /// The seed's `AutoHealer`: strategies plus the global `retryPolicy` and `circuitBreaker`.
 ///
-/// It is a [`Supervisor`]: give it to a pipeline and every failed attempt is matched against
-/// the strategies. While a run goes on it also evaluates the state triggers (metrics, health,
-/// timeout, anomaly, custom) of the running stages every evaluation interval and applies side
-/// actions (scale, throttle, circuit-break, notify) and decisive ones (restart, rollback,
-/// failover, custom) through the stages' controls.
+/// It is a [`Supervisor`]: [`install`](Self::install) it on a pipeline's builder and every
+/// failed attempt is matched against the strategies. While a run goes on it also evaluates the
+/// state triggers (metrics, health, timeout, anomaly, custom) of the running stages every
+/// evaluation interval and applies side actions (scale, throttle, circuit-break, notify) and
+/// decisive ones (restart, rollback, failover, custom) through the stages' controls.
 ///
 /// Matching: strategies whose triggers match, that are enabled and out of `cooldown` for the
 /// stage, act in descending `priority` (ties in declaration order). The first decisive action
@@ -56,7 +54,7 @@ pub const DEFAULT_HISTORY_CAPACITY: usize = 10_000;
 ///
 /// ```
 /// use std::time::Duration;
-/// use self_healing::healing::{Action, AutoHealer, HealingStrategy, Trigger};
+/// use self_healing::healing::{Action, AutoHealer, HealingStrategy, RollbackAction, Trigger};
 /// use self_healing::resilience::{Backoff, RetryPolicy};
 ///
 /// // The seed's AutoHealer example.
@@ -75,7 +73,7 @@ pub const DEFAULT_HISTORY_CAPACITY: usize = 10_000;
 ///         .trigger(Trigger::error().pattern_str("ECONNRESET|ETIMEDOUT")?),
 ///     )
 ///     .strategy(
-///         HealingStrategy::new("rollback-on-failure", Action::Rollback)
+///         HealingStrategy::new("rollback-on-failure", RollbackAction)
 ///             .trigger(Trigger::threshold("errorRate", 0.1))
 ///             .cooldown(Duration::from_millis(300_000)),
 ///     )
@@ -92,15 +90,16 @@ struct Inner {
     strategies: RwLock<Vec<Arc<HealingStrategy>>>,
     retry: RetryPolicy,
     breaker: Option<BreakerSettings>,
-    budget: Option<Budget>,
-    notifiers: Vec<Arc<dyn Notifier>>,
+    alerts: Dispatcher,
     enabled: AtomicBool,
     interval: Duration,
     history_capacity: usize,
     clock: Arc<dyn Clock>,
-    state: Mutex<State>,
+    gate: Mutex<Gate>,
+    /// What each trigger remembers per run and stage. Each memory has its own lock, so no
+    /// healer-wide lock is held while triggers are evaluated.
+    memory: Mutex<HashMap<MemoryKey, Arc<Mutex<TriggerMemory>>>>,
     history: Mutex<VecDeque<HealingRecord>>,
-    rng: Mutex<fastrand::Rng>,
     /// The runs being healed now; one healer may serve several pipelines at once.
     attached: Mutex<HashMap<RunId, Attached>>,
     /// The monitors whose checks `health-check` triggers read.
@@ -115,67 +114,14 @@ struct Attached {
 /// (run, strategy, trigger index, stage).
 type MemoryKey = (Option<RunId>, Arc<str>, usize, Arc<str>);
 
-#[derive(Default)]
-struct State {
-    /// (strategy, stage) → end of its cooldown.
-    cooldowns: HashMap<(Arc<str>, Arc<str>), Instant>,
-    /// When each action inside the budget window was taken.
-    spent: VecDeque<Instant>,
-    /// Whether the budget-spent alert went out for the current exhaustion.
-    budget_alerted: bool,
-    /// What each trigger remembers per run and stage.
-    memory: HashMap<MemoryKey, TriggerMemory>,
-    /// Running stages of each run and since when (reset on restart).
-    running: Vec<(RunId, Arc<str>, Instant)>,
-    restarts: HashMap<(RunId, Arc<str>), u32>,
-    /// Throttles to lift once their strategy no longer matches the stage.
-    throttled: Vec<(Arc<str>, Arc<str>, Option<Rate>)>,
-}
-
 /// A strategy that matched, with the trigger that did.
 struct Match {
     strategy: Arc<HealingStrategy>,
     trigger: TriggerMatch,
 }
 
-/// Whether a matched strategy may act now.
-enum Gate {
-    Act,
-    DryRun,
-    Skip(Outcome, String),
-}
-
-/// What a decisive action did.
-struct Applied {
-    outcome: Outcome,
-    detail: String,
-    remedy: Option<Remedy>,
-    /// A retry strategy whose attempts are spent: the error goes round again as exhausted.
-    exhausted: bool,
-}
-
-impl Applied {
-    fn failed(detail: impl Into<String>) -> Self {
-        Applied {
-            outcome: Outcome::Failed,
-            detail: detail.into(),
-            remedy: None,
-            exhausted: false,
-        }
-    }
-
-    fn succeeded(detail: impl Into<String>, remedy: Option<Remedy>) -> Self {
-        Applied {
-            outcome: Outcome::Succeeded,
-            detail: detail.into(),
-            remedy,
-            exhausted: false,
-        }
-    }
-}
-
 /// What is being healed: a stage, and the failed attempt if that is why.
-struct Subject<'a> {
+struct Target<'a> {
     run: Option<RunId>,
     stage: Arc<str>,
     item: Option<Arc<str>>,
@@ -193,8 +139,26 @@ impl AutoHealer {
             enabled: true,
             interval: DEFAULT_EVALUATION_INTERVAL,
             history_capacity: DEFAULT_HISTORY_CAPACITY,
-            seed: None,
         }
+    }
+
+    /// Heals the pipeline `builder` makes: the healer becomes its supervisor, and the
+    /// healer's global `retryPolicy` and `circuitBreaker` its defaults.
+    pub fn install<C: Send + Sync + 'static>(
+        &self,
+        builder: PipelineBuilder<C>,
+    ) -> PipelineBuilder<C> {
+        builder.supervisor(self.clone())
+    }
+
+    /// Reads `monitor`'s checks for `health-check` triggers and [`TriggerContext::health`]. The
+    /// monitor stays the one source of their status.
+    pub fn watch(&self, monitor: &HealthMonitor) {
+        self.inner
+            .monitors
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(monitor.clone());
     }
 
     /// The global `retryPolicy`: what `retry` strategies without a policy of their own use.
@@ -205,6 +169,16 @@ impl AutoHealer {
     /// The global `circuitBreaker` settings, if configured.
     pub fn circuit_breaker(&self) -> Option<BreakerSettings> {
         self.inner.breaker
+    }
+
+    /// The global healing budget, if configured.
+    pub fn budget(&self) -> Option<Budget> {
+        self.lock_gate().budget()
+    }
+
+    /// The alert channels `notify` and the budget alert go through.
+    pub fn alerts(&self) -> &Dispatcher {
+        &self.inner.alerts
     }
 
     pub fn strategies(&self) -> Vec<Arc<HealingStrategy>> {
@@ -235,42 +209,17 @@ impl AutoHealer {
             .strategies
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        let slot = strategies
-            .iter_mut()
-            .find(|s| &*s.name == strategy)
-            .ok_or_else(|| {
-                InvalidConfig::new("strategy", format!("no strategy is named `{strategy}`"))
-            })?;
-        let mut updated = HealingStrategy::clone(slot);
-        if let Some(max_attempts) = changes.max_attempts {
-            let attempts = std::num::NonZeroU32::new(max_attempts)
-                .ok_or_else(|| InvalidConfig::new("maxAttempts", "must be at least 1"))?;
-            match &mut updated.action {
-                Action::Retry(policy) => {
-                    let base = policy.take().unwrap_or_else(|| self.inner.retry.clone());
-                    *policy = Some(base.with_max_attempts(attempts));
-                }
-                other => {
-                    return Err(InvalidConfig::new(
-                        "maxAttempts",
-                        format!("`{strategy}` acts with {}, not retry", other.kind()),
-                    ));
-                }
-            }
-        }
-        if let Some(cooldown) = changes.cooldown {
-            updated.cooldown = cooldown;
-        }
-        if let Some(priority) = changes.priority {
-            updated.priority = priority;
-        }
-        if let Some(enabled) = changes.enabled {
-            updated.enabled = enabled;
-        }
-        if let Some(mode) = changes.mode {
-            updated.mode = mode;
-        }
-        *slot = Arc::new(updated);
+        let Some(index) = strategies.iter().position(|s| &*s.name == strategy) else {
+            return Err(InvalidConfig::new(
+                "strategy",
+                format!(
+                    "no strategy is named `{strategy}`{}",
+                    crate::error::did_you_mean(strategy, strategies.iter().map(|s| s.name()))
+                ),
+            ));
+        };
+        let slot = &mut strategies[index];
+        *slot = Arc::new(slot.overridden(changes, &self.inner.retry)?);
         Ok(())
     }
 
@@ -285,43 +234,11 @@ impl AutoHealer {
             .collect()
     }
 
-    /// Heals the pipeline `builder` makes: the healer becomes its supervisor, and the
-    /// healer's global `retryPolicy` and `circuitBreaker` its defaults.
-    pub fn install<C: Send + Sync + 'static>(
-        &self,
-        builder: PipelineBuilder<C>,
-    ) -> PipelineBuilder<C> {
-        builder.supervisor(self.clone())
-    }
-
-    /// Reads `monitor`'s checks for `health-check` triggers and [`TriggerContext::health`]. The
-    /// monitor stays the one source of their status.
-    pub fn watch(&self, monitor: &HealthMonitor) {
-        self.inner
-            .monitors
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(monitor.clone());
-    }
-
-    fn health(&self) -> Vec<CheckStatus> {
-        self.inner
-            .monitors
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .flat_map(HealthMonitor::statuses)
-            .collect()
-    }
-
     /// Evaluates the state triggers of every running stage now and acts on what matches. The
     /// healer does this by itself every evaluation interval during a run.
     pub async fn evaluate(&self) {
         let scopes: Vec<RunScope> = self
-            .inner
-            .attached
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .lock_attached()
             .values()
             .map(|a| a.scope.clone())
             .collect();
@@ -330,17 +247,102 @@ impl AutoHealer {
         }
     }
 
+    /// An operator's action on a stage of a run this healer heals (`healing trigger`): restart,
+    /// rollback, failover or circuit-break, applied at once whatever the healing mode (manual
+    /// mode leaves the decisions to people), and recorded under the strategy
+    /// [`MANUAL`](MANUAL). An action that cannot apply (no such run or stage, the stage not
+    /// running) is recorded `failed` with the reason.
+    pub async fn trigger(
+        &self,
+        run: &RunId,
+        stage: &str,
+        action: ActionKind,
+        reason: &str,
+    ) -> HealingRecord {
+        let scope = self.scope(run);
+        let control = scope.as_ref().and_then(|s| s.control(stage));
+        let chosen: Result<Action, String> = match (action, control) {
+            (ActionKind::Restart, _) => Ok(RestartAction::default().into()),
+            (ActionKind::Rollback, _) => Ok(RollbackAction.into()),
+            (ActionKind::Failover, _) => Ok(FailoverAction.into()),
+            (ActionKind::CircuitBreak, Some(control)) => {
+                Ok(CircuitBreakAction::like(&control.breaker().settings()).into())
+            }
+            (ActionKind::CircuitBreak, None) => {
+                Ok(CircuitBreakAction::like(&self.inner.breaker.unwrap_or_default()).into())
+            }
+            (other, _) => Err(format!(
+                "not applied: `{other}` cannot be triggered by hand (restart, rollback, failover or circuit-break can)"
+            )),
+        };
+        let strategy: Arc<str> = MANUAL.into();
+        let stage: Arc<str> = stage.into();
+        let trigger = TriggerMatch {
+            kind: TriggerKind::Manual,
+            index: 0,
+            observed: None,
+            description: reason.to_owned(),
+        };
+        let started = Instant::now();
+        let applied = match (&scope, control, chosen) {
+            (None, _, _) => Applied::failed(format!("not applied: run `{run}` is not running")),
+            (Some(scope), None, _) => Applied::failed(format!(
+                "not applied: the pipeline has no stage `{stage}` (it has {})",
+                scope
+                    .controls
+                    .iter()
+                    .map(|c| c.stage())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            (_, _, Err(detail)) => Applied::failed(detail),
+            (Some(scope), Some(_), Ok(action)) => {
+                let subject = Subject {
+                    scope: Some(scope),
+                    project: &scope.pipeline,
+                    stage: &stage,
+                    item: None,
+                    strategy: &strategy,
+                    trigger: &trigger,
+                    reason,
+                    at: scope.bus.clock().wall(),
+                    retry_policy: &self.inner.retry,
+                    alerts: &self.inner.alerts,
+                };
+                let applied = match &action {
+                    Action::Decisive(action) => action.on_stage(&subject).await,
+                    Action::Side(action) => action.apply(&subject).await,
+                };
+                announce(&subject, action.kind(), &applied);
+                applied
+            }
+        };
+        let record = HealingRecord {
+            at: self.now_wall(scope.as_ref()),
+            run: Some(run.clone()),
+            stage: Some(stage),
+            item: None,
+            strategy,
+            trigger,
+            action,
+            outcome: applied.outcome(),
+            detail: applied.detail,
+            duration: started.elapsed(),
+        };
+        self.flush(vec![record.clone()], scope.as_ref());
+        record
+    }
+
     async fn evaluate_run(&self, scope: &RunScope) {
-        let running: Vec<Arc<str>> = self
-            .lock()
-            .running
+        let running: Vec<Arc<str>> = scope
+            .controls
             .iter()
-            .filter(|(run, _, _)| *run == scope.run)
-            .map(|(_, s, _)| Arc::clone(s))
+            .filter(|c| c.is_running())
+            .map(|c| Arc::clone(c.stage_name()))
             .collect();
         for stage in running {
             self.heal(
-                Subject {
+                Target {
                     run: Some(scope.run.clone()),
                     stage,
                     item: None,
@@ -353,60 +355,68 @@ impl AutoHealer {
     }
 
     fn scope(&self, run: &RunId) -> Option<RunScope> {
+        self.lock_attached().get(run).map(|a| a.scope.clone())
+    }
+
+    fn lock_attached(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, Attached>> {
         self.inner
             .attached
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(run)
-            .map(|a| a.scope.clone())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_gate(&self) -> std::sync::MutexGuard<'_, Gate> {
+        self.inner.gate.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The strategies matching `subject`, highest priority first (ties in declaration order).
+    fn health(&self) -> Vec<CheckStatus> {
+        self.inner
+            .monitors
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .flat_map(HealthMonitor::statuses)
+            .collect()
+    }
+
+    /// The strategies matching `target`, highest priority first (ties in declaration order).
+    /// No healer lock is held while triggers run: a custom predicate may call back into the
+    /// healer.
     fn matches(
         &self,
-        subject: &Subject<'_>,
+        target: &Target<'_>,
         exhausted: bool,
         metrics: &MetricsCollector,
+        health: &[CheckStatus],
+        control: Option<&Arc<StageControl>>,
     ) -> Vec<Match> {
-        let strategies = self.strategies();
-        let health = self.health();
         let now = Instant::now();
-        let mut state = self.lock();
-        let State {
-            memory, running, ..
-        } = &mut *state;
         let ctx = TriggerContext {
-            stage: &subject.stage,
-            error: subject.failure.map(|f| f.error),
+            stage: &target.stage,
+            error: target.failure.map(|f| f.error),
             exhausted,
             metrics,
-            running_for: running
-                .iter()
-                .find(|(run, s, _)| Some(run) == subject.run.as_ref() && *s == subject.stage)
-                .map(|(_, _, since)| now.saturating_duration_since(*since)),
-            health: &health,
+            running_for: control.and_then(|c| c.running_for()),
+            health,
             now,
         };
-        let on_tick = subject.failure.is_none();
+        let on_tick = target.failure.is_none();
         let mut found = Vec::new();
-        for strategy in strategies.into_iter().filter(|s| s.enabled) {
-            // Retry needs failed work; on the tick there is none.
-            if on_tick && matches!(strategy.action, Action::Retry(_)) {
+        for strategy in self.strategies().into_iter().filter(|s| s.enabled) {
+            // Retry needs failed work that is not given up on yet.
+            let action = &strategy.action;
+            if action.needs_fresh_failure() && (on_tick || exhausted) {
                 continue;
             }
             for (index, trigger) in strategy.triggers.iter().enumerate() {
-                let key = (
-                    subject.run.clone(),
-                    Arc::clone(&strategy.name),
-                    index,
-                    Arc::clone(&subject.stage),
-                );
-                let memory = memory.entry(key).or_default();
-                if let Some(observed) = trigger.evaluate(&ctx, memory) {
+                let observed = if trigger.uses_memory() {
+                    let memory = self.memory_of(target, &strategy.name, index);
+                    let mut memory = memory.lock().unwrap_or_else(|e| e.into_inner());
+                    trigger.evaluate(&ctx, &mut memory)
+                } else {
+                    trigger.evaluate(&ctx, &mut TriggerMemory::default())
+                };
+                if let Some(observed) = observed {
                     found.push(Match {
                         trigger: TriggerMatch {
                             kind: trigger.kind(),
@@ -424,57 +434,30 @@ impl AutoHealer {
         found
     }
 
-    /// Cooldown, budget and mode, in that order; starts the cooldown and spends the budget
-    /// when the strategy may act (or would have).
-    fn gate(&self, strategy: &HealingStrategy, stage: &Arc<str>, scope: Option<&RunScope>) -> Gate {
-        let now = Instant::now();
-        let mut state = self.lock();
-        let key = (Arc::clone(&strategy.name), Arc::clone(stage));
-        if let Some(until) = state.cooldowns.get(&key)
-            && now < *until
-        {
-            return Gate::Skip(
-                Outcome::SkippedCooldown,
-                format!("cooling down for another {:.0?}", *until - now),
-            );
-        }
-        if let Some(budget) = self.inner.budget {
-            while state
-                .spent
-                .front()
-                .is_some_and(|t| now.saturating_duration_since(*t) >= budget.window)
-            {
-                state.spent.pop_front();
-            }
-            if state.spent.len() >= budget.max_actions as usize {
-                let first_skip = !std::mem::replace(&mut state.budget_alerted, true);
-                drop(state);
-                if first_skip {
-                    self.budget_alert(strategy, stage, budget, scope);
-                }
-                return Gate::Skip(
-                    Outcome::SkippedBudget,
-                    format!(
-                        "{} action(s) already taken in the last {:?}",
-                        budget.max_actions, budget.window
-                    ),
-                );
-            }
-            state.spent.push_back(now);
-            state.budget_alerted = false;
-        }
-        if !strategy.cooldown.is_zero() {
-            state.cooldowns.insert(key, now + strategy.cooldown);
-        }
-        if !self.is_enabled() || strategy.mode == Mode::DryRun {
-            Gate::DryRun
-        } else {
-            Gate::Act
-        }
+    fn memory_of(
+        &self,
+        target: &Target<'_>,
+        strategy: &Arc<str>,
+        index: usize,
+    ) -> Arc<Mutex<TriggerMemory>> {
+        let key = (
+            target.run.clone(),
+            Arc::clone(strategy),
+            index,
+            Arc::clone(&target.stage),
+        );
+        Arc::clone(
+            self.inner
+                .memory
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(key)
+                .or_default(),
+        )
     }
 
-    /// Matches, gates and acts for one subject; returns the remedy for a failed attempt.
-    async fn heal(&self, subject: Subject<'_>, scope: Option<&RunScope>) -> Remedy {
+    /// Matches, gates and acts for one target; returns the remedy for a failed attempt.
+    async fn heal(&self, target: Target<'_>, scope: Option<&RunScope>) -> Remedy {
         let fallback;
         let metrics = match scope {
             Some(scope) => &scope.metrics,
@@ -483,391 +466,133 @@ impl AutoHealer {
                 &fallback
             }
         };
+        let control = scope.and_then(|s| s.control(&target.stage));
+        let health = self.health();
+        let at = self.now_wall(scope);
+        let project: Arc<str> =
+            scope.map_or_else(|| "pipeline".into(), |s| Arc::clone(&s.pipeline));
         let mut records = Vec::new();
         let mut processed: HashSet<Arc<str>> = HashSet::new();
         let mut exhausted = false;
         let mut decided: Option<Remedy> = None;
         let mut taken = false;
-        let mut matched_now: HashSet<Arc<str>> = HashSet::new();
         'dispatch: loop {
             let matches: Vec<Match> = self
-                .matches(&subject, exhausted, metrics)
+                .matches(&target, exhausted, metrics, &health, control)
                 .into_iter()
                 .filter(|m| !processed.contains(&m.strategy.name))
-                .filter(|m| !(exhausted && matches!(m.strategy.action, Action::Retry(_))))
                 .collect();
             for m in matches {
                 processed.insert(Arc::clone(&m.strategy.name));
-                matched_now.insert(Arc::clone(&m.strategy.name));
-                let kind = m.strategy.action.kind();
+                let action = &m.strategy.action;
+                let kind = action.kind();
                 let started = Instant::now();
                 let mut record = |outcome: Outcome, detail: String| {
-                    records.push(self.record(
-                        &subject,
-                        scope,
-                        &m,
+                    records.push(HealingRecord {
+                        at,
+                        run: target.run.clone(),
+                        stage: Some(Arc::clone(&target.stage)),
+                        item: target.item.clone(),
+                        strategy: Arc::clone(&m.strategy.name),
+                        trigger: m.trigger.clone(),
+                        action: kind,
                         outcome,
                         detail,
-                        started.elapsed(),
-                    ));
+                        duration: started.elapsed(),
+                    });
                 };
-                if kind.is_decisive() && taken {
+                if action.is_decisive() && taken {
                     record(
                         Outcome::Superseded,
                         "a higher-priority action decided".into(),
                     );
                     continue;
                 }
-                match self.gate(&m.strategy, &subject.stage, scope) {
-                    Gate::Skip(outcome, detail) => {
-                        record(outcome, detail);
+                let admission = self.lock_gate().admit(
+                    &m.strategy.name,
+                    &target.stage,
+                    m.strategy.cooldown,
+                    Instant::now(),
+                );
+                match admission {
+                    Admission::CoolingDown { remaining } => {
+                        record(
+                            Outcome::SkippedCooldown,
+                            format!("cooling down for another {remaining:.0?}"),
+                        );
                         continue;
                     }
-                    Gate::DryRun => {
-                        taken |= kind.is_decisive();
-                        record(Outcome::WouldHave, format!("would have applied {kind}"));
+                    Admission::OverBudget { first } => {
+                        let budget = self.budget().expect("only a budget refuses");
+                        if first {
+                            self.budget_alert(&m.strategy, &target.stage, budget, &project, scope);
+                        }
+                        record(
+                            Outcome::SkippedBudget,
+                            format!(
+                                "{} action(s) already taken in the last {:?}",
+                                budget.max_actions, budget.window
+                            ),
+                        );
                         continue;
                     }
-                    Gate::Act => {}
+                    Admission::Admitted => {}
                 }
-                if !kind.is_decisive() {
-                    let (outcome, detail) = self.side_action(&m, &subject, scope).await;
-                    record(outcome, detail);
+                if !self.is_enabled() || m.strategy.mode == Mode::DryRun {
+                    taken |= action.is_decisive();
+                    record(Outcome::WouldHave, format!("would have applied {kind}"));
                     continue;
                 }
-                let applied = self.decisive_action(&m, &subject, scope).await;
-                if applied.outcome == Outcome::Succeeded {
+                let reason = format!("strategy `{}`: {}", m.strategy.name, m.trigger.description);
+                let subject = Subject {
+                    scope,
+                    project: &project,
+                    stage: &target.stage,
+                    item: target.item.as_ref(),
+                    strategy: &m.strategy.name,
+                    trigger: &m.trigger,
+                    reason: &reason,
+                    at,
+                    retry_policy: &self.inner.retry,
+                    alerts: &self.inner.alerts,
+                };
+                let applied = match (action, target.failure) {
+                    (Action::Side(side), _) => side.apply(&subject).await,
+                    (Action::Decisive(decisive), Some(failure)) => {
+                        decisive.on_failure(&subject, failure).await
+                    }
+                    (Action::Decisive(decisive), None) => decisive.on_stage(&subject).await,
+                };
+                announce(&subject, kind, &applied);
+                if action.is_decisive() && applied.outcome() == Outcome::Succeeded {
                     taken = true;
-                    decided = applied.remedy;
+                    decided = applied.remedy_for_failure();
                 }
-                record(applied.outcome, applied.detail);
-                if applied.exhausted {
+                let again = applied.effect == Effect::Exhausted;
+                record(applied.outcome(), applied.detail);
+                if again {
                     exhausted = true;
                     continue 'dispatch;
                 }
             }
             break;
         }
-        if subject.failure.is_none() {
-            self.restore_throttles(&subject, &matched_now, scope);
+        if let (None, Some(control)) = (target.failure, control) {
+            self.quiet(&processed, control);
         }
         self.flush(records, scope);
         decided.unwrap_or(Remedy::Fail)
     }
 
-    fn policy_of<'a>(&'a self, strategy: &'a HealingStrategy) -> &'a RetryPolicy {
-        match &strategy.action {
-            Action::Retry(Some(policy)) => policy,
-            _ => &self.inner.retry,
+    /// Tells the side actions of strategies that did not match the stage on this tick.
+    fn quiet(&self, matched: &HashSet<Arc<str>>, control: &Arc<StageControl>) {
+        for strategy in self.strategies() {
+            if let Action::Side(side) = &strategy.action
+                && !matched.contains(&strategy.name)
+            {
+                side.on_quiet(control);
+            }
         }
-    }
-
-    /// Applies retry, rollback, restart, failover or custom. For a failed attempt the remedy
-    /// goes back to the pipeline; on the tick, restart and rollback are requested through the
-    /// stage's controls.
-    async fn decisive_action(
-        &self,
-        m: &Match,
-        subject: &Subject<'_>,
-        scope: Option<&RunScope>,
-    ) -> Applied {
-        let control = scope.and_then(|s| s.control(&subject.stage)).cloned();
-        let reason = format!("strategy `{}`: {}", m.strategy.name, m.trigger.description);
-        match (&m.strategy.action, subject.failure) {
-            (Action::Retry(_), Some(failure)) => {
-                let policy = self.policy_of(&m.strategy);
-                if failure.attempt >= policy.max_attempts() {
-                    Applied {
-                        exhausted: true,
-                        ..Applied::failed(format!(
-                            "retries exhausted after {} attempt(s)",
-                            failure.attempt
-                        ))
-                    }
-                } else if !policy.is_retryable(failure.error) {
-                    Applied::failed("the error is not retryable by the policy")
-                } else {
-                    let after = {
-                        let mut rng = self.inner.rng.lock().unwrap_or_else(|e| e.into_inner());
-                        policy.delay(failure.attempt, &mut rng)
-                    };
-                    Applied::succeeded(
-                        format!(
-                            "attempt {} of {} in {after:.0?}",
-                            failure.attempt + 1,
-                            policy.max_attempts()
-                        ),
-                        Some(Remedy::Retry { after }),
-                    )
-                }
-            }
-            (Action::Retry(_), None) => Applied::failed("no failed work to retry"),
-            (Action::Rollback, Some(_)) => {
-                Applied::succeeded("rolling the run back", Some(Remedy::Rollback))
-            }
-            (Action::Rollback, None) => match control {
-                Some(control) => {
-                    control.request_rollback(reason);
-                    Applied::succeeded("rollback requested", None)
-                }
-                None => Applied::failed("the stage is not running"),
-            },
-            (Action::Restart(restart), failure) => {
-                let restarts = match failure {
-                    Some(f) => f.restarts,
-                    None => subject.run.as_ref().map_or(0, |run| {
-                        let key = (run.clone(), Arc::clone(&subject.stage));
-                        self.lock().restarts.get(&key).copied().unwrap_or(0)
-                    }),
-                };
-                if let Some(max) = restart.max_restarts
-                    && restarts >= max
-                {
-                    return Applied::failed(format!("restart limit of {max} reached"));
-                }
-                match (failure, control) {
-                    (Some(_), _) => {
-                        Applied::succeeded("restarting the stage", Some(Remedy::Restart))
-                    }
-                    (None, Some(control)) => {
-                        control.request_restart(reason);
-                        Applied::succeeded("restart requested", None)
-                    }
-                    (None, None) => Applied::failed("the stage is not running"),
-                }
-            }
-            (Action::Failover, Some(failure)) => {
-                if !failure.can_fail_over {
-                    Applied::failed("the stage has no failover handler")
-                } else if failure.handler == HandlerKind::Failover {
-                    Applied::failed("the failover handler failed too")
-                } else {
-                    Applied::succeeded("switching to the failover handler", Some(Remedy::Failover))
-                }
-            }
-            (Action::Failover, None) => match control {
-                Some(control) if control.set_failed_over(true) => {
-                    self.applied(
-                        scope,
-                        subject,
-                        ActionKind::Failover,
-                        "switched to the failover handler",
-                    );
-                    Applied::succeeded("switched to the failover handler", None)
-                }
-                Some(control) if control.can_fail_over() => {
-                    Applied::failed("already on the failover handler")
-                }
-                _ => Applied::failed("the stage has no failover handler"),
-            },
-            (Action::Custom(custom), failure) => {
-                let ctx = ActionContext {
-                    run: subject.run.clone(),
-                    stage: Arc::clone(&subject.stage),
-                    item: subject.item.clone(),
-                    strategy: Arc::clone(&m.strategy.name),
-                    error: failure.map(|f| f.error.clone()),
-                    metrics: scope.map(|s| s.metrics.clone()).unwrap_or_default(),
-                    control,
-                };
-                match (custom.handler)(ctx).await {
-                    Ok(remedy) => {
-                        if failure.is_none() {
-                            self.applied(scope, subject, ActionKind::Custom, "custom remedy ran");
-                        }
-                        Applied::succeeded(
-                            format!("custom remedy answered {remedy:?}"),
-                            Some(remedy),
-                        )
-                    }
-                    Err(error) => Applied::failed(format!("custom remedy failed: {error}")),
-                }
-            }
-            (side, _) => unreachable!("{:?} is not decisive", side.kind()),
-        }
-    }
-
-    /// Applies scale, circuit-break, throttle or notify.
-    async fn side_action(
-        &self,
-        m: &Match,
-        subject: &Subject<'_>,
-        scope: Option<&RunScope>,
-    ) -> (Outcome, String) {
-        let Some(control) = scope.and_then(|s| s.control(&subject.stage)).cloned() else {
-            if let Action::Notify(notify) = &m.strategy.action {
-                return self.notify(m, subject, scope, notify);
-            }
-            return (Outcome::Failed, "the stage is not running".into());
-        };
-        let kind = m.strategy.action.kind();
-        let (outcome, detail) = match &m.strategy.action {
-            Action::Scale(scale) => {
-                let from = control.concurrency();
-                let to = scale.target(from);
-                if to == from {
-                    return (
-                        Outcome::Failed,
-                        format!("concurrency already at its bound of {from}"),
-                    );
-                }
-                if let Some(scaler) = &scale.scaler
-                    && let Err(error) = scaler.scale(&subject.stage, from, to).await
-                {
-                    return (Outcome::Failed, format!("external scaler failed: {error}"));
-                }
-                match control.set_concurrency(to) {
-                    Ok(_) => (Outcome::Succeeded, format!("concurrency {from} → {to}")),
-                    Err(error) => (Outcome::Failed, error.to_string()),
-                }
-            }
-            Action::CircuitBreak(settings) => {
-                let breaker = control.breaker();
-                let mut current = breaker.settings();
-                current.break_duration = settings.break_duration;
-                current.half_open_requests = settings.half_open_requests;
-                current.success_threshold = settings
-                    .success_threshold
-                    .unwrap_or(settings.half_open_requests);
-                if let Err(error) = breaker.set_settings(current) {
-                    return (Outcome::Failed, error.to_string());
-                }
-                breaker.trip(Some(settings.break_duration));
-                (
-                    Outcome::Succeeded,
-                    format!(
-                        "breaker open for {:?}, then {} probe(s)",
-                        settings.break_duration, settings.half_open_requests
-                    ),
-                )
-            }
-            Action::Throttle(throttle) => {
-                let previous = control.rate();
-                if previous == Some(throttle.rate) {
-                    return (
-                        Outcome::Failed,
-                        format!("already throttled at {}/s", throttle.rate.per_second()),
-                    );
-                }
-                control.set_rate(Some(throttle.rate));
-                match throttle.restore {
-                    Restore::Never => {}
-                    Restore::After(after) => {
-                        let (control, rate) = (Arc::clone(&control), throttle.rate);
-                        tokio::spawn(async move {
-                            tokio::time::sleep(after).await;
-                            if control.rate() == Some(rate) {
-                                control.set_rate(previous);
-                            }
-                        });
-                    }
-                    Restore::WhenHealthy => {
-                        let mut state = self.lock();
-                        let pending = state
-                            .throttled
-                            .iter()
-                            .any(|(s, st, _)| *s == m.strategy.name && *st == subject.stage);
-                        if !pending {
-                            state.throttled.push((
-                                Arc::clone(&m.strategy.name),
-                                Arc::clone(&subject.stage),
-                                previous,
-                            ));
-                        }
-                    }
-                }
-                (
-                    Outcome::Succeeded,
-                    format!(
-                        "rate capped at {}/s (burst {})",
-                        throttle.rate.per_second(),
-                        throttle.rate.burst()
-                    ),
-                )
-            }
-            Action::Notify(notify) => return self.notify(m, subject, scope, notify),
-            other => unreachable!("{:?} is decisive", other.kind()),
-        };
-        if outcome == Outcome::Succeeded {
-            self.applied(scope, subject, kind, &detail);
-        }
-        (outcome, detail)
-    }
-
-    fn notify(
-        &self,
-        m: &Match,
-        subject: &Subject<'_>,
-        scope: Option<&RunScope>,
-        notify: &super::action::NotifyAction,
-    ) -> (Outcome, String) {
-        let project: Arc<str> =
-            scope.map_or_else(|| Arc::from("pipeline"), |s| Arc::clone(&s.pipeline));
-        let message = notify.message.clone().unwrap_or_else(|| {
-            format!(
-                "{} on stage `{}`: {}",
-                m.strategy.name, subject.stage, m.trigger.description
-            )
-        });
-        let alert = Alert {
-            severity: notify.severity,
-            title: format!("{project}: {}", m.strategy.name),
-            message,
-            dedup_key: format!("{project}/{}/{}", subject.stage, m.strategy.name),
-            project,
-            stage: Some(Arc::clone(&subject.stage)),
-            strategy: Some(Arc::clone(&m.strategy.name)),
-            at: self.now_wall(scope),
-            resolved: false,
-        };
-        let sent = self.send(alert, scope);
-        if sent == 0 {
-            return (
-                Outcome::Failed,
-                format!("no alert channel takes severity {}", notify.severity),
-            );
-        }
-        let detail = format!("alert sent to {sent} channel(s)");
-        self.applied(scope, subject, ActionKind::Notify, &detail);
-        (Outcome::Succeeded, detail)
-    }
-
-    /// Hands an alert to every channel that takes its severity, in the background, with three
-    /// tries per channel; a channel that still fails is published as `alert-failed`.
-    fn send(&self, alert: Alert, scope: Option<&RunScope>) -> usize {
-        let alert = Arc::new(alert);
-        let mut sent = 0;
-        for notifier in &self.inner.notifiers {
-            if alert.severity < notifier.min_severity() {
-                continue;
-            }
-            sent += 1;
-            let (notifier, alert) = (Arc::clone(notifier), Arc::clone(&alert));
-            let bus = scope.map(|s| (s.bus.clone(), s.run.clone()));
-            tokio::spawn(async move {
-                let mut wait = Duration::from_secs(1);
-                let mut last_error = None;
-                for _ in 0..3 {
-                    match notifier.notify(&alert).await {
-                        Ok(()) => return,
-                        Err(error) => last_error = Some(error),
-                    }
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
-                }
-                if let (Some((bus, run)), Some(error)) = (bus, last_error) {
-                    bus.publish(
-                        Some(&run),
-                        EventKind::AlertFailed {
-                            channel: notifier.name().into(),
-                            dedup_key: alert.dedup_key.clone(),
-                            error: error.to_string(),
-                        },
-                    );
-                }
-            });
-        }
-        sent
     }
 
     fn budget_alert(
@@ -875,10 +600,9 @@ impl AutoHealer {
         strategy: &HealingStrategy,
         stage: &Arc<str>,
         budget: Budget,
+        project: &Arc<str>,
         scope: Option<&RunScope>,
     ) {
-        let project: Arc<str> =
-            scope.map_or_else(|| Arc::from("pipeline"), |s| Arc::clone(&s.pipeline));
         let alert = Alert {
             severity: Severity::Critical,
             title: format!("{project}: healing budget spent"),
@@ -888,77 +612,15 @@ impl AutoHealer {
                 budget.max_actions, budget.window, strategy.name
             ),
             dedup_key: format!("{project}/healing-budget"),
-            project,
+            project: Arc::clone(project),
             stage: Some(Arc::clone(stage)),
             strategy: None,
             at: self.now_wall(scope),
             resolved: false,
         };
-        self.send(alert, scope);
-    }
-
-    fn restore_throttles(
-        &self,
-        subject: &Subject<'_>,
-        matched: &HashSet<Arc<str>>,
-        scope: Option<&RunScope>,
-    ) {
-        let Some(control) = scope.and_then(|s| s.control(&subject.stage)) else {
-            return;
-        };
-        let mut state = self.lock();
-        state.throttled.retain(|(strategy, stage, previous)| {
-            if *stage != subject.stage || matched.contains(strategy) {
-                return true;
-            }
-            control.set_rate(*previous);
-            false
-        });
-    }
-
-    /// Publishes `healing-applied` for an action the healer applied itself (the pipeline
-    /// publishes it for the remedies it carries out).
-    fn applied(
-        &self,
-        scope: Option<&RunScope>,
-        subject: &Subject<'_>,
-        action: ActionKind,
-        detail: &str,
-    ) {
-        if let Some(scope) = scope {
-            scope.bus.publish(
-                Some(&scope.run),
-                EventKind::HealingApplied {
-                    stage: Arc::clone(&subject.stage),
-                    item: subject.item.clone(),
-                    action,
-                    detail: detail.to_owned(),
-                },
-            );
-        }
-    }
-
-    fn record(
-        &self,
-        subject: &Subject<'_>,
-        scope: Option<&RunScope>,
-        m: &Match,
-        outcome: Outcome,
-        detail: String,
-        duration: Duration,
-    ) -> HealingRecord {
-        HealingRecord {
-            at: self.now_wall(scope),
-            run: subject.run.clone(),
-            stage: Some(Arc::clone(&subject.stage)),
-            item: subject.item.clone(),
-            strategy: Arc::clone(&m.strategy.name),
-            trigger: m.trigger.clone(),
-            action: m.strategy.action.kind(),
-            outcome,
-            detail,
-            duration,
-        }
+        self.inner
+            .alerts
+            .dispatch(alert, scope.map(|s| (s.bus.clone(), s.run.clone())));
     }
 
     /// Keeps the records and publishes each as `healing-decision`.
@@ -984,68 +646,28 @@ impl AutoHealer {
         }
     }
 
-    fn now_wall(&self, scope: Option<&RunScope>) -> std::time::SystemTime {
+    fn now_wall(&self, scope: Option<&RunScope>) -> SystemTime {
         match scope {
             Some(scope) => scope.bus.clock().wall(),
             None => self.inner.clock.wall(),
         }
     }
 
-    /// The events [`observe`](Self::observe) acts on: stages starting, ending and restarting.
-    fn watches(kind: &EventKind) -> bool {
-        matches!(
-            kind,
-            EventKind::StageStarted { .. }
-                | EventKind::StageSucceeded { .. }
-                | EventKind::StageFailed { .. }
-                | EventKind::HealingApplied {
-                    action: ActionKind::Restart,
-                    ..
-                }
-        )
-    }
-
-    /// Follows a run's events: which stages run, since when, and their restarts.
-    fn observe(&self, run: &RunId, kind: &EventKind) {
-        let mut state = self.lock();
-        match kind {
-            EventKind::StageStarted { stage } => {
-                state
-                    .running
-                    .push((run.clone(), Arc::clone(stage), Instant::now()))
-            }
-            EventKind::StageSucceeded { stage, .. } | EventKind::StageFailed { stage, .. } => {
-                state.running.retain(|(r, s, _)| !(r == run && s == stage))
-            }
-            EventKind::HealingApplied {
-                stage,
-                action: ActionKind::Restart,
-                ..
-            } => {
-                *state
-                    .restarts
-                    .entry((run.clone(), Arc::clone(stage)))
-                    .or_default() += 1;
-                if let Some((_, _, since)) = state
-                    .running
-                    .iter_mut()
-                    .find(|(r, s, _)| r == run && s == stage)
-                {
-                    *since = Instant::now();
-                }
-            }
-            _ => {}
-        }
-    }
-
     /// Forgets what it kept for a run that ended.
     fn forget(&self, run: &RunId) {
-        let mut state = self.lock();
-        state.running.retain(|(r, _, _)| r != run);
-        state.restarts.retain(|(r, _), _| r != run);
-        state
+        self.inner
             .memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .retain(|(r, _, _, _), _| r.as_ref() != Some(run));
+    }
+}
+
+/// Announces an action done now as `healing-applied` on its stage (the executor announces the
+/// remedies and requests it carries out).
+fn announce(subject: &Subject<'_>, kind: ActionKind, applied: &Applied) {
+    if let (Effect::Done, Some(control)) = (applied.effect, subject.control()) {
+        control.applied(kind, subject.item.cloned(), applied.detail.clone());
     }
 }
 
@@ -1053,60 +675,49 @@ impl Supervisor for AutoHealer {
     fn on_failure<'a>(&'a self, failure: &'a Failure<'a>) -> BoxFuture<'a, Remedy> {
         Box::pin(async move {
             let scope = self.scope(failure.run);
-            let subject = Subject {
+            let target = Target {
                 run: Some(failure.run.clone()),
                 stage: Arc::from(failure.stage),
                 item: failure.item.map(Arc::from),
                 failure: Some(failure),
             };
-            self.heal(subject, scope.as_ref()).await
+            self.heal(target, scope.as_ref()).await
         })
     }
 
     fn run_started(&self, scope: &RunScope) {
         let stop = CancellationToken::new();
-        let previous = self
-            .inner
-            .attached
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                scope.run.clone(),
-                Attached {
-                    scope: scope.clone(),
-                    stop: stop.clone(),
-                },
-            );
+        let previous = self.lock_attached().insert(
+            scope.run.clone(),
+            Attached {
+                scope: scope.clone(),
+                stop: stop.clone(),
+            },
+        );
         if let Some(previous) = previous {
             previous.stop.cancel();
         }
         self.forget(&scope.run);
-        let mut events = scope.bus.subscribe_to(Self::watches);
         let (healer, scope) = (self.clone(), scope.clone());
         let interval = self.inner.interval;
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let ours = |event: &crate::event::Event| event.run.as_ref() == Some(&scope.run);
             loop {
                 tokio::select! {
                     biased;
                     _ = stop.cancelled() => break,
-                    Some(event) = events.recv() => if ours(&event) {
-                        healer.observe(&scope.run, &event.kind);
-                    },
-                    _ = ticks.tick() => {
-                        // Catch up on events first, so the tick sees the stages as they are.
-                        while let Some(event) = events.try_recv() {
-                            if ours(&event) {
-                                healer.observe(&scope.run, &event.kind);
-                            }
-                        }
-                        healer.evaluate_run(&scope).await;
-                    }
+                    _ = ticks.tick() => healer.evaluate_run(&scope).await,
                 }
             }
         });
+    }
+
+    fn run_finished(&self, run: &RunId) {
+        if let Some(done) = self.lock_attached().remove(run) {
+            done.stop.cancel();
+        }
+        self.forget(run);
     }
 
     fn retry_policy(&self) -> Option<RetryPolicy> {
@@ -1116,19 +727,6 @@ impl Supervisor for AutoHealer {
     fn circuit_breaker(&self) -> Option<BreakerSettings> {
         self.inner.breaker
     }
-
-    fn run_finished(&self, run: &RunId) {
-        let done = self
-            .inner
-            .attached
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(run);
-        if let Some(done) = done {
-            done.stop.cancel();
-        }
-        self.forget(run);
-    }
 }
 
 impl std::fmt::Debug for AutoHealer {
@@ -1136,7 +734,8 @@ impl std::fmt::Debug for AutoHealer {
         f.debug_struct("AutoHealer")
             .field("strategies", &self.strategies().len())
             .field("enabled", &self.is_enabled())
-            .field("budget", &self.inner.budget)
+            .field("budget", &self.budget())
+            .field("alerts", &self.inner.alerts)
             .finish_non_exhaustive()
     }
 }
@@ -1151,7 +750,6 @@ pub struct AutoHealerBuilder {
     enabled: bool,
     interval: Duration,
     history_capacity: usize,
-    seed: Option<u64>,
 }
 
 impl AutoHealerBuilder {
@@ -1203,12 +801,6 @@ impl AutoHealerBuilder {
         self
     }
 
-    /// Seeds retry jitter.
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
-        self
-    }
-
     pub fn build(self) -> Result<AutoHealer, InvalidConfig> {
         for (i, strategy) in self.strategies.iter().enumerate() {
             strategy
@@ -1220,6 +812,12 @@ impl AutoHealerBuilder {
             "strategies",
             self.strategies.iter().map(|s| &*s.name),
         )?;
+        if self.strategies.iter().any(|s| &*s.name == MANUAL) {
+            return Err(InvalidConfig::new(
+                "strategies",
+                format!("`{MANUAL}` is the name operators' actions are recorded under"),
+            ));
+        }
         if let Some(settings) = &self.breaker {
             settings
                 .validate()
@@ -1253,18 +851,14 @@ impl AutoHealerBuilder {
                 strategies: RwLock::new(self.strategies.into_iter().map(Arc::new).collect()),
                 retry: self.retry,
                 breaker: self.breaker,
-                budget: self.budget,
-                notifiers: self.notifiers,
+                alerts: Dispatcher::new(self.notifiers),
                 enabled: AtomicBool::new(self.enabled),
                 interval: self.interval,
                 history_capacity: self.history_capacity,
                 clock: Arc::new(TokioClock::new()),
-                state: Mutex::new(State::default()),
+                gate: Mutex::new(Gate::new(self.budget)),
+                memory: Mutex::new(HashMap::new()),
                 history: Mutex::new(VecDeque::new()),
-                rng: Mutex::new(
-                    self.seed
-                        .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed),
-                ),
                 attached: Mutex::new(HashMap::new()),
                 monitors: RwLock::new(Vec::new()),
             }),

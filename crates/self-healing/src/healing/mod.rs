@@ -8,21 +8,24 @@
 //! [`watch`](AutoHealer::watch)es. Its decisions are [`HealingRecord`]s, the vocabulary of which
 //! lives in [`event`](crate::event) and is re-exported here.
 
-mod action;
+mod actions;
+mod gate;
 mod healer;
 mod strategy;
 mod trigger;
 
 pub use crate::event::{ActionKind, HealingRecord, Outcome, TriggerKind, TriggerMatch};
 pub use crate::pipeline::{Failure, Remedy, RetrySupervisor, RunScope, Supervisor};
-pub use action::{
-    Action, ActionContext, CircuitBreakAction, CustomAction, NotifyAction, RestartAction, Restore,
-    ScaleAction, ScaleDirection, Scaler, ThrottleAction,
+pub use actions::{
+    Action, ActionContext, Applied, CircuitBreakAction, CustomAction, DecisiveAction, Effect,
+    FailoverAction, NotifyAction, RestartAction, Restore, RetryAction, RollbackAction, ScaleAction,
+    ScaleDirection, Scaler, SideAction, Subject, ThrottleAction,
 };
+pub use gate::Budget;
 pub use healer::{
-    AutoHealer, AutoHealerBuilder, Budget, DEFAULT_EVALUATION_INTERVAL, DEFAULT_HISTORY_CAPACITY,
+    AutoHealer, AutoHealerBuilder, DEFAULT_EVALUATION_INTERVAL, DEFAULT_HISTORY_CAPACITY, MANUAL,
 };
-pub use strategy::{HealingStrategy, Mode, StrategyOverride};
+pub use strategy::{HealingStrategy, Mode, StrategyOverride, StrategySettings};
 pub use trigger::{
     AnomalyTrigger, CustomTrigger, DEFAULT_MIN_SAMPLES, ErrorTrigger, HealthTrigger,
     MetricsTrigger, Operator, Sensitivity, TimeoutTrigger, Trigger, TriggerContext,

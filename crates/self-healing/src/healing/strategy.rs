@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::action::Action;
+use super::actions::Action;
 use super::trigger::Trigger;
 use crate::error::InvalidConfig;
+use crate::resilience::RetryPolicy;
 
 /// Whether a strategy acts, or only records what it would have done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -24,10 +25,10 @@ pub enum Mode {
 ///
 /// ```
 /// use std::time::Duration;
-/// use self_healing::healing::{Action, HealingStrategy, Trigger};
-/// use self_healing::{RetryPolicy, Severity};
+/// use self_healing::healing::{HealingStrategy, RollbackAction, Trigger};
+/// use self_healing::Severity;
 ///
-/// let rollback_critical = HealingStrategy::new("rollback-critical", Action::Rollback)
+/// let rollback_critical = HealingStrategy::new("rollback-critical", RollbackAction)
 ///     .priority(100)
 ///     .trigger(Trigger::error().severity(Severity::Critical))
 ///     .trigger(
@@ -36,6 +37,7 @@ pub enum Mode {
 ///     )
 ///     .cooldown(Duration::from_millis(600_000));
 /// assert_eq!(rollback_critical.name(), "rollback-critical");
+/// assert_eq!(rollback_critical.settings().priority, 100);
 /// ```
 #[derive(Debug, Clone)]
 pub struct HealingStrategy {
@@ -49,12 +51,12 @@ pub struct HealingStrategy {
 }
 
 impl HealingStrategy {
-    pub fn new(name: impl Into<Arc<str>>, action: Action) -> Self {
+    pub fn new(name: impl Into<Arc<str>>, action: impl Into<Action>) -> Self {
         HealingStrategy {
             name: name.into(),
             priority: 0,
             triggers: Vec::new(),
-            action,
+            action: action.into(),
             cooldown: Duration::ZERO,
             enabled: true,
             mode: Mode::Act,
@@ -98,20 +100,39 @@ impl HealingStrategy {
         &self.triggers
     }
 
-    pub fn get_priority(&self) -> i64 {
-        self.priority
+    /// Its priority, cooldown, whether it is enabled and its mode, as they are now.
+    pub fn settings(&self) -> StrategySettings {
+        StrategySettings {
+            priority: self.priority,
+            cooldown: self.cooldown,
+            enabled: self.enabled,
+            mode: self.mode,
+        }
     }
 
-    pub fn get_cooldown(&self) -> Duration {
-        self.cooldown
-    }
-
-    pub fn is_enabled(&self) -> bool {
-        self.enabled
-    }
-
-    pub fn get_mode(&self) -> Mode {
-        self.mode
+    /// This strategy with an operator's override applied (`healing configure`).
+    pub(crate) fn overridden(
+        &self,
+        changes: &StrategyOverride,
+        global: &RetryPolicy,
+    ) -> Result<HealingStrategy, InvalidConfig> {
+        let mut updated = self.clone();
+        if let Some(action) = self.action.reconfigured(changes, global)? {
+            updated.action = action;
+        }
+        if let Some(cooldown) = changes.cooldown {
+            updated.cooldown = cooldown;
+        }
+        if let Some(priority) = changes.priority {
+            updated.priority = priority;
+        }
+        if let Some(enabled) = changes.enabled {
+            updated.enabled = enabled;
+        }
+        if let Some(mode) = changes.mode {
+            updated.mode = mode;
+        }
+        Ok(updated)
     }
 
     pub(crate) fn validate(&self) -> Result<(), InvalidConfig> {
@@ -133,6 +154,15 @@ impl HealingStrategy {
     }
 }
 
+/// A strategy's settings that are not its triggers and action; see [`HealingStrategy::settings`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StrategySettings {
+    pub priority: i64,
+    pub cooldown: Duration,
+    pub enabled: bool,
+    pub mode: Mode,
+}
+
 /// A live change to a strategy's settings (what `healing configure` sets). Fields left `None`
 /// keep their value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +174,23 @@ pub struct StrategyOverride {
     pub priority: Option<i64>,
     pub enabled: Option<bool>,
     pub mode: Option<Mode>,
+}
+
+impl StrategyOverride {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == StrategyOverride::default()
+    }
+
+    /// Merges `later` into this override: what `later` sets wins, the rest stays. Every store
+    /// keeps a project's overrides of a strategy merged this way.
+    pub fn merge(&mut self, later: &StrategyOverride) {
+        self.max_attempts = later.max_attempts.or(self.max_attempts);
+        self.cooldown = later.cooldown.or(self.cooldown);
+        self.priority = later.priority.or(self.priority);
+        self.enabled = later.enabled.or(self.enabled);
+        self.mode = later.mode.or(self.mode);
+    }
 }
 
 mod opt_ms {

@@ -181,6 +181,12 @@ impl Trigger {
         }
     }
 
+    /// Whether [`evaluate`](Self::evaluate) keeps memory between evaluations (sustained metrics
+    /// and anomalies do; a custom predicate does not, and runs with no lock held).
+    pub(crate) fn uses_memory(&self) -> bool {
+        matches!(self, Trigger::Metrics(_) | Trigger::Anomaly(_))
+    }
+
     /// Evaluates this trigger for `ctx`, using and updating `memory` for sustained and
     /// anomaly conditions.
     pub(crate) fn evaluate(

@@ -1,16 +1,20 @@
 //! A stage's live controls: the knobs healing actions and operators turn while it runs.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::error::InvalidConfig;
-use crate::event::{EventBus, EventKind, RunId};
+use crate::event::{ActionKind, EventBus, EventKind, RunId};
 use crate::resilience::{CircuitBreaker, ConcurrencyLimit, Rate, Throttle};
 
 /// The live state of one stage, shared between the running pipeline and whoever steers it
-/// (the healer's side actions, manual triggers). Every change is published on the bus.
+/// (the healer's actions, operators): the one place that state lives. Every change is
+/// published on the bus, and so is every healing action applied to the stage
+/// ([`applied`](Self::applied) is the one writer of `healing-applied`).
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -34,6 +38,9 @@ pub struct StageControl {
     breaker: CircuitBreaker,
     can_fail_over: bool,
     failed_over: AtomicBool,
+    /// Since when the stage runs (reset by a restart); `None` while it does not.
+    running_since: Mutex<Option<Instant>>,
+    restarts: AtomicU32,
     requests: Mutex<Pending>,
     requested: Notify,
 }
@@ -72,6 +79,8 @@ impl StageControl {
             breaker,
             can_fail_over,
             failed_over: AtomicBool::new(false),
+            running_since: Mutex::new(None),
+            restarts: AtomicU32::new(0),
             requests: Mutex::new(Pending::default()),
             requested: Notify::new(),
         });
@@ -90,6 +99,60 @@ impl StageControl {
 
     pub fn stage(&self) -> &str {
         &self.stage
+    }
+
+    /// The stage's name, shared.
+    pub fn stage_name(&self) -> &Arc<str> {
+        &self.stage
+    }
+
+    /// Whether the stage is running now.
+    pub fn is_running(&self) -> bool {
+        self.since().is_some()
+    }
+
+    /// How long the stage has been running (since its last restart), if it is.
+    pub fn running_for(&self) -> Option<Duration> {
+        self.since().map(|since| since.elapsed())
+    }
+
+    /// How often the stage was restarted in the current (or last) run.
+    pub fn restarts(&self) -> u32 {
+        self.restarts.load(Ordering::Acquire)
+    }
+
+    fn since(&self) -> Option<Instant> {
+        *self.running_since.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The executor's marks: the stage starts, restarts, or stops.
+    pub(crate) fn mark_started(&self) {
+        self.restarts.store(0, Ordering::Release);
+        self.set_since(Some(Instant::now()));
+    }
+
+    pub(crate) fn mark_restarted(&self) -> u32 {
+        self.set_since(Some(Instant::now()));
+        self.restarts.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    pub(crate) fn mark_stopped(&self) {
+        self.set_since(None);
+    }
+
+    fn set_since(&self, since: Option<Instant>) {
+        *self.running_since.lock().unwrap_or_else(|e| e.into_inner()) = since;
+    }
+
+    /// Publishes that a healing action was applied to this stage (or one of its items), with
+    /// what exactly it did.
+    pub fn applied(&self, action: ActionKind, item: Option<Arc<str>>, detail: impl Into<String>) {
+        self.publish(EventKind::HealingApplied {
+            stage: Arc::clone(&self.stage),
+            item,
+            action,
+            detail: detail.into(),
+        });
     }
 
     pub fn concurrency(&self) -> usize {
@@ -227,6 +290,8 @@ impl std::fmt::Debug for StageControl {
             .field("throttle", &self.throttle)
             .field("breaker", &self.breaker.state())
             .field("failed_over", &self.is_failed_over())
+            .field("running", &self.is_running())
+            .field("restarts", &self.restarts())
             .finish()
     }
 }

@@ -47,7 +47,7 @@ use crate::clock::{Clock, default_clock};
 use crate::error::InvalidConfig;
 use crate::event::{ActionKind, Event, EventBus, EventKind, RunId};
 use crate::metrics::{MetricsCollector, PipelineMetrics};
-use crate::resilience::{BreakerSettings, CircuitBreaker, RetryPolicy};
+use crate::resilience::{BreakerSettings, CircuitBreaker, Jitter, RetryPolicy};
 use run::{Runner, StageEntry};
 
 /// What an `on_healing_action` hook is told besides the action.
@@ -154,6 +154,7 @@ pub struct SelfHealingPipeline<C> {
     current_run: Arc<Mutex<Option<RunId>>>,
     run_lock: tokio::sync::Mutex<()>,
     ids: Mutex<fastrand::Rng>,
+    jitter: Arc<Jitter>,
 }
 
 impl<C: Send + Sync + 'static> SelfHealingPipeline<C> {
@@ -196,6 +197,7 @@ impl<C: Send + Sync + 'static> SelfHealingPipeline<C> {
             metrics: self.metrics.clone(),
             supervisor: Arc::clone(&self.supervisor),
             default_retry: self.default_retry.clone(),
+            jitter: Arc::clone(&self.jitter),
             cancel: options.cancel,
             completed: options.completed,
             grace: self.grace,
@@ -379,9 +381,7 @@ impl<C: Send + Sync + 'static> PipelineBuilder<C> {
                 .map_err(|e| e.within(format!("stages[{i}]")))?;
         }
         crate::error::unique_names("stages", "stages", self.stages.iter().map(|s| &*s.name))?;
-        let supervisor = self
-            .supervisor
-            .unwrap_or_else(|| Arc::new(RetrySupervisor::new(self.seed)));
+        let supervisor = self.supervisor.unwrap_or_else(|| Arc::new(RetrySupervisor));
         let retry = self
             .retry
             .or_else(|| supervisor.retry_policy())
@@ -432,6 +432,7 @@ impl<C: Send + Sync + 'static> PipelineBuilder<C> {
                 self.seed
                     .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed),
             ),
+            jitter: Arc::new(self.seed.map_or_else(Jitter::new, Jitter::seeded)),
         })
     }
 }

@@ -17,7 +17,7 @@ use super::supervisor::{Failure, Remedy, RunScope, Supervisor};
 use crate::error::StageError;
 use crate::event::{ActionKind, EventBus, EventKind, HandlerKind, RunId, RunStatus};
 use crate::metrics::MetricsCollector;
-use crate::resilience::{ConcurrencyPermit, RetryPolicy, deadline};
+use crate::resilience::{ConcurrencyPermit, Jitter, RetryPolicy, deadline};
 
 /// A stage as the pipeline keeps it: its definition and its live controls.
 pub(crate) struct StageEntry<C> {
@@ -34,6 +34,7 @@ pub(crate) struct Runner<C> {
     pub(crate) metrics: MetricsCollector,
     pub(crate) supervisor: Arc<dyn Supervisor>,
     pub(crate) default_retry: RetryPolicy,
+    pub(crate) jitter: Arc<Jitter>,
     pub(crate) cancel: CancellationToken,
     pub(crate) completed: Option<Arc<dyn super::Completed>>,
     pub(crate) grace: Duration,
@@ -143,15 +144,14 @@ impl<C: Send + Sync + 'static> Runner<C> {
                     break;
                 }
                 StageEnd::Rollback(e) => {
-                    self.publish(EventKind::HealingApplied {
-                        stage: Arc::clone(&entry.stage.name),
-                        item: None,
-                        action: ActionKind::Rollback,
-                        detail: format!(
+                    entry.control.applied(
+                        ActionKind::Rollback,
+                        None,
+                        format!(
                             "compensating {} completed stage(s) and this stage's completed items",
                             completed.len()
                         ),
-                    });
+                    );
                     compensation_failures =
                         self.roll_back(stages, (index, units), &completed).await;
                     status = RunStatus::RolledBack;
@@ -185,7 +185,9 @@ impl<C: Send + Sync + 'static> Runner<C> {
         entry: &Arc<StageEntry<C>>,
     ) -> (StageReport, StageEnd, Vec<Unit>) {
         let stage = &entry.stage;
+        let control = &entry.control;
         let name = Arc::clone(&stage.name);
+        control.mark_started();
         self.publish(EventKind::StageStarted {
             stage: Arc::clone(&name),
         });
@@ -209,13 +211,12 @@ impl<C: Send + Sync + 'static> Runner<C> {
                         .with_code("RESTART_LIMIT");
                         break (StageEnd::Failed(e), units);
                     }
-                    restarts += 1;
-                    self.publish(EventKind::HealingApplied {
-                        stage: Arc::clone(&name),
-                        item: None,
-                        action: ActionKind::Restart,
-                        detail: format!("restart {restarts} of {}: {reason}", stage.max_restarts),
-                    });
+                    restarts = control.mark_restarted();
+                    control.applied(
+                        ActionKind::Restart,
+                        None,
+                        format!("restart {restarts} of {}: {reason}", stage.max_restarts),
+                    );
                     if let Some(reset) = &stage.reset {
                         let ctx = self.context(
                             &name,
@@ -236,6 +237,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
             }
         };
         let duration = started.elapsed();
+        control.mark_stopped();
         let kind = match &end {
             StageEnd::Succeeded => EventKind::StageSucceeded {
                 stage: Arc::clone(&name),
@@ -535,15 +537,15 @@ impl<C: Send + Sync + 'static> Runner<C> {
                 can_fail_over: control.can_fail_over(),
                 restarts,
                 retry_policy: policy,
+                jitter: &self.jitter,
             };
             match self.supervisor.on_failure(&failure).await {
                 Remedy::Retry { after } => {
-                    self.publish(EventKind::HealingApplied {
-                        stage: Arc::clone(name),
-                        item: item.clone(),
-                        action: ActionKind::Retry,
-                        detail: format!("attempt {} in {after:.0?}", attempt + 1),
-                    });
+                    control.applied(
+                        ActionKind::Retry,
+                        item.clone(),
+                        format!("attempt {} in {after:.0?}", attempt + 1),
+                    );
                     tokio::select! {
                         biased;
                         _ = stop.cancelled() => break abandon(),
@@ -552,12 +554,11 @@ impl<C: Send + Sync + 'static> Runner<C> {
                 }
                 Remedy::Failover if control.can_fail_over() && handler == HandlerKind::Primary => {
                     if control.set_failed_over(true) {
-                        self.publish(EventKind::HealingApplied {
-                            stage: Arc::clone(name),
-                            item: item.clone(),
-                            action: ActionKind::Failover,
-                            detail: "switched to the failover handler".into(),
-                        });
+                        control.applied(
+                            ActionKind::Failover,
+                            item.clone(),
+                            "switched to the failover handler",
+                        );
                     }
                 }
                 Remedy::Failover | Remedy::Fail => break fail(attempt, error),

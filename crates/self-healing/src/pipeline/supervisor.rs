@@ -5,7 +5,7 @@
 //! give up. The default supervisor, [`RetrySupervisor`], applies the stage's
 //! [`RetryPolicy`]; the `AutoHealer` in `healing` is a richer one behind the same trait.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::StageControl;
@@ -13,7 +13,7 @@ use crate::BoxFuture;
 use crate::error::StageError;
 use crate::event::{ActionKind, EventBus, HandlerKind, RunId};
 use crate::metrics::MetricsCollector;
-use crate::resilience::{BreakerSettings, RetryPolicy};
+use crate::resilience::{BreakerSettings, Jitter, RetryPolicy};
 
 /// A failed attempt, as the supervisor sees it.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +33,8 @@ pub struct Failure<'a> {
     pub restarts: u32,
     /// The stage's effective retry policy.
     pub retry_policy: &'a RetryPolicy,
+    /// The pipeline's source of retry jitter.
+    pub jitter: &'a Jitter,
 }
 
 /// What to do about a failed attempt.
@@ -139,45 +141,36 @@ where
     }
 }
 
-/// Retries by the stage's [`RetryPolicy`], then fails. Jitter comes from a seedable generator,
-/// so a seeded pipeline retries on the same schedule every time.
+/// Retries by the stage's [`RetryPolicy`], then fails. Jitter comes from the pipeline's
+/// [`Jitter`], so a seeded pipeline retries on the same schedule every time.
 ///
 /// ```
 /// use std::time::Duration;
 /// use self_healing::pipeline::{Failure, Remedy, RetrySupervisor};
 /// use self_healing::event::{HandlerKind, RunId};
+/// use self_healing::resilience::Jitter;
 /// use self_healing::{RetryPolicy, StageError};
 ///
-/// let supervisor = RetrySupervisor::new(Some(7));
 /// let policy = RetryPolicy::builder().max_attempts(2).initial_delay(Duration::from_secs(1)).build().unwrap();
-/// let error = StageError::new("ECONNRESET");
-/// let run = RunId::new("r");
+/// let (error, run, jitter) = (StageError::new("ECONNRESET"), RunId::new("r"), Jitter::seeded(7));
 /// let failure = |attempt| Failure {
 ///     run: &run, stage: "load", item: None, attempt, error: &error,
 ///     handler: HandlerKind::Primary, can_fail_over: false, restarts: 0, retry_policy: &policy,
+///     jitter: &jitter,
 /// };
-/// assert_eq!(supervisor.decide(&failure(1)), Remedy::Retry { after: Duration::from_secs(1) });
-/// assert_eq!(supervisor.decide(&failure(2)), Remedy::Fail);
+/// assert_eq!(RetrySupervisor.decide(&failure(1)), Remedy::Retry { after: Duration::from_secs(1) });
+/// assert_eq!(RetrySupervisor.decide(&failure(2)), Remedy::Fail);
 /// ```
-#[derive(Debug)]
-pub struct RetrySupervisor {
-    rng: Mutex<fastrand::Rng>,
-}
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RetrySupervisor;
 
 impl RetrySupervisor {
-    pub fn new(seed: Option<u64>) -> Self {
-        RetrySupervisor {
-            rng: Mutex::new(seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed)),
-        }
-    }
-
     /// The remedy the retry policy alone gives.
     pub fn decide(&self, failure: &Failure<'_>) -> Remedy {
         let policy = failure.retry_policy;
         if policy.should_retry(failure.attempt, failure.error) {
-            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
             Remedy::Retry {
-                after: policy.delay(failure.attempt, &mut rng),
+                after: failure.jitter.delay(policy, failure.attempt),
             }
         } else {
             Remedy::Fail

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::num::NonZeroU32;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use regex::Regex;
@@ -197,6 +198,46 @@ impl RetryPolicy {
                 Err(error) => return Err(error),
             }
         }
+    }
+}
+
+/// The one source of retry jitter of a pipeline: a seedable generator shared by whoever
+/// decides retries (the default supervisor and the healer), so a seeded pipeline waits on the
+/// same schedule every time.
+///
+/// ```
+/// use std::time::Duration;
+/// use self_healing::resilience::{Jitter, RetryPolicy};
+///
+/// let policy = RetryPolicy::builder().jitter(true).initial_delay(Duration::from_secs(2)).build()?;
+/// let (a, b) = (Jitter::seeded(7), Jitter::seeded(7));
+/// assert_eq!(a.delay(&policy, 1), b.delay(&policy, 1));
+/// assert!(a.delay(&policy, 1) >= Duration::from_secs(1));
+/// # Ok::<(), self_healing::InvalidConfig>(())
+/// ```
+#[derive(Debug)]
+pub struct Jitter(Mutex<fastrand::Rng>);
+
+impl Jitter {
+    /// Seeded from the system's randomness.
+    pub fn new() -> Self {
+        Jitter(Mutex::new(fastrand::Rng::new()))
+    }
+
+    pub fn seeded(seed: u64) -> Self {
+        Jitter(Mutex::new(fastrand::Rng::with_seed(seed)))
+    }
+
+    /// `policy`'s wait before retry `retry`, jittered when the policy says so.
+    pub fn delay(&self, policy: &RetryPolicy, retry: u32) -> Duration {
+        let mut rng = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        policy.delay(retry, &mut rng)
+    }
+}
+
+impl Default for Jitter {
+    fn default() -> Self {
+        Jitter::new()
     }
 }
 

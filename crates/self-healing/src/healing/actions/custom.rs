@@ -1,0 +1,131 @@
+//! `custom`: a remedy of your own.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::{Action, Applied, DecisiveAction, Subject};
+use crate::BoxFuture;
+use crate::error::StageError;
+use crate::event::{ActionKind, RunId};
+use crate::metrics::MetricsCollector;
+use crate::pipeline::{Failure, Remedy, StageControl};
+
+type CustomFn =
+    Arc<dyn Fn(ActionContext) -> BoxFuture<'static, Result<Remedy, StageError>> + Send + Sync>;
+
+/// A remedy of your own (the seed's `handler`). When it heals a failed attempt, the
+/// [`Remedy`] it returns decides that attempt's fate (`Remedy::Retry { after: ZERO }` to run it
+/// again at once); when it runs on the evaluation tick, the remedy is ignored.
+///
+/// ```
+/// use self_healing::healing::{Action, CustomAction, HealingStrategy, Trigger};
+/// use self_healing::pipeline::Remedy;
+///
+/// let clear_cache = CustomAction::new(|ctx| async move {
+///     println!("clearing the cache of {}", ctx.stage);
+///     Ok(Remedy::Retry { after: std::time::Duration::ZERO })
+/// });
+/// let strategy = HealingStrategy::new("clear-cache", clear_cache).trigger(Trigger::error());
+/// # let _ = strategy;
+/// ```
+#[derive(Clone)]
+pub struct CustomAction {
+    handler: CustomFn,
+}
+
+impl CustomAction {
+    pub fn new<F, Fut>(handler: F) -> Self
+    where
+        F: Fn(ActionContext) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Remedy, StageError>> + Send + 'static,
+    {
+        CustomAction {
+            handler: Arc::new(move |ctx| Box::pin(handler(ctx))),
+        }
+    }
+
+    /// Runs the handler.
+    pub fn run(&self, ctx: ActionContext) -> BoxFuture<'static, Result<Remedy, StageError>> {
+        (self.handler)(ctx)
+    }
+
+    fn context(&self, subject: &Subject<'_>, error: Option<&StageError>) -> ActionContext {
+        ActionContext {
+            run: subject.run().cloned(),
+            stage: Arc::clone(subject.stage),
+            item: subject.item.cloned(),
+            strategy: Arc::clone(subject.strategy),
+            error: error.cloned(),
+            metrics: subject.metrics().cloned().unwrap_or_default(),
+            control: subject.control().cloned(),
+        }
+    }
+}
+
+impl fmt::Debug for CustomAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CustomAction")
+    }
+}
+
+impl From<CustomAction> for Action {
+    fn from(action: CustomAction) -> Self {
+        Action::Decisive(Arc::new(action))
+    }
+}
+
+impl DecisiveAction for CustomAction {
+    fn kind(&self) -> ActionKind {
+        ActionKind::Custom
+    }
+
+    fn on_failure<'a>(
+        &'a self,
+        subject: &'a Subject<'a>,
+        failure: &'a Failure<'a>,
+    ) -> BoxFuture<'a, Applied> {
+        let ctx = self.context(subject, Some(failure.error));
+        Box::pin(async move {
+            match (self.handler)(ctx).await {
+                Ok(remedy) => Applied::remedy(remedy, format!("custom remedy answered {remedy:?}")),
+                Err(error) => Applied::failed(format!("custom remedy failed: {error}")),
+            }
+        })
+    }
+
+    fn on_stage<'a>(&'a self, subject: &'a Subject<'a>) -> BoxFuture<'a, Applied> {
+        let ctx = self.context(subject, None);
+        Box::pin(async move {
+            match (self.handler)(ctx).await {
+                Ok(_) => Applied::done("custom remedy ran"),
+                Err(error) => Applied::failed(format!("custom remedy failed: {error}")),
+            }
+        })
+    }
+}
+
+/// What a custom action is given.
+#[derive(Clone)]
+pub struct ActionContext {
+    pub run: Option<RunId>,
+    pub stage: Arc<str>,
+    pub item: Option<Arc<str>>,
+    pub strategy: Arc<str>,
+    /// The error being healed, if a failed attempt is why the action runs.
+    pub error: Option<StageError>,
+    pub metrics: MetricsCollector,
+    /// The stage's live controls, when the pipeline is running.
+    pub control: Option<Arc<StageControl>>,
+}
+
+impl fmt::Debug for ActionContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActionContext")
+            .field("run", &self.run)
+            .field("stage", &self.stage)
+            .field("item", &self.item)
+            .field("strategy", &self.strategy)
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,307 @@
+//! Actions: what a strategy does when its triggers match. One module per action, each with its
+//! settings and what it does.
+//!
+//! Actions come in two kinds, distinct in the type. A [`DecisiveAction`] (retry, rollback,
+//! restart, failover, custom) decides the fate of failed work: the first one applied decides and
+//! lower ones are superseded. A [`SideAction`] (scale, circuit-break, throttle, notify) acts
+//! beside it, and every matching one runs.
+//!
+//! Adding an action is a module here implementing one of the two traits, plus its variant of
+//! [`ActionKind`] (the vocabulary the history and the exporter use) and its `config` in files.
+
+mod circuit_break;
+mod custom;
+mod failover;
+mod notify;
+mod restart;
+mod retry;
+mod rollback;
+mod scale;
+mod throttle;
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub use circuit_break::CircuitBreakAction;
+pub use custom::{ActionContext, CustomAction};
+pub use failover::FailoverAction;
+pub use notify::NotifyAction;
+pub use restart::RestartAction;
+pub use retry::RetryAction;
+pub use rollback::RollbackAction;
+pub use scale::{ScaleAction, ScaleDirection, Scaler};
+pub use throttle::{Restore, ThrottleAction};
+
+use super::strategy::StrategyOverride;
+use crate::BoxFuture;
+use crate::alert::Dispatcher;
+use crate::error::{InvalidConfig, StageError};
+use crate::event::{ActionKind, Outcome, RunId, TriggerMatch};
+use crate::metrics::MetricsCollector;
+use crate::pipeline::{Failure, Remedy, RunScope, StageControl};
+use crate::resilience::RetryPolicy;
+
+/// A healing action with its settings (the seed's `action` plus `config`).
+///
+/// ```
+/// use std::time::Duration;
+/// use self_healing::healing::{Action, CircuitBreakAction, RollbackAction, ScaleAction};
+///
+/// let rollback: Action = RollbackAction.into();
+/// let scale: Action = ScaleAction::up(2).max_instances(10).into();
+/// let breaker: Action = CircuitBreakAction::new(Duration::from_secs(60), 3)?.into();
+/// assert!(rollback.is_decisive() && !scale.is_decisive() && !breaker.is_decisive());
+/// # Ok::<(), self_healing::InvalidConfig>(())
+/// ```
+#[derive(Clone)]
+pub enum Action {
+    /// Decides the fate of failed work.
+    Decisive(Arc<dyn DecisiveAction>),
+    /// Acts beside whatever decides.
+    Side(Arc<dyn SideAction>),
+}
+
+impl Action {
+    /// `retry` with its own policy.
+    pub fn retry(policy: RetryPolicy) -> Self {
+        RetryAction::with_policy(policy).into()
+    }
+
+    /// A remedy of your own; see [`CustomAction`].
+    pub fn custom<F, Fut>(handler: F) -> Self
+    where
+        F: Fn(ActionContext) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Remedy, StageError>> + Send + 'static,
+    {
+        CustomAction::new(handler).into()
+    }
+
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Action::Decisive(action) => action.kind(),
+            Action::Side(action) => action.kind(),
+        }
+    }
+
+    pub fn is_decisive(&self) -> bool {
+        matches!(self, Action::Decisive(_))
+    }
+
+    /// The action's settings, if it is a `T`: `action.downcast_ref::<ScaleAction>()`.
+    pub fn downcast_ref<T: 'static>(&self) -> Option<&T> {
+        let any: &dyn Any = match self {
+            Action::Decisive(action) => &**action,
+            Action::Side(action) => &**action,
+        };
+        any.downcast_ref()
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), InvalidConfig> {
+        match self {
+            Action::Decisive(action) => action.validate(),
+            Action::Side(action) => action.validate(),
+        }
+    }
+
+    /// Whether the action acts only on a failed attempt that is not yet given up on (retry):
+    /// such actions take no part in the evaluation tick or in an exhausted error's dispatch.
+    pub(crate) fn needs_fresh_failure(&self) -> bool {
+        match self {
+            Action::Decisive(action) => action.needs_fresh_failure(),
+            Action::Side(_) => false,
+        }
+    }
+
+    /// The action with an operator's override applied, or `None` when it changes nothing.
+    pub(crate) fn reconfigured(
+        &self,
+        changes: &StrategyOverride,
+        global: &RetryPolicy,
+    ) -> Result<Option<Action>, InvalidConfig> {
+        match self {
+            Action::Decisive(action) => action.reconfigured(changes, global),
+            Action::Side(action) => {
+                refuse_max_attempts(changes, action.kind())?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Decisive(action) => action.fmt(f),
+            Action::Side(action) => action.fmt(f),
+        }
+    }
+}
+
+/// An action that decides the fate of failed work: retry, rollback, restart, failover, custom.
+pub trait DecisiveAction: Any + fmt::Debug + Send + Sync {
+    fn kind(&self) -> ActionKind;
+
+    /// Heals a failed attempt: its [`Applied::remedy`] goes back to the executor.
+    fn on_failure<'a>(
+        &'a self,
+        subject: &'a Subject<'a>,
+        failure: &'a Failure<'a>,
+    ) -> BoxFuture<'a, Applied>;
+
+    /// Acts on a running stage from the evaluation tick or for an operator, through the
+    /// stage's controls.
+    fn on_stage<'a>(&'a self, subject: &'a Subject<'a>) -> BoxFuture<'a, Applied>;
+
+    /// See [`Action::needs_fresh_failure`]. Default: no.
+    fn needs_fresh_failure(&self) -> bool {
+        false
+    }
+
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        Ok(())
+    }
+
+    /// This action with `changes` applied (`healing configure`); `None` if nothing changes.
+    /// Default: only `maxAttempts` is refused, since it belongs to retry.
+    fn reconfigured(
+        &self,
+        changes: &StrategyOverride,
+        _global: &RetryPolicy,
+    ) -> Result<Option<Action>, InvalidConfig> {
+        refuse_max_attempts(changes, self.kind())?;
+        Ok(None)
+    }
+}
+
+/// An action beside the decision: scale, circuit-break, throttle, notify.
+pub trait SideAction: Any + fmt::Debug + Send + Sync {
+    fn kind(&self) -> ActionKind;
+
+    fn apply<'a>(&'a self, subject: &'a Subject<'a>) -> BoxFuture<'a, Applied>;
+
+    /// Called on the evaluation tick for a running stage this action's strategy did not match:
+    /// a chance to undo what it did (a throttle lifting its cap).
+    fn on_quiet(&self, _stage: &StageControl) {}
+
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        Ok(())
+    }
+}
+
+fn refuse_max_attempts(changes: &StrategyOverride, kind: ActionKind) -> Result<(), InvalidConfig> {
+    match changes.max_attempts {
+        Some(_) => Err(InvalidConfig::new(
+            "maxAttempts",
+            format!("the strategy acts with {kind}, not retry"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// What an action acts on, and with what.
+#[derive(Debug)]
+pub struct Subject<'a> {
+    /// The running pipeline, when there is one.
+    pub scope: Option<&'a RunScope>,
+    pub project: &'a Arc<str>,
+    pub stage: &'a Arc<str>,
+    /// The item, when a failed attempt of one is why the action runs.
+    pub item: Option<&'a Arc<str>>,
+    pub strategy: &'a Arc<str>,
+    /// The trigger that matched, and what it saw.
+    pub trigger: &'a TriggerMatch,
+    /// Why it acts, as a restart or rollback request carries it: `strategy `x`: errorRate =
+    /// 0.6 > 0.5`.
+    pub reason: &'a str,
+    pub at: SystemTime,
+    /// The healer's global `retryPolicy`.
+    pub retry_policy: &'a RetryPolicy,
+    /// The healer's alert channels.
+    pub alerts: &'a Dispatcher,
+}
+
+impl Subject<'_> {
+    pub fn run(&self) -> Option<&RunId> {
+        self.scope.map(|s| &s.run)
+    }
+
+    /// The stage's live controls, while its pipeline runs.
+    pub fn control(&self) -> Option<&Arc<StageControl>> {
+        self.scope.and_then(|s| s.control(self.stage))
+    }
+
+    pub fn metrics(&self) -> Option<&MetricsCollector> {
+        self.scope.map(|s| &s.metrics)
+    }
+}
+
+/// What an action did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub effect: Effect,
+    /// What exactly: the retry's delay, the new concurrency, why it could not act.
+    pub detail: String,
+}
+
+/// How an action's work goes on once it returns.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Effect {
+    /// It could not act, or acting did not heal.
+    Failed,
+    /// A retry whose attempts are spent: the error goes round again as exhausted, so other
+    /// strategies take over.
+    Exhausted,
+    /// A remedy for the failed attempt: the executor carries it out and announces it.
+    Remedy(Remedy),
+    /// Asked of the running stage: the executor announces it when it carries it out.
+    Requested,
+    /// Done now: the healer announces it as applied.
+    Done,
+}
+
+impl Applied {
+    pub fn failed(detail: impl Into<String>) -> Self {
+        Applied::new(Effect::Failed, detail)
+    }
+
+    pub fn remedy(remedy: Remedy, detail: impl Into<String>) -> Self {
+        Applied::new(Effect::Remedy(remedy), detail)
+    }
+
+    pub fn requested(detail: impl Into<String>) -> Self {
+        Applied::new(Effect::Requested, detail)
+    }
+
+    pub fn done(detail: impl Into<String>) -> Self {
+        Applied::new(Effect::Done, detail)
+    }
+
+    pub fn new(effect: Effect, detail: impl Into<String>) -> Self {
+        Applied {
+            effect,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        match self.effect {
+            Effect::Failed | Effect::Exhausted => Outcome::Failed,
+            Effect::Remedy(_) | Effect::Requested | Effect::Done => Outcome::Succeeded,
+        }
+    }
+
+    /// The remedy for the failed attempt, if this is one.
+    pub fn remedy_for_failure(&self) -> Option<Remedy> {
+        match self.effect {
+            Effect::Remedy(remedy) => Some(remedy),
+            _ => None,
+        }
+    }
+}
+
+/// The failure `applied` when a stage-only action has no running stage to act on.
+fn not_running() -> Applied {
+    Applied::failed("not applied: the stage is not running")
+}

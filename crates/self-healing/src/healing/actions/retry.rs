@@ -1,0 +1,102 @@
+//! `retry`: run the failed work again after a backoff.
+
+use std::num::NonZeroU32;
+
+use super::{Action, Applied, DecisiveAction, Effect, Subject};
+use crate::BoxFuture;
+use crate::error::InvalidConfig;
+use crate::event::ActionKind;
+use crate::healing::StrategyOverride;
+use crate::pipeline::{Failure, Remedy};
+use crate::resilience::RetryPolicy;
+
+/// Settings of `retry`: its own policy, or (`None`) the healer's global `retryPolicy`.
+/// `maxAttempts` counts every attempt of the work, the first included. When they are spent the
+/// error goes round again as exhausted, so a rollback or notify strategy can take over.
+#[derive(Debug, Clone, Default)]
+pub struct RetryAction {
+    policy: Option<RetryPolicy>,
+}
+
+impl RetryAction {
+    /// Retries by the healer's global `retryPolicy`.
+    pub fn global() -> Self {
+        RetryAction { policy: None }
+    }
+
+    pub fn with_policy(policy: RetryPolicy) -> Self {
+        RetryAction {
+            policy: Some(policy),
+        }
+    }
+
+    /// Its own policy, if it has one.
+    pub fn policy(&self) -> Option<&RetryPolicy> {
+        self.policy.as_ref()
+    }
+}
+
+impl From<RetryAction> for Action {
+    fn from(action: RetryAction) -> Self {
+        Action::Decisive(std::sync::Arc::new(action))
+    }
+}
+
+impl DecisiveAction for RetryAction {
+    fn kind(&self) -> ActionKind {
+        ActionKind::Retry
+    }
+
+    fn on_failure<'a>(
+        &'a self,
+        subject: &'a Subject<'a>,
+        failure: &'a Failure<'a>,
+    ) -> BoxFuture<'a, Applied> {
+        let policy = self.policy.as_ref().unwrap_or(subject.retry_policy);
+        let applied = if failure.attempt >= policy.max_attempts() {
+            Applied::new(
+                Effect::Exhausted,
+                format!("retries exhausted after {} attempt(s)", failure.attempt),
+            )
+        } else if !policy.is_retryable(failure.error) {
+            Applied::failed("the error is not retryable by the policy")
+        } else {
+            let after = failure.jitter.delay(policy, failure.attempt);
+            Applied::remedy(
+                Remedy::Retry { after },
+                format!(
+                    "attempt {} of {} in {after:.0?}",
+                    failure.attempt + 1,
+                    policy.max_attempts()
+                ),
+            )
+        };
+        Box::pin(std::future::ready(applied))
+    }
+
+    fn on_stage<'a>(&'a self, _: &'a Subject<'a>) -> BoxFuture<'a, Applied> {
+        Box::pin(std::future::ready(Applied::failed(
+            "no failed work to retry",
+        )))
+    }
+
+    fn needs_fresh_failure(&self) -> bool {
+        true
+    }
+
+    fn reconfigured(
+        &self,
+        changes: &StrategyOverride,
+        global: &RetryPolicy,
+    ) -> Result<Option<Action>, InvalidConfig> {
+        let Some(max_attempts) = changes.max_attempts else {
+            return Ok(None);
+        };
+        let attempts = NonZeroU32::new(max_attempts)
+            .ok_or_else(|| InvalidConfig::new("maxAttempts", "must be at least 1"))?;
+        let base = self.policy.clone().unwrap_or_else(|| global.clone());
+        Ok(Some(
+            RetryAction::with_policy(base.with_max_attempts(attempts)).into(),
+        ))
+    }
+}

@@ -1,0 +1,41 @@
+//! `rollback`: stop, and compensate completed work in reverse order; the run ends rolled back.
+
+use super::{Action, Applied, DecisiveAction, Subject, not_running};
+use crate::BoxFuture;
+use crate::event::ActionKind;
+use crate::pipeline::{Failure, Remedy};
+
+/// `rollback`. It has no settings: compensation runs newest first, every completed item and
+/// stage, and a failed compensation does not stop the others.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RollbackAction;
+
+impl From<RollbackAction> for Action {
+    fn from(action: RollbackAction) -> Self {
+        Action::Decisive(std::sync::Arc::new(action))
+    }
+}
+
+impl DecisiveAction for RollbackAction {
+    fn kind(&self) -> ActionKind {
+        ActionKind::Rollback
+    }
+
+    fn on_failure<'a>(&'a self, _: &'a Subject<'a>, _: &'a Failure<'a>) -> BoxFuture<'a, Applied> {
+        Box::pin(std::future::ready(Applied::remedy(
+            Remedy::Rollback,
+            "rolling the run back",
+        )))
+    }
+
+    fn on_stage<'a>(&'a self, subject: &'a Subject<'a>) -> BoxFuture<'a, Applied> {
+        let applied = match subject.control().filter(|c| c.is_running()) {
+            Some(control) => {
+                control.request_rollback(subject.reason);
+                Applied::requested("rollback requested")
+            }
+            None => not_running(),
+        };
+        Box::pin(std::future::ready(applied))
+    }
+}

@@ -1,0 +1,148 @@
+//! `scale`: change a stage's concurrency, and optionally something outside the process.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Action, Applied, SideAction, Subject, not_running};
+use crate::BoxFuture;
+use crate::error::{InvalidConfig, StageError};
+use crate::event::ActionKind;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScaleDirection {
+    #[default]
+    Up,
+    Down,
+}
+
+/// Settings of `scale`: the seed's `direction`, `amount`, `maxInstances`, `minInstances`.
+#[derive(Clone)]
+pub struct ScaleAction {
+    pub direction: ScaleDirection,
+    pub amount: usize,
+    pub max_instances: Option<usize>,
+    pub min_instances: usize,
+    /// Something outside the process to scale as well (a worker pool, a deployment).
+    pub scaler: Option<Arc<dyn Scaler>>,
+}
+
+/// Scales something outside the process when `scale` acts. One required method.
+pub trait Scaler: Send + Sync + 'static {
+    fn scale<'a>(
+        &'a self,
+        stage: &'a str,
+        from: usize,
+        to: usize,
+    ) -> BoxFuture<'a, Result<(), StageError>>;
+}
+
+impl ScaleAction {
+    pub fn up(amount: usize) -> Self {
+        ScaleAction {
+            direction: ScaleDirection::Up,
+            amount,
+            max_instances: None,
+            min_instances: 1,
+            scaler: None,
+        }
+    }
+
+    pub fn down(amount: usize) -> Self {
+        ScaleAction {
+            direction: ScaleDirection::Down,
+            ..ScaleAction::up(amount)
+        }
+    }
+
+    pub fn max_instances(mut self, max: usize) -> Self {
+        self.max_instances = Some(max);
+        self
+    }
+
+    pub fn min_instances(mut self, min: usize) -> Self {
+        self.min_instances = min;
+        self
+    }
+
+    pub fn scaler(mut self, scaler: Arc<dyn Scaler>) -> Self {
+        self.scaler = Some(scaler);
+        self
+    }
+
+    /// The concurrency this action moves `current` to.
+    pub fn target(&self, current: usize) -> usize {
+        match self.direction {
+            ScaleDirection::Up => current
+                .saturating_add(self.amount)
+                .min(self.max_instances.unwrap_or(usize::MAX)),
+            ScaleDirection::Down => current.saturating_sub(self.amount).max(self.min_instances),
+        }
+    }
+}
+
+impl fmt::Debug for ScaleAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScaleAction")
+            .field("direction", &self.direction)
+            .field("amount", &self.amount)
+            .field("max_instances", &self.max_instances)
+            .field("min_instances", &self.min_instances)
+            .field("scaler", &self.scaler.is_some())
+            .finish()
+    }
+}
+
+impl From<ScaleAction> for Action {
+    fn from(action: ScaleAction) -> Self {
+        Action::Side(Arc::new(action))
+    }
+}
+
+impl SideAction for ScaleAction {
+    fn kind(&self) -> ActionKind {
+        ActionKind::Scale
+    }
+
+    fn apply<'a>(&'a self, subject: &'a Subject<'a>) -> BoxFuture<'a, Applied> {
+        Box::pin(async move {
+            let Some(control) = subject.control() else {
+                return not_running();
+            };
+            let from = control.concurrency();
+            let to = self.target(from);
+            if to == from {
+                return Applied::failed(format!("concurrency already at its bound of {from}"));
+            }
+            if let Some(scaler) = &self.scaler
+                && let Err(error) = scaler.scale(subject.stage, from, to).await
+            {
+                return Applied::failed(format!("external scaler failed: {error}"));
+            }
+            match control.set_concurrency(to) {
+                Ok(_) => Applied::done(format!("concurrency {from} → {to}")),
+                Err(error) => Applied::failed(error.to_string()),
+            }
+        })
+    }
+
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.amount == 0 {
+            return Err(InvalidConfig::new("amount", "must be at least 1"));
+        }
+        if self.min_instances == 0 {
+            return Err(InvalidConfig::new("minInstances", "must be at least 1"));
+        }
+        if let Some(max) = self.max_instances
+            && max < self.min_instances
+        {
+            return Err(InvalidConfig::new(
+                "maxInstances",
+                format!("{max} is below minInstances {}", self.min_instances),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,100 @@
+//! `throttle`: cap how fast a stage's attempts start.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{Action, Applied, SideAction, Subject, not_running};
+use crate::BoxFuture;
+use crate::event::ActionKind;
+use crate::pipeline::StageControl;
+use crate::resilience::Rate;
+
+/// When a `throttle` gives the stage its earlier rate back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restore {
+    /// Keep the cap until something else changes it.
+    Never,
+    /// After this long.
+    After(Duration),
+    /// Once the strategy's triggers no longer match the stage.
+    WhenHealthy,
+}
+
+/// Settings of `throttle`.
+#[derive(Debug, Clone)]
+pub struct ThrottleAction {
+    pub rate: Rate,
+    pub restore: Restore,
+    /// Stages capped by this action with `Restore::WhenHealthy`, and the rate they had before.
+    capped: Arc<Mutex<HashMap<Arc<str>, Option<Rate>>>>,
+}
+
+impl ThrottleAction {
+    pub fn new(rate: Rate, restore: Restore) -> Self {
+        ThrottleAction {
+            rate,
+            restore,
+            capped: Arc::default(),
+        }
+    }
+
+    fn capped(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Option<Rate>>> {
+        self.capped.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl From<ThrottleAction> for Action {
+    fn from(action: ThrottleAction) -> Self {
+        Action::Side(Arc::new(action))
+    }
+}
+
+impl SideAction for ThrottleAction {
+    fn kind(&self) -> ActionKind {
+        ActionKind::Throttle
+    }
+
+    fn apply<'a>(&'a self, subject: &'a Subject<'a>) -> BoxFuture<'a, Applied> {
+        let applied = match subject.control() {
+            None => not_running(),
+            Some(control) => {
+                let previous = control.rate();
+                if previous == Some(self.rate) {
+                    Applied::failed(format!("already throttled at {}/s", self.rate.per_second()))
+                } else {
+                    control.set_rate(Some(self.rate));
+                    match self.restore {
+                        Restore::Never => {}
+                        Restore::After(after) => {
+                            let (control, rate) = (Arc::clone(control), self.rate);
+                            tokio::spawn(async move {
+                                tokio::time::sleep(after).await;
+                                if control.rate() == Some(rate) {
+                                    control.set_rate(previous);
+                                }
+                            });
+                        }
+                        Restore::WhenHealthy => {
+                            self.capped()
+                                .entry(Arc::clone(subject.stage))
+                                .or_insert(previous);
+                        }
+                    }
+                    Applied::done(format!(
+                        "rate capped at {}/s (burst {})",
+                        self.rate.per_second(),
+                        self.rate.burst()
+                    ))
+                }
+            }
+        };
+        Box::pin(std::future::ready(applied))
+    }
+
+    fn on_quiet(&self, stage: &StageControl) {
+        if let Some(previous) = self.capped().remove(stage.stage()) {
+            stage.set_rate(previous);
+        }
+    }
+}
