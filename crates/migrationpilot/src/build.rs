@@ -159,7 +159,7 @@ pub fn build(
             }
         }
         for (i, channel) in alerts.channels.iter().enumerate() {
-            match crate::alert::channel(channel) {
+            match channel.build() {
                 Ok(notifier) => healer = healer.notifier(notifier),
                 Err(e) => from(&format!("healing.alerts.channels[{i}]"), e),
             }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 
+use self_healing::alert::ChannelConfig;
 use self_healing::config::{
     BudgetConfig, CircuitBreakerConfig, MetricsCollectorConfig, RetryPolicyConfig, StrategyConfig,
     did_you_mean,
@@ -190,7 +191,7 @@ pub struct AlertsFile {
     #[serde(default)]
     pub thresholds: Vec<AlertThresholdFile>,
     #[serde(default)]
-    pub channels: Vec<ChannelFile>,
+    pub channels: Vec<ChannelConfig>,
 }
 
 /// Alert when `metric` reaches `warning` or `critical`.
@@ -200,36 +201,6 @@ pub struct AlertThresholdFile {
     pub metric: String,
     pub warning: Option<f64>,
     pub critical: Option<f64>,
-}
-
-/// An alert channel, tagged by `type`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum ChannelFile {
-    #[serde(rename_all = "camelCase")]
-    Slack {
-        webhook: String,
-        #[serde(default)]
-        min_severity: Option<self_healing::Severity>,
-    },
-    #[serde(rename_all = "camelCase")]
-    Pagerduty {
-        routing_key: String,
-        #[serde(default)]
-        min_severity: Option<self_healing::Severity>,
-    },
-    #[serde(rename_all = "camelCase")]
-    Email {
-        recipients: Vec<String>,
-        #[serde(default)]
-        min_severity: Option<self_healing::Severity>,
-    },
-    #[serde(rename_all = "camelCase")]
-    Webhook {
-        url: String,
-        #[serde(default)]
-        min_severity: Option<self_healing::Severity>,
-    },
 }
 
 /// A problem in a file, located as precisely as the parser allows.

@@ -3,13 +3,11 @@
 //! - [`file`](mod@file): pipeline files (YAML/TOML, `${NAME}`, located errors).
 //! - [`build`]: a parsed file to the pipeline, healer, health monitor and alert channels.
 //! - [`command`]: stage commands (argv without a shell, `{item}` as one argument).
-//! - [`alert`]: Slack, PagerDuty and webhook channels.
 //! - [`store`]: the `Store` trait and its SQLite implementation.
 //! - [`journal`]: the group-commit writer between the event bus and the store.
 //! - [`control`]: applying other processes' requests to a running pipeline.
 //! - [`progress`]: what a run prints.
 
-pub mod alert;
 pub mod build;
 pub mod command;
 pub mod control;

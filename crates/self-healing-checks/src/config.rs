@@ -3,103 +3,179 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use self_healing::InvalidConfig;
+use self_healing::de::{Tagged, deserialize_tagged, list};
 use self_healing::health::{Check, CheckSpec, CommandCheck, TcpCheck};
 
 use crate::DatabaseCheck;
 
-/// One check: its name, schedule, the stage it belongs to, and what it checks.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "RawCheck")]
-pub struct CheckConfig {
-    pub name: String,
-    /// Default: the monitor's `checkInterval`.
-    pub interval: Option<Duration>,
-    /// Default: 5 s.
-    pub timeout: Option<Duration>,
-    pub stage: Option<String>,
-    pub kind: CheckKind,
+/// Declares a check kind's config: the keys every check has (`name`, `interval`, `timeout`,
+/// `stage`) followed by its own, as one struct with `deny_unknown_fields`.
+macro_rules! check_config {
+    ($(#[$doc:meta])* $name:ident { $($(#[$field_doc:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        pub struct $name {
+            pub name: String,
+            /// Default: the monitor's `checkInterval`.
+            #[serde(default, deserialize_with = "self_healing::duration::option::deserialize")]
+            pub interval: Option<Duration>,
+            /// Default: 5 s.
+            #[serde(default, deserialize_with = "self_healing::duration::option::deserialize")]
+            pub timeout: Option<Duration>,
+            pub stage: Option<String>,
+            $($(#[$field_doc])* pub $field: $ty,)*
+        }
+    };
 }
 
-/// What a check checks, by its `type`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CheckKind {
-    Http {
+check_config!(
+    /// `http`: `method endpoint` answers `expectedStatus`, its body holding `bodyContains`.
+    HttpCheckConfig {
         endpoint: String,
         method: Option<String>,
         expected_status: Option<u16>,
         body_contains: Option<String>,
-    },
-    Tcp {
+    }
+);
+
+check_config!(
+    /// `tcp`: a connection to `host:port` opens.
+    TcpCheckConfig {
         host: String,
         port: u16,
-    },
-    Database {
+    }
+);
+
+check_config!(
+    /// `database`: a connection to `connectionString` opens and `query` runs.
+    DatabaseCheckConfig {
         connection_string: String,
         query: Option<String>,
-    },
-    Redis {
+    }
+);
+
+check_config!(
+    /// `redis`: a connection to `url` answers PING.
+    RedisCheckConfig {
         url: String,
-    },
-    Command {
+    }
+);
+
+check_config!(
+    /// `command`: the argv (no shell) exits 0.
+    CommandCheckConfig {
         command: Vec<String>,
-    },
+    }
+);
+
+/// One check as a file declares it, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckConfig {
+    Http(HttpCheckConfig),
+    Tcp(TcpCheckConfig),
+    Database(DatabaseCheckConfig),
+    Redis(RedisCheckConfig),
+    Command(CommandCheckConfig),
+}
+
+impl Tagged for CheckConfig {
+    const TAG: &'static str = "type";
+    const VARIANTS: &'static [&'static str] = &["http", "tcp", "database", "redis", "command"];
+
+    fn variant<'de, D: Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
+        Ok(match tag {
+            "http" => CheckConfig::Http(Deserialize::deserialize(rest)?),
+            "tcp" => CheckConfig::Tcp(Deserialize::deserialize(rest)?),
+            "database" => CheckConfig::Database(Deserialize::deserialize(rest)?),
+            "redis" => CheckConfig::Redis(Deserialize::deserialize(rest)?),
+            _ => CheckConfig::Command(Deserialize::deserialize(rest)?),
+        })
+    }
+
+    fn misplaced(key: &str, tag: &str, takes: &[&str]) -> String {
+        format!(
+            "`{key}` does not apply to {tag} checks (they take {})",
+            list(takes)
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for CheckConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_tagged(deserializer)
+    }
 }
 
 impl CheckConfig {
+    /// The check's name.
+    pub fn name(&self) -> &str {
+        self.common().0
+    }
+
+    /// (name, interval, timeout, stage): what every kind of check has.
+    fn common(&self) -> (&str, Option<Duration>, Option<Duration>, Option<&str>) {
+        macro_rules! common {
+            ($c:expr) => {
+                (&*$c.name, $c.interval, $c.timeout, $c.stage.as_deref())
+            };
+        }
+        match self {
+            CheckConfig::Http(c) => common!(c),
+            CheckConfig::Tcp(c) => common!(c),
+            CheckConfig::Database(c) => common!(c),
+            CheckConfig::Redis(c) => common!(c),
+            CheckConfig::Command(c) => common!(c),
+        }
+    }
+
     /// The runnable check. Fails when the build lacks the feature the check needs, or a
     /// setting cannot work; the error names the setting.
     pub fn build(&self) -> Result<CheckSpec, InvalidConfig> {
-        let check: Arc<dyn Check> = match &self.kind {
+        let check: Arc<dyn Check> = match self {
             #[cfg(feature = "http")]
-            CheckKind::Http {
-                endpoint,
-                method,
-                expected_status,
-                body_contains,
-            } => {
-                let mut check = crate::HttpCheck::new(endpoint.clone())?;
-                if let Some(method) = method {
+            CheckConfig::Http(c) => {
+                let mut check = crate::HttpCheck::new(c.endpoint.clone())?;
+                if let Some(method) = &c.method {
                     check = check.method(method)?;
                 }
-                if let Some(status) = expected_status {
-                    check = check.expected_status(*status)?;
+                if let Some(status) = c.expected_status {
+                    check = check.expected_status(status)?;
                 }
-                if let Some(text) = body_contains {
+                if let Some(text) = &c.body_contains {
                     check = check.body_contains(text.clone());
                 }
                 Arc::new(check)
             }
             #[cfg(not(feature = "http"))]
-            CheckKind::Http { .. } => return Err(missing("http")),
-            CheckKind::Tcp { host, port } => Arc::new(TcpCheck::new(host.clone(), *port)?),
-            CheckKind::Database {
-                connection_string,
-                query,
-            } => {
-                let mut check = DatabaseCheck::new(connection_string.clone())?;
-                if let Some(query) = query {
+            CheckConfig::Http(_) => return Err(missing("http")),
+            CheckConfig::Tcp(c) => Arc::new(TcpCheck::new(c.host.clone(), c.port)?),
+            CheckConfig::Database(c) => {
+                let mut check = DatabaseCheck::new(c.connection_string.clone())?;
+                if let Some(query) = &c.query {
                     check = check.query(query.clone())?;
                 }
                 Arc::new(check)
             }
             #[cfg(feature = "redis")]
-            CheckKind::Redis { url } => Arc::new(crate::RedisCheck::new(url.clone())?),
+            CheckConfig::Redis(c) => Arc::new(crate::RedisCheck::new(c.url.clone())?),
             #[cfg(not(feature = "redis"))]
-            CheckKind::Redis { .. } => return Err(missing("redis")),
-            CheckKind::Command { command } => Arc::new(CommandCheck::new(command.clone())?),
+            CheckConfig::Redis(_) => return Err(missing("redis")),
+            CheckConfig::Command(c) => Arc::new(CommandCheck::new(c.command.clone())?),
         };
-        let mut spec = CheckSpec::from_arc(self.name.clone(), check);
-        if let Some(interval) = self.interval {
+        let (name, interval, timeout, stage) = self.common();
+        let mut spec = CheckSpec::from_arc(name, check);
+        if let Some(interval) = interval {
             spec = spec.interval(interval);
         }
-        if let Some(timeout) = self.timeout {
+        if let Some(timeout) = timeout {
             spec = spec.timeout(timeout);
         }
-        if let Some(stage) = &self.stage {
-            spec = spec.stage(stage.clone());
+        if let Some(stage) = stage {
+            spec = spec.stage(stage);
         }
         Ok(spec)
     }
@@ -111,115 +187,6 @@ fn missing(feature: &str) -> InvalidConfig {
         "type",
         format!("`{feature}` checks need the `{feature}` feature, which this build does not have"),
     )
-}
-
-/// Every key any check may have; [`CheckConfig`] checks which apply to its type.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawCheck {
-    name: String,
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(
-        default,
-        deserialize_with = "self_healing::duration::option::deserialize"
-    )]
-    interval: Option<Duration>,
-    #[serde(
-        default,
-        deserialize_with = "self_healing::duration::option::deserialize"
-    )]
-    timeout: Option<Duration>,
-    stage: Option<String>,
-    endpoint: Option<String>,
-    method: Option<String>,
-    expected_status: Option<u16>,
-    body_contains: Option<String>,
-    host: Option<String>,
-    port: Option<u16>,
-    connection_string: Option<String>,
-    query: Option<String>,
-    url: Option<String>,
-    command: Option<Vec<String>>,
-}
-
-impl TryFrom<RawCheck> for CheckConfig {
-    type Error = String;
-
-    fn try_from(raw: RawCheck) -> Result<Self, String> {
-        let given: [(&str, bool); 10] = [
-            ("endpoint", raw.endpoint.is_some()),
-            ("method", raw.method.is_some()),
-            ("expectedStatus", raw.expected_status.is_some()),
-            ("bodyContains", raw.body_contains.is_some()),
-            ("host", raw.host.is_some()),
-            ("port", raw.port.is_some()),
-            ("connectionString", raw.connection_string.is_some()),
-            ("query", raw.query.is_some()),
-            ("url", raw.url.is_some()),
-            ("command", raw.command.is_some()),
-        ];
-        let allowed: &[&str] = match raw.kind.as_str() {
-            "http" => &["endpoint", "method", "expectedStatus", "bodyContains"],
-            "tcp" => &["host", "port"],
-            "database" => &["connectionString", "query"],
-            "redis" => &["url"],
-            "command" => &["command"],
-            other => {
-                return Err(format!(
-                    "check `{}`: unknown type `{other}`, expected one of http, tcp, database, redis, command",
-                    raw.name
-                ));
-            }
-        };
-        if let Some((key, _)) = given
-            .iter()
-            .find(|(key, set)| *set && !allowed.contains(key))
-        {
-            return Err(format!(
-                "check `{}`: `{key}` does not apply to {} checks (they take {})",
-                raw.name,
-                raw.kind,
-                allowed.join(", ")
-            ));
-        }
-        let need = |value: Option<String>, key: &str| {
-            value.ok_or_else(|| format!("check `{}`: {} checks need `{key}`", raw.name, raw.kind))
-        };
-        let kind = match raw.kind.as_str() {
-            "http" => CheckKind::Http {
-                endpoint: need(raw.endpoint, "endpoint")?,
-                method: raw.method,
-                expected_status: raw.expected_status,
-                body_contains: raw.body_contains,
-            },
-            "tcp" => CheckKind::Tcp {
-                host: need(raw.host, "host")?,
-                port: raw
-                    .port
-                    .ok_or_else(|| format!("check `{}`: tcp checks need `port`", raw.name))?,
-            },
-            "database" => CheckKind::Database {
-                connection_string: need(raw.connection_string, "connectionString")?,
-                query: raw.query,
-            },
-            "redis" => CheckKind::Redis {
-                url: need(raw.url, "url")?,
-            },
-            _ => CheckKind::Command {
-                command: raw.command.ok_or_else(|| {
-                    format!("check `{}`: command checks need `command`", raw.name)
-                })?,
-            },
-        };
-        Ok(CheckConfig {
-            name: raw.name,
-            interval: raw.interval,
-            timeout: raw.timeout,
-            stage: raw.stage,
-            kind,
-        })
-    }
 }
 
 #[cfg(test)]
@@ -237,6 +204,9 @@ mod tests {
                 "interval": 10000, "timeout": 5000, "expectedStatus": 200}"#,
         )
         .unwrap();
+        let CheckConfig::Http(api) = api else {
+            panic!("{api:?}")
+        };
         assert_eq!(api.interval, Some(Duration::from_secs(10)));
         assert_eq!(api.timeout, Some(Duration::from_secs(5)));
         let db = parse(
@@ -244,18 +214,15 @@ mod tests {
                 "query": "SELECT 1", "interval": 30000}"#,
         )
         .unwrap();
-        assert!(matches!(db.kind, CheckKind::Database { .. }));
+        assert!(matches!(db, CheckConfig::Database(_)));
         let tcp = parse(
             r#"{"name": "redis", "type": "tcp", "host": "redis", "port": 6379, "interval": "15s"}"#,
         )
         .unwrap();
-        assert_eq!(
-            tcp.kind,
-            CheckKind::Tcp {
-                host: "redis".into(),
-                port: 6379
-            }
-        );
+        let CheckConfig::Tcp(tcp) = tcp else {
+            panic!("{tcp:?}")
+        };
+        assert_eq!((tcp.host.as_str(), tcp.port), ("redis", 6379));
     }
 
     #[test]
@@ -267,13 +234,13 @@ mod tests {
             parse(r#"{"name": "a", "type": "tcp", "host": "h", "port": 1, "endpoint": "x"}"#)
                 .unwrap_err();
         assert!(
-            misplaced.contains("`endpoint` does not apply to tcp checks"),
+            misplaced.contains("`endpoint` does not apply to tcp checks (they take name, interval, timeout, stage, host, port)"),
             "{misplaced}"
         );
         let missing = parse(r#"{"name": "a", "type": "http"}"#).unwrap_err();
-        assert!(missing.contains("http checks need `endpoint`"), "{missing}");
+        assert!(missing.contains("missing field `endpoint`"), "{missing}");
         let kind = parse(r#"{"name": "a", "type": "ping"}"#).unwrap_err();
-        assert!(kind.contains("unknown type `ping`"), "{kind}");
+        assert!(kind.contains("unknown variant `ping`"), "{kind}");
         let bad_port =
             parse(r#"{"name": "a", "type": "tcp", "host": "h", "port": 70000}"#).unwrap_err();
         assert!(bad_port.contains("70000"), "{bad_port}");

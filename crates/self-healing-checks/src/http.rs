@@ -1,7 +1,5 @@
 //! HTTP checks.
 
-use std::sync::Once;
-
 use self_healing::BoxFuture;
 use self_healing::health::{Check, CheckError, redact_secrets, redact_url};
 use self_healing::{InvalidConfig, error_chain};
@@ -38,13 +36,9 @@ impl HttpCheck {
                 ),
             ));
         }
-        install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("migrationpilot-health/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                InvalidConfig::new("endpoint", format!("cannot make an HTTP client: {e}"))
-            })?;
+        let client = self_healing::http::client("health", None).map_err(|e| {
+            InvalidConfig::new("endpoint", format!("cannot make an HTTP client: {e}"))
+        })?;
         Ok(HttpCheck {
             client,
             method: reqwest::Method::GET,
@@ -126,14 +120,4 @@ impl Check for HttpCheck {
     fn target(&self) -> String {
         format!("{} {}", self.method, redact_url(&self.endpoint))
     }
-}
-
-/// Makes *ring* the process's rustls provider unless the application installed one. Every
-/// HTTPS client of the workspace calls this before it is built, so one provider serves all.
-pub fn install_crypto_provider() {
-    static PROVIDER: Once = Once::new();
-    PROVIDER.call_once(|| {
-        // Fails only when a provider is installed already: keep that one.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
 }

@@ -42,9 +42,12 @@ mod http;
 #[cfg(feature = "redis")]
 mod redis_check;
 
-pub use config::{CheckConfig, CheckKind};
+pub use config::{
+    CheckConfig, CommandCheckConfig, DatabaseCheckConfig, HttpCheckConfig, RedisCheckConfig,
+    TcpCheckConfig,
+};
 pub use database::DatabaseCheck;
 #[cfg(feature = "http")]
-pub use http::{HttpCheck, install_crypto_provider};
+pub use http::HttpCheck;
 #[cfg(feature = "redis")]
 pub use redis_check::RedisCheck;

@@ -66,11 +66,14 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub mod alert;
 pub mod clock;
 pub mod config;
+pub mod de;
 pub mod duration;
 mod error;
 pub mod event;
 pub mod healing;
 pub mod health;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod metrics;
 pub mod pipeline;
 pub mod process;

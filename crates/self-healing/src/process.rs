@@ -17,7 +17,7 @@ use std::process::Stdio;
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
-use crate::error::{Severity, StageError};
+use crate::error::{InvalidConfig, Severity, StageError};
 
 /// What standard error keeps for the error message: its last 64 KiB.
 const STDERR_TAIL: usize = 64 * 1024;
@@ -29,6 +29,20 @@ struct ErrorLine {
     code: Option<String>,
     #[serde(default)]
     severity: Severity,
+}
+
+/// Checks that an argv a user wrote names a program to run.
+pub fn check_argv(argv: &[String]) -> Result<(), InvalidConfig> {
+    if argv.first().is_none_or(|p| p.trim().is_empty()) {
+        return Err(InvalidConfig::new("command", "needs a program to run"));
+    }
+    Ok(())
+}
+
+/// [`run`] with owned environment values, for commands a configuration file declares.
+pub async fn run_owned(argv: &[String], env: &[(&str, String)]) -> Result<(), StageError> {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    run(argv, &env, None).await
 }
 
 /// Runs `argv` (no shell) with `env` added to the environment, in `workdir` if given, and waits

@@ -12,6 +12,7 @@ const LAYERS: &[&str] = &[
     "duration",
     "serde_ms",
     "de",
+    "http",
     "process",
     "resilience",
     "event",

@@ -5,14 +5,26 @@
 //! background with retries so a dead channel never holds up healing; a failed delivery is
 //! published on the event bus as `alert-failed`.
 
+mod channel;
 mod dispatch;
+mod email;
+mod pagerduty;
+#[cfg(feature = "http")]
+mod post;
+mod slack;
+mod webhook;
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
 
+pub use channel::ChannelConfig;
 pub use dispatch::Dispatcher;
+pub use email::EmailConfig;
+pub use pagerduty::{PAGERDUTY_EVENTS, PagerDutyConfig};
+pub use slack::SlackConfig;
+pub use webhook::WebhookConfig;
 
 use crate::BoxFuture;
 use crate::error::Severity;

@@ -36,7 +36,18 @@ impl ActionKind {
         ActionKind::Custom,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    /// Every action's name, in the order of [`ALL`](Self::ALL).
+    pub const NAMES: [&'static str; 9] = {
+        let mut names = [""; 9];
+        let mut i = 0;
+        while i < 9 {
+            names[i] = ActionKind::ALL[i].as_str();
+            i += 1;
+        }
+        names
+    };
+
+    pub const fn as_str(self) -> &'static str {
         match self {
             ActionKind::Retry => "retry",
             ActionKind::Rollback => "rollback",

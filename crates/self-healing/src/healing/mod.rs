@@ -17,9 +17,10 @@ mod trigger;
 pub use crate::event::{ActionKind, HealingRecord, Outcome, TriggerKind, TriggerMatch};
 pub use crate::pipeline::{Failure, Remedy, RetrySupervisor, RunScope, Supervisor};
 pub use actions::{
-    Action, ActionContext, Applied, CircuitBreakAction, CustomAction, DecisiveAction, Effect,
-    FailoverAction, NotifyAction, RestartAction, Restore, RetryAction, RollbackAction, ScaleAction,
-    ScaleDirection, Scaler, SideAction, Subject, ThrottleAction,
+    Action, ActionContext, Applied, CircuitBreakAction, CircuitBreakConfig, CustomAction,
+    CustomConfig, DecisiveAction, Effect, FailoverAction, FailoverConfig, NotifyAction,
+    RestartAction, Restore, RetryAction, RollbackAction, RollbackConfig, ScaleAction, ScaleConfig,
+    ScaleDirection, Scaler, SideAction, Subject, ThrottleAction, ThrottleConfig,
 };
 pub use gate::Budget;
 pub use healer::{

@@ -18,5 +18,5 @@ pub use breaker::{
 };
 pub use concurrency::{ConcurrencyLimit, ConcurrencyPermit};
 pub use deadline::deadline;
-pub use retry::{Backoff, Jitter, RetryPolicy, RetryPolicyBuilder};
+pub use retry::{Backoff, Jitter, RetryPolicy, RetryPolicyBuilder, RetryPolicyConfig};
 pub use throttle::{Rate, Throttle};

@@ -201,6 +201,37 @@ impl RetryPolicy {
     }
 }
 
+/// The seed's `retryPolicy` as a file writes it (also the `config` of a `retry` strategy).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryPolicyConfig {
+    pub max_attempts: Option<u32>,
+    pub backoff: Option<Backoff>,
+    #[serde(default, deserialize_with = "crate::duration::option::deserialize")]
+    pub initial_delay: Option<Duration>,
+    #[serde(default, deserialize_with = "crate::duration::option::deserialize")]
+    pub max_delay: Option<Duration>,
+    pub jitter: Option<bool>,
+    #[serde(default)]
+    pub retryable_errors: Vec<String>,
+}
+
+impl RetryPolicyConfig {
+    /// Unset keys take their value from `base` (the global policy, or the defaults).
+    pub fn build(&self, base: &RetryPolicy) -> Result<RetryPolicy, InvalidConfig> {
+        let mut builder = RetryPolicy::builder()
+            .max_attempts(self.max_attempts.unwrap_or(base.max_attempts()))
+            .backoff(self.backoff.unwrap_or(base.backoff()))
+            .initial_delay(self.initial_delay.unwrap_or(base.initial_delay()))
+            .max_delay(self.max_delay.unwrap_or(base.max_delay()))
+            .jitter(self.jitter.unwrap_or(base.jitter()));
+        for pattern in &self.retryable_errors {
+            builder = builder.retryable_pattern(pattern.clone());
+        }
+        builder.build()
+    }
+}
+
 /// The one source of retry jitter of a pipeline: a seedable generator shared by whoever
 /// decides retries (the default supervisor and the healer), so a seeded pipeline waits on the
 /// same schedule every time.

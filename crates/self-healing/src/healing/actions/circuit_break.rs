@@ -4,6 +4,8 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use super::{Action, Applied, SideAction, Subject, not_running};
 use crate::BoxFuture;
 use crate::error::InvalidConfig;
@@ -38,6 +40,33 @@ impl CircuitBreakAction {
             half_open_requests: settings.half_open_requests,
             success_threshold: Some(settings.success_threshold),
         }
+    }
+}
+
+/// `circuit-break`'s `config`; the defaults are a 60 s break and 3 probes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CircuitBreakConfig {
+    #[serde(default, deserialize_with = "crate::duration::option::deserialize")]
+    pub break_duration: Option<Duration>,
+    pub half_open_requests: Option<u32>,
+    pub success_threshold: Option<u32>,
+}
+
+impl CircuitBreakConfig {
+    pub fn build(&self) -> Result<CircuitBreakAction, InvalidConfig> {
+        let mut action = CircuitBreakAction::new(
+            self.break_duration.unwrap_or(Duration::from_secs(60)),
+            self.half_open_requests.unwrap_or(3),
+        )?;
+        if let Some(successes) = self.success_threshold {
+            action.success_threshold = Some(
+                NonZeroU32::new(successes)
+                    .ok_or_else(|| InvalidConfig::new("successThreshold", "must be at least 1"))?,
+            );
+            SideAction::validate(&action)?;
+        }
+        Ok(action)
     }
 }
 

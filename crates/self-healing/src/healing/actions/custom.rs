@@ -2,10 +2,13 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
 
 use super::{Action, Applied, DecisiveAction, Subject};
 use crate::BoxFuture;
-use crate::error::StageError;
+use crate::error::{InvalidConfig, StageError};
 use crate::event::{ActionKind, RunId};
 use crate::metrics::MetricsCollector;
 use crate::pipeline::{Failure, Remedy, StageControl};
@@ -59,6 +62,45 @@ impl CustomAction {
             metrics: subject.metrics().cloned().unwrap_or_default(),
             control: subject.control().cloned(),
         }
+    }
+}
+
+/// `custom`'s `config` in a file, where a closure cannot be written: a `command` (argv, no
+/// shell) that runs with `MIGRATIONPILOT_STAGE`, `MIGRATIONPILOT_STRATEGY` and, where they
+/// apply, `MIGRATIONPILOT_ITEM` and `MIGRATIONPILOT_ERROR`. Exit 0 retries the failed work at
+/// once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CustomConfig {
+    pub command: Option<Vec<String>>,
+}
+
+impl CustomConfig {
+    pub fn build(&self) -> Result<CustomAction, InvalidConfig> {
+        let command = self.command.as_ref().ok_or_else(|| {
+            InvalidConfig::new("command", "a custom action in a file runs a `command`")
+        })?;
+        crate::process::check_argv(command)?;
+        let argv: Arc<[String]> = command.as_slice().into();
+        Ok(CustomAction::new(move |ctx| {
+            let argv = Arc::clone(&argv);
+            async move {
+                let mut env = vec![
+                    ("MIGRATIONPILOT_STAGE", ctx.stage.to_string()),
+                    ("MIGRATIONPILOT_STRATEGY", ctx.strategy.to_string()),
+                ];
+                if let Some(item) = &ctx.item {
+                    env.push(("MIGRATIONPILOT_ITEM", item.to_string()));
+                }
+                if let Some(error) = &ctx.error {
+                    env.push(("MIGRATIONPILOT_ERROR", error.message().to_owned()));
+                }
+                crate::process::run_owned(&argv, &env).await?;
+                Ok(Remedy::Retry {
+                    after: Duration::ZERO,
+                })
+            }
+        }))
     }
 }
 

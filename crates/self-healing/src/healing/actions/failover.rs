@@ -1,5 +1,7 @@
 //! `failover`: switch the stage to its alternate handler.
 
+use serde::Deserialize;
+
 use super::{Action, Applied, DecisiveAction, Subject, not_running};
 use crate::BoxFuture;
 use crate::event::{ActionKind, HandlerKind};
@@ -9,6 +11,11 @@ use crate::pipeline::{Failure, Remedy};
 /// `StageControl::set_failed_over(false)` switches back.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FailoverAction;
+
+/// `failover`'s `config`: it takes none (the stage declares its alternate handler).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverConfig {}
 
 impl From<FailoverAction> for Action {
     fn from(action: FailoverAction) -> Self {

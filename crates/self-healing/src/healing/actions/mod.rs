@@ -24,15 +24,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-pub use circuit_break::CircuitBreakAction;
-pub use custom::{ActionContext, CustomAction};
-pub use failover::FailoverAction;
+pub use circuit_break::{CircuitBreakAction, CircuitBreakConfig};
+pub use custom::{ActionContext, CustomAction, CustomConfig};
+pub use failover::{FailoverAction, FailoverConfig};
 pub use notify::NotifyAction;
 pub use restart::RestartAction;
 pub use retry::RetryAction;
-pub use rollback::RollbackAction;
-pub use scale::{ScaleAction, ScaleDirection, Scaler};
-pub use throttle::{Restore, ThrottleAction};
+pub use rollback::{RollbackAction, RollbackConfig};
+pub use scale::{ScaleAction, ScaleConfig, ScaleDirection, Scaler};
+pub use throttle::{Restore, ThrottleAction, ThrottleConfig};
 
 use super::strategy::StrategyOverride;
 use crate::BoxFuture;

@@ -2,14 +2,17 @@
 
 use std::sync::Arc;
 
+use serde::Deserialize;
+
 use super::{Action, Applied, SideAction, Subject};
 use crate::BoxFuture;
 use crate::alert::Alert;
 use crate::error::Severity;
 use crate::event::ActionKind;
 
-/// Settings of `notify`.
-#[derive(Debug, Clone)]
+/// Settings of `notify`, also its `config` in files.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct NotifyAction {
     pub severity: Severity,
     /// Defaults to a description of what matched.

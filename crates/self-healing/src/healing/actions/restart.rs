@@ -1,12 +1,15 @@
 //! `restart`: stop the stage, run its `reset` hook, run it again from its start.
 
+use serde::Deserialize;
+
 use super::{Action, Applied, DecisiveAction, Subject, not_running};
 use crate::BoxFuture;
 use crate::event::ActionKind;
 use crate::pipeline::{Failure, Remedy};
 
-/// Settings of `restart`.
-#[derive(Debug, Clone, Copy, Default)]
+/// Settings of `restart`, also its `config` in files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RestartAction {
     /// Restarts this strategy may cause per stage and run; the stage's own limit still holds.
     pub max_restarts: Option<u32>,

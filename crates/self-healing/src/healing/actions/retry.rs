@@ -8,7 +8,7 @@ use crate::error::InvalidConfig;
 use crate::event::ActionKind;
 use crate::healing::StrategyOverride;
 use crate::pipeline::{Failure, Remedy};
-use crate::resilience::RetryPolicy;
+use crate::resilience::{RetryPolicy, RetryPolicyConfig};
 
 /// Settings of `retry`: its own policy, or (`None`) the healer's global `retryPolicy`.
 /// `maxAttempts` counts every attempt of the work, the first included. When they are spent the
@@ -27,6 +27,18 @@ impl RetryAction {
     pub fn with_policy(policy: RetryPolicy) -> Self {
         RetryAction {
             policy: Some(policy),
+        }
+    }
+
+    /// From a file's `config`: a policy of its own when any key is given (unset keys take the
+    /// defaults), else the healer's global `retryPolicy`.
+    pub fn from_config(config: &RetryPolicyConfig) -> Result<Self, InvalidConfig> {
+        if *config == RetryPolicyConfig::default() {
+            Ok(RetryAction::global())
+        } else {
+            Ok(RetryAction::with_policy(
+                config.build(&RetryPolicy::default())?,
+            ))
         }
     }
 

@@ -1,7 +1,10 @@
 //! `rollback`: stop, and compensate completed work in reverse order; the run ends rolled back.
 
+use serde::Deserialize;
+
 use super::{Action, Applied, DecisiveAction, Subject, not_running};
 use crate::BoxFuture;
+use crate::error::InvalidConfig;
 use crate::event::ActionKind;
 use crate::pipeline::{Failure, Remedy};
 
@@ -9,6 +12,25 @@ use crate::pipeline::{Failure, Remedy};
 /// stage, and a failed compensation does not stop the others.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RollbackAction;
+
+/// `rollback`'s `config`: the seed's `strategy`, whose one value is `immediate`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RollbackConfig {
+    pub strategy: Option<String>,
+}
+
+impl RollbackConfig {
+    pub fn build(&self) -> Result<RollbackAction, InvalidConfig> {
+        match self.strategy.as_deref() {
+            None | Some("immediate") => Ok(RollbackAction),
+            Some(other) => Err(InvalidConfig::new(
+                "strategy",
+                format!("`{other}` is not a rollback strategy: the one there is, is `immediate`"),
+            )),
+        }
+    }
+}
 
 impl From<RollbackAction> for Action {
     fn from(action: RollbackAction) -> Self {

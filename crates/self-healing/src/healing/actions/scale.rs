@@ -95,6 +95,61 @@ impl fmt::Debug for ScaleAction {
     }
 }
 
+/// `scale`'s `config`: the seed's keys, plus a `command` (argv, no shell) run as the external
+/// scaler with `MIGRATIONPILOT_STAGE`, `MIGRATIONPILOT_FROM` and `MIGRATIONPILOT_TO`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScaleConfig {
+    pub direction: Option<ScaleDirection>,
+    pub amount: Option<usize>,
+    pub max_instances: Option<usize>,
+    pub min_instances: Option<usize>,
+    pub command: Option<Vec<String>>,
+}
+
+impl ScaleConfig {
+    pub fn build(&self) -> Result<ScaleAction, InvalidConfig> {
+        let amount = self.amount.unwrap_or(1);
+        let mut scale = match self.direction.unwrap_or_default() {
+            ScaleDirection::Up => ScaleAction::up(amount),
+            ScaleDirection::Down => ScaleAction::down(amount),
+        };
+        if let Some(max) = self.max_instances {
+            scale = scale.max_instances(max);
+        }
+        if let Some(min) = self.min_instances {
+            scale = scale.min_instances(min);
+        }
+        if let Some(command) = &self.command {
+            crate::process::check_argv(command)?;
+            scale = scale.scaler(Arc::new(CommandScaler(command.clone())));
+        }
+        SideAction::validate(&scale)?;
+        Ok(scale)
+    }
+}
+
+/// An external scaler that runs a command with the old and new concurrency.
+struct CommandScaler(Vec<String>);
+
+impl Scaler for CommandScaler {
+    fn scale<'a>(
+        &'a self,
+        stage: &'a str,
+        from: usize,
+        to: usize,
+    ) -> BoxFuture<'a, Result<(), StageError>> {
+        Box::pin(async move {
+            let env = [
+                ("MIGRATIONPILOT_STAGE", stage.to_owned()),
+                ("MIGRATIONPILOT_FROM", from.to_string()),
+                ("MIGRATIONPILOT_TO", to.to_string()),
+            ];
+            crate::process::run_owned(&self.0, &env).await
+        })
+    }
+}
+
 impl From<ScaleAction> for Action {
     fn from(action: ScaleAction) -> Self {
         Action::Side(Arc::new(action))

@@ -4,8 +4,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use super::{Action, Applied, SideAction, Subject, not_running};
 use crate::BoxFuture;
+use crate::error::InvalidConfig;
 use crate::event::ActionKind;
 use crate::pipeline::StageControl;
 use crate::resilience::Rate;
@@ -41,6 +44,41 @@ impl ThrottleAction {
 
     fn capped(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Option<Rate>>> {
         self.capped.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// `throttle`'s `config`: `rate` permits per second (required), `burst`, and when to lift it:
+/// `restoreAfter` a duration, or `restoreWhenHealthy`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ThrottleConfig {
+    pub rate: Option<f64>,
+    pub burst: Option<u32>,
+    #[serde(default, deserialize_with = "crate::duration::option::deserialize")]
+    pub restore_after: Option<Duration>,
+    pub restore_when_healthy: Option<bool>,
+}
+
+impl ThrottleConfig {
+    pub fn build(&self) -> Result<ThrottleAction, InvalidConfig> {
+        let rate = self.rate.ok_or_else(|| {
+            InvalidConfig::new("rate", "throttle needs a `rate` (permits per second)")
+        })?;
+        let restore = match (self.restore_after, self.restore_when_healthy) {
+            (Some(_), Some(true)) => {
+                return Err(InvalidConfig::new(
+                    "restoreAfter",
+                    "give `restoreAfter` or `restoreWhenHealthy`, not both",
+                ));
+            }
+            (Some(after), _) => Restore::After(after),
+            (None, Some(true)) => Restore::WhenHealthy,
+            (None, _) => Restore::Never,
+        };
+        Ok(ThrottleAction::new(
+            Rate::new(rate, self.burst.unwrap_or(1))?,
+            restore,
+        ))
     }
 }
 

@@ -1,0 +1,81 @@
+//! The channels a configuration file declares, tagged by `type`, each with its typed config.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer};
+
+use super::Notifier;
+use super::email::EmailConfig;
+use super::pagerduty::PagerDutyConfig;
+use super::slack::SlackConfig;
+use super::webhook::WebhookConfig;
+use crate::de::{Tagged, deserialize_tagged, list};
+use crate::error::InvalidConfig;
+
+/// One alert channel as a file declares it (the seed's `alerts.channels`).
+///
+/// ```
+/// use self_healing::alert::ChannelConfig;
+///
+/// let slack: ChannelConfig = serde_json::from_str(
+///     r#"{"type": "slack", "webhook": "https://hooks.slack.example/services/T/B/x", "minSeverity": "critical"}"#,
+/// )?;
+/// # #[cfg(feature = "http")]
+/// assert_eq!(slack.build()?.min_severity(), self_healing::Severity::Critical);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChannelConfig {
+    Slack(SlackConfig),
+    Pagerduty(PagerDutyConfig),
+    Email(EmailConfig),
+    Webhook(WebhookConfig),
+}
+
+impl Tagged for ChannelConfig {
+    const TAG: &'static str = "type";
+    const VARIANTS: &'static [&'static str] = &["slack", "pagerduty", "email", "webhook"];
+
+    fn variant<'de, D: Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
+        Ok(match tag {
+            "slack" => ChannelConfig::Slack(Deserialize::deserialize(rest)?),
+            "pagerduty" => ChannelConfig::Pagerduty(Deserialize::deserialize(rest)?),
+            "email" => ChannelConfig::Email(Deserialize::deserialize(rest)?),
+            _ => ChannelConfig::Webhook(Deserialize::deserialize(rest)?),
+        })
+    }
+
+    fn misplaced(key: &str, tag: &str, takes: &[&str]) -> String {
+        format!(
+            "`{key}` does not apply to {tag} channels (they take {})",
+            list(takes)
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for ChannelConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_tagged(deserializer)
+    }
+}
+
+impl ChannelConfig {
+    /// The runnable channel; the error names the setting that cannot work.
+    pub fn build(&self) -> Result<Arc<dyn Notifier>, InvalidConfig> {
+        match self {
+            ChannelConfig::Slack(c) => c.build(),
+            ChannelConfig::Pagerduty(c) => c.build(),
+            ChannelConfig::Email(c) => c.build(),
+            ChannelConfig::Webhook(c) => c.build(),
+        }
+    }
+}
+
+/// The error of an HTTP channel in a build without the `http` feature.
+#[cfg(not(feature = "http"))]
+pub(super) fn needs_http(kind: &str) -> InvalidConfig {
+    InvalidConfig::new(
+        "type",
+        format!("`{kind}` channels need the `http` feature, which this build does not have"),
+    )
+}

@@ -1,0 +1,636 @@
+//! The seed's healing configuration as data: strategies, triggers, action configs, the global
+//! `retryPolicy` and `circuitBreaker`, `metricsCollector` settings and the healing budget.
+//!
+//! Keys are the seed's own (`maxAttempts`, `initialDelay`, `breakDuration`, `halfOpenRequests`…),
+//! so its examples carry over line for line; a duration is integer milliseconds or a string such
+//! as `"10s"`. Unknown keys are errors, and so are keys that belong to another action or trigger.
+//! Each value [`build`](StrategyConfig::build)s its runtime object and names the setting at fault
+//! when it cannot.
+//!
+//! What the Rust API takes as a closure, a file gives as a command (argv, no shell): a `custom`
+//! trigger matches while its command's latest run exited 0, a `custom` action runs its command and
+//! retries the failed work if it exits 0, and `scale` may call a `command` as its external scaler.
+//! Each command gets `MIGRATIONPILOT_STAGE`, `MIGRATIONPILOT_STRATEGY` and, where they apply,
+//! `MIGRATIONPILOT_ITEM`, `MIGRATIONPILOT_ERROR`, `MIGRATIONPILOT_FROM`, `MIGRATIONPILOT_TO`.
+//!
+//! ```
+//! use self_healing::config::StrategyConfig;
+//!
+//! let strategy: StrategyConfig = serde_json::from_str(r#"{
+//!     "name": "circuit-breaker",
+//!     "priority": 20,
+//!     "triggers": [{"type": "metrics", "metric": "errorRate", "operator": "gt", "value": 0.5}],
+//!     "action": "circuit-break",
+//!     "config": {"breakDuration": 60000, "halfOpenRequests": 3},
+//!     "cooldown": "2m"
+//! }"#)?;
+//! let strategy = strategy.build(&[])?;
+//! assert_eq!(strategy.settings().cooldown, std::time::Duration::from_secs(120));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+pub use crate::error::did_you_mean;
+pub use crate::resilience::RetryPolicyConfig;
+
+use crate::de::{Tagged, deserialize_tagged, deserialize_variant, list, variant_defaults};
+use crate::error::{InvalidConfig, Severity};
+use crate::event::{ActionKind, HealthStatus};
+use crate::healing::{
+    Action, CircuitBreakConfig, CustomConfig, FailoverConfig, HealingStrategy, Mode, NotifyAction,
+    Operator, RestartAction, RetryAction, RollbackConfig, ScaleConfig, Sensitivity, ThrottleConfig,
+    Trigger,
+};
+use crate::metrics::{BUILT_IN, MetricsCollector};
+use crate::resilience::BreakerSettings;
+
+use crate::duration::option::deserialize as opt_duration;
+
+/// The seed's `circuitBreaker`: `timeout` is the seed's name for `breakDuration`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub failure_threshold: Option<u32>,
+    pub success_threshold: Option<u32>,
+    #[serde(default, alias = "breakDuration", deserialize_with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    pub half_open_requests: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl CircuitBreakerConfig {
+    /// `None` when disabled.
+    pub fn build(&self) -> Result<Option<BreakerSettings>, InvalidConfig> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let defaults = BreakerSettings::default();
+        let positive = |field: &'static str, value: Option<u32>, default: NonZeroU32| match value {
+            Some(v) => {
+                NonZeroU32::new(v).ok_or_else(|| InvalidConfig::new(field, "must be at least 1"))
+            }
+            None => Ok(default),
+        };
+        let half_open_requests = positive(
+            "halfOpenRequests",
+            self.half_open_requests,
+            defaults.half_open_requests,
+        )?;
+        let settings = BreakerSettings {
+            failure_threshold: Some(positive(
+                "failureThreshold",
+                self.failure_threshold,
+                defaults
+                    .failure_threshold
+                    .expect("the default opens on failures"),
+            )?),
+            success_threshold: positive(
+                "successThreshold",
+                self.success_threshold,
+                half_open_requests,
+            )?,
+            break_duration: self.timeout.unwrap_or(defaults.break_duration),
+            half_open_requests,
+        };
+        settings.validate()?;
+        Ok(Some(settings))
+    }
+}
+
+/// The seed's `metricsCollector`, plus `errorRateMinAttempts`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricsCollectorConfig {
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub sample_interval: Option<Duration>,
+    pub retention_size: Option<usize>,
+    pub error_rate_min_attempts: Option<u64>,
+    #[serde(default)]
+    pub metrics: Vec<String>,
+}
+
+impl MetricsCollectorConfig {
+    pub fn build(&self) -> Result<MetricsCollector, InvalidConfig> {
+        let mut builder = MetricsCollector::builder().metrics(self.metrics.clone());
+        if let Some(interval) = self.sample_interval {
+            builder = builder.sample_interval(interval);
+        }
+        if let Some(retention) = self.retention_size {
+            builder = builder.retention_size(retention);
+        }
+        if let Some(attempts) = self.error_rate_min_attempts {
+            builder = builder.error_rate_min_attempts(attempts);
+        }
+        builder.build()
+    }
+
+    /// The metric names triggers may use: the built-ins and the declared ones.
+    pub fn known_metrics(&self) -> Vec<String> {
+        BUILT_IN
+            .iter()
+            .map(|m| m.to_string())
+            .chain(self.metrics.iter().cloned())
+            .collect()
+    }
+}
+
+/// The global healing budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BudgetConfig {
+    pub max_actions: u32,
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub window: Duration,
+}
+
+/// One trigger, tagged by `type`; one typed struct per kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TriggerConfig {
+    Error(ErrorTriggerConfig),
+    Metrics(MetricsTriggerConfig),
+    HealthCheck(HealthCheckTriggerConfig),
+    Timeout(TimeoutTriggerConfig),
+    Anomaly(AnomalyTriggerConfig),
+    Custom(CustomTriggerConfig),
+}
+
+/// `error`: every key given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ErrorTriggerConfig {
+    pub pattern: Option<String>,
+    pub severity: Option<Severity>,
+    pub code: Option<String>,
+    pub exhausted: Option<bool>,
+}
+
+/// `metrics`: `metric operator value`, or the short `threshold` (gt), held for `duration`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricsTriggerConfig {
+    pub metric: String,
+    pub operator: Option<Operator>,
+    pub value: Option<f64>,
+    pub threshold: Option<f64>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub duration: Option<Duration>,
+}
+
+/// `health-check`: a check at least as bad as `status`, for `duration`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthCheckTriggerConfig {
+    pub status: HealthStatus,
+    pub check: Option<String>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub duration: Option<Duration>,
+}
+
+/// `timeout`: a stage running longer than `threshold`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TimeoutTriggerConfig {
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub threshold: Duration,
+}
+
+/// `anomaly`: a sample of `metric` `sensitivity` standard deviations from its rolling mean.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AnomalyTriggerConfig {
+    pub metric: String,
+    #[serde(default)]
+    pub sensitivity: Sensitivity,
+    pub min_samples: Option<usize>,
+}
+
+/// `custom` in a file: matches while its `command`'s latest run exited 0.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CustomTriggerConfig {
+    pub command: Vec<String>,
+}
+
+impl Tagged for TriggerConfig {
+    const TAG: &'static str = "type";
+    const VARIANTS: &'static [&'static str] = &[
+        "error",
+        "metrics",
+        "health-check",
+        "timeout",
+        "anomaly",
+        "custom",
+    ];
+
+    fn variant<'de, D: Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
+        Ok(match tag {
+            "error" => TriggerConfig::Error(Deserialize::deserialize(rest)?),
+            "metrics" => TriggerConfig::Metrics(Deserialize::deserialize(rest)?),
+            "health-check" => TriggerConfig::HealthCheck(Deserialize::deserialize(rest)?),
+            "timeout" => TriggerConfig::Timeout(Deserialize::deserialize(rest)?),
+            "anomaly" => TriggerConfig::Anomaly(Deserialize::deserialize(rest)?),
+            _ => TriggerConfig::Custom(Deserialize::deserialize(rest)?),
+        })
+    }
+
+    fn misplaced(key: &str, tag: &str, takes: &[&str]) -> String {
+        format!(
+            "`{key}` does not apply to {tag} triggers (they take {})",
+            list(takes)
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for TriggerConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_tagged(deserializer)
+    }
+}
+
+impl TriggerConfig {
+    /// `metrics` are the names a trigger may refer to (see
+    /// [`MetricsCollectorConfig::known_metrics`]); an empty list accepts any name.
+    pub fn build(&self, metrics: &[String]) -> Result<Trigger, InvalidConfig> {
+        let known = |metric: &str| {
+            if metrics.is_empty() || metrics.iter().any(|m| m == metric) {
+                Ok(())
+            } else {
+                Err(InvalidConfig::new(
+                    "metric",
+                    format!(
+                        "`{metric}` is not a known metric{}; declare it in metricsCollector.metrics or use one of {}",
+                        did_you_mean(metric, metrics.iter().map(String::as_str)),
+                        metrics.join(", ")
+                    ),
+                ))
+            }
+        };
+        let trigger = match self {
+            TriggerConfig::Error(c) => {
+                let mut t = Trigger::error();
+                if let Some(pattern) = &c.pattern {
+                    t = t.pattern_str(pattern)?;
+                }
+                if let Some(severity) = c.severity {
+                    t = t.severity(severity);
+                }
+                if let Some(code) = &c.code {
+                    t = t.code(code.as_str());
+                }
+                if let Some(exhausted) = c.exhausted {
+                    t = t.exhausted(exhausted);
+                }
+                t.into()
+            }
+            TriggerConfig::Metrics(c) => {
+                known(&c.metric)?;
+                let (operator, value) = match (c.operator, c.value, c.threshold) {
+                    (None, None, Some(threshold)) => (Operator::Gt, threshold),
+                    (operator, Some(value), None) => (operator.unwrap_or(Operator::Gt), value),
+                    (Some(_), None, Some(_)) => {
+                        return Err(InvalidConfig::new(
+                            "threshold",
+                            "`threshold` is the short form of `operator: gt`: give `value` with an operator",
+                        ));
+                    }
+                    (_, Some(_), Some(_)) => {
+                        return Err(InvalidConfig::new(
+                            "threshold",
+                            "give `value` or `threshold`, not both",
+                        ));
+                    }
+                    (_, None, None) => {
+                        return Err(InvalidConfig::new(
+                            "value",
+                            "a metrics trigger needs `value` or `threshold`",
+                        ));
+                    }
+                };
+                let mut t = Trigger::metrics(c.metric.as_str(), operator, value);
+                if let Some(duration) = c.duration {
+                    t = t.sustained(duration);
+                }
+                t.into()
+            }
+            TriggerConfig::HealthCheck(c) => {
+                let mut t = Trigger::health_check(c.status);
+                if let Some(check) = &c.check {
+                    t = t.check(check.as_str());
+                }
+                if let Some(duration) = c.duration {
+                    t = t.sustained(duration);
+                }
+                t.into()
+            }
+            TriggerConfig::Timeout(c) => Trigger::timeout(c.threshold).into(),
+            TriggerConfig::Anomaly(c) => {
+                known(&c.metric)?;
+                let mut t = Trigger::anomaly(c.metric.as_str(), c.sensitivity);
+                if let Some(samples) = c.min_samples {
+                    t = t.min_samples(samples);
+                }
+                t.into()
+            }
+            TriggerConfig::Custom(c) => command_trigger(&c.command)?,
+        };
+        trigger.validate()?;
+        Ok(trigger)
+    }
+}
+
+/// An action's `config`, one typed struct per action: the registration of every action a file
+/// can name. Keys of another action's `config` are refused with what this one takes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ActionConfig {
+    Retry(RetryPolicyConfig),
+    Rollback(RollbackConfig),
+    Restart(RestartAction),
+    Scale(ScaleConfig),
+    Failover(FailoverConfig),
+    CircuitBreak(CircuitBreakConfig),
+    Throttle(ThrottleConfig),
+    Notify(NotifyAction),
+    Custom(CustomConfig),
+}
+
+impl Tagged for ActionConfig {
+    const TAG: &'static str = "action";
+    const VARIANTS: &'static [&'static str] = &ActionKind::NAMES;
+
+    fn variant<'de, D: Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
+        let kind: ActionKind = tag.parse().map_err(de::Error::custom)?;
+        Ok(match kind {
+            ActionKind::Retry => ActionConfig::Retry(Deserialize::deserialize(rest)?),
+            ActionKind::Rollback => ActionConfig::Rollback(Deserialize::deserialize(rest)?),
+            ActionKind::Restart => ActionConfig::Restart(Deserialize::deserialize(rest)?),
+            ActionKind::Scale => ActionConfig::Scale(Deserialize::deserialize(rest)?),
+            ActionKind::Failover => ActionConfig::Failover(Deserialize::deserialize(rest)?),
+            ActionKind::CircuitBreak => ActionConfig::CircuitBreak(Deserialize::deserialize(rest)?),
+            ActionKind::Throttle => ActionConfig::Throttle(Deserialize::deserialize(rest)?),
+            ActionKind::Notify => ActionConfig::Notify(Deserialize::deserialize(rest)?),
+            ActionKind::Custom => ActionConfig::Custom(Deserialize::deserialize(rest)?),
+        })
+    }
+
+    /// The key's path already names it: `config.breakDuration`: does not apply to retry.
+    fn misplaced(_key: &str, tag: &str, takes: &[&str]) -> String {
+        if takes.is_empty() {
+            format!("does not apply to {tag} (it takes no config)")
+        } else {
+            format!("does not apply to {tag} (it takes {})", takes.join(", "))
+        }
+    }
+}
+
+impl ActionConfig {
+    /// The settings of `action` when a file gives no `config`.
+    pub fn defaults(action: ActionKind) -> Result<Self, InvalidConfig> {
+        variant_defaults(action.as_str()).map_err(|e| InvalidConfig::new("config", e.to_string()))
+    }
+
+    pub fn build(&self) -> Result<Action, InvalidConfig> {
+        Ok(match self {
+            ActionConfig::Retry(c) => RetryAction::from_config(c)?.into(),
+            ActionConfig::Rollback(c) => c.build()?.into(),
+            ActionConfig::Restart(c) => (*c).into(),
+            ActionConfig::Scale(c) => c.build()?.into(),
+            ActionConfig::Failover(_) => crate::healing::FailoverAction.into(),
+            ActionConfig::CircuitBreak(c) => c.build()?.into(),
+            ActionConfig::Throttle(c) => c.build()?.into(),
+            ActionConfig::Notify(c) => c.clone().into(),
+            ActionConfig::Custom(c) => c.build()?.into(),
+        })
+    }
+}
+
+/// One strategy, with the seed's keys. `config` holds the action's settings, typed by `action`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StrategyConfig {
+    pub name: String,
+    pub priority: i64,
+    pub triggers: Vec<TriggerConfig>,
+    /// The action as written; [`build`](Self::build) says if it names none.
+    pub action: String,
+    /// The action's settings; `None` when `action` names no action.
+    pub config: Option<ActionConfig>,
+    pub cooldown: Option<Duration>,
+    pub enabled: bool,
+    pub mode: Mode,
+}
+
+impl StrategyConfig {
+    /// Builds the strategy. `metrics` are the names its triggers may use (empty: any).
+    pub fn build(&self, metrics: &[String]) -> Result<HealingStrategy, InvalidConfig> {
+        let kind: ActionKind = self.action.parse().map_err(|e: InvalidConfig| {
+            InvalidConfig::new(
+                "action",
+                format!(
+                    "{}{}",
+                    e.reason(),
+                    did_you_mean(&self.action, ActionKind::NAMES.into_iter())
+                ),
+            )
+        })?;
+        let action = match &self.config {
+            Some(config) => config.build(),
+            None => ActionConfig::defaults(kind)?.build(),
+        }
+        .map_err(|e| e.within("config"))?;
+        let mut strategy = HealingStrategy::new(self.name.as_str(), action)
+            .priority(self.priority)
+            .enabled(self.enabled)
+            .mode(self.mode)
+            .cooldown(self.cooldown.unwrap_or_default());
+        for (i, trigger) in self.triggers.iter().enumerate() {
+            strategy = strategy.trigger(
+                trigger
+                    .build(metrics)
+                    .map_err(|e| e.within(format!("triggers[{i}]")))?,
+            );
+        }
+        strategy.validate()?;
+        Ok(strategy)
+    }
+}
+
+const STRATEGY_KEYS: &[&str] = &[
+    "name", "priority", "triggers", "action", "config", "cooldown", "enabled", "mode",
+];
+
+impl<'de> Deserialize<'de> for StrategyConfig {
+    /// By hand, so `config` is read straight from the file as the struct `action` names (its
+    /// errors keep their line and column) instead of through a buffer.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(StrategyVisitor)
+    }
+}
+
+struct StrategyVisitor;
+
+/// A duration as users write it, as one map value.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct DurationValue(#[serde(deserialize_with = "crate::duration::deserialize")] Duration);
+
+impl<'de> Visitor<'de> for StrategyVisitor {
+    type Value = StrategyConfig;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a strategy: name, triggers, action and its config")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StrategyConfig, A::Error> {
+        let mut name = None;
+        let mut priority = None;
+        let mut triggers = None;
+        let mut action: Option<String> = None;
+        let mut config = None;
+        let mut config_before_action: Option<serde_json::Value> = None;
+        let mut cooldown = None;
+        let mut enabled = None;
+        let mut mode = None;
+        fn once<T, E: de::Error>(slot: &Option<T>, key: &'static str) -> Result<(), E> {
+            match slot {
+                Some(_) => Err(E::duplicate_field(key)),
+                None => Ok(()),
+            }
+        }
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "name" => {
+                    once(&name, "name")?;
+                    name = Some(map.next_value::<String>()?);
+                }
+                "priority" => {
+                    once(&priority, "priority")?;
+                    priority = Some(map.next_value::<i64>()?);
+                }
+                "triggers" => {
+                    once(&triggers, "triggers")?;
+                    triggers = Some(map.next_value::<Vec<TriggerConfig>>()?);
+                }
+                "action" => {
+                    once(&action, "action")?;
+                    action = Some(map.next_value::<String>()?);
+                }
+                "config" => {
+                    if config.is_some() || config_before_action.is_some() {
+                        return Err(de::Error::duplicate_field("config"));
+                    }
+                    match action.as_deref().map(str::parse::<ActionKind>) {
+                        Some(Ok(kind)) => {
+                            config = Some(map.next_value_seed(ConfigSeed(kind))?);
+                        }
+                        _ => config_before_action = Some(map.next_value()?),
+                    }
+                }
+                "cooldown" => {
+                    once(&cooldown, "cooldown")?;
+                    cooldown = Some(map.next_value::<DurationValue>()?.0);
+                }
+                "enabled" => {
+                    once(&enabled, "enabled")?;
+                    enabled = Some(map.next_value::<bool>()?);
+                }
+                "mode" => {
+                    once(&mode, "mode")?;
+                    mode = Some(map.next_value::<Mode>()?);
+                }
+                other => return Err(de::Error::unknown_field(other, STRATEGY_KEYS)),
+            }
+        }
+        let action = action.ok_or_else(|| de::Error::missing_field("action"))?;
+        let kind = action.parse::<ActionKind>().ok();
+        let config = match (config, config_before_action, kind) {
+            (Some(config), _, _) => Some(config),
+            // Written before `action`: read from a buffer, so its errors have only their path.
+            (None, Some(value), Some(kind)) => Some(
+                de::DeserializeSeed::deserialize(ConfigSeed(kind), value)
+                    .map_err(|e| de::Error::custom(format!("config: {e}")))?,
+            ),
+            (None, None, Some(kind)) => {
+                Some(ActionConfig::defaults(kind).map_err(de::Error::custom)?)
+            }
+            (None, _, None) => None,
+        };
+        Ok(StrategyConfig {
+            name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+            priority: priority.unwrap_or_default(),
+            triggers: triggers.ok_or_else(|| de::Error::missing_field("triggers"))?,
+            action,
+            config,
+            cooldown,
+            enabled: enabled.unwrap_or(true),
+            mode: mode.unwrap_or_default(),
+        })
+    }
+}
+
+/// Reads a `config` map as the struct of one action.
+struct ConfigSeed(ActionKind);
+
+impl<'de> de::DeserializeSeed<'de> for ConfigSeed {
+    type Value = ActionConfig;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<ActionConfig, D::Error> {
+        struct ConfigVisitor(ActionKind);
+
+        impl<'de> Visitor<'de> for ConfigVisitor {
+            type Value = ActionConfig;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "the settings of {}", self.0)
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ActionConfig, A::Error> {
+                deserialize_variant(self.0.as_str(), map)
+            }
+        }
+
+        deserializer.deserialize_map(ConfigVisitor(self.0))
+    }
+}
+
+/// A `custom` trigger from a file: the command runs in the background at each evaluation (one
+/// run at a time) and the trigger matches while its latest run exited 0.
+fn command_trigger(command: &[String]) -> Result<Trigger, InvalidConfig> {
+    crate::process::check_argv(command)?;
+    let argv: Arc<[String]> = command.into();
+    let latest = Arc::new(AtomicBool::new(false));
+    let running = Arc::new(AtomicBool::new(false));
+    let name = format!("command {}", argv[0]);
+    Ok(Trigger::custom(name, move |ctx| {
+        if !running.swap(true, Ordering::AcqRel)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let (argv, latest, running) =
+                (Arc::clone(&argv), Arc::clone(&latest), Arc::clone(&running));
+            let stage = ctx.stage().to_owned();
+            runtime.spawn(async move {
+                let ok = crate::process::run_owned(&argv, &[("MIGRATIONPILOT_STAGE", stage)])
+                    .await
+                    .is_ok();
+                latest.store(ok, Ordering::Release);
+                running.store(false, Ordering::Release);
+            });
+        }
+        latest.load(Ordering::Acquire)
+    })
+    .into())
+}
+
+#[cfg(test)]
+mod tests;
