@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use migrationpilot::store::{SqliteStore, Store};
+use migrationpilot::store::{Journal, SqliteStore};
 use self_healing::event::{Event, EventKind, RunId};
 use sqlx::Connection;
 

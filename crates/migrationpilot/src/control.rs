@@ -1,14 +1,14 @@
-//! Steering a running pipeline from other processes: the run polls the store for queued
-//! actions, the healing mode and strategy overrides, and applies them.
+//! Steering a running pipeline from other processes: the run polls the store for the healing
+//! mode, strategy overrides and queued actions, and hands them to its healer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use self_healing::event::RunId;
-use self_healing::healing::{ActionKind, AutoHealer, StrategyOverride};
+use self_healing::healing::{AutoHealer, StrategyOverride};
 
-use crate::store::{ControlRequest, Store};
+use crate::store::{Store, StoreError};
 
 /// How often a running pipeline looks for requests.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -16,42 +16,81 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// The actions `healing trigger` can ask for.
 pub const ACTIONS: [&str; 4] = ["restart", "rollback", "failover", "circuit-break"];
 
-/// Polls until dropped.
-pub async fn poll(store: Arc<dyn Store>, project: Arc<str>, healer: AutoHealer, run: RunId) {
-    let claimant = format!("run {run} pid {}", std::process::id());
-    let mut applied: HashMap<String, StrategyOverride> = HashMap::new();
-    let mut ticks = tokio::time::interval(POLL_INTERVAL);
-    loop {
-        ticks.tick().await;
-        if let Ok(mode) = store.healing_mode(&project).await {
-            healer.set_enabled(mode.enabled);
-        }
-        if let Ok(overrides) = store.overrides(&project).await {
-            for (strategy, changes) in overrides {
-                if applied.get(&strategy) == Some(&changes) {
-                    continue;
-                }
-                if let Err(error) = healer.configure(&strategy, &changes) {
-                    eprintln!("  ! override of `{strategy}` not applied: {error}");
-                }
-                applied.insert(strategy, changes);
-            }
-        }
-        if let Ok(requests) = store.claim(&project, &claimant).await {
-            for request in requests {
-                apply(&healer, &run, request).await;
-            }
-        }
-    }
+/// What a running pipeline takes from the store.
+pub struct Steering {
+    store: Arc<dyn Store>,
+    project: Arc<str>,
+    healer: AutoHealer,
+    run: RunId,
+    /// The file's `healing.enabled`: off in the file or in the store means off.
+    file_enabled: bool,
+    applied: HashMap<String, StrategyOverride>,
 }
 
-/// Carries out one request through the healer, which records it in its history under `manual`.
-async fn apply(healer: &AutoHealer, run: &RunId, request: ControlRequest) {
-    let reason = format!("requested by an operator (request {})", request.id);
-    match request.action.parse::<ActionKind>() {
-        Ok(action) => {
-            healer.trigger(run, &request.stage, action, &reason).await;
+impl Steering {
+    pub fn new(store: Arc<dyn Store>, project: Arc<str>, healer: AutoHealer, run: RunId) -> Self {
+        let file_enabled = healer.is_enabled();
+        Steering {
+            store,
+            project,
+            healer,
+            run,
+            file_enabled,
+            applied: HashMap::new(),
         }
-        Err(error) => eprintln!("  ! request {} not applied: {error}", request.id),
+    }
+
+    /// Applies the healing mode and the overrides the store holds now.
+    pub async fn sync(&mut self) -> Result<(), StoreError> {
+        let mode = self.store.healing_mode(&self.project).await?;
+        self.healer.set_enabled(self.file_enabled && mode.enabled);
+        for (strategy, changes) in self.store.overrides(&self.project).await? {
+            if self.applied.get(&strategy) == Some(&changes) {
+                continue;
+            }
+            if let Err(error) = self.healer.configure(&strategy, &changes) {
+                eprintln!("  ! override of `{strategy}` not applied: {error}");
+            }
+            self.applied.insert(strategy, changes);
+        }
+        Ok(())
+    }
+
+    /// Carries out the queued actions through the healer, which records each in its history
+    /// under `manual`.
+    async fn act(&mut self) -> Result<(), StoreError> {
+        let claimant = format!("run {} pid {}", self.run, std::process::id());
+        for request in self.store.claim(&self.project, &claimant).await? {
+            let reason = format!("requested by an operator (request {})", request.id);
+            self.healer
+                .trigger(&self.run, &request.stage, request.action, &reason)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Polls until dropped. A store that cannot be read is reported once when it starts
+    /// failing and once when it is back; the run goes on meanwhile.
+    pub async fn poll(mut self) {
+        let mut ticks = tokio::time::interval(POLL_INTERVAL);
+        let mut failing = false;
+        loop {
+            ticks.tick().await;
+            let result = match self.sync().await {
+                Ok(()) => self.act().await,
+                Err(error) => Err(error),
+            };
+            match (result, failing) {
+                (Err(error), false) => {
+                    eprintln!("  ! steering paused, the store cannot be read: {error}");
+                    failing = true;
+                }
+                (Ok(()), true) => {
+                    eprintln!("  steering resumed");
+                    failing = false;
+                }
+                _ => {}
+            }
+        }
     }
 }

@@ -6,12 +6,17 @@
 //! - [`store`]: the `Store` trait and its SQLite implementation.
 //! - [`journal`]: the group-commit writer between the event bus and the store.
 //! - [`control`]: applying other processes' requests to a running pipeline.
+//! - [`session`]: one file run against one store, wired once (journal, steering, monitor,
+//!   signals).
+//! - [`error`]: what a command can fail with, and its exit status.
 //! - [`progress`]: what a run prints.
 
 pub mod build;
 pub mod command;
 pub mod control;
+pub mod error;
 pub mod file;
 pub mod journal;
 pub mod progress;
+pub mod session;
 pub mod store;

@@ -4,20 +4,19 @@
 //! wrong (command line or pipeline file); 3 the run was rolled back; 130 it was cancelled
 //! (Ctrl-C).
 
-use migrationpilot::{build, control, file, journal, progress, store};
-
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use self_healing::event::RunId;
+use self_healing::RunStatus;
+use self_healing::event::ActionKind;
 use self_healing::healing::{Mode, StrategyOverride};
-use self_healing::{RunOptions, RunStatus};
-use tokio_util::sync::CancellationToken;
 
-use migrationpilot::store::{Store, iso8601};
+use migrationpilot::control;
+use migrationpilot::error::{CliError, EXIT_CANCELLED, EXIT_FAILED, EXIT_ROLLED_BACK};
+use migrationpilot::session::{self, RunRequest, Session, open_store};
+use migrationpilot::store::{self, RunState, Store, iso8601};
 
 #[derive(Parser)]
 #[command(
@@ -148,11 +147,6 @@ fn parse_mode(text: &str) -> Result<Mode, String> {
     }
 }
 
-const EXIT_FAILED: u8 = 1;
-const EXIT_INVALID: u8 = 2;
-const EXIT_ROLLED_BACK: u8 = 3;
-const EXIT_CANCELLED: u8 = 130;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -168,185 +162,56 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         let store_url = cli.store;
         let result = match cli.command {
-            Commands::Validate { file } => return validate(file),
+            Commands::Validate { file } => validate(file),
             Commands::Run {
                 file,
                 project,
                 resume,
                 json_events,
                 seed,
-            } => run(store_url, file, project, resume, json_events, seed).await,
+            } => {
+                let request = RunRequest {
+                    file,
+                    project,
+                    resume,
+                    json_events,
+                    seed,
+                };
+                run(store_url, request).await
+            }
             Commands::Health(args) => health(store_url, args).await,
             Commands::Runs { project, limit } => runs(store_url, project, limit).await,
             Commands::Healing(command) => healing(store_url, command).await,
         };
-        match result {
-            Ok(code) => code,
-            Err((code, message)) => {
-                eprintln!("migrationpilot: {message}");
-                ExitCode::from(code)
+        result.unwrap_or_else(|error| {
+            match &error {
+                // Each problem of the file is printed already; this is the count.
+                CliError::File { .. } => eprintln!("{error}"),
+                _ => eprintln!("migrationpilot: {error}"),
             }
-        }
+            error.exit_code()
+        })
     })
 }
 
-type Outcome = Result<ExitCode, (u8, String)>;
+type Outcome = Result<ExitCode, CliError>;
 
-async fn open_store(url: Option<String>) -> Result<Arc<dyn Store>, (u8, String)> {
-    let url = url.or_else(store::default_url).ok_or((
-        EXIT_INVALID,
-        "no store: give --store sqlite://PATH (HOME is not set)".to_owned(),
-    ))?;
-    store::open(&url).await.map_err(|e| {
-        (
-            EXIT_FAILED,
-            format!(
-                "cannot open the store {}: {e}",
-                self_healing::health::redact_url(&url)
-            ),
-        )
-    })
-}
-
-/// Loads and builds a file, printing every problem found.
-fn load(
-    path: &std::path::Path,
-    project: Option<&str>,
-    seed: Option<u64>,
-) -> Result<build::Built, u8> {
-    let (file, text) = file::load(path).map_err(|e| {
-        eprintln!("{e}");
-        EXIT_INVALID
-    })?;
-    build::build(&file, path, &text, project, seed).map_err(|errors| {
-        for error in &errors {
-            eprintln!("{error}");
-        }
-        eprintln!("{}: {} error(s)", path.display(), errors.len());
-        EXIT_INVALID
-    })
-}
-
-fn validate(path: PathBuf) -> ExitCode {
-    match load(&path, None, None) {
-        Ok(built) => {
-            let stages = built.pipeline.stage_names().count();
-            let strategies = built.healer.strategies().len();
-            let checks = built.monitor.as_ref().map_or(0, |m| m.report().len());
-            println!(
-                "{}: ok: project `{}`, {stages} stage(s), {strategies} strategy(ies), {checks} health check(s)",
-                path.display(),
-                built.project
-            );
-            ExitCode::SUCCESS
-        }
-        Err(code) => ExitCode::from(code),
-    }
-}
-
-async fn run(
-    store_url: Option<String>,
-    path: PathBuf,
-    project: Option<String>,
-    resume: bool,
-    json_events: bool,
-    seed: Option<u64>,
-) -> Outcome {
-    let built = match load(&path, project.as_deref(), seed) {
-        Ok(built) => built,
-        Err(code) => return Ok(ExitCode::from(code)),
-    };
-    let store = open_store(store_url).await?;
-    let project = Arc::clone(&built.project);
-    let db = |e: store::StoreError| (EXIT_FAILED, e.to_string());
-    let (run_id, completed) = if resume {
-        let Some(unfinished) = store.unfinished_run(&project).await.map_err(db)? else {
-            return Err((
-                EXIT_INVALID,
-                format!("project `{project}` has no unfinished run to resume"),
-            ));
-        };
-        let run = RunId::new(unfinished.id);
-        let completed = store.completed(&run).await.map_err(db)?;
-        if !json_events {
-            println!(
-                "resuming {run}: {} stage(s) and {} item(s) already completed",
-                completed.stages.len(),
-                completed.items.len()
-            );
-        }
-        let completed: Arc<dyn self_healing::pipeline::Completed> = Arc::new(completed);
-        (run, Some(completed))
-    } else {
-        let mut rng = seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
-        (RunId::new(format!("run-{:016x}", rng.u64(..))), None)
-    };
-
-    // Steering that was set while nothing ran applies from the start.
-    let healer = built.healer.clone();
-    if let Ok(mode) = store.healing_mode(&project).await {
-        healer.set_enabled(mode.enabled && healer.is_enabled());
-    }
-    for (strategy, changes) in store.overrides(&project).await.map_err(db)? {
-        if let Err(error) = healer.configure(&strategy, &changes) {
-            eprintln!("  ! override of `{strategy}` not applied: {error}");
-        }
-    }
-
-    let pipeline = Arc::new(built.pipeline);
-    let cancel = CancellationToken::new();
-    let (journal, committed) = journal::spawn(
-        Arc::clone(&store),
-        Arc::clone(&project),
-        pipeline
-            .events()
-            .subscribe_pacing(|_| true, journal::MAX_BACKLOG),
-        cancel.clone(),
+fn validate(path: PathBuf) -> Outcome {
+    let built = session::load(&path, None, None)?;
+    let stages = built.pipeline.stage_names().count();
+    let strategies = built.healer.strategies().len();
+    let checks = built.monitor.as_ref().map_or(0, |m| m.report().len());
+    println!(
+        "{}: ok: project `{}`, {stages} stage(s), {strategies} strategy(ies), {checks} health check(s)",
+        path.display(),
+        built.project
     );
-    let printer = tokio::spawn(progress::print(
-        committed,
-        progress::Output::choose(json_events),
-    ));
-    let poller = tokio::spawn(control::poll(
-        Arc::clone(&store),
-        Arc::clone(&project),
-        healer,
-        run_id.clone(),
-    ));
-    if let Some(monitor) = &built.monitor {
-        monitor.start();
-    }
-    let on_signal = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
-                "\ncancelling: nothing new starts, work in flight gets its grace period; `run --resume` continues"
-            );
-            on_signal.cancel();
-        }
-    });
-    let report = pipeline
-        .execute_with(
-            (),
-            RunOptions {
-                run_id: Some(run_id),
-                cancel,
-                completed,
-            },
-        )
-        .await;
-    if let Some(monitor) = &built.monitor {
-        monitor.stop();
-    }
-    poller.abort();
-    let journaled = journal
-        .await
-        .unwrap_or_else(|e| Err(format!("the journal writer failed: {e}")));
-    let _ = printer.await;
-    if let Err(error) = journaled {
-        return Err((EXIT_FAILED, error));
-    }
+    Ok(ExitCode::SUCCESS)
+}
 
+async fn run(store_url: Option<String>, request: RunRequest) -> Outcome {
+    let json_events = request.json_events;
+    let report = Session::open(store_url, request).await?.run().await?;
     let mut out = std::io::stdout().lock();
     if json_events {
         let _ = writeln!(
@@ -379,20 +244,13 @@ async fn run(
 }
 
 /// Fails with a clear message when the store has never heard of the project.
-async fn known_project(store: &dyn Store, project: &str) -> Result<(), (u8, String)> {
-    let runs = store
-        .runs(project, 1)
-        .await
-        .map_err(|e| (EXIT_FAILED, e.to_string()))?;
-    let mode = store
-        .healing_mode(project)
-        .await
-        .map_err(|e| (EXIT_FAILED, e.to_string()))?;
+async fn known_project(store: &dyn Store, project: &str) -> Result<(), CliError> {
+    let runs = store.runs(project, 1).await?;
+    let mode = store.healing_mode(project).await?;
     if runs.is_empty() && mode.updated_ms.is_none() {
-        return Err((
-            EXIT_INVALID,
-            format!("the store knows no project `{project}`"),
-        ));
+        return Err(CliError::Invalid(format!(
+            "the store knows no project `{project}`"
+        )));
     }
     Ok(())
 }
@@ -400,15 +258,9 @@ async fn known_project(store: &dyn Store, project: &str) -> Result<(), (u8, Stri
 async fn health(store_url: Option<String>, args: ProjectArgs) -> Outcome {
     let store = open_store(store_url).await?;
     known_project(&*store, &args.project).await?;
-    let db = |e: store::StoreError| (EXIT_FAILED, e.to_string());
-    let checks = store.health(&args.project).await.map_err(db)?;
-    let mode = store.healing_mode(&args.project).await.map_err(db)?;
-    let latest = store
-        .runs(&args.project, 1)
-        .await
-        .map_err(db)?
-        .into_iter()
-        .next();
+    let checks = store.health(&args.project).await?;
+    let mode = store.healing_mode(&args.project).await?;
+    let latest = store.runs(&args.project, 1).await?.into_iter().next();
     if args.json {
         println!(
             "{}",
@@ -452,10 +304,7 @@ async fn health(store_url: Option<String>, args: ProjectArgs) -> Outcome {
 async fn runs(store_url: Option<String>, args: ProjectArgs, limit: u32) -> Outcome {
     let store = open_store(store_url).await?;
     known_project(&*store, &args.project).await?;
-    let runs = store
-        .runs(&args.project, limit)
-        .await
-        .map_err(|e| (EXIT_FAILED, e.to_string()))?;
+    let runs = store.runs(&args.project, limit).await?;
     if args.json {
         println!("{}", serde_json::to_string(&runs).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
@@ -475,7 +324,6 @@ async fn runs(store_url: Option<String>, args: ProjectArgs, limit: u32) -> Outco
 
 async fn healing(store_url: Option<String>, command: HealingCommand) -> Outcome {
     let store = open_store(store_url).await?;
-    let db = |e: store::StoreError| (EXIT_FAILED, e.to_string());
     match command {
         HealingCommand::History {
             project,
@@ -484,10 +332,7 @@ async fn healing(store_url: Option<String>, command: HealingCommand) -> Outcome 
         } => {
             known_project(&*store, &project.project).await?;
             let since_ms = since.map(|d| store::millis(std::time::SystemTime::now() - d));
-            let records = store
-                .history(&project.project, limit, since_ms)
-                .await
-                .map_err(db)?;
+            let records = store.history(&project.project, limit, since_ms).await?;
             if project.json {
                 println!("{}", serde_json::to_string(&records).unwrap_or_default());
                 return Ok(ExitCode::SUCCESS);
@@ -514,12 +359,14 @@ async fn healing(store_url: Option<String>, command: HealingCommand) -> Outcome 
             stage,
         } => {
             known_project(&*store, &project).await?;
-            let id = store.enqueue(&project, &action, &stage).await.map_err(db)?;
+            let action: ActionKind = action
+                .parse()
+                .map_err(|e: self_healing::InvalidConfig| CliError::Invalid(e.to_string()))?;
+            let id = store.enqueue(&project, action, &stage).await?;
             let running = store
                 .unfinished_run(&project)
-                .await
-                .map_err(db)?
-                .is_some_and(|r| r.status == "running");
+                .await?
+                .is_some_and(|r| r.status == RunState::Running);
             println!("queued {action} of stage `{stage}` for project `{project}` (request {id})");
             if !running {
                 println!("no run of `{project}` is running: the next run takes it");
@@ -541,16 +388,17 @@ async fn healing(store_url: Option<String>, command: HealingCommand) -> Outcome 
                 enabled,
                 mode,
             };
-            if changes == StrategyOverride::default() {
-                return Err((EXIT_INVALID, "nothing to change: give --max-attempts, --cooldown, --priority, --enabled or --mode".into()));
+            if changes.is_empty() {
+                return Err(CliError::Invalid(
+                    "nothing to change: give --max-attempts, --cooldown, --priority, --enabled or --mode".into(),
+                ));
             }
             if changes.max_attempts == Some(0) {
-                return Err((EXIT_INVALID, "--max-attempts must be at least 1".into()));
+                return Err(CliError::Invalid(
+                    "--max-attempts must be at least 1".into(),
+                ));
             }
-            store
-                .set_override(&project, &strategy, &changes)
-                .await
-                .map_err(db)?;
+            store.set_override(&project, &strategy, &changes).await?;
             println!(
                 "strategy `{strategy}` of project `{project}` configured; running pipelines apply it within {:?}",
                 control::POLL_INTERVAL
@@ -559,17 +407,13 @@ async fn healing(store_url: Option<String>, command: HealingCommand) -> Outcome 
         HealingCommand::Disable { project, reason } => {
             store
                 .set_healing_mode(&project, false, reason.as_deref())
-                .await
-                .map_err(db)?;
+                .await?;
             println!(
                 "healing disabled for `{project}`: matches are recorded as would-have, nothing acts"
             );
         }
         HealingCommand::Enable { project } => {
-            store
-                .set_healing_mode(&project, true, None)
-                .await
-                .map_err(db)?;
+            store.set_healing_mode(&project, true, None).await?;
             println!("healing enabled for `{project}`");
         }
     }

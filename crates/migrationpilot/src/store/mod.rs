@@ -1,18 +1,21 @@
-//! The durable store: the journal of every run, and the control plane operators steer through.
+//! The durable store: the journal of every run, the queries the command line and the API ask,
+//! and the control plane operators steer through.
 //!
-//! One trait, [`Store`], with one implementation per database. SQLite is the embedded default;
-//! the trait is shaped so a PostgreSQL store, shared by several machines, slots in beside it.
+//! Three small traits, [`Journal`], [`Queries`] and [`Control`], make a [`Store`]. Events become
+//! rows through one backend-neutral [`projection`]; strategy overrides merge by the library's
+//! [`StrategyOverride::merge`]. A backend is its SQL: SQLite is the embedded default.
 
+pub mod projection;
 mod sqlite;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use self_healing::BoxFuture;
-use self_healing::event::{Event, RunId};
+use self_healing::event::{ActionKind, Event, HealthStatus, RunId, RunStatus};
 use self_healing::healing::{HealingRecord, StrategyOverride};
 
 pub use sqlite::SqliteStore;
@@ -29,12 +32,56 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// Where a run is: running, or how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunState {
+    Running,
+    Ended(RunStatus),
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Ended(status) => status.as_str(),
+        }
+    }
+
+    /// How a row spells it back; anything else is a store this version cannot read.
+    pub fn parse(text: &str) -> Result<Self> {
+        Ok(match text {
+            "running" => RunState::Running,
+            "succeeded" => RunState::Ended(RunStatus::Succeeded),
+            "failed" => RunState::Ended(RunStatus::Failed),
+            "rolled-back" => RunState::Ended(RunStatus::RolledBack),
+            "cancelled" => RunState::Ended(RunStatus::Cancelled),
+            other => {
+                return Err(StoreError::Invalid(format!(
+                    "a run has the unknown status `{other}`"
+                )));
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for RunState {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 /// A run as the journal knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RunRow {
     pub id: String,
     pub project: String,
-    pub status: String,
+    pub status: RunState,
     pub started_ms: i64,
     pub finished_ms: Option<i64>,
     pub error: Option<String>,
@@ -62,7 +109,7 @@ impl self_healing::pipeline::Completed for CompletedWork {
 pub struct HealthRow {
     pub check: String,
     pub stage: Option<String>,
-    pub status: String,
+    pub status: HealthStatus,
     pub at_ms: i64,
 }
 
@@ -78,24 +125,28 @@ pub struct HealingMode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ControlRequest {
     pub id: i64,
-    pub action: String,
+    pub action: ActionKind,
     pub stage: String,
     pub requested_ms: i64,
 }
 
-/// Everything the command line, the API and running pipelines read and write.
-pub trait Store: Send + Sync + 'static {
-    /// Appends a batch of a run's events in one transaction: the group commit of the journal.
-    /// Updates the run, stage and item tables, the healing history and health status with them.
+/// Writes a run's events: the group commit of the journal.
+pub trait Journal: Send + Sync {
+    /// Appends a batch of `project`'s events in one transaction, with the rows they project
+    /// into (runs, stages, items, healing history, health).
     fn append<'a>(
         &'a self,
         project: &'a str,
         events: &'a [Arc<Event>],
     ) -> BoxFuture<'a, Result<()>>;
+}
 
+/// What the command line, the API and a resuming run read.
+pub trait Queries: Send + Sync {
     /// The project's latest run that did not finish (crashed, or cancelled).
     fn unfinished_run<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<Option<RunRow>>>;
 
+    /// The project's runs, newest first.
     fn runs<'a>(&'a self, project: &'a str, limit: u32) -> BoxFuture<'a, Result<Vec<RunRow>>>;
 
     /// What earlier attempts of `run` completed, for `run --resume`.
@@ -113,6 +164,14 @@ pub trait Store: Send + Sync + 'static {
 
     fn healing_mode<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<HealingMode>>;
 
+    fn overrides<'a>(
+        &'a self,
+        project: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, StrategyOverride)>>>;
+}
+
+/// How operators steer: the healing mode, strategy overrides and queued actions.
+pub trait Control: Send + Sync {
     fn set_healing_mode<'a>(
         &'a self,
         project: &'a str,
@@ -120,7 +179,8 @@ pub trait Store: Send + Sync + 'static {
         reason: Option<&'a str>,
     ) -> BoxFuture<'a, Result<()>>;
 
-    /// Merges `changes` into the project's override of `strategy`.
+    /// Merges `changes` into the project's override of `strategy`
+    /// ([`StrategyOverride::merge`]).
     fn set_override<'a>(
         &'a self,
         project: &'a str,
@@ -128,16 +188,11 @@ pub trait Store: Send + Sync + 'static {
         changes: &'a StrategyOverride,
     ) -> BoxFuture<'a, Result<()>>;
 
-    fn overrides<'a>(
-        &'a self,
-        project: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<(String, StrategyOverride)>>>;
-
     /// Queues an action for the project's running pipeline; returns its id.
     fn enqueue<'a>(
         &'a self,
         project: &'a str,
-        action: &'a str,
+        action: ActionKind,
         stage: &'a str,
     ) -> BoxFuture<'a, Result<i64>>;
 
@@ -148,6 +203,11 @@ pub trait Store: Send + Sync + 'static {
         claimant: &'a str,
     ) -> BoxFuture<'a, Result<Vec<ControlRequest>>>;
 }
+
+/// Everything a backend provides.
+pub trait Store: Journal + Queries + Control + 'static {}
+
+impl<T: Journal + Queries + Control + 'static> Store for T {}
 
 /// Opens the store a URL names: `sqlite://PATH` (or a bare path).
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {

@@ -15,12 +15,13 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use self_healing::BoxFuture;
-use self_healing::event::{Event, EventKind, RunId};
+use self_healing::event::{ActionKind, Event, RunId, RunStatus};
 use self_healing::healing::{HealingRecord, StrategyOverride};
 
+use super::projection::{self, ItemDone, Write};
 use super::{
-    CompletedWork, ControlRequest, HealingMode, HealthRow, Result, RunRow, Store, StoreError,
-    millis,
+    CompletedWork, Control, ControlRequest, HealingMode, HealthRow, Journal, Queries, Result,
+    RunRow, RunState, StoreError, millis,
 };
 
 /// Schema versions, applied in order; the store records how far it got.
@@ -137,7 +138,7 @@ impl SqliteStore {
     }
 
     async fn migrate(&self) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             .execute(&mut *tx)
             .await?;
@@ -163,178 +164,141 @@ impl SqliteStore {
     }
 }
 
-/// Whether an event is written at all. Item and attempt starts and attempt successes are
-/// high-volume facts that the outcomes summarise (an item's success, an attempt's failure).
-fn journaled(kind: &EventKind) -> bool {
-    !matches!(
-        kind,
-        EventKind::ItemStarted { .. }
-            | EventKind::AttemptStarted { .. }
-            | EventKind::AttemptSucceeded { .. }
-    )
-}
-
-/// Journals one event inside the batch's transaction.
-async fn journal(tx: &mut Transaction<'_, Sqlite>, project: &str, event: &Event) -> Result<()> {
-    let run = event.run.as_ref().map(|r| r.as_str().to_owned());
-    let at = millis(event.at);
-    match &event.kind {
-        EventKind::ItemStarted { .. }
-        | EventKind::AttemptStarted { .. }
-        | EventKind::AttemptSucceeded { .. } => {
-            unreachable!("append skips what is not journaled")
-        }
-        EventKind::RunStarted { pipeline, .. } => {
+/// Carries out one write of the projection inside the batch's transaction.
+async fn execute(tx: &mut Transaction<'_, Sqlite>, write: &Write<'_>) -> Result<()> {
+    let query = match write {
+        Write::RunStarted {
+            run,
+            project,
+            pipeline,
+            at,
+        } => {
             sqlx::query("INSERT INTO projects (name) VALUES (?) ON CONFLICT (name) DO NOTHING")
-                .bind(project)
+                .bind(*project)
                 .execute(&mut **tx)
                 .await?;
             sqlx::query(
                 "INSERT INTO runs (id, project, pipeline, status, started_ms) VALUES (?, ?, ?, 'running', ?)
                  ON CONFLICT (id) DO UPDATE SET status = 'running', finished_ms = NULL, error = NULL",
             )
-            .bind(&run)
-            .bind(project)
-            .bind(pipeline.as_ref())
-            .bind(at)
-            .execute(&mut **tx)
-            .await?;
+            .bind(*run)
+            .bind(*project)
+            .bind(*pipeline)
+            .bind(*at)
         }
-        EventKind::RunFinished { status, error, .. } => {
-            sqlx::query("UPDATE runs SET status = ?, finished_ms = ?, error = ? WHERE id = ?")
-                .bind(status.as_str())
-                .bind(at)
-                .bind(error.as_ref().map(|e| e.to_string()))
-                .bind(&run)
-                .execute(&mut **tx)
-                .await?;
-        }
-        EventKind::StageSucceeded { stage, items, .. }
-        | EventKind::StageFailed { stage, items, .. } => {
-            let status = if matches!(event.kind, EventKind::StageSucceeded { .. }) {
-                "succeeded"
-            } else {
-                "failed"
-            };
-            sqlx::query(
-                "INSERT INTO stages (run, stage, status, items, finished_ms) VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT (run, stage) DO UPDATE SET status = excluded.status, items = excluded.items,
-                 finished_ms = excluded.finished_ms WHERE stages.status != 'succeeded'",
-            )
-            .bind(&run)
-            .bind(stage.as_ref())
-            .bind(status)
-            .bind(*items as i64)
-            .bind(at)
-            .execute(&mut **tx)
-            .await?;
-        }
-        EventKind::ItemSucceeded { .. } => {
-            unreachable!("completions are journaled in bulk by append")
-        }
-        EventKind::ItemFailed {
+        Write::RunFinished {
+            run,
+            status,
+            at,
+            error,
+        } => sqlx::query("UPDATE runs SET status = ?, finished_ms = ?, error = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(*at)
+            .bind(error.clone())
+            .bind(*run),
+        Write::StageEnded {
+            run,
+            stage,
+            succeeded,
+            items,
+            at,
+        } => sqlx::query(
+            "INSERT INTO stages (run, stage, status, items, finished_ms) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (run, stage) DO UPDATE SET status = excluded.status, items = excluded.items,
+             finished_ms = excluded.finished_ms WHERE stages.status != 'succeeded'",
+        )
+        .bind(*run)
+        .bind(*stage)
+        .bind(if *succeeded { "succeeded" } else { "failed" })
+        .bind(*items)
+        .bind(*at),
+        Write::ItemsSucceeded(done) => return insert_completions(tx, done).await,
+        Write::ItemFailed {
+            run,
             stage,
             item,
             attempts,
+            at,
             error,
-        } => {
-            sqlx::query(
-                "INSERT INTO items (run, stage, item, status, attempts, finished_ms, error) VALUES (?, ?, ?, 'failed', ?, ?, ?)
-                 ON CONFLICT (run, stage, item) DO UPDATE SET status = 'failed', attempts = excluded.attempts,
-                 finished_ms = excluded.finished_ms, error = excluded.error WHERE items.status != 'succeeded'",
-            )
-            .bind(&run)
-            .bind(stage.as_ref())
-            .bind(item.as_ref())
-            .bind(i64::from(*attempts))
-            .bind(at)
-            .bind(error.to_string())
-            .execute(&mut **tx)
-            .await?;
-        }
-        EventKind::HealingDecision { record } => {
-            sqlx::query(
-                "INSERT INTO healing (project, run, at_ms, stage, strategy, action, outcome, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(project)
-            .bind(record.run.as_ref().map(|r| r.as_str().to_owned()))
-            .bind(millis(record.at))
-            .bind(record.stage.as_deref())
-            .bind(record.strategy.as_ref())
-            .bind(record.action.as_str())
-            .bind(record.outcome.as_str())
-            .bind(serde_json::to_string(record).map_err(|e| StoreError::Invalid(e.to_string()))?)
-            .execute(&mut **tx)
-            .await?;
-            return Ok(());
-        }
-        EventKind::HealthChanged { change } => {
-            sqlx::query(
-                "INSERT INTO health (project, check_name, stage, status, at_ms) VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT (project, check_name) DO UPDATE SET stage = excluded.stage, status = excluded.status, at_ms = excluded.at_ms",
-            )
-            .bind(project)
-            .bind(change.check.as_ref())
-            .bind(change.stage.as_deref())
-            .bind(change.new_status.as_str())
-            .bind(millis(change.at))
-            .execute(&mut **tx)
-            .await?;
-        }
-        _ => {}
-    }
-    let (stage, item) = match &event.kind {
-        EventKind::AttemptFailed { stage, item, .. }
-        | EventKind::HealingApplied { stage, item, .. }
-        | EventKind::CompensationFinished { stage, item, .. } => (Some(stage), item.as_ref()),
-        EventKind::ItemFailed { stage, item, .. } | EventKind::ItemAbandoned { stage, item } => {
-            (Some(stage), Some(item))
-        }
-        other => (other.stage(), None),
+        } => sqlx::query(
+            "INSERT INTO items (run, stage, item, status, attempts, finished_ms, error) VALUES (?, ?, ?, 'failed', ?, ?, ?)
+             ON CONFLICT (run, stage, item) DO UPDATE SET status = 'failed', attempts = excluded.attempts,
+             finished_ms = excluded.finished_ms, error = excluded.error WHERE items.status != 'succeeded'",
+        )
+        .bind(*run)
+        .bind(*stage)
+        .bind(*item)
+        .bind(*attempts)
+        .bind(*at)
+        .bind(error.clone()),
+        Write::Healing {
+            project,
+            run,
+            at,
+            stage,
+            strategy,
+            action,
+            outcome,
+            body,
+        } => sqlx::query(
+            "INSERT INTO healing (project, run, at_ms, stage, strategy, action, outcome, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(*project)
+        .bind(*run)
+        .bind(*at)
+        .bind(*stage)
+        .bind(*strategy)
+        .bind(*action)
+        .bind(*outcome)
+        .bind(body.clone()),
+        Write::Health {
+            project,
+            check,
+            stage,
+            status,
+            at,
+        } => sqlx::query(
+            "INSERT INTO health (project, check_name, stage, status, at_ms) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (project, check_name) DO UPDATE SET stage = excluded.stage, status = excluded.status, at_ms = excluded.at_ms",
+        )
+        .bind(*project)
+        .bind(*check)
+        .bind(*stage)
+        .bind(status.as_str())
+        .bind(*at),
+        Write::Event {
+            run,
+            at,
+            kind,
+            stage,
+            item,
+            body,
+        } => sqlx::query(
+            "INSERT INTO events (run, at_ms, kind, stage, item, body) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(*run)
+        .bind(*at)
+        .bind(kind.clone())
+        .bind(*stage)
+        .bind(*item)
+        .bind(body.clone()),
     };
-    let body = serde_json::to_value(event).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    sqlx::query(
-        "INSERT INTO events (run, at_ms, kind, stage, item, body) VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&run)
-    .bind(at)
-    .bind(body["type"].as_str().unwrap_or("event"))
-    .bind(stage.map(|s| s.as_ref()))
-    .bind(item.map(|i| i.as_ref()))
-    .bind(body.to_string())
-    .execute(&mut **tx)
-    .await?;
+    query.execute(&mut **tx).await?;
     Ok(())
 }
 
-/// Item completions per multi-row statement (5 values each, well under SQLite's 32766).
-const COMPLETIONS_PER_STATEMENT: usize = 200;
-
-/// Journals item completions in one statement. A success is final: an item run again after a
-/// crash keeps its one completion.
-async fn insert_completions(tx: &mut Transaction<'_, Sqlite>, events: &[&Event]) -> Result<()> {
-    if events.is_empty() {
-        return Ok(());
-    }
+/// Item completions in one multi-row statement.
+async fn insert_completions(tx: &mut Transaction<'_, Sqlite>, done: &[ItemDone<'_>]) -> Result<()> {
     let mut insert = sqlx::QueryBuilder::<Sqlite>::new(
         "INSERT INTO items (run, stage, item, status, attempts, finished_ms) ",
     );
-    insert.push_values(events, |mut row, event| {
-        let EventKind::ItemSucceeded {
-            stage,
-            item,
-            attempts,
-            ..
-        } = &event.kind
-        else {
-            unreachable!("only completions are gathered")
-        };
-        row.push_bind(event.run.as_ref().map(|r| r.as_str().to_owned()))
-            .push_bind(stage.to_string())
-            .push_bind(item.to_string())
+    insert.push_values(done, |mut row, item| {
+        row.push_bind(item.run.map(str::to_owned))
+            .push_bind(item.stage.to_owned())
+            .push_bind(item.item.to_owned())
             .push("'succeeded'")
-            .push_bind(i64::from(*attempts))
-            .push_bind(millis(event.at));
+            .push_bind(item.attempts)
+            .push_bind(item.at);
     });
     insert.push(
         " ON CONFLICT (run, stage, item) DO UPDATE SET status = 'succeeded', attempts = excluded.attempts,
@@ -344,11 +308,12 @@ async fn insert_completions(tx: &mut Transaction<'_, Sqlite>, events: &[&Event])
     Ok(())
 }
 
-fn run_row(row: &sqlx::sqlite::SqliteRow) -> std::result::Result<RunRow, sqlx::Error> {
+fn run_row(row: &sqlx::sqlite::SqliteRow) -> Result<RunRow> {
+    let status: String = row.try_get("status")?;
     Ok(RunRow {
         id: row.try_get("id")?,
         project: row.try_get("project")?,
-        status: row.try_get("status")?,
+        status: RunState::parse(&status)?,
         started_ms: row.try_get("started_ms")?,
         finished_ms: row.try_get("finished_ms")?,
         error: row.try_get("error")?,
@@ -357,42 +322,34 @@ fn run_row(row: &sqlx::sqlite::SqliteRow) -> std::result::Result<RunRow, sqlx::E
 
 const RUN_COLUMNS: &str = "id, project, status, started_ms, finished_ms, error";
 
-impl Store for SqliteStore {
+impl Journal for SqliteStore {
     fn append<'a>(
         &'a self,
         project: &'a str,
         events: &'a [Arc<Event>],
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
+            let writes = projection::project(project, events)?;
             let mut tx = self.pool.begin().await?;
-            // Item completions, the bulk of a busy journal, go in multi-row statements; order
-            // with the other journaled events is kept by flushing them before any of those.
-            // Events not journaled at all must not flush them: items interleave their starts
-            // with their completions, and each flush would leave a statement per completion.
-            let mut completions: Vec<&Event> = Vec::new();
-            for event in events.iter().filter(|e| journaled(&e.kind)) {
-                if matches!(event.kind, EventKind::ItemSucceeded { .. }) {
-                    completions.push(event);
-                    if completions.len() == COMPLETIONS_PER_STATEMENT {
-                        insert_completions(&mut tx, &completions).await?;
-                        completions.clear();
-                    }
-                    continue;
-                }
-                insert_completions(&mut tx, &completions).await?;
-                completions.clear();
-                journal(&mut tx, project, event).await?;
+            for write in &writes {
+                execute(&mut tx, write).await?;
             }
-            insert_completions(&mut tx, &completions).await?;
             tx.commit().await?;
             Ok(())
         })
     }
+}
 
+impl Queries for SqliteStore {
     fn unfinished_run<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<Option<RunRow>>> {
         Box::pin(async move {
             let latest = self.runs(project, 1).await?.into_iter().next();
-            Ok(latest.filter(|run| matches!(run.status.as_str(), "running" | "cancelled")))
+            Ok(latest.filter(|run| {
+                matches!(
+                    run.status,
+                    RunState::Running | RunState::Ended(RunStatus::Cancelled)
+                )
+            }))
         })
     }
 
@@ -405,10 +362,7 @@ impl Store for SqliteStore {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-            Ok(rows
-                .iter()
-                .map(run_row)
-                .collect::<std::result::Result<_, _>>()?)
+            rows.iter().map(run_row).collect()
         })
     }
 
@@ -466,15 +420,20 @@ impl Store for SqliteStore {
             .bind(project)
             .fetch_all(&self.pool)
             .await?;
-            Ok(rows
-                .into_iter()
-                .map(|(check, stage, status, at_ms)| HealthRow {
-                    check,
-                    stage,
-                    status,
-                    at_ms,
+            rows.into_iter()
+                .map(|(check, stage, status, at_ms)| {
+                    Ok(HealthRow {
+                        status: status.parse().map_err(|_| {
+                            StoreError::Invalid(format!(
+                                "check `{check}` has the unknown status `{status}`"
+                            ))
+                        })?,
+                        check,
+                        stage,
+                        at_ms,
+                    })
                 })
-                .collect())
+                .collect()
         })
     }
 
@@ -501,6 +460,29 @@ impl Store for SqliteStore {
         })
     }
 
+    fn overrides<'a>(
+        &'a self,
+        project: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, StrategyOverride)>>> {
+        Box::pin(async move {
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT strategy, body FROM overrides WHERE project = ? ORDER BY strategy",
+            )
+            .bind(project)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.into_iter()
+                .map(|(strategy, body)| {
+                    serde_json::from_str(&body)
+                        .map(|o| (strategy, o))
+                        .map_err(|e| StoreError::Invalid(e.to_string()))
+                })
+                .collect()
+        })
+    }
+}
+
+impl Control for SqliteStore {
     fn set_healing_mode<'a>(
         &'a self,
         project: &'a str,
@@ -530,7 +512,9 @@ impl Store for SqliteStore {
         changes: &'a StrategyOverride,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let mut tx = self.pool.begin().await?;
+            // Read, merge, write: IMMEDIATE takes the write lock first, so a journal commit in
+            // between cannot turn the write into SQLITE_BUSY.
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
             let existing: Option<String> =
                 sqlx::query_scalar("SELECT body FROM overrides WHERE project = ? AND strategy = ?")
                     .bind(project)
@@ -543,11 +527,7 @@ impl Store for SqliteStore {
                 }
                 None => StrategyOverride::default(),
             };
-            merged.max_attempts = changes.max_attempts.or(merged.max_attempts);
-            merged.cooldown = changes.cooldown.or(merged.cooldown);
-            merged.priority = changes.priority.or(merged.priority);
-            merged.enabled = changes.enabled.or(merged.enabled);
-            merged.mode = changes.mode.or(merged.mode);
+            merged.merge(changes);
             sqlx::query(
                 "INSERT INTO overrides (project, strategy, body, updated_ms) VALUES (?, ?, ?, ?)
                  ON CONFLICT (project, strategy) DO UPDATE SET body = excluded.body, updated_ms = excluded.updated_ms",
@@ -563,31 +543,10 @@ impl Store for SqliteStore {
         })
     }
 
-    fn overrides<'a>(
-        &'a self,
-        project: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<(String, StrategyOverride)>>> {
-        Box::pin(async move {
-            let rows: Vec<(String, String)> = sqlx::query_as(
-                "SELECT strategy, body FROM overrides WHERE project = ? ORDER BY strategy",
-            )
-            .bind(project)
-            .fetch_all(&self.pool)
-            .await?;
-            rows.into_iter()
-                .map(|(strategy, body)| {
-                    serde_json::from_str(&body)
-                        .map(|o| (strategy, o))
-                        .map_err(|e| StoreError::Invalid(e.to_string()))
-                })
-                .collect()
-        })
-    }
-
     fn enqueue<'a>(
         &'a self,
         project: &'a str,
-        action: &'a str,
+        action: ActionKind,
         stage: &'a str,
     ) -> BoxFuture<'a, Result<i64>> {
         Box::pin(async move {
@@ -595,7 +554,7 @@ impl Store for SqliteStore {
                 "INSERT INTO control (project, action, stage, requested_ms) VALUES (?, ?, ?, ?) RETURNING id",
             )
             .bind(project)
-            .bind(action)
+            .bind(action.as_str())
             .bind(stage)
             .bind(millis(std::time::SystemTime::now()))
             .fetch_one(&self.pool)
@@ -620,15 +579,20 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
             rows.sort_by_key(|r| r.0);
-            Ok(rows
-                .into_iter()
-                .map(|(id, action, stage, requested_ms)| ControlRequest {
-                    id,
-                    action,
-                    stage,
-                    requested_ms,
+            rows.into_iter()
+                .map(|(id, action, stage, requested_ms)| {
+                    Ok(ControlRequest {
+                        action: action.parse().map_err(|_| {
+                            StoreError::Invalid(format!(
+                                "request {id} asks for the unknown action `{action}`"
+                            ))
+                        })?,
+                        id,
+                        stage,
+                        requested_ms,
+                    })
                 })
-                .collect())
+                .collect()
         })
     }
 }
@@ -670,11 +634,14 @@ mod tests {
         let store = store(&dir).await;
         for i in 0..50 {
             store
-                .enqueue("p", "restart", &format!("stage-{i}"))
+                .enqueue("p", ActionKind::Restart, &format!("stage-{i}"))
                 .await
                 .unwrap();
         }
-        store.enqueue("other", "restart", "x").await.unwrap();
+        store
+            .enqueue("other", ActionKind::Restart, "x")
+            .await
+            .unwrap();
         let claims = futures_util::future::join_all((0..4).map(|c| {
             let store = store.clone();
             async move { store.claim("p", &format!("worker-{c}")).await.unwrap() }

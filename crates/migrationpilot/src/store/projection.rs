@@ -1,0 +1,293 @@
+//! The one projection of journaled events into rows, whatever the database. A backend turns
+//! each [`Write`] into its own SQL, in order, inside the batch's transaction; everything else
+//! (what is journaled, how completions are batched, what each row holds) is decided here.
+
+use std::sync::Arc;
+
+use self_healing::event::{Event, EventKind, HealthStatus, RunStatus};
+
+use super::{Result, StoreError, millis};
+
+/// Item completions per multi-row statement (6 values each, well under SQLite's 32766 and
+/// PostgreSQL's 65535 bind parameters).
+pub const COMPLETIONS_PER_STATEMENT: usize = 200;
+
+/// One row change. Times are milliseconds since the Unix epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write<'e> {
+    /// A run started, or was resumed: the project exists, the run is running.
+    RunStarted {
+        run: &'e str,
+        project: &'e str,
+        pipeline: &'e str,
+        at: i64,
+    },
+    RunFinished {
+        run: &'e str,
+        status: RunStatus,
+        at: i64,
+        error: Option<String>,
+    },
+    /// A stage ended. A stage that succeeded once stays succeeded.
+    StageEnded {
+        run: &'e str,
+        stage: &'e str,
+        succeeded: bool,
+        items: i64,
+        at: i64,
+    },
+    /// Item completions, in one statement. A completion is final: an item run again after a
+    /// crash keeps its one completion.
+    ItemsSucceeded(Vec<ItemDone<'e>>),
+    /// An item failed (unless it had already succeeded).
+    ItemFailed {
+        run: &'e str,
+        stage: &'e str,
+        item: &'e str,
+        attempts: i64,
+        at: i64,
+        error: String,
+    },
+    /// A healing decision, its record as JSON in `body`.
+    Healing {
+        project: &'e str,
+        run: Option<&'e str>,
+        at: i64,
+        stage: Option<&'e str>,
+        strategy: &'e str,
+        action: &'static str,
+        outcome: &'static str,
+        body: String,
+    },
+    /// A check's latest status.
+    Health {
+        project: &'e str,
+        check: &'e str,
+        stage: Option<&'e str>,
+        status: HealthStatus,
+        at: i64,
+    },
+    /// The audit trail: every other journaled event as JSON.
+    Event {
+        run: Option<&'e str>,
+        at: i64,
+        kind: String,
+        stage: Option<&'e str>,
+        item: Option<&'e str>,
+        body: String,
+    },
+}
+
+/// One item completion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemDone<'e> {
+    pub run: Option<&'e str>,
+    pub stage: &'e str,
+    pub item: &'e str,
+    pub attempts: i64,
+    pub at: i64,
+}
+
+/// Whether an event is written at all. Item and attempt starts and attempt successes are
+/// high-volume facts that the outcomes summarise (an item's success, an attempt's failure).
+pub fn journaled(kind: &EventKind) -> bool {
+    !matches!(
+        kind,
+        EventKind::ItemStarted { .. }
+            | EventKind::AttemptStarted { .. }
+            | EventKind::AttemptSucceeded { .. }
+    )
+}
+
+/// The writes a batch of `project`'s events makes, in order. Consecutive completions share a
+/// statement; events that are not journaled do not break a run of them up (a real run
+/// interleaves item starts with completions).
+pub fn project<'e>(project: &'e str, events: &'e [Arc<Event>]) -> Result<Vec<Write<'e>>> {
+    let mut writes = Vec::new();
+    let mut completions: Vec<ItemDone<'e>> = Vec::new();
+    for event in events.iter().filter(|e| journaled(&e.kind)) {
+        if let EventKind::ItemSucceeded {
+            stage,
+            item,
+            attempts,
+            ..
+        } = &event.kind
+        {
+            completions.push(ItemDone {
+                run: event.run.as_ref().map(|r| r.as_str()),
+                stage,
+                item,
+                attempts: i64::from(*attempts),
+                at: millis(event.at),
+            });
+            if completions.len() == COMPLETIONS_PER_STATEMENT {
+                writes.push(Write::ItemsSucceeded(std::mem::take(&mut completions)));
+            }
+            continue;
+        }
+        if !completions.is_empty() {
+            writes.push(Write::ItemsSucceeded(std::mem::take(&mut completions)));
+        }
+        rows_of(project, event, &mut writes)?;
+    }
+    if !completions.is_empty() {
+        writes.push(Write::ItemsSucceeded(completions));
+    }
+    Ok(writes)
+}
+
+fn rows_of<'e>(project: &'e str, event: &'e Event, writes: &mut Vec<Write<'e>>) -> Result<()> {
+    let run = event.run.as_ref().map(|r| r.as_str());
+    let at = millis(event.at);
+    let needs_run = || {
+        run.ok_or_else(|| {
+            StoreError::Invalid(format!("a `{}` event without a run", kind_of(event)))
+        })
+    };
+    match &event.kind {
+        EventKind::RunStarted { pipeline, .. } => writes.push(Write::RunStarted {
+            run: needs_run()?,
+            project,
+            pipeline,
+            at,
+        }),
+        EventKind::RunFinished { status, error, .. } => writes.push(Write::RunFinished {
+            run: needs_run()?,
+            status: *status,
+            at,
+            error: error.as_ref().map(|e| e.to_string()),
+        }),
+        EventKind::StageSucceeded { stage, items, .. }
+        | EventKind::StageFailed { stage, items, .. } => writes.push(Write::StageEnded {
+            run: needs_run()?,
+            stage,
+            succeeded: matches!(event.kind, EventKind::StageSucceeded { .. }),
+            items: i64::try_from(*items).unwrap_or(i64::MAX),
+            at,
+        }),
+        EventKind::ItemFailed {
+            stage,
+            item,
+            attempts,
+            error,
+        } => writes.push(Write::ItemFailed {
+            run: needs_run()?,
+            stage,
+            item,
+            attempts: i64::from(*attempts),
+            at,
+            error: error.to_string(),
+        }),
+        EventKind::HealingDecision { record } => {
+            // The healing table is the whole record of a decision: no audit row besides.
+            writes.push(Write::Healing {
+                project,
+                run: record.run.as_ref().map(|r| r.as_str()),
+                at: millis(record.at),
+                stage: record.stage.as_deref(),
+                strategy: &record.strategy,
+                action: record.action.as_str(),
+                outcome: record.outcome.as_str(),
+                body: serde_json::to_string(record)
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?,
+            });
+            return Ok(());
+        }
+        EventKind::HealthChanged { change } => writes.push(Write::Health {
+            project,
+            check: &change.check,
+            stage: change.stage.as_deref(),
+            status: change.new_status,
+            at: millis(change.at),
+        }),
+        _ => {}
+    }
+    let (stage, item) = match &event.kind {
+        EventKind::AttemptFailed { stage, item, .. }
+        | EventKind::HealingApplied { stage, item, .. }
+        | EventKind::CompensationFinished { stage, item, .. } => (Some(stage), item.as_ref()),
+        EventKind::ItemFailed { stage, item, .. } | EventKind::ItemAbandoned { stage, item } => {
+            (Some(stage), Some(item))
+        }
+        other => (other.stage(), None),
+    };
+    writes.push(Write::Event {
+        run,
+        at,
+        kind: kind_of(event),
+        stage: stage.map(|s| &**s),
+        item: item.map(|i| &**i),
+        body: serde_json::to_string(event).map_err(|e| StoreError::Invalid(e.to_string()))?,
+    });
+    Ok(())
+}
+
+/// An event's `type` as it is written on the wire (`attempt-failed`).
+fn kind_of(event: &Event) -> String {
+    serde_json::to_value(&event.kind)
+        .ok()
+        .and_then(|v| v["type"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "event".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use self_healing::event::{EventBus, RunId};
+
+    use super::*;
+
+    #[test]
+    fn completions_are_batched_across_unjournaled_events_and_flushed_before_others() {
+        let bus = EventBus::new();
+        let run = RunId::new("r");
+        let mut events = Vec::new();
+        for i in 0..450 {
+            let item: Arc<str> = format!("i{i}").into();
+            events.push(bus.publish(
+                Some(&run),
+                EventKind::ItemStarted {
+                    stage: "s".into(),
+                    item: Arc::clone(&item),
+                },
+            ));
+            events.push(bus.publish(
+                Some(&run),
+                EventKind::ItemSucceeded {
+                    stage: "s".into(),
+                    item,
+                    attempts: 1,
+                    duration: Duration::ZERO,
+                },
+            ));
+        }
+        events.push(bus.publish(
+            Some(&run),
+            EventKind::StageSucceeded {
+                stage: "s".into(),
+                duration: Duration::ZERO,
+                items: 450,
+            },
+        ));
+        let writes = project("p", &events).unwrap();
+        let shape: Vec<usize> = writes
+            .iter()
+            .map(|w| match w {
+                Write::ItemsSucceeded(batch) => batch.len(),
+                _ => 0,
+            })
+            .collect();
+        // Two full statements, the rest flushed before the stage's end, then the stage's rows.
+        assert_eq!(shape, [200, 200, 50, 0, 0]);
+        assert!(matches!(
+            writes[3],
+            Write::StageEnded {
+                succeeded: true,
+                items: 450,
+                ..
+            }
+        ));
+        assert!(matches!(&writes[4], Write::Event { kind, .. } if kind == "stage-succeeded"));
+    }
+}
