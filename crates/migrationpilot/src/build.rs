@@ -17,10 +17,25 @@ use crate::file::{FileError, Items, PipelineFile, StageFile, locate};
 
 /// Everything a run needs.
 pub struct Built {
+    /// The project name: the one given on the command line, else the file's `project`.
     pub project: Arc<str>,
+    /// The pipeline with every stage of the file, the healer installed.
     pub pipeline: SelfHealingPipeline<()>,
+    /// The healer built from the file's `healing` section.
     pub healer: AutoHealer,
+    /// The health monitor, watched by the healer; `None` when the file has no
+    /// `healing.healthMonitor`. Not started yet.
     pub monitor: Option<HealthMonitor>,
+}
+
+impl std::fmt::Debug for Built {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Built")
+            .field("project", &self.project)
+            .field("healer", &self.healer)
+            .field("monitor", &self.monitor)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How long a notify strategy made from an alert threshold waits before alerting again.

@@ -9,19 +9,31 @@ use self_healing::StageError;
 /// One command of a stage (its handler, or its rollback, failover or reset).
 #[derive(Debug, Clone)]
 pub struct Command {
+    /// The program and its arguments, run without a shell; `{item}` in any argument is replaced
+    /// by the item.
     pub argv: Vec<String>,
+    /// The stage's `env`: variables added to the command's environment.
     pub env: BTreeMap<String, String>,
+    /// The directory the command runs in.
     pub workdir: PathBuf,
 }
 
 /// The variables a command gets besides the stage's `env`.
 #[derive(Debug, Clone, Default)]
 pub struct Context<'a> {
+    /// The project name, as `MIGRATIONPILOT_PROJECT`.
     pub project: &'a str,
+    /// The run id, as `MIGRATIONPILOT_RUN_ID`.
     pub run: &'a str,
+    /// The stage name, as `MIGRATIONPILOT_STAGE`.
     pub stage: &'a str,
+    /// Which attempt this is, from 1, as `MIGRATIONPILOT_ATTEMPT`.
     pub attempt: u32,
+    /// The item being processed, as `MIGRATIONPILOT_ITEM` and in place of `{item}`; `None` for
+    /// a stage without items.
     pub item: Option<&'a str>,
+    /// The item's key, stable across attempts and resumed runs, as
+    /// `MIGRATIONPILOT_IDEMPOTENCY_KEY`; `None` for a stage without items.
     pub idempotency_key: Option<&'a str>,
 }
 

@@ -27,7 +27,20 @@ pub struct Steering {
     applied: HashMap<String, StrategyOverride>,
 }
 
+impl std::fmt::Debug for Steering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Steering")
+            .field("project", &self.project)
+            .field("run", &self.run)
+            .field("file_enabled", &self.file_enabled)
+            .field("applied", &self.applied)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Steering {
+    /// Steering for the run `run` of `project`, applied to `healer`. Nothing is read from the
+    /// store until [`sync`](Self::sync) or [`poll`](Self::poll).
     pub fn new(store: Arc<dyn Store>, project: Arc<str>, healer: AutoHealer, run: RunId) -> Self {
         let file_enabled = healer.is_enabled();
         Steering {

@@ -14,10 +14,13 @@ use self_healing::event::{Event, EventKind};
 /// How events are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
+    /// One JSON object per event, one per line.
     Json,
+    /// One plain line per event worth showing.
     Lines,
     /// Progress bars, colored unless `NO_COLOR` is set.
     Bars {
+        /// Whether the bars use color.
         color: bool,
     },
 }

@@ -19,6 +19,7 @@ macro_rules! check_config {
         #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
         #[serde(rename_all = "camelCase", deny_unknown_fields)]
         pub struct $name {
+            /// The check's name, unique in the monitor.
             pub name: String,
             /// Default: the monitor's `checkInterval`.
             #[serde(default, deserialize_with = "self_healing::duration::option::deserialize")]
@@ -26,6 +27,7 @@ macro_rules! check_config {
             /// Default: 5 s.
             #[serde(default, deserialize_with = "self_healing::duration::option::deserialize")]
             pub timeout: Option<Duration>,
+            /// The stage the check is attached to; `None` attaches it to none.
             pub stage: Option<String>,
             $($(#[$field_doc])* pub $field: $ty,)*
         }
@@ -35,9 +37,13 @@ macro_rules! check_config {
 check_config!(
     /// `http`: `method endpoint` answers `expectedStatus`, its body holding `bodyContains`.
     HttpCheckConfig {
+        /// The http:// or https:// URL to request.
         endpoint: String,
+        /// The HTTP method, in any case (default `GET`).
         method: Option<String>,
+        /// The status the answer must have (default 200).
         expected_status: Option<u16>,
+        /// Text the answer's body must contain; `None` does not read the body.
         body_contains: Option<String>,
     }
 );
@@ -45,7 +51,9 @@ check_config!(
 check_config!(
     /// `tcp`: a connection to `host:port` opens.
     TcpCheckConfig {
+        /// The host name or IP address to connect to.
         host: String,
+        /// The TCP port to connect to.
         port: u16,
     }
 );
@@ -53,7 +61,9 @@ check_config!(
 check_config!(
     /// `database`: a connection to `connectionString` opens and `query` runs.
     DatabaseCheckConfig {
+        /// The database URL; its scheme (postgres, mysql, mariadb, sqlite) picks the driver.
         connection_string: String,
+        /// The query to run on the connection (default `SELECT 1`).
         query: Option<String>,
     }
 );
@@ -61,6 +71,7 @@ check_config!(
 check_config!(
     /// `redis`: a connection to `url` answers PING.
     RedisCheckConfig {
+        /// The `redis://` URL, credentials included if the server needs them.
         url: String,
     }
 );
@@ -68,6 +79,7 @@ check_config!(
 check_config!(
     /// `command`: the argv (no shell) exits 0.
     CommandCheckConfig {
+        /// The program and its arguments, run without a shell.
         command: Vec<String>,
     }
 );
@@ -75,10 +87,15 @@ check_config!(
 /// One check as a file declares it, tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckConfig {
+    /// `type: http`: an HTTP request gets the expected answer.
     Http(HttpCheckConfig),
+    /// `type: tcp`: a TCP connection opens.
     Tcp(TcpCheckConfig),
+    /// `type: database`: a database connection opens and a query runs.
     Database(DatabaseCheckConfig),
+    /// `type: redis`: a Redis server answers PING.
     Redis(RedisCheckConfig),
+    /// `type: command`: a command exits 0.
     Command(CommandCheckConfig),
 }
 

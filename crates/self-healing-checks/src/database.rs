@@ -25,6 +25,9 @@ const SCHEMES: [(&str, &str, bool); 5] = [
 ];
 
 impl DatabaseCheck {
+    /// A check of the database `url` names (`postgres://`, `postgresql://`, `mysql://`,
+    /// `mariadb://` or `sqlite:`), running `SELECT 1`. Fails when the scheme is unknown or
+    /// this build lacks its feature; the error never shows the URL's credentials.
     pub fn new(url: impl Into<String>) -> Result<Self, InvalidConfig> {
         let url = url.into();
         let scheme = url
@@ -65,6 +68,7 @@ impl DatabaseCheck {
         })
     }
 
+    /// Runs `query` instead of `SELECT 1`. Fails when it is empty.
     pub fn query(mut self, query: impl Into<String>) -> Result<Self, InvalidConfig> {
         let query = query.into();
         if query.trim().is_empty() {

@@ -22,6 +22,8 @@ pub struct HttpCheck {
 const BODY_LIMIT: usize = 1 << 20;
 
 impl HttpCheck {
+    /// A `GET` of `endpoint` expecting 200. Fails when `endpoint` is not an http:// or
+    /// https:// URL, or no HTTP client can be made.
     pub fn new(endpoint: impl Into<String>) -> Result<Self, InvalidConfig> {
         let endpoint = endpoint.into();
         let url = reqwest::Url::parse(&endpoint).map_err(|e| {
@@ -48,6 +50,8 @@ impl HttpCheck {
         })
     }
 
+    /// The HTTP method to use, in any case (default `GET`). Fails when it is not a valid
+    /// method name.
     pub fn method(mut self, method: &str) -> Result<Self, InvalidConfig> {
         self.method = method.to_ascii_uppercase().parse().map_err(|_| {
             InvalidConfig::new("method", format!("`{method}` is not an HTTP method"))
@@ -55,6 +59,7 @@ impl HttpCheck {
         Ok(self)
     }
 
+    /// The status the answer must have (default 200). Fails outside 100 to 599.
     pub fn expected_status(mut self, status: u16) -> Result<Self, InvalidConfig> {
         if !(100..=599).contains(&status) {
             return Err(InvalidConfig::new(
@@ -66,6 +71,7 @@ impl HttpCheck {
         Ok(self)
     }
 
+    /// Also requires the answer's body (its first 1 MiB) to contain `text`.
     pub fn body_contains(mut self, text: impl Into<String>) -> Self {
         self.body_contains = Some(text.into());
         self

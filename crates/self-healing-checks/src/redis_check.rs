@@ -13,6 +13,8 @@ pub struct RedisCheck {
 }
 
 impl RedisCheck {
+    /// A check of the Redis server `url` names (`redis://user:password@host:6379/0`). Fails
+    /// when the URL cannot be parsed; the error never shows its credentials.
     pub fn new(url: impl Into<String>) -> Result<Self, InvalidConfig> {
         let url = url.into();
         let client = redis::Client::open(url.as_str()).map_err(|e| {

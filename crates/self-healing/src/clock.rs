@@ -46,6 +46,7 @@ pub struct TokioClock {
 }
 
 impl TokioClock {
+    /// A clock whose wall time starts at the current system time.
     pub fn new() -> Self {
         TokioClock {
             anchor_wall: SystemTime::now(),

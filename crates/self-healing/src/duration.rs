@@ -100,6 +100,8 @@ pub mod option {
 
     use serde::{Deserialize, Deserializer};
 
+    /// Serde: `None` when the value is `null` (or absent, with `#[serde(default)]`), otherwise a
+    /// duration as [`deserialize`](super::deserialize) reads it.
     pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Option<Duration>, D::Error> {

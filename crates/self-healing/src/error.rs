@@ -12,13 +12,17 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum Severity {
+    /// The least severe level: something went wrong, but it may not matter.
     Warning,
+    /// An ordinary failure (the default).
     #[default]
     Error,
+    /// The most severe level: a failure that needs attention at once.
     Critical,
 }
 
 impl Severity {
+    /// The lowercase name used on the wire and in configuration: `warning`, `error` or `critical`.
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Warning => "warning",
@@ -80,6 +84,7 @@ pub struct StageError {
 }
 
 impl StageError {
+    /// An error with `message`, no code and severity `Error`.
     pub fn new(message: impl Into<String>) -> Self {
         StageError {
             message: message.into(),
@@ -88,10 +93,12 @@ impl StageError {
         }
     }
 
+    /// An error with `message`, no code and severity `Warning`.
     pub fn warning(message: impl Into<String>) -> Self {
         StageError::new(message).with_severity(Severity::Warning)
     }
 
+    /// An error with `message`, no code and severity `Critical`.
     pub fn critical(message: impl Into<String>) -> Self {
         StageError::new(message).with_severity(Severity::Critical)
     }
@@ -101,24 +108,30 @@ impl StageError {
         StageError::new(error_chain(error))
     }
 
+    /// Sets the machine-readable code (`ECONNRESET`, `ETIMEDOUT`…) that retry patterns and
+    /// triggers match.
     pub fn with_code(mut self, code: impl Into<Cow<'static, str>>) -> Self {
         self.code = Some(code.into());
         self
     }
 
+    /// Sets the severity.
     pub fn with_severity(mut self, severity: Severity) -> Self {
         self.severity = severity;
         self
     }
 
+    /// The human-readable message.
     pub fn message(&self) -> &str {
         &self.message
     }
 
+    /// The machine-readable code, or `None` when none was set.
     pub fn code(&self) -> Option<&str> {
         self.code.as_deref()
     }
 
+    /// How bad the failure is.
     pub fn severity(&self) -> Severity {
         self.severity
     }
@@ -260,6 +273,7 @@ pub struct InvalidConfig {
 }
 
 impl InvalidConfig {
+    /// An error saying that `field` is invalid because of `reason`.
     pub fn new(field: impl Into<Cow<'static, str>>, reason: impl Into<String>) -> Self {
         InvalidConfig {
             field: field.into(),
@@ -272,6 +286,7 @@ impl InvalidConfig {
         &self.field
     }
 
+    /// Why the setting cannot work.
     pub fn reason(&self) -> &str {
         &self.reason
     }

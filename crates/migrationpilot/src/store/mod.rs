@@ -24,22 +24,28 @@ pub use sqlite::SqliteStore;
 /// does must not go on doing it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database could not be opened, read or written.
     #[error("store {0}")]
     Database(#[from] sqlx::Error),
+    /// The request or what the store holds makes no sense: the message says what.
     #[error("store: {0}")]
     Invalid(String),
 }
 
+/// A result whose error is a [`StoreError`].
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Where a run is: running, or how it ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RunState {
+    /// Started and not ended yet (or its process died before it could record an end).
     Running,
+    /// Ended, with this status.
     Ended(RunStatus),
 }
 
 impl RunState {
+    /// The kebab-case name stored and printed: `running`, or the ended run's status.
     pub fn as_str(self) -> &'static str {
         match self {
             RunState::Running => "running",
@@ -79,18 +85,27 @@ impl Serialize for RunState {
 /// A run as the journal knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RunRow {
+    /// The run id.
     pub id: String,
+    /// The project the run belongs to.
     pub project: String,
+    /// Running, or how it ended.
     pub status: RunState,
+    /// When the run first started (resuming keeps it), in milliseconds since the Unix epoch.
     pub started_ms: i64,
+    /// When the run ended, in milliseconds since the Unix epoch; `None` while it has not ended.
     pub finished_ms: Option<i64>,
+    /// The error that ended the run; `None` while running, or when it succeeded or was
+    /// cancelled.
     pub error: Option<String>,
 }
 
 /// What earlier attempts of a run completed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CompletedWork {
+    /// The names of the stages that succeeded.
     pub stages: HashSet<String>,
+    /// The items that succeeded, as (stage name, item key).
     pub items: HashSet<(String, String)>,
 }
 
@@ -107,26 +122,38 @@ impl self_healing::pipeline::Completed for CompletedWork {
 /// A health check's last known status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HealthRow {
+    /// The check's name.
     pub check: String,
+    /// The stage the check is attached to; `None` for a check attached to none.
     pub stage: Option<String>,
+    /// The status the check last changed to.
     pub status: HealthStatus,
+    /// When it changed to that status, in milliseconds since the Unix epoch.
     pub at_ms: i64,
 }
 
 /// Whether healing acts for a project, and why not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HealingMode {
+    /// Whether healing acts on its own; `true` until an operator turns it off.
     pub enabled: bool,
+    /// Why the operator set the mode, if they said.
     pub reason: Option<String>,
+    /// When the mode was last set, in milliseconds since the Unix epoch; `None` if it never
+    /// was.
     pub updated_ms: Option<i64>,
 }
 
 /// An action an operator asked a running pipeline to take.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ControlRequest {
+    /// The request's id, as `enqueue` returned it.
     pub id: i64,
+    /// The action to take.
     pub action: ActionKind,
+    /// The stage to take it on.
     pub stage: String,
+    /// When it was queued, in milliseconds since the Unix epoch.
     pub requested_ms: i64,
 }
 
@@ -160,10 +187,13 @@ pub trait Queries: Send + Sync {
         since_ms: Option<i64>,
     ) -> BoxFuture<'a, Result<Vec<HealingRecord>>>;
 
+    /// Each health check's last known status, by check name.
     fn health<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<Vec<HealthRow>>>;
 
+    /// The project's healing mode: enabled, with no reason, for a project never set.
     fn healing_mode<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<HealingMode>>;
 
+    /// The project's strategy overrides, as (strategy name, override), by strategy name.
     fn overrides<'a>(
         &'a self,
         project: &'a str,
@@ -172,6 +202,7 @@ pub trait Queries: Send + Sync {
 
 /// How operators steer: the healing mode, strategy overrides and queued actions.
 pub trait Control: Send + Sync {
+    /// Turns healing on or off for the project, with the operator's reason if given.
     fn set_healing_mode<'a>(
         &'a self,
         project: &'a str,

@@ -17,23 +17,37 @@ pub const COMPLETIONS_PER_STATEMENT: usize = 200;
 pub enum Write<'e> {
     /// A run started, or was resumed: the project exists, the run is running.
     RunStarted {
+        /// The run id.
         run: &'e str,
+        /// The project the run belongs to.
         project: &'e str,
+        /// The pipeline's name.
         pipeline: &'e str,
+        /// When it started; a resumed run keeps its first start.
         at: i64,
     },
+    /// A run ended.
     RunFinished {
+        /// The run id.
         run: &'e str,
+        /// How it ended.
         status: RunStatus,
+        /// When it ended.
         at: i64,
+        /// The error that ended it; `None` when it succeeded or was cancelled.
         error: Option<String>,
     },
     /// A stage ended. A stage that succeeded once stays succeeded.
     StageEnded {
+        /// The run id.
         run: &'e str,
+        /// The stage's name.
         stage: &'e str,
+        /// Whether it succeeded (else it failed).
         succeeded: bool,
+        /// Units completed, counting those skipped on resume (1 for a stage without items).
         items: i64,
+        /// When it ended.
         at: i64,
     },
     /// Item completions, in one statement. A completion is final: an item run again after a
@@ -41,39 +55,64 @@ pub enum Write<'e> {
     ItemsSucceeded(Vec<ItemDone<'e>>),
     /// An item failed (unless it had already succeeded).
     ItemFailed {
+        /// The run id.
         run: &'e str,
+        /// The stage's name.
         stage: &'e str,
+        /// The item's key.
         item: &'e str,
+        /// Attempts made, the failed last one included.
         attempts: i64,
+        /// When it failed.
         at: i64,
+        /// The error of the last attempt.
         error: String,
     },
     /// A healing decision, its record as JSON in `body`.
     Healing {
+        /// The project the decision belongs to.
         project: &'e str,
+        /// The run it concerns; `None` when it concerns no run.
         run: Option<&'e str>,
+        /// When it was made.
         at: i64,
+        /// The stage it concerns, if any.
         stage: Option<&'e str>,
+        /// The name of the strategy that decided (`manual` for an operator's action).
         strategy: &'e str,
+        /// The action, as its kebab-case name.
         action: &'static str,
+        /// What came of it, as its kebab-case name.
         outcome: &'static str,
+        /// The whole record as JSON.
         body: String,
     },
     /// A check's latest status.
     Health {
+        /// The project the check belongs to.
         project: &'e str,
+        /// The check's name.
         check: &'e str,
+        /// The stage the check is attached to; `None` for a check attached to none.
         stage: Option<&'e str>,
+        /// The status it changed to.
         status: HealthStatus,
+        /// When it changed.
         at: i64,
     },
     /// The audit trail: every other journaled event as JSON.
     Event {
+        /// The run it belongs to; `None` for an event outside any run.
         run: Option<&'e str>,
+        /// When it happened.
         at: i64,
+        /// The event's `type` as written on the wire (`attempt-failed`).
         kind: String,
+        /// The stage it concerns, if any.
         stage: Option<&'e str>,
+        /// The item it concerns, if any.
         item: Option<&'e str>,
+        /// The whole event as JSON.
         body: String,
     },
 }
@@ -81,10 +120,15 @@ pub enum Write<'e> {
 /// One item completion.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemDone<'e> {
+    /// The run id; `None` for an event published outside any run.
     pub run: Option<&'e str>,
+    /// The stage's name.
     pub stage: &'e str,
+    /// The item's key.
     pub item: &'e str,
+    /// Attempts made, the successful last one included.
     pub attempts: i64,
+    /// When it succeeded, in milliseconds since the Unix epoch.
     pub at: i64,
 }
 

@@ -26,9 +26,13 @@ use crate::error::InvalidConfig;
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChannelConfig {
+    /// `type: slack`: a message to a Slack incoming webhook.
     Slack(SlackConfig),
+    /// `type: pagerduty`: an event to the PagerDuty Events API v2.
     Pagerduty(PagerDutyConfig),
+    /// `type: email`: accepted in files, but refused by `build` in this version.
     Email(EmailConfig),
+    /// `type: webhook`: the alert as JSON, POSTed to a URL.
     Webhook(WebhookConfig),
 }
 

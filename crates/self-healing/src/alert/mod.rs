@@ -34,13 +34,19 @@ use crate::error::Severity;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Alert {
+    /// How serious it is; channels skip alerts below their minimum severity.
     pub severity: Severity,
+    /// A one-line summary.
     pub title: String,
+    /// The details; the title unless set otherwise.
     pub message: String,
+    /// The name of the pipeline the alert is about.
     pub project: Arc<str>,
+    /// The stage it concerns, if any.
     pub stage: Option<Arc<str>>,
     /// The strategy that raised it, if a strategy did.
     pub strategy: Option<Arc<str>>,
+    /// Identifies repeats of the same alert, for channels that group or resolve them.
     pub dedup_key: String,
     /// Milliseconds since the Unix epoch on the wire.
     #[serde(serialize_with = "crate::serde_ms::system_time::serialize")]
@@ -76,12 +82,15 @@ impl Alert {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{channel}: {reason}")]
 pub struct NotifyError {
+    /// The name of the channel that failed.
     pub channel: String,
+    /// What went wrong, without the channel's secret URL.
     pub reason: String,
 }
 
 /// An alert channel. One required method; delivery should be idempotent per `dedup_key`.
 pub trait Notifier: Send + Sync + 'static {
+    /// Delivers `alert`; an error means it was not delivered.
     fn notify<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), NotifyError>>;
 
     /// The channel's name in records and errors.

@@ -15,12 +15,16 @@ pub const PAGERDUTY_EVENTS: &str = "https://events.pagerduty.com/v2/enqueue";
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PagerDutyConfig {
+    /// The integration's routing key; must not be empty.
     pub routing_key: String,
+    /// Where to send events; `None` means `PAGERDUTY_EVENTS`.
     pub url: Option<String>,
+    /// Alerts below this severity are not sent; `None` means `warning`.
     pub min_severity: Option<Severity>,
 }
 
 impl PagerDutyConfig {
+    /// The runnable channel; fails if the routing key is empty or the URL is not http(s).
     #[cfg(feature = "http")]
     pub fn build(&self) -> Result<Arc<dyn Notifier>, InvalidConfig> {
         if self.routing_key.trim().is_empty() {
@@ -37,6 +41,7 @@ impl PagerDutyConfig {
         }))
     }
 
+    /// Always fails: PagerDuty channels need the `http` feature.
     #[cfg(not(feature = "http"))]
     pub fn build(&self) -> Result<Arc<dyn Notifier>, InvalidConfig> {
         Err(super::channel::needs_http("pagerduty"))

@@ -11,11 +11,14 @@ use crate::error::{InvalidConfig, Severity};
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SlackConfig {
+    /// The incoming webhook URL (http or https).
     pub webhook: String,
+    /// Alerts below this severity are not sent; `None` means `warning`.
     pub min_severity: Option<Severity>,
 }
 
 impl SlackConfig {
+    /// The runnable channel; fails if `webhook` is not an http(s) URL.
     #[cfg(feature = "http")]
     pub fn build(&self) -> Result<Arc<dyn Notifier>, InvalidConfig> {
         Ok(Arc::new(Slack(super::post::JsonPost::new(
@@ -26,6 +29,7 @@ impl SlackConfig {
         )?)))
     }
 
+    /// Always fails: Slack channels need the `http` feature.
     #[cfg(not(feature = "http"))]
     pub fn build(&self) -> Result<Arc<dyn Notifier>, InvalidConfig> {
         Err(super::channel::needs_http("slack"))

@@ -11,11 +11,14 @@ use crate::error::{InvalidConfig, Severity};
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookConfig {
+    /// The URL to POST to (http or https).
     pub url: String,
+    /// Alerts below this severity are not sent; `None` means `warning`.
     pub min_severity: Option<Severity>,
 }
 
 impl WebhookConfig {
+    /// The runnable channel; fails if `url` is not an http(s) URL.
     #[cfg(feature = "http")]
     pub fn build(&self) -> Result<Arc<dyn Notifier>, InvalidConfig> {
         Ok(Arc::new(Webhook(super::post::JsonPost::new(
@@ -26,6 +29,7 @@ impl WebhookConfig {
         )?)))
     }
 
+    /// Always fails: webhook channels need the `http` feature.
     #[cfg(not(feature = "http"))]
     pub fn build(&self) -> Result<Arc<dyn Notifier>, InvalidConfig> {
         Err(super::channel::needs_http("webhook"))

@@ -58,12 +58,17 @@ use crate::duration::option::deserialize as opt_duration;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CircuitBreakerConfig {
+    /// Whether stages get a circuit breaker at all; default true.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Consecutive failures that open the breaker; default 5, at least 1.
     pub failure_threshold: Option<u32>,
+    /// Successful probes that close it again; defaults to `halfOpenRequests`, at least 1.
     pub success_threshold: Option<u32>,
+    /// How long the breaker stays open before it lets probes through; default 60 s.
     #[serde(default, alias = "breakDuration", deserialize_with = "opt_duration")]
     pub timeout: Option<Duration>,
+    /// Probes let through while half-open; default 3, at least 1.
     pub half_open_requests: Option<u32>,
 }
 
@@ -114,15 +119,20 @@ impl CircuitBreakerConfig {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetricsCollectorConfig {
+    /// How often the built-in metrics are sampled; default 5 s.
     #[serde(default, deserialize_with = "opt_duration")]
     pub sample_interval: Option<Duration>,
+    /// How many samples each metric's window keeps; default 1000.
     pub retention_size: Option<usize>,
+    /// The fewest attempts an `errorRate` sample is computed over; default 10.
     pub error_rate_min_attempts: Option<u64>,
+    /// Metrics of your own besides the built-ins: kept from the start, and usable by triggers.
     #[serde(default)]
     pub metrics: Vec<String>,
 }
 
 impl MetricsCollectorConfig {
+    /// Builds the collector, with defaults for the settings not given.
     pub fn build(&self) -> Result<MetricsCollector, InvalidConfig> {
         let mut builder = MetricsCollector::builder().metrics(self.metrics.clone());
         if let Some(interval) = self.sample_interval {
@@ -151,7 +161,9 @@ impl MetricsCollectorConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BudgetConfig {
+    /// The most healing actions allowed in any `window`, across all strategies; at least 1.
     pub max_actions: u32,
+    /// The length of the sliding window.
     #[serde(deserialize_with = "crate::duration::deserialize")]
     pub window: Duration,
 }
@@ -159,11 +171,17 @@ pub struct BudgetConfig {
 /// One trigger, tagged by `type`; one typed struct per kind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TriggerConfig {
+    /// `type: error`.
     Error(ErrorTriggerConfig),
+    /// `type: metrics`.
     Metrics(MetricsTriggerConfig),
+    /// `type: health-check`.
     HealthCheck(HealthCheckTriggerConfig),
+    /// `type: timeout`.
     Timeout(TimeoutTriggerConfig),
+    /// `type: anomaly`.
     Anomaly(AnomalyTriggerConfig),
+    /// `type: custom`.
     Custom(CustomTriggerConfig),
 }
 
@@ -171,9 +189,13 @@ pub enum TriggerConfig {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ErrorTriggerConfig {
+    /// A regular expression the error's message or code must match.
     pub pattern: Option<String>,
+    /// The severity the error must have, exactly.
     pub severity: Option<Severity>,
+    /// The code the error must have, exactly.
     pub code: Option<String>,
+    /// `true`: match only once retries gave up on the error; `false`: only before. Unset: both.
     pub exhausted: Option<bool>,
 }
 
@@ -181,10 +203,15 @@ pub struct ErrorTriggerConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetricsTriggerConfig {
+    /// The metric's name: a built-in one or one declared in `metricsCollector.metrics`.
     pub metric: String,
+    /// How the metric is compared with `value`; default `gt`.
     pub operator: Option<Operator>,
+    /// The value the metric is compared with; give it or `threshold`, not both.
     pub value: Option<f64>,
+    /// Short for `operator: gt` with this `value`.
     pub threshold: Option<f64>,
+    /// How long the condition must hold before the trigger matches; default: at once.
     #[serde(default, deserialize_with = "opt_duration")]
     pub duration: Option<Duration>,
 }
@@ -193,8 +220,11 @@ pub struct MetricsTriggerConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HealthCheckTriggerConfig {
+    /// The status that matches, and any worse one.
     pub status: HealthStatus,
+    /// Only this check counts; by default, any check attached to the stage or to no stage.
     pub check: Option<String>,
+    /// How long the status must have lasted; default: at once.
     #[serde(default, deserialize_with = "opt_duration")]
     pub duration: Option<Duration>,
 }
@@ -203,6 +233,7 @@ pub struct HealthCheckTriggerConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TimeoutTriggerConfig {
+    /// How long the stage may run before the trigger matches.
     #[serde(deserialize_with = "crate::duration::deserialize")]
     pub threshold: Duration,
 }
@@ -211,9 +242,13 @@ pub struct TimeoutTriggerConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AnomalyTriggerConfig {
+    /// The metric's name: a built-in one or one declared in `metricsCollector.metrics`.
     pub metric: String,
+    /// How far from the rolling mean a sample must be: `high` (2 standard deviations), `medium`
+    /// (3, the default) or `low` (4).
     #[serde(default)]
     pub sensitivity: Sensitivity,
+    /// Samples needed before the trigger can match; default 20.
     pub min_samples: Option<usize>,
 }
 
@@ -221,6 +256,7 @@ pub struct AnomalyTriggerConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CustomTriggerConfig {
+    /// The program and its arguments (no shell); at least the program.
     pub command: Vec<String>,
 }
 
@@ -355,14 +391,23 @@ impl TriggerConfig {
 /// can name. Keys of another action's `config` are refused with what this one takes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ActionConfig {
+    /// Settings of `retry`.
     Retry(RetryPolicyConfig),
+    /// Settings of `rollback`.
     Rollback(RollbackConfig),
+    /// Settings of `restart`.
     Restart(RestartAction),
+    /// Settings of `scale`.
     Scale(ScaleConfig),
+    /// Settings of `failover`.
     Failover(FailoverConfig),
+    /// Settings of `circuit-break`.
     CircuitBreak(CircuitBreakConfig),
+    /// Settings of `throttle`.
     Throttle(ThrottleConfig),
+    /// Settings of `notify`.
     Notify(NotifyAction),
+    /// Settings of `custom`.
     Custom(CustomConfig),
 }
 
@@ -401,6 +446,7 @@ impl ActionConfig {
         variant_defaults(action.as_str()).map_err(|e| InvalidConfig::new("config", e.to_string()))
     }
 
+    /// Builds the action these settings describe.
     pub fn build(&self) -> Result<Action, InvalidConfig> {
         Ok(match self {
             ActionConfig::Retry(c) => RetryAction::from_config(c)?.into(),
@@ -419,15 +465,21 @@ impl ActionConfig {
 /// One strategy, with the seed's keys. `config` holds the action's settings, typed by `action`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StrategyConfig {
+    /// The strategy's name, unique among the strategies.
     pub name: String,
+    /// Higher goes first; default 0.
     pub priority: i64,
+    /// The strategy acts when any of these matches.
     pub triggers: Vec<TriggerConfig>,
     /// The action as written; [`build`](Self::build) says if it names none.
     pub action: String,
     /// The action's settings; `None` when `action` names no action.
     pub config: Option<ActionConfig>,
+    /// The least time between two actions of this strategy on one stage; `None`: no cooldown.
     pub cooldown: Option<Duration>,
+    /// Whether the strategy takes part at all; default true.
     pub enabled: bool,
+    /// Whether it acts or only records what it would have done; default `act`.
     pub mode: Mode,
 }
 

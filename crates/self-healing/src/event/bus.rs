@@ -11,6 +11,7 @@ use crate::clock::{Clock, default_clock};
 /// A subscriber called inline on the publishing task. It must return quickly and never block:
 /// it runs on the stage's hot path.
 pub trait EventSink: Send + Sync + 'static {
+    /// Called once for every event published on the bus, in the publisher's task.
     fn on_event(&self, event: &Event);
 }
 
@@ -115,10 +116,12 @@ impl Depth {
 pub const DEFAULT_LOSSY_CAPACITY: usize = 4096;
 
 impl EventBus {
+    /// A bus on tokio time, with a lossy ring of `DEFAULT_LOSSY_CAPACITY` events.
     pub fn new() -> Self {
         EventBus::with_clock(default_clock())
     }
 
+    /// A bus that stamps events with `clock`, with a lossy ring of `DEFAULT_LOSSY_CAPACITY` events.
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         EventBus::with_clock_and_capacity(clock, DEFAULT_LOSSY_CAPACITY)
     }
@@ -141,6 +144,7 @@ impl EventBus {
         }
     }
 
+    /// The clock that stamps this bus's events.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
     }
@@ -337,9 +341,11 @@ impl std::fmt::Debug for Subscription {
 /// What a [`LossySubscription`] receives.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Received {
+    /// The next event.
     Event(Arc<Event>),
     /// This many events were overwritten before they could be received.
     Lagged(u64),
+    /// Every clone of the bus was dropped: no more events will come.
     Closed,
 }
 
@@ -350,6 +356,7 @@ pub struct LossySubscription {
 }
 
 impl LossySubscription {
+    /// The next event, or how many were missed; `Closed` once the bus is gone.
     pub async fn recv(&mut self) -> Received {
         match self.rx.recv().await {
             Ok(event) => Received::Event(event),

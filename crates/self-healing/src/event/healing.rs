@@ -12,18 +12,28 @@ use super::RunId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ActionKind {
+    /// Run the failed work again after a backoff.
     Retry,
+    /// Stop the run and compensate completed work in reverse order.
     Rollback,
+    /// Stop the stage, run its `reset` hook and run it again from its start.
     Restart,
+    /// Change a stage's concurrency, and optionally something outside the process.
     Scale,
+    /// Switch the stage to its alternate handler.
     Failover,
+    /// Open the stage's circuit breaker, so work waits instead of spending attempts.
     CircuitBreak,
+    /// Cap how fast the stage's attempts start.
     Throttle,
+    /// Alert people through the healer's alert channels.
     Notify,
+    /// A remedy supplied by the user.
     Custom,
 }
 
 impl ActionKind {
+    /// Every action, in declaration order.
     pub const ALL: [ActionKind; 9] = [
         ActionKind::Retry,
         ActionKind::Rollback,
@@ -47,6 +57,7 @@ impl ActionKind {
         names
     };
 
+    /// The kebab-case name used in configuration and on the wire (`retry`, `circuit-break`…).
     pub const fn as_str(self) -> &'static str {
         match self {
             ActionKind::Retry => "retry",
@@ -103,11 +114,17 @@ impl std::str::FromStr for ActionKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TriggerKind {
+    /// A failed attempt matched the trigger's pattern, severity or code.
     Error,
+    /// A metric crossed its threshold.
     Metrics,
+    /// A stage's health, or one check's, was at least as bad as the watched status.
     HealthCheck,
+    /// A stage ran longer than its threshold.
     Timeout,
+    /// A metric sample lay too far from its rolling mean.
     Anomaly,
+    /// A user-supplied predicate matched.
     Custom,
     /// An operator asked for the action.
     Manual,
@@ -135,6 +152,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The kebab-case name used on the wire (`succeeded`, `skipped-cooldown`…).
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Succeeded => "succeeded",
@@ -157,12 +175,14 @@ impl std::fmt::Display for Outcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TriggerMatch {
+    /// Which kind of trigger it was.
     pub kind: TriggerKind,
     /// The trigger's position in its strategy's list.
     pub index: usize,
     /// The metric value it saw, where there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed: Option<f64>,
+    /// What the trigger saw, in words.
     pub description: String,
 }
 
@@ -173,16 +193,24 @@ pub struct HealingRecord {
     /// Milliseconds since the Unix epoch on the wire.
     #[serde(with = "crate::serde_ms::system_time")]
     pub at: SystemTime,
+    /// The run the decision concerns; `None` when it concerns no run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<RunId>,
+    /// The stage the decision concerns, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<Arc<str>>,
+    /// The item's key when the decision concerns one item; `None` for the whole stage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item: Option<Arc<str>>,
+    /// The name of the strategy that decided (`manual` for an operator's action).
     pub strategy: Arc<str>,
+    /// The trigger that matched.
     pub trigger: TriggerMatch,
+    /// The action chosen.
     pub action: ActionKind,
+    /// What became of it.
     pub outcome: Outcome,
+    /// What was done, or why nothing was, in words.
     pub detail: String,
     /// How long the action took (zero for decisions that did not act).
     #[serde(with = "crate::serde_ms")]

@@ -13,13 +13,18 @@ use crate::error::InvalidConfig;
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum HealthStatus {
+    /// Working normally (the default).
     #[default]
     Healthy,
+    /// Working, but worse than it should.
     Degraded,
+    /// Not working.
     Unhealthy,
 }
 
 impl HealthStatus {
+    /// The lowercase name used in configuration and on the wire: `healthy`, `degraded` or
+    /// `unhealthy`.
     pub fn as_str(self) -> &'static str {
         match self {
             HealthStatus::Healthy => "healthy",
@@ -57,8 +62,11 @@ impl std::str::FromStr for HealthStatus {
 pub struct HealthChange {
     /// The stage the check is attached to, if any.
     pub stage: Option<Arc<str>>,
+    /// The name of the check.
     pub check: Arc<str>,
+    /// The status before the change.
     pub old_status: HealthStatus,
+    /// The status after the change.
     pub new_status: HealthStatus,
     /// Milliseconds since the Unix epoch on the wire.
     #[serde(with = "crate::serde_ms::system_time")]

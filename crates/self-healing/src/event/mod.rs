@@ -59,10 +59,12 @@ use crate::serde_ms;
 pub struct RunId(Arc<str>);
 
 impl RunId {
+    /// A run id from any string.
     pub fn new(id: impl Into<Arc<str>>) -> Self {
         RunId(id.into())
     }
 
+    /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -78,7 +80,9 @@ impl std::fmt::Display for RunId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HandlerKind {
+    /// The stage's own handler.
     Primary,
+    /// The stage's failover handler, used once healing has failed the stage over.
     Failover,
 }
 
@@ -86,13 +90,18 @@ pub enum HandlerKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RunStatus {
+    /// Every stage completed.
     Succeeded,
+    /// A stage failed and the run stopped there.
     Failed,
+    /// A stage failed and the completed work was compensated (rolled back).
     RolledBack,
+    /// The run was cancelled before it completed.
     Cancelled,
 }
 
 impl RunStatus {
+    /// The kebab-case name used on the wire: `succeeded`, `failed`, `rolled-back` or `cancelled`.
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Succeeded => "succeeded",
@@ -108,135 +117,209 @@ impl RunStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum EventKind {
+    /// A run began.
     #[serde(rename_all = "camelCase")]
     RunStarted {
+        /// The pipeline's name.
         pipeline: Arc<str>,
+        /// The names of its stages, in order.
         stages: Vec<Arc<str>>,
     },
+    /// A run ended.
     #[serde(rename_all = "camelCase")]
     RunFinished {
+        /// How it ended.
         status: RunStatus,
+        /// How long the whole run took; milliseconds on the wire.
         #[serde(with = "serde_ms")]
         duration: Duration,
+        /// The error that ended the run; `None` when it succeeded or was cancelled.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<StageError>,
     },
+    /// A stage began.
     StageStarted {
+        /// The stage's name.
         stage: Arc<str>,
     },
+    /// A stage completed all its work.
     StageSucceeded {
+        /// The stage's name.
         stage: Arc<str>,
+        /// Time from the stage's start to its end, restarts included; milliseconds on the wire.
         #[serde(with = "serde_ms")]
         duration: Duration,
+        /// Units completed, counting those skipped on resume (1 for a stage without items).
         items: u64,
     },
+    /// A stage ended without completing: it failed, triggered a rollback or was cancelled.
     StageFailed {
+        /// The stage's name.
         stage: Arc<str>,
+        /// Time from the stage's start to its end, restarts included; milliseconds on the wire.
         #[serde(with = "serde_ms")]
         duration: Duration,
+        /// Units completed before it ended, counting those skipped on resume.
         items: u64,
+        /// Why it ended; a cancelled stage reports code `CANCELLED`.
         error: StageError,
     },
+    /// An item began, before its first attempt.
     ItemStarted {
+        /// The stage's name.
         stage: Arc<str>,
+        /// The item's key.
         item: Arc<str>,
     },
+    /// An item completed.
     ItemSucceeded {
+        /// The stage's name.
         stage: Arc<str>,
+        /// The item's key.
         item: Arc<str>,
+        /// Attempts it took, counting from 1.
         attempts: u32,
+        /// Time from its first attempt's start to its last attempt's end; milliseconds on the wire.
         #[serde(with = "serde_ms")]
         duration: Duration,
     },
+    /// An item failed and will not be attempted again: the supervisor gave up on it.
     ItemFailed {
+        /// The stage's name.
         stage: Arc<str>,
+        /// The item's key.
         item: Arc<str>,
+        /// Attempts made, the failed last one included.
         attempts: u32,
+        /// The error of the last attempt.
         error: StageError,
     },
     /// A resumed run skipped this stage: an earlier attempt of the run completed it.
     StageSkipped {
+        /// The stage's name.
         stage: Arc<str>,
     },
     /// A resumed run did not run again `count` items an earlier attempt of the run completed.
     ItemsSkipped {
+        /// The stage's name.
         stage: Arc<str>,
+        /// How many items were skipped.
         count: u64,
     },
     /// The item was in flight when the run was cancelled or its stage stopped; it did not
     /// complete and will run again on resume.
     ItemAbandoned {
+        /// The stage's name.
         stage: Arc<str>,
+        /// The item's key.
         item: Arc<str>,
     },
+    /// An attempt of a stage's unit of work is about to run.
     AttemptStarted {
+        /// The stage's name.
         stage: Arc<str>,
+        /// The item's key; `None` for a stage without items.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         item: Option<Arc<str>>,
+        /// The attempt number, counting from 1.
         attempt: u32,
+        /// Which handler runs it.
         handler: HandlerKind,
     },
+    /// An attempt returned `Ok`.
     AttemptSucceeded {
+        /// The stage's name.
         stage: Arc<str>,
+        /// The item's key; `None` for a stage without items.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         item: Option<Arc<str>>,
+        /// The attempt number, counting from 1.
         attempt: u32,
+        /// How long the attempt ran; milliseconds on the wire.
         #[serde(with = "serde_ms")]
         duration: Duration,
     },
+    /// An attempt returned an error, timed out or panicked.
     AttemptFailed {
+        /// The stage's name.
         stage: Arc<str>,
+        /// The item's key; `None` for a stage without items.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         item: Option<Arc<str>>,
+        /// The attempt number, counting from 1.
         attempt: u32,
+        /// How long the attempt ran; milliseconds on the wire.
         #[serde(with = "serde_ms")]
         duration: Duration,
+        /// What it failed with.
         error: StageError,
     },
     /// A remedy was applied: `detail` says what exactly (the retry delay, the new concurrency…).
     HealingApplied {
+        /// The stage's name.
         stage: Arc<str>,
+        /// The item's key; `None` when the remedy concerns the whole stage.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         item: Option<Arc<str>>,
+        /// Which remedy.
         action: ActionKind,
+        /// A human-readable description of what was done.
         detail: String,
     },
     /// A compensation (rollback hook) ran for a completed stage or item.
     CompensationFinished {
+        /// The stage's name.
         stage: Arc<str>,
+        /// The item's key; `None` for the stage's own compensation.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         item: Option<Arc<str>>,
+        /// Why the compensation failed; `None` when it succeeded.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<StageError>,
     },
+    /// A stage's circuit breaker changed state.
     BreakerChanged {
+        /// The stage's name.
         stage: Arc<str>,
+        /// The state before.
         from: BreakerState,
+        /// The state after.
         to: BreakerState,
     },
+    /// A stage's concurrency limit changed.
     ConcurrencyChanged {
+        /// The stage's name.
         stage: Arc<str>,
+        /// The limit before.
         from: usize,
+        /// The limit after.
         to: usize,
     },
     /// A health check changed status.
     HealthChanged {
+        /// What changed.
         change: HealthChange,
     },
     /// A healing decision, acted on or not (see the healer's history).
     HealingDecision {
+        /// The decision.
         record: HealingRecord,
     },
     /// An alert channel could not deliver after its retries.
     #[serde(rename_all = "camelCase")]
     AlertFailed {
+        /// The channel's name.
         channel: String,
+        /// The alert's deduplication key.
         dedup_key: String,
+        /// Why delivery failed.
         error: String,
     },
     /// `rate` is permits per second; `None` means unlimited.
     ThrottleChanged {
+        /// The stage's name.
         stage: Arc<str>,
+        /// The new rate in permits per second; `None` means unlimited.
         rate: Option<f64>,
     },
 }
@@ -273,12 +356,15 @@ impl EventKind {
 /// An [`EventKind`] with its place in the bus's order, its wall-clock time and its run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// Position in the bus's order: 1 for the first event, then one more per event.
     pub seq: u64,
     /// Milliseconds since the Unix epoch on the wire.
     #[serde(with = "serde_ms::system_time")]
     pub at: SystemTime,
+    /// The run the event belongs to; `None` for events outside a run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<RunId>,
+    /// What happened; its fields are flattened into the event on the wire.
     #[serde(flatten)]
     pub kind: EventKind,
 }

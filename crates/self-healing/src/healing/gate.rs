@@ -11,7 +11,9 @@ use tokio::time::Instant;
 /// strategies. It stops healing storms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
+    /// The most actions allowed in any `window`; at least 1.
     pub max_actions: u32,
+    /// The length of the sliding window.
     pub window: Duration,
 }
 

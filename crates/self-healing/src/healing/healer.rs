@@ -129,6 +129,8 @@ struct Target<'a> {
 }
 
 impl AutoHealer {
+    /// A builder with no strategies, the default retry policy, no global breaker, no budget, no
+    /// alert channels, healing enabled, and the default interval and history capacity.
     pub fn builder() -> AutoHealerBuilder {
         AutoHealerBuilder {
             strategies: Vec::new(),
@@ -181,6 +183,7 @@ impl AutoHealer {
         &self.inner.alerts
     }
 
+    /// The strategies as they are now, operators' overrides included, in declaration order.
     pub fn strategies(&self) -> Vec<Arc<HealingStrategy>> {
         self.inner
             .strategies
@@ -189,6 +192,7 @@ impl AutoHealer {
             .clone()
     }
 
+    /// False in manual mode, when matches are only recorded.
     pub fn is_enabled(&self) -> bool {
         self.inner.enabled.load(Ordering::Acquire)
     }
@@ -752,7 +756,23 @@ pub struct AutoHealerBuilder {
     history_capacity: usize,
 }
 
+impl std::fmt::Debug for AutoHealerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AutoHealerBuilder")
+            .field("strategies", &self.strategies.len())
+            .field("retry", &self.retry)
+            .field("breaker", &self.breaker)
+            .field("budget", &self.budget)
+            .field("notifiers", &self.notifiers.len())
+            .field("enabled", &self.enabled)
+            .field("interval", &self.interval)
+            .field("history_capacity", &self.history_capacity)
+            .finish()
+    }
+}
+
 impl AutoHealerBuilder {
+    /// Adds a strategy; names must be unique, and `manual` is reserved.
     pub fn strategy(mut self, strategy: HealingStrategy) -> Self {
         self.strategies.push(strategy);
         self
@@ -771,6 +791,8 @@ impl AutoHealerBuilder {
         self
     }
 
+    /// The global healing budget: at most `max_actions` (at least 1) per sliding `window` (longer
+    /// than zero), across all strategies. Default: no budget.
     pub fn budget(mut self, max_actions: u32, window: Duration) -> Self {
         self.budget = Some(Budget {
             max_actions,
@@ -779,6 +801,7 @@ impl AutoHealerBuilder {
         self
     }
 
+    /// Adds an alert channel for `notify` actions and the budget alert.
     pub fn notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
         self.notifiers.push(notifier);
         self
@@ -796,11 +819,14 @@ impl AutoHealerBuilder {
         self
     }
 
+    /// How many records the history keeps, at least 1 (default `DEFAULT_HISTORY_CAPACITY`); the
+    /// oldest go first.
     pub fn history_capacity(mut self, records: usize) -> Self {
         self.history_capacity = records;
         self
     }
 
+    /// The healer; the error names the first setting or strategy that cannot work.
     pub fn build(self) -> Result<AutoHealer, InvalidConfig> {
         for (i, strategy) in self.strategies.iter().enumerate() {
             strategy

@@ -14,8 +14,10 @@ use crate::resilience::RetryPolicy;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
+    /// Acts when it matches (the default).
     #[default]
     Act,
+    /// Only records what it would have done (`dry-run` in files).
     DryRun,
 }
 
@@ -51,6 +53,8 @@ pub struct HealingStrategy {
 }
 
 impl HealingStrategy {
+    /// A strategy named `name` that runs `action`: enabled, acting, priority 0, no cooldown and no
+    /// triggers yet (it needs at least one).
     pub fn new(name: impl Into<Arc<str>>, action: impl Into<Action>) -> Self {
         HealingStrategy {
             name: name.into(),
@@ -63,39 +67,47 @@ impl HealingStrategy {
         }
     }
 
+    /// Sets the priority; higher goes first, default 0.
     pub fn priority(mut self, priority: i64) -> Self {
         self.priority = priority;
         self
     }
 
+    /// Adds a trigger; the strategy matches when any of them does.
     pub fn trigger(mut self, trigger: impl Into<Trigger>) -> Self {
         self.triggers.push(trigger.into());
         self
     }
 
+    /// The least time between two actions of this strategy on one stage; default none.
     pub fn cooldown(mut self, cooldown: Duration) -> Self {
         self.cooldown = cooldown;
         self
     }
 
+    /// Whether the strategy takes part at all; default true.
     pub fn enabled(mut self, enabled: bool) -> Self {
         self.enabled = enabled;
         self
     }
 
+    /// Whether it acts or only records; default `Mode::Act`.
     pub fn mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
         self
     }
 
+    /// Its name, unique within a healer.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// What it does when it matches.
     pub fn action(&self) -> &Action {
         &self.action
     }
 
+    /// Its triggers, in the order they were added.
     pub fn triggers(&self) -> &[Trigger] {
         &self.triggers
     }
@@ -157,9 +169,13 @@ impl HealingStrategy {
 /// A strategy's settings that are not its triggers and action; see [`HealingStrategy::settings`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StrategySettings {
+    /// Higher goes first.
     pub priority: i64,
+    /// The least time between two of its actions on one stage.
     pub cooldown: Duration,
+    /// Whether it takes part at all.
     pub enabled: bool,
+    /// Whether it acts or only records.
     pub mode: Mode,
 }
 
@@ -168,11 +184,16 @@ pub struct StrategySettings {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StrategyOverride {
+    /// A new `maxAttempts` for a retry strategy's policy; refused for other actions.
     pub max_attempts: Option<u32>,
+    /// A new cooldown; milliseconds on the wire.
     #[serde(default, with = "opt_ms")]
     pub cooldown: Option<Duration>,
+    /// A new priority.
     pub priority: Option<i64>,
+    /// Enables or disables the strategy.
     pub enabled: Option<bool>,
+    /// A new mode.
     pub mode: Option<Mode>,
 }
 

@@ -21,14 +21,20 @@ use crate::metrics::{MetricsCollector, Scope, Series};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Operator {
+    /// Greater than (`gt` in files).
     Gt,
+    /// Less than (`lt`).
     Lt,
+    /// Greater than or equal (`gte`).
     Gte,
+    /// Less than or equal (`lte`).
     Lte,
+    /// Equal, within floating-point rounding (`eq`).
     Eq,
 }
 
 impl Operator {
+    /// Whether `observed` compares with `value` as this operator says.
     pub fn holds(self, observed: f64, value: f64) -> bool {
         match self {
             Operator::Gt => observed > value,
@@ -39,6 +45,7 @@ impl Operator {
         }
     }
 
+    /// The operator as written in descriptions: `>`, `<`, `>=`, `<=` or `==`.
     pub fn symbol(self) -> &'static str {
         match self {
             Operator::Gt => ">",
@@ -64,6 +71,7 @@ pub enum Sensitivity {
 }
 
 impl Sensitivity {
+    /// How many standard deviations from the mean count as an anomaly.
     pub fn sigmas(self) -> f64 {
         match self {
             Sensitivity::High => 2.0,
@@ -76,11 +84,17 @@ impl Sensitivity {
 /// A condition under which a strategy acts.
 #[derive(Clone)]
 pub enum Trigger {
+    /// A failed attempt, optionally narrowed by message, severity or code.
     Error(ErrorTrigger),
+    /// A metric compared with a value.
     Metrics(MetricsTrigger),
+    /// The stage's health, or one check's.
     HealthCheck(HealthTrigger),
+    /// A stage running too long.
     Timeout(TimeoutTrigger),
+    /// A metric sample far from its rolling mean.
     Anomaly(AnomalyTrigger),
+    /// A predicate of your own.
     Custom(CustomTrigger),
 }
 
@@ -139,6 +153,7 @@ impl Trigger {
         }
     }
 
+    /// Which kind of trigger this is, as the history records it.
     pub fn kind(&self) -> TriggerKind {
         match self {
             Trigger::Error(_) => TriggerKind::Error,
@@ -255,11 +270,13 @@ impl ErrorTrigger {
         Ok(self.pattern(regex))
     }
 
+    /// Only errors of exactly this severity match.
     pub fn severity(mut self, severity: Severity) -> Self {
         self.severity = Some(severity);
         self
     }
 
+    /// Only errors with exactly this code match.
     pub fn code(mut self, code: impl Into<Arc<str>>) -> Self {
         self.code = Some(code.into());
         self
@@ -564,7 +581,20 @@ pub struct TriggerContext<'a> {
     pub(crate) now: Instant,
 }
 
+impl fmt::Debug for TriggerContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TriggerContext")
+            .field("stage", &self.stage)
+            .field("error", &self.error)
+            .field("exhausted", &self.exhausted)
+            .field("running_for", &self.running_for)
+            .field("health", &self.health)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'a> TriggerContext<'a> {
+    /// The stage being evaluated.
     pub fn stage(&self) -> &str {
         self.stage
     }

@@ -22,6 +22,7 @@ pub struct TcpCheck {
 }
 
 impl TcpCheck {
+    /// A check of `host:port`; fails if the host is empty or the port is 0.
     pub fn new(host: impl Into<String>, port: u16) -> Result<Self, InvalidConfig> {
         let host = host.into();
         if host.trim().is_empty() {
@@ -63,6 +64,7 @@ pub struct CommandCheck {
 }
 
 impl CommandCheck {
+    /// A check that runs `argv` (program, then arguments); fails if there is no program.
     pub fn new<I, S>(argv: I) -> Result<Self, InvalidConfig>
     where
         I: IntoIterator<Item = S>,
@@ -102,7 +104,16 @@ pub struct CustomCheck {
     probe: Probe,
 }
 
+impl std::fmt::Debug for CustomCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomCheck")
+            .field("description", &self.description)
+            .finish_non_exhaustive()
+    }
+}
+
 impl CustomCheck {
+    /// A check that calls `probe`; `description` says what it checks in status output and errors.
     pub fn new<F, Fut>(description: impl Into<String>, probe: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,

@@ -65,6 +65,7 @@ use crate::event::{EventBus, EventKind};
 pub struct CheckError(pub String);
 
 impl CheckError {
+    /// A failure with this reason (already redacted).
     pub fn new(message: impl Into<String>) -> Self {
         CheckError(message.into())
     }
@@ -73,6 +74,7 @@ impl CheckError {
 /// One health check: healthy when [`check`](Self::check) returns `Ok`. One required method
 /// besides the description; the monitor applies interval, timeout and thresholds.
 pub trait Check: Send + Sync + 'static {
+    /// Runs the check once; `Ok` means healthy. The monitor applies the timeout.
     fn check(&self) -> BoxFuture<'_, Result<(), CheckError>>;
 
     /// What is checked, for status output and errors, with secrets redacted.
@@ -89,14 +91,29 @@ pub struct CheckSpec {
     stage: Option<Arc<str>>,
 }
 
+impl std::fmt::Debug for CheckSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckSpec")
+            .field("name", &self.name)
+            .field("target", &self.check.target())
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("stage", &self.stage)
+            .finish()
+    }
+}
+
 /// A check's timeout unless told otherwise (the seed's examples use 5 s).
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl CheckSpec {
+    /// `check` under `name` (unique within a monitor), on the monitor's interval, with the default
+    /// 5 s timeout and attached to no stage.
     pub fn new(name: impl Into<Arc<str>>, check: impl Check) -> Self {
         CheckSpec::from_arc(name, Arc::new(check))
     }
 
+    /// As `new`, for a check that is already shared.
     pub fn from_arc(name: impl Into<Arc<str>>, check: Arc<dyn Check>) -> Self {
         CheckSpec {
             name: name.into(),
@@ -125,6 +142,7 @@ impl CheckSpec {
         self
     }
 
+    /// The check's name.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -134,7 +152,9 @@ impl CheckSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Thresholds {
+    /// Failures in a row that make a check `unhealthy`; default 3.
     pub consecutive_failures: u32,
+    /// Successes in a row that make it `healthy` again; default 5.
     pub consecutive_successes: u32,
 }
 
@@ -150,10 +170,13 @@ impl Default for Thresholds {
 /// One check's status and since when it has held (the monitor's start if it never changed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckStatus {
+    /// The check's name.
     pub check: Arc<str>,
     /// The stage the check is attached to, if any.
     pub stage: Option<Arc<str>>,
+    /// Its status now; `healthy` until its results say otherwise.
     pub status: HealthStatus,
+    /// When the status last changed.
     pub since: Instant,
 }
 
@@ -161,19 +184,26 @@ pub struct CheckStatus {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckReport {
+    /// The check's name.
     pub name: Arc<str>,
+    /// The stage the check is attached to, if any.
     pub stage: Option<Arc<str>>,
     /// What is checked, with secrets redacted.
     pub target: String,
+    /// Its status now.
     pub status: HealthStatus,
+    /// Failures in a row so far; 0 after a success.
     pub consecutive_failures: u32,
+    /// Successes in a row so far; 0 after a failure.
     pub consecutive_successes: u32,
     /// The last failure's reason, redacted; cleared by a success.
     pub last_error: Option<String>,
     /// How long the last run took.
     #[serde(with = "opt_ms")]
     pub latency: Option<Duration>,
+    /// When it last ran (wall-clock time); `None` before its first run.
     pub last_checked: Option<SystemTime>,
+    /// How many times it has run.
     pub runs: u64,
 }
 
@@ -251,6 +281,7 @@ impl State {
 }
 
 impl HealthMonitor {
+    /// A builder with a 10 s `checkInterval`, the default thresholds and no checks.
     pub fn builder() -> HealthMonitorBuilder {
         HealthMonitorBuilder {
             check_interval: Duration::from_secs(10),
@@ -339,6 +370,7 @@ impl HealthMonitor {
         self.status(name)
     }
 
+    /// The status of the check named `check`; `None` if there is no such check.
     pub fn status(&self, check: &str) -> Option<HealthStatus> {
         self.inner
             .checks
@@ -484,6 +516,17 @@ pub struct HealthMonitorBuilder {
     clock: Option<Arc<dyn Clock>>,
 }
 
+impl std::fmt::Debug for HealthMonitorBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthMonitorBuilder")
+            .field("check_interval", &self.check_interval)
+            .field("thresholds", &self.thresholds)
+            .field("checks", &self.checks)
+            .field("bus", &self.bus)
+            .finish_non_exhaustive()
+    }
+}
+
 impl HealthMonitorBuilder {
     /// The interval of checks that do not set their own (the seed's `checkInterval`).
     pub fn check_interval(mut self, interval: Duration) -> Self {
@@ -491,6 +534,8 @@ impl HealthMonitorBuilder {
         self
     }
 
+    /// Failures in a row that make a check `unhealthy`, and successes in a row that make it
+    /// `healthy` again; both at least 1 (default 3 and 5).
     pub fn thresholds(mut self, consecutive_failures: u32, consecutive_successes: u32) -> Self {
         self.thresholds = Thresholds {
             consecutive_failures,
@@ -499,6 +544,7 @@ impl HealthMonitorBuilder {
         self
     }
 
+    /// Adds a check; names must be unique.
     pub fn check(mut self, check: CheckSpec) -> Self {
         self.checks.push(check);
         self
@@ -510,11 +556,14 @@ impl HealthMonitorBuilder {
         self
     }
 
+    /// The clock for the timestamps of runs and changes (default: tokio time anchored to the wall
+    /// clock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
         self
     }
 
+    /// The monitor, not yet started; the error names the first setting that cannot work.
     pub fn build(self) -> Result<HealthMonitor, InvalidConfig> {
         if self.check_interval.is_zero() {
             return Err(InvalidConfig::new(

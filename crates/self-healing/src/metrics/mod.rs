@@ -79,7 +79,9 @@ pub const SAMPLED: [&str; 5] = [ERROR_RATE, THROUGHPUT, LATENCY_P95, MEMORY_USAG
 /// Which window a sample belongs to: the whole run, or one stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope<'a> {
+    /// The whole run: every stage's samples together.
     Run,
+    /// One stage, by name.
     Stage(&'a str),
 }
 
@@ -244,6 +246,7 @@ impl MetricsCollector {
         MetricsCollector::default()
     }
 
+    /// A builder starting from the defaults: `sampleInterval` 5 s, `retentionSize` 1000.
     pub fn builder() -> MetricsCollectorBuilder {
         MetricsCollectorBuilder {
             sample_interval: Duration::from_millis(5000),
@@ -253,14 +256,17 @@ impl MetricsCollector {
         }
     }
 
+    /// How often the built-in sampled metrics are recorded.
     pub fn sample_interval(&self) -> Duration {
         self.inner.sample_interval
     }
 
+    /// How many samples each window keeps; older ones are dropped.
     pub fn retention_size(&self) -> usize {
         self.inner.retention_size
     }
 
+    /// The fewest attempts an `errorRate` sample is computed over.
     pub fn error_rate_min_attempts(&self) -> u64 {
         self.inner.error_rate_min_attempts
     }
@@ -278,6 +284,7 @@ impl MetricsCollector {
             .record(value);
     }
 
+    /// Records a sample of `name` in `scope`.
     pub fn record_in(&self, scope: Scope<'_>, name: &str, value: f64) {
         self.series(scope, name).record(value);
     }
@@ -304,6 +311,7 @@ impl MetricsCollector {
         self.get_stats_in(Scope::Run, name)
     }
 
+    /// The statistics of `name`'s window in `scope`; `None` if nothing was recorded there.
     pub fn get_stats_in(&self, scope: Scope<'_>, name: &str) -> Option<Stats> {
         self.find(scope, name)?.stats()
     }
@@ -481,11 +489,13 @@ pub struct MetricsCollectorBuilder {
 pub const DEFAULT_ERROR_RATE_MIN_ATTEMPTS: u64 = 10;
 
 impl MetricsCollectorBuilder {
+    /// How often the built-in sampled metrics are recorded; default 5 s, longer than zero.
     pub fn sample_interval(mut self, interval: Duration) -> Self {
         self.sample_interval = interval;
         self
     }
 
+    /// How many samples each window keeps, older ones dropped; default 1000, at least 1.
     pub fn retention_size(mut self, samples: usize) -> Self {
         self.retention_size = samples;
         self
@@ -508,6 +518,7 @@ impl MetricsCollectorBuilder {
         self
     }
 
+    /// The collector, or which setting cannot work.
     pub fn build(self) -> Result<MetricsCollector, InvalidConfig> {
         if self.sample_interval.is_zero() {
             return Err(InvalidConfig::new(

@@ -20,15 +20,25 @@ use crate::event::{ActionKind, Event, EventKind};
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PipelineMetrics {
+    /// Time since the run started, up to its end once it finished; milliseconds on the wire.
     #[serde(with = "crate::serde_ms")]
     pub total_duration: Duration,
+    /// Each stage's time, in the order the stages ran; on the wire, a map of stage name to
+    /// milliseconds.
     pub stage_durations: StageDurations,
+    /// Stages that succeeded.
     pub stages_completed: u32,
+    /// Stages that ended without succeeding (failed, rolled back or cancelled).
     pub stages_failed: u32,
+    /// Retries applied; first attempts are not counted.
     pub retry_count: u64,
+    /// Healing actions applied, of every kind.
     pub healing_events: u64,
+    /// Rollbacks applied.
     pub rollback_count: u64,
+    /// Failed attempts over all attempts, from 0 to 1.
     pub error_rate: f64,
+    /// Completed units of work per second of run time.
     pub throughput: f64,
 }
 
@@ -37,10 +47,12 @@ pub struct PipelineMetrics {
 pub struct StageDurations(pub Vec<(Arc<str>, Duration)>);
 
 impl StageDurations {
+    /// The time of `stage`, or `None` if it has not started.
     pub fn get(&self, stage: &str) -> Option<Duration> {
         self.0.iter().find(|(s, _)| &**s == stage).map(|(_, d)| *d)
     }
 
+    /// Each stage's name and time, in the order the stages ran.
     pub fn iter(&self) -> impl Iterator<Item = (&str, Duration)> {
         self.0.iter().map(|(s, d)| (&**s, *d))
     }

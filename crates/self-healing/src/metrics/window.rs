@@ -8,11 +8,17 @@ use serde::{Deserialize, Serialize};
 /// nearest-rank: `p95` is the smallest sample at least 95 % of the window is less than or equal to.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
+    /// The mean of the samples.
     pub avg: f64,
+    /// The smallest sample.
     pub min: f64,
+    /// The largest sample.
     pub max: f64,
+    /// The median (nearest-rank).
     pub p50: f64,
+    /// The 95th percentile (nearest-rank).
     pub p95: f64,
+    /// The 99th percentile (nearest-rank).
     pub p99: f64,
     /// Samples in the window (at most `retentionSize`).
     pub count: usize,
@@ -83,6 +89,7 @@ impl Series {
         self.lock().values.len()
     }
 
+    /// True when the window holds no sample.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

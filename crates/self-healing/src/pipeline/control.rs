@@ -49,9 +49,15 @@ pub struct StageControl {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StageRequest {
     /// Stop, run the reset hook, start over.
-    Restart { reason: String },
+    Restart {
+        /// Why it was asked; carried into the events and errors that follow.
+        reason: String,
+    },
     /// Stop, compensate completed work in reverse order, end the run rolled back.
-    Rollback { reason: String },
+    Rollback {
+        /// Why it was asked; carried into the events and errors that follow.
+        reason: String,
+    },
 }
 
 /// The latest request and how many were made; a pass acts on requests made after it started.
@@ -97,6 +103,7 @@ impl StageControl {
         Ok(control)
     }
 
+    /// The stage's name.
     pub fn stage(&self) -> &str {
         &self.stage
     }
@@ -155,6 +162,7 @@ impl StageControl {
         });
     }
 
+    /// How many items may run at once now (1 for a stage that runs once).
     pub fn concurrency(&self) -> usize {
         self.concurrency.limit()
     }
@@ -178,6 +186,7 @@ impl StageControl {
         Ok(from)
     }
 
+    /// The cap on how fast attempts start; `None` when uncapped.
     pub fn rate(&self) -> Option<Rate> {
         self.throttle.rate()
     }
@@ -196,10 +205,12 @@ impl StageControl {
         &self.breaker
     }
 
+    /// Whether the stage has a failover handler.
     pub fn can_fail_over(&self) -> bool {
         self.can_fail_over
     }
 
+    /// Whether later attempts run the failover handler instead of the primary.
     pub fn is_failed_over(&self) -> bool {
         self.failed_over.load(Ordering::Acquire)
     }

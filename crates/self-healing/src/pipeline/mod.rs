@@ -53,9 +53,13 @@ use run::{Runner, StageEntry};
 /// What an `on_healing_action` hook is told besides the action.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealingContext {
+    /// The run the action was applied in, if any.
     pub run: Option<RunId>,
+    /// The stage it was applied to.
     pub stage: Arc<str>,
+    /// The item's key, when the action was for one item.
     pub item: Option<Arc<str>>,
+    /// What exactly it did: the retry's delay, the new concurrency.
     pub detail: String,
 }
 
@@ -89,13 +93,25 @@ pub struct RunOptions {
     pub completed: Option<Arc<dyn Completed>>,
 }
 
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("run_id", &self.run_id)
+            .field("cancel", &self.cancel)
+            .field("completed", &self.completed.is_some())
+            .finish()
+    }
+}
+
 /// What a resumed run need not do again: stages that completed, and items that completed in a
 /// stage that did not. A completed stage is skipped (`stage-skipped`); completed items of the
 /// stage that was interrupted are not run again but count as completed, for progress and for
 /// compensation on rollback (`items-skipped`, once per stage pass).
 pub trait Completed: Send + Sync + 'static {
+    /// Whether `stage` completed in an earlier attempt of this run.
     fn stage(&self, stage: &str) -> bool;
 
+    /// Whether the item keyed `item` of `stage` completed in an earlier attempt of this run.
     fn item(&self, stage: &str, item: &str) -> bool;
 }
 
@@ -157,7 +173,24 @@ pub struct SelfHealingPipeline<C> {
     jitter: Arc<Jitter>,
 }
 
+impl<C> std::fmt::Debug for SelfHealingPipeline<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let stages: Vec<&str> = self.stages.iter().map(|e| &*e.stage.name).collect();
+        f.debug_struct("SelfHealingPipeline")
+            .field("name", &self.name)
+            .field("stages", &stages)
+            .field("default_retry", &self.default_retry)
+            .field("grace", &self.grace)
+            .field(
+                "current_run",
+                &*self.current_run.lock().unwrap_or_else(|e| e.into_inner()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
 impl<C: Send + Sync + 'static> SelfHealingPipeline<C> {
+    /// A builder named `pipeline`, with no stages, the default supervisor and a 30 s cancel grace.
     pub fn builder() -> PipelineBuilder<C> {
         PipelineBuilder {
             name: "pipeline".into(),
@@ -173,6 +206,7 @@ impl<C: Send + Sync + 'static> SelfHealingPipeline<C> {
         }
     }
 
+    /// The pipeline's name.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -182,6 +216,7 @@ impl<C: Send + Sync + 'static> SelfHealingPipeline<C> {
         self.execute_with(input, RunOptions::default()).await
     }
 
+    /// Like `execute`, with a run id, cancellation token or resumed progress from `options`.
     pub async fn execute_with(&self, input: C, options: RunOptions) -> RunReport {
         let _one_at_a_time = self.run_lock.lock().await;
         let run = options.run_id.unwrap_or_else(|| {
@@ -212,6 +247,7 @@ impl<C: Send + Sync + 'static> SelfHealingPipeline<C> {
         self.metrics.pipeline_metrics()
     }
 
+    /// The collector that keeps this pipeline's metric windows.
     pub fn collector(&self) -> &MetricsCollector {
         &self.metrics
     }
@@ -259,6 +295,21 @@ pub struct PipelineBuilder<C> {
     hooks: Vec<Hook>,
 }
 
+impl<C> std::fmt::Debug for PipelineBuilder<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineBuilder")
+            .field("name", &self.name)
+            .field("stages", &self.stages)
+            .field("supervisor", &self.supervisor.is_some())
+            .field("retry", &self.retry)
+            .field("breaker", &self.breaker)
+            .field("seed", &self.seed)
+            .field("grace", &self.grace)
+            .field("hooks", &self.hooks.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<C: Send + Sync + 'static> PipelineBuilder<C> {
     /// The pipeline's (project's) name, carried by `run-started`.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
@@ -266,6 +317,7 @@ impl<C: Send + Sync + 'static> PipelineBuilder<C> {
         self
     }
 
+    /// Adds a stage after those already added; names must be unique.
     pub fn stage(mut self, stage: impl Into<Stage<C>>) -> Self {
         self.stages.push(stage.into());
         self
@@ -298,11 +350,13 @@ impl<C: Send + Sync + 'static> PipelineBuilder<C> {
         self
     }
 
+    /// Records into `collector` (one the caller also reads, say) instead of a fresh one.
     pub fn metrics(mut self, collector: MetricsCollector) -> Self {
         self.metrics = Some(collector);
         self
     }
 
+    /// The clock that stamps events (default: tokio time anchored to the wall clock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
         self
@@ -368,6 +422,7 @@ impl<C: Send + Sync + 'static> PipelineBuilder<C> {
         self
     }
 
+    /// The pipeline; the error names the first stage or setting that cannot work.
     pub fn build(self) -> Result<SelfHealingPipeline<C>, InvalidConfig> {
         if self.stages.is_empty() {
             return Err(InvalidConfig::new(

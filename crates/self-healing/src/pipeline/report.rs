@@ -13,17 +13,21 @@ use crate::metrics::PipelineMetrics;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StageReport {
+    /// The stage's name.
     pub stage: Arc<str>,
+    /// From the stage's start to its end, restarts included; milliseconds on the wire.
     #[serde(with = "crate::serde_ms")]
     pub duration: Duration,
     /// Units completed: items, or 1 for a stage that does not fan out.
     pub items_completed: u64,
+    /// How often the stage was restarted in this run (0 in a report made `from_event`).
     pub restarts: u32,
     /// Why it failed; `None` when it succeeded.
     pub error: Option<StageError>,
 }
 
 impl StageReport {
+    /// Whether the stage succeeded.
     pub fn succeeded(&self) -> bool {
         self.error.is_none()
     }
@@ -57,8 +61,11 @@ impl StageReport {
 /// A compensation that failed during a rollback. The rollback went on past it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CompensationFailure {
+    /// The stage whose compensation failed.
     pub stage: Arc<str>,
+    /// The item's key, for an item's compensation; `None` for the stage's `rollback` hook.
     pub item: Option<Arc<str>>,
+    /// Why it failed.
     pub error: StageError,
 }
 
@@ -66,19 +73,25 @@ pub struct CompensationFailure {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunReport {
+    /// The run's id.
     pub run_id: RunId,
+    /// How the run ended.
     pub status: RunStatus,
+    /// How long the run took; milliseconds on the wire.
     #[serde(with = "crate::serde_ms")]
     pub duration: Duration,
     /// The stages that ran, in order, up to the one that ended the run.
     pub stages: Vec<StageReport>,
     /// The error that failed or rolled back the run.
     pub error: Option<StageError>,
+    /// Compensations that failed during a rollback; empty otherwise.
     pub compensation_failures: Vec<CompensationFailure>,
+    /// The run's totals at its end.
     pub metrics: PipelineMetrics,
 }
 
 impl RunReport {
+    /// Whether the run ended `succeeded`.
     pub fn is_success(&self) -> bool {
         self.status == RunStatus::Succeeded
     }

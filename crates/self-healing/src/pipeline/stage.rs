@@ -19,6 +19,7 @@ use crate::resilience::RetryPolicy;
 /// Something a stage fans out over. Its key names it in events and the journal, and must be
 /// unique within the stage: a resumed run skips the keys already completed.
 pub trait Item: Send + Sync + 'static {
+    /// The item's key: unique within the stage, and the same for the same item in every run.
     fn key(&self) -> Cow<'_, str>;
 }
 
@@ -82,16 +83,29 @@ impl<C> Clone for StageContext<C> {
     }
 }
 
+impl<C> std::fmt::Debug for StageContext<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StageContext")
+            .field("run", &self.run)
+            .field("stage", &self.stage)
+            .field("attempt", &self.attempt)
+            .field("handler", &self.handler)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<C> StageContext<C> {
     /// The run's input, shared by every stage.
     pub fn input(&self) -> &Arc<C> {
         &self.input
     }
 
+    /// The run this attempt belongs to.
     pub fn run_id(&self) -> &RunId {
         &self.run
     }
 
+    /// The stage's name.
     pub fn stage(&self) -> &str {
         &self.stage
     }
@@ -126,11 +140,22 @@ pub struct ItemContext<C, T> {
     pub(crate) key: Arc<str>,
 }
 
+impl<C, T> std::fmt::Debug for ItemContext<C, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ItemContext")
+            .field("stage", &self.stage)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<C, T> ItemContext<C, T> {
+    /// The item this attempt works on.
     pub fn item(&self) -> &T {
         &self.item
     }
 
+    /// The item's key, as events and the journal name it.
     pub fn key(&self) -> &str {
         &self.key
     }
@@ -201,6 +226,12 @@ impl<C, T> Clone for ItemSource<C, T> {
         ItemSource {
             produce: Arc::clone(&self.produce),
         }
+    }
+}
+
+impl<C, T> std::fmt::Debug for ItemSource<C, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ItemSource").finish_non_exhaustive()
     }
 }
 
@@ -412,6 +443,21 @@ pub struct Stage<C> {
     pub(crate) reset: Option<StageFn<C>>,
 }
 
+impl<C> std::fmt::Debug for Stage<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stage")
+            .field("name", &self.name)
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .field("concurrency", &self.concurrency)
+            .field("max_restarts", &self.max_restarts)
+            .field("failover", &self.work.has_failover())
+            .field("rollback", &self.rollback.is_some())
+            .field("reset", &self.reset.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Restarts a stage may have per run unless told otherwise.
 pub const DEFAULT_MAX_RESTARTS: u32 = 3;
 
@@ -451,6 +497,7 @@ impl<C: Send + Sync + 'static> Stage<C> {
         }
     }
 
+    /// The stage's name, unique within its pipeline.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -555,6 +602,20 @@ pub struct SingleStage<C> {
     failover: Option<StageFn<C>>,
 }
 
+impl<C> std::fmt::Debug for SingleStage<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SingleStage")
+            .field("name", &self.common.name)
+            .field("timeout", &self.common.timeout)
+            .field("retry", &self.common.retry)
+            .field("max_restarts", &self.common.max_restarts)
+            .field("failover", &self.failover.is_some())
+            .field("rollback", &self.common.rollback.is_some())
+            .field("reset", &self.common.reset.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<C: Send + Sync + 'static> SingleStage<C> {
     common_settings!();
 
@@ -587,6 +648,22 @@ pub struct EachStage<C, T> {
     failover: Option<ItemFn<C, T>>,
     rollback_item: Option<ItemFn<C, T>>,
     concurrency: usize,
+}
+
+impl<C, T> std::fmt::Debug for EachStage<C, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EachStage")
+            .field("name", &self.common.name)
+            .field("timeout", &self.common.timeout)
+            .field("retry", &self.common.retry)
+            .field("max_restarts", &self.common.max_restarts)
+            .field("concurrency", &self.concurrency)
+            .field("failover", &self.failover.is_some())
+            .field("rollback", &self.common.rollback.is_some())
+            .field("rollback_item", &self.rollback_item.is_some())
+            .field("reset", &self.common.reset.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<C: Send + Sync + 'static, T: Item> EachStage<C, T> {

@@ -18,12 +18,15 @@ use crate::resilience::{BreakerSettings, Jitter, RetryPolicy};
 /// A failed attempt, as the supervisor sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Failure<'a> {
+    /// The run the attempt belongs to.
     pub run: &'a RunId,
+    /// The stage whose attempt failed.
     pub stage: &'a str,
     /// The item's key, for a stage that fans out.
     pub item: Option<&'a str>,
     /// Attempts made so far for this unit of work, the failed one included.
     pub attempt: u32,
+    /// Why it failed.
     pub error: &'a StageError,
     /// Which handler failed.
     pub handler: HandlerKind,
@@ -41,7 +44,10 @@ pub struct Failure<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Remedy {
     /// Run the same work again after this wait.
-    Retry { after: Duration },
+    Retry {
+        /// How long to wait before the next attempt; `Duration::ZERO` retries at once.
+        after: Duration,
+    },
     /// Switch the stage to its failover handler and run the work again at once. Without a
     /// failover handler this fails the work.
     Failover,
@@ -85,6 +91,7 @@ impl Remedy {
 /// takes(roll_back_critical);
 /// ```
 pub trait Supervisor: Send + Sync + 'static {
+    /// What to do about `failure`; the executor carries it out.
     fn on_failure<'a>(&'a self, failure: &'a Failure<'a>) -> BoxFuture<'a, Remedy>;
 
     /// Called as a run starts, with what a supervisor needs to watch and steer it.
@@ -109,14 +116,20 @@ pub trait Supervisor: Send + Sync + 'static {
 /// A running pipeline, as a supervisor sees it: its events, metrics and stage controls.
 #[derive(Clone)]
 pub struct RunScope {
+    /// The run's id.
     pub run: RunId,
+    /// The pipeline's name.
     pub pipeline: Arc<str>,
+    /// The bus the run's events are published on.
     pub bus: EventBus,
+    /// The pipeline's metrics.
     pub metrics: MetricsCollector,
+    /// Every stage's live controls, in stage order.
     pub controls: Vec<Arc<StageControl>>,
 }
 
 impl RunScope {
+    /// The live controls of the stage named `stage`, if there is one.
     pub fn control(&self, stage: &str) -> Option<&Arc<StageControl>> {
         self.controls.iter().find(|c| c.stage() == stage)
     }

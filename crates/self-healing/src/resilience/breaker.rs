@@ -17,10 +17,15 @@ use crate::error::InvalidConfig;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BreakerState {
+    /// Work passes; consecutive failures are counted.
     Closed,
+    /// Work waits until the break is over.
     Open,
+    /// A limited number of probes pass; their outcome closes or reopens the breaker.
     HalfOpen,
+    /// Held open by hand: no work passes until released.
     ForcedOpen,
+    /// Held closed by hand: work passes, whatever fails, until released.
     ForcedClosed,
 }
 
@@ -34,7 +39,9 @@ impl BreakerState {
 /// One state change, as given to [`CircuitBreaker::on_transition`] listeners.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transition {
+    /// The state before the change.
     pub from: BreakerState,
+    /// The state after the change.
     pub to: BreakerState,
 }
 
@@ -82,6 +89,8 @@ impl Default for BreakerSettings {
 }
 
 impl BreakerSettings {
+    /// Checks that the settings can work: `success_threshold` at most `half_open_requests`, and
+    /// `break_duration` longer than zero.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         if self.success_threshold > self.half_open_requests {
             return Err(InvalidConfig::new(
@@ -181,6 +190,7 @@ impl State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("circuit breaker is {state:?}")]
 pub struct Rejected {
+    /// The state that refused the work.
     pub state: BreakerState,
     /// When the breaker will let probes through, if that is known.
     pub retry_after: Option<Duration>,
@@ -190,6 +200,7 @@ pub struct Rejected {
 /// [`failure`](Self::failure); dropping it unreported counts as neither and frees its
 /// half-open probe slot.
 #[must_use = "report the outcome with success() or failure()"]
+#[derive(Debug)]
 pub struct BreakerPermit<'a> {
     breaker: &'a CircuitBreaker,
     generation: u64,
@@ -198,12 +209,16 @@ pub struct BreakerPermit<'a> {
 }
 
 impl BreakerPermit<'_> {
+    /// Reports that the work succeeded: a probe counts toward closing the breaker, and a closed
+    /// breaker forgets the failures it counted.
     #[inline]
     pub fn success(mut self) {
         self.reported = true;
         self.breaker.report(self.generation, self.probe, true);
     }
 
+    /// Reports that the work failed: a closed breaker counts it toward opening; a failed probe
+    /// opens it again.
     #[inline]
     pub fn failure(mut self) {
         self.reported = true;
@@ -220,6 +235,7 @@ impl Drop for BreakerPermit<'_> {
 }
 
 impl CircuitBreaker {
+    /// A builder starting from the default settings (see `BreakerSettings::default`).
     pub fn builder() -> CircuitBreakerBuilder {
         CircuitBreakerBuilder {
             settings: BreakerSettings::default(),
@@ -229,6 +245,7 @@ impl CircuitBreaker {
         }
     }
 
+    /// A closed breaker with `settings`, or the reason they cannot work.
     pub fn new(settings: BreakerSettings) -> Result<Self, InvalidConfig> {
         settings.validate()?;
         let machine = Machine {
@@ -255,6 +272,7 @@ impl CircuitBreaker {
         .expect("default settings are valid")
     }
 
+    /// The current settings.
     pub fn settings(&self) -> BreakerSettings {
         self.lock().settings
     }
@@ -276,6 +294,7 @@ impl CircuitBreaker {
             .push(Arc::new(listener));
     }
 
+    /// The current state; an open breaker whose break is over reads (and becomes) half-open.
     pub fn state(&self) -> BreakerState {
         let (state, transition) = self.update(|machine| {
             let transition = machine.expire_open();
@@ -541,6 +560,7 @@ pub struct CircuitBreakerBuilder {
 }
 
 impl CircuitBreakerBuilder {
+    /// Consecutive failures that open the breaker; default 5, at least 1.
     pub fn failure_threshold(mut self, failures: u32) -> Self {
         self.failure_threshold = Some(failures);
         self
@@ -558,16 +578,20 @@ impl CircuitBreakerBuilder {
         self
     }
 
+    /// How long the breaker stays open before letting probes through; default 60 s, longer than
+    /// zero.
     pub fn break_duration(mut self, duration: Duration) -> Self {
         self.settings.break_duration = duration;
         self
     }
 
+    /// How many probes half-open lets through; default 3, at least 1.
     pub fn half_open_requests(mut self, probes: u32) -> Self {
         self.half_open_requests = probes;
         self
     }
 
+    /// The breaker, or which setting cannot work.
     pub fn build(self) -> Result<CircuitBreaker, InvalidConfig> {
         let positive = |field: &'static str, value: u32| {
             NonZeroU32::new(value).ok_or_else(|| InvalidConfig::new(field, "must be at least 1"))

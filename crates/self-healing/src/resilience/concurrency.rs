@@ -60,6 +60,15 @@ impl Drop for ConcurrencyPermit {
     }
 }
 
+impl std::fmt::Debug for ConcurrencyPermit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConcurrencyPermit")
+            .field("limit", &self.inner.limit.load(Ordering::Acquire))
+            .field("in_flight", &self.inner.in_flight.load(Ordering::Acquire))
+            .finish_non_exhaustive()
+    }
+}
+
 /// Counts one waiting acquirer for as long as it lives, cancellation included.
 struct Waiting<'a>(&'a AtomicUsize);
 
@@ -77,6 +86,7 @@ impl Drop for Waiting<'_> {
 }
 
 impl ConcurrencyLimit {
+    /// A limit of `limit` pieces of work at once; it must be at least 1.
     pub fn new(limit: usize) -> Result<Self, InvalidConfig> {
         check(limit)?;
         Ok(ConcurrencyLimit {
@@ -89,6 +99,7 @@ impl ConcurrencyLimit {
         })
     }
 
+    /// The current limit.
     pub fn limit(&self) -> usize {
         self.inner.limit.load(Ordering::Acquire)
     }
@@ -126,6 +137,7 @@ impl ConcurrencyLimit {
         }
     }
 
+    /// Room under the limit now, or `None` when the limit is reached.
     pub fn try_acquire(&self) -> Option<ConcurrencyPermit> {
         let inner = &*self.inner;
         let limit = inner.limit.load(Ordering::Acquire);

@@ -71,6 +71,8 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// A builder starting from the defaults: three attempts, exponential from 1 s up to 30 s, no
+    /// jitter, every error retryable.
     pub fn builder() -> RetryPolicyBuilder {
         RetryPolicyBuilder {
             policy: RetryPolicy::default(),
@@ -87,22 +89,27 @@ impl RetryPolicy {
         }
     }
 
+    /// Attempts allowed in all, the first included; at least 1.
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts.get()
     }
 
+    /// How the wait grows from one retry to the next.
     pub fn backoff(&self) -> Backoff {
         self.backoff
     }
 
+    /// The wait before the first retry, before jitter.
     pub fn initial_delay(&self) -> Duration {
         self.initial_delay
     }
 
+    /// The longest wait between two attempts, before jitter.
     pub fn max_delay(&self) -> Duration {
         self.max_delay
     }
 
+    /// Whether each wait is drawn from `[d/2, d]` instead of being exactly `d`.
     pub fn jitter(&self) -> bool {
         self.jitter
     }
@@ -205,13 +212,20 @@ impl RetryPolicy {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryPolicyConfig {
+    /// Attempts allowed in all, the first included; at least 1.
     pub max_attempts: Option<u32>,
+    /// How the wait grows: `fixed`, `linear` or `exponential`.
     pub backoff: Option<Backoff>,
+    /// The wait before the first retry.
     #[serde(default, deserialize_with = "crate::duration::option::deserialize")]
     pub initial_delay: Option<Duration>,
+    /// The longest wait between two attempts; not shorter than `initialDelay`.
     #[serde(default, deserialize_with = "crate::duration::option::deserialize")]
     pub max_delay: Option<Duration>,
+    /// Whether each wait is drawn from `[d/2, d]`.
     pub jitter: Option<bool>,
+    /// Regular expressions matched against an error's message and code; empty: every error is
+    /// retryable.
     #[serde(default)]
     pub retryable_errors: Vec<String>,
 }
@@ -255,6 +269,7 @@ impl Jitter {
         Jitter(Mutex::new(fastrand::Rng::new()))
     }
 
+    /// Seeded with `seed`, so the same seed gives the same waits.
     pub fn seeded(seed: u64) -> Self {
         Jitter(Mutex::new(fastrand::Rng::with_seed(seed)))
     }
@@ -281,26 +296,31 @@ pub struct RetryPolicyBuilder {
 }
 
 impl RetryPolicyBuilder {
+    /// Attempts allowed in all, the first included; default 3, at least 1.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts;
         self
     }
 
+    /// How the wait grows from one retry to the next; default exponential.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.policy.backoff = backoff;
         self
     }
 
+    /// The wait before the first retry; default 1 s.
     pub fn initial_delay(mut self, delay: Duration) -> Self {
         self.policy.initial_delay = delay;
         self
     }
 
+    /// The longest wait between two attempts; default 30 s, not shorter than `initial_delay`.
     pub fn max_delay(mut self, delay: Duration) -> Self {
         self.policy.max_delay = delay;
         self
     }
 
+    /// Whether each wait is drawn from `[d/2, d]`; default false.
     pub fn jitter(mut self, jitter: bool) -> Self {
         self.policy.jitter = jitter;
         self
@@ -318,6 +338,7 @@ impl RetryPolicyBuilder {
         self
     }
 
+    /// The policy, or which setting cannot work (an invalid regular expression among them).
     pub fn build(self) -> Result<RetryPolicy, InvalidConfig> {
         let mut policy = self.policy;
         policy.max_attempts = NonZeroU32::new(self.max_attempts)

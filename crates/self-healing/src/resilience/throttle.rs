@@ -35,10 +35,12 @@ impl Rate {
         Ok(Rate { per_second, burst })
     }
 
+    /// Permits per second on average; finite and above zero.
     pub fn per_second(&self) -> f64 {
         self.per_second
     }
 
+    /// Permits that may be taken at once after a quiet spell; at least 1.
     pub fn burst(&self) -> u32 {
         self.burst
     }
@@ -97,10 +99,12 @@ impl Gcra {
 }
 
 impl Throttle {
+    /// A throttle that lets everything through until given a rate.
     pub fn unlimited() -> Self {
         Throttle::default()
     }
 
+    /// A throttle at `rate` from the start, with a full burst available.
     pub fn limited(rate: Rate) -> Self {
         let throttle = Throttle::default();
         throttle.set_rate(Some(rate));
@@ -116,6 +120,7 @@ impl Throttle {
         self.inner.limited.store(rate.is_some(), Ordering::Release);
     }
 
+    /// The current rate; `None` when unlimited.
     pub fn rate(&self) -> Option<Rate> {
         if !self.inner.limited.load(Ordering::Acquire) {
             return None;

@@ -16,12 +16,18 @@ use crate::resilience::BreakerSettings;
 /// `successThreshold` (default: every probe must succeed).
 #[derive(Debug, Clone, Copy)]
 pub struct CircuitBreakAction {
+    /// How long the breaker stays open before it lets probes through; longer than zero.
     pub break_duration: Duration,
+    /// How many probe attempts the half-open breaker lets through.
     pub half_open_requests: NonZeroU32,
+    /// How many probes must succeed to close it again, at most `half_open_requests`; `None`
+    /// means all of them.
     pub success_threshold: Option<NonZeroU32>,
 }
 
 impl CircuitBreakAction {
+    /// A break of `break_duration` then `half_open_requests` probes, all of which must succeed;
+    /// fails if the duration is zero or there are no probes.
     pub fn new(break_duration: Duration, half_open_requests: u32) -> Result<Self, InvalidConfig> {
         let action = CircuitBreakAction {
             break_duration,
@@ -47,13 +53,18 @@ impl CircuitBreakAction {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CircuitBreakConfig {
+    /// How long the breaker stays open (milliseconds or a string such as `"60s"`);
+    /// default 60 s.
     #[serde(default, deserialize_with = "crate::duration::option::deserialize")]
     pub break_duration: Option<Duration>,
+    /// How many probes the half-open breaker lets through; default 3, at least 1.
     pub half_open_requests: Option<u32>,
+    /// How many probes must succeed to close it; default all of them.
     pub success_threshold: Option<u32>,
 }
 
 impl CircuitBreakConfig {
+    /// The action, with the defaults filled in; the error names the setting that is out of range.
     pub fn build(&self) -> Result<CircuitBreakAction, InvalidConfig> {
         let mut action = CircuitBreakAction::new(
             self.break_duration.unwrap_or(Duration::from_secs(60)),

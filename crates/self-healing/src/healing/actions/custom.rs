@@ -37,6 +37,7 @@ pub struct CustomAction {
 }
 
 impl CustomAction {
+    /// An action that runs `handler` with an `ActionContext` each time it applies.
     pub fn new<F, Fut>(handler: F) -> Self
     where
         F: Fn(ActionContext) -> Fut + Send + Sync + 'static,
@@ -72,10 +73,12 @@ impl CustomAction {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CustomConfig {
+    /// The program and its arguments; required, and run without a shell.
     pub command: Option<Vec<String>>,
 }
 
 impl CustomConfig {
+    /// The action that runs `command`; fails if it is missing or names no program.
     pub fn build(&self) -> Result<CustomAction, InvalidConfig> {
         let command = self.command.as_ref().ok_or_else(|| {
             InvalidConfig::new("command", "a custom action in a file runs a `command`")
@@ -149,12 +152,17 @@ impl DecisiveAction for CustomAction {
 /// What a custom action is given.
 #[derive(Clone)]
 pub struct ActionContext {
+    /// The run it acts in, while the pipeline runs.
     pub run: Option<RunId>,
+    /// The stage acted on.
     pub stage: Arc<str>,
+    /// The item, when a failed attempt of one is why the action runs.
     pub item: Option<Arc<str>>,
+    /// The strategy whose action this is.
     pub strategy: Arc<str>,
     /// The error being healed, if a failed attempt is why the action runs.
     pub error: Option<StageError>,
+    /// The run's metrics; an empty collector when no pipeline is running.
     pub metrics: MetricsCollector,
     /// The stage's live controls, when the pipeline is running.
     pub control: Option<Arc<StageControl>>,

@@ -78,6 +78,7 @@ impl Action {
         CustomAction::new(handler).into()
     }
 
+    /// Which action this is, as the history records it.
     pub fn kind(&self) -> ActionKind {
         match self {
             Action::Decisive(action) => action.kind(),
@@ -85,6 +86,8 @@ impl Action {
         }
     }
 
+    /// True when the action decides the fate of failed work (retry, rollback, restart, failover,
+    /// custom).
     pub fn is_decisive(&self) -> bool {
         matches!(self, Action::Decisive(_))
     }
@@ -141,6 +144,7 @@ impl fmt::Debug for Action {
 
 /// An action that decides the fate of failed work: retry, rollback, restart, failover, custom.
 pub trait DecisiveAction: Any + fmt::Debug + Send + Sync {
+    /// Which action this is, as the history records it.
     fn kind(&self) -> ActionKind;
 
     /// Heals a failed attempt: its [`Applied::remedy`] goes back to the executor.
@@ -154,11 +158,14 @@ pub trait DecisiveAction: Any + fmt::Debug + Send + Sync {
     /// stage's controls.
     fn on_stage<'a>(&'a self, subject: &'a Subject<'a>) -> BoxFuture<'a, Applied>;
 
-    /// See [`Action::needs_fresh_failure`]. Default: no.
+    /// Whether it acts only on a failed attempt not yet given up on (retry): such an action
+    /// takes no part in the evaluation tick or in an exhausted error's dispatch. Default: no.
     fn needs_fresh_failure(&self) -> bool {
         false
     }
 
+    /// Checks the settings when the healer is built; the error names the bad setting. Default:
+    /// accepts any.
     fn validate(&self) -> Result<(), InvalidConfig> {
         Ok(())
     }
@@ -177,14 +184,18 @@ pub trait DecisiveAction: Any + fmt::Debug + Send + Sync {
 
 /// An action beside the decision: scale, circuit-break, throttle, notify.
 pub trait SideAction: Any + fmt::Debug + Send + Sync {
+    /// Which action this is, as the history records it.
     fn kind(&self) -> ActionKind;
 
+    /// Acts on `subject`, for a failed attempt or on the evaluation tick.
     fn apply<'a>(&'a self, subject: &'a Subject<'a>) -> BoxFuture<'a, Applied>;
 
     /// Called on the evaluation tick for a running stage this action's strategy did not match:
     /// a chance to undo what it did (a throttle lifting its cap).
     fn on_quiet(&self, _stage: &StageControl) {}
 
+    /// Checks the settings when the healer is built; the error names the bad setting. Default:
+    /// accepts any.
     fn validate(&self) -> Result<(), InvalidConfig> {
         Ok(())
     }
@@ -205,16 +216,20 @@ fn refuse_max_attempts(changes: &StrategyOverride, kind: ActionKind) -> Result<(
 pub struct Subject<'a> {
     /// The running pipeline, when there is one.
     pub scope: Option<&'a RunScope>,
+    /// The pipeline's name.
     pub project: &'a Arc<str>,
+    /// The stage acted on.
     pub stage: &'a Arc<str>,
     /// The item, when a failed attempt of one is why the action runs.
     pub item: Option<&'a Arc<str>>,
+    /// The strategy whose action this is (`manual` for an operator's).
     pub strategy: &'a Arc<str>,
     /// The trigger that matched, and what it saw.
     pub trigger: &'a TriggerMatch,
     /// Why it acts, as a restart or rollback request carries it: `strategy `x`: errorRate =
     /// 0.6 > 0.5`.
     pub reason: &'a str,
+    /// The wall-clock time the healer acts at.
     pub at: SystemTime,
     /// The healer's global `retryPolicy`.
     pub retry_policy: &'a RetryPolicy,
@@ -223,6 +238,7 @@ pub struct Subject<'a> {
 }
 
 impl Subject<'_> {
+    /// The running pipeline's run, when there is one.
     pub fn run(&self) -> Option<&RunId> {
         self.scope.map(|s| &s.run)
     }
@@ -232,6 +248,7 @@ impl Subject<'_> {
         self.scope.and_then(|s| s.control(self.stage))
     }
 
+    /// The running pipeline's metrics, when there is one.
     pub fn metrics(&self) -> Option<&MetricsCollector> {
         self.scope.map(|s| &s.metrics)
     }
@@ -240,6 +257,7 @@ impl Subject<'_> {
 /// What an action did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Applied {
+    /// How the work goes on from here.
     pub effect: Effect,
     /// What exactly: the retry's delay, the new concurrency, why it could not act.
     pub detail: String,
@@ -262,22 +280,27 @@ pub enum Effect {
 }
 
 impl Applied {
+    /// It could not act, or acting did not heal.
     pub fn failed(detail: impl Into<String>) -> Self {
         Applied::new(Effect::Failed, detail)
     }
 
+    /// A remedy for the failed attempt, which the executor carries out.
     pub fn remedy(remedy: Remedy, detail: impl Into<String>) -> Self {
         Applied::new(Effect::Remedy(remedy), detail)
     }
 
+    /// Asked of the running stage, which carries it out.
     pub fn requested(detail: impl Into<String>) -> Self {
         Applied::new(Effect::Requested, detail)
     }
 
+    /// Done now.
     pub fn done(detail: impl Into<String>) -> Self {
         Applied::new(Effect::Done, detail)
     }
 
+    /// Any `effect`, with its `detail`.
     pub fn new(effect: Effect, detail: impl Into<String>) -> Self {
         Applied {
             effect,
@@ -285,6 +308,8 @@ impl Applied {
         }
     }
 
+    /// Whether it counts as succeeded or failed in the history: failed for `Failed` and
+    /// `Exhausted`, succeeded otherwise.
     pub fn outcome(&self) -> Outcome {
         match self.effect {
             Effect::Failed | Effect::Exhausted => Outcome::Failed,

@@ -14,6 +14,7 @@ use crate::event::ActionKind;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct NotifyAction {
+    /// The alert's severity; default `warning`.
     pub severity: Severity,
     /// Defaults to a description of what matched.
     pub message: Option<String>,

@@ -24,6 +24,7 @@ impl RetryAction {
         RetryAction { policy: None }
     }
 
+    /// Retries by `policy` instead of the healer's global one.
     pub fn with_policy(policy: RetryPolicy) -> Self {
         RetryAction {
             policy: Some(policy),

@@ -17,10 +17,12 @@ pub struct RollbackAction;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RollbackConfig {
+    /// How to roll back: `immediate` (the default, and the only value).
     pub strategy: Option<String>,
 }
 
 impl RollbackConfig {
+    /// The action; fails if `strategy` is anything but `immediate`.
     pub fn build(&self) -> Result<RollbackAction, InvalidConfig> {
         match self.strategy.as_deref() {
             None | Some("immediate") => Ok(RollbackAction),

@@ -10,20 +10,27 @@ use crate::BoxFuture;
 use crate::error::{InvalidConfig, StageError};
 use crate::event::ActionKind;
 
+/// Which way `scale` moves a stage's concurrency (`up` or `down` in files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScaleDirection {
+    /// Raise the concurrency (the default).
     #[default]
     Up,
+    /// Lower the concurrency.
     Down,
 }
 
 /// Settings of `scale`: the seed's `direction`, `amount`, `maxInstances`, `minInstances`.
 #[derive(Clone)]
 pub struct ScaleAction {
+    /// Which way to scale.
     pub direction: ScaleDirection,
+    /// How much to change the concurrency by; at least 1.
     pub amount: usize,
+    /// The highest concurrency scaling up reaches; `None` means no limit.
     pub max_instances: Option<usize>,
+    /// The lowest concurrency scaling down reaches; at least 1 (the default).
     pub min_instances: usize,
     /// Something outside the process to scale as well (a worker pool, a deployment).
     pub scaler: Option<Arc<dyn Scaler>>,
@@ -31,6 +38,8 @@ pub struct ScaleAction {
 
 /// Scales something outside the process when `scale` acts. One required method.
 pub trait Scaler: Send + Sync + 'static {
+    /// Scales what `stage` runs on from concurrency `from` to `to`, before the stage's own
+    /// concurrency changes; an error stops the scaling.
     fn scale<'a>(
         &'a self,
         stage: &'a str,
@@ -40,6 +49,7 @@ pub trait Scaler: Send + Sync + 'static {
 }
 
 impl ScaleAction {
+    /// Scales up by `amount`, with no maximum and a minimum of 1.
     pub fn up(amount: usize) -> Self {
         ScaleAction {
             direction: ScaleDirection::Up,
@@ -50,6 +60,7 @@ impl ScaleAction {
         }
     }
 
+    /// Scales down by `amount`, to no lower than 1.
     pub fn down(amount: usize) -> Self {
         ScaleAction {
             direction: ScaleDirection::Down,
@@ -57,16 +68,19 @@ impl ScaleAction {
         }
     }
 
+    /// Caps scaling up at `max`.
     pub fn max_instances(mut self, max: usize) -> Self {
         self.max_instances = Some(max);
         self
     }
 
+    /// Stops scaling down at `min`.
     pub fn min_instances(mut self, min: usize) -> Self {
         self.min_instances = min;
         self
     }
 
+    /// Also scales something outside the process with `scaler`.
     pub fn scaler(mut self, scaler: Arc<dyn Scaler>) -> Self {
         self.scaler = Some(scaler);
         self
@@ -100,14 +114,20 @@ impl fmt::Debug for ScaleAction {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ScaleConfig {
+    /// `up` (the default) or `down`.
     pub direction: Option<ScaleDirection>,
+    /// How much to change the concurrency by; default 1.
     pub amount: Option<usize>,
+    /// The highest concurrency to scale up to; default no limit.
     pub max_instances: Option<usize>,
+    /// The lowest concurrency to scale down to; default 1.
     pub min_instances: Option<usize>,
+    /// An external scaler to run (program and arguments, no shell); default none.
     pub command: Option<Vec<String>>,
 }
 
 impl ScaleConfig {
+    /// The action, with the defaults filled in; the error names the setting that is out of range.
     pub fn build(&self) -> Result<ScaleAction, InvalidConfig> {
         let amount = self.amount.unwrap_or(1);
         let mut scale = match self.direction.unwrap_or_default() {

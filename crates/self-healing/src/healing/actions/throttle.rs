@@ -27,13 +27,16 @@ pub enum Restore {
 /// Settings of `throttle`.
 #[derive(Debug, Clone)]
 pub struct ThrottleAction {
+    /// The cap put on the stage: permits per second, and burst.
     pub rate: Rate,
+    /// When the stage gets its earlier rate back.
     pub restore: Restore,
     /// Stages capped by this action with `Restore::WhenHealthy`, and the rate they had before.
     capped: Arc<Mutex<HashMap<Arc<str>, Option<Rate>>>>,
 }
 
 impl ThrottleAction {
+    /// Caps a stage at `rate`, lifted as `restore` says.
     pub fn new(rate: Rate, restore: Restore) -> Self {
         ThrottleAction {
             rate,
@@ -52,14 +55,20 @@ impl ThrottleAction {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ThrottleConfig {
+    /// Attempts the stage may start per second, on average; required, above zero.
     pub rate: Option<f64>,
+    /// How many attempts may start at once after a quiet spell; default 1.
     pub burst: Option<u32>,
+    /// Lift the cap after this long (milliseconds or a string such as `"5m"`); default never.
     #[serde(default, deserialize_with = "crate::duration::option::deserialize")]
     pub restore_after: Option<Duration>,
+    /// Lift the cap once the strategy's triggers no longer match; not with `restoreAfter`.
     pub restore_when_healthy: Option<bool>,
 }
 
 impl ThrottleConfig {
+    /// The action; fails if `rate` is missing or not positive, `burst` is 0, or both ways of
+    /// lifting the cap are given.
     pub fn build(&self) -> Result<ThrottleAction, InvalidConfig> {
         let rate = self.rate.ok_or_else(|| {
             InvalidConfig::new("rate", "throttle needs a `rate` (permits per second)")
