@@ -19,9 +19,18 @@ pub enum CliError {
     /// Wrong input: the message says what and where. Exit 2.
     #[error("{0}")]
     Invalid(String),
+    /// A pipeline file that cannot be read or parsed; the error names file, line, column and
+    /// key. Exit 2.
+    #[error("{0}")]
+    Parse(#[from] crate::file::FileError),
     /// A pipeline file with problems, each already printed. Exit 2.
     #[error("{path}: {count} error(s)")]
-    File { path: String, count: usize },
+    File {
+        /// The pipeline file, as given.
+        path: String,
+        /// How many problems were found.
+        count: usize,
+    },
     /// The store could not be opened, read or written. Exit 1.
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -31,9 +40,16 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// Whether the message stands on its own (it starts with the file it is about) rather than
+    /// after the program's name.
+    pub fn is_located(&self) -> bool {
+        matches!(self, CliError::Parse(_) | CliError::File { .. })
+    }
+
+    /// The process exit status for this error: 2 for wrong input, 1 otherwise.
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
-            CliError::Invalid(_) | CliError::File { .. } => EXIT_INVALID,
+            CliError::Invalid(_) | CliError::Parse(_) | CliError::File { .. } => EXIT_INVALID,
             CliError::Store(_) | CliError::Failed(_) => EXIT_FAILED,
         })
     }

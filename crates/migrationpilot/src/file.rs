@@ -17,12 +17,17 @@ use self_healing::config::{
 use self_healing::duration::option::deserialize as opt_duration;
 use self_healing_checks::CheckConfig;
 
+use crate::env::{Env, Secrets, Substituting};
+
 /// A whole pipeline file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PipelineFile {
+    /// The project the runs are recorded under (the command line may override it).
     pub project: String,
+    /// The stages, run in this order.
     pub stages: Vec<StageFile>,
+    /// The `healing` section; healing is on with no strategies when it is missing.
     #[serde(default)]
     pub healing: HealingFile,
 }
@@ -32,18 +37,31 @@ pub struct PipelineFile {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StageFile {
+    /// The stage's name, unique in the file.
     pub name: String,
+    /// The argv the stage runs (once, or once per item).
     pub command: Vec<String>,
+    /// The items to run `command` on, one by one; `None` runs it once for the whole stage.
     pub items: Option<Items>,
+    /// How many items run at once (default 1); only for stages with `items`.
     pub concurrency: Option<usize>,
+    /// Cuts each attempt after this long; `None` lets attempts run as long as they take.
     #[serde(default, deserialize_with = "opt_duration")]
     pub timeout: Option<Duration>,
+    /// The argv that compensates the stage when the run is rolled back: per item if it names
+    /// `{item}`, else once for the whole stage.
     pub rollback: Option<Vec<String>>,
+    /// The alternate argv the `failover` action switches the stage to.
     pub failover: Option<Vec<String>>,
+    /// The argv run before the stage starts over after a restart, to clear what it left behind.
     pub reset: Option<Vec<String>>,
+    /// Variables added to the environment of every command of the stage.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The directory the stage's commands run in, relative to the pipeline file's folder
+    /// (default: that folder).
     pub workdir: Option<PathBuf>,
+    /// How often a run may restart this stage (default 3); past that a restart fails it.
     pub max_restarts: Option<u32>,
 }
 
@@ -51,8 +69,11 @@ pub struct StageFile {
 /// `{ glob: "legacy/**/*.cbl" }` (paths relative to the pipeline file's folder).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Items {
+    /// The items themselves, numbers written as text.
     List(Vec<String>),
+    /// A file with one item per line, relative to the pipeline file's folder.
     File(PathBuf),
+    /// A glob pattern relative to the pipeline file's folder; each matching path is an item.
     Glob(String),
 }
 
@@ -129,16 +150,25 @@ impl<'de> Deserialize<'de> for ItemValue {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HealingFile {
+    /// Whether the healer acts on its own (default `true`); `false` starts it in manual mode.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// The health checks to run during a run; `None` runs none.
     pub health_monitor: Option<HealthMonitorFile>,
+    /// The metrics collector's settings; `None` uses the defaults.
     pub metrics_collector: Option<MetricsCollectorConfig>,
+    /// The healing strategies, each a trigger and the action it takes.
     #[serde(default)]
     pub strategies: Vec<StrategyConfig>,
+    /// Metric thresholds to alert on and the channels alerts go to; `None` sends no alerts.
     pub alerts: Option<AlertsFile>,
+    /// How failed attempts are retried; `None` uses the default retry policy.
     pub retry_policy: Option<RetryPolicyConfig>,
+    /// The circuit breaker every stage gets; `None` gives them none.
     pub circuit_breaker: Option<CircuitBreakerConfig>,
+    /// A cap on healing actions over a time window; `None` sets no cap.
     pub budget: Option<BudgetConfig>,
+    /// How often state triggers are evaluated while a stage runs (default 1 s).
     #[serde(default, deserialize_with = "opt_duration")]
     pub evaluation_interval: Option<Duration>,
 }
@@ -167,20 +197,28 @@ fn yes() -> bool {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HealthMonitorFile {
+    /// The interval of checks that do not set their own; `None` keeps the monitor's default.
     #[serde(default, deserialize_with = "opt_duration")]
     pub check_interval: Option<Duration>,
     /// The seed also writes these two at the top level of `healthMonitor`.
     pub consecutive_failures: Option<u32>,
+    /// Consecutive successes that mark a check healthy again, when `thresholds` does not say
+    /// (default 5).
     pub consecutive_successes: Option<u32>,
+    /// The thresholds; their values win over the top-level ones.
     pub thresholds: Option<ThresholdsFile>,
+    /// The health checks to run.
     #[serde(default)]
     pub checks: Vec<CheckConfig>,
 }
 
+/// The seed's `healthMonitor.thresholds`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ThresholdsFile {
+    /// Consecutive failures that mark a check unhealthy (default 3).
     pub consecutive_failures: Option<u32>,
+    /// Consecutive successes that mark a check healthy again (default 5).
     pub consecutive_successes: Option<u32>,
 }
 
@@ -188,8 +226,10 @@ pub struct ThresholdsFile {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AlertsFile {
+    /// The metric levels to alert at; they need at least one channel.
     #[serde(default)]
     pub thresholds: Vec<AlertThresholdFile>,
+    /// Where alerts are sent.
     #[serde(default)]
     pub channels: Vec<ChannelConfig>,
 }
@@ -198,19 +238,26 @@ pub struct AlertsFile {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AlertThresholdFile {
+    /// The metric watched; one the metrics collector knows.
     pub metric: String,
+    /// The level that raises a warning alert; `None` for no warning.
     pub warning: Option<f64>,
+    /// The level that raises a critical alert; `None` for no critical alert.
     pub critical: Option<f64>,
 }
 
 /// A problem in a file, located as precisely as the parser allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileError {
+    /// The pipeline file.
     pub file: PathBuf,
+    /// The line of the problem, from 1; `None` when it cannot be located.
     pub line: Option<u64>,
+    /// The column on that line, from 1; `None` when it cannot be located.
     pub column: Option<u64>,
     /// The key path, `healing.strategies[0].config.maxAttempts`.
     pub path: Option<String>,
+    /// What is wrong.
     pub message: String,
 }
 
@@ -233,8 +280,28 @@ impl fmt::Display for FileError {
 
 impl std::error::Error for FileError {}
 
-/// Reads and parses a pipeline file. The text is kept for locating later errors.
-pub fn load(path: &Path) -> Result<(PipelineFile, String), FileError> {
+/// A pipeline file as read: parsed with `${NAME}` substituted into its values, its text (for
+/// locating later errors), and the values of the secret-looking variables it used.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The parsed file, variables substituted.
+    pub file: PipelineFile,
+    /// The file's text as written (no substitution), for locating errors found later.
+    pub text: String,
+    /// Values to mask wherever something is shown or stored.
+    pub secrets: Secrets,
+}
+
+/// Reads and parses a pipeline file, taking `${NAME}` from the process's environment.
+pub fn load(path: &Path) -> Result<Loaded, FileError> {
+    load_with(path, &|name| std::env::var(name).ok())
+}
+
+/// [`load`] with the variables `lookup` gives.
+pub fn load_with(
+    path: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, FileError> {
     let at = |message: String| FileError {
         file: path.to_owned(),
         line: None,
@@ -243,16 +310,10 @@ pub fn load(path: &Path) -> Result<(PipelineFile, String), FileError> {
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| at(format!("cannot read: {e}")))?;
-    let text = substitute_env(&text, |name| std::env::var(name).ok()).map_err(
-        |(line, column, message)| FileError {
-            line: Some(line),
-            column: Some(column),
-            ..at(message)
-        },
-    )?;
+    let env = Env::new(lookup);
     let file = match path.extension().and_then(|e| e.to_str()) {
-        Some("yaml" | "yml") => parse_yaml(&text),
-        Some("toml") => parse_toml(&text),
+        Some("yaml" | "yml") => parse_yaml(&text, &env),
+        Some("toml") => parse_toml(&text, &env),
         _ => Err(Located::message(
             "a pipeline file ends in .yaml, .yml or .toml".to_owned(),
         )),
@@ -263,7 +324,11 @@ pub fn load(path: &Path) -> Result<(PipelineFile, String), FileError> {
         path: l.path,
         ..at(l.message)
     })?;
-    Ok((file, text))
+    Ok(Loaded {
+        file,
+        text,
+        secrets: env.into_secrets(),
+    })
 }
 
 /// A parse error before it knows its file.
@@ -285,12 +350,12 @@ impl Located {
     }
 }
 
-fn parse_yaml(text: &str) -> Result<PipelineFile, Located> {
+fn parse_yaml(text: &str, env: &Env<'_>) -> Result<PipelineFile, Located> {
     let mut path = None;
     let mut options = serde_saphyr::Options::default();
     options.with_snippet = false;
     serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        serde_path_to_error::deserialize(Substituting::new(de, env)).map_err(|e| {
             path = Some(e.path().to_string());
             e.into_inner()
         })
@@ -306,9 +371,9 @@ fn parse_yaml(text: &str) -> Result<PipelineFile, Located> {
     })
 }
 
-fn parse_toml(text: &str) -> Result<PipelineFile, Located> {
+fn parse_toml(text: &str, env: &Env<'_>) -> Result<PipelineFile, Located> {
     let de = toml::de::Deserializer::parse(text).map_err(|e| toml_error(text, &e, None))?;
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    serde_path_to_error::deserialize(Substituting::new(de, env)).map_err(|e| {
         let path = e.path().to_string();
         toml_error(text, e.inner(), Some(path).filter(|p| p != "."))
     })
@@ -374,57 +439,6 @@ fn polish(message: &str) -> String {
     format!("{message}{}", did_you_mean(given, candidates.into_iter()))
 }
 
-/// Replaces `${NAME}` with the variable's value; `$${` stays a literal `${`. A variable that is
-/// not set is an error at its line and column.
-pub fn substitute_env(
-    text: &str,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<String, (u64, u64, String)> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    let mut consumed = 0;
-    while let Some(start) = rest.find("${") {
-        if start > 0 && rest.as_bytes()[start - 1] == b'$' {
-            out.push_str(&rest[..start - 1]);
-            out.push_str("${");
-            consumed += start + 2;
-            rest = &rest[start + 2..];
-            continue;
-        }
-        out.push_str(&rest[..start]);
-        let Some(end) = rest[start..].find('}') else {
-            let (line, column) = line_column(text, consumed + start);
-            return Err((line, column, "`${` without a closing `}`".into()));
-        };
-        let name = &rest[start + 2..start + end];
-        let valid = !name.is_empty()
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && !name.starts_with(|c: char| c.is_ascii_digit());
-        let (line, column) = line_column(text, consumed + start);
-        if !valid {
-            return Err((
-                line,
-                column,
-                format!("`${{{name}}}` is not an environment variable name"),
-            ));
-        }
-        match lookup(name) {
-            Some(value) => out.push_str(&value),
-            None => {
-                return Err((
-                    line,
-                    column,
-                    format!("environment variable `{name}` is not set"),
-                ));
-            }
-        }
-        consumed += start + end + 1;
-        rest = &rest[start + end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 /// Where a key path appears in the text: the line and column of its last key. Used for errors
 /// found after parsing (a stage that cannot be built, say).
 pub fn locate(text: &str, path: &str) -> Option<(u64, u64)> {
@@ -481,35 +495,6 @@ fn find_key(text: &str, key: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn env_substitution_names_what_is_missing_and_where() {
-        let env = |name: &str| (name == "HOOK").then(|| "https://hooks.example/x".to_owned());
-        assert_eq!(
-            substitute_env("a: ${HOOK}\n", env).unwrap(),
-            "a: https://hooks.example/x\n"
-        );
-        assert_eq!(
-            substitute_env("cost: $${HOOK}", env).unwrap(),
-            "cost: ${HOOK}"
-        );
-        assert_eq!(
-            substitute_env("a: 1\nb: ${MISSING}", env).unwrap_err(),
-            (2, 4, "environment variable `MISSING` is not set".into())
-        );
-        assert!(
-            substitute_env("a: ${", env)
-                .unwrap_err()
-                .2
-                .contains("without a closing")
-        );
-        assert!(
-            substitute_env("a: ${1X}", env)
-                .unwrap_err()
-                .2
-                .contains("not an environment variable name")
-        );
-    }
 
     #[test]
     fn key_paths_are_located_in_the_text() {

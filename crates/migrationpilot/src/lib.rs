@@ -1,6 +1,7 @@
 //! The `migrationpilot` command line's parts, as a library so tests and benchmarks reach them.
 //!
-//! - [`file`](mod@file): pipeline files (YAML/TOML, `${NAME}`, located errors).
+//! - [`file`](mod@file): pipeline files (YAML/TOML, located errors).
+//! - [`env`](mod@env): `${NAME}` substituted into parsed values, and the secrets it brings.
 //! - [`build`]: a parsed file to the pipeline, healer, health monitor and alert channels.
 //! - [`command`]: stage commands (argv without a shell, `{item}` as one argument).
 //! - [`store`]: the `Store` trait and its SQLite implementation.
@@ -14,6 +15,7 @@
 pub mod build;
 pub mod command;
 pub mod control;
+pub mod env;
 pub mod error;
 pub mod file;
 pub mod journal;

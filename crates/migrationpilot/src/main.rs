@@ -184,10 +184,10 @@ fn main() -> ExitCode {
             Commands::Healing(command) => healing(store_url, command).await,
         };
         result.unwrap_or_else(|error| {
-            match &error {
-                // Each problem of the file is printed already; this is the count.
-                CliError::File { .. } => eprintln!("{error}"),
-                _ => eprintln!("migrationpilot: {error}"),
+            if error.is_located() {
+                eprintln!("{error}");
+            } else {
+                eprintln!("migrationpilot: {error}");
             }
             error.exit_code()
         })

@@ -34,8 +34,8 @@ pub async fn open_store(url: Option<String>) -> Result<Arc<dyn Store>, CliError>
 /// Loads and builds a pipeline file. Every problem found is printed to standard error, each
 /// with its file, line, column and key.
 pub fn load(path: &Path, project: Option<&str>, seed: Option<u64>) -> Result<Built, CliError> {
-    let (file, text) = file::load(path).map_err(|e| CliError::Invalid(e.to_string()))?;
-    build::build(&file, path, &text, project, seed).map_err(|errors| {
+    let loaded = file::load(path)?;
+    build::build(&loaded.file, path, &loaded.text, project, seed).map_err(|errors| {
         for error in &errors {
             eprintln!("{error}");
         }
@@ -49,11 +49,13 @@ pub fn load(path: &Path, project: Option<&str>, seed: Option<u64>) -> Result<Bui
 /// What `run` asks of a session.
 #[derive(Debug, Clone, Default)]
 pub struct RunRequest {
+    /// The pipeline file to run.
     pub file: PathBuf,
     /// Run under this project name instead of the file's.
     pub project: Option<String>,
     /// Continue the project's latest unfinished run.
     pub resume: bool,
+    /// Print every committed event as one JSON object per line instead of progress.
     pub json_events: bool,
     /// Seeds run ids and retry jitter.
     pub seed: Option<u64>,
@@ -61,10 +63,23 @@ pub struct RunRequest {
 
 /// A pipeline file built and bound to a store, ready to run.
 pub struct Session {
+    /// The project name the run is recorded under.
     pub project: Arc<str>,
+    /// The store the run is journaled in and steered through.
     pub store: Arc<dyn Store>,
+    /// What the file built: pipeline, healer and health monitor.
     pub built: Built,
     request: RunRequest,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("project", &self.project)
+            .field("built", &self.built)
+            .field("request", &self.request)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Session {

@@ -342,7 +342,7 @@ fn validate_reports_each_mistake_specifically() {
         ("p.yaml", format!("{base}healing:\n  retryPolicy: {{ maxAttempts: 0 }}\n"), "`healing.retryPolicy.maxAttempts`: must be at least 1"),
         ("p.yaml", format!("{base}healing:\n  healthMonitor:\n    checks:\n      - {{ name: c, type: tcp, host: h, port: 1, endpoint: x }}\n"), "`endpoint` does not apply to tcp checks"),
         ("p.yaml", format!("{base}healing:\n  healthMonitor:\n    checks:\n      - {{ name: c, type: database, connectionString: \"oracle://u:hunter2@h/x\" }}\n"), "oracle://u:***@h/x"),
-        ("p.yaml", format!("{base}healing:\n  alerts:\n    channels:\n      - {{ type: slack, webhook: \"${{MP_TEST_UNSET_HOOK}}\" }}\n"), "p.yaml:8:34: environment variable `MP_TEST_UNSET_HOOK` is not set"),
+        ("p.yaml", format!("{base}healing:\n  alerts:\n    channels:\n      - {{ type: slack, webhook: \"${{MP_TEST_UNSET_HOOK}}\" }}\n"), "p.yaml:8:33: `healing.alerts.channels[0].webhook`: environment variable `MP_TEST_UNSET_HOOK` is not set"),
         ("p.yaml", format!("{base}healing:\n  alerts:\n    thresholds:\n      - {{ metric: queueDepth, warning: 1 }}\n    channels:\n      - {{ type: webhook, url: \"https://alerts.example/hook\" }}\n"), "`queueDepth` is not a known metric"),
         ("p.yaml", format!("{base}healing:\n  alerts:\n    thresholds:\n      - {{ metric: errorRate, warning: 0.1 }}\n"), "`healing.alerts.thresholds`: alert thresholds need a channel"),
         ("p.yaml", format!("{base}healing:\n  metricsCollector: {{ retentionSize: 0 }}\n"), "`healing.metricsCollector.retentionSize`: must be at least 1"),

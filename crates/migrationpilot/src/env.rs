@@ -1,0 +1,592 @@
+//! `${NAME}` in pipeline files: the environment variable's value, substituted into each parsed
+//! string value, never into the file's text. A value is a value whatever characters it holds
+//! (`: `, ` #`, quotes, `*`, `&`, `{`, `[`), `$${` stays a literal `${`, and an unset variable is
+//! an error at the value's own line and column.
+//!
+//! [`Substituting`] wraps a serde deserializer (YAML's or TOML's) and hands every string value
+//! (map keys excepted) through [`substitute`] on its way to the type that reads it. The values of
+//! variables whose names look secret are remembered in [`Secrets`], so whatever is shown or
+//! stored can mask them.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::fmt;
+
+use serde::de::{
+    self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
+};
+
+/// Names of variables whose values are secrets, matched anywhere in the name, in any case.
+const SECRET_WORDS: [&str; 6] = ["TOKEN", "SECRET", "PASSWORD", "KEY", "CREDENTIAL", "DSN"];
+
+/// Whether a variable named `name` holds a secret.
+pub fn looks_secret(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    SECRET_WORDS.iter().any(|word| upper.contains(word))
+}
+
+/// The values of secret-looking variables a file used, longest first, and a masker for them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Secrets(Vec<String>);
+
+impl Secrets {
+    /// Remembers `value` as a secret (values shorter than 4 characters would mask too much).
+    pub fn add(&mut self, value: &str) {
+        if value.chars().count() >= 4 && !self.0.iter().any(|v| v == value) {
+            self.0.push(value.to_owned());
+            self.0.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        }
+    }
+
+    /// Whether there is nothing to mask.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `text` with every secret value replaced by `***`.
+    pub fn mask<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        if !self.0.iter().any(|secret| text.contains(secret.as_str())) {
+            return Cow::Borrowed(text);
+        }
+        let mut masked = text.to_owned();
+        for secret in &self.0 {
+            masked = masked.replace(secret.as_str(), "***");
+        }
+        Cow::Owned(masked)
+    }
+}
+
+/// Replaces each `${NAME}` in `value` with the variable's value; `$${` stays a literal `${`.
+pub fn substitute<'v>(
+    value: &'v str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    secrets: &mut Secrets,
+) -> Result<Cow<'v, str>, String> {
+    if !value.contains("${") {
+        return Ok(Cow::Borrowed(value));
+    }
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        if start > 0 && rest.as_bytes()[start - 1] == b'$' {
+            out.push_str(&rest[..start - 1]);
+            out.push_str("${");
+            rest = &rest[start + 2..];
+            continue;
+        }
+        out.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find('}') else {
+            return Err("`${` without a closing `}`".into());
+        };
+        let name = &rest[start + 2..start + end];
+        let valid = !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        if !valid {
+            return Err(format!("`${{{name}}}` is not an environment variable name"));
+        }
+        let found =
+            lookup(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?;
+        if looks_secret(name) {
+            secrets.add(&found);
+        }
+        out.push_str(&found);
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(Cow::Owned(out))
+}
+
+/// Where substitution looks variables up, and what it learns of secrets.
+pub struct Env<'l> {
+    lookup: &'l dyn Fn(&str) -> Option<String>,
+    secrets: RefCell<Secrets>,
+}
+
+impl<'l> Env<'l> {
+    /// Substitution that takes variables from `lookup`.
+    pub fn new(lookup: &'l dyn Fn(&str) -> Option<String>) -> Self {
+        Env {
+            lookup,
+            secrets: RefCell::default(),
+        }
+    }
+
+    /// The secrets seen so far.
+    pub fn into_secrets(self) -> Secrets {
+        self.secrets.into_inner()
+    }
+
+    fn apply<'v, E: de::Error>(&self, value: &'v str) -> Result<Cow<'v, str>, E> {
+        substitute(value, self.lookup, &mut self.secrets.borrow_mut()).map_err(E::custom)
+    }
+}
+
+impl fmt::Debug for Env<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Env").finish_non_exhaustive()
+    }
+}
+
+/// A deserializer whose string values pass through [`substitute`].
+#[derive(Debug)]
+pub struct Substituting<'e, 'l, D> {
+    inner: D,
+    env: &'e Env<'l>,
+}
+
+impl<'e, 'l, D> Substituting<'e, 'l, D> {
+    /// Wraps `inner`, taking variables from `env`.
+    pub fn new(inner: D, env: &'e Env<'l>) -> Self {
+        Substituting { inner, env }
+    }
+}
+
+macro_rules! forward_deserialize {
+    ($($method:ident),*) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+            self.inner.$method(Wrap { inner: visitor, env: self.env })
+        }
+    )*};
+}
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for Substituting<'_, '_, D> {
+    type Error = D::Error;
+
+    forward_deserialize!(
+        deserialize_any,
+        deserialize_bool,
+        deserialize_i8,
+        deserialize_i16,
+        deserialize_i32,
+        deserialize_i64,
+        deserialize_i128,
+        deserialize_u8,
+        deserialize_u16,
+        deserialize_u32,
+        deserialize_u64,
+        deserialize_u128,
+        deserialize_f32,
+        deserialize_f64,
+        deserialize_char,
+        deserialize_str,
+        deserialize_string,
+        deserialize_bytes,
+        deserialize_byte_buf,
+        deserialize_option,
+        deserialize_unit,
+        deserialize_seq,
+        deserialize_map,
+        deserialize_identifier,
+        deserialize_ignored_any
+    );
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        let visitor = Wrap {
+            inner: visitor,
+            env: self.env,
+        };
+        self.inner.deserialize_unit_struct(name, visitor)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        let visitor = Wrap {
+            inner: visitor,
+            env: self.env,
+        };
+        self.inner.deserialize_newtype_struct(name, visitor)
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        let visitor = Wrap {
+            inner: visitor,
+            env: self.env,
+        };
+        self.inner.deserialize_tuple(len, visitor)
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        let visitor = Wrap {
+            inner: visitor,
+            env: self.env,
+        };
+        self.inner.deserialize_tuple_struct(name, len, visitor)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        let visitor = Wrap {
+            inner: visitor,
+            env: self.env,
+        };
+        self.inner.deserialize_struct(name, fields, visitor)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        let visitor = Wrap {
+            inner: visitor,
+            env: self.env,
+        };
+        self.inner.deserialize_enum(name, variants, visitor)
+    }
+
+    fn is_human_readable(&self) -> bool {
+        self.inner.is_human_readable()
+    }
+}
+
+/// A visitor that substitutes the strings it is given and wraps what it descends into.
+struct Wrap<'e, 'l, V> {
+    inner: V,
+    env: &'e Env<'l>,
+}
+
+macro_rules! forward_visit {
+    ($($method:ident: $ty:ty),*) => {$(
+        fn $method<E: de::Error>(self, value: $ty) -> Result<V::Value, E> {
+            self.inner.$method(value)
+        }
+    )*};
+}
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<'_, '_, V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.expecting(f)
+    }
+
+    forward_visit!(
+        visit_bool: bool,
+        visit_i8: i8,
+        visit_i16: i16,
+        visit_i32: i32,
+        visit_i64: i64,
+        visit_i128: i128,
+        visit_u8: u8,
+        visit_u16: u16,
+        visit_u32: u32,
+        visit_u64: u64,
+        visit_u128: u128,
+        visit_f32: f32,
+        visit_f64: f64,
+        visit_char: char,
+        visit_bytes: &[u8],
+        visit_borrowed_bytes: &'de [u8],
+        visit_byte_buf: Vec<u8>
+    );
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<V::Value, E> {
+        match self.env.apply(value)? {
+            Cow::Borrowed(value) => self.inner.visit_str(value),
+            Cow::Owned(value) => self.inner.visit_string(value),
+        }
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, value: &'de str) -> Result<V::Value, E> {
+        match self.env.apply(value)? {
+            Cow::Borrowed(value) => self.inner.visit_borrowed_str(value),
+            Cow::Owned(value) => self.inner.visit_string(value),
+        }
+    }
+
+    fn visit_string<E: de::Error>(self, value: String) -> Result<V::Value, E> {
+        match self.env.apply(&value)? {
+            Cow::Borrowed(_) => self.inner.visit_string(value),
+            Cow::Owned(value) => self.inner.visit_string(value),
+        }
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {
+        self.inner.visit_none()
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<V::Value, E> {
+        self.inner.visit_unit()
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, inner: D) -> Result<V::Value, D::Error> {
+        self.inner.visit_some(Substituting::new(inner, self.env))
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, inner: D) -> Result<V::Value, D::Error> {
+        self.inner
+            .visit_newtype_struct(Substituting::new(inner, self.env))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
+        self.inner.visit_seq(Wrap {
+            inner: seq,
+            env: self.env,
+        })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        self.inner.visit_map(Wrap {
+            inner: map,
+            env: self.env,
+        })
+    }
+
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
+        self.inner.visit_enum(Wrap {
+            inner: data,
+            env: self.env,
+        })
+    }
+}
+
+/// A seed whose value is read through [`Substituting`].
+struct Seed<'e, 'l, S> {
+    inner: S,
+    env: &'e Env<'l>,
+}
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<'_, '_, S> {
+    type Value = S::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<S::Value, D::Error> {
+        self.inner
+            .deserialize(Substituting::new(deserializer, self.env))
+    }
+}
+
+impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Wrap<'_, '_, A> {
+    type Error = A::Error;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, A::Error> {
+        self.inner.next_element_seed(Seed {
+            inner: seed,
+            env: self.env,
+        })
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.inner.size_hint()
+    }
+}
+
+/// Keys are names the file's schema knows: only values are substituted.
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for Wrap<'_, '_, A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        self.inner.next_key_seed(seed)
+    }
+
+    fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
+        self.inner.next_value_seed(Seed {
+            inner: seed,
+            env: self.env,
+        })
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.inner.size_hint()
+    }
+}
+
+impl<'de, 'e, 'l, A: EnumAccess<'de>> EnumAccess<'de> for Wrap<'e, 'l, A> {
+    type Error = A::Error;
+    type Variant = Wrap<'e, 'l, A::Variant>;
+
+    fn variant_seed<T: DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> Result<(T::Value, Self::Variant), A::Error> {
+        let env = self.env;
+        let (value, variant) = self.inner.variant_seed(Seed { inner: seed, env })?;
+        Ok((
+            value,
+            Wrap {
+                inner: variant,
+                env,
+            },
+        ))
+    }
+}
+
+impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Wrap<'_, '_, A> {
+    type Error = A::Error;
+
+    fn unit_variant(self) -> Result<(), A::Error> {
+        self.inner.unit_variant()
+    }
+
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, A::Error> {
+        self.inner.newtype_variant_seed(Seed {
+            inner: seed,
+            env: self.env,
+        })
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
+        self.inner.tuple_variant(
+            len,
+            Wrap {
+                inner: visitor,
+                env: self.env,
+            },
+        )
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, A::Error> {
+        self.inner.struct_variant(
+            fields,
+            Wrap {
+                inner: visitor,
+                env: self.env,
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "HOOK" => Some("https://hooks.example/x".into()),
+            "DATABASE_URL" => Some("sqlite::memory:".into()),
+            "API_TOKEN" => Some("tok-3f9a".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn values_are_substituted_and_literals_kept() {
+        let mut secrets = Secrets::default();
+        assert_eq!(
+            substitute("a ${HOOK} b", &env, &mut secrets).unwrap(),
+            "a https://hooks.example/x b"
+        );
+        assert_eq!(
+            substitute("cost: $${HOOK}", &env, &mut secrets).unwrap(),
+            "cost: ${HOOK}"
+        );
+        assert_eq!(
+            substitute("${MISSING}", &env, &mut secrets).unwrap_err(),
+            "environment variable `MISSING` is not set"
+        );
+        assert!(
+            substitute("${", &env, &mut secrets)
+                .unwrap_err()
+                .contains("without a closing")
+        );
+        assert!(
+            substitute("${1X}", &env, &mut secrets)
+                .unwrap_err()
+                .contains("not an environment variable name")
+        );
+        assert!(secrets.is_empty(), "no secret-looking name was used");
+        substitute("Bearer ${API_TOKEN}", &env, &mut secrets).unwrap();
+        assert_eq!(
+            secrets.mask("sent tok-3f9a twice: tok-3f9a"),
+            "sent *** twice: ***"
+        );
+    }
+
+    #[test]
+    fn secret_names_are_recognised_in_any_case() {
+        for name in [
+            "SLACK_TOKEN",
+            "db_password",
+            "ApiKey",
+            "AWS_SECRET_ACCESS_KEY",
+            "SENTRY_DSN",
+            "gcp_credentials",
+        ] {
+            assert!(looks_secret(name), "{name}");
+        }
+        for name in ["HOME", "DATABASE_URL", "STAGE"] {
+            assert!(!looks_secret(name), "{name}");
+        }
+    }
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    struct Doc {
+        url: String,
+        list: Vec<String>,
+        nested: std::collections::BTreeMap<String, String>,
+        #[serde(default)]
+        maybe: Option<String>,
+    }
+
+    fn yaml(text: &str) -> Result<Doc, String> {
+        let lookup = |n: &str| env(n);
+        let env = Env::new(&lookup);
+        serde_saphyr::with_deserializer_from_str(text, |de| {
+            serde::Deserialize::deserialize(Substituting::new(de, &env))
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_value_that_would_break_yaml_stays_one_value() {
+        let doc = yaml("url: ${DATABASE_URL}\nlist: [\"${HOOK}\", plain]\nnested: { k: \"${DATABASE_URL}\" }\nmaybe: ${HOOK}\n").unwrap();
+        assert_eq!(doc.url, "sqlite::memory:");
+        assert_eq!(doc.list, ["https://hooks.example/x", "plain"]);
+        assert_eq!(doc.nested["k"], "sqlite::memory:");
+        assert_eq!(doc.maybe.as_deref(), Some("https://hooks.example/x"));
+    }
+
+    #[test]
+    fn an_unset_variable_is_located_at_its_value() {
+        let error = yaml("url: x\nlist: []\nnested: {}\nmaybe: ${NOPE}\n").unwrap_err();
+        assert!(
+            error.contains("environment variable `NOPE` is not set"),
+            "{error}"
+        );
+        assert!(error.contains("line 4"), "{error}");
+    }
+
+    #[test]
+    fn toml_values_are_substituted_too() {
+        let lookup = |n: &str| env(n);
+        let env = Env::new(&lookup);
+        let de = toml::de::Deserializer::parse(
+            "url = \"${DATABASE_URL}\"\nlist = []\n[nested]\nk = \"a # ${HOOK}\"\n",
+        )
+        .unwrap();
+        let doc: Doc = serde::Deserialize::deserialize(Substituting::new(de, &env)).unwrap();
+        assert_eq!(doc.url, "sqlite::memory:");
+        assert_eq!(doc.nested["k"], "a # https://hooks.example/x");
+    }
+}
