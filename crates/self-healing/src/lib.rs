@@ -3,17 +3,35 @@
 //!
 //! # Layout
 //!
+//! Modules form one-way layers, each using only those listed after it (a test holds this):
+//!
+//! - [`config`]: the seed's healing settings as typed data (strategies, triggers, action
+//!   configs, the global retry policy and circuit breaker, metrics and budget), each building
+//!   its runtime object.
+//! - [`healing`]: the [`AutoHealer`](healing::AutoHealer): strategies whose triggers match a
+//!   failure or a stage's state, gated by cooldowns and a budget, acting through one module per
+//!   action. It installs itself on a pipeline as its supervisor and watches health monitors.
+//! - [`alert`]: [`Alert`](alert::Alert)s, the [`Notifier`](alert::Notifier) trait, background
+//!   delivery with retries, and one module per channel (Slack, PagerDuty, webhook, email).
+//! - [`health`]: the [`HealthMonitor`](health::HealthMonitor) running [`Check`](health::Check)s
+//!   under the seed's thresholds.
 //! - [`pipeline`]: [`SelfHealingPipeline`] runs [`Stage`]s in order, each once or over a
 //!   stream of items with a live concurrency; every attempt runs under the stage's timeout,
-//!   circuit breaker and throttle, exposed as a [`StageControl`](pipeline::StageControl).
-//! - [`event`]: every fact of a run is a typed [`Event`] on one [`EventBus`]; the back-pressure
-//!   rule is documented there.
+//!   circuit breaker and throttle, exposed as a [`StageControl`](pipeline::StageControl); a
+//!   failed attempt goes to its [`Supervisor`](pipeline::Supervisor) for a
+//!   [`Remedy`](pipeline::Remedy).
 //! - [`metrics`]: [`MetricsCollector`] subscribes to the bus and keeps bounded windows per run
 //!   and per stage, plus the run's [`PipelineMetrics`].
-//! - [`healing`]: the [`Supervisor`](healing::Supervisor) trait the pipeline asks how to heal a
-//!   failed attempt, and the [`Remedy`](healing::Remedy) it answers with.
+//! - [`event`]: every fact of a run is a typed [`Event`] on one [`EventBus`] (the back-pressure
+//!   rule is documented there), and the vocabulary healing records and health changes share.
 //! - [`resilience`]: the primitives healing drives, each usable alone: [`RetryPolicy`],
 //!   [`CircuitBreaker`], [`Throttle`], [`ConcurrencyLimit`].
+//! - [`process`]: running a command: argv without a shell, its process group killed when cut
+//!   short, its error from the exit status and standard error.
+//! - `http` (feature `http`): the one HTTP client setup, and URLs shown without their secrets.
+//! - [`de`]: reading the tagged maps users write, one typed struct per variant, keeping each
+//!   key's line and column.
+//! - [`duration`]: durations as users write them (`1000`, `"10s"`, `"1h30m"`).
 //! - [`clock`]: every timer is tokio time, so everything runs on paused time in tests.
 //!
 //! Data flows one way: an attempt publishes events → the collector (inline) and subscribers

@@ -74,12 +74,3 @@ impl ChannelConfig {
         }
     }
 }
-
-/// The error of an HTTP channel in a build without the `http` feature.
-#[cfg(not(feature = "http"))]
-pub(super) fn needs_http(kind: &str) -> InvalidConfig {
-    InvalidConfig::new(
-        "type",
-        format!("`{kind}` channels need the `http` feature, which this build does not have"),
-    )
-}

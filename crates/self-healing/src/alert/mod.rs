@@ -103,3 +103,12 @@ pub trait Notifier: Send + Sync + 'static {
         Severity::Warning
     }
 }
+
+/// The error of an HTTP channel in a build without the `http` feature.
+#[cfg(not(feature = "http"))]
+fn needs_http(kind: &str) -> crate::error::InvalidConfig {
+    crate::error::InvalidConfig::new(
+        "type",
+        format!("`{kind}` channels need the `http` feature, which this build does not have"),
+    )
+}

@@ -44,7 +44,7 @@ impl PagerDutyConfig {
     /// Always fails: PagerDuty channels need the `http` feature.
     #[cfg(not(feature = "http"))]
     pub fn build(&self) -> Result<Arc<dyn Notifier>, InvalidConfig> {
-        Err(super::channel::needs_http("pagerduty"))
+        Err(super::needs_http("pagerduty"))
     }
 }
 

@@ -32,7 +32,7 @@ impl SlackConfig {
     /// Always fails: Slack channels need the `http` feature.
     #[cfg(not(feature = "http"))]
     pub fn build(&self) -> Result<Arc<dyn Notifier>, InvalidConfig> {
-        Err(super::channel::needs_http("slack"))
+        Err(super::needs_http("slack"))
     }
 }
 

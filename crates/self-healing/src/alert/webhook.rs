@@ -32,7 +32,7 @@ impl WebhookConfig {
     /// Always fails: webhook channels need the `http` feature.
     #[cfg(not(feature = "http"))]
     pub fn build(&self) -> Result<Arc<dyn Notifier>, InvalidConfig> {
-        Err(super::channel::needs_http("webhook"))
+        Err(super::needs_http("webhook"))
     }
 }
 

@@ -129,8 +129,8 @@ impl HealingStrategy {
         global: &RetryPolicy,
     ) -> Result<HealingStrategy, InvalidConfig> {
         let mut updated = self.clone();
-        if let Some(action) = self.action.reconfigured(changes, global)? {
-            updated.action = action;
+        if let Some(attempts) = changes.max_attempts {
+            updated.action = self.action.with_max_attempts(attempts, global)?;
         }
         if let Some(cooldown) = changes.cooldown {
             updated.cooldown = cooldown;

@@ -34,7 +34,6 @@ pub use rollback::{RollbackAction, RollbackConfig};
 pub use scale::{ScaleAction, ScaleConfig, ScaleDirection, Scaler};
 pub use throttle::{Restore, ThrottleAction, ThrottleConfig};
 
-use super::strategy::StrategyOverride;
 use crate::BoxFuture;
 use crate::alert::Dispatcher;
 use crate::error::{InvalidConfig, StageError};
@@ -117,18 +116,16 @@ impl Action {
         }
     }
 
-    /// The action with an operator's override applied, or `None` when it changes nothing.
-    pub(crate) fn reconfigured(
+    /// The action with `maxAttempts` changed by an operator (`healing configure`); only retry
+    /// has attempts to change.
+    pub(crate) fn with_max_attempts(
         &self,
-        changes: &StrategyOverride,
+        attempts: u32,
         global: &RetryPolicy,
-    ) -> Result<Option<Action>, InvalidConfig> {
+    ) -> Result<Action, InvalidConfig> {
         match self {
-            Action::Decisive(action) => action.reconfigured(changes, global),
-            Action::Side(action) => {
-                refuse_max_attempts(changes, action.kind())?;
-                Ok(None)
-            }
+            Action::Decisive(action) => action.with_max_attempts(attempts, global),
+            Action::Side(action) => Err(no_attempts(action.kind())),
         }
     }
 }
@@ -170,15 +167,14 @@ pub trait DecisiveAction: Any + fmt::Debug + Send + Sync {
         Ok(())
     }
 
-    /// This action with `changes` applied (`healing configure`); `None` if nothing changes.
-    /// Default: only `maxAttempts` is refused, since it belongs to retry.
-    fn reconfigured(
+    /// This action with `maxAttempts` set by an operator (`healing configure`). Default:
+    /// refused, since attempts belong to retry.
+    fn with_max_attempts(
         &self,
-        changes: &StrategyOverride,
+        _attempts: u32,
         _global: &RetryPolicy,
-    ) -> Result<Option<Action>, InvalidConfig> {
-        refuse_max_attempts(changes, self.kind())?;
-        Ok(None)
+    ) -> Result<Action, InvalidConfig> {
+        Err(no_attempts(self.kind()))
     }
 }
 
@@ -201,14 +197,11 @@ pub trait SideAction: Any + fmt::Debug + Send + Sync {
     }
 }
 
-fn refuse_max_attempts(changes: &StrategyOverride, kind: ActionKind) -> Result<(), InvalidConfig> {
-    match changes.max_attempts {
-        Some(_) => Err(InvalidConfig::new(
-            "maxAttempts",
-            format!("the strategy acts with {kind}, not retry"),
-        )),
-        None => Ok(()),
-    }
+fn no_attempts(kind: ActionKind) -> InvalidConfig {
+    InvalidConfig::new(
+        "maxAttempts",
+        format!("the strategy acts with {kind}, not retry"),
+    )
 }
 
 /// What an action acts on, and with what.

@@ -6,7 +6,6 @@ use super::{Action, Applied, DecisiveAction, Effect, Subject};
 use crate::BoxFuture;
 use crate::error::InvalidConfig;
 use crate::event::ActionKind;
-use crate::healing::StrategyOverride;
 use crate::pipeline::{Failure, Remedy};
 use crate::resilience::{RetryPolicy, RetryPolicyConfig};
 
@@ -97,19 +96,14 @@ impl DecisiveAction for RetryAction {
         true
     }
 
-    fn reconfigured(
+    fn with_max_attempts(
         &self,
-        changes: &StrategyOverride,
+        attempts: u32,
         global: &RetryPolicy,
-    ) -> Result<Option<Action>, InvalidConfig> {
-        let Some(max_attempts) = changes.max_attempts else {
-            return Ok(None);
-        };
-        let attempts = NonZeroU32::new(max_attempts)
+    ) -> Result<Action, InvalidConfig> {
+        let attempts = NonZeroU32::new(attempts)
             .ok_or_else(|| InvalidConfig::new("maxAttempts", "must be at least 1"))?;
         let base = self.policy.clone().unwrap_or_else(|| global.clone());
-        Ok(Some(
-            RetryAction::with_policy(base.with_max_attempts(attempts)).into(),
-        ))
+        Ok(RetryAction::with_policy(base.with_max_attempts(attempts)).into())
     }
 }
