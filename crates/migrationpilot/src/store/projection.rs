@@ -185,7 +185,10 @@ fn rows_of<'e>(project: &'e str, event: &'e Event, writes: &mut Vec<Write<'e>>) 
     let at = millis(event.at);
     let needs_run = || {
         run.ok_or_else(|| {
-            StoreError::Invalid(format!("a `{}` event without a run", kind_of(event)))
+            StoreError::Invalid(format!(
+                "an event of a run without its run: {:?}",
+                event.kind
+            ))
         })
     };
     match &event.kind {
@@ -255,23 +258,17 @@ fn rows_of<'e>(project: &'e str, event: &'e Event, writes: &mut Vec<Write<'e>>) 
         }
         other => (other.stage(), None),
     };
+    // One serialization gives both the body and its `type`.
+    let body = serde_json::to_value(event).map_err(|e| StoreError::Invalid(e.to_string()))?;
     writes.push(Write::Event {
         run,
         at,
-        kind: kind_of(event),
+        kind: body["type"].as_str().unwrap_or("event").to_owned(),
         stage: stage.map(|s| &**s),
         item: item.map(|i| &**i),
-        body: serde_json::to_string(event).map_err(|e| StoreError::Invalid(e.to_string()))?,
+        body: body.to_string(),
     });
     Ok(())
-}
-
-/// An event's `type` as it is written on the wire (`attempt-failed`).
-fn kind_of(event: &Event) -> String {
-    serde_json::to_value(&event.kind)
-        .ok()
-        .and_then(|v| v["type"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| "event".to_owned())
 }
 
 #[cfg(test)]
