@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
 
+use self_healing::alert::{Alert, Notifier, NotifyError};
 use self_healing::healing::{AutoHealer, HealingStrategy, NotifyAction, Operator, Trigger};
 use self_healing::health::HealthMonitor;
 use self_healing::pipeline::{ItemSource, SelfHealingPipeline, Stage};
@@ -13,6 +14,7 @@ use self_healing::resilience::RetryPolicy;
 use self_healing::{InvalidConfig, Severity, StageError};
 
 use crate::command::{Command, Context};
+use crate::env::Secrets;
 use crate::file::{FileError, Items, PipelineFile, StageFile, locate};
 
 /// Everything a run needs.
@@ -26,6 +28,40 @@ pub struct Built {
     /// The health monitor, watched by the healer; `None` when the file has no
     /// `healing.healthMonitor`. Not started yet.
     pub monitor: Option<HealthMonitor>,
+    /// The values of the secret-looking variables the file used, masked in what is shown or
+    /// stored.
+    pub secrets: Secrets,
+}
+
+/// An alert channel that masks the file's secrets in the text of every alert it sends.
+struct MaskedNotifier {
+    inner: Arc<dyn Notifier>,
+    secrets: Secrets,
+}
+
+impl Notifier for MaskedNotifier {
+    fn notify<'a>(
+        &'a self,
+        alert: &'a Alert,
+    ) -> self_healing::BoxFuture<'a, Result<(), NotifyError>> {
+        Box::pin(async move {
+            if self.secrets.is_empty() {
+                return self.inner.notify(alert).await;
+            }
+            let mut clean = alert.clone();
+            clean.title = self.secrets.mask(&alert.title).into_owned();
+            clean.message = self.secrets.mask(&alert.message).into_owned();
+            self.inner.notify(&clean).await
+        })
+    }
+
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn min_severity(&self) -> Severity {
+        self.inner.min_severity()
+    }
 }
 
 impl std::fmt::Debug for Built {
@@ -46,6 +82,7 @@ pub fn build(
     file: &PipelineFile,
     path: &Path,
     text: &str,
+    secrets: &Secrets,
     project: Option<&str>,
     seed: Option<u64>,
 ) -> Result<Built, Vec<FileError>> {
@@ -175,7 +212,12 @@ pub fn build(
         }
         for (i, channel) in alerts.channels.iter().enumerate() {
             match channel.build() {
-                Ok(notifier) => healer = healer.notifier(notifier),
+                Ok(notifier) => {
+                    healer = healer.notifier(Arc::new(MaskedNotifier {
+                        inner: notifier,
+                        secrets: secrets.clone(),
+                    }))
+                }
                 Err(e) => from(&format!("healing.alerts.channels[{i}]"), e),
             }
         }
@@ -227,7 +269,7 @@ pub fn build(
     }
     let mut stages_ok = true;
     for (i, stage) in file.stages.iter().enumerate() {
-        match stage_of(stage, &base, &project) {
+        match stage_of(stage, &base, &project, secrets) {
             Ok(stage) => builder = builder.stage(stage),
             Err(e) => {
                 stages_ok = false;
@@ -262,6 +304,7 @@ pub fn build(
             pipeline,
             healer,
             monitor,
+            secrets: secrets.clone(),
         }),
         _ => Err(errors),
     }
@@ -272,6 +315,7 @@ fn stage_of(
     stage: &StageFile,
     base: &Path,
     project: &Arc<str>,
+    secrets: &Secrets,
 ) -> Result<Stage<()>, InvalidConfig> {
     let workdir = stage
         .workdir
@@ -285,6 +329,7 @@ fn stage_of(
             argv: argv.to_vec(),
             env: stage.env.clone(),
             workdir: workdir.clone(),
+            secrets: secrets.clone(),
         }))
     };
     if stage.name.trim().is_empty() {

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use self_healing::StageError;
 
+use crate::env::Secrets;
+
 /// One command of a stage (its handler, or its rollback, failover or reset).
 #[derive(Debug, Clone)]
 pub struct Command {
@@ -16,6 +18,8 @@ pub struct Command {
     pub env: BTreeMap<String, String>,
     /// The directory the command runs in.
     pub workdir: PathBuf,
+    /// Values masked in the command's error text (its standard error can echo them).
+    pub secrets: Secrets,
 }
 
 /// The variables a command gets besides the stage's `env`.
@@ -71,7 +75,17 @@ impl Command {
         if let Some(key) = ctx.idempotency_key {
             env.push(("MIGRATIONPILOT_IDEMPOTENCY_KEY", key));
         }
-        self_healing::process::run(&self.argv_for(ctx.item), &env, Some(&self.workdir)).await
+        self_healing::process::run(&self.argv_for(ctx.item), &env, Some(&self.workdir))
+            .await
+            .map_err(|error| self.mask(error))
+    }
+
+    /// `error` with the secrets masked in its message.
+    fn mask(&self, error: StageError) -> StageError {
+        match self.secrets.mask(error.message()) {
+            std::borrow::Cow::Borrowed(_) => error,
+            std::borrow::Cow::Owned(message) => error.with_message(message),
+        }
     }
 }
 
@@ -90,6 +104,7 @@ mod tests {
             ],
             env: BTreeMap::new(),
             workdir: std::env::temp_dir(),
+            secrets: Secrets::default(),
         }
     }
 

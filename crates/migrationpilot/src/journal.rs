@@ -13,7 +13,35 @@ use tokio_util::sync::CancellationToken;
 
 use self_healing::event::{Event, EventKind, Subscription};
 
+use crate::env::Secrets;
 use crate::store::Store;
+
+/// `event` with secret values masked wherever it carries text. Events that carry none (the
+/// bulk of a run: item and attempt outcomes without errors) pass through untouched.
+fn masked(event: Arc<Event>, secrets: &Secrets) -> Arc<Event> {
+    let has_text = matches!(
+        event.kind,
+        EventKind::RunFinished { error: Some(_), .. }
+            | EventKind::StageFailed { .. }
+            | EventKind::ItemFailed { .. }
+            | EventKind::AttemptFailed { .. }
+            | EventKind::HealingApplied { .. }
+            | EventKind::HealingDecision { .. }
+            | EventKind::CompensationFinished { error: Some(_), .. }
+            | EventKind::RollbackStarted { .. }
+            | EventKind::AlertFailed { .. }
+    );
+    if secrets.is_empty() || !has_text {
+        return event;
+    }
+    let Ok(json) = serde_json::to_string(&*event) else {
+        return event;
+    };
+    match secrets.mask(&json) {
+        std::borrow::Cow::Borrowed(_) => event,
+        std::borrow::Cow::Owned(clean) => serde_json::from_str(&clean).map_or(event, Arc::new),
+    }
+}
 
 /// Most events in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -22,14 +50,17 @@ const MAX_BATCH: usize = 4096;
 /// a few transactions' worth, so the writer always has a full batch waiting.
 pub const MAX_BACKLOG: usize = 65_536;
 
-/// Journals `events` until the run finishes. Committed events go to the returned receiver. A
-/// store failure cancels the run through `stop` and is returned. Subscribe with
-/// [`EventBus::subscribe_pacing`](self_healing::event::EventBus::subscribe_pacing) and
-/// [`MAX_BACKLOG`] so a run never outpaces its journal by more than that.
+/// Journals `events` until the run finishes. Committed events go to the returned receiver,
+/// with the values of `secrets` masked in their text (errors, details, descriptions), as they
+/// are in the store. A store failure cancels the run through `stop` and is returned. Subscribe
+/// with [`EventBus::subscribe_durable`](self_healing::event::EventBus::subscribe_durable) and
+/// [`MAX_BACKLOG`]: a run never outpaces its journal by more than that, and each batch is
+/// acknowledged once committed, so decisions wait for their record.
 pub fn spawn(
     store: Arc<dyn Store>,
     project: Arc<str>,
     mut events: Subscription,
+    secrets: Secrets,
     stop: CancellationToken,
 ) -> (
     tokio::task::JoinHandle<Result<(), String>>,
@@ -39,16 +70,19 @@ pub fn spawn(
     let task = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(256);
         while let Some(first) = events.recv().await {
-            batch.push(first);
+            batch.push(masked(first, &secrets));
             while batch.len() < MAX_BATCH {
                 match events.try_recv() {
-                    Some(event) => batch.push(event),
+                    Some(event) => batch.push(masked(event, &secrets)),
                     None => break,
                 }
             }
             if let Err(error) = store.append(&project, &batch).await {
                 stop.cancel();
                 return Err(format!("cannot journal the run, stopping it: {error}"));
+            }
+            if let Some(last) = batch.last() {
+                events.acknowledge(last.seq);
             }
             let finished = batch
                 .iter()

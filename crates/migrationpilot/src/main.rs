@@ -16,7 +16,7 @@ use self_healing::healing::{Mode, StrategyOverride};
 use migrationpilot::control;
 use migrationpilot::error::{CliError, EXIT_CANCELLED, EXIT_FAILED, EXIT_ROLLED_BACK};
 use migrationpilot::session::{self, RunRequest, Session, open_store};
-use migrationpilot::store::{self, RunState, Store, iso8601};
+use migrationpilot::store::{self, RunRow, Store, iso8601};
 
 #[derive(Parser)]
 #[command(
@@ -222,7 +222,8 @@ async fn run(store_url: Option<String>, request: RunRequest) -> Outcome {
     } else {
         let _ = writeln!(out, "\nrun {} {}", report.run_id, report.status.as_str());
         if let Some(error) = &report.error {
-            let _ = writeln!(out, "error: {error}");
+            // `error: …` or `critical: …`, with its code.
+            let _ = writeln!(out, "{error}");
         }
         for failure in &report.compensation_failures {
             let _ = writeln!(
@@ -243,6 +244,37 @@ async fn run(store_url: Option<String>, request: RunRequest) -> Outcome {
     }))
 }
 
+/// The project's latest run, or an error saying it has none.
+async fn latest_run(store: &dyn Store, project: &str) -> Result<RunRow, CliError> {
+    store
+        .runs(project, 1)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            CliError::Invalid(format!(
+                "project `{project}` has no runs yet: there is nothing to steer"
+            ))
+        })
+}
+
+/// Refuses a `what` named `name` that the project's latest run `run` does not have, naming
+/// the ones it has.
+fn refuse_unknown(what: &str, name: &str, has: &[String], run: &str) -> Result<(), CliError> {
+    if has.iter().any(|h| h == name) {
+        return Ok(());
+    }
+    let known = if has.is_empty() {
+        "none".to_owned()
+    } else {
+        has.join(", ")
+    };
+    Err(CliError::Invalid(format!(
+        "no {what} `{name}` in the project's latest run {run}{} (it has {known})",
+        self_healing::config::did_you_mean(name, has.iter().map(String::as_str))
+    )))
+}
+
 /// Fails with a clear message when the store has never heard of the project.
 async fn known_project(store: &dyn Store, project: &str) -> Result<(), CliError> {
     let runs = store.runs(project, 1).await?;
@@ -261,10 +293,18 @@ async fn health(store_url: Option<String>, args: ProjectArgs) -> Outcome {
     let checks = store.health(&args.project).await?;
     let mode = store.healing_mode(&args.project).await?;
     let latest = store.runs(&args.project, 1).await?.into_iter().next();
+    let now = store::millis(std::time::SystemTime::now());
+    let live = latest.as_ref().is_some_and(|run| run.is_alive(now));
     if args.json {
         println!(
             "{}",
-            serde_json::json!({ "project": args.project, "healing": mode, "checks": checks, "latestRun": latest })
+            serde_json::json!({
+                "project": args.project,
+                "healing": mode,
+                "checks": checks,
+                "latestRun": latest,
+                "live": live,
+            })
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -276,7 +316,7 @@ async fn health(store_url: Option<String>, args: ProjectArgs) -> Outcome {
             if mode.enabled { "enabled" } else { "disabled" }
         ),
     }
-    if let Some(run) = latest {
+    if let Some(run) = &latest {
         println!(
             "last run  {} {} (started {})",
             run.id,
@@ -285,18 +325,46 @@ async fn health(store_url: Option<String>, args: ProjectArgs) -> Outcome {
         );
     }
     if checks.is_empty() {
-        println!("checks    none recorded");
-    } else {
-        println!("\n{:<24} {:<16} {:<10} since", "CHECK", "STAGE", "STATUS");
-        for check in checks {
-            println!(
-                "{:<24} {:<16} {:<10} {}",
-                check.check,
-                check.stage.as_deref().unwrap_or("-"),
-                check.status,
-                iso8601(check.at_ms)
-            );
-        }
+        println!("checks    none declared or recorded");
+        return Ok(ExitCode::SUCCESS);
+    }
+    match (&latest, live) {
+        (_, true) => println!("checks    live, from the running pipeline"),
+        (Some(run), false) => println!(
+            "checks    as last seen by run {}, which {} {}: not checked since",
+            run.id,
+            if run.status.is_unended() {
+                "stopped"
+            } else {
+                "ended"
+            },
+            run.finished_ms
+                .or(run.heartbeat_ms)
+                .map_or_else(|| "-".to_owned(), iso8601)
+        ),
+        (None, false) => {}
+    }
+    println!(
+        "\n{:<24} {:<14} {:<10} {:<22} {:<22} target / last error",
+        "CHECK", "STAGE", "STATUS", "SINCE", "LAST CHECKED"
+    );
+    for check in checks {
+        let status = check.status.map_or("unchecked", |s| s.as_str());
+        let since = check.changed_ms.map_or_else(|| "-".to_owned(), iso8601);
+        let seen = check.checked_ms.map_or_else(|| "never".to_owned(), iso8601);
+        let note = match (&check.last_error, &check.target) {
+            (Some(error), _) => error.clone(),
+            (None, Some(target)) => target.clone(),
+            (None, None) => String::new(),
+        };
+        println!(
+            "{:<24} {:<14} {:<10} {:<22} {:<22} {note}",
+            check.check,
+            check.stage.as_deref().unwrap_or("-"),
+            status,
+            since,
+            seen
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -307,6 +375,10 @@ async fn runs(store_url: Option<String>, args: ProjectArgs, limit: u32) -> Outco
     let runs = store.runs(&args.project, limit).await?;
     if args.json {
         println!("{}", serde_json::to_string(&runs).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if runs.is_empty() {
+        println!("project `{}` has no runs", args.project);
         return Ok(ExitCode::SUCCESS);
     }
     println!("{:<22} {:<12} {:<22} error", "RUN", "STATUS", "STARTED");
@@ -337,6 +409,14 @@ async fn healing(store_url: Option<String>, command: HealingCommand) -> Outcome 
                 println!("{}", serde_json::to_string(&records).unwrap_or_default());
                 return Ok(ExitCode::SUCCESS);
             }
+            if records.is_empty() {
+                println!(
+                    "project `{}` has no healing decisions{}",
+                    project.project,
+                    if since.is_some() { " in that time" } else { "" }
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             println!(
                 "{:<20} {:<14} {:<22} {:<14} {:<17} detail",
                 "TIME", "STAGE", "STRATEGY", "ACTION", "OUTCOME"
@@ -362,11 +442,10 @@ async fn healing(store_url: Option<String>, command: HealingCommand) -> Outcome 
             let action: ActionKind = action
                 .parse()
                 .map_err(|e: self_healing::InvalidConfig| CliError::Invalid(e.to_string()))?;
+            let latest = latest_run(&*store, &project).await?;
+            refuse_unknown("stage", &stage, &latest.stages, &latest.id)?;
             let id = store.enqueue(&project, action, &stage).await?;
-            let running = store
-                .unfinished_run(&project)
-                .await?
-                .is_some_and(|r| r.status == RunState::Running);
+            let running = latest.is_alive(store::millis(std::time::SystemTime::now()));
             println!("queued {action} of stage `{stage}` for project `{project}` (request {id})");
             if !running {
                 println!("no run of `{project}` is running: the next run takes it");
@@ -398,6 +477,9 @@ async fn healing(store_url: Option<String>, command: HealingCommand) -> Outcome 
                     "--max-attempts must be at least 1".into(),
                 ));
             }
+            known_project(&*store, &project).await?;
+            let latest = latest_run(&*store, &project).await?;
+            refuse_unknown("strategy", &strategy, &latest.strategies, &latest.id)?;
             store.set_override(&project, &strategy, &changes).await?;
             println!(
                 "strategy `{strategy}` of project `{project}` configured; running pipelines apply it within {:?}",

@@ -9,13 +9,15 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use self_healing::event::RunId;
-use self_healing::pipeline::Completed;
+use self_healing::health::HealthMonitor;
+use self_healing::pipeline::Resume;
 use self_healing::{RunOptions, RunReport};
 
 use crate::build::{self, Built};
 use crate::control::Steering;
+use crate::env::Secrets;
 use crate::error::CliError;
-use crate::store::{self, Store};
+use crate::store::{self, CheckSeen, DeclaredCheck, Owner, RunClaim, RunRow, Store};
 use crate::{file, journal, progress};
 
 /// Opens the store `url` names, or the default one.
@@ -23,11 +25,12 @@ pub async fn open_store(url: Option<String>) -> Result<Arc<dyn Store>, CliError>
     let url = url.or_else(store::default_url).ok_or_else(|| {
         CliError::Invalid("no store: give --store sqlite://PATH (HOME is not set)".to_owned())
     })?;
-    store::open(&url).await.map_err(|e| {
-        CliError::Failed(format!(
+    store::open(&url).await.map_err(|e| match e {
+        store::StoreError::Unusable(why) => CliError::Invalid(why),
+        e => CliError::Failed(format!(
             "cannot open the store {}: {e}",
             self_healing::health::redact_url(&url)
-        ))
+        )),
     })
 }
 
@@ -35,7 +38,15 @@ pub async fn open_store(url: Option<String>) -> Result<Arc<dyn Store>, CliError>
 /// with its file, line, column and key.
 pub fn load(path: &Path, project: Option<&str>, seed: Option<u64>) -> Result<Built, CliError> {
     let loaded = file::load(path)?;
-    build::build(&loaded.file, path, &loaded.text, project, seed).map_err(|errors| {
+    build::build(
+        &loaded.file,
+        path,
+        &loaded.text,
+        &loaded.secrets,
+        project,
+        seed,
+    )
+    .map_err(|errors| {
         for error in &errors {
             eprintln!("{error}");
         }
@@ -63,6 +74,8 @@ pub struct RunRequest {
 
 /// A pipeline file built and bound to a store, ready to run.
 pub struct Session {
+    /// This process, as the store knows the owner of the run.
+    owner: Owner,
     /// The project name the run is recorded under.
     pub project: Arc<str>,
     /// The store the run is journaled in and steered through.
@@ -88,6 +101,7 @@ impl Session {
         let built = load(&request.file, request.project.as_deref(), request.seed)?;
         let store = open_store(store_url).await?;
         Ok(Session {
+            owner: Owner::this_process(),
             project: Arc::clone(&built.project),
             store,
             built,
@@ -95,40 +109,84 @@ impl Session {
         })
     }
 
-    /// The run to start: a fresh id, or the unfinished run to resume and what it completed.
-    async fn run_to_start(&self) -> Result<(RunId, Option<Arc<dyn Completed>>), CliError> {
-        if !self.request.resume {
+    /// The run to start: a fresh id, or the unfinished run to resume and what it did. Refused
+    /// when a run of the project is still alive, here or on another machine.
+    async fn run_to_start(&self) -> Result<(RunId, Option<Arc<Resume>>), CliError> {
+        let now = store::millis(std::time::SystemTime::now());
+        let (run, resume) = if self.request.resume {
+            let Some(unfinished) = self.store.unfinished_run(&self.project).await? else {
+                return Err(CliError::Invalid(format!(
+                    "project `{}` has no unfinished run to resume: its latest run ended, or it has none",
+                    self.project
+                )));
+            };
+            if unfinished.is_alive(now) {
+                return Err(live_run(&self.project, &unfinished, now));
+            }
+            let run = RunId::new(unfinished.id);
+            let resume = self.store.resume(&run).await?;
+            if !self.request.json_events {
+                match resume.rollback() {
+                    Some((stage, _)) => println!(
+                        "resuming {run} as a rollback (stage `{stage}` failed): compensating what is left"
+                    ),
+                    None => println!(
+                        "resuming {run}: {} stage(s) and {} item(s) already completed",
+                        resume.stages_completed(),
+                        resume.all_items_completed()
+                    ),
+                }
+            }
+            (run, Some(Arc::new(resume)))
+        } else {
             let mut rng = self
                 .request
                 .seed
                 .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
-            return Ok((RunId::new(format!("run-{:016x}", rng.u64(..))), None));
-        }
-        let Some(unfinished) = self.store.unfinished_run(&self.project).await? else {
-            return Err(CliError::Invalid(format!(
-                "project `{}` has no unfinished run to resume",
-                self.project
-            )));
+            (RunId::new(format!("run-{:016x}", rng.u64(..))), None)
         };
-        let run = RunId::new(unfinished.id);
-        let completed = self.store.completed(&run).await?;
-        if !self.request.json_events {
-            println!(
-                "resuming {run}: {} stage(s) and {} item(s) already completed",
-                completed.stages.len(),
-                completed.items.len()
-            );
+        let built = &self.built;
+        let claim = RunClaim {
+            project: self.project.to_string(),
+            run: run.to_string(),
+            pipeline: built.pipeline.name().to_owned(),
+            owner: self.owner.clone(),
+            stages: built.pipeline.stage_names().map(str::to_owned).collect(),
+            strategies: built
+                .healer
+                .strategies()
+                .iter()
+                .map(|s| s.name().to_owned())
+                .collect(),
+            checks: built
+                .monitor
+                .as_ref()
+                .map(|m| {
+                    m.report()
+                        .into_iter()
+                        .map(|c| DeclaredCheck {
+                            name: c.name.to_string(),
+                            stage: c.stage.as_deref().map(str::to_owned),
+                            target: c.target,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        if let Some(live) = self.store.claim_run(&claim).await? {
+            return Err(live_run(&self.project, &live, now));
         }
-        Ok((run, Some(Arc::new(completed))))
+        Ok((run, resume))
     }
 
     /// Runs the pipeline to its end and returns its report once every event is journaled.
     pub async fn run(self) -> Result<RunReport, CliError> {
-        let (run_id, completed) = self.run_to_start().await?;
+        let (run_id, resume) = self.run_to_start().await?;
         let Built {
             pipeline,
             healer,
             monitor,
+            secrets,
             ..
         } = self.built;
         // Steering set while nothing ran applies from the start.
@@ -147,7 +205,8 @@ impl Session {
             Arc::clone(&self.project),
             pipeline
                 .events()
-                .subscribe_pacing(|_| true, journal::MAX_BACKLOG),
+                .subscribe_durable(|_| true, journal::MAX_BACKLOG),
+            secrets.clone(),
             cancel.clone(),
         );
         let printer = tokio::spawn(progress::print(
@@ -158,6 +217,14 @@ impl Session {
         if let Some(monitor) = &monitor {
             monitor.start();
         }
+        let lease = tokio::spawn(keep_alive(
+            Arc::clone(&self.store),
+            Arc::clone(&self.project),
+            run_id.clone(),
+            self.owner.clone(),
+            monitor.clone(),
+            secrets.clone(),
+        ));
         let on_signal = cancel.clone();
         let signals = tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
@@ -173,7 +240,7 @@ impl Session {
                 RunOptions {
                     run_id: Some(run_id),
                     cancel,
-                    completed,
+                    resume,
                 },
             )
             .await;
@@ -186,7 +253,90 @@ impl Session {
             .await
             .unwrap_or_else(|e| Err(format!("the journal writer failed: {e}")));
         let _ = printer.await;
+        lease.abort();
         journaled.map_err(CliError::Failed)?;
-        Ok(report)
+        Ok(masked_report(report, &secrets))
+    }
+}
+
+/// `report` with the secrets masked in its errors.
+fn masked_report(mut report: RunReport, secrets: &Secrets) -> RunReport {
+    let mask = |error: &mut self_healing::StageError| {
+        if let std::borrow::Cow::Owned(clean) = secrets.mask(error.message()) {
+            *error = error.clone().with_message(clean);
+        }
+    };
+    report.error.iter_mut().for_each(mask);
+    report
+        .stages
+        .iter_mut()
+        .filter_map(|s| s.error.as_mut())
+        .for_each(mask);
+    report
+        .compensation_failures
+        .iter_mut()
+        .for_each(|f| mask(&mut f.error));
+    report
+}
+
+/// The refusal to start while `live` still runs.
+fn live_run(project: &str, live: &RunRow, now_ms: i64) -> CliError {
+    let owner = live.owner.as_ref().map_or_else(
+        || "an unknown process".to_owned(),
+        |o| format!("process {o}"),
+    );
+    let seen = live
+        .heartbeat_ms
+        .map(|beat| format!(", alive {:.0}s ago", (now_ms - beat).max(0) as f64 / 1000.0))
+        .unwrap_or_default();
+    CliError::Invalid(format!(
+        "project `{project}` has a live run: {} ({owner}{seen}); wait for it to end or stop it, then `run --resume` continues it",
+        live.id
+    ))
+}
+
+/// How often a run renews its lease and records what its checks found.
+const BEAT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Renews the run's lease and records its checks' latest results, every [`BEAT`], until
+/// aborted. A store that cannot be written is reported once when it starts failing.
+async fn keep_alive(
+    store: Arc<dyn Store>,
+    project: Arc<str>,
+    run: RunId,
+    owner: Owner,
+    monitor: Option<HealthMonitor>,
+    secrets: Secrets,
+) {
+    let mut ticks = tokio::time::interval(BEAT);
+    let mut failing = false;
+    loop {
+        ticks.tick().await;
+        let mut result = store.heartbeat(run.as_str(), &owner).await;
+        if let (Ok(()), Some(monitor)) = (&result, &monitor) {
+            let seen: Vec<CheckSeen> = monitor
+                .report()
+                .into_iter()
+                .filter_map(|check| {
+                    Some(CheckSeen {
+                        checked_ms: store::millis(check.last_checked?),
+                        name: check.name.to_string(),
+                        status: check.status,
+                        last_error: check.last_error.map(|e| secrets.mask(&e).into_owned()),
+                    })
+                })
+                .collect();
+            if !seen.is_empty() {
+                result = store.checks_seen(&project, &seen).await;
+            }
+        }
+        match (result, failing) {
+            (Err(error), false) => {
+                eprintln!("  ! the run's lease cannot be renewed: {error}");
+                failing = true;
+            }
+            (Ok(()), true) => failing = false,
+            _ => {}
+        }
     }
 }

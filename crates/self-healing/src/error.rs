@@ -121,6 +121,12 @@ impl StageError {
         self
     }
 
+    /// The same error with another message (a redacted one, say).
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+
     /// The human-readable message.
     pub fn message(&self) -> &str {
         &self.message

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use self_healing::event::{EventKind, HandlerKind};
 use self_healing::healing::{ActionKind, Failure, Remedy};
-use self_healing::pipeline::{ItemSource, RunOptions, SelfHealingPipeline, Stage};
+use self_healing::pipeline::{ItemSource, Resume, RunOptions, SelfHealingPipeline, Stage};
 use self_healing::resilience::{BreakerState, Rate, RetryPolicy};
 use self_healing::{RunStatus, StageError};
 use tokio::time::{Instant, sleep};
@@ -1004,16 +1004,13 @@ async fn builders_reject_impossible_pipelines() {
 }
 
 /// What an earlier attempt of the run completed: stage "extract", and items 0-4 of "load".
-struct EarlierAttempt;
-
-impl self_healing::pipeline::Completed for EarlierAttempt {
-    fn stage(&self, stage: &str) -> bool {
-        stage == "extract"
+fn earlier_attempt() -> Resume {
+    let mut resume = Resume::default();
+    resume.stage_completed("extract");
+    for item in 0..5 {
+        resume.item_completed("load", item.to_string());
     }
-
-    fn item(&self, stage: &str, item: &str) -> bool {
-        stage == "load" && item.parse::<u32>().is_ok_and(|n| n < 5)
-    }
+    resume
 }
 
 #[tokio::test(start_paused = true)]
@@ -1047,7 +1044,7 @@ async fn a_resumed_run_skips_what_was_completed_and_still_compensates_it() {
             (),
             RunOptions {
                 run_id: Some(self_healing::RunId::new("run-1")),
-                completed: Some(Arc::new(EarlierAttempt)),
+                resume: Some(Arc::new(earlier_attempt())),
                 ..RunOptions::default()
             },
         )
@@ -1070,4 +1067,147 @@ async fn a_resumed_run_skips_what_was_completed_and_still_compensates_it() {
         1
     );
     assert_eq!(report.stages[0].items_completed, 8);
+}
+
+/// A pipeline whose two item stages compensate per item, whose `extract` stage has a
+/// rollback hook, and whose last stage fails critically: everything it runs and undoes is
+/// written down.
+fn compensating_pipeline(log: Arc<Mutex<Vec<String>>>) -> SelfHealingPipeline<()> {
+    let entry = |log: &Arc<Mutex<Vec<String>>>, what: &'static str| {
+        let log = Arc::clone(log);
+        move |ctx: self_healing::ItemContext<(), u32>| {
+            log.lock()
+                .unwrap()
+                .push(format!("{what} {}/{}", ctx.stage(), ctx.item()));
+            async { Ok(()) }
+        }
+    };
+    let hook = {
+        let log = Arc::clone(&log);
+        move |_ctx: self_healing::StageContext<()>| {
+            log.lock().unwrap().push("undo extract".to_owned());
+            async { Ok(()) }
+        }
+    };
+    let ran_publish = Arc::clone(&log);
+    SelfHealingPipeline::builder()
+        .supervisor(|_: &Failure<'_>| Remedy::Rollback)
+        .stage(
+            Stage::for_each(
+                "extract",
+                ItemSource::iter(|_: &()| 0..3u32),
+                entry(&log, "run"),
+            )
+            .rollback_item(entry(&log, "undo"))
+            .rollback(hook),
+        )
+        .stage(
+            Stage::for_each(
+                "load",
+                ItemSource::iter(|_: &()| 0..4u32),
+                entry(&log, "run"),
+            )
+            .rollback_item(entry(&log, "undo")),
+        )
+        .stage(Stage::new("publish", move |_| {
+            ran_publish.lock().unwrap().push("run publish".to_owned());
+            async { Err(StageError::critical("publish failed")) }
+        }))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_cut_short_resumes_as_a_rollback_and_runs_nothing_forward() {
+    // An earlier attempt completed every item, began rolling back after `publish` failed, and
+    // compensated load/3 and load/2 before it was killed.
+    let mut resume = Resume::default();
+    resume.stage_completed("extract");
+    resume.stage_completed("load");
+    for item in [2, 0, 1] {
+        resume.item_completed("extract", item.to_string());
+    }
+    for item in 0..4 {
+        resume.item_completed("load", item.to_string());
+    }
+    resume.compensated("load", Some("3"));
+    resume.compensated("load", Some("2"));
+    resume.rolling_back("publish", StageError::critical("publish failed"));
+
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let pipeline = compensating_pipeline(Arc::clone(&log));
+    let events = Recorder::attach(&pipeline);
+    let report = pipeline
+        .execute_with(
+            (),
+            RunOptions {
+                resume: Some(Arc::new(resume)),
+                ..RunOptions::default()
+            },
+        )
+        .await;
+
+    assert_eq!(report.status, RunStatus::RolledBack);
+    assert_eq!(report.error.unwrap().message(), "publish failed");
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "undo load/1",
+            "undo load/0",
+            // extract completed 2, 0, 1 in that order: undone newest first.
+            "undo extract/1",
+            "undo extract/0",
+            "undo extract/2",
+            "undo extract",
+        ],
+        "what was left, newest first, and nothing forward"
+    );
+    assert_eq!(
+        events.count(
+            |k| matches!(k, EventKind::RollbackStarted { stage, .. } if &**stage == "publish")
+        ),
+        1
+    );
+    assert_eq!(
+        events.count(|k| matches!(k, EventKind::StageStarted { .. })),
+        0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_after_a_resume_compensates_items_of_stages_it_skipped() {
+    let mut resume = Resume::default();
+    resume.stage_completed("extract");
+    for item in 0..3 {
+        resume.item_completed("extract", item.to_string());
+    }
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let report = compensating_pipeline(Arc::clone(&log))
+        .execute_with(
+            (),
+            RunOptions {
+                resume: Some(Arc::new(resume)),
+                ..RunOptions::default()
+            },
+        )
+        .await;
+    assert_eq!(report.status, RunStatus::RolledBack);
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "run load/0",
+            "run load/1",
+            "run load/2",
+            "run load/3",
+            "run publish",
+            "undo load/3",
+            "undo load/2",
+            "undo load/1",
+            "undo load/0",
+            "undo extract/2",
+            "undo extract/1",
+            "undo extract/0",
+            "undo extract",
+        ]
+    );
 }

@@ -38,7 +38,8 @@ async fn main() {
             "million".into(),
             pipeline
                 .events()
-                .subscribe_pacing(|_| true, migrationpilot::journal::MAX_BACKLOG),
+                .subscribe_durable(|_| true, migrationpilot::journal::MAX_BACKLOG),
+            migrationpilot::env::Secrets::default(),
             CancellationToken::new(),
         );
         let drain = tokio::spawn(async move { while committed.recv().await.is_some() {} });

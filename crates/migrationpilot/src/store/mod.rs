@@ -8,7 +8,6 @@
 pub mod projection;
 mod sqlite;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -17,6 +16,7 @@ use serde::{Serialize, Serializer};
 use self_healing::BoxFuture;
 use self_healing::event::{ActionKind, Event, HealthStatus, RunId, RunStatus};
 use self_healing::healing::{HealingRecord, StrategyOverride};
+use self_healing::pipeline::Resume;
 
 pub use sqlite::SqliteStore;
 
@@ -30,6 +30,10 @@ pub enum StoreError {
     /// The request or what the store holds makes no sense: the message says what.
     #[error("store: {0}")]
     Invalid(String),
+    /// The file cannot serve as a store: it is not a database, or a newer version made it.
+    /// The message names the file.
+    #[error("{0}")]
+    Unusable(String),
 }
 
 /// A result whose error is a [`StoreError`].
@@ -40,6 +44,8 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub enum RunState {
     /// Started and not ended yet (or its process died before it could record an end).
     Running,
+    /// Compensating its completed work after a rollback was decided, and not ended yet.
+    RollingBack,
     /// Ended, with this status.
     Ended(RunStatus),
 }
@@ -49,6 +55,7 @@ impl RunState {
     pub fn as_str(self) -> &'static str {
         match self {
             RunState::Running => "running",
+            RunState::RollingBack => "rolling-back",
             RunState::Ended(status) => status.as_str(),
         }
     }
@@ -57,6 +64,7 @@ impl RunState {
     pub fn parse(text: &str) -> Result<Self> {
         Ok(match text {
             "running" => RunState::Running,
+            "rolling-back" => RunState::RollingBack,
             "succeeded" => RunState::Ended(RunStatus::Succeeded),
             "failed" => RunState::Ended(RunStatus::Failed),
             "rolled-back" => RunState::Ended(RunStatus::RolledBack),
@@ -67,6 +75,23 @@ impl RunState {
                 )));
             }
         })
+    }
+}
+
+impl RunState {
+    /// Whether the run has not recorded an end: it runs, or its process died.
+    pub fn is_unended(self) -> bool {
+        matches!(self, RunState::Running | RunState::RollingBack)
+    }
+
+    /// Whether `run --resume` may continue it: it did not end, was cancelled, or failed.
+    pub fn is_resumable(self) -> bool {
+        matches!(
+            self,
+            RunState::Running
+                | RunState::RollingBack
+                | RunState::Ended(RunStatus::Cancelled | RunStatus::Failed)
+        )
     }
 }
 
@@ -98,25 +123,143 @@ pub struct RunRow {
     /// The error that ended the run; `None` while running, or when it succeeded or was
     /// cancelled.
     pub error: Option<String>,
+    /// The process driving the run (`host:pid`); `None` for runs journaled without a claim.
+    pub owner: Option<Owner>,
+    /// When its owner last said it was alive, in milliseconds since the Unix epoch.
+    pub heartbeat_ms: Option<i64>,
+    /// The pipeline's stages, in order, as the run declared them.
+    pub stages: Vec<String>,
+    /// The healer's strategies, as the run declared them.
+    pub strategies: Vec<String>,
 }
 
-/// What earlier attempts of a run completed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CompletedWork {
-    /// The names of the stages that succeeded.
-    pub stages: HashSet<String>,
-    /// The items that succeeded, as (stage name, item key).
-    pub items: HashSet<(String, String)>,
+impl RunRow {
+    /// Whether a process still drives the run: it has not ended, its owner renewed its lease
+    /// within [`LEASE`], and an owner on this host is still a live process.
+    pub fn is_alive(&self, now_ms: i64) -> bool {
+        let fresh = self
+            .heartbeat_ms
+            .is_some_and(|beat| now_ms - beat < LEASE.as_millis() as i64);
+        self.status.is_unended() && fresh && self.owner.as_ref().is_none_or(Owner::may_be_alive)
+    }
 }
 
-impl self_healing::pipeline::Completed for CompletedWork {
-    fn stage(&self, stage: &str) -> bool {
-        self.stages.contains(stage)
+/// How long a run's owner may go without renewing its lease before the run counts as dead.
+pub const LEASE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The process that drives a run: its host and process id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// The host's name.
+    pub host: String,
+    /// The process id on that host.
+    pub pid: u32,
+}
+
+impl Owner {
+    /// This process.
+    pub fn this_process() -> Self {
+        Owner {
+            host: host_name(),
+            pid: std::process::id(),
+        }
     }
 
-    fn item(&self, stage: &str, item: &str) -> bool {
-        self.items.contains(&(stage.to_owned(), item.to_owned()))
+    /// `host:pid` as stored; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (host, pid) = text.rsplit_once(':')?;
+        Some(Owner {
+            host: host.to_owned(),
+            pid: pid.parse().ok()?,
+        })
     }
+
+    /// False only when the owner is on this host and its process is gone.
+    pub fn may_be_alive(&self) -> bool {
+        self.host != host_name() || process_exists(self.pid)
+    }
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.pid)
+    }
+}
+
+impl Serialize for Owner {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// The machine's host name.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Whether a process with this id exists on this host.
+#[cfg(unix)]
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 checks for the process without sending anything.
+    let found = unsafe { libc::kill(pid, 0) } == 0;
+    found || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(not(unix))]
+fn process_exists(_pid: u32) -> bool {
+    true
+}
+
+/// What a run takes from the store before it starts: that no other process drives a run of
+/// its project, and the names operators may refer to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunClaim {
+    /// The project.
+    pub project: String,
+    /// The run: a fresh id, or the one being resumed.
+    pub run: String,
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// This process.
+    pub owner: Owner,
+    /// The pipeline's stages, in order.
+    pub stages: Vec<String>,
+    /// The healer's strategies.
+    pub strategies: Vec<String>,
+    /// The checks the file declares, for `health`.
+    pub checks: Vec<DeclaredCheck>,
+}
+
+/// A check a pipeline file declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredCheck {
+    /// The check's name.
+    pub name: String,
+    /// The stage it is attached to.
+    pub stage: Option<String>,
+    /// What it checks, with secrets redacted.
+    pub target: String,
+}
+
+/// What a check's latest run found, as the health monitor reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckSeen {
+    /// The check's name.
+    pub name: String,
+    /// Its status now.
+    pub status: HealthStatus,
+    /// When it last ran, in milliseconds since the Unix epoch.
+    pub checked_ms: i64,
+    /// Why its last run failed, redacted; `None` after a success.
+    pub last_error: Option<String>,
 }
 
 /// A health check's last known status.
@@ -126,10 +269,16 @@ pub struct HealthRow {
     pub check: String,
     /// The stage the check is attached to; `None` for a check attached to none.
     pub stage: Option<String>,
-    /// The status the check last changed to.
-    pub status: HealthStatus,
+    /// What it checks, with secrets redacted; `None` for checks recorded before this was kept.
+    pub target: Option<String>,
+    /// Its latest status; `None` while it has not run yet.
+    pub status: Option<HealthStatus>,
     /// When it changed to that status, in milliseconds since the Unix epoch.
-    pub at_ms: i64,
+    pub changed_ms: Option<i64>,
+    /// When it last ran, in milliseconds since the Unix epoch; `None` while it has not run.
+    pub checked_ms: Option<i64>,
+    /// Why its last run failed, redacted.
+    pub last_error: Option<String>,
 }
 
 /// Whether healing acts for a project, and why not.
@@ -160,24 +309,33 @@ pub struct ControlRequest {
 /// Writes a run's events: the group commit of the journal.
 pub trait Journal: Send + Sync {
     /// Appends a batch of `project`'s events in one transaction, with the rows they project
-    /// into (runs, stages, items, healing history, health).
+    /// into (runs, stages, items, compensations, healing history, health).
     fn append<'a>(
         &'a self,
         project: &'a str,
         events: &'a [Arc<Event>],
     ) -> BoxFuture<'a, Result<()>>;
+
+    /// Records what the project's checks last found (status, when, why it failed).
+    fn checks_seen<'a>(
+        &'a self,
+        project: &'a str,
+        seen: &'a [CheckSeen],
+    ) -> BoxFuture<'a, Result<()>>;
 }
 
 /// What the command line, the API and a resuming run read.
 pub trait Queries: Send + Sync {
-    /// The project's latest run that did not finish (crashed, or cancelled).
+    /// The project's latest run, if `run --resume` may continue it (see
+    /// [`RunState::is_resumable`]).
     fn unfinished_run<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<Option<RunRow>>>;
 
     /// The project's runs, newest first.
     fn runs<'a>(&'a self, project: &'a str, limit: u32) -> BoxFuture<'a, Result<Vec<RunRow>>>;
 
-    /// What earlier attempts of `run` completed, for `run --resume`.
-    fn completed<'a>(&'a self, run: &'a RunId) -> BoxFuture<'a, Result<CompletedWork>>;
+    /// What earlier attempts of `run` did, for `run --resume`: completed stages and items in
+    /// completion order, compensations that ran, and the rollback it was in, if any.
+    fn resume<'a>(&'a self, run: &'a RunId) -> BoxFuture<'a, Result<Resume>>;
 
     /// Healing decisions, newest first.
     fn history<'a>(
@@ -187,22 +345,32 @@ pub trait Queries: Send + Sync {
         since_ms: Option<i64>,
     ) -> BoxFuture<'a, Result<Vec<HealingRecord>>>;
 
-    /// Each health check's last known status, by check name.
+    /// The project's checks, by name: every check its latest run declared, and any other that
+    /// reported a status.
     fn health<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<Vec<HealthRow>>>;
 
-    /// The project's healing mode: enabled, with no reason, for a project never set.
+    /// Whether healing acts for the project (enabled unless someone disabled it).
     fn healing_mode<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<HealingMode>>;
 
-    /// The project's strategy overrides, as (strategy name, override), by strategy name.
+    /// The project's strategy overrides, each merged, by strategy name.
     fn overrides<'a>(
         &'a self,
         project: &'a str,
     ) -> BoxFuture<'a, Result<Vec<(String, StrategyOverride)>>>;
 }
 
-/// How operators steer: the healing mode, strategy overrides and queued actions.
+/// How operators steer, and how a run takes its project.
 pub trait Control: Send + Sync {
-    /// Turns healing on or off for the project, with the operator's reason if given.
+    /// Takes `claim.run` for this process, or refuses with the run of the project that is
+    /// still alive (see [`RunRow::is_alive`]). One transaction, so two processes cannot both
+    /// take a project. The run's row records its owner, its lease, and its stage, strategy and
+    /// check names.
+    fn claim_run<'a>(&'a self, claim: &'a RunClaim) -> BoxFuture<'a, Result<Option<RunRow>>>;
+
+    /// Renews the lease of `run`, which `owner` drives.
+    fn heartbeat<'a>(&'a self, run: &'a str, owner: &'a Owner) -> BoxFuture<'a, Result<()>>;
+
+    /// Turns healing on or off for the project; off is manual mode, with `reason` shown.
     fn set_healing_mode<'a>(
         &'a self,
         project: &'a str,

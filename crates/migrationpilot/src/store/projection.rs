@@ -87,6 +87,28 @@ pub enum Write<'e> {
         /// The whole record as JSON.
         body: String,
     },
+    /// The run began (or went on with) a rollback after `stage` failed: it resumes as one.
+    RollbackStarted {
+        /// The run.
+        run: &'e str,
+        /// The stage whose failure began it.
+        stage: &'e str,
+        /// Why, as JSON of the stage error.
+        error: String,
+    },
+    /// A compensation finished: a resumed rollback does not run it again.
+    Compensated {
+        /// The run.
+        run: &'e str,
+        /// The stage.
+        stage: &'e str,
+        /// The item's key; `None` for the stage's own rollback hook.
+        item: Option<&'e str>,
+        /// Whether the compensation failed.
+        failed: bool,
+        /// When it finished.
+        at: i64,
+    },
     /// A check's latest status.
     Health {
         /// The project the check belongs to.
@@ -240,6 +262,18 @@ fn rows_of<'e>(project: &'e str, event: &'e Event, writes: &mut Vec<Write<'e>>) 
             });
             return Ok(());
         }
+        EventKind::RollbackStarted { stage, error } => writes.push(Write::RollbackStarted {
+            run: needs_run()?,
+            stage,
+            error: serde_json::to_string(error).map_err(|e| StoreError::Invalid(e.to_string()))?,
+        }),
+        EventKind::CompensationFinished { stage, item, error } => writes.push(Write::Compensated {
+            run: needs_run()?,
+            stage,
+            item: item.as_deref(),
+            failed: error.is_some(),
+            at,
+        }),
         EventKind::HealthChanged { change } => writes.push(Write::Health {
             project,
             check: &change.check,

@@ -5,7 +5,6 @@
 //! in another process) never block the writer.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,17 +14,20 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use self_healing::BoxFuture;
-use self_healing::event::{ActionKind, Event, RunId, RunStatus};
+use self_healing::StageError;
+use self_healing::event::{ActionKind, Event, RunId};
 use self_healing::healing::{HealingRecord, StrategyOverride};
+use self_healing::pipeline::Resume;
 
 use super::projection::{self, ItemDone, Write};
 use super::{
-    CompletedWork, Control, ControlRequest, HealingMode, HealthRow, Journal, Queries, Result,
-    RunRow, RunState, StoreError, millis,
+    CheckSeen, Control, ControlRequest, HealingMode, HealthRow, Journal, Owner, Queries, Result,
+    RunClaim, RunRow, RunState, StoreError, millis,
 };
 
 /// Schema versions, applied in order; the store records how far it got.
-const MIGRATIONS: [&str; 1] = [r#"
+const MIGRATIONS: [&str; 2] = [
+    r#"
 CREATE TABLE projects (
     name TEXT PRIMARY KEY,
     healing_enabled INTEGER NOT NULL DEFAULT 1,
@@ -107,7 +109,34 @@ CREATE TABLE control (
     claimed_by TEXT
 );
 CREATE INDEX control_pending ON control (project, claimed_ms);
-"#];
+"#,
+    r#"
+ALTER TABLE runs ADD COLUMN owner TEXT;
+ALTER TABLE runs ADD COLUMN heartbeat_ms INTEGER;
+ALTER TABLE runs ADD COLUMN stages TEXT;
+ALTER TABLE runs ADD COLUMN strategies TEXT;
+ALTER TABLE runs ADD COLUMN rollback_stage TEXT;
+ALTER TABLE runs ADD COLUMN rollback_error TEXT;
+CREATE TABLE compensations (
+    run TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    item TEXT NOT NULL,
+    hook INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (run, stage, hook, item)
+);
+CREATE TABLE checks (
+    project TEXT NOT NULL,
+    name TEXT NOT NULL,
+    stage TEXT,
+    target TEXT NOT NULL,
+    PRIMARY KEY (project, name)
+);
+ALTER TABLE health ADD COLUMN checked_ms INTEGER;
+ALTER TABLE health ADD COLUMN last_error TEXT;
+"#,
+];
 
 /// The SQLite store.
 #[derive(Debug, Clone)]
@@ -123,7 +152,8 @@ impl SqliteStore {
                 StoreError::Invalid(format!("cannot create {}: {e}", parent.display()))
             })?;
         }
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+        let options = SqliteConnectOptions::new()
+            .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
@@ -133,7 +163,18 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         let store = SqliteStore { pool };
-        store.migrate().await?;
+        store.migrate().await.map_err(|error| match error {
+            StoreError::Database(sqlx::Error::Database(db))
+                if db.code().as_deref() == Some("26") =>
+            {
+                StoreError::Unusable(format!(
+                    "{} is not a migrationpilot store (it is not an SQLite database)",
+                    path.display()
+                ))
+            }
+            StoreError::Unusable(why) => StoreError::Unusable(format!("{}: {why}", path.display())),
+            other => other,
+        })?;
         Ok(store)
     }
 
@@ -147,7 +188,7 @@ impl SqliteStore {
                 .fetch_one(&mut *tx)
                 .await?;
         if current > MIGRATIONS.len() as i64 {
-            return Err(StoreError::Invalid(format!(
+            return Err(StoreError::Unusable(format!(
                 "the store has schema version {current}, newer than this migrationpilot knows ({}): upgrade migrationpilot",
                 MIGRATIONS.len()
             )));
@@ -179,7 +220,8 @@ async fn execute(tx: &mut Transaction<'_, Sqlite>, write: &Write<'_>) -> Result<
                 .await?;
             sqlx::query(
                 "INSERT INTO runs (id, project, pipeline, status, started_ms) VALUES (?, ?, ?, 'running', ?)
-                 ON CONFLICT (id) DO UPDATE SET status = 'running', finished_ms = NULL, error = NULL",
+                 ON CONFLICT (id) DO UPDATE SET finished_ms = NULL, error = NULL,
+                 status = CASE WHEN runs.status = 'rolling-back' THEN 'rolling-back' ELSE 'running' END",
             )
             .bind(*run)
             .bind(*project)
@@ -251,6 +293,28 @@ async fn execute(tx: &mut Transaction<'_, Sqlite>, write: &Write<'_>) -> Result<
         .bind(*action)
         .bind(*outcome)
         .bind(body.clone()),
+        Write::RollbackStarted { run, stage, error } => sqlx::query(
+            "UPDATE runs SET status = 'rolling-back', rollback_stage = ?, rollback_error = ? WHERE id = ?",
+        )
+        .bind(*stage)
+        .bind(error.clone())
+        .bind(*run),
+        Write::Compensated {
+            run,
+            stage,
+            item,
+            failed,
+            at,
+        } => sqlx::query(
+            "INSERT INTO compensations (run, stage, item, hook, failed, at_ms) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (run, stage, hook, item) DO UPDATE SET failed = excluded.failed, at_ms = excluded.at_ms",
+        )
+        .bind(*run)
+        .bind(*stage)
+        .bind(item.unwrap_or(""))
+        .bind(i64::from(item.is_none()))
+        .bind(i64::from(*failed))
+        .bind(*at),
         Write::Health {
             project,
             check,
@@ -310,7 +374,19 @@ async fn insert_completions(tx: &mut Transaction<'_, Sqlite>, done: &[ItemDone<'
 
 fn run_row(row: &sqlx::sqlite::SqliteRow) -> Result<RunRow> {
     let status: String = row.try_get("status")?;
+    let names = |column: &str| -> Result<Vec<String>> {
+        let text: Option<String> = row.try_get(column)?;
+        text.map_or(Ok(Vec::new()), |text| {
+            serde_json::from_str(&text)
+                .map_err(|e| StoreError::Invalid(format!("a run's {column}: {e}")))
+        })
+    };
+    let owner: Option<String> = row.try_get("owner")?;
     Ok(RunRow {
+        owner: owner.as_deref().and_then(Owner::parse),
+        heartbeat_ms: row.try_get("heartbeat_ms")?,
+        stages: names("stages")?,
+        strategies: names("strategies")?,
         id: row.try_get("id")?,
         project: row.try_get("project")?,
         status: RunState::parse(&status)?,
@@ -320,7 +396,8 @@ fn run_row(row: &sqlx::sqlite::SqliteRow) -> Result<RunRow> {
     })
 }
 
-const RUN_COLUMNS: &str = "id, project, status, started_ms, finished_ms, error";
+const RUN_COLUMNS: &str =
+    "id, project, status, started_ms, finished_ms, error, owner, heartbeat_ms, stages, strategies";
 
 impl Journal for SqliteStore {
     fn append<'a>(
@@ -338,18 +415,43 @@ impl Journal for SqliteStore {
             Ok(())
         })
     }
+
+    fn checks_seen<'a>(
+        &'a self,
+        project: &'a str,
+        seen: &'a [CheckSeen],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            for check in seen {
+                sqlx::query(
+                    "INSERT INTO health (project, check_name, stage, status, at_ms, checked_ms, last_error)
+                     VALUES (?, ?, (SELECT stage FROM checks WHERE project = ?1 AND name = ?2), ?, ?, ?, ?)
+                     ON CONFLICT (project, check_name) DO UPDATE SET
+                     at_ms = CASE WHEN health.status = excluded.status THEN health.at_ms ELSE excluded.at_ms END,
+                     status = excluded.status, checked_ms = excluded.checked_ms,
+                     last_error = excluded.last_error",
+                )
+                .bind(project)
+                .bind(&check.name)
+                .bind(check.status.as_str())
+                .bind(check.checked_ms)
+                .bind(check.checked_ms)
+                .bind(&check.last_error)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
 }
 
 impl Queries for SqliteStore {
     fn unfinished_run<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<Option<RunRow>>> {
         Box::pin(async move {
             let latest = self.runs(project, 1).await?.into_iter().next();
-            Ok(latest.filter(|run| {
-                matches!(
-                    run.status,
-                    RunState::Running | RunState::Ended(RunStatus::Cancelled)
-                )
-            }))
+            Ok(latest.filter(|run| run.status.is_resumable()))
         })
     }
 
@@ -366,24 +468,50 @@ impl Queries for SqliteStore {
         })
     }
 
-    fn completed<'a>(&'a self, run: &'a RunId) -> BoxFuture<'a, Result<CompletedWork>> {
+    fn resume<'a>(&'a self, run: &'a RunId) -> BoxFuture<'a, Result<Resume>> {
         Box::pin(async move {
+            let mut resume = Resume::default();
             let stages: Vec<String> = sqlx::query_scalar(
                 "SELECT stage FROM stages WHERE run = ? AND status = 'succeeded'",
             )
             .bind(run.as_str())
             .fetch_all(&self.pool)
             .await?;
+            for stage in stages {
+                resume.stage_completed(stage);
+            }
             let items: Vec<(String, String)> = sqlx::query_as(
-                "SELECT stage, item FROM items WHERE run = ? AND status = 'succeeded'",
+                "SELECT stage, item FROM items WHERE run = ? AND status = 'succeeded'
+                 ORDER BY finished_ms, rowid",
             )
             .bind(run.as_str())
             .fetch_all(&self.pool)
             .await?;
-            Ok(CompletedWork {
-                stages: stages.into_iter().collect(),
-                items: items.into_iter().collect(),
-            })
+            for (stage, item) in items {
+                resume.item_completed(&stage, item);
+            }
+            let compensations: Vec<(String, String, i64)> =
+                sqlx::query_as("SELECT stage, item, hook FROM compensations WHERE run = ?")
+                    .bind(run.as_str())
+                    .fetch_all(&self.pool)
+                    .await?;
+            for (stage, item, hook) in compensations {
+                resume.compensated(stage, (hook == 0).then_some(item));
+            }
+            let rollback: Option<(Option<String>, Option<String>)> =
+                sqlx::query_as("SELECT rollback_stage, rollback_error FROM runs WHERE id = ?")
+                    .bind(run.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if let Some((Some(stage), error)) = rollback {
+                let error: StageError = match error {
+                    Some(json) => serde_json::from_str(&json)
+                        .map_err(|e| StoreError::Invalid(format!("a rollback's error: {e}")))?,
+                    None => StageError::new("rolling back"),
+                };
+                resume.rolling_back(stage, error);
+            }
+            Ok(resume)
         })
     }
 
@@ -414,25 +542,51 @@ impl Queries for SqliteStore {
 
     fn health<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<Vec<HealthRow>>> {
         Box::pin(async move {
-            let rows: Vec<(String, Option<String>, String, i64)> = sqlx::query_as(
-                "SELECT check_name, stage, status, at_ms FROM health WHERE project = ? ORDER BY check_name",
+            type Row = (
+                String,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+                Option<i64>,
+                Option<i64>,
+                Option<String>,
+            );
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT c.name, c.stage, c.target, h.status, h.at_ms, h.checked_ms, h.last_error
+                 FROM checks c LEFT JOIN health h ON h.project = c.project AND h.check_name = c.name
+                 WHERE c.project = ?1
+                 UNION ALL
+                 SELECT h.check_name, h.stage, NULL, h.status, h.at_ms, h.checked_ms, h.last_error
+                 FROM health h WHERE h.project = ?1
+                 AND NOT EXISTS (SELECT 1 FROM checks c WHERE c.project = h.project AND c.name = h.check_name)
+                 ORDER BY 1",
             )
             .bind(project)
             .fetch_all(&self.pool)
             .await?;
             rows.into_iter()
-                .map(|(check, stage, status, at_ms)| {
-                    Ok(HealthRow {
-                        status: status.parse().map_err(|_| {
-                            StoreError::Invalid(format!(
-                                "check `{check}` has the unknown status `{status}`"
-                            ))
-                        })?,
-                        check,
-                        stage,
-                        at_ms,
-                    })
-                })
+                .map(
+                    |(check, stage, target, status, changed_ms, checked_ms, last_error)| {
+                        let status = status
+                            .map(|status| {
+                                status.parse().map_err(|_| {
+                                    StoreError::Invalid(format!(
+                                        "check `{check}` has the unknown status `{status}`"
+                                    ))
+                                })
+                            })
+                            .transpose()?;
+                        Ok(HealthRow {
+                            check,
+                            stage,
+                            target,
+                            status,
+                            changed_ms,
+                            checked_ms,
+                            last_error,
+                        })
+                    },
+                )
                 .collect()
         })
     }
@@ -483,6 +637,78 @@ impl Queries for SqliteStore {
 }
 
 impl Control for SqliteStore {
+    fn claim_run<'a>(&'a self, claim: &'a RunClaim) -> BoxFuture<'a, Result<Option<RunRow>>> {
+        Box::pin(async move {
+            let now = millis(std::time::SystemTime::now());
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE project = ? AND status IN ('running', 'rolling-back')"
+            )))
+            .bind(&claim.project)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in &rows {
+                let run = run_row(row)?;
+                if run.is_alive(now) {
+                    return Ok(Some(run));
+                }
+            }
+            let json = |names: &[String]| {
+                serde_json::to_string(names).map_err(|e| StoreError::Invalid(e.to_string()))
+            };
+            sqlx::query("INSERT INTO projects (name) VALUES (?) ON CONFLICT (name) DO NOTHING")
+                .bind(&claim.project)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO runs (id, project, pipeline, status, started_ms, owner, heartbeat_ms, stages, strategies)
+                 VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?)
+                 ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, heartbeat_ms = excluded.heartbeat_ms,
+                 stages = excluded.stages, strategies = excluded.strategies, finished_ms = NULL, error = NULL,
+                 status = CASE WHEN runs.status = 'rolling-back' THEN 'rolling-back' ELSE 'running' END",
+            )
+            .bind(&claim.run)
+            .bind(&claim.project)
+            .bind(&claim.pipeline)
+            .bind(now)
+            .bind(claim.owner.to_string())
+            .bind(now)
+            .bind(json(&claim.stages)?)
+            .bind(json(&claim.strategies)?)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM checks WHERE project = ?")
+                .bind(&claim.project)
+                .execute(&mut *tx)
+                .await?;
+            for check in &claim.checks {
+                sqlx::query(
+                    "INSERT INTO checks (project, name, stage, target) VALUES (?, ?, ?, ?)",
+                )
+                .bind(&claim.project)
+                .bind(&check.name)
+                .bind(&check.stage)
+                .bind(&check.target)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(None)
+        })
+    }
+
+    fn heartbeat<'a>(&'a self, run: &'a str, owner: &'a Owner) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            sqlx::query("UPDATE runs SET heartbeat_ms = ? WHERE id = ? AND owner = ?")
+                .bind(millis(std::time::SystemTime::now()))
+                .bind(run)
+                .bind(owner.to_string())
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+    }
+
     fn set_healing_mode<'a>(
         &'a self,
         project: &'a str,
@@ -620,7 +846,7 @@ mod tests {
             .fetch_all(&again.pool)
             .await
             .unwrap();
-        assert_eq!(versions, [1]);
+        assert_eq!(versions, [1, 2]);
         let mode = again.healing_mode("p").await.unwrap();
         assert_eq!(
             (mode.enabled, mode.reason.as_deref()),

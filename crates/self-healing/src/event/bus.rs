@@ -55,8 +55,36 @@ struct BusInner {
     sinks: RwLock<Vec<Arc<dyn EventSink>>>,
     ordered: Mutex<Ordered>,
     pace: Arc<Pace>,
+    durable: Arc<Durable>,
     lossy: broadcast::Sender<Arc<Event>>,
     published: AtomicU64,
+}
+
+/// What the durable subscribers (a journal) have committed: each one's highest acknowledged
+/// sequence number, and a wake-up for when one advances or goes away.
+#[derive(Default)]
+struct Durable {
+    marks: Mutex<Vec<Arc<AtomicU64>>>,
+    advanced: Notify,
+}
+
+impl Durable {
+    /// Whether every durable subscriber has committed `seq` (true when there is none).
+    fn covers(&self, seq: u64) -> bool {
+        self.marks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .all(|mark| mark.load(Ordering::Acquire) >= seq)
+    }
+
+    fn remove(&self, mark: &Arc<AtomicU64>) {
+        self.marks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|m| !Arc::ptr_eq(m, mark));
+        self.advanced.notify_waiters();
+    }
 }
 
 /// Sequence assignment and queue delivery happen under one lock, so each queue sees events in
@@ -138,6 +166,7 @@ impl EventBus {
                     queues: Vec::new(),
                 }),
                 pace: Arc::default(),
+                durable: Arc::default(),
                 lossy,
                 published: AtomicU64::new(0),
             }),
@@ -224,6 +253,41 @@ impl EventBus {
         self.add_queue(wants, Some(depth))
     }
 
+    /// A pacing subscription (see [`subscribe_pacing`](Self::subscribe_pacing)) that is also
+    /// durable: it [`acknowledge`](Subscription::acknowledge)s what it has made permanent, and
+    /// [`durable`](Self::durable) waits for that. For the journal, so a decision is committed
+    /// before it acts.
+    pub fn subscribe_durable(&self, wants: fn(&EventKind) -> bool, limit: usize) -> Subscription {
+        let mark = Arc::new(AtomicU64::new(self.published()));
+        self.inner
+            .durable
+            .marks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::clone(&mark));
+        let mut subscription = self.subscribe_pacing(wants, limit);
+        subscription.durable = Some((mark, Arc::clone(&self.inner.durable)));
+        subscription
+    }
+
+    /// Waits until every durable subscriber has acknowledged the event `seq` (and those before
+    /// it); returns at once when there is none. A subscriber that goes away stops counting.
+    pub async fn durable(&self, seq: u64) {
+        let durable = &*self.inner.durable;
+        loop {
+            if durable.covers(seq) {
+                return;
+            }
+            let advanced = durable.advanced.notified();
+            tokio::pin!(advanced);
+            advanced.as_mut().enable();
+            if durable.covers(seq) {
+                return;
+            }
+            advanced.await;
+        }
+    }
+
     fn add_queue(&self, wants: fn(&EventKind) -> bool, depth: Option<Arc<Depth>>) -> Subscription {
         let (tx, rx) = mpsc::unbounded_channel();
         self.inner
@@ -239,6 +303,7 @@ impl EventBus {
         Subscription {
             rx,
             pacing: depth.map(|depth| (depth, Arc::clone(&self.inner.pace))),
+            durable: None,
         }
     }
 
@@ -266,7 +331,7 @@ impl EventBus {
         }
     }
 
-    /// How many events were published on this bus.
+    /// How many events were published on this bus: also the sequence number of the latest.
     pub fn published(&self) -> u64 {
         self.inner.published.load(Ordering::Relaxed)
     }
@@ -291,6 +356,8 @@ pub struct Subscription {
     rx: mpsc::UnboundedReceiver<Arc<Event>>,
     /// For a pacing subscription: its depth, and the bus's pace to report catching up to.
     pacing: Option<(Arc<Depth>, Arc<Pace>)>,
+    /// For a durable subscription: its acknowledged mark, and the bus's record of marks.
+    durable: Option<(Arc<AtomicU64>, Arc<Durable>)>,
 }
 
 impl Subscription {
@@ -318,13 +385,27 @@ impl Subscription {
     pub fn backlog(&self) -> usize {
         self.rx.len()
     }
+
+    /// Says that every event up to `seq` is permanent now (a durable subscription's journal
+    /// committed them); [`EventBus::durable`] waits for this. No-op on other subscriptions.
+    pub fn acknowledge(&self, seq: u64) {
+        if let Some((mark, durable)) = &self.durable
+            && mark.fetch_max(seq, Ordering::AcqRel) < seq
+        {
+            durable.advanced.notify_waiters();
+        }
+    }
 }
 
 impl Drop for Subscription {
-    /// A pacing subscriber that goes away no longer holds work back.
+    /// A pacing subscriber that goes away no longer holds work back, and a durable one no
+    /// longer holds back decisions.
     fn drop(&mut self) {
         if let Some((depth, pace)) = &self.pacing {
             depth.catch_up(pace);
+        }
+        if let Some((mark, durable)) = &self.durable {
+            durable.remove(mark);
         }
     }
 }
@@ -334,6 +415,7 @@ impl std::fmt::Debug for Subscription {
         f.debug_struct("Subscription")
             .field("backlog", &self.backlog())
             .field("pacing", &self.pacing.is_some())
+            .field("durable", &self.durable.is_some())
             .finish()
     }
 }
@@ -452,6 +534,36 @@ mod tests {
             .expect("a dropped pacing subscriber holds nothing back");
         bus.publish(None, stage_started("after"));
         bus.paced().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn durable_waits_for_the_journal_to_acknowledge() {
+        let bus = EventBus::new();
+        bus.durable(bus.published()).await; // no durable subscriber: at once
+        let journal = bus.subscribe_durable(|_| true, 1024);
+        bus.publish(None, stage_started("a"));
+        let decision = bus.publish(None, stage_started("b")).seq;
+        let waiting = {
+            let bus = bus.clone();
+            tokio::spawn(async move { bus.durable(decision).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        journal.acknowledge(decision - 1);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one event short");
+        journal.acknowledge(decision);
+        waiting.await.unwrap();
+        bus.publish(None, stage_started("c"));
+        let last = bus.published();
+        let waiting = {
+            let bus = bus.clone();
+            tokio::spawn(async move { bus.durable(last).await })
+        };
+        drop(journal);
+        waiting
+            .await
+            .expect("a journal that went away holds nothing back");
     }
 
     #[tokio::test]

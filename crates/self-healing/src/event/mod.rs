@@ -266,6 +266,15 @@ pub enum EventKind {
         /// A human-readable description of what was done.
         detail: String,
     },
+    /// The run stops going forward and compensates its completed work, newest first: `stage`
+    /// failed with `error` and a rollback was decided. Published again when a resumed run goes
+    /// on with a rollback an earlier attempt began.
+    RollbackStarted {
+        /// The stage whose failure began the rollback.
+        stage: Arc<str>,
+        /// Why the run rolls back.
+        error: StageError,
+    },
     /// A compensation (rollback hook) ran for a completed stage or item.
     CompensationFinished {
         /// The stage's name.
@@ -345,6 +354,7 @@ impl EventKind {
             | AttemptSucceeded { stage, .. }
             | AttemptFailed { stage, .. }
             | HealingApplied { stage, .. }
+            | RollbackStarted { stage, .. }
             | CompensationFinished { stage, .. }
             | BreakerChanged { stage, .. }
             | ConcurrencyChanged { stage, .. }

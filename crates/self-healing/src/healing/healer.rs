@@ -321,6 +321,12 @@ impl AutoHealer {
                 applied
             }
         };
+        let request = match (&applied.effect, control) {
+            (Effect::Requested(request), Some(control)) => {
+                Some((Arc::clone(control), request.clone()))
+            }
+            _ => None,
+        };
         let record = HealingRecord {
             at: self.now_wall(scope.as_ref()),
             run: Some(run.clone()),
@@ -334,6 +340,9 @@ impl AutoHealer {
             duration: started.elapsed(),
         };
         self.flush(vec![record.clone()], scope.as_ref());
+        if let Some((control, request)) = request {
+            control.request(request);
+        }
         record
     }
 
@@ -479,6 +488,7 @@ impl AutoHealer {
         let mut processed: HashSet<Arc<str>> = HashSet::new();
         let mut exhausted = false;
         let mut decided: Option<Remedy> = None;
+        let mut requests = Vec::new();
         let mut taken = false;
         'dispatch: loop {
             let matches: Vec<Match> = self
@@ -568,6 +578,11 @@ impl AutoHealer {
                     (Action::Decisive(decisive), None) => decisive.on_stage(&subject).await,
                 };
                 announce(&subject, kind, &applied);
+                if let (Effect::Requested(request), Some(control)) =
+                    (&applied.effect, subject.control())
+                {
+                    requests.push((Arc::clone(control), request.clone()));
+                }
                 if action.is_decisive() && applied.outcome() == Outcome::Succeeded {
                     taken = true;
                     decided = applied.remedy_for_failure();
@@ -584,7 +599,11 @@ impl AutoHealer {
         if let (None, Some(control)) = (target.failure, control) {
             self.quiet(&processed, control);
         }
+        // Recorded first, so the stage acts on a request only after the decision is on the bus.
         self.flush(records, scope);
+        for (control, request) in requests {
+            control.request(request);
+        }
         decided.unwrap_or(Remedy::Fail)
     }
 
@@ -670,7 +689,7 @@ impl AutoHealer {
 /// Announces an action done now as `healing-applied` on its stage (the executor announces the
 /// remedies and requests it carries out).
 fn announce(subject: &Subject<'_>, kind: ActionKind, applied: &Applied) {
-    if let (Effect::Done, Some(control)) = (applied.effect, subject.control()) {
+    if let (Effect::Done, Some(control)) = (&applied.effect, subject.control()) {
         control.applied(kind, subject.item.cloned(), applied.detail.clone());
     }
 }

@@ -240,7 +240,9 @@ impl StageControl {
         });
     }
 
-    fn request(&self, request: StageRequest) {
+    /// Asks the running stage to carry out `request` (see [`request_restart`](Self::request_restart)
+    /// and [`request_rollback`](Self::request_rollback)).
+    pub fn request(&self, request: StageRequest) {
         {
             let mut pending = self.requests.lock().unwrap_or_else(|e| e.into_inner());
             pending.epoch += 1;

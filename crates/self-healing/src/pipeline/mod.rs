@@ -22,10 +22,17 @@
 //!   flight at once, runs its `reset` hook and runs the stage again from its start, at most
 //!   `max_restarts` times per run.
 //! - A **rollback** compensates, in reverse order, the failed stage's completed items, then each
-//!   completed stage's items and its `rollback` hook. The run ends `rolled-back`.
+//!   completed stage's items and its `rollback` hook. The run ends `rolled-back`. Each
+//!   compensation is published as it finishes, so a journal can resume a rollback cut short
+//!   (see [`Resume`]).
+//! - A decisive remedy (retry, failover, restart, rollback) acts only once every durable
+//!   subscriber of the bus (a journal, see `EventBus::subscribe_durable`) has committed the
+//!   events published so far, the supervisor's decision among them; a retry's wait overlaps
+//!   that commit.
 
 mod control;
 mod report;
+mod resume;
 mod run;
 mod stage;
 mod supervisor;
@@ -37,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use control::{StageControl, StageRequest};
 pub use report::{CompensationFailure, RunReport, StageReport};
+pub use resume::Resume;
 pub use stage::{
     DEFAULT_MAX_RESTARTS, EachStage, Item, ItemContext, ItemSource, SingleStage, Stage,
     StageContext,
@@ -89,8 +97,8 @@ pub struct RunOptions {
     pub run_id: Option<RunId>,
     /// Cancel it to stop the run (see the module's semantics).
     pub cancel: CancellationToken,
-    /// What earlier attempts of this run completed, for a resumed run (see [`Completed`]).
-    pub completed: Option<Arc<dyn Completed>>,
+    /// What earlier attempts of this run did, for a resumed run (see [`Resume`]).
+    pub resume: Option<Arc<Resume>>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -98,21 +106,9 @@ impl std::fmt::Debug for RunOptions {
         f.debug_struct("RunOptions")
             .field("run_id", &self.run_id)
             .field("cancel", &self.cancel)
-            .field("completed", &self.completed.is_some())
+            .field("resume", &self.resume.is_some())
             .finish()
     }
-}
-
-/// What a resumed run need not do again: stages that completed, and items that completed in a
-/// stage that did not. A completed stage is skipped (`stage-skipped`); completed items of the
-/// stage that was interrupted are not run again but count as completed, for progress and for
-/// compensation on rollback (`items-skipped`, once per stage pass).
-pub trait Completed: Send + Sync + 'static {
-    /// Whether `stage` completed in an earlier attempt of this run.
-    fn stage(&self, stage: &str) -> bool;
-
-    /// Whether the item keyed `item` of `stage` completed in an earlier attempt of this run.
-    fn item(&self, stage: &str, item: &str) -> bool;
 }
 
 /// A pipeline of stages that heals itself. One run at a time: a second `execute` waits for
@@ -234,7 +230,7 @@ impl<C: Send + Sync + 'static> SelfHealingPipeline<C> {
             default_retry: self.default_retry.clone(),
             jitter: Arc::clone(&self.jitter),
             cancel: options.cancel,
-            completed: options.completed,
+            resume: options.resume,
             grace: self.grace,
         });
         let report = runner.execute(&self.stages).await;

@@ -36,7 +36,7 @@ pub(crate) struct Runner<C> {
     pub(crate) default_retry: RetryPolicy,
     pub(crate) jitter: Arc<Jitter>,
     pub(crate) cancel: CancellationToken,
-    pub(crate) completed: Option<Arc<dyn super::Completed>>,
+    pub(crate) resume: Option<Arc<super::Resume>>,
     pub(crate) grace: Duration,
 }
 
@@ -113,21 +113,60 @@ impl<C: Send + Sync + 'static> Runner<C> {
         let mut status = RunStatus::Succeeded;
         let mut error = None;
         let mut compensation_failures = Vec::new();
+        let resumed_rollback = self
+            .resume
+            .as_ref()
+            .and_then(|r| r.rollback())
+            .map(|(stage, error)| (stage.to_owned(), error.clone()));
+        if let Some((stage, cause)) = resumed_rollback {
+            // Resuming a rollback: no stage runs forward; what is left is compensated.
+            status = RunStatus::RolledBack;
+            match stages.iter().position(|e| *e.stage.name == *stage) {
+                Some(index) => {
+                    for (i, entry) in stages[..index].iter().enumerate() {
+                        completed.push((
+                            i,
+                            self.completed_units(entry, &mut compensation_failures)
+                                .await,
+                        ));
+                    }
+                    let failed = self
+                        .completed_units(&stages[index], &mut compensation_failures)
+                        .await;
+                    compensation_failures.extend(
+                        self.roll_back(stages, (index, failed), &completed, &cause)
+                            .await,
+                    );
+                }
+                None => {
+                    status = RunStatus::Failed;
+                    error = Some(StageError::critical(format!(
+                        "the run was rolling back from stage `{stage}`, which this pipeline does not have"
+                    )));
+                }
+            }
+            error = error.or(Some(cause));
+        }
         for (index, entry) in stages.iter().enumerate() {
+            if status != RunStatus::Succeeded {
+                break;
+            }
             if self.cancel.is_cancelled() {
                 status = RunStatus::Cancelled;
                 break;
             }
             if self
-                .completed
+                .resume
                 .as_ref()
-                .is_some_and(|c| c.stage(&entry.stage.name))
+                .is_some_and(|r| r.is_stage_completed(&entry.stage.name))
             {
                 self.publish(EventKind::StageSkipped {
                     stage: Arc::clone(&entry.stage.name),
                 });
-                // Its items cannot be compensated from here: they are not known any more.
-                completed.push((index, Vec::new()));
+                let units = self
+                    .completed_units(entry, &mut compensation_failures)
+                    .await;
+                completed.push((index, units));
                 continue;
             }
             let (report, end, units) = Arc::clone(&self).run_stage(entry).await;
@@ -152,8 +191,8 @@ impl<C: Send + Sync + 'static> Runner<C> {
                             completed.len()
                         ),
                     );
-                    compensation_failures =
-                        self.roll_back(stages, (index, units), &completed).await;
+                    compensation_failures
+                        .extend(self.roll_back(stages, (index, units), &completed, &e).await);
                     status = RunStatus::RolledBack;
                     error = Some(e);
                     break;
@@ -337,6 +376,8 @@ impl<C: Send + Sync + 'static> Runner<C> {
             let permit = tokio::select! {
                 biased;
                 request = &mut requested, if end.is_none() => {
+                    // The decision behind the request is committed before it acts.
+                    self.bus.durable(self.bus.published()).await;
                     end = Some(requested_end(request, &stop, &hard));
                     break 'feed;
                 }
@@ -366,9 +407,9 @@ impl<C: Send + Sync + 'static> Runner<C> {
                 }
                 Some(Ok(unit))
                     if unit.key.as_deref().is_some_and(|key| {
-                        self.completed
+                        self.resume
                             .as_ref()
-                            .is_some_and(|c| c.item(&entry.stage.name, key))
+                            .is_some_and(|r| r.is_item_completed(&entry.stage.name, key))
                     }) =>
                 {
                     // Done by an earlier attempt of this run: counts, and compensates, as done.
@@ -392,6 +433,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
             tokio::select! {
                 biased;
                 request = &mut requested, if end.is_none() => {
+                    self.bus.durable(self.bus.published()).await;
                     end = Some(requested_end(request, &stop, &hard));
                 }
                 joined = tasks.join_next() => match joined {
@@ -539,7 +581,14 @@ impl<C: Send + Sync + 'static> Runner<C> {
                 retry_policy: policy,
                 jitter: &self.jitter,
             };
-            match self.supervisor.on_failure(&failure).await {
+            let remedy = self.supervisor.on_failure(&failure).await;
+            // The decision is on the bus now: a decisive remedy waits for the journal to
+            // commit it (a retry's wait overlaps that commit).
+            let decided = self.bus.published();
+            if !matches!(remedy, Remedy::Fail | Remedy::Retry { .. }) {
+                self.bus.durable(decided).await;
+            }
+            match remedy {
                 Remedy::Retry { after } => {
                     control.applied(
                         ActionKind::Retry,
@@ -549,7 +598,9 @@ impl<C: Send + Sync + 'static> Runner<C> {
                     tokio::select! {
                         biased;
                         _ = stop.cancelled() => break abandon(),
-                        _ = tokio::time::sleep(after) => {}
+                        _ = async {
+                            tokio::join!(tokio::time::sleep(after), self.bus.durable(decided))
+                        } => {}
                     }
                 }
                 Remedy::Failover if control.can_fail_over() && handler == HandlerKind::Primary => {
@@ -571,14 +622,25 @@ impl<C: Send + Sync + 'static> Runner<C> {
 
     /// Compensates completed work in reverse: first the failed stage's completed items, newest
     /// first; then, for each completed stage from the last, its items newest first and its own
-    /// rollback hook. Runs to the end even if a compensation fails, and ignores cancellation: a
-    /// half-done rollback helps nobody.
+    /// rollback hook. Publishes `rollback-started` first and each compensation as it finishes,
+    /// and skips those an earlier attempt of the run finished. Runs to the end even if a
+    /// compensation fails, and ignores cancellation: a half-done rollback helps nobody.
     async fn roll_back(
         &self,
         stages: &[Arc<StageEntry<C>>],
         failed: (usize, Vec<Unit>),
         completed: &[(usize, Vec<Unit>)],
+        cause: &StageError,
     ) -> Vec<CompensationFailure> {
+        self.publish(EventKind::RollbackStarted {
+            stage: Arc::clone(&stages[failed.0].stage.name),
+            error: cause.clone(),
+        });
+        let done = |stage: &str, item: Option<&str>| {
+            self.resume
+                .as_ref()
+                .is_some_and(|r| r.is_compensated(stage, item))
+        };
         let mut failures = Vec::new();
         let failed_stage = std::iter::once((failed.0, &failed.1, false));
         let completed_stages = completed.iter().rev().map(|(i, units)| (*i, units, true));
@@ -586,19 +648,70 @@ impl<C: Send + Sync + 'static> Runner<C> {
             let stage = &stages[index].stage;
             let name = &stage.name;
             for unit in units.iter().rev() {
+                if done(name, unit.key.as_deref()) {
+                    continue;
+                }
                 let ctx = self.context(name, 1, HandlerKind::Primary, CancellationToken::new());
                 if let Some(compensation) = stage.work.compensate(ctx, unit) {
                     let result = guarded(compensation, stage.timeout, Instant::now()).await;
                     self.compensated(name, unit.key.clone(), result, &mut failures);
                 }
             }
-            if let (Some(rollback), true) = (&stage.rollback, stage_hook) {
+            if let (Some(rollback), true) = (&stage.rollback, stage_hook)
+                && !done(name, None)
+            {
                 let ctx = self.context(name, 1, HandlerKind::Primary, CancellationToken::new());
                 let result = guarded(rollback(ctx), stage.timeout, Instant::now()).await;
                 self.compensated(name, None, result, &mut failures);
             }
         }
         failures
+    }
+
+    /// The units of `entry` an earlier attempt of a resumed run completed, oldest first, for
+    /// compensation: its item source is read again and the completed keys picked out. Empty
+    /// when the stage does not compensate per item. A source that fails is a compensation
+    /// failure of the stage.
+    async fn completed_units(
+        &self,
+        entry: &StageEntry<C>,
+        failures: &mut Vec<CompensationFailure>,
+    ) -> Vec<Unit> {
+        let stage = &entry.stage;
+        let Some(resume) = &self.resume else {
+            return Vec::new();
+        };
+        if !stage.work.compensates_units() || resume.items_completed(&stage.name) == 0 {
+            return Vec::new();
+        }
+        let mut found = Vec::new();
+        let mut source = stage.work.units(&self.input);
+        while let Some(unit) = source.next().await {
+            match unit {
+                Ok(unit) => {
+                    if let Some(order) = unit
+                        .key
+                        .as_deref()
+                        .and_then(|key| resume.completion(&stage.name, key))
+                    {
+                        found.push((order, unit));
+                    }
+                }
+                Err(error) => {
+                    failures.push(CompensationFailure {
+                        stage: Arc::clone(&stage.name),
+                        item: None,
+                        error: StageError::new(format!(
+                            "the completed items could not be listed again to compensate them: {}",
+                            error.message()
+                        )),
+                    });
+                    break;
+                }
+            }
+        }
+        found.sort_by_key(|(order, _)| *order);
+        found.into_iter().map(|(_, unit)| unit).collect()
     }
 
     fn compensated(

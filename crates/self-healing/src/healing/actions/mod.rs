@@ -39,7 +39,7 @@ use crate::alert::Dispatcher;
 use crate::error::{InvalidConfig, StageError};
 use crate::event::{ActionKind, Outcome, RunId, TriggerMatch};
 use crate::metrics::MetricsCollector;
-use crate::pipeline::{Failure, Remedy, RunScope, StageControl};
+use crate::pipeline::{Failure, Remedy, RunScope, StageControl, StageRequest};
 use crate::resilience::RetryPolicy;
 
 /// A healing action with its settings (the seed's `action` plus `config`).
@@ -257,7 +257,7 @@ pub struct Applied {
 }
 
 /// How an action's work goes on once it returns.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// It could not act, or acting did not heal.
     Failed,
@@ -266,8 +266,9 @@ pub enum Effect {
     Exhausted,
     /// A remedy for the failed attempt: the executor carries it out and announces it.
     Remedy(Remedy),
-    /// Asked of the running stage: the executor announces it when it carries it out.
-    Requested,
+    /// To ask of the running stage once the decision is recorded (so the journal has it
+    /// before the stage acts): the executor announces it when it carries it out.
+    Requested(StageRequest),
     /// Done now: the healer announces it as applied.
     Done,
 }
@@ -283,9 +284,9 @@ impl Applied {
         Applied::new(Effect::Remedy(remedy), detail)
     }
 
-    /// Asked of the running stage, which carries it out.
-    pub fn requested(detail: impl Into<String>) -> Self {
-        Applied::new(Effect::Requested, detail)
+    /// `request` for the running stage, made once the decision is recorded.
+    pub fn requested(request: StageRequest, detail: impl Into<String>) -> Self {
+        Applied::new(Effect::Requested(request), detail)
     }
 
     /// Done now.
@@ -306,7 +307,7 @@ impl Applied {
     pub fn outcome(&self) -> Outcome {
         match self.effect {
             Effect::Failed | Effect::Exhausted => Outcome::Failed,
-            Effect::Remedy(_) | Effect::Requested | Effect::Done => Outcome::Succeeded,
+            Effect::Remedy(_) | Effect::Requested(_) | Effect::Done => Outcome::Succeeded,
         }
     }
 

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use super::{Action, Applied, DecisiveAction, Subject, not_running};
 use crate::BoxFuture;
 use crate::event::ActionKind;
-use crate::pipeline::{Failure, Remedy};
+use crate::pipeline::{Failure, Remedy, StageRequest};
 
 /// Settings of `restart`, also its `config` in files.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -47,8 +47,12 @@ impl DecisiveAction for RestartAction {
     fn on_stage<'a>(&'a self, subject: &'a Subject<'a>) -> BoxFuture<'a, Applied> {
         let applied = match subject.control().filter(|c| c.is_running()) {
             Some(control) => self.over_limit(control.restarts()).unwrap_or_else(|| {
-                control.request_restart(subject.reason);
-                Applied::requested("restart requested")
+                Applied::requested(
+                    StageRequest::Restart {
+                        reason: subject.reason.to_owned(),
+                    },
+                    "restart requested",
+                )
             }),
             None => not_running(),
         };

@@ -6,7 +6,7 @@ use super::{Action, Applied, DecisiveAction, Subject, not_running};
 use crate::BoxFuture;
 use crate::error::InvalidConfig;
 use crate::event::ActionKind;
-use crate::pipeline::{Failure, Remedy};
+use crate::pipeline::{Failure, Remedy, StageRequest};
 
 /// `rollback`. It has no settings: compensation runs newest first, every completed item and
 /// stage, and a failed compensation does not stop the others.
@@ -54,10 +54,12 @@ impl DecisiveAction for RollbackAction {
 
     fn on_stage<'a>(&'a self, subject: &'a Subject<'a>) -> BoxFuture<'a, Applied> {
         let applied = match subject.control().filter(|c| c.is_running()) {
-            Some(control) => {
-                control.request_rollback(subject.reason);
-                Applied::requested("rollback requested")
-            }
+            Some(_) => Applied::requested(
+                StageRequest::Rollback {
+                    reason: subject.reason.to_owned(),
+                },
+                "rollback requested",
+            ),
             None => not_running(),
         };
         Box::pin(std::future::ready(applied))
