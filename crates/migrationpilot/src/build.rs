@@ -135,9 +135,11 @@ pub fn build(
             .unwrap_or_default(),
         None => RetryPolicy::default(),
     };
-    let mut healer = AutoHealer::builder()
-        .retry_policy(retry)
-        .enabled(healing.enabled);
+    let mut healer = AutoHealer::builder().enabled(healing.enabled);
+    if healing.retry_policy.is_some() {
+        // Given, the global policy retries its retryableErrors by itself.
+        healer = healer.retry_policy(retry.clone());
+    }
     if let Some(breaker) = &healing.circuit_breaker {
         match breaker.build() {
             Ok(Some(settings)) => healer = healer.circuit_breaker(settings),
@@ -151,7 +153,23 @@ pub fn build(
     if let Some(interval) = healing.evaluation_interval {
         healer = healer.evaluation_interval(interval);
     }
+    let stage_names: Vec<&str> = file.stages.iter().map(|s| s.name.as_str()).collect();
     for (i, strategy) in healing.strategies.iter().enumerate() {
+        for stage in strategy.stages.iter().flatten() {
+            if !stage_names.contains(&stage.as_str()) {
+                from(
+                    &format!("healing.strategies[{i}]"),
+                    InvalidConfig::new(
+                        "stages",
+                        format!(
+                            "no stage is named `{stage}`{} (the stages are {})",
+                            self_healing::config::did_you_mean(stage, stage_names.iter().copied()),
+                            stage_names.join(", ")
+                        ),
+                    ),
+                );
+            }
+        }
         match strategy.build(&known_metrics) {
             Ok(strategy) => healer = healer.strategy(strategy),
             Err(e) => from(&format!("healing.strategies[{i}]"), e),
@@ -269,7 +287,7 @@ pub fn build(
     }
     let mut stages_ok = true;
     for (i, stage) in file.stages.iter().enumerate() {
-        match stage_of(stage, &base, &project, secrets) {
+        match stage_of(stage, &base, &project, secrets, &retry) {
             Ok(stage) => builder = builder.stage(stage),
             Err(e) => {
                 stages_ok = false;
@@ -316,6 +334,7 @@ fn stage_of(
     base: &Path,
     project: &Arc<str>,
     secrets: &Secrets,
+    global_retry: &RetryPolicy,
 ) -> Result<Stage<()>, InvalidConfig> {
     let workdir = stage
         .workdir
@@ -363,6 +382,12 @@ fn stage_of(
     if stage.timeout.is_some_and(|t| t.is_zero()) {
         return Err(InvalidConfig::new("timeout", "must be longer than zero"));
     }
+    let retry = stage
+        .retry_policy
+        .as_ref()
+        .map(|policy| policy.build(global_retry))
+        .transpose()
+        .map_err(|e| e.within("retryPolicy"))?;
     if !workdir.is_dir() {
         return Err(InvalidConfig::new(
             "workdir",
@@ -440,6 +465,9 @@ fn stage_of(
             if let Some(restarts) = stage.max_restarts {
                 single = single.max_restarts(restarts);
             }
+            if let Some(retry) = retry {
+                single = single.retry_policy(retry);
+            }
             single.into()
         }
         Some(items) => {
@@ -469,6 +497,9 @@ fn stage_of(
             }
             if let Some(restarts) = stage.max_restarts {
                 each = each.max_restarts(restarts);
+            }
+            if let Some(retry) = retry {
+                each = each.retry_policy(retry);
             }
             each.into()
         }

@@ -48,6 +48,10 @@ pub struct StageFile {
     /// Cuts each attempt after this long; `None` lets attempts run as long as they take.
     #[serde(default, deserialize_with = "opt_duration")]
     pub timeout: Option<Duration>,
+    /// The stage's own retry policy: unset keys take the global `healing.retryPolicy`'s. It
+    /// retries its `retryableErrors` by itself, and `retry` strategies without a policy of
+    /// their own use it.
+    pub retry_policy: Option<RetryPolicyConfig>,
     /// The argv that compensates the stage when the run is rolled back: per item if it names
     /// `{item}`, else once for the whole stage.
     pub rollback: Option<Vec<String>>,

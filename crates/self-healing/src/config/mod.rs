@@ -197,6 +197,8 @@ pub struct ErrorTriggerConfig {
     pub code: Option<String>,
     /// `true`: match only once retries gave up on the error; `false`: only before. Unset: both.
     pub exhausted: Option<bool>,
+    /// `true`: only errors the failing stage's retry policy retries; `false`: only the others.
+    pub retryable: Option<bool>,
 }
 
 /// `metrics`: `metric operator value`, or the short `threshold` (gt), held for `duration`.
@@ -328,6 +330,9 @@ impl TriggerConfig {
                 }
                 if let Some(exhausted) = c.exhausted {
                     t = t.exhausted(exhausted);
+                }
+                if let Some(retryable) = c.retryable {
+                    t = t.retryable(retryable);
                 }
                 t.into()
             }
@@ -481,6 +486,8 @@ pub struct StrategyConfig {
     pub enabled: bool,
     /// Whether it acts or only records what it would have done; default `act`.
     pub mode: Mode,
+    /// The stages it applies to; `None` for every stage.
+    pub stages: Option<Vec<String>>,
 }
 
 impl StrategyConfig {
@@ -506,6 +513,9 @@ impl StrategyConfig {
             .enabled(self.enabled)
             .mode(self.mode)
             .cooldown(self.cooldown.unwrap_or_default());
+        if let Some(stages) = &self.stages {
+            strategy = strategy.stages(stages.iter().map(String::as_str));
+        }
         for (i, trigger) in self.triggers.iter().enumerate() {
             strategy = strategy.trigger(
                 trigger
@@ -519,7 +529,7 @@ impl StrategyConfig {
 }
 
 const STRATEGY_KEYS: &[&str] = &[
-    "name", "priority", "triggers", "action", "config", "cooldown", "enabled", "mode",
+    "name", "priority", "triggers", "action", "config", "cooldown", "enabled", "mode", "stages",
 ];
 
 impl<'de> Deserialize<'de> for StrategyConfig {
@@ -554,6 +564,7 @@ impl<'de> Visitor<'de> for StrategyVisitor {
         let mut cooldown = None;
         let mut enabled = None;
         let mut mode = None;
+        let mut stages = None;
         fn once<T, E: de::Error>(slot: &Option<T>, key: &'static str) -> Result<(), E> {
             match slot {
                 Some(_) => Err(E::duplicate_field(key)),
@@ -601,6 +612,10 @@ impl<'de> Visitor<'de> for StrategyVisitor {
                     once(&mode, "mode")?;
                     mode = Some(map.next_value::<Mode>()?);
                 }
+                "stages" => {
+                    once(&stages, "stages")?;
+                    stages = Some(map.next_value::<Vec<String>>()?);
+                }
                 other => return Err(de::Error::unknown_field(other, STRATEGY_KEYS)),
             }
         }
@@ -627,6 +642,7 @@ impl<'de> Visitor<'de> for StrategyVisitor {
             cooldown,
             enabled: enabled.unwrap_or(true),
             mode: mode.unwrap_or_default(),
+            stages,
         })
     }
 }

@@ -10,12 +10,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::actions::{
-    Action, Applied, CircuitBreakAction, Effect, FailoverAction, RestartAction, RollbackAction,
-    Subject,
+    Action, Applied, CircuitBreakAction, Effect, FailoverAction, RestartAction, RetryAction,
+    RollbackAction, Subject,
 };
 use super::gate::{Admission, Budget, Gate};
 use super::strategy::{HealingStrategy, Mode, StrategyOverride};
-use super::trigger::{TriggerContext, TriggerMemory};
+use super::trigger::{Trigger, TriggerContext, TriggerMemory};
 use crate::BoxFuture;
 use crate::alert::{Alert, Dispatcher, Notifier};
 use crate::clock::{Clock, TokioClock};
@@ -34,6 +34,10 @@ pub const DEFAULT_EVALUATION_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_HISTORY_CAPACITY: usize = 10_000;
 /// The strategy name operators' actions are recorded under.
 pub const MANUAL: &str = "manual";
+/// The strategy name under which a retry policy (a stage's own, or the healer's global
+/// `retryPolicy`) retries its `retryableErrors` by itself, at the lowest priority, with no
+/// strategy needed.
+pub const RETRY_POLICY: &str = "retryPolicy";
 
 /// The seed's `AutoHealer`: strategies plus the global `retryPolicy` and `circuitBreaker`.
 ///
@@ -89,6 +93,11 @@ pub struct AutoHealer {
 struct Inner {
     strategies: RwLock<Vec<Arc<HealingStrategy>>>,
     retry: RetryPolicy,
+    /// Whether a global `retryPolicy` was given: then it retries by itself.
+    retry_configured: bool,
+    /// The strategy under which a retry policy retries by itself ([`RETRY_POLICY`]): lowest
+    /// priority, for errors the failing stage's policy (its own, else the global one) retries.
+    implicit_retry: Arc<HealingStrategy>,
     breaker: Option<BreakerSettings>,
     alerts: Dispatcher,
     enabled: AtomicBool,
@@ -134,7 +143,7 @@ impl AutoHealer {
     pub fn builder() -> AutoHealerBuilder {
         AutoHealerBuilder {
             strategies: Vec::new(),
-            retry: RetryPolicy::default(),
+            retry: None,
             breaker: None,
             budget: None,
             notifiers: Vec::new(),
@@ -412,10 +421,18 @@ impl AutoHealer {
             running_for: control.and_then(|c| c.running_for()),
             health,
             now,
+            retry_policy: target
+                .failure
+                .filter(|f| self.inner.retry_configured || f.stage_policy)
+                .map(|f| f.retry_policy),
         };
         let on_tick = target.failure.is_none();
         let mut found = Vec::new();
-        for strategy in self.strategies().into_iter().filter(|s| s.enabled) {
+        let candidates = self
+            .strategies()
+            .into_iter()
+            .chain(std::iter::once(Arc::clone(&self.inner.implicit_retry)));
+        for strategy in candidates.filter(|s| s.enabled && s.covers(&target.stage)) {
             // Retry needs failed work that is not given up on yet.
             let action = &strategy.action;
             if action.needs_fresh_failure() && (on_tick || exhausted) {
@@ -516,10 +533,14 @@ impl AutoHealer {
                     });
                 };
                 if action.is_decisive() && taken {
-                    record(
-                        Outcome::Superseded,
-                        "a higher-priority action decided".into(),
-                    );
+                    // The retry policy's own retrying is what happens when nothing else
+                    // decides: it is not news that something else did.
+                    if !Arc::ptr_eq(&m.strategy, &self.inner.implicit_retry) {
+                        record(
+                            Outcome::Superseded,
+                            "a higher-priority action decided".into(),
+                        );
+                    }
                     continue;
                 }
                 let admission = self.lock_gate().admit(
@@ -744,7 +765,9 @@ impl Supervisor for AutoHealer {
     }
 
     fn retry_policy(&self) -> Option<RetryPolicy> {
-        Some(self.inner.retry.clone())
+        self.inner
+            .retry_configured
+            .then(|| self.inner.retry.clone())
     }
 
     fn circuit_breaker(&self) -> Option<BreakerSettings> {
@@ -766,7 +789,7 @@ impl std::fmt::Debug for AutoHealer {
 /// Builds an [`AutoHealer`]; [`build`](Self::build) checks every strategy.
 pub struct AutoHealerBuilder {
     strategies: Vec<HealingStrategy>,
-    retry: RetryPolicy,
+    retry: Option<RetryPolicy>,
     breaker: Option<BreakerSettings>,
     budget: Option<Budget>,
     notifiers: Vec<Arc<dyn Notifier>>,
@@ -797,9 +820,12 @@ impl AutoHealerBuilder {
         self
     }
 
-    /// The global `retryPolicy`.
+    /// The global `retryPolicy`: what stages without a policy of their own retry by, and
+    /// what `retry` strategies without a policy of their own use. Given, it also retries its
+    /// `retryableErrors` by itself, with no strategy needed (recorded under
+    /// [`RETRY_POLICY`]).
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
+        self.retry = Some(policy);
         self
     }
 
@@ -857,11 +883,13 @@ impl AutoHealerBuilder {
             "strategies",
             self.strategies.iter().map(|s| &*s.name),
         )?;
-        if self.strategies.iter().any(|s| &*s.name == MANUAL) {
-            return Err(InvalidConfig::new(
-                "strategies",
-                format!("`{MANUAL}` is the name operators' actions are recorded under"),
-            ));
+        for reserved in [MANUAL, RETRY_POLICY] {
+            if self.strategies.iter().any(|s| &*s.name == reserved) {
+                return Err(InvalidConfig::new(
+                    "strategies",
+                    format!("`{reserved}` is a name the healer records under itself"),
+                ));
+            }
         }
         if let Some(settings) = &self.breaker {
             settings
@@ -894,7 +922,13 @@ impl AutoHealerBuilder {
         Ok(AutoHealer {
             inner: Arc::new(Inner {
                 strategies: RwLock::new(self.strategies.into_iter().map(Arc::new).collect()),
-                retry: self.retry,
+                retry_configured: self.retry.is_some(),
+                retry: self.retry.unwrap_or_default(),
+                implicit_retry: Arc::new(
+                    HealingStrategy::new(RETRY_POLICY, RetryAction::global())
+                        .priority(i64::MIN)
+                        .trigger(Trigger::error().retryable(true)),
+                ),
                 breaker: self.breaker,
                 alerts: Dispatcher::new(self.notifiers),
                 enabled: AtomicBool::new(self.enabled),

@@ -50,6 +50,8 @@ pub struct HealingStrategy {
     pub(crate) cooldown: Duration,
     pub(crate) enabled: bool,
     pub(crate) mode: Mode,
+    /// The stages it applies to; `None` for every stage.
+    pub(crate) stages: Option<Vec<Arc<str>>>,
 }
 
 impl HealingStrategy {
@@ -64,6 +66,7 @@ impl HealingStrategy {
             cooldown: Duration::ZERO,
             enabled: true,
             mode: Mode::Act,
+            stages: None,
         }
     }
 
@@ -89,6 +92,24 @@ impl HealingStrategy {
     pub fn enabled(mut self, enabled: bool) -> Self {
         self.enabled = enabled;
         self
+    }
+
+    /// Applies the strategy to these stages only (by default, to every stage).
+    pub fn stages<S: Into<Arc<str>>>(mut self, stages: impl IntoIterator<Item = S>) -> Self {
+        self.stages = Some(stages.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The stages it applies to; `None` for every stage.
+    pub fn applies_to(&self) -> Option<&[Arc<str>]> {
+        self.stages.as_deref()
+    }
+
+    /// Whether it applies to `stage`.
+    pub(crate) fn covers(&self, stage: &str) -> bool {
+        self.stages
+            .as_ref()
+            .is_none_or(|stages| stages.iter().any(|s| &**s == stage))
     }
 
     /// Whether it acts or only records; default `Mode::Act`.
@@ -161,6 +182,12 @@ impl HealingStrategy {
             trigger
                 .validate()
                 .map_err(|e| e.within(format!("triggers[{i}]")))?;
+        }
+        if self.stages.as_ref().is_some_and(Vec::is_empty) {
+            return Err(InvalidConfig::new(
+                "stages",
+                "names no stage: leave it out to apply the strategy to every stage",
+            ));
         }
         self.action.validate().map_err(|e| e.within("config"))
     }

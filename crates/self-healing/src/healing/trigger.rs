@@ -254,6 +254,7 @@ pub struct ErrorTrigger {
     severity: Option<Severity>,
     code: Option<Arc<str>>,
     exhausted: Option<bool>,
+    retryable: Option<bool>,
 }
 
 impl ErrorTrigger {
@@ -282,6 +283,14 @@ impl ErrorTrigger {
         self
     }
 
+    /// `true`: match only errors the stage's retry policy retries (its `retryableErrors`; a
+    /// policy that names none retries every error), and only where one applies: the stage has a
+    /// policy of its own, or the healer a global `retryPolicy`. `false`: only the others.
+    pub fn retryable(mut self, retryable: bool) -> Self {
+        self.retryable = Some(retryable);
+        self
+    }
+
     /// `true`: match only once a retry strategy has given up on the error; `false`: only
     /// before. Unset matches both.
     pub fn exhausted(mut self, exhausted: bool) -> Self {
@@ -291,6 +300,12 @@ impl ErrorTrigger {
 
     fn evaluate(&self, ctx: &TriggerContext<'_>) -> Option<Observed> {
         let error = ctx.error?;
+        if let Some(wanted) = self.retryable {
+            let retryable = ctx.retry_policy.is_some_and(|p| p.is_retryable(error));
+            if retryable != wanted {
+                return None;
+            }
+        }
         if let Some(pattern) = &self.pattern
             && !pattern.is_match(error.message())
             && !error.code().is_some_and(|c| pattern.is_match(c))
@@ -579,6 +594,9 @@ pub struct TriggerContext<'a> {
     pub(crate) running_for: Option<Duration>,
     pub(crate) health: &'a [CheckStatus],
     pub(crate) now: Instant,
+    /// The retry policy that applies to the failed attempt: the stage's own, else the healer's
+    /// global one when it has one; `None` when neither does, or on the tick.
+    pub(crate) retry_policy: Option<&'a crate::resilience::RetryPolicy>,
 }
 
 impl fmt::Debug for TriggerContext<'_> {

@@ -579,6 +579,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
                 can_fail_over: control.can_fail_over(),
                 restarts,
                 retry_policy: policy,
+                stage_policy: stage.retry.is_some(),
                 jitter: &self.jitter,
             };
             let remedy = self.supervisor.on_failure(&failure).await;

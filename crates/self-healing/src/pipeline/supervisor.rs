@@ -34,8 +34,10 @@ pub struct Failure<'a> {
     pub can_fail_over: bool,
     /// How often this stage was restarted in this run.
     pub restarts: u32,
-    /// The stage's effective retry policy.
+    /// The stage's effective retry policy: its own, else the pipeline's.
     pub retry_policy: &'a RetryPolicy,
+    /// Whether the stage has a retry policy of its own.
+    pub stage_policy: bool,
     /// The pipeline's source of retry jitter.
     pub jitter: &'a Jitter,
 }
@@ -169,7 +171,7 @@ where
 /// let failure = |attempt| Failure {
 ///     run: &run, stage: "load", item: None, attempt, error: &error,
 ///     handler: HandlerKind::Primary, can_fail_over: false, restarts: 0, retry_policy: &policy,
-///     jitter: &jitter,
+///     stage_policy: false, jitter: &jitter,
 /// };
 /// assert_eq!(RetrySupervisor.decide(&failure(1)), Remedy::Retry { after: Duration::from_secs(1) });
 /// assert_eq!(RetrySupervisor.decide(&failure(2)), Remedy::Fail);

@@ -9,7 +9,8 @@ use crate::event::ActionKind;
 use crate::pipeline::{Failure, Remedy};
 use crate::resilience::{RetryPolicy, RetryPolicyConfig};
 
-/// Settings of `retry`: its own policy, or (`None`) the healer's global `retryPolicy`.
+/// Settings of `retry`: its own policy, or (`None`) the failing stage's: the stage's own retry
+/// policy, else the healer's global `retryPolicy`.
 /// `maxAttempts` counts every attempt of the work, the first included. When they are spent the
 /// error goes round again as exhausted, so a rollback or notify strategy can take over.
 #[derive(Debug, Clone, Default)]
@@ -18,7 +19,7 @@ pub struct RetryAction {
 }
 
 impl RetryAction {
-    /// Retries by the healer's global `retryPolicy`.
+    /// Retries by the failing stage's policy: its own, else the healer's global `retryPolicy`.
     pub fn global() -> Self {
         RetryAction { policy: None }
     }
@@ -31,7 +32,7 @@ impl RetryAction {
     }
 
     /// From a file's `config`: a policy of its own when any key is given (unset keys take the
-    /// defaults), else the healer's global `retryPolicy`.
+    /// defaults), else the failing stage's.
     pub fn from_config(config: &RetryPolicyConfig) -> Result<Self, InvalidConfig> {
         if *config == RetryPolicyConfig::default() {
             Ok(RetryAction::global())
@@ -61,10 +62,10 @@ impl DecisiveAction for RetryAction {
 
     fn on_failure<'a>(
         &'a self,
-        subject: &'a Subject<'a>,
+        _subject: &'a Subject<'a>,
         failure: &'a Failure<'a>,
     ) -> BoxFuture<'a, Applied> {
-        let policy = self.policy.as_ref().unwrap_or(subject.retry_policy);
+        let policy = self.policy.as_ref().unwrap_or(failure.retry_policy);
         let applied = if failure.attempt >= policy.max_attempts() {
             Applied::new(
                 Effect::Exhausted,
