@@ -158,12 +158,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        let store = SqliteStore { pool };
-        store.migrate().await.map_err(|error| match error {
+        let unusable = |error: StoreError| match error {
             StoreError::Database(sqlx::Error::Database(db))
                 if db.code().as_deref() == Some("26") =>
             {
@@ -174,7 +169,14 @@ impl SqliteStore {
             }
             StoreError::Unusable(why) => StoreError::Unusable(format!("{}: {why}", path.display())),
             other => other,
-        })?;
+        };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| unusable(e.into()))?;
+        let store = SqliteStore { pool };
+        store.migrate().await.map_err(unusable)?;
         Ok(store)
     }
 
@@ -426,7 +428,7 @@ impl Journal for SqliteStore {
             for check in seen {
                 sqlx::query(
                     "INSERT INTO health (project, check_name, stage, status, at_ms, checked_ms, last_error)
-                     VALUES (?, ?, (SELECT stage FROM checks WHERE project = ?1 AND name = ?2), ?, ?, ?, ?)
+                     VALUES (?1, ?2, (SELECT stage FROM checks WHERE project = ?1 AND name = ?2), ?3, ?4, ?4, ?5)
                      ON CONFLICT (project, check_name) DO UPDATE SET
                      at_ms = CASE WHEN health.status = excluded.status THEN health.at_ms ELSE excluded.at_ms END,
                      status = excluded.status, checked_ms = excluded.checked_ms,
@@ -435,7 +437,6 @@ impl Journal for SqliteStore {
                 .bind(project)
                 .bind(&check.name)
                 .bind(check.status.as_str())
-                .bind(check.checked_ms)
                 .bind(check.checked_ms)
                 .bind(&check.last_error)
                 .execute(&mut *tx)
