@@ -73,7 +73,14 @@ impl Steering {
     /// under `manual`.
     async fn act(&mut self) -> Result<(), StoreError> {
         let claimant = format!("run {} pid {}", self.run, std::process::id());
-        for request in self.store.claim(&self.project, &claimant).await? {
+        let claimed = self.store.claim(&self.project, &claimant).await?;
+        for refused in claimed.refused {
+            eprintln!(
+                "  ! request {} refused: `{}` is not an action this migrationpilot knows (stage `{}`)",
+                refused.id, refused.action, refused.stage
+            );
+        }
+        for request in claimed.requests {
             let reason = format!("requested by an operator (request {})", request.id);
             self.healer
                 .trigger(&self.run, &request.stage, request.action, &reason)

@@ -306,6 +306,46 @@ pub struct ControlRequest {
     pub requested_ms: i64,
 }
 
+/// What a claim of queued requests took.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claimed {
+    /// The requests to carry out, oldest first.
+    pub requests: Vec<ControlRequest>,
+    /// Requests for an action this version does not know: taken off the queue, carried out
+    /// never, reported.
+    pub refused: Vec<RefusedRequest>,
+}
+
+/// A queued request naming no action this version knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedRequest {
+    /// The request's id.
+    pub id: i64,
+    /// The action as stored.
+    pub action: String,
+    /// The stage it names.
+    pub stage: String,
+}
+
+impl Claimed {
+    /// Sorts claimed rows `(id, action, stage, requested_ms)` into requests and refusals.
+    pub fn from_rows(rows: Vec<(i64, String, String, i64)>) -> Self {
+        let mut claimed = Claimed::default();
+        for (id, action, stage, requested_ms) in rows {
+            match action.parse::<ActionKind>() {
+                Ok(action) => claimed.requests.push(ControlRequest {
+                    id,
+                    action,
+                    stage,
+                    requested_ms,
+                }),
+                Err(_) => claimed.refused.push(RefusedRequest { id, action, stage }),
+            }
+        }
+        claimed
+    }
+}
+
 /// Writes a run's events: the group commit of the journal.
 pub trait Journal: Send + Sync {
     /// Appends a batch of `project`'s events in one transaction, with the rows they project
@@ -395,12 +435,9 @@ pub trait Control: Send + Sync {
         stage: &'a str,
     ) -> BoxFuture<'a, Result<i64>>;
 
-    /// Takes the project's queued requests, each by exactly one claimant.
-    fn claim<'a>(
-        &'a self,
-        project: &'a str,
-        claimant: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<ControlRequest>>>;
+    /// Takes the project's queued requests, each by exactly one claimant. A request for an
+    /// action this version does not know is refused, never guessed at.
+    fn claim<'a>(&'a self, project: &'a str, claimant: &'a str) -> BoxFuture<'a, Result<Claimed>>;
 }
 
 /// Everything a backend provides.

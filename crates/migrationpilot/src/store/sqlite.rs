@@ -21,8 +21,8 @@ use self_healing::pipeline::Resume;
 
 use super::projection::{self, ItemDone, Write};
 use super::{
-    CheckSeen, Control, ControlRequest, HealingMode, HealthRow, Journal, Owner, Queries, Result,
-    RunClaim, RunRow, RunState, StoreError, millis,
+    CheckSeen, Claimed, Control, HealingMode, HealthRow, Journal, Owner, Queries, Result, RunClaim,
+    RunRow, RunState, StoreError, millis,
 };
 
 /// Schema versions, applied in order; the store records how far it got.
@@ -789,11 +789,7 @@ impl Control for SqliteStore {
         })
     }
 
-    fn claim<'a>(
-        &'a self,
-        project: &'a str,
-        claimant: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<ControlRequest>>> {
+    fn claim<'a>(&'a self, project: &'a str, claimant: &'a str) -> BoxFuture<'a, Result<Claimed>> {
         Box::pin(async move {
             // One statement: each request goes to exactly one claimant.
             let mut rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
@@ -806,20 +802,7 @@ impl Control for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
             rows.sort_by_key(|r| r.0);
-            rows.into_iter()
-                .map(|(id, action, stage, requested_ms)| {
-                    Ok(ControlRequest {
-                        action: action.parse().map_err(|_| {
-                            StoreError::Invalid(format!(
-                                "request {id} asks for the unknown action `{action}`"
-                            ))
-                        })?,
-                        id,
-                        stage,
-                        requested_ms,
-                    })
-                })
-                .collect()
+            Ok(Claimed::from_rows(rows))
         })
     }
 }
@@ -874,12 +857,39 @@ mod tests {
             async move { store.claim("p", &format!("worker-{c}")).await.unwrap() }
         }))
         .await;
-        let mut ids: Vec<i64> = claims.iter().flatten().map(|r| r.id).collect();
+        let mut ids: Vec<i64> = claims
+            .iter()
+            .flat_map(|c| &c.requests)
+            .map(|r| r.id)
+            .collect();
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), 50, "every request claimed, none twice");
-        assert!(store.claim("p", "late").await.unwrap().is_empty());
-        assert_eq!(store.claim("other", "w").await.unwrap().len(), 1);
+        assert_eq!(store.claim("p", "late").await.unwrap(), Claimed::default());
+        assert_eq!(store.claim("other", "w").await.unwrap().requests.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_action_in_the_queue_is_refused_not_guessed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        store.enqueue("p", ActionKind::Restart, "a").await.unwrap();
+        sqlx::query("INSERT INTO control (project, action, stage, requested_ms) VALUES ('p', 'explode', 'b', 0)")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let claimed = store.claim("p", "me").await.unwrap();
+        assert_eq!(claimed.requests.len(), 1);
+        assert_eq!(claimed.requests[0].action, ActionKind::Restart);
+        assert_eq!(claimed.refused.len(), 1);
+        assert_eq!(
+            (
+                claimed.refused[0].action.as_str(),
+                claimed.refused[0].stage.as_str()
+            ),
+            ("explode", "b")
+        );
+        assert_eq!(store.claim("p", "me").await.unwrap(), Claimed::default());
     }
 
     #[tokio::test]
