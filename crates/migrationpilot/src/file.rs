@@ -313,20 +313,50 @@ pub fn load_with(
         path: None,
         message,
     };
+    let format = Format::of(path)
+        .ok_or_else(|| at("a pipeline file ends in .yaml, .yml or .toml".to_owned()))?;
     let text = std::fs::read_to_string(path).map_err(|e| at(format!("cannot read: {e}")))?;
+    parse(path, text, format, lookup)
+}
+
+/// How a pipeline file is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `.yaml` or `.yml`.
+    Yaml,
+    /// `.toml`.
+    Toml,
+}
+
+impl Format {
+    /// The format a file's extension names.
+    pub fn of(path: &Path) -> Option<Self> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => Some(Format::Yaml),
+            Some("toml") => Some(Format::Toml),
+            _ => None,
+        }
+    }
+}
+
+/// Parses the text of a pipeline file; `path` names it in errors.
+pub fn parse(
+    path: &Path,
+    text: String,
+    format: Format,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, FileError> {
     let env = Env::new(lookup);
-    let file = match path.extension().and_then(|e| e.to_str()) {
-        Some("yaml" | "yml") => parse_yaml(&text, &env),
-        Some("toml") => parse_toml(&text, &env),
-        _ => Err(Located::message(
-            "a pipeline file ends in .yaml, .yml or .toml".to_owned(),
-        )),
+    let file = match format {
+        Format::Yaml => parse_yaml(&text, &env),
+        Format::Toml => parse_toml(&text, &env),
     }
     .map_err(|l| FileError {
+        file: path.to_owned(),
         line: l.line,
         column: l.column,
         path: l.path,
-        ..at(l.message)
+        message: l.message,
     })?;
     Ok(Loaded {
         file,
@@ -341,17 +371,6 @@ struct Located {
     column: Option<u64>,
     path: Option<String>,
     message: String,
-}
-
-impl Located {
-    fn message(message: String) -> Self {
-        Located {
-            line: None,
-            column: None,
-            path: None,
-            message,
-        }
-    }
 }
 
 fn parse_yaml(text: &str, env: &Env<'_>) -> Result<PipelineFile, Located> {

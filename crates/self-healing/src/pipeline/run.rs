@@ -633,10 +633,13 @@ impl<C: Send + Sync + 'static> Runner<C> {
         completed: &[(usize, Vec<Unit>)],
         cause: &StageError,
     ) -> Vec<CompensationFailure> {
-        self.publish(EventKind::RollbackStarted {
+        let started = self.publish(EventKind::RollbackStarted {
             stage: Arc::clone(&stages[failed.0].stage.name),
             error: cause.clone(),
         });
+        // Durable before the first compensation: a run cut short from here on resumes as a
+        // rollback, never forward.
+        self.bus.durable(started.seq).await;
         let done = |stage: &str, item: Option<&str>| {
             self.resume
                 .as_ref()
