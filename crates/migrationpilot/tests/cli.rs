@@ -169,11 +169,7 @@ printf '%s\n' "$1" >> seen.txt"#,
             list.join(", ")
         ),
     );
-    migrationpilot()
-        .arg("run")
-        .arg(&pipeline)
-        .assert()
-        .success();
+    work.cmd().arg("run").arg(&pipeline).assert().success();
     let mut seen: Vec<String> = work.read("seen.txt").lines().map(str::to_owned).collect();
     seen.sort();
     let mut expected: Vec<String> = items.iter().map(|s| s.to_string()).collect();
@@ -192,7 +188,8 @@ fn json_events_are_one_object_per_line() {
         "pipeline.toml",
         "project = \"json\"\n\n[[stages]]\nname = \"only\"\ncommand = [\"true\"]\n",
     );
-    let output = migrationpilot()
+    let output = work
+        .cmd()
         .arg("run")
         .arg(&pipeline)
         .arg("--json-events")

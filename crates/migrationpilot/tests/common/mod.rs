@@ -6,9 +6,15 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
-/// The `migrationpilot` binary.
+/// The `migrationpilot` binary, with no store it could open: a test that needs one runs in a
+/// [`Workspace`], so no test writes to the user's own store.
 pub fn migrationpilot() -> Command {
-    Command::cargo_bin("migrationpilot").unwrap()
+    let mut cmd = Command::cargo_bin("migrationpilot").unwrap();
+    cmd.env(
+        "MIGRATIONPILOT_STORE",
+        "sqlite:///dev/null/no-store-outside-a-workspace",
+    );
+    cmd
 }
 
 /// A temporary directory holding `pipeline.yaml` and any scripts.
