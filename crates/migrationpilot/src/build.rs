@@ -285,9 +285,10 @@ pub fn build(
     if let Some(healer) = &healer {
         builder = healer.install(builder);
     }
+    let command_metrics: Arc<[String]> = known_metrics.clone().into();
     let mut stages_ok = true;
     for (i, stage) in file.stages.iter().enumerate() {
-        match stage_of(stage, &base, &project, secrets, &retry) {
+        match stage_of(stage, &base, &project, secrets, &retry, &command_metrics) {
             Ok(stage) => builder = builder.stage(stage),
             Err(e) => {
                 stages_ok = false;
@@ -335,6 +336,7 @@ fn stage_of(
     project: &Arc<str>,
     secrets: &Secrets,
     global_retry: &RetryPolicy,
+    metrics: &Arc<[String]>,
 ) -> Result<Stage<()>, InvalidConfig> {
     let workdir = stage
         .workdir
@@ -349,6 +351,7 @@ fn stage_of(
             env: stage.env.clone(),
             workdir: workdir.clone(),
             secrets: secrets.clone(),
+            metrics: Arc::clone(metrics),
         }))
     };
     if stage.name.trim().is_empty() {
@@ -408,15 +411,15 @@ fn stage_of(
         move |ctx| {
             let (cmd, project) = (Arc::clone(&cmd), Arc::clone(&project));
             Box::pin(async move {
-                cmd.run(&Context {
+                let context = Context {
                     project: &project,
                     run: ctx.run_id().as_str(),
                     stage: ctx.stage(),
                     attempt: ctx.attempt(),
                     item: None,
                     idempotency_key: None,
-                })
-                .await
+                };
+                cmd.run(&ctx, &context).await
             })
         }
     }
@@ -433,15 +436,15 @@ fn stage_of(
             let (cmd, project) = (Arc::clone(&cmd), Arc::clone(&project));
             Box::pin(async move {
                 let key = ctx.idempotency_key();
-                cmd.run(&Context {
+                let context = Context {
                     project: &project,
                     run: ctx.run_id().as_str(),
                     stage: ctx.stage(),
                     attempt: ctx.attempt(),
                     item: Some(ctx.item()),
                     idempotency_key: Some(&key),
-                })
-                .await
+                };
+                cmd.run(&ctx, &context).await
             })
         }
     }

@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use self_healing::StageError;
+use self_healing::event::AttemptOutput;
+use self_healing::{StageContext, StageError};
 
 use crate::env::Secrets;
 
@@ -18,8 +20,34 @@ pub struct Command {
     pub env: BTreeMap<String, String>,
     /// The directory the command runs in.
     pub workdir: PathBuf,
-    /// Values masked in the command's error text (its standard error can echo them).
+    /// Values masked in the command's error text and its log (its output can echo them).
     pub secrets: Secrets,
+    /// The metric names a `{"metric": NAME, "value": X}` line of standard output may record:
+    /// the built-ins and the declared ones. Other names are ignored, so a command cannot make
+    /// the collector (and the exporter) grow without bound.
+    pub metrics: Arc<[String]>,
+}
+
+/// A standard-output line that records a metric.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricLine {
+    metric: String,
+    value: f64,
+}
+
+/// The metric a line records, if it is a `{"metric": NAME, "value": X}` object with a finite
+/// value.
+pub fn metric_line(line: &str) -> Option<(String, f64)> {
+    let line = line.trim();
+    if !line.starts_with('{') {
+        return None;
+    }
+    let parsed: MetricLine = serde_json::from_str(line).ok()?;
+    parsed
+        .value
+        .is_finite()
+        .then_some((parsed.metric, parsed.value))
 }
 
 /// The variables a command gets besides the stage's `env`.
@@ -53,10 +81,13 @@ impl Command {
             .collect()
     }
 
-    /// Runs the command to its end (see [`self_healing::process::run`]: no shell, errors from
-    /// the exit status and the last line of standard error, its process group killed if the
-    /// future is dropped), with the run's variables in its environment.
-    pub async fn run(&self, ctx: &Context<'_>) -> Result<(), StageError> {
+    /// Runs the command to its end (see [`self_healing::process::run_logged`]: no shell,
+    /// errors from the exit status and the last line of standard error, its process group
+    /// killed if the future is dropped), with the run's variables in its environment. Each
+    /// `{"metric": NAME, "value": X}` line of its standard output records X into the stage's
+    /// scope of the collector (for a known name); the tails of both streams, secrets masked,
+    /// are attached to the attempt as its log.
+    pub async fn run(&self, stage: &StageContext<()>, ctx: &Context<'_>) -> Result<(), StageError> {
         let attempt = ctx.attempt.to_string();
         let mut env: Vec<(&str, &str)> = self
             .env
@@ -75,9 +106,27 @@ impl Command {
         if let Some(key) = ctx.idempotency_key {
             env.push(("MIGRATIONPILOT_IDEMPOTENCY_KEY", key));
         }
-        self_healing::process::run(&self.argv_for(ctx.item), &env, Some(&self.workdir))
-            .await
-            .map_err(|error| self.mask(error))
+        let mut on_line = |line: &str| {
+            if let Some((metric, value)) = metric_line(line)
+                && self.metrics.contains(&metric)
+            {
+                stage.record(&metric, value);
+            }
+        };
+        let (result, stdout, stderr) = self_healing::process::run_logged(
+            &self.argv_for(ctx.item),
+            &env,
+            Some(&self.workdir),
+            &mut on_line,
+        )
+        .await;
+        stage.attach_output(AttemptOutput {
+            stdout: self.secrets.mask(&stdout.text).into_owned(),
+            stderr: self.secrets.mask(&stderr.text).into_owned(),
+            stdout_cut: stdout.cut,
+            stderr_cut: stderr.cut,
+        });
+        result.map_err(|error| self.mask(error))
     }
 
     /// `error` with the secrets masked in its message.
@@ -105,6 +154,7 @@ mod tests {
             env: BTreeMap::new(),
             workdir: std::env::temp_dir(),
             secrets: Secrets::default(),
+            metrics: vec!["queueDepth".to_owned()].into(),
         }
     }
 
@@ -130,7 +180,55 @@ mod tests {
             "-rf",
         ] {
             let check = sh("test \"$#\" = 1 && test \"$1\" = \"$MIGRATIONPILOT_ITEM\"");
-            assert_eq!(check.run(&ctx(Some(item))).await, Ok(()), "{item}");
+            let stage = StageContext::standalone("s", Some(item), 1);
+            assert_eq!(check.run(&stage, &ctx(Some(item))).await, Ok(()), "{item}");
+        }
+    }
+
+    #[tokio::test]
+    async fn metric_lines_are_recorded_and_both_streams_kept_masked() {
+        let mut command = sh(
+            "echo '{\"metric\": \"queueDepth\", \"value\": 20000}'; echo '{\"metric\": \"made-up\", \"value\": 1}'; echo 'using tok-abc123'; echo 'tok-abc123 went wrong' >&2; exit 3",
+        );
+        let mut secrets = Secrets::default();
+        secrets.add("tok-abc123");
+        command.secrets = secrets;
+        let stage = StageContext::standalone("s", None, 1);
+        let error = command.run(&stage, &ctx(None)).await.unwrap_err();
+        assert_eq!(
+            error.message(),
+            "*** went wrong (`sh` exited with status 3)"
+        );
+        let queue = stage
+            .metrics()
+            .find(self_healing::metrics::Scope::Stage("s"), "queueDepth");
+        assert_eq!(queue.and_then(|s| s.last()), Some(20000.0));
+        assert!(
+            stage
+                .metrics()
+                .find(self_healing::metrics::Scope::Stage("s"), "made-up")
+                .is_none(),
+            "undeclared names are ignored"
+        );
+        let output = stage.attached_output().unwrap();
+        assert!(output.stdout.contains("using ***"), "{output:?}");
+        assert_eq!(output.stderr, "*** went wrong\n");
+        assert_eq!((output.stdout_cut, output.stderr_cut), (0, 0));
+    }
+
+    #[test]
+    fn only_exact_metric_objects_count() {
+        assert_eq!(
+            metric_line(r#" {"metric": "queueDepth", "value": 3.5} "#),
+            Some(("queueDepth".to_owned(), 3.5))
+        );
+        for line in [
+            "queueDepth 3",
+            r#"{"metric": "q"}"#,
+            r#"{"metric": "q", "value": "3"}"#,
+            r#"{"metric": "q", "value": 3, "unit": "s"}"#,
+        ] {
+            assert_eq!(metric_line(line), None, "{line}");
         }
     }
 }

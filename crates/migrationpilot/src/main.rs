@@ -16,7 +16,7 @@ use self_healing::healing::{Mode, StrategyOverride};
 use migrationpilot::control;
 use migrationpilot::error::{CliError, EXIT_CANCELLED, EXIT_FAILED, EXIT_ROLLED_BACK};
 use migrationpilot::session::{self, RunRequest, Session, open_store};
-use migrationpilot::store::{self, RunRow, Store, iso8601};
+use migrationpilot::store::{self, LogFilter, RunRow, Store, iso8601};
 
 #[derive(Parser)]
 #[command(
@@ -60,16 +60,53 @@ enum Commands {
     },
     /// Show the project's health checks, healing mode and latest run.
     Health(ProjectArgs),
-    /// List the project's runs, newest first.
+    /// List runs, newest first (every project's, or one's); `runs show RUN` shows one.
+    #[command(args_conflicts_with_subcommands = true)]
     Runs {
-        #[command(flatten)]
-        project: ProjectArgs,
+        #[command(subcommand)]
+        show: Option<RunsCommand>,
+        /// Only this project's runs.
+        #[arg(long)]
+        project: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// How many runs to list.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+    },
+    /// Show what each attempt of a run wrote (its standard output and error, as kept).
+    Logs {
+        /// The run.
+        run: String,
+        /// Only this stage's attempts.
+        #[arg(long)]
+        stage: Option<String>,
+        /// Only this item's attempts.
+        #[arg(long)]
+        item: Option<String>,
+        /// Only this attempt (from 1).
+        #[arg(long)]
+        attempt: Option<i64>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Inspect and steer healing.
     #[command(subcommand)]
     Healing(HealingCommand),
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// A run's stages (status, items, times) and its PipelineMetrics.
+    Show {
+        /// The run.
+        run: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -180,7 +217,30 @@ fn main() -> ExitCode {
                 run(store_url, request).await
             }
             Commands::Health(args) => health(store_url, args).await,
-            Commands::Runs { project, limit } => runs(store_url, project, limit).await,
+            Commands::Runs {
+                show: Some(RunsCommand::Show { run, json }),
+                ..
+            } => show_run(store_url, run, json).await,
+            Commands::Runs {
+                show: None,
+                project,
+                json,
+                limit,
+            } => runs(store_url, project, json, limit).await,
+            Commands::Logs {
+                run,
+                stage,
+                item,
+                attempt,
+                json,
+            } => {
+                let filter = LogFilter {
+                    stage,
+                    item,
+                    attempt,
+                };
+                logs(store_url, run, filter, json).await
+            }
             Commands::Healing(command) => healing(store_url, command).await,
         };
         result.unwrap_or_else(|error| {
@@ -369,27 +429,141 @@ async fn health(store_url: Option<String>, args: ProjectArgs) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn runs(store_url: Option<String>, args: ProjectArgs, limit: u32) -> Outcome {
+async fn runs(
+    store_url: Option<String>,
+    project: Option<String>,
+    json: bool,
+    limit: u32,
+) -> Outcome {
     let store = open_store(store_url).await?;
-    known_project(&*store, &args.project).await?;
-    let runs = store.runs(&args.project, limit).await?;
-    if args.json {
+    let projects = match project {
+        Some(project) => {
+            known_project(&*store, &project).await?;
+            vec![project]
+        }
+        None => store.projects().await?,
+    };
+    let mut runs = Vec::new();
+    for project in &projects {
+        runs.extend(store.runs(project, limit).await?);
+    }
+    runs.sort_by_key(|run| std::cmp::Reverse(run.started_ms));
+    runs.truncate(limit as usize);
+    if json {
         println!("{}", serde_json::to_string(&runs).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
     if runs.is_empty() {
-        println!("project `{}` has no runs", args.project);
+        match projects.as_slice() {
+            [project] => println!("project `{project}` has no runs"),
+            _ => println!("the store has no runs"),
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<22} {:<12} {:<22} error", "RUN", "STATUS", "STARTED");
+    println!(
+        "{:<22} {:<24} {:<12} {:<22} error",
+        "RUN", "PROJECT", "STATUS", "STARTED"
+    );
     for run in runs {
         println!(
-            "{:<22} {:<12} {:<22} {}",
+            "{:<22} {:<24} {:<12} {:<22} {}",
             run.id,
+            run.project,
             run.status,
             iso8601(run.started_ms),
             run.error.unwrap_or_default()
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A run the store does not know, said so.
+fn no_such_run(run: &str) -> CliError {
+    CliError::Invalid(format!("the store knows no run `{run}`"))
+}
+
+async fn show_run(store_url: Option<String>, run: String, json: bool) -> Outcome {
+    let store = open_store(store_url).await?;
+    let detail = store.run(&run).await?.ok_or_else(|| no_such_run(&run))?;
+    if json {
+        println!("{}", serde_json::to_string(&detail).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let r = &detail.run;
+    println!("run       {} ({})", r.id, r.project);
+    println!("status    {}", r.status);
+    println!("started   {}", iso8601(r.started_ms));
+    if let Some(finished) = r.finished_ms {
+        println!("finished  {}", iso8601(finished));
+    }
+    if let Some(error) = &r.error {
+        println!("error     {error}");
+    }
+    println!(
+        "\n{:<20} {:<10} {:>8} {:<22} {:>12}",
+        "STAGE", "STATUS", "ITEMS", "STARTED", "DURATION"
+    );
+    for stage in &detail.stages {
+        println!(
+            "{:<20} {:<10} {:>8} {:<22} {:>12}",
+            stage.stage,
+            stage.status,
+            stage.items,
+            stage.started_ms.map_or_else(|| "-".to_owned(), iso8601),
+            stage
+                .duration_ms
+                .map_or_else(|| "-".to_owned(), |ms| format!("{:.1} ms", ms))
+        );
+    }
+    match &detail.metrics {
+        Some(metrics) => println!("\nPipelineMetrics\n{metrics}"),
+        None => println!("\nno PipelineMetrics: the run has not ended"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn logs(store_url: Option<String>, run: String, filter: LogFilter, json: bool) -> Outcome {
+    let store = open_store(store_url).await?;
+    if store.run(&run).await?.is_none() {
+        return Err(no_such_run(&run));
+    }
+    let logs = store.logs(&run, &filter).await?;
+    if json {
+        println!("{}", serde_json::to_string(&logs).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if logs.is_empty() {
+        println!("run `{run}` has no logs that match");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for log in logs {
+        println!(
+            "── {}{} attempt {} ({})",
+            log.stage,
+            log.item
+                .as_deref()
+                .map(|i| format!("/{i}"))
+                .unwrap_or_default(),
+            log.attempt,
+            iso8601(log.at)
+        );
+        for (name, text, cut) in [
+            ("stdout", &log.stdout, log.stdout_cut),
+            ("stderr", &log.stderr, log.stderr_cut),
+        ] {
+            if text.is_empty() {
+                continue;
+            }
+            if cut > 0 {
+                println!("[{name}: {cut} earlier byte(s) cut]");
+            } else {
+                println!("[{name}]");
+            }
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

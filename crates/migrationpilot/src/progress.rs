@@ -91,7 +91,7 @@ impl Bars {
 
     fn show(&mut self, event: &Event) {
         match &event.kind {
-            EventKind::StageStarted { stage } => {
+            EventKind::StageStarted { stage, .. } => {
                 let bar = self.multi.add(ProgressBar::new_spinner());
                 bar.set_style(self.style.clone());
                 bar.set_prefix(stage.to_string());
@@ -136,7 +136,7 @@ pub fn describe(event: &Event) -> Option<String> {
         EventKind::RunStarted { pipeline, stages } => {
             format!("{pipeline}: {} stage(s)", stages.len())
         }
-        EventKind::StageStarted { stage } => format!("▶ {stage}"),
+        EventKind::StageStarted { stage, .. } => format!("▶ {stage}"),
         EventKind::StageSkipped { stage } => format!("✔ {stage}: completed before, skipped"),
         EventKind::ItemsSkipped { stage, count } => {
             format!("  {stage}: {count} item(s) completed before, skipped")

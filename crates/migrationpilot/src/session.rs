@@ -255,6 +255,9 @@ impl Session {
         let _ = printer.await;
         lease.abort();
         journaled.map_err(CliError::Failed)?;
+        self.store
+            .record_metrics(report.run_id.as_str(), &report.metrics)
+            .await?;
         Ok(masked_report(report, &secrets))
     }
 }

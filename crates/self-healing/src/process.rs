@@ -19,9 +19,6 @@ use tokio::io::AsyncReadExt;
 
 use crate::error::{InvalidConfig, Severity, StageError};
 
-/// What standard error keeps for the error message: its last 64 KiB.
-const STDERR_TAIL: usize = 64 * 1024;
-
 /// A final standard-error line of this shape sets the error explicitly.
 #[derive(Deserialize)]
 struct ErrorLine {
@@ -57,15 +54,44 @@ pub async fn run(
     env: &[(&str, &str)],
     workdir: Option<&Path>,
 ) -> Result<(), StageError> {
-    let program = argv
-        .first()
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| StageError::new("a command needs a program to run"))?;
+    run_logged(argv, env, workdir, &mut |_| {}).await.0
+}
+
+/// How much of each of a command's streams [`run_logged`] keeps: the last 64 KiB.
+pub const LOG_TAIL: usize = 64 * 1024;
+
+/// Standard-output lines longer than this are kept in the log but not offered as a line.
+const LONGEST_LINE: usize = 4096;
+
+/// The end of what a command wrote on one stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tail {
+    /// The last [`LOG_TAIL`] bytes, as text (invalid UTF-8 replaced).
+    pub text: String,
+    /// How many bytes before them were cut.
+    pub cut: u64,
+}
+
+/// [`run`], keeping the tail of both streams and handing each complete line of standard output
+/// (up to 4 KiB long) to `on_line` as it arrives.
+pub async fn run_logged(
+    argv: &[String],
+    env: &[(&str, &str)],
+    workdir: Option<&Path>,
+    on_line: &mut (dyn FnMut(&str) + Send),
+) -> (Result<(), StageError>, Tail, Tail) {
+    let program = match argv.first().filter(|p| !p.is_empty()) {
+        Some(program) => program,
+        None => {
+            let error = StageError::new("a command needs a program to run");
+            return (Err(error), Tail::default(), Tail::default());
+        }
+    };
     let mut command = tokio::process::Command::new(program);
     command
         .args(&argv[1..])
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     for (key, value) in env {
@@ -76,39 +102,98 @@ pub async fn run(
     }
     #[cfg(unix)]
     command.process_group(0);
-    let mut child = command.spawn().map_err(|e| {
-        let cause = StageError::from(e);
-        let error = StageError::new(format!("cannot start `{program}`: {}", cause.message()));
-        match cause.code() {
-            Some(code) => error.with_code(code.to_owned()),
-            None => error,
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let cause = StageError::from(e);
+            let error = StageError::new(format!("cannot start `{program}`: {}", cause.message()));
+            let error = match cause.code() {
+                Some(code) => error.with_code(code.to_owned()),
+                None => error,
+            };
+            return (Err(error), Tail::default(), Tail::default());
         }
-    })?;
+    };
     let group = GroupGuard(child.id());
-    let mut stderr = Vec::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let mut chunk = [0u8; 8192];
-        loop {
-            match pipe.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    stderr.extend_from_slice(&chunk[..n]);
-                    if stderr.len() > 2 * STDERR_TAIL {
-                        stderr.drain(..stderr.len() - STDERR_TAIL);
+    let (stdout, stderr) = tokio::join!(
+        read_tail(child.stdout.take(), Some(on_line)),
+        read_tail(child.stderr.take(), None),
+    );
+    let status = match child.wait().await {
+        Ok(status) => status,
+        Err(e) => {
+            return (
+                Err(StageError::new(format!("`{program}`: {e}"))),
+                stdout,
+                stderr,
+            );
+        }
+    };
+    group.disarm();
+    let result = if status.success() {
+        Ok(())
+    } else {
+        Err(failure(program, &stderr.text, status.code()))
+    };
+    (result, stdout, stderr)
+}
+
+/// Reads a stream to its end, keeping its last [`LOG_TAIL`] bytes and handing complete lines to
+/// `on_line`.
+async fn read_tail(
+    pipe: Option<impl tokio::io::AsyncRead + Unpin>,
+    mut on_line: Option<&mut (dyn FnMut(&str) + Send)>,
+) -> Tail {
+    let Some(mut pipe) = pipe else {
+        return Tail::default();
+    };
+    let mut kept = Vec::new();
+    let mut cut = 0u64;
+    let mut line: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = match pipe.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let bytes = &chunk[..n];
+        if let Some(on_line) = on_line.as_mut() {
+            for &byte in bytes {
+                if byte == b'\n' {
+                    if line.len() <= LONGEST_LINE {
+                        on_line(&String::from_utf8_lossy(&line));
                     }
+                    line.clear();
+                } else if line.len() <= LONGEST_LINE {
+                    line.push(byte);
                 }
             }
         }
+        kept.extend_from_slice(bytes);
+        if kept.len() > 2 * LOG_TAIL {
+            let excess = kept.len() - LOG_TAIL;
+            kept.drain(..excess);
+            cut += excess as u64;
+        }
     }
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| StageError::new(format!("`{program}`: {e}")))?;
-    group.disarm();
-    if status.success() {
-        return Ok(());
+    if let (Some(on_line), false) = (on_line.as_mut(), line.is_empty())
+        && line.len() <= LONGEST_LINE
+    {
+        on_line(&String::from_utf8_lossy(&line));
     }
-    let stderr = String::from_utf8_lossy(&stderr);
+    if kept.len() > LOG_TAIL {
+        let excess = kept.len() - LOG_TAIL;
+        kept.drain(..excess);
+        cut += excess as u64;
+    }
+    Tail {
+        text: String::from_utf8_lossy(&kept).into_owned(),
+        cut,
+    }
+}
+
+/// The error of a command that failed, from the last line of its standard error.
+fn failure(program: &str, stderr: &str, code: Option<i32>) -> StageError {
     let last = stderr
         .lines()
         .rev()
@@ -119,20 +204,20 @@ pub async fn run(
         && let Ok(line) = serde_json::from_str::<ErrorLine>(last)
     {
         let error = StageError::new(line.message).with_severity(line.severity);
-        return Err(match line.code {
+        return match line.code {
             Some(code) => error.with_code(code),
             None => error,
-        });
+        };
     }
-    let what = match status.code() {
+    let what = match code {
         Some(code) => format!("exited with status {code}"),
         None => "was killed by a signal".to_owned(),
     };
-    Err(if last.is_empty() {
+    if last.is_empty() {
         StageError::new(format!("`{program}` {what}"))
     } else {
         StageError::new(format!("{last} (`{program}` {what})"))
-    })
+    }
 }
 
 /// Kills a command's process group when dropped before it finished.

@@ -51,7 +51,7 @@ async fn stages_run_in_declaration_order() {
         .collect();
     assert_eq!(*order.lock().unwrap(), expected);
     let started: Vec<String> = events.pick(|k| match k {
-        EventKind::StageStarted { stage } => Some(stage.to_string()),
+        EventKind::StageStarted { stage, .. } => Some(stage.to_string()),
         _ => None,
     });
     assert_eq!(started, ["analysis", "design", "generation", "validation"]);

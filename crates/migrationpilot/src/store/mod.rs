@@ -14,6 +14,7 @@ use std::time::SystemTime;
 use serde::{Serialize, Serializer};
 
 use self_healing::BoxFuture;
+use self_healing::PipelineMetrics;
 use self_healing::event::{ActionKind, Event, HealthStatus, RunId, RunStatus};
 use self_healing::healing::{HealingRecord, StrategyOverride};
 use self_healing::pipeline::Resume;
@@ -97,7 +98,7 @@ impl RunState {
 
 impl std::fmt::Display for RunState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -306,6 +307,135 @@ pub struct ControlRequest {
     pub requested_ms: i64,
 }
 
+/// A run with its stages and, once it ended, its `PipelineMetrics`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunDetail {
+    /// The run.
+    pub run: RunRow,
+    /// Its stages in the pipeline's order.
+    pub stages: Vec<StageRow>,
+    /// The seed's `PipelineMetrics` as the run ended; `None` while it has not.
+    pub metrics: Option<PipelineMetrics>,
+}
+
+/// One stage of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageRow {
+    /// The stage's name.
+    pub stage: String,
+    /// `pending`, `running`, `succeeded` or `failed`.
+    pub status: &'static str,
+    /// Units it completed.
+    pub items: i64,
+    /// When it (last) started, in milliseconds since the Unix epoch.
+    pub started_ms: Option<i64>,
+    /// When it ended.
+    pub finished_ms: Option<i64>,
+    /// How long it ran, in milliseconds, once it ended.
+    pub duration_ms: Option<f64>,
+}
+
+/// A journaled event of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventRow {
+    /// Its place in the journal: later events have higher ids.
+    pub id: i64,
+    /// When it happened.
+    pub at: i64,
+    /// Its type (`attempt-failed`).
+    pub kind: String,
+    /// The stage it concerns.
+    pub stage: Option<String>,
+    /// The item it concerns.
+    pub item: Option<String>,
+    /// The event as `--json-events` prints it.
+    pub event: serde_json::Value,
+}
+
+/// A sample of the metrics collector, as journaled.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SampleRow {
+    /// When it was taken.
+    pub at: i64,
+    /// The stage; `None` for the run's own scope.
+    pub stage: Option<String>,
+    /// The metric.
+    pub metric: String,
+    /// Its value.
+    pub value: f64,
+}
+
+/// An attempt's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogRow {
+    /// The stage.
+    pub stage: String,
+    /// The item; `None` for a stage's single unit.
+    pub item: Option<String>,
+    /// The attempt, from 1.
+    pub attempt: i64,
+    /// When the attempt ended.
+    pub at: i64,
+    /// The tail of its standard output.
+    pub stdout: String,
+    /// The tail of its standard error.
+    pub stderr: String,
+    /// Bytes of standard output cut before the tail.
+    pub stdout_cut: i64,
+    /// Bytes of standard error cut before the tail.
+    pub stderr_cut: i64,
+}
+
+/// Which logs to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    /// Only this stage's.
+    pub stage: Option<String>,
+    /// Only this item's.
+    pub item: Option<String>,
+    /// Only this attempt's.
+    pub attempt: Option<i64>,
+}
+
+/// Something the journal gained, in any project: an event, an item completion or a healing
+/// decision. What `serve` streams.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JournalEntry {
+    /// The project.
+    pub project: String,
+    /// The run.
+    pub run: Option<String>,
+    /// Where it is in its kind's order: `e17` (an event), `i20` (a completion), `h5` (a
+    /// decision).
+    pub id: String,
+    /// Its type (`attempt-failed`, `item-succeeded`, `healing-decision`).
+    pub kind: String,
+    /// The stage it concerns.
+    pub stage: Option<String>,
+    /// The item it concerns.
+    pub item: Option<String>,
+    /// The event, or the completion or decision, as JSON.
+    pub event: serde_json::Value,
+}
+
+/// How far a reader has followed the journal: the last event, completion and decision seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct JournalCursor {
+    /// The last event's id.
+    pub event: i64,
+    /// The last completion's position.
+    pub item: i64,
+    /// The last decision's id.
+    pub healing: i64,
+}
+
+/// How many runs of a project keep their logs and samples; older runs' are pruned as a new
+/// run starts.
+pub const KEEP_RUNS: i64 = 20;
+
 /// What a claim of queued requests took.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Claimed {
@@ -356,6 +486,13 @@ pub trait Journal: Send + Sync {
         events: &'a [Arc<Event>],
     ) -> BoxFuture<'a, Result<()>>;
 
+    /// Keeps a run's `PipelineMetrics` as it ended.
+    fn record_metrics<'a>(
+        &'a self,
+        run: &'a str,
+        metrics: &'a PipelineMetrics,
+    ) -> BoxFuture<'a, Result<()>>;
+
     /// Records what the project's checks last found (status, when, why it failed).
     fn checks_seen<'a>(
         &'a self,
@@ -372,6 +509,46 @@ pub trait Queries: Send + Sync {
 
     /// The project's runs, newest first.
     fn runs<'a>(&'a self, project: &'a str, limit: u32) -> BoxFuture<'a, Result<Vec<RunRow>>>;
+
+    /// Every project the store knows, by name.
+    fn projects(&self) -> BoxFuture<'_, Result<Vec<String>>>;
+
+    /// A run with its stages and metrics; `None` for a run the store does not know.
+    fn run<'a>(&'a self, run: &'a str) -> BoxFuture<'a, Result<Option<RunDetail>>>;
+
+    /// The run's journaled events after the one numbered `after`, oldest first, at most
+    /// `limit`.
+    fn events<'a>(
+        &'a self,
+        run: &'a str,
+        after: i64,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<EventRow>>>;
+
+    /// What the metrics collector sampled during the run, oldest first (one metric's, or all).
+    fn samples<'a>(
+        &'a self,
+        run: &'a str,
+        metric: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<SampleRow>>>;
+
+    /// The run's attempt logs that `filter` picks, in the order the attempts ended.
+    fn logs<'a>(
+        &'a self,
+        run: &'a str,
+        filter: &'a LogFilter,
+    ) -> BoxFuture<'a, Result<Vec<LogRow>>>;
+
+    /// What the journal gained after `cursor`, at most `limit` of each kind, and how far that
+    /// reaches.
+    fn journal_since(
+        &self,
+        cursor: JournalCursor,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<(Vec<JournalEntry>, JournalCursor)>>;
+
+    /// Where the journal ends now: a cursor past everything in it.
+    fn journal_end(&self) -> BoxFuture<'_, Result<JournalCursor>>;
 
     /// What earlier attempts of `run` did, for `run --resume`: completed stages and items in
     /// completion order, compensations that ran, and the rollback it was in, if any.

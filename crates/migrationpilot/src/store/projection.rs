@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use self_healing::event::{Event, EventKind, HealthStatus, RunStatus};
+use self_healing::event::{AttemptOutput, Event, EventKind, HealthStatus, MetricSample, RunStatus};
 
 use super::{Result, StoreError, millis};
 
@@ -109,6 +109,30 @@ pub enum Write<'e> {
         /// When it finished.
         at: i64,
     },
+    /// What an attempt wrote: its log.
+    Log {
+        /// The run.
+        run: &'e str,
+        /// The stage.
+        stage: &'e str,
+        /// The item's key; `None` for a stage's single unit.
+        item: Option<&'e str>,
+        /// The attempt, from 1.
+        attempt: i64,
+        /// When the attempt ended.
+        at: i64,
+        /// The output, as the attempt attached it.
+        output: &'e AttemptOutput,
+    },
+    /// The metrics collector's samples at the end of an interval.
+    Samples {
+        /// The run.
+        run: &'e str,
+        /// When they were taken.
+        at: i64,
+        /// What was sampled.
+        samples: &'e [MetricSample],
+    },
     /// A check's latest status.
     Health {
         /// The project the check belongs to.
@@ -154,14 +178,15 @@ pub struct ItemDone<'e> {
     pub at: i64,
 }
 
-/// Whether an event is written at all. Item and attempt starts and attempt successes are
-/// high-volume facts that the outcomes summarise (an item's success, an attempt's failure).
+/// Whether an event is written at all. Item and attempt starts and the successful attempts of
+/// items are high-volume facts that the outcomes summarise (an item's success is its last
+/// attempt's). A single-unit stage's successful attempt is kept: no item outcome stands for it.
 pub fn journaled(kind: &EventKind) -> bool {
     !matches!(
         kind,
         EventKind::ItemStarted { .. }
             | EventKind::AttemptStarted { .. }
-            | EventKind::AttemptSucceeded { .. }
+            | EventKind::AttemptSucceeded { item: Some(_), .. }
     )
 }
 
@@ -274,6 +299,31 @@ fn rows_of<'e>(project: &'e str, event: &'e Event, writes: &mut Vec<Write<'e>>) 
             failed: error.is_some(),
             at,
         }),
+        EventKind::AttemptOutput {
+            stage,
+            item,
+            attempt,
+            output,
+        } => {
+            // The logs table is the whole record of an attempt's output.
+            writes.push(Write::Log {
+                run: needs_run()?,
+                stage,
+                item: item.as_deref(),
+                attempt: i64::from(*attempt),
+                at,
+                output,
+            });
+            return Ok(());
+        }
+        EventKind::MetricsSampled { samples } => {
+            writes.push(Write::Samples {
+                run: needs_run()?,
+                at,
+                samples,
+            });
+            return Ok(());
+        }
         EventKind::HealthChanged { change } => writes.push(Write::Health {
             project,
             check: &change.check,

@@ -14,19 +14,23 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use self_healing::BoxFuture;
-use self_healing::StageError;
 use self_healing::event::{ActionKind, Event, RunId};
 use self_healing::healing::{HealingRecord, StrategyOverride};
 use self_healing::pipeline::Resume;
+use self_healing::{PipelineMetrics, StageError};
 
 use super::projection::{self, ItemDone, Write};
 use super::{
     CheckSeen, Claimed, Control, HealingMode, HealthRow, Journal, Owner, Queries, Result, RunClaim,
     RunRow, RunState, StoreError, millis,
 };
+use super::{
+    EventRow, JournalCursor, JournalEntry, KEEP_RUNS, LogFilter, LogRow, RunDetail, SampleRow,
+    StageRow,
+};
 
 /// Schema versions, applied in order; the store records how far it got.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     r#"
 CREATE TABLE projects (
     name TEXT PRIMARY KEY,
@@ -135,6 +139,29 @@ CREATE TABLE checks (
 );
 ALTER TABLE health ADD COLUMN checked_ms INTEGER;
 ALTER TABLE health ADD COLUMN last_error TEXT;
+"#,
+    r#"
+ALTER TABLE runs ADD COLUMN metrics TEXT;
+CREATE TABLE samples (
+    run TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    stage TEXT,
+    metric TEXT NOT NULL,
+    value REAL NOT NULL
+);
+CREATE INDEX samples_run ON samples (run, at_ms);
+CREATE TABLE logs (
+    run TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    item TEXT,
+    attempt INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    stdout TEXT NOT NULL,
+    stderr TEXT NOT NULL,
+    stdout_cut INTEGER NOT NULL,
+    stderr_cut INTEGER NOT NULL
+);
+CREATE INDEX logs_run ON logs (run, stage, item, attempt);
 "#,
 ];
 
@@ -317,6 +344,43 @@ async fn execute(tx: &mut Transaction<'_, Sqlite>, write: &Write<'_>) -> Result<
         .bind(i64::from(item.is_none()))
         .bind(i64::from(*failed))
         .bind(*at),
+        Write::Log {
+            run,
+            stage,
+            item,
+            attempt,
+            at,
+            output,
+        } => sqlx::query(
+            "INSERT INTO logs (run, stage, item, attempt, at_ms, stdout, stderr, stdout_cut, stderr_cut)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(*run)
+        .bind(*stage)
+        .bind(*item)
+        .bind(*attempt)
+        .bind(*at)
+        .bind(output.stdout.clone())
+        .bind(output.stderr.clone())
+        .bind(i64::try_from(output.stdout_cut).unwrap_or(i64::MAX))
+        .bind(i64::try_from(output.stderr_cut).unwrap_or(i64::MAX)),
+        Write::Samples { run, at, samples } => {
+            if samples.is_empty() {
+                return Ok(());
+            }
+            let mut insert = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO samples (run, at_ms, stage, metric, value) ",
+            );
+            insert.push_values(samples.iter(), |mut row, sample| {
+                row.push_bind(run.to_string())
+                    .push_bind(*at)
+                    .push_bind(sample.stage.as_deref().map(str::to_owned))
+                    .push_bind(sample.metric.to_string())
+                    .push_bind(sample.value);
+            });
+            insert.build().execute(&mut **tx).await?;
+            return Ok(());
+        }
         Write::Health {
             project,
             check,
@@ -418,6 +482,23 @@ impl Journal for SqliteStore {
         })
     }
 
+    fn record_metrics<'a>(
+        &'a self,
+        run: &'a str,
+        metrics: &'a PipelineMetrics,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let json =
+                serde_json::to_string(metrics).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            sqlx::query("UPDATE runs SET metrics = ? WHERE id = ?")
+                .bind(json)
+                .bind(run)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+    }
+
     fn checks_seen<'a>(
         &'a self,
         project: &'a str,
@@ -466,6 +547,299 @@ impl Queries for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
             rows.iter().map(run_row).collect()
+        })
+    }
+
+    fn projects(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+        Box::pin(async move {
+            Ok(
+                sqlx::query_scalar("SELECT name FROM projects ORDER BY name")
+                    .fetch_all(&self.pool)
+                    .await?,
+            )
+        })
+    }
+
+    fn run<'a>(&'a self, run: &'a str) -> BoxFuture<'a, Result<Option<RunDetail>>> {
+        Box::pin(async move {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {RUN_COLUMNS}, metrics FROM runs WHERE id = ?"
+            )))
+            .bind(run)
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let metrics: Option<String> = row.try_get("metrics")?;
+            let run_row = run_row(&row)?;
+            let ended: Vec<(String, String, i64, i64)> = sqlx::query_as(
+                "SELECT stage, status, items, finished_ms FROM stages WHERE run = ?",
+            )
+            .bind(run)
+            .fetch_all(&self.pool)
+            .await?;
+            let started: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT stage, MAX(at_ms) FROM events WHERE run = ? AND kind = 'stage-started' GROUP BY stage",
+            )
+            .bind(run)
+            .fetch_all(&self.pool)
+            .await?;
+            let mut names = run_row.stages.clone();
+            for (stage, ..) in &ended {
+                if !names.contains(stage) {
+                    names.push(stage.clone());
+                }
+            }
+            let stages = names
+                .into_iter()
+                .map(|stage| {
+                    let started_ms = started.iter().find(|(s, _)| *s == stage).map(|(_, at)| *at);
+                    let end = ended.iter().find(|(s, ..)| *s == stage);
+                    let (status, items, finished_ms) = match (end, started_ms) {
+                        // An end before the latest start is a pass a restart or resume redid.
+                        (Some((_, status, items, finished)), start)
+                            if start.is_none_or(|s| s <= *finished) =>
+                        {
+                            let status = if status == "succeeded" {
+                                "succeeded"
+                            } else {
+                                "failed"
+                            };
+                            (status, *items, Some(*finished))
+                        }
+                        (_, Some(_)) => ("running", 0, None),
+                        _ => ("pending", 0, None),
+                    };
+                    StageRow {
+                        duration_ms: started_ms
+                            .zip(finished_ms)
+                            .map(|(s, f)| (f - s).max(0) as f64),
+                        stage,
+                        status,
+                        items,
+                        started_ms,
+                        finished_ms,
+                    }
+                })
+                .collect();
+            let metrics = metrics
+                .map(|m| serde_json::from_str(&m))
+                .transpose()
+                .map_err(|e| StoreError::Invalid(format!("a run's metrics: {e}")))?;
+            Ok(Some(RunDetail {
+                run: run_row,
+                stages,
+                metrics,
+            }))
+        })
+    }
+
+    fn events<'a>(
+        &'a self,
+        run: &'a str,
+        after: i64,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<EventRow>>> {
+        Box::pin(async move {
+            /// id, at, kind, stage, item, body
+            type Row = (i64, i64, String, Option<String>, Option<String>, String);
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT id, at_ms, kind, stage, item, body FROM events WHERE run = ? AND id > ?
+                     ORDER BY id LIMIT ?",
+            )
+            .bind(run)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+            rows.into_iter()
+                .map(|(id, at, kind, stage, item, body)| {
+                    Ok(EventRow {
+                        event: serde_json::from_str(&body)
+                            .map_err(|e| StoreError::Invalid(format!("event {id}: {e}")))?,
+                        id,
+                        at,
+                        kind,
+                        stage,
+                        item,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn samples<'a>(
+        &'a self,
+        run: &'a str,
+        metric: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<SampleRow>>> {
+        Box::pin(async move {
+            let rows: Vec<(i64, Option<String>, String, f64)> = sqlx::query_as(
+                "SELECT at_ms, stage, metric, value FROM samples WHERE run = ?1
+                 AND (?2 IS NULL OR metric = ?2) ORDER BY at_ms, rowid",
+            )
+            .bind(run)
+            .bind(metric)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(at, stage, metric, value)| SampleRow {
+                    at,
+                    stage,
+                    metric,
+                    value,
+                })
+                .collect())
+        })
+    }
+
+    fn logs<'a>(
+        &'a self,
+        run: &'a str,
+        filter: &'a LogFilter,
+    ) -> BoxFuture<'a, Result<Vec<LogRow>>> {
+        Box::pin(async move {
+            type Row = (String, Option<String>, i64, i64, String, String, i64, i64);
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT stage, item, attempt, at_ms, stdout, stderr, stdout_cut, stderr_cut FROM logs
+                 WHERE run = ?1 AND (?2 IS NULL OR stage = ?2) AND (?3 IS NULL OR item = ?3)
+                 AND (?4 IS NULL OR attempt = ?4) ORDER BY at_ms, rowid",
+            )
+            .bind(run)
+            .bind(&filter.stage)
+            .bind(&filter.item)
+            .bind(filter.attempt)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(
+                    |(stage, item, attempt, at, stdout, stderr, stdout_cut, stderr_cut)| LogRow {
+                        stage,
+                        item,
+                        attempt,
+                        at,
+                        stdout,
+                        stderr,
+                        stdout_cut,
+                        stderr_cut,
+                    },
+                )
+                .collect())
+        })
+    }
+
+    fn journal_since(
+        &self,
+        cursor: JournalCursor,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<(Vec<JournalEntry>, JournalCursor)>> {
+        Box::pin(async move {
+            let limit = i64::from(limit);
+            let mut next = cursor;
+            let mut entries = Vec::new();
+            /// id, run, kind, stage, item, body, project
+            type Event = (
+                i64,
+                Option<String>,
+                String,
+                Option<String>,
+                Option<String>,
+                String,
+                Option<String>,
+            );
+            /// id, project, run, stage, body
+            type Decision = (i64, String, Option<String>, Option<String>, String);
+            let events: Vec<Event> = sqlx::query_as(
+                "SELECT e.id, e.run, e.kind, e.stage, e.item, e.body, r.project FROM events e
+                     LEFT JOIN runs r ON r.id = e.run WHERE e.id > ? ORDER BY e.id LIMIT ?",
+            )
+            .bind(cursor.event)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            for (id, run, kind, stage, item, body, project) in events {
+                next.event = id;
+                let (Some(project), Ok(event)) = (project, serde_json::from_str(&body)) else {
+                    continue;
+                };
+                entries.push(JournalEntry {
+                    project,
+                    run,
+                    id: format!("e{id}"),
+                    kind,
+                    stage,
+                    item,
+                    event,
+                });
+            }
+            let items: Vec<(i64, String, String, String, i64, i64, String)> = sqlx::query_as(
+                "SELECT i.rowid, i.run, i.stage, i.item, i.attempts, i.finished_ms, r.project FROM items i
+                 JOIN runs r ON r.id = i.run WHERE i.rowid > ? AND i.status = 'succeeded'
+                 ORDER BY i.rowid LIMIT ?",
+            )
+            .bind(cursor.item)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            for (rowid, run, stage, item, attempts, at, project) in items {
+                next.item = rowid;
+                entries.push(JournalEntry {
+                    event: serde_json::json!({
+                        "type": "item-succeeded", "run": run, "stage": stage, "item": item,
+                        "attempts": attempts, "at": at,
+                    }),
+                    project,
+                    run: Some(run),
+                    id: format!("i{rowid}"),
+                    kind: "item-succeeded".to_owned(),
+                    stage: Some(stage),
+                    item: Some(item),
+                });
+            }
+            let decisions: Vec<Decision> =
+                sqlx::query_as(
+                    "SELECT id, project, run, stage, body FROM healing WHERE id > ? ORDER BY id LIMIT ?",
+                )
+                .bind(cursor.healing)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+            for (id, project, run, stage, body) in decisions {
+                next.healing = id;
+                let Ok(record) = serde_json::from_str(&body) else {
+                    continue;
+                };
+                entries.push(JournalEntry {
+                    project,
+                    run,
+                    id: format!("h{id}"),
+                    kind: "healing-decision".to_owned(),
+                    stage,
+                    item: None,
+                    event: record,
+                });
+            }
+            Ok((entries, next))
+        })
+    }
+
+    fn journal_end(&self) -> BoxFuture<'_, Result<JournalCursor>> {
+        Box::pin(async move {
+            let (event, item, healing): (i64, i64, i64) = sqlx::query_as(
+                "SELECT (SELECT COALESCE(MAX(id), 0) FROM events),
+                        (SELECT COALESCE(MAX(rowid), 0) FROM items),
+                        (SELECT COALESCE(MAX(id), 0) FROM healing)",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(JournalCursor {
+                event,
+                item,
+                healing,
+            })
         })
     }
 
@@ -678,6 +1052,16 @@ impl Control for SqliteStore {
             .bind(json(&claim.strategies)?)
             .execute(&mut *tx)
             .await?;
+            for table in ["logs", "samples"] {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {table} WHERE run IN (SELECT id FROM runs WHERE project = ?
+                     ORDER BY started_ms DESC, rowid DESC LIMIT -1 OFFSET ?)"
+                )))
+                .bind(&claim.project)
+                .bind(KEEP_RUNS)
+                .execute(&mut *tx)
+                .await?;
+            }
             sqlx::query("DELETE FROM checks WHERE project = ?")
                 .bind(&claim.project)
                 .execute(&mut *tx)
@@ -830,7 +1214,7 @@ mod tests {
             .fetch_all(&again.pool)
             .await
             .unwrap();
-        assert_eq!(versions, [1, 2]);
+        assert_eq!(versions, [1, 2, 3]);
         let mode = again.healing_mode("p").await.unwrap();
         assert_eq!(
             (mode.enabled, mode.reason.as_deref()),

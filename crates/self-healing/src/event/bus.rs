@@ -40,7 +40,7 @@ where
 ///     }
 /// }));
 /// let mut live = bus.subscribe_lossy();
-/// bus.publish(None, EventKind::StageStarted { stage: "load".into() });
+/// bus.publish(None, EventKind::StageStarted { stage: "load".into(), concurrency: 1 });
 /// assert_eq!(failures.load(Ordering::Relaxed), 0);
 /// assert_eq!(bus.published(), 1);
 /// # drop(live);
@@ -456,7 +456,10 @@ mod tests {
     use crate::error::StageError;
 
     fn stage_started(name: &str) -> EventKind {
-        EventKind::StageStarted { stage: name.into() }
+        EventKind::StageStarted {
+            stage: name.into(),
+            concurrency: 1,
+        }
     }
 
     #[tokio::test]

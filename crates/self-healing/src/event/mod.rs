@@ -24,10 +24,10 @@
 //! # tokio_test_block_on(async {
 //! let bus = EventBus::new();
 //! let mut journal = bus.subscribe();
-//! bus.publish(None, EventKind::StageStarted { stage: "analysis".into() });
+//! bus.publish(None, EventKind::StageStarted { stage: "analysis".into(), concurrency: 1 });
 //! let event = journal.recv().await.unwrap();
 //! assert_eq!(event.seq, 1);
-//! assert!(matches!(&event.kind, EventKind::StageStarted { stage } if &**stage == "analysis"));
+//! assert!(matches!(&event.kind, EventKind::StageStarted { stage, .. } if &**stage == "analysis"));
 //! # });
 //! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
 //! #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
@@ -141,6 +141,9 @@ pub enum EventKind {
     StageStarted {
         /// The stage's name.
         stage: Arc<str>,
+        /// How many of its items may run at once as it starts (1 for a stage without items).
+        #[serde(default = "one")]
+        concurrency: usize,
     },
     /// A stage completed all its work.
     StageSucceeded {
@@ -275,6 +278,25 @@ pub enum EventKind {
         /// Why the run rolls back.
         error: StageError,
     },
+    /// What an attempt wrote (a command's standard output and error, bounded), as its handler
+    /// attached it.
+    AttemptOutput {
+        /// The stage's name.
+        stage: Arc<str>,
+        /// The item's key; `None` for a stage's single unit.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<Arc<str>>,
+        /// The attempt's number, from 1.
+        attempt: u32,
+        /// What it wrote.
+        #[serde(flatten)]
+        output: AttemptOutput,
+    },
+    /// The metrics collector's windows at the end of a sample interval: what changed in them.
+    MetricsSampled {
+        /// One value per window that received samples in the interval.
+        samples: Vec<MetricSample>,
+    },
     /// A compensation (rollback hook) ran for a completed stage or item.
     CompensationFinished {
         /// The stage's name.
@@ -338,10 +360,12 @@ impl EventKind {
     pub fn stage(&self) -> Option<&Arc<str>> {
         use EventKind::*;
         match self {
-            RunStarted { .. } | RunFinished { .. } | AlertFailed { .. } => None,
+            RunStarted { .. } | RunFinished { .. } | AlertFailed { .. } | MetricsSampled { .. } => {
+                None
+            }
             HealingDecision { record } => record.stage.as_ref(),
             HealthChanged { change } => change.stage.as_ref(),
-            StageStarted { stage }
+            StageStarted { stage, .. }
             | StageSkipped { stage }
             | ItemsSkipped { stage, .. }
             | StageSucceeded { stage, .. }
@@ -353,6 +377,7 @@ impl EventKind {
             | AttemptStarted { stage, .. }
             | AttemptSucceeded { stage, .. }
             | AttemptFailed { stage, .. }
+            | AttemptOutput { stage, .. }
             | HealingApplied { stage, .. }
             | RollbackStarted { stage, .. }
             | CompensationFinished { stage, .. }
@@ -361,6 +386,40 @@ impl EventKind {
             | ThrottleChanged { stage, .. } => Some(stage),
         }
     }
+}
+
+fn one() -> usize {
+    1
+}
+
+/// The end of what an attempt wrote on its two streams: the last bytes of each, and how many
+/// were cut before them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptOutput {
+    /// The tail of its standard output.
+    pub stdout: String,
+    /// The tail of its standard error.
+    pub stderr: String,
+    /// Bytes of standard output cut before the tail.
+    #[serde(default)]
+    pub stdout_cut: u64,
+    /// Bytes of standard error cut before the tail.
+    #[serde(default)]
+    pub stderr_cut: u64,
+}
+
+/// One sample of the metrics collector: a window's latest value at the end of a sample
+/// interval, for a stage or (`stage: None`) for the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricSample {
+    /// The stage; `None` for the run's own scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Arc<str>>,
+    /// The metric's name (`errorRate`, `latencyP95`, or a declared one).
+    pub metric: Arc<str>,
+    /// Its value, in the metric's own unit (milliseconds for `latencyP95`).
+    pub value: f64,
 }
 
 /// An [`EventKind`] with its place in the bus's order, its wall-clock time and its run.

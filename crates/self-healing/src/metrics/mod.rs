@@ -44,6 +44,7 @@ pub use pipeline::{PipelineMetrics, StageDurations};
 pub use window::{Series, Stats};
 
 use crate::error::InvalidConfig;
+pub use crate::event::MetricSample;
 use crate::event::{Event, EventKind, EventSink};
 use pipeline::Tally;
 use system::CpuMeter;
@@ -121,6 +122,9 @@ pub struct MetricsCollector {
     inner: Arc<Inner>,
 }
 
+/// A sample window: its stage (`None` for the run) and metric.
+type WindowKey = (Option<Box<str>>, Box<str>);
+
 struct Inner {
     sample_interval: Duration,
     retention_size: usize,
@@ -131,6 +135,8 @@ struct Inner {
     tally: Tally,
     cpu: Mutex<CpuMeter>,
     last_sample: Mutex<Option<Instant>>,
+    /// How many samples each (stage, metric) window had at the last snapshot.
+    snapshot: Mutex<HashMap<WindowKey, u64>>,
 }
 
 /// Metric and stage names are short and come from the program and its configuration, not from
@@ -377,8 +383,10 @@ impl MetricsCollector {
         }
     }
 
-    /// Samples every `sampleInterval` until dropped. A pipeline runs this for each run.
-    pub async fn run_sampler(&self) {
+    /// Samples every `sampleInterval`, handing each interval's [`snapshot`](Self::snapshot)
+    /// to `sampled`, until dropped. A pipeline runs this for each run and publishes what it is
+    /// given as `metrics-sampled`.
+    pub async fn run_sampler(&self, mut sampled: impl FnMut(Vec<MetricSample>)) {
         let mut ticks = tokio::time::interval(self.inner.sample_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await; // the first tick is immediate: it starts the first interval
@@ -386,7 +394,47 @@ impl MetricsCollector {
         loop {
             ticks.tick().await;
             self.sample();
+            let samples = self.snapshot();
+            if !samples.is_empty() {
+                sampled(samples);
+            }
         }
+    }
+
+    /// The latest value of every window that received a sample since the last snapshot, per
+    /// stage and for the run (`stage: None`); `duration`, one sample per attempt, is left out.
+    /// What the journal keeps of the collector, for charts and exporters.
+    pub fn snapshot(&self) -> Vec<MetricSample> {
+        let inner = &*self.inner;
+        let mut seen = inner.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        let mut scope = |stage: Option<&str>, state: &ScopeState| {
+            let series = state.series.read().unwrap_or_else(|e| e.into_inner());
+            for (name, window) in series.iter() {
+                if &**name == DURATION {
+                    continue;
+                }
+                let recorded = window.recorded();
+                let key = (stage.map(Box::from), name.clone());
+                if seen.get(&key) == Some(&recorded) {
+                    continue;
+                }
+                seen.insert(key, recorded);
+                if let Some(value) = window.last() {
+                    out.push(MetricSample {
+                        stage: stage.map(Arc::from),
+                        metric: Arc::from(&**name),
+                        value,
+                    });
+                }
+            }
+        };
+        scope(None, &inner.run);
+        let stages = inner.stages.read().unwrap_or_else(|e| e.into_inner());
+        for (name, state) in stages.iter() {
+            scope(Some(name), state);
+        }
+        out
     }
 
     fn stage(&self, stage: &str) -> Arc<ScopeState> {
@@ -559,6 +607,7 @@ impl MetricsCollectorBuilder {
             tally: Tally::default(),
             cpu: Mutex::new(CpuMeter::default()),
             last_sample: Mutex::new(None),
+            snapshot: Mutex::default(),
         };
         for name in &inner.declared {
             inner.run.series(name, inner.retention_size);

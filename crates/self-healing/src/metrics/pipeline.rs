@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::ser::SerializeMap;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::time::Instant;
 
 use crate::event::{ActionKind, Event, EventKind};
@@ -17,7 +17,7 @@ use crate::event::{ActionKind, Event, EventKind};
 /// (items, or a stage's single unit) per second of run time. `retryCount` counts retries (not
 /// first attempts), `healingEvents` every healing action applied, `rollbackCount` every
 /// rollback of a run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PipelineMetrics {
     /// Time since the run started, up to its end once it finished; milliseconds on the wire.
@@ -65,6 +65,31 @@ impl Serialize for StageDurations {
             map.serialize_entry(&**stage, &(duration.as_secs_f64() * 1000.0))?;
         }
         map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for StageDurations {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct InOrder;
+        impl<'de> serde::de::Visitor<'de> for InOrder {
+            type Value = StageDurations;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of stage name to milliseconds")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<StageDurations, A::Error> {
+                let mut stages = Vec::new();
+                while let Some((stage, ms)) = map.next_entry::<String, f64>()? {
+                    let duration = Duration::try_from_secs_f64(ms / 1000.0)
+                        .map_err(serde::de::Error::custom)?;
+                    stages.push((Arc::from(stage), duration));
+                }
+                Ok(StageDurations(stages))
+            }
+        }
+        deserializer.deserialize_map(InOrder)
     }
 }
 
@@ -146,7 +171,7 @@ impl Tally {
                 self.stages_failed.store(0, Ordering::Relaxed);
             }
             EventKind::RunFinished { .. } => self.times().finished = Some(Instant::now()),
-            EventKind::StageStarted { stage } => self.times().stages.push(StageTime {
+            EventKind::StageStarted { stage, .. } => self.times().stages.push(StageTime {
                 stage: Arc::clone(stage),
                 started: Instant::now(),
                 finished: None,

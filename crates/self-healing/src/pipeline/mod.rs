@@ -229,6 +229,7 @@ impl<C: Send + Sync + 'static> SelfHealingPipeline<C> {
             supervisor: Arc::clone(&self.supervisor),
             default_retry: self.default_retry.clone(),
             jitter: Arc::clone(&self.jitter),
+            outputs: Arc::default(),
             cancel: options.cancel,
             resume: options.resume,
             grace: self.grace,
@@ -373,7 +374,7 @@ impl<C: Send + Sync + 'static> PipelineBuilder<C> {
     /// Called (inline, keep it quick) when a stage starts, with its name.
     pub fn on_stage_start(mut self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
         self.hooks.push(Box::new(move |event| {
-            if let EventKind::StageStarted { stage } = &event.kind {
+            if let EventKind::StageStarted { stage, .. } = &event.kind {
                 hook(stage);
             }
         }));

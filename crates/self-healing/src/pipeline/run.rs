@@ -35,6 +35,7 @@ pub(crate) struct Runner<C> {
     pub(crate) supervisor: Arc<dyn Supervisor>,
     pub(crate) default_retry: RetryPolicy,
     pub(crate) jitter: Arc<Jitter>,
+    pub(crate) outputs: Arc<super::stage::Outputs>,
     pub(crate) cancel: CancellationToken,
     pub(crate) resume: Option<Arc<super::Resume>>,
     pub(crate) grace: Duration,
@@ -96,13 +97,16 @@ impl<C: Send + Sync + 'static> Runner<C> {
             controls: stages.iter().map(|e| Arc::clone(&e.control)).collect(),
         });
         let sampler = {
-            let metrics = self.metrics.clone();
+            let (metrics, bus, run) = (self.metrics.clone(), self.bus.clone(), self.run.clone());
             let done = CancellationToken::new();
             let guard = CancelOnDrop(done.clone());
             tokio::spawn(async move {
+                let publish = |samples| {
+                    bus.publish(Some(&run), EventKind::MetricsSampled { samples });
+                };
                 tokio::select! {
                     _ = done.cancelled() => {}
-                    _ = metrics.run_sampler() => {}
+                    _ = metrics.run_sampler(publish) => {}
                 }
             });
             guard
@@ -201,6 +205,10 @@ impl<C: Send + Sync + 'static> Runner<C> {
         }
         drop(sampler);
         self.metrics.sample();
+        let samples = self.metrics.snapshot();
+        if !samples.is_empty() {
+            self.publish(EventKind::MetricsSampled { samples });
+        }
         self.supervisor.run_finished(&self.run);
         let duration = started.elapsed();
         self.publish(EventKind::RunFinished {
@@ -229,6 +237,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
         control.mark_started();
         self.publish(EventKind::StageStarted {
             stage: Arc::clone(&name),
+            concurrency: control.concurrency(),
         });
         let started = Instant::now();
         let mut restarts = 0;
@@ -259,6 +268,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
                     if let Some(reset) = &stage.reset {
                         let ctx = self.context(
                             &name,
+                            None,
                             restarts,
                             HandlerKind::Primary,
                             self.cancel.clone(),
@@ -525,7 +535,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
                 handler,
             });
             let started = Instant::now();
-            let ctx = self.context(name, attempt, handler, stop.clone());
+            let ctx = self.context(name, item.as_ref(), attempt, handler, stop.clone());
             let result = tokio::select! {
                 biased;
                 _ = hard.cancelled() => {
@@ -536,6 +546,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
             };
             let ended = Instant::now();
             let duration = ended - started;
+            self.publish_output(name, item.as_ref(), attempt);
             let error = match result {
                 Ok(()) => {
                     breaker.success();
@@ -655,18 +666,31 @@ impl<C: Send + Sync + 'static> Runner<C> {
                 if done(name, unit.key.as_deref()) {
                     continue;
                 }
-                let ctx = self.context(name, 1, HandlerKind::Primary, CancellationToken::new());
+                let ctx = self.context(
+                    name,
+                    unit.key.as_ref(),
+                    1,
+                    HandlerKind::Primary,
+                    CancellationToken::new(),
+                );
                 if let Some(compensation) = stage.work.compensate(ctx, unit) {
                     let result = guarded(compensation, stage.timeout, Instant::now()).await;
-                    self.compensated(name, unit.key.clone(), result, &mut failures);
+                    self.compensated(name, unit.key.clone(), result, &mut failures)
+                        .await;
                 }
             }
             if let (Some(rollback), true) = (&stage.rollback, stage_hook)
                 && !done(name, None)
             {
-                let ctx = self.context(name, 1, HandlerKind::Primary, CancellationToken::new());
+                let ctx = self.context(
+                    name,
+                    None,
+                    1,
+                    HandlerKind::Primary,
+                    CancellationToken::new(),
+                );
                 let result = guarded(rollback(ctx), stage.timeout, Instant::now()).await;
-                self.compensated(name, None, result, &mut failures);
+                self.compensated(name, None, result, &mut failures).await;
             }
         }
         failures
@@ -718,7 +742,9 @@ impl<C: Send + Sync + 'static> Runner<C> {
         found.into_iter().map(|(_, unit)| unit).collect()
     }
 
-    fn compensated(
+    /// Publishes a compensation as done and waits for it to be durable before the next one
+    /// starts, so a crash runs again only the compensation that was in flight.
+    async fn compensated(
         &self,
         stage: &Arc<str>,
         item: Option<Arc<str>>,
@@ -733,16 +759,18 @@ impl<C: Send + Sync + 'static> Runner<C> {
                 error: error.clone(),
             });
         }
-        self.publish(EventKind::CompensationFinished {
+        let finished = self.publish(EventKind::CompensationFinished {
             stage: Arc::clone(stage),
             item,
             error,
         });
+        self.bus.durable(finished.seq).await;
     }
 
     fn context(
         &self,
         stage: &Arc<str>,
+        item: Option<&Arc<str>>,
         attempt: u32,
         handler: HandlerKind,
         cancel: CancellationToken,
@@ -751,10 +779,24 @@ impl<C: Send + Sync + 'static> Runner<C> {
             input: Arc::clone(&self.input),
             run: self.run.clone(),
             stage: Arc::clone(stage),
+            item: item.cloned(),
             attempt,
             handler,
             cancel,
             metrics: self.metrics.clone(),
+            outputs: Arc::clone(&self.outputs),
+        }
+    }
+
+    /// Publishes what the handler attached of this attempt's output, if anything.
+    fn publish_output(&self, stage: &Arc<str>, item: Option<&Arc<str>>, attempt: u32) {
+        if let Some(output) = self.outputs.take(stage, item.map(|i| &**i), attempt) {
+            self.publish(EventKind::AttemptOutput {
+                stage: Arc::clone(stage),
+                item: item.cloned(),
+                attempt,
+                output,
+            });
         }
     }
 }

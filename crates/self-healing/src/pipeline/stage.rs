@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::BoxFuture;
 use crate::error::{InvalidConfig, StageError};
-use crate::event::{HandlerKind, RunId};
+use crate::event::{AttemptOutput, HandlerKind, RunId};
 use crate::metrics::{MetricsCollector, Scope};
 use crate::resilience::RetryPolicy;
 
@@ -63,10 +63,36 @@ pub struct StageContext<C> {
     pub(crate) input: Arc<C>,
     pub(crate) run: RunId,
     pub(crate) stage: Arc<str>,
+    /// The unit's item key, for work that fans out.
+    pub(crate) item: Option<Arc<str>>,
     pub(crate) attempt: u32,
     pub(crate) handler: HandlerKind,
     pub(crate) cancel: CancellationToken,
     pub(crate) metrics: MetricsCollector,
+    pub(crate) outputs: Arc<Outputs>,
+}
+
+/// What handlers attached of their attempts' output, until the executor publishes it.
+#[derive(Debug, Default)]
+pub(crate) struct Outputs(std::sync::Mutex<Vec<Attached>>);
+
+/// One attempt's attached output: its stage, item, attempt number and output.
+type Attached = (Arc<str>, Option<Arc<str>>, u32, AttemptOutput);
+
+impl Outputs {
+    /// Takes what was attached for this attempt of this unit.
+    pub(crate) fn take(
+        &self,
+        stage: &str,
+        item: Option<&str>,
+        attempt: u32,
+    ) -> Option<AttemptOutput> {
+        let mut attached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let at = attached
+            .iter()
+            .position(|(s, i, a, _)| &**s == stage && i.as_deref() == item && *a == attempt)?;
+        Some(attached.swap_remove(at).3)
+    }
 }
 
 impl<C> Clone for StageContext<C> {
@@ -75,10 +101,12 @@ impl<C> Clone for StageContext<C> {
             input: Arc::clone(&self.input),
             run: self.run.clone(),
             stage: Arc::clone(&self.stage),
+            item: self.item.clone(),
             attempt: self.attempt,
             handler: self.handler,
             cancel: self.cancel.clone(),
             metrics: self.metrics.clone(),
+            outputs: Arc::clone(&self.outputs),
         }
     }
 }
@@ -94,7 +122,37 @@ impl<C> std::fmt::Debug for StageContext<C> {
     }
 }
 
+impl StageContext<()> {
+    /// A context outside any pipeline, for trying a handler on its own: what it records goes to
+    /// a collector of its own (`metrics()`), what it attaches is kept there too
+    /// ([`attached_output`](Self::attached_output)).
+    pub fn standalone(stage: &str, item: Option<&str>, attempt: u32) -> Self {
+        StageContext {
+            input: Arc::new(()),
+            run: RunId::new("standalone"),
+            stage: stage.into(),
+            item: item.map(Arc::from),
+            attempt,
+            handler: HandlerKind::Primary,
+            cancel: CancellationToken::new(),
+            metrics: MetricsCollector::default(),
+            outputs: Arc::default(),
+        }
+    }
+}
+
 impl<C> StageContext<C> {
+    /// The collector this attempt records into.
+    pub fn metrics(&self) -> &MetricsCollector {
+        &self.metrics
+    }
+
+    /// What was attached of this attempt's output and not published yet.
+    pub fn attached_output(&self) -> Option<AttemptOutput> {
+        self.outputs
+            .take(&self.stage, self.item.as_deref(), self.attempt)
+    }
+
     /// The run's input, shared by every stage.
     pub fn input(&self) -> &Arc<C> {
         &self.input
@@ -124,6 +182,22 @@ impl<C> StageContext<C> {
     /// and return early.
     pub fn cancellation(&self) -> &CancellationToken {
         &self.cancel
+    }
+
+    /// Attaches what this attempt wrote (a command's standard output and error, bounded): the
+    /// pipeline publishes it as `attempt-output` when the attempt ends, so a journal keeps it
+    /// as the attempt's log.
+    pub fn attach_output(&self, output: AttemptOutput) {
+        self.outputs
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((
+                Arc::clone(&self.stage),
+                self.item.clone(),
+                self.attempt,
+                output,
+            ));
     }
 
     /// Records a sample of a named metric in this stage's scope.
