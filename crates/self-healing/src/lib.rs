@@ -5,6 +5,8 @@
 //!
 //! Modules form one-way layers, each using only those listed after it (a test holds this):
 //!
+//! - [`export`]: the [`PrometheusExporter`](export::PrometheusExporter) (feature `prometheus`),
+//!   counting a run's events live from its bus or read back from a journal.
 //! - [`config`]: the seed's healing settings as typed data (strategies, triggers, action
 //!   configs, the global retry policy and circuit breaker, metrics and budget), each building
 //!   its runtime object.
@@ -88,6 +90,7 @@ pub mod de;
 pub mod duration;
 mod error;
 pub mod event;
+pub mod export;
 pub mod healing;
 pub mod health;
 #[cfg(feature = "http")]
@@ -100,6 +103,8 @@ mod serde_ms;
 
 pub use error::{CODE_TIMEOUT, InvalidConfig, Severity, StageError, error_chain};
 pub use event::{Event, EventBus, EventKind, RunId, RunStatus};
+#[cfg(feature = "prometheus")]
+pub use export::PrometheusExporter;
 pub use metrics::{MetricsCollector, PipelineMetrics, Stats};
 pub use pipeline::{
     ItemContext, ItemSource, RunOptions, RunReport, SelfHealingPipeline, Stage, StageContext,
