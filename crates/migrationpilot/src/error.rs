@@ -39,6 +39,15 @@ pub enum CliError {
     Failed(String),
 }
 
+impl From<crate::control::Refused> for CliError {
+    fn from(refused: crate::control::Refused) -> Self {
+        match refused {
+            crate::control::Refused::Store(error) => CliError::Store(error),
+            other => CliError::Invalid(other.to_string()),
+        }
+    }
+}
+
 impl CliError {
     /// Whether the message stands on its own (it starts with the file it is about) rather than
     /// after the program's name.

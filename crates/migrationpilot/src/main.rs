@@ -10,13 +10,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use self_healing::RunStatus;
-use self_healing::event::ActionKind;
 use self_healing::healing::{Mode, StrategyOverride};
 
 use migrationpilot::control;
 use migrationpilot::error::{CliError, EXIT_CANCELLED, EXIT_FAILED, EXIT_ROLLED_BACK};
 use migrationpilot::session::{self, RunRequest, Session, open_store};
-use migrationpilot::store::{self, LogFilter, RunRow, Store, iso8601};
+use migrationpilot::store::{self, LogFilter, iso8601};
 
 #[derive(Parser)]
 #[command(
@@ -304,52 +303,9 @@ async fn run(store_url: Option<String>, request: RunRequest) -> Outcome {
     }))
 }
 
-/// The project's latest run, or an error saying it has none.
-async fn latest_run(store: &dyn Store, project: &str) -> Result<RunRow, CliError> {
-    store
-        .runs(project, 1)
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| {
-            CliError::Invalid(format!(
-                "project `{project}` has no runs yet: there is nothing to steer"
-            ))
-        })
-}
-
-/// Refuses a `what` named `name` that the project's latest run `run` does not have, naming
-/// the ones it has.
-fn refuse_unknown(what: &str, name: &str, has: &[String], run: &str) -> Result<(), CliError> {
-    if has.iter().any(|h| h == name) {
-        return Ok(());
-    }
-    let known = if has.is_empty() {
-        "none".to_owned()
-    } else {
-        has.join(", ")
-    };
-    Err(CliError::Invalid(format!(
-        "no {what} `{name}` in the project's latest run {run}{} (it has {known})",
-        self_healing::config::did_you_mean(name, has.iter().map(String::as_str))
-    )))
-}
-
-/// Fails with a clear message when the store has never heard of the project.
-async fn known_project(store: &dyn Store, project: &str) -> Result<(), CliError> {
-    let runs = store.runs(project, 1).await?;
-    let mode = store.healing_mode(project).await?;
-    if runs.is_empty() && mode.updated_ms.is_none() {
-        return Err(CliError::Invalid(format!(
-            "the store knows no project `{project}`"
-        )));
-    }
-    Ok(())
-}
-
 async fn health(store_url: Option<String>, args: ProjectArgs) -> Outcome {
     let store = open_store(store_url).await?;
-    known_project(&*store, &args.project).await?;
+    control::known_project(&*store, &args.project).await?;
     let checks = store.health(&args.project).await?;
     let mode = store.healing_mode(&args.project).await?;
     let latest = store.runs(&args.project, 1).await?.into_iter().next();
@@ -438,7 +394,7 @@ async fn runs(
     let store = open_store(store_url).await?;
     let projects = match project {
         Some(project) => {
-            known_project(&*store, &project).await?;
+            control::known_project(&*store, &project).await?;
             vec![project]
         }
         None => store.projects().await?,
@@ -576,7 +532,7 @@ async fn healing(store_url: Option<String>, command: HealingCommand) -> Outcome 
             limit,
             since,
         } => {
-            known_project(&*store, &project.project).await?;
+            control::known_project(&*store, &project.project).await?;
             let since_ms = since.map(|d| store::millis(std::time::SystemTime::now() - d));
             let records = store.history(&project.project, limit, since_ms).await?;
             if project.json {
@@ -612,16 +568,12 @@ async fn healing(store_url: Option<String>, command: HealingCommand) -> Outcome 
             action,
             stage,
         } => {
-            known_project(&*store, &project).await?;
-            let action: ActionKind = action
-                .parse()
-                .map_err(|e: self_healing::InvalidConfig| CliError::Invalid(e.to_string()))?;
-            let latest = latest_run(&*store, &project).await?;
-            refuse_unknown("stage", &stage, &latest.stages, &latest.id)?;
-            let id = store.enqueue(&project, action, &stage).await?;
-            let running = latest.is_alive(store::millis(std::time::SystemTime::now()));
-            println!("queued {action} of stage `{stage}` for project `{project}` (request {id})");
-            if !running {
+            let queued = control::trigger(&*store, &project, &action, &stage).await?;
+            println!(
+                "queued {} of stage `{stage}` for project `{project}` (request {})",
+                queued.action, queued.id
+            );
+            if !queued.running {
                 println!("no run of `{project}` is running: the next run takes it");
             }
         }
@@ -641,20 +593,7 @@ async fn healing(store_url: Option<String>, command: HealingCommand) -> Outcome 
                 enabled,
                 mode,
             };
-            if changes.is_empty() {
-                return Err(CliError::Invalid(
-                    "nothing to change: give --max-attempts, --cooldown, --priority, --enabled or --mode".into(),
-                ));
-            }
-            if changes.max_attempts == Some(0) {
-                return Err(CliError::Invalid(
-                    "--max-attempts must be at least 1".into(),
-                ));
-            }
-            known_project(&*store, &project).await?;
-            let latest = latest_run(&*store, &project).await?;
-            refuse_unknown("strategy", &strategy, &latest.strategies, &latest.id)?;
-            store.set_override(&project, &strategy, &changes).await?;
+            control::configure(&*store, &project, &strategy, &changes).await?;
             println!(
                 "strategy `{strategy}` of project `{project}` configured; running pipelines apply it within {:?}",
                 control::POLL_INTERVAL
