@@ -5,7 +5,7 @@
 //!
 //! Modules form one-way layers, each using only those listed after it (a test holds this):
 //!
-//! - [`export`]: the [`PrometheusExporter`](export::PrometheusExporter) (feature `prometheus`),
+//! - [`export`]: the `PrometheusExporter` (feature `prometheus`),
 //!   counting a run's events live from its bus or read back from a journal.
 //! - [`config`]: the seed's healing settings as typed data (strategies, triggers, action
 //!   configs, the global retry policy and circuit breaker, metrics and budget), each building
