@@ -15,7 +15,7 @@ use serde::{Serialize, Serializer};
 
 use self_healing::BoxFuture;
 use self_healing::PipelineMetrics;
-use self_healing::event::{ActionKind, Event, HealthStatus, RunId, RunStatus};
+use self_healing::event::{ActionKind, Event, EventKind, HealthStatus, RunId, RunStatus};
 use self_healing::healing::{HealingRecord, StrategyOverride};
 use self_healing::pipeline::Resume;
 
@@ -110,6 +110,7 @@ impl Serialize for RunState {
 
 /// A run as the journal knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RunRow {
     /// The run id.
     pub id: String,
@@ -265,6 +266,7 @@ pub struct CheckSeen {
 
 /// A health check's last known status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct HealthRow {
     /// The check's name.
     pub check: String,
@@ -284,6 +286,7 @@ pub struct HealthRow {
 
 /// Whether healing acts for a project, and why not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct HealingMode {
     /// Whether healing acts on its own; `true` until an operator turns it off.
     pub enabled: bool,
@@ -296,6 +299,7 @@ pub struct HealingMode {
 
 /// An action an operator asked a running pipeline to take.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ControlRequest {
     /// The request's id, as `enqueue` returned it.
     pub id: i64,
@@ -339,6 +343,7 @@ pub struct StageRow {
 
 /// A journaled event of a run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct EventRow {
     /// Its place in the journal: later events have higher ids.
     pub id: i64,
@@ -356,6 +361,7 @@ pub struct EventRow {
 
 /// A sample of the metrics collector, as journaled.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SampleRow {
     /// When it was taken.
     pub at: i64,
@@ -400,29 +406,62 @@ pub struct LogFilter {
     pub attempt: Option<i64>,
 }
 
-/// Something the journal gained, in any project: an event, an item completion or a healing
-/// decision. What `serve` streams.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Something the journal gained, in any project: an event, an item completion, a healing
+/// decision or the collector's samples, each as the event it was on the bus. What `serve`
+/// streams and what its Prometheus exporter counts.
+#[derive(Debug, Clone, PartialEq)]
 pub struct JournalEntry {
     /// The project.
     pub project: String,
-    /// The run.
-    pub run: Option<String>,
-    /// Where it is in its kind's order: `e17` (an event), `i20` (a completion), `h5` (a
-    /// decision).
-    pub id: String,
-    /// Its type (`attempt-failed`, `item-succeeded`, `healing-decision`).
-    pub kind: String,
-    /// The stage it concerns.
-    pub stage: Option<String>,
-    /// The item it concerns.
-    pub item: Option<String>,
-    /// The event, or the completion or decision, as JSON.
-    pub event: serde_json::Value,
+    /// Where a reader that has seen this entry (and those before it) goes on from.
+    pub cursor: JournalCursor,
+    /// The event. A completion, decision or sample read back from its own table carries
+    /// `seq` 0: the journal keeps its place in the stream, not on the bus.
+    pub event: Event,
 }
 
-/// How far a reader has followed the journal: the last event, completion and decision seen.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+impl Serialize for JournalEntry {
+    /// `{project, run, id, kind, stage, item, event}`: `id` is the cursor, `event` the event as
+    /// `run --json-events` prints it.
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let event = serde_json::to_value(&self.event).map_err(serde::ser::Error::custom)?;
+        let (stage, item) = event_place(&self.event.kind);
+        let mut map = serializer.serialize_map(Some(7))?;
+        map.serialize_entry("project", &self.project)?;
+        map.serialize_entry("run", &self.event.run)?;
+        map.serialize_entry("id", &self.cursor.to_string())?;
+        map.serialize_entry("kind", &event["type"])?;
+        map.serialize_entry("stage", &stage)?;
+        map.serialize_entry("item", &item)?;
+        map.serialize_entry("event", &event)?;
+        map.end()
+    }
+}
+
+/// The stage and item an event concerns.
+pub fn event_place(kind: &EventKind) -> (Option<&str>, Option<&str>) {
+    let item = match kind {
+        EventKind::ItemStarted { item, .. }
+        | EventKind::ItemSucceeded { item, .. }
+        | EventKind::ItemFailed { item, .. }
+        | EventKind::ItemAbandoned { item, .. } => Some(&**item),
+        EventKind::AttemptStarted { item, .. }
+        | EventKind::AttemptSucceeded { item, .. }
+        | EventKind::AttemptFailed { item, .. }
+        | EventKind::AttemptOutput { item, .. }
+        | EventKind::HealingApplied { item, .. }
+        | EventKind::CompensationFinished { item, .. } => item.as_deref(),
+        EventKind::HealingDecision { record } => record.item.as_deref(),
+        _ => None,
+    };
+    (kind.stage().map(|s| &**s), item)
+}
+
+/// How far a reader has followed the journal: the last event, completion, decision and sample
+/// seen. Written `e17.i20.h5.s9`, as the `id` of a streamed entry, so a client that reconnects
+/// with it misses nothing still in the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct JournalCursor {
     /// The last event's id.
     pub event: i64,
@@ -430,6 +469,45 @@ pub struct JournalCursor {
     pub item: i64,
     /// The last decision's id.
     pub healing: i64,
+    /// The last sample's position.
+    pub sample: i64,
+}
+
+impl std::fmt::Display for JournalCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "e{}.i{}.h{}.s{}",
+            self.event, self.item, self.healing, self.sample
+        )
+    }
+}
+
+impl std::str::FromStr for JournalCursor {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        let wrong = || format!("`{text}` is not a journal position (like e17.i20.h5.s9)");
+        let mut parts = text.split('.');
+        let mut next = |tag: char| -> std::result::Result<i64, String> {
+            parts
+                .next()
+                .and_then(|p| p.strip_prefix(tag))
+                .and_then(|n| n.parse().ok())
+                .filter(|n: &i64| *n >= 0)
+                .ok_or_else(wrong)
+        };
+        let cursor = JournalCursor {
+            event: next('e')?,
+            item: next('i')?,
+            healing: next('h')?,
+            sample: next('s')?,
+        };
+        match parts.next() {
+            None => Ok(cursor),
+            Some(_) => Err(wrong()),
+        }
+    }
 }
 
 /// How many runs of a project keep their logs and samples; older runs' are pruned as a new
@@ -539,8 +617,9 @@ pub trait Queries: Send + Sync {
         filter: &'a LogFilter,
     ) -> BoxFuture<'a, Result<Vec<LogRow>>>;
 
-    /// What the journal gained after `cursor`, at most `limit` of each kind, and how far that
-    /// reaches.
+    /// What the journal gained after `cursor`, at most `limit` of each kind, oldest first
+    /// (each kind in its own order), each with the cursor after it; and the cursor past all
+    /// that was read, entries that could not be read back included.
     fn journal_since(
         &self,
         cursor: JournalCursor,

@@ -1,14 +1,18 @@
 //! The one projection of journaled events into rows, whatever the database. A backend turns
 //! each [`Write`] into its own SQL, in order, inside the batch's transaction; everything else
-//! (what is journaled, how completions are batched, what each row holds) is decided here.
+//! (what is journaled, how completions are batched, what each row holds) is decided here, and
+//! so is the way back: rows read from each table are [`Found`] and merged into journal entries.
 
 use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
-use self_healing::event::{AttemptOutput, Event, EventKind, HealthStatus, MetricSample, RunStatus};
+use self_healing::event::{
+    AttemptOutput, Event, EventKind, HealthStatus, MetricSample, RunId, RunStatus,
+};
 
-use super::{Result, StoreError, millis};
+use super::{JournalCursor, JournalEntry, Result, StoreError, millis};
 
-/// Item completions per multi-row statement (6 values each, well under SQLite's 32766 and
+/// Item completions per multi-row statement (7 values each, well under SQLite's 32766 and
 /// PostgreSQL's 65535 bind parameters).
 pub const COMPLETIONS_PER_STATEMENT: usize = 200;
 
@@ -53,21 +57,6 @@ pub enum Write<'e> {
     /// Item completions, in one statement. A completion is final: an item run again after a
     /// crash keeps its one completion.
     ItemsSucceeded(Vec<ItemDone<'e>>),
-    /// An item failed (unless it had already succeeded).
-    ItemFailed {
-        /// The run id.
-        run: &'e str,
-        /// The stage's name.
-        stage: &'e str,
-        /// The item's key.
-        item: &'e str,
-        /// Attempts made, the failed last one included.
-        attempts: i64,
-        /// When it failed.
-        at: i64,
-        /// The error of the last attempt.
-        error: String,
-    },
     /// A healing decision, its record as JSON in `body`.
     Healing {
         /// The project the decision belongs to.
@@ -148,6 +137,8 @@ pub enum Write<'e> {
     },
     /// The audit trail: every other journaled event as JSON.
     Event {
+        /// The project it belongs to.
+        project: &'e str,
         /// The run it belongs to; `None` for an event outside any run.
         run: Option<&'e str>,
         /// When it happened.
@@ -164,7 +155,7 @@ pub enum Write<'e> {
 }
 
 /// One item completion.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ItemDone<'e> {
     /// The run id; `None` for an event published outside any run.
     pub run: Option<&'e str>,
@@ -176,6 +167,8 @@ pub struct ItemDone<'e> {
     pub attempts: i64,
     /// When it succeeded, in milliseconds since the Unix epoch.
     pub at: i64,
+    /// Time from its first attempt's start to its last attempt's end, in milliseconds.
+    pub duration_ms: f64,
 }
 
 /// Whether an event is written at all. Item and attempt starts and the successful attempts of
@@ -201,7 +194,7 @@ pub fn project<'e>(project: &'e str, events: &'e [Arc<Event>]) -> Result<Vec<Wri
             stage,
             item,
             attempts,
-            ..
+            duration,
         } = &event.kind
         {
             completions.push(ItemDone {
@@ -210,6 +203,7 @@ pub fn project<'e>(project: &'e str, events: &'e [Arc<Event>]) -> Result<Vec<Wri
                 item,
                 attempts: i64::from(*attempts),
                 at: millis(event.at),
+                duration_ms: duration.as_secs_f64() * 1000.0,
             });
             if completions.len() == COMPLETIONS_PER_STATEMENT {
                 writes.push(Write::ItemsSucceeded(std::mem::take(&mut completions)));
@@ -258,19 +252,6 @@ fn rows_of<'e>(project: &'e str, event: &'e Event, writes: &mut Vec<Write<'e>>) 
             succeeded: matches!(event.kind, EventKind::StageSucceeded { .. }),
             items: i64::try_from(*items).unwrap_or(i64::MAX),
             at,
-        }),
-        EventKind::ItemFailed {
-            stage,
-            item,
-            attempts,
-            error,
-        } => writes.push(Write::ItemFailed {
-            run: needs_run()?,
-            stage,
-            item,
-            attempts: i64::from(*attempts),
-            at,
-            error: error.to_string(),
         }),
         EventKind::HealingDecision { record } => {
             // The healing table is the whole record of a decision: no audit row besides.
@@ -345,6 +326,7 @@ fn rows_of<'e>(project: &'e str, event: &'e Event, writes: &mut Vec<Write<'e>>) 
     // One serialization gives both the body and its `type`.
     let body = serde_json::to_value(event).map_err(|e| StoreError::Invalid(e.to_string()))?;
     writes.push(Write::Event {
+        project,
         run,
         at,
         kind: body["type"].as_str().unwrap_or("event").to_owned(),
@@ -353,6 +335,72 @@ fn rows_of<'e>(project: &'e str, event: &'e Event, writes: &mut Vec<Write<'e>>) 
         body: body.to_string(),
     });
     Ok(())
+}
+
+/// What one read of the journal found, per table: each row's position and, when it could be
+/// read back, its project and event. Every backend reads its tables into this and
+/// [`merge`](Self::merge)s.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Events, by id.
+    pub events: Vec<(i64, Option<(String, Event)>)>,
+    /// Item completions, by position.
+    pub items: Vec<(i64, Option<(String, Event)>)>,
+    /// Healing decisions, by id.
+    pub decisions: Vec<(i64, Option<(String, Event)>)>,
+    /// Sample ticks, by the position of the tick's last row.
+    pub samples: Vec<(i64, Option<(String, Event)>)>,
+}
+
+impl Found {
+    /// The entries oldest first, each table's kept in its own order, each with the cursor
+    /// after it; and the cursor past everything found.
+    pub fn merge(self, from: JournalCursor) -> (Vec<JournalEntry>, JournalCursor) {
+        let mut tables = [self.events, self.items, self.decisions, self.samples]
+            .map(|rows| rows.into_iter().peekable());
+        let mut cursor = from;
+        let mut entries = Vec::new();
+        loop {
+            // The table whose next row is oldest; a row that cannot be read goes first.
+            let next = tables
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, rows)| {
+                    let (_, entry) = rows.peek()?;
+                    Some((entry.as_ref().map(|(_, e)| e.at), i))
+                })
+                .min();
+            let Some((_, table)) = next else { break };
+            let Some((position, entry)) = tables[table].next() else {
+                break;
+            };
+            let moved = match table {
+                0 => &mut cursor.event,
+                1 => &mut cursor.item,
+                2 => &mut cursor.healing,
+                _ => &mut cursor.sample,
+            };
+            *moved = position;
+            if let Some((project, event)) = entry {
+                entries.push(JournalEntry {
+                    project,
+                    cursor,
+                    event,
+                });
+            }
+        }
+        (entries, cursor)
+    }
+}
+
+/// An event read back from a table that keeps no bus position: `seq` 0.
+pub fn read_back(run: Option<RunId>, at_ms: i64, kind: EventKind) -> Event {
+    Event {
+        seq: 0,
+        at: UNIX_EPOCH + Duration::from_millis(u64::try_from(at_ms).unwrap_or(0)),
+        run,
+        kind,
+    }
 }
 
 #[cfg(test)]

@@ -14,12 +14,12 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use self_healing::BoxFuture;
-use self_healing::event::{ActionKind, Event, RunId};
+use self_healing::event::{ActionKind, Event, EventKind, MetricSample, RunId};
 use self_healing::healing::{HealingRecord, StrategyOverride};
 use self_healing::pipeline::Resume;
 use self_healing::{PipelineMetrics, StageError};
 
-use super::projection::{self, ItemDone, Write};
+use super::projection::{self, Found, ItemDone, Write, read_back};
 use super::{
     CheckSeen, Claimed, Control, HealingMode, HealthRow, Journal, Owner, Queries, Result, RunClaim,
     RunRow, RunState, StoreError, millis,
@@ -141,6 +141,9 @@ ALTER TABLE health ADD COLUMN checked_ms INTEGER;
 ALTER TABLE health ADD COLUMN last_error TEXT;
 "#,
     r#"
+DELETE FROM items WHERE status != 'succeeded';
+ALTER TABLE items ADD COLUMN duration_ms REAL;
+ALTER TABLE events ADD COLUMN project TEXT;
 ALTER TABLE runs ADD COLUMN metrics TEXT;
 CREATE TABLE samples (
     run TEXT NOT NULL,
@@ -284,24 +287,6 @@ async fn execute(tx: &mut Transaction<'_, Sqlite>, write: &Write<'_>) -> Result<
         .bind(*items)
         .bind(*at),
         Write::ItemsSucceeded(done) => return insert_completions(tx, done).await,
-        Write::ItemFailed {
-            run,
-            stage,
-            item,
-            attempts,
-            at,
-            error,
-        } => sqlx::query(
-            "INSERT INTO items (run, stage, item, status, attempts, finished_ms, error) VALUES (?, ?, ?, 'failed', ?, ?, ?)
-             ON CONFLICT (run, stage, item) DO UPDATE SET status = 'failed', attempts = excluded.attempts,
-             finished_ms = excluded.finished_ms, error = excluded.error WHERE items.status != 'succeeded'",
-        )
-        .bind(*run)
-        .bind(*stage)
-        .bind(*item)
-        .bind(*attempts)
-        .bind(*at)
-        .bind(error.clone()),
         Write::Healing {
             project,
             run,
@@ -397,6 +382,7 @@ async fn execute(tx: &mut Transaction<'_, Sqlite>, write: &Write<'_>) -> Result<
         .bind(status.as_str())
         .bind(*at),
         Write::Event {
+            project,
             run,
             at,
             kind,
@@ -404,8 +390,9 @@ async fn execute(tx: &mut Transaction<'_, Sqlite>, write: &Write<'_>) -> Result<
             item,
             body,
         } => sqlx::query(
-            "INSERT INTO events (run, at_ms, kind, stage, item, body) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (project, run, at_ms, kind, stage, item, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
+        .bind(*project)
         .bind(*run)
         .bind(*at)
         .bind(kind.clone())
@@ -420,7 +407,7 @@ async fn execute(tx: &mut Transaction<'_, Sqlite>, write: &Write<'_>) -> Result<
 /// Item completions in one multi-row statement.
 async fn insert_completions(tx: &mut Transaction<'_, Sqlite>, done: &[ItemDone<'_>]) -> Result<()> {
     let mut insert = sqlx::QueryBuilder::<Sqlite>::new(
-        "INSERT INTO items (run, stage, item, status, attempts, finished_ms) ",
+        "INSERT INTO items (run, stage, item, status, attempts, finished_ms, duration_ms) ",
     );
     insert.push_values(done, |mut row, item| {
         row.push_bind(item.run.map(str::to_owned))
@@ -428,12 +415,11 @@ async fn insert_completions(tx: &mut Transaction<'_, Sqlite>, done: &[ItemDone<'
             .push_bind(item.item.to_owned())
             .push("'succeeded'")
             .push_bind(item.attempts)
-            .push_bind(item.at);
+            .push_bind(item.at)
+            .push_bind(item.duration_ms);
     });
-    insert.push(
-        " ON CONFLICT (run, stage, item) DO UPDATE SET status = 'succeeded', attempts = excluded.attempts,
-          finished_ms = excluded.finished_ms, error = NULL WHERE items.status != 'succeeded'",
-    );
+    // A completion is final: an item run again after a crash keeps its first one.
+    insert.push(" ON CONFLICT (run, stage, item) DO NOTHING");
     insert.build().execute(&mut **tx).await?;
     Ok(())
 }
@@ -738,100 +724,107 @@ impl Queries for SqliteStore {
     ) -> BoxFuture<'_, Result<(Vec<JournalEntry>, JournalCursor)>> {
         Box::pin(async move {
             let limit = i64::from(limit);
-            let mut next = cursor;
-            let mut entries = Vec::new();
-            /// id, run, kind, stage, item, body, project
-            type Event = (
-                i64,
-                Option<String>,
-                String,
-                Option<String>,
-                Option<String>,
-                String,
-                Option<String>,
-            );
-            /// id, project, run, stage, body
-            type Decision = (i64, String, Option<String>, Option<String>, String);
-            let events: Vec<Event> = sqlx::query_as(
-                "SELECT e.id, e.run, e.kind, e.stage, e.item, e.body, r.project FROM events e
-                     LEFT JOIN runs r ON r.id = e.run WHERE e.id > ? ORDER BY e.id LIMIT ?",
+            let mut found = Found::default();
+            let events: Vec<(i64, Option<String>, String)> = sqlx::query_as(
+                "SELECT e.id, COALESCE(e.project, r.project), e.body FROM events e
+                 LEFT JOIN runs r ON r.id = e.run WHERE e.id > ? ORDER BY e.id LIMIT ?",
             )
             .bind(cursor.event)
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-            for (id, run, kind, stage, item, body, project) in events {
-                next.event = id;
-                let (Some(project), Ok(event)) = (project, serde_json::from_str(&body)) else {
-                    continue;
-                };
-                entries.push(JournalEntry {
-                    project,
-                    run,
-                    id: format!("e{id}"),
-                    kind,
-                    stage,
-                    item,
-                    event,
-                });
+            for (id, project, body) in events {
+                // An event of no known project, or one this version cannot read, is passed
+                // over: the cursor still moves past it.
+                let event = project.zip(serde_json::from_str::<Event>(&body).ok());
+                found.events.push((id, event));
             }
-            let items: Vec<(i64, String, String, String, i64, i64, String)> = sqlx::query_as(
-                "SELECT i.rowid, i.run, i.stage, i.item, i.attempts, i.finished_ms, r.project FROM items i
-                 JOIN runs r ON r.id = i.run WHERE i.rowid > ? AND i.status = 'succeeded'
-                 ORDER BY i.rowid LIMIT ?",
+            /// rowid, run, stage, item, attempts, finished, duration, project
+            type Item = (i64, String, String, String, i64, i64, Option<f64>, String);
+            let items: Vec<Item> = sqlx::query_as(
+                "SELECT i.rowid, i.run, i.stage, i.item, i.attempts, i.finished_ms, i.duration_ms, r.project
+                 FROM items i JOIN runs r ON r.id = i.run WHERE i.rowid > ? ORDER BY i.rowid LIMIT ?",
             )
             .bind(cursor.item)
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-            for (rowid, run, stage, item, attempts, at, project) in items {
-                next.item = rowid;
-                entries.push(JournalEntry {
-                    event: serde_json::json!({
-                        "type": "item-succeeded", "run": run, "stage": stage, "item": item,
-                        "attempts": attempts, "at": at,
-                    }),
-                    project,
-                    run: Some(run),
-                    id: format!("i{rowid}"),
-                    kind: "item-succeeded".to_owned(),
-                    stage: Some(stage),
-                    item: Some(item),
-                });
-            }
-            let decisions: Vec<Decision> =
-                sqlx::query_as(
-                    "SELECT id, project, run, stage, body FROM healing WHERE id > ? ORDER BY id LIMIT ?",
-                )
-                .bind(cursor.healing)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-            for (id, project, run, stage, body) in decisions {
-                next.healing = id;
-                let Ok(record) = serde_json::from_str(&body) else {
-                    continue;
+            for (rowid, run, stage, item, attempts, at, duration_ms, project) in items {
+                let kind = EventKind::ItemSucceeded {
+                    stage: stage.into(),
+                    item: item.into(),
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    duration: Duration::try_from_secs_f64(duration_ms.unwrap_or(0.0) / 1000.0)
+                        .unwrap_or_default(),
                 };
-                entries.push(JournalEntry {
-                    project,
-                    run,
-                    id: format!("h{id}"),
-                    kind: "healing-decision".to_owned(),
-                    stage,
-                    item: None,
-                    event: record,
-                });
+                let event = read_back(Some(RunId::new(run)), at, kind);
+                found.items.push((rowid, Some((project, event))));
             }
-            Ok((entries, next))
+            let decisions: Vec<(i64, String, String)> = sqlx::query_as(
+                "SELECT id, project, body FROM healing WHERE id > ? ORDER BY id LIMIT ?",
+            )
+            .bind(cursor.healing)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            for (id, project, body) in decisions {
+                let event = serde_json::from_str::<HealingRecord>(&body)
+                    .ok()
+                    .map(|record| {
+                        let event = Event {
+                            seq: 0,
+                            at: record.at,
+                            run: record.run.clone(),
+                            kind: EventKind::HealingDecision { record },
+                        };
+                        (project, event)
+                    });
+                found.decisions.push((id, event));
+            }
+            /// rowid, run, at, stage, metric, value, project
+            type Sample = (i64, String, i64, Option<String>, String, f64, String);
+            let samples: Vec<Sample> = sqlx::query_as(
+                "SELECT s.rowid, s.run, s.at_ms, s.stage, s.metric, s.value, r.project FROM samples s
+                 JOIN runs r ON r.id = s.run WHERE s.rowid > ? ORDER BY s.rowid LIMIT ?",
+            )
+            .bind(cursor.sample)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            // One tick's samples were written together: consecutive rows of a run and a time
+            // are one `metrics-sampled` event again.
+            for (rowid, run, at, stage, metric, value, project) in samples {
+                let sample = MetricSample {
+                    stage: stage.map(Arc::from),
+                    metric: metric.into(),
+                    value,
+                };
+                if let Some((last, Some((_, event)))) = found.samples.last_mut()
+                    && event.run.as_ref().is_some_and(|r| r.as_str() == run)
+                    && millis(event.at) == at
+                    && let EventKind::MetricsSampled { samples } = &mut event.kind
+                {
+                    samples.push(sample);
+                    *last = rowid;
+                    continue;
+                }
+                let kind = EventKind::MetricsSampled {
+                    samples: vec![sample],
+                };
+                let event = read_back(Some(RunId::new(run)), at, kind);
+                found.samples.push((rowid, Some((project, event))));
+            }
+            Ok(found.merge(cursor))
         })
     }
 
     fn journal_end(&self) -> BoxFuture<'_, Result<JournalCursor>> {
         Box::pin(async move {
-            let (event, item, healing): (i64, i64, i64) = sqlx::query_as(
+            let (event, item, healing, sample): (i64, i64, i64, i64) = sqlx::query_as(
                 "SELECT (SELECT COALESCE(MAX(id), 0) FROM events),
                         (SELECT COALESCE(MAX(rowid), 0) FROM items),
-                        (SELECT COALESCE(MAX(id), 0) FROM healing)",
+                        (SELECT COALESCE(MAX(id), 0) FROM healing),
+                        (SELECT COALESCE(MAX(rowid), 0) FROM samples)",
             )
             .fetch_one(&self.pool)
             .await?;
@@ -839,6 +832,7 @@ impl Queries for SqliteStore {
                 event,
                 item,
                 healing,
+                sample,
             })
         })
     }
@@ -1220,6 +1214,157 @@ mod tests {
             (mode.enabled, mode.reason.as_deref()),
             (false, Some("freeze"))
         );
+    }
+
+    #[tokio::test]
+    async fn the_journal_reads_back_in_pages_with_resumable_cursors() {
+        use self_healing::event::{
+            EventBus, HealthChange, HealthStatus, Outcome, TriggerKind, TriggerMatch,
+        };
+        use self_healing::healing::HealingRecord;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let bus = EventBus::new();
+        let run = RunId::new("run-1");
+        let mut events = vec![bus.publish(
+            Some(&run),
+            EventKind::RunStarted {
+                pipeline: "p".into(),
+                stages: vec!["load".into()],
+            },
+        )];
+        for i in 0..5 {
+            events.push(bus.publish(
+                Some(&run),
+                EventKind::ItemStarted {
+                    stage: "load".into(),
+                    item: format!("i{i}").into(),
+                },
+            ));
+            events.push(bus.publish(
+                Some(&run),
+                EventKind::ItemSucceeded {
+                    stage: "load".into(),
+                    item: format!("i{i}").into(),
+                    attempts: 1,
+                    duration: Duration::from_millis(7),
+                },
+            ));
+        }
+        events.push(bus.publish(
+            Some(&run),
+            EventKind::HealingDecision {
+                record: HealingRecord {
+                    at: std::time::SystemTime::now(),
+                    run: Some(run.clone()),
+                    stage: Some("load".into()),
+                    item: Some("i3".into()),
+                    strategy: "retry-transient".into(),
+                    trigger: TriggerMatch {
+                        kind: TriggerKind::Error,
+                        index: 0,
+                        observed: None,
+                        description: "ECONNRESET".into(),
+                    },
+                    action: ActionKind::Retry,
+                    outcome: Outcome::Succeeded,
+                    detail: "attempt 2".into(),
+                    duration: Duration::ZERO,
+                },
+            },
+        ));
+        events.push(bus.publish(
+            Some(&run),
+            EventKind::MetricsSampled {
+                samples: vec![
+                    MetricSample {
+                        stage: None,
+                        metric: "errorRate".into(),
+                        value: 0.1,
+                    },
+                    MetricSample {
+                        stage: Some("load".into()),
+                        metric: "queueDepth".into(),
+                        value: 12.0,
+                    },
+                ],
+            },
+        ));
+        events.push(bus.publish(
+            None,
+            EventKind::HealthChanged {
+                change: HealthChange {
+                    stage: None,
+                    check: "api".into(),
+                    old_status: HealthStatus::Healthy,
+                    new_status: HealthStatus::Degraded,
+                    at: std::time::SystemTime::now(),
+                },
+            },
+        ));
+        store.append("p", &events).await.unwrap();
+
+        let mut cursor = JournalCursor::default();
+        let mut kinds = Vec::new();
+        let mut cursors = Vec::new();
+        loop {
+            let (page, next) = store.journal_since(cursor, 2).await.unwrap();
+            if page.is_empty() {
+                assert_eq!(next, cursor, "an empty page does not move the cursor");
+                break;
+            }
+            for entry in &page {
+                assert_eq!(entry.project, "p");
+                let json = serde_json::to_value(entry).unwrap();
+                kinds.push(json["kind"].as_str().unwrap().to_owned());
+                cursors.push(entry.cursor);
+            }
+            assert_eq!(page.last().unwrap().cursor, next);
+            cursor = next;
+        }
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            [
+                "healing-decision",
+                "health-changed",
+                "item-succeeded",
+                "item-succeeded",
+                "item-succeeded",
+                "item-succeeded",
+                "item-succeeded",
+                "metrics-sampled",
+                "run-started",
+            ]
+        );
+        assert_eq!(cursor, store.journal_end().await.unwrap());
+        // A reader that goes on from any entry's cursor gets exactly what came after it.
+        let middle = cursors[4];
+        let (rest, _) = store.journal_since(middle, 100).await.unwrap();
+        assert_eq!(rest.len(), cursors.len() - 5);
+        assert_eq!(middle.to_string().parse::<JournalCursor>().unwrap(), middle);
+        assert!("e1.i2".parse::<JournalCursor>().is_err());
+        let (all, _) = store
+            .journal_since(JournalCursor::default(), 100)
+            .await
+            .unwrap();
+        let sampled = all
+            .iter()
+            .find_map(|e| match &e.event.kind {
+                EventKind::MetricsSampled { samples } => Some(samples.len()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(sampled, 2, "one tick's samples are one event again");
+        let durations: Vec<Duration> = all
+            .iter()
+            .filter_map(|e| match &e.event.kind {
+                EventKind::ItemSucceeded { duration, .. } => Some(*duration),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(durations, [Duration::from_millis(7); 5]);
     }
 
     #[tokio::test]

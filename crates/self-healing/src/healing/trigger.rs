@@ -327,7 +327,7 @@ impl ErrorTrigger {
         }
         Some(Observed {
             value: None,
-            description: format!("error {error}"),
+            description: error.to_string(),
         })
     }
 }
