@@ -11,6 +11,7 @@
 //!   signals).
 //! - [`error`]: what a command can fail with, and its exit status.
 //! - [`progress`]: what a run prints.
+//! - [`serve`]: the HTTP API, event stream, `/metrics` and dashboard (`serve`, `run --listen`).
 
 pub mod build;
 pub mod command;
@@ -20,5 +21,6 @@ pub mod error;
 pub mod file;
 pub mod journal;
 pub mod progress;
+pub mod serve;
 pub mod session;
 pub mod store;

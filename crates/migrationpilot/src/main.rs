@@ -14,8 +14,10 @@ use self_healing::healing::{Mode, StrategyOverride};
 
 use migrationpilot::control;
 use migrationpilot::error::{CliError, EXIT_CANCELLED, EXIT_FAILED, EXIT_ROLLED_BACK};
+use migrationpilot::serve;
 use migrationpilot::session::{self, RunRequest, Session, open_store};
 use migrationpilot::store::{self, LogFilter, iso8601};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +58,12 @@ enum Commands {
         /// Seed run ids and retry jitter, for reproducible runs.
         #[arg(long)]
         seed: Option<u64>,
+        /// Serve the HTTP API, `/metrics` (fed live by this run) and the dashboard on this
+        /// address while the run lasts.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        #[command(flatten)]
+        token: TokenArgs,
     },
     /// Show the project's health checks, healing mode and latest run.
     Health(ProjectArgs),
@@ -91,6 +99,14 @@ enum Commands {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the HTTP API, server-sent events, `/metrics` and the dashboard over the store.
+    Serve {
+        /// The address to listen on; one other than loopback needs a token.
+        #[arg(long, value_name = "ADDR", default_value = serve::DEFAULT_LISTEN)]
+        listen: String,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
     /// Inspect and steer healing.
     #[command(subcommand)]
     Healing(HealingCommand),
@@ -115,6 +131,25 @@ struct ProjectArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// The steering token: `MIGRATIONPILOT_TOKEN`, or a file (never a command-line value, which
+/// other users could read in the process list).
+#[derive(Args)]
+struct TokenArgs {
+    /// A file whose first line is the token the steering endpoints ask for (else
+    /// MIGRATIONPILOT_TOKEN); without one, steering over HTTP is refused.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    fn read(&self) -> Result<Option<serve::Token>, CliError> {
+        let from_env = std::env::var("MIGRATIONPILOT_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
+        serve::token(from_env, self.token_file.as_deref())
+    }
 }
 
 #[derive(Subcommand)]
@@ -205,6 +240,8 @@ fn main() -> ExitCode {
                 resume,
                 json_events,
                 seed,
+                listen,
+                token,
             } => {
                 let request = RunRequest {
                     file,
@@ -213,8 +250,9 @@ fn main() -> ExitCode {
                     json_events,
                     seed,
                 };
-                run(store_url, request).await
+                run(store_url, request, listen, token).await
             }
+            Commands::Serve { listen, token } => serve(store_url, listen, token).await,
             Commands::Health(args) => health(store_url, args).await,
             Commands::Runs {
                 show: Some(RunsCommand::Show { run, json }),
@@ -255,6 +293,32 @@ fn main() -> ExitCode {
 
 type Outcome = Result<ExitCode, CliError>;
 
+async fn serve(store_url: Option<String>, listen: String, token: TokenArgs) -> Outcome {
+    let token = token.read()?;
+    let steering = if token.is_some() {
+        "steering needs the token"
+    } else {
+        "steering off (no token)"
+    };
+    let bound = serve::bind(&listen, token).await?;
+    let store = open_store(store_url).await?;
+    let addr = bound
+        .local_addr()
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    println!("serving on http://{addr}: dashboard /, API /api/v1, metrics /metrics; {steering}");
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        if session::terminated().await {
+            on_signal.cancel();
+        }
+    });
+    bound
+        .serve(store, serve::Figures::Journal, shutdown)
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn validate(path: PathBuf) -> Outcome {
     let built = session::load(&path, None, None)?;
     let stages = built.pipeline.stage_names().count();
@@ -268,9 +332,28 @@ fn validate(path: PathBuf) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run(store_url: Option<String>, request: RunRequest) -> Outcome {
+async fn run(
+    store_url: Option<String>,
+    request: RunRequest,
+    listen: Option<String>,
+    token: TokenArgs,
+) -> Outcome {
     let json_events = request.json_events;
-    let report = Session::open(store_url, request).await?.run().await?;
+    let session = Session::open(store_url, request).await?;
+    let bound = match listen {
+        Some(listen) => {
+            let bound = serve::bind(&listen, token.read()?).await?;
+            let addr = bound
+                .local_addr()
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            if !json_events {
+                println!("serving this run on http://{addr}");
+            }
+            Some(bound)
+        }
+        None => None,
+    };
+    let report = session.run(bound).await?;
     let mut out = std::io::stdout().lock();
     if json_events {
         let _ = writeln!(

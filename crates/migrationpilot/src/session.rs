@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use self_healing::event::RunId;
+use self_healing::export::PrometheusExporter;
 use self_healing::health::HealthMonitor;
 use self_healing::pipeline::Resume;
 use self_healing::{RunOptions, RunReport};
@@ -18,7 +19,7 @@ use crate::control::Steering;
 use crate::env::Secrets;
 use crate::error::CliError;
 use crate::store::{self, CheckSeen, DeclaredCheck, Owner, RunClaim, RunRow, Store};
-use crate::{file, journal, progress};
+use crate::{file, journal, progress, serve};
 
 /// Opens the store `url` names, or the default one.
 pub async fn open_store(url: Option<String>) -> Result<Arc<dyn Store>, CliError> {
@@ -55,6 +56,21 @@ pub fn load(path: &Path, project: Option<&str>, seed: Option<u64>) -> Result<Bui
             count: errors.len(),
         }
     })
+}
+
+/// Waits for Ctrl-C or, on Unix, SIGTERM; `false` if no signal can be waited for.
+pub async fn terminated() -> bool {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                interrupted = tokio::signal::ctrl_c() => interrupted.is_ok(),
+                _ = term.recv() => true,
+            };
+        }
+    }
+    tokio::signal::ctrl_c().await.is_ok()
 }
 
 /// What `run` asks of a session.
@@ -180,7 +196,9 @@ impl Session {
     }
 
     /// Runs the pipeline to its end and returns its report once every event is journaled.
-    pub async fn run(self) -> Result<RunReport, CliError> {
+    /// With `listen`, serves the HTTP API beside the run, `/metrics` fed by the run's bus,
+    /// until the run ends.
+    pub async fn run(self, listen: Option<serve::Bound>) -> Result<RunReport, CliError> {
         let (run_id, resume) = self.run_to_start().await?;
         let Built {
             pipeline,
@@ -200,6 +218,21 @@ impl Session {
 
         let pipeline = Arc::new(pipeline);
         let cancel = CancellationToken::new();
+        let stop_serving = CancellationToken::new();
+        let server = match listen {
+            Some(bound) => {
+                let exporter = PrometheusExporter::builder()
+                    .build()
+                    .map_err(|e| CliError::Failed(e.to_string()))?;
+                exporter.attach(pipeline.events(), &self.project);
+                Some(tokio::spawn(bound.serve(
+                    Arc::clone(&self.store),
+                    serve::Figures::Live(exporter),
+                    stop_serving.clone(),
+                )))
+            }
+            None => None,
+        };
         let (journal, committed) = journal::spawn(
             Arc::clone(&self.store),
             Arc::clone(&self.project),
@@ -227,7 +260,7 @@ impl Session {
         ));
         let on_signal = cancel.clone();
         let signals = tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if terminated().await {
                 eprintln!(
                     "\ncancelling: nothing new starts, work in flight gets its grace period; `run --resume` continues"
                 );
@@ -254,6 +287,14 @@ impl Session {
             .unwrap_or_else(|e| Err(format!("the journal writer failed: {e}")));
         let _ = printer.await;
         lease.abort();
+        stop_serving.cancel();
+        if let Some(server) = server {
+            match server.await {
+                Ok(Err(error)) => eprintln!("  ! {error}"),
+                Err(error) => eprintln!("  ! the HTTP server failed: {error}"),
+                Ok(Ok(())) => {}
+            }
+        }
         journaled.map_err(CliError::Failed)?;
         self.store
             .record_metrics(report.run_id.as_str(), &report.metrics)

@@ -106,3 +106,215 @@ impl Workspace {
             })
     }
 }
+
+/// A program the environment provides (`.ci/services.sh` sets `variable` to its path; else it
+/// is looked up on `PATH` as `name`), or `None`: the test says loudly it was skipped, and
+/// fails under `CI=true`.
+pub fn tool(variable: &str, name: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(variable).filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!(
+                "{variable} is not set and `{name}` is not on PATH: in CI, .ci/services.sh must install it"
+            );
+        }
+        eprintln!(
+            "\n*** SKIPPED: this test needs `{name}`: run `source .ci/services.sh start` (it sets {variable}) ***\n"
+        );
+    }
+    found
+}
+
+/// A `migrationpilot` process serving HTTP (`serve`, or `run --listen`), killed when dropped.
+pub struct Served {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Everything it printed on standard output after the address line, as it comes.
+    pub stdout: std::sync::mpsc::Receiver<String>,
+}
+
+impl Served {
+    /// Starts the binary in `work` with `args` (which must include `--listen 127.0.0.1:0`) and
+    /// `env`, and waits for the line giving its address.
+    pub fn start(work: &Workspace, args: &[&str], env: &[(&str, &str)]) -> Served {
+        use std::io::BufRead;
+        let mut command =
+            std::process::Command::new(assert_cmd::cargo::cargo_bin("migrationpilot"));
+        command
+            .args(args)
+            .current_dir(work.path())
+            .env("MIGRATIONPILOT_STORE", work.store())
+            .env_remove("MIGRATIONPILOT_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let url = loop {
+            let line = rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .expect("the server printed its address");
+            if let Some(at) = line.find("http://") {
+                let address: String = line[at + "http://".len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                    .collect();
+                break format!("http://{}", address.trim_end_matches(':'));
+            }
+        };
+        Served {
+            child,
+            url,
+            stdout: rx,
+        }
+    }
+
+    /// Waits (a bounded while) until `/readyz` says ready.
+    pub fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if http("GET", &format!("{}/readyz", self.url), &[], None).0 == 200 {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "never ready");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Stops it and returns what it wrote on standard error.
+    pub fn stop(mut self) -> String {
+        use std::io::Read;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut stderr = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            let _ = err.read_to_string(&mut stderr);
+        }
+        stderr
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection: the status (0 when nothing answered) and the
+/// body. Enough for a test to talk to the server as any client would.
+pub fn http(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let Ok(mut stream) = std::net::TcpStream::connect(host) else {
+        return (0, String::new());
+    };
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    request.push_str(body.unwrap_or(""));
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    // Read the head, then exactly the body: some servers keep the connection open anyway.
+    let mut reader = std::io::BufReader::new(stream);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        match std::io::BufRead::read_line(&mut reader, &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if line == "\r\n" => break,
+            Ok(_) => head.push_str(&line),
+        }
+    }
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let lower = head.to_ascii_lowercase();
+    let length = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|n| n.trim().parse::<usize>().ok());
+    let mut raw = Vec::new();
+    match length {
+        Some(n) => {
+            raw.resize(n, 0);
+            let _ = reader.read_exact(&mut raw);
+        }
+        None => {
+            let _ = reader.read_to_end(&mut raw);
+        }
+    }
+    let body = String::from_utf8_lossy(&raw).into_owned();
+    let chunked = lower.contains("transfer-encoding: chunked");
+    (status, if chunked { dechunk(&body) } else { body })
+}
+
+/// A chunked body, joined.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].strip_prefix("\r\n").unwrap_or(&rest[size..]);
+    }
+    out
+}
+
+/// A JSON answer.
+pub fn json(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let (status, text) = http(method, url, headers, body);
+    let value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{method} {url}: not JSON ({e}): {text}"));
+    (status, value)
+}

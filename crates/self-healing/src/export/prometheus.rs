@@ -511,7 +511,7 @@ fn window_family(metric: &str) -> (String, Option<Unit>, f64, Cow<'static, str>)
         ),
         CPU_USAGE => (
             "cpu_usage".into(),
-            Some(Unit::Ratios),
+            Some(Unit::Other("ratio".into())),
             1e-2,
             "Processor time of the process running the pipeline, per second".into(),
         ),

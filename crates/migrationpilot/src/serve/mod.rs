@@ -1,0 +1,360 @@
+//! The operator's HTTP side (docs/API.md): the read API over the store, server-sent events of
+//! new journal entries, steering behind a bearer token, `/metrics`, health probes and the
+//! dashboard. `serve` runs it over the whole store; `run --listen` runs it beside a run, with
+//! the run's own bus feeding `/metrics`.
+//!
+//! - `api`: the read endpoints.
+//! - `steer`: the four steering endpoints and the token.
+//! - `stream`: following the journal, for the event stream and the exporter.
+//! - `dashboard/`: the page, built into the binary.
+
+mod api;
+mod steer;
+mod stream;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use self_healing::export::PrometheusExporter;
+use self_healing::export::prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::CliError;
+use crate::store::{Store, StoreError};
+
+pub use steer::Token;
+use stream::Followed;
+
+/// Where `serve` listens unless told otherwise (Prometheus's exporter port range).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+/// An error answer: a status and a message, sent as `{"error": …, "status": …}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the store cannot be read: {error}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.message, "status": self.status.as_u16() });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+struct App {
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+    token: Option<Arc<Token>>,
+    journal: watch::Receiver<Followed>,
+    shutdown: CancellationToken,
+}
+
+/// Where `/metrics` gets its figures.
+#[derive(Debug)]
+pub enum Figures {
+    /// From the journal, every project's, read from the start of the store and followed
+    /// (`serve`).
+    Journal,
+    /// From an exporter a run's bus feeds (`run --listen`).
+    Live(PrometheusExporter),
+}
+
+/// A listening socket, checked against the token rule, not serving yet.
+#[derive(Debug)]
+pub struct Bound {
+    listener: tokio::net::TcpListener,
+    token: Option<Token>,
+}
+
+/// Reads the steering token: `MIGRATIONPILOT_TOKEN`'s value, or the first line of
+/// `token_file`. `None` when neither is given: steering over HTTP is then refused.
+pub fn token(
+    from_env: Option<String>,
+    token_file: Option<&Path>,
+) -> Result<Option<Token>, CliError> {
+    let text = match (from_env, token_file) {
+        (_, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| CliError::Invalid(format!("--token-file {}: {e}", path.display())))?,
+        (Some(value), None) => value,
+        (None, None) => return Ok(None),
+    };
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.len() < 16 {
+        return Err(CliError::Invalid(
+            "the steering token must be at least 16 characters (from MIGRATIONPILOT_TOKEN or --token-file)".into(),
+        ));
+    }
+    Ok(Some(Token::new(token)))
+}
+
+/// Binds `listen`. An address other than loopback without a token is refused: steering would
+/// be open to the network otherwise, and the reading API shows commands and their output.
+pub async fn bind(listen: &str, token: Option<Token>) -> Result<Bound, CliError> {
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host(listen)
+        .await
+        .map_err(|e| CliError::Invalid(format!("--listen {listen}: {e}")))?
+        .collect();
+    if token.is_none() && addresses.iter().any(|a| !a.ip().is_loopback()) {
+        return Err(CliError::Invalid(format!(
+            "--listen {listen} is reachable from other machines: set MIGRATIONPILOT_TOKEN or --token-file, or listen on loopback (127.0.0.1)"
+        )));
+    }
+    let listener = tokio::net::TcpListener::bind(&*addresses)
+        .await
+        .map_err(|e| CliError::Invalid(format!("--listen {listen}: {e}")))?;
+    Ok(Bound { listener, token })
+}
+
+impl Bound {
+    /// The address it listens on (with the port the system chose for port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled, then lets requests in flight finish (event
+    /// streams end at once).
+    pub async fn serve(
+        self,
+        store: Arc<dyn Store>,
+        figures: Figures,
+        shutdown: CancellationToken,
+    ) -> Result<(), CliError> {
+        let mut registry = Registry::default();
+        let (exporter, replay) = match figures {
+            Figures::Journal => (
+                PrometheusExporter::builder()
+                    .build()
+                    .map_err(|e| CliError::Failed(e.to_string()))?,
+                true,
+            ),
+            Figures::Live(exporter) => (exporter, false),
+        };
+        exporter.register(&mut registry);
+        let journal = stream::follow(
+            Arc::clone(&store),
+            replay.then_some(exporter),
+            shutdown.clone(),
+        )
+        .await;
+        let app = App {
+            store,
+            registry: Arc::new(registry),
+            token: self.token.map(Arc::new),
+            journal,
+            shutdown: shutdown.clone(),
+        };
+        axum::serve(self.listener, router(app))
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .map_err(|e| CliError::Failed(format!("serving failed: {e}")))
+    }
+}
+
+fn router(app: App) -> Router {
+    Router::new()
+        .route("/", get(dashboard::index))
+        .route("/index.html", get(dashboard::index))
+        .route("/app.js", get(dashboard::script))
+        .route("/style.css", get(dashboard::style))
+        .route("/uplot.min.js", get(dashboard::chart_script))
+        .route("/uplot.min.css", get(dashboard::chart_style))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/projects", get(api::projects))
+        .route("/api/v1/projects/{project}/runs", get(api::runs))
+        .route("/api/v1/projects/{project}/healing", get(api::healing))
+        .route("/api/v1/projects/{project}/health", get(api::health))
+        .route("/api/v1/runs/{run}", get(api::run))
+        .route("/api/v1/runs/{run}/events", get(api::events))
+        .route("/api/v1/runs/{run}/samples", get(api::samples))
+        .route("/api/v1/runs/{run}/logs", get(api::logs))
+        .route("/api/v1/events/stream", get(stream::events))
+        .route(
+            "/api/v1/projects/{project}/healing/disable",
+            post(steer::disable),
+        )
+        .route(
+            "/api/v1/projects/{project}/healing/enable",
+            post(steer::enable),
+        )
+        .route(
+            "/api/v1/projects/{project}/healing/trigger",
+            post(steer::trigger),
+        )
+        .route(
+            "/api/v1/projects/{project}/healing/configure",
+            post(steer::configure),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(app)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no endpoint {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Ready when the store answers and `/metrics` has caught up with the journal.
+async fn readyz(State(app): State<App>) -> Response {
+    let not_ready = |reason: String| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "status": "not-ready", "reason": reason })),
+        )
+            .into_response()
+    };
+    match tokio::time::timeout(Duration::from_secs(5), app.store.journal_end()).await {
+        Err(_) => return not_ready("the store did not answer within 5 s".into()),
+        Ok(Err(error)) => return not_ready(format!("the store cannot be read: {error}")),
+        Ok(Ok(_)) => {}
+    }
+    if !app.journal.borrow().caught_up {
+        return not_ready("reading the journal for /metrics".into());
+    }
+    axum::Json(serde_json::json!({ "status": "ready" })).into_response()
+}
+
+/// The exposition: OpenMetrics when the scraper asks for it, else Prometheus's text format.
+async fn metrics(State(app): State<App>, headers: axum::http::HeaderMap) -> Response {
+    use self_healing::export::prometheus_client::encoding::{prometheus_text, text};
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    let mut body = String::new();
+    let (encoded, content_type) = if openmetrics {
+        (
+            text::encode(&mut body, &app.registry),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        (
+            prometheus_text::encode(&mut body, &app.registry),
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+    };
+    match encoded {
+        Ok(()) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the metrics could not be encoded",
+        )
+        .into_response(),
+    }
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
+/// The dashboard's files, built into the binary.
+mod dashboard {
+    use super::*;
+
+    /// Scripts and styles come from this server only; the page's icon is a `data:` URL.
+    const POLICY: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'";
+
+    fn file(content_type: &'static str, body: &'static str) -> Response {
+        let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(POLICY),
+        );
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        response
+    }
+
+    pub(super) async fn index() -> Response {
+        file(
+            "text/html; charset=utf-8",
+            include_str!("dashboard/index.html"),
+        )
+    }
+
+    pub(super) async fn script() -> Response {
+        file(
+            "text/javascript; charset=utf-8",
+            include_str!("dashboard/app.js"),
+        )
+    }
+
+    pub(super) async fn style() -> Response {
+        file(
+            "text/css; charset=utf-8",
+            include_str!("dashboard/style.css"),
+        )
+    }
+
+    pub(super) async fn chart_script() -> Response {
+        file(
+            "text/javascript; charset=utf-8",
+            include_str!("dashboard/uplot.min.js"),
+        )
+    }
+
+    pub(super) async fn chart_style() -> Response {
+        file(
+            "text/css; charset=utf-8",
+            include_str!("dashboard/uplot.min.css"),
+        )
+    }
+}
