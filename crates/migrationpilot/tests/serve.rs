@@ -533,6 +533,14 @@ fn promtool_accepts_the_exposition_of_serve_and_of_a_live_run() {
         ),
         "{text}"
     );
+    let (status, open) = http(
+        "GET",
+        &format!("{}/metrics", served.url),
+        &[("Accept", "application/openmetrics-text; version=1.0.0")],
+        None,
+    );
+    assert_eq!(status, 200);
+    assert!(open.ends_with("# EOF\n"), "OpenMetrics when asked: {open}");
     drop(served);
 
     // A run that waits for a file, served live while it waits.
