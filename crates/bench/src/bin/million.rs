@@ -1,8 +1,9 @@
 //! A 4-stage pipeline over 1,000,000 items each, no-op handlers: items per second and peak RSS.
 //! Items stream in; nothing holds them all. With `--journal`, every event also goes through the
 //! journal writer into a SQLite store in a temporary directory, as `migrationpilot run` does.
+//! With `--exporter`, a `PrometheusExporter` counts every event inline, as `run --listen` does.
 //!
-//! cargo run --release -p bench --bin million [-- --journal]
+//! cargo run --release -p bench --bin million [-- --journal] [--exporter]
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,6 +17,7 @@ const ITEMS: u64 = 1_000_000;
 #[tokio::main]
 async fn main() {
     let journaled = std::env::args().any(|a| a == "--journal");
+    let exported = std::env::args().any(|a| a == "--exporter");
     let mut builder = SelfHealingPipeline::builder().name("million");
     for name in ["analysis", "design", "generation", "validation"] {
         builder = builder.stage(
@@ -26,6 +28,13 @@ async fn main() {
         );
     }
     let pipeline = builder.build().expect("a valid pipeline");
+    let exporter = exported.then(|| {
+        let exporter = self_healing::PrometheusExporter::builder()
+            .build()
+            .expect("an exporter");
+        exporter.attach(pipeline.events(), "million");
+        exporter
+    });
     let dir = tempfile::tempdir().expect("a temporary directory");
     let journal = if journaled {
         let store: Arc<dyn Store> = Arc::new(
@@ -60,9 +69,23 @@ async fn main() {
     let items = ITEMS * 4;
     println!("status      {}", report.status.as_str());
     println!("journal     {}", if journaled { "sqlite" } else { "none" });
+    println!("exporter    {}", if exported { "attached" } else { "none" });
     println!("items       {items}");
     println!("seconds     {seconds:.2} (the pipeline itself {ran:.2})");
     println!("items/s     {:.0}", items as f64 / seconds);
+    if let Some(exporter) = exporter {
+        let mut registry = self_healing::export::prometheus_client::registry::Registry::default();
+        exporter.register(&mut registry);
+        let mut text = String::new();
+        self_healing::export::prometheus_client::encoding::text::encode(&mut text, &registry)
+            .expect("an exposition");
+        let items = text
+            .lines()
+            .filter(|l| l.starts_with("migrationpilot_items_total{") && l.contains("succeeded"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>();
+        assert_eq!(items, ITEMS * 4, "the exporter counted every item");
+    }
     match bench::peak_rss() {
         Some(bytes) => println!("peak RSS    {:.1} MB", bytes as f64 / 1e6),
         None => println!("peak RSS    unknown on this platform"),

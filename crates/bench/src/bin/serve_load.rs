@@ -1,0 +1,305 @@
+//! `migrationpilot serve` under load, as a separate process over a SQLite store made here.
+//!
+//! - `scrape`: 50 projects × 20 stages journaled (each stage with items, failed attempts,
+//!   healing decisions and the collector's samples), then 200 sequential `GET /metrics`: the
+//!   time each answer took, client side, and the exposition's size.
+//! - `sse [--seconds N]` (default 600): 100 clients on `/api/v1/events/stream` while runs are
+//!   journaled at about 200 events a second; `serve`'s resident memory every 30 s, and how many
+//!   messages each client received.
+//!
+//! It runs the `migrationpilot` binary next to its own (build both with `--release`):
+//!
+//! cargo build --release -p migrationpilot && cargo run --release -p bench --bin serve_load -- scrape
+//! cargo build --release -p migrationpilot && cargo run --release -p bench --bin serve_load -- sse
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use migrationpilot::store::{Journal, SqliteStore};
+use self_healing::event::{
+    ActionKind, EventBus, EventKind, MetricSample, Outcome, RunId, TriggerKind, TriggerMatch,
+};
+use self_healing::healing::HealingRecord;
+use self_healing::{Event, RunStatus, StageError};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+const PROJECTS: usize = 50;
+const STAGES: usize = 20;
+
+/// One run of `project`: every stage with `items` items, one failed attempt and one healing
+/// decision per stage, a sample tick per stage.
+fn a_run(bus: &EventBus, project: usize, run: usize, items: usize) -> Vec<Arc<Event>> {
+    let id = RunId::new(format!("run-{project}-{run}"));
+    let stages: Vec<Arc<str>> = (0..STAGES)
+        .map(|s| Arc::from(format!("stage-{s:02}")))
+        .collect();
+    let mut events = vec![bus.publish(
+        Some(&id),
+        EventKind::RunStarted {
+            pipeline: format!("pipeline-{project}").into(),
+            stages: stages.clone(),
+        },
+    )];
+    for stage in &stages {
+        let publish = |kind| bus.publish(Some(&id), kind);
+        events.push(publish(EventKind::StageStarted {
+            stage: Arc::clone(stage),
+            concurrency: 4,
+        }));
+        events.push(publish(EventKind::AttemptFailed {
+            stage: Arc::clone(stage),
+            item: Some("item-0".into()),
+            attempt: 1,
+            duration: Duration::from_millis(12),
+            error: StageError::new("read ECONNRESET"),
+        }));
+        events.push(publish(EventKind::HealingDecision {
+            record: HealingRecord {
+                at: SystemTime::now(),
+                run: Some(id.clone()),
+                stage: Some(Arc::clone(stage)),
+                item: Some("item-0".into()),
+                strategy: "retry-transient".into(),
+                trigger: TriggerMatch {
+                    kind: TriggerKind::Error,
+                    index: 0,
+                    observed: None,
+                    description: "error: read ECONNRESET".into(),
+                },
+                action: ActionKind::Retry,
+                outcome: Outcome::Succeeded,
+                detail: "attempt 2 of 3".into(),
+                duration: Duration::ZERO,
+            },
+        }));
+        events.push(publish(EventKind::HealingApplied {
+            stage: Arc::clone(stage),
+            item: Some("item-0".into()),
+            action: ActionKind::Retry,
+            detail: "attempt 2 of 3".into(),
+        }));
+        for item in 0..items {
+            events.push(publish(EventKind::ItemSucceeded {
+                stage: Arc::clone(stage),
+                item: format!("item-{item}").into(),
+                attempts: 1 + u32::from(item == 0),
+                duration: Duration::from_millis(10),
+            }));
+        }
+        events.push(publish(EventKind::MetricsSampled {
+            samples: ["errorRate", "latencyP95", "throughput"]
+                .iter()
+                .map(|metric| MetricSample {
+                    stage: Some(Arc::clone(stage)),
+                    metric: (*metric).into(),
+                    value: 0.05,
+                })
+                .collect(),
+        }));
+        events.push(publish(EventKind::StageSucceeded {
+            stage: Arc::clone(stage),
+            duration: Duration::from_millis(200),
+            items: items as u64,
+        }));
+    }
+    events.push(bus.publish(
+        Some(&id),
+        EventKind::RunFinished {
+            status: RunStatus::Succeeded,
+            duration: Duration::from_secs(4),
+            error: None,
+        },
+    ));
+    events
+}
+
+/// Starts `migrationpilot serve` over `store_url`; its pid and address.
+async fn serve(store_url: &str) -> (tokio::process::Child, String) {
+    let binary = std::env::current_exe()
+        .expect("this binary's path")
+        .with_file_name("migrationpilot");
+    assert!(
+        binary.exists(),
+        "build it first: cargo build --release -p migrationpilot"
+    );
+    let mut child = tokio::process::Command::new(binary)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("MIGRATIONPILOT_STORE", store_url)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("serve starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("its stdout")).lines();
+    let line = lines
+        .next_line()
+        .await
+        .expect("serve prints")
+        .expect("a line");
+    let at = line.find("http://").expect("an address") + "http://".len();
+    let address: String = line[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect();
+    (child, address.trim_end_matches(':').to_owned())
+}
+
+/// One `GET`, the whole answer read; its status line and body length.
+async fn get(address: &str, path: &str) -> (String, usize) {
+    let mut stream = TcpStream::connect(address).await.expect("connects");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("sends");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("reads");
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.lines().next().unwrap_or("").to_owned();
+    (status, answer.len())
+}
+
+async fn wait_ready(address: &str) {
+    loop {
+        if get(address, "/readyz").await.0.contains("200") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn scrape() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("journal.db");
+    let store = SqliteStore::open(&path).await.expect("a store");
+    let bus = EventBus::new();
+    for project in 0..PROJECTS {
+        let events = a_run(&bus, project, 0, 10);
+        store
+            .append(&format!("project-{project:02}"), &events)
+            .await
+            .expect("journaled");
+    }
+    let (child, address) = serve(&format!("sqlite://{}", path.display())).await;
+    wait_ready(&address).await;
+    let (_, size) = get(&address, "/metrics").await;
+    let mut times = Vec::new();
+    for _ in 0..200 {
+        let started = Instant::now();
+        let (status, _) = get(&address, "/metrics").await;
+        times.push(started.elapsed());
+        assert!(status.contains("200"), "{status}");
+    }
+    times.sort();
+    println!("projects × stages  {PROJECTS} × {STAGES}");
+    println!("exposition         {:.0} KiB", size as f64 / 1024.0);
+    println!(
+        "GET /metrics       median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms (200 requests)",
+        percentile(&times, 0.5).as_secs_f64() * 1e3,
+        percentile(&times, 0.9).as_secs_f64() * 1e3,
+        percentile(&times, 0.99).as_secs_f64() * 1e3,
+        times[times.len() - 1].as_secs_f64() * 1e3
+    );
+    println!(
+        "serve RSS          {:.1} MB",
+        rss_of(child.id().unwrap_or(0)) as f64 / 1e6
+    );
+}
+
+async fn sse(seconds: u64) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("journal.db");
+    let store = SqliteStore::open(&path).await.expect("a store");
+    let (child, address) = serve(&format!("sqlite://{}", path.display())).await;
+    let pid = child.id().unwrap_or(0);
+    wait_ready(&address).await;
+    let received: Arc<Vec<AtomicU64>> = Arc::new((0..100).map(|_| AtomicU64::new(0)).collect());
+    for client in 0..100 {
+        let address = address.clone();
+        let received = Arc::clone(&received);
+        tokio::spawn(async move {
+            let mut stream = TcpStream::connect(&address).await.expect("connects");
+            let request = format!(
+                "GET /api/v1/events/stream HTTP/1.1\r\nHost: {address}\r\nAccept: text/event-stream\r\n\r\n"
+            );
+            stream.write_all(request.as_bytes()).await.expect("sends");
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with("data:") {
+                    received[client].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    let bus = EventBus::new();
+    let started = Instant::now();
+    let mut produced = 0usize;
+    let mut next_sample = Duration::ZERO;
+    let mut run = 0;
+    println!(
+        "{:>6}  {:>10}  {:>12}  {:>16}",
+        "t (s)", "serve RSS", "journaled", "received/client"
+    );
+    while started.elapsed() < Duration::from_secs(seconds) {
+        if started.elapsed() >= next_sample {
+            let counts: Vec<u64> = received.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+            println!(
+                "{:>6}  {:>7.1} MB  {:>12}  {:>7}–{:<7}",
+                started.elapsed().as_secs(),
+                rss_of(pid) as f64 / 1e6,
+                produced,
+                counts.iter().min().unwrap_or(&0),
+                counts.iter().max().unwrap_or(&0)
+            );
+            next_sample += Duration::from_secs(30);
+        }
+        // One small run (20 stages × 2 items ≈ 200 events) a second, in batches of a stage.
+        let events = a_run(&bus, run % PROJECTS, run, 2);
+        run += 1;
+        for batch in events.chunks(10) {
+            store
+                .append(&format!("project-{:02}", (run - 1) % PROJECTS), batch)
+                .await
+                .expect("journaled");
+            produced += batch.len();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let counts: Vec<u64> = received.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    println!(
+        "end     {:>7.1} MB  {:>12}  {:>7}–{:<7}",
+        rss_of(pid) as f64 / 1e6,
+        produced,
+        counts.iter().min().unwrap_or(&0),
+        counts.iter().max().unwrap_or(&0)
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("scrape") => scrape().await,
+        Some("sse") => {
+            let seconds = args
+                .iter()
+                .position(|a| a == "--seconds")
+                .and_then(|i| args.get(i + 1)?.parse().ok())
+                .unwrap_or(600);
+            sse(seconds).await;
+        }
+        _ => eprintln!("usage: serve_load scrape | sse [--seconds N]"),
+    }
+}
