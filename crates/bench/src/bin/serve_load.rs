@@ -4,8 +4,8 @@
 //!   healing decisions and the collector's samples), then 200 sequential `GET /metrics`: the
 //!   time each answer took, client side, and the exposition's size.
 //! - `sse [--seconds N]` (default 600): 100 clients on `/api/v1/events/stream` while runs are
-//!   journaled at about 200 events a second; `serve`'s resident memory every 30 s, and how many
-//!   messages each client received.
+//!   journaled at about 200 events a second; `serve`'s resident memory every 30 s, how many
+//!   messages each client received, and that each received every entry the journal holds.
 //!
 //! It runs the `migrationpilot` binary next to its own (build both with `--release`):
 //!
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use migrationpilot::store::{Journal, SqliteStore};
+use migrationpilot::store::{Journal, Queries, SqliteStore};
 use self_healing::event::{
     ActionKind, EventBus, EventKind, MetricSample, Outcome, RunId, TriggerKind, TriggerMatch,
 };
@@ -166,6 +166,17 @@ async fn wait_ready(address: &str) {
     }
 }
 
+/// The facts an entry carries: one, or a tick's samples (which a reader may see in one entry or,
+/// read while the tick was being written, in two).
+fn facts(entry: &serde_json::Value) -> u64 {
+    match entry["kind"].as_str() {
+        Some("metrics-sampled") => entry["event"]["samples"]
+            .as_array()
+            .map_or(0, |s| s.len() as u64),
+        _ => 1,
+    }
+}
+
 fn rss_of(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -225,9 +236,11 @@ async fn sse(seconds: u64) {
     let pid = child.id().unwrap_or(0);
     wait_ready(&address).await;
     let received: Arc<Vec<AtomicU64>> = Arc::new((0..100).map(|_| AtomicU64::new(0)).collect());
+    let connected = Arc::new(AtomicU64::new(0));
     for client in 0..100 {
         let address = address.clone();
         let received = Arc::clone(&received);
+        let connected = Arc::clone(&connected);
         tokio::spawn(async move {
             let mut stream = TcpStream::connect(&address).await.expect("connects");
             let request = format!(
@@ -235,12 +248,20 @@ async fn sse(seconds: u64) {
             );
             stream.write_all(request.as_bytes()).await.expect("sends");
             let mut lines = BufReader::new(stream).lines();
+            // The answer's head comes once the server has placed the client in the journal.
+            lines.next_line().await.expect("an answer");
+            connected.fetch_add(1, Ordering::Relaxed);
             while let Ok(Some(line)) = lines.next_line().await {
-                if line.starts_with("data:") {
-                    received[client].fetch_add(1, Ordering::Relaxed);
+                if let Some(data) = line.strip_prefix("data:") {
+                    let entry: serde_json::Value =
+                        serde_json::from_str(data.trim()).expect("an entry");
+                    received[client].fetch_add(facts(&entry), Ordering::Relaxed);
                 }
             }
         });
+    }
+    while connected.load(Ordering::Relaxed) < 100 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let bus = EventBus::new();
     let started = Instant::now();
@@ -249,7 +270,7 @@ async fn sse(seconds: u64) {
     let mut run = 0;
     println!(
         "{:>6}  {:>10}  {:>12}  {:>16}",
-        "t (s)", "serve RSS", "journaled", "received/client"
+        "t (s)", "serve RSS", "journaled", "facts/client"
     );
     while started.elapsed() < Duration::from_secs(seconds) {
         if started.elapsed() >= next_sample {
@@ -284,6 +305,24 @@ async fn sse(seconds: u64) {
         produced,
         counts.iter().min().unwrap_or(&0),
         counts.iter().max().unwrap_or(&0)
+    );
+    // What the journal holds as entries (a tick's samples of one moment are one entry).
+    let mut cursor = migrationpilot::store::JournalCursor::default();
+    let mut entries = 0;
+    loop {
+        let (page, next) = store.journal_since(cursor, 5000).await.expect("readable");
+        if page.is_empty() && next == cursor {
+            break;
+        }
+        for entry in &page {
+            entries += facts(&serde_json::to_value(entry).expect("serializable"));
+        }
+        cursor = next;
+    }
+    println!("facts in the journal: {entries}; every client received all of them, none twice");
+    assert!(
+        counts.iter().all(|c| *c == entries),
+        "a client missed or repeated entries"
     );
 }
 

@@ -24,14 +24,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use self_healing::export::PrometheusExporter;
 use self_healing::export::prometheus_client::registry::Registry;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::CliError;
 use crate::store::{Store, StoreError};
 
 pub use steer::Token;
-use stream::Followed;
 
 /// Where `serve` listens unless told otherwise (Prometheus's exporter port range).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
@@ -82,7 +80,7 @@ struct App {
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
     token: Option<Arc<Token>>,
-    journal: watch::Receiver<Followed>,
+    journal: stream::Journal,
     shutdown: CancellationToken,
 }
 
@@ -258,7 +256,7 @@ async fn readyz(State(app): State<App>) -> Response {
         Ok(Err(error)) => return not_ready(format!("the store cannot be read: {error}")),
         Ok(Ok(_)) => {}
     }
-    if !app.journal.borrow().caught_up {
+    if !app.journal.followed.borrow().caught_up {
         return not_ready("reading the journal for /metrics".into());
     }
     axum::Json(serde_json::json!({ "status": "ready" })).into_response()

@@ -1,7 +1,9 @@
 //! Following the journal. One task reads what the journal gained a few times a second: it feeds
-//! the exporter (for `serve`) and says how far the journal reaches. Each event-stream client
-//! reads from its own position when that moves, so a slow client holds only its own page and
-//! a reconnecting one (`Last-Event-ID`) misses nothing still in the store.
+//! the exporter (for `serve`), says how far the journal reaches, and broadcasts each entry to the
+//! event-stream clients, so a hundred clients cost one read of the store. A client that connects
+//! behind (`Last-Event-ID`), or falls more than the broadcast's capacity behind, reads its own
+//! way from the store until it has caught up, then follows the broadcast again: it misses
+//! nothing still in the store, and a slow one holds only its own page.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -13,7 +15,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
 use self_healing::export::PrometheusExporter;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{ApiError, App};
@@ -27,6 +29,15 @@ const CATCH_UP_PAGE: u32 = 5000;
 const CLIENT_PAGE: u32 = 200;
 /// The comment line that keeps idle streams open through proxies.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Entries the broadcast holds for clients that are momentarily behind.
+const BROADCAST: usize = 4096;
+
+/// The follower's news: how far it has read (watched) and each entry (broadcast).
+#[derive(Clone)]
+pub(super) struct Journal {
+    pub(super) followed: watch::Receiver<Followed>,
+    entries: broadcast::Sender<Arc<JournalEntry>>,
+}
 
 /// How far the follower has read.
 #[derive(Debug, Clone, Copy, Default)]
@@ -44,7 +55,7 @@ pub(super) async fn follow(
     store: Arc<dyn Store>,
     exporter: Option<PrometheusExporter>,
     shutdown: CancellationToken,
-) -> watch::Receiver<Followed> {
+) -> Journal {
     let start = match &exporter {
         Some(_) => Ok(JournalCursor::default()),
         None => store.journal_end().await,
@@ -53,6 +64,11 @@ pub(super) async fn follow(
         cursor: start.unwrap_or_default(),
         caught_up: exporter.is_none(),
     });
+    let (entries, _) = broadcast::channel(BROADCAST);
+    let journal = Journal {
+        followed: rx,
+        entries: entries.clone(),
+    };
     tokio::spawn(async move {
         let mut cursor = tx.borrow().cursor;
         let mut failing = false;
@@ -62,15 +78,17 @@ pub(super) async fn follow(
                 () = shutdown.cancelled() => return,
             };
             let more = match read {
-                Ok((entries, next)) => {
+                Ok((read_entries, next)) => {
                     if failing {
                         eprintln!("  the store answers again");
                         failing = false;
                     }
-                    if let Some(exporter) = &exporter {
-                        for entry in &entries {
+                    for entry in read_entries {
+                        if let Some(exporter) = &exporter {
                             exporter.observe(&entry.project, &entry.event.kind);
                         }
+                        // No receiver is fine: nobody is streaming.
+                        let _ = entries.send(Arc::new(entry));
                     }
                     let moved = next != cursor;
                     cursor = next;
@@ -98,7 +116,7 @@ pub(super) async fn follow(
             }
         }
     });
-    rx
+    journal
 }
 
 /// `GET /api/v1/events/stream`: every entry journaled from now on (or after `Last-Event-ID`).
@@ -106,17 +124,21 @@ pub(super) async fn events(
     State(app): State<App>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    // Subscribed before reading where the journal is, so nothing falls in between.
+    let live = app.journal.entries.subscribe();
     let from = match headers.get("last-event-id") {
         Some(value) => value
             .to_str()
             .map_err(|_| ApiError::bad_request("Last-Event-ID is not text"))?
             .parse::<JournalCursor>()
             .map_err(|e| ApiError::bad_request(format!("Last-Event-ID: {e}")))?,
-        None => app.journal.borrow().cursor,
+        // From now on: the end of the journal, which the follower may not have reached yet.
+        None => app.store.journal_end().await?,
     };
     let client = Client {
         store: Arc::clone(&app.store),
-        journal: app.journal.clone(),
+        followed: app.journal.followed.clone(),
+        live,
         cursor: from,
         pending: VecDeque::new(),
     };
@@ -129,8 +151,11 @@ pub(super) async fn events(
 /// One stream client's place in the journal.
 struct Client {
     store: Arc<dyn Store>,
-    journal: watch::Receiver<Followed>,
+    followed: watch::Receiver<Followed>,
+    live: broadcast::Receiver<Arc<JournalEntry>>,
+    /// Past everything sent to this client.
     cursor: JournalCursor,
+    /// Read from the store while catching up, not sent yet.
     pending: VecDeque<JournalEntry>,
 }
 
@@ -140,27 +165,57 @@ impl Client {
     async fn next(mut self) -> Option<(Result<SseEvent, Infallible>, Self)> {
         loop {
             if let Some(entry) = self.pending.pop_front() {
-                let message = SseEvent::default()
-                    .event("journal")
-                    .id(entry.cursor.to_string())
-                    .json_data(&entry)
-                    .ok()?;
+                let message = self.send(&entry)?;
                 return Some((Ok(message), self));
             }
-            if self.journal.borrow_and_update().cursor != self.cursor {
+            // Behind what the follower has read (connected late, or lagged): read the store.
+            let followed = self.followed.borrow_and_update().cursor;
+            if !self.cursor.reaches(&followed) {
                 let (entries, next) = self
                     .store
                     .journal_since(self.cursor, CLIENT_PAGE)
                     .await
                     .ok()?;
-                let moved = next != self.cursor;
-                self.cursor = next;
-                self.pending.extend(entries);
-                if moved {
-                    continue;
+                self.pending
+                    .extend(entries.into_iter().filter(|e| !self.cursor.covers(e)));
+                if self.pending.is_empty() {
+                    // Nothing readable up to `next`: go on from there, or, if the store has
+                    // nothing the follower saw (it was replaced), wait for news.
+                    let before = self.cursor;
+                    self.cursor = self.cursor.furthest(next);
+                    if self.cursor == before {
+                        self.followed.changed().await.ok()?;
+                    }
                 }
+                continue;
             }
-            self.journal.changed().await.ok()?;
+            match self.live.recv().await {
+                Ok(entry) if self.cursor.covers(&entry) => continue,
+                Ok(entry) => {
+                    let message = self.send(&entry)?;
+                    return Some((Ok(message), self));
+                }
+                // Too far behind for the broadcast: catch up from the store, then follow again.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.live = self.live.resubscribe();
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
         }
+    }
+
+    /// The message for `entry`, moving this client's cursor past it. Its id is where this
+    /// client is: past everything it was sent.
+    fn send(&mut self, entry: &JournalEntry) -> Option<SseEvent> {
+        self.cursor = self.cursor.furthest(entry.cursor);
+        let shown = JournalEntry {
+            cursor: self.cursor,
+            ..entry.clone()
+        };
+        SseEvent::default()
+            .event("journal")
+            .id(self.cursor.to_string())
+            .json_data(&shown)
+            .ok()
     }
 }

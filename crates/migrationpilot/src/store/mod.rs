@@ -413,6 +413,8 @@ pub struct LogFilter {
 pub struct JournalEntry {
     /// The project.
     pub project: String,
+    /// The table it was read from: its own position is `cursor`'s for that table.
+    pub table: JournalTable,
     /// Where a reader that has seen this entry (and those before it) goes on from.
     pub cursor: JournalCursor,
     /// The event. A completion, decision or sample read back from its own table carries
@@ -471,6 +473,73 @@ pub struct JournalCursor {
     pub healing: i64,
     /// The last sample's position.
     pub sample: i64,
+}
+
+/// The tables the journal is read back from, in the order [`JournalCursor`] writes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalTable {
+    /// Events.
+    Event,
+    /// Item completions.
+    Item,
+    /// Healing decisions.
+    Healing,
+    /// The collector's samples.
+    Sample,
+}
+
+impl JournalTable {
+    /// Every table, in cursor order.
+    pub const ALL: [JournalTable; 4] = [
+        JournalTable::Event,
+        JournalTable::Item,
+        JournalTable::Healing,
+        JournalTable::Sample,
+    ];
+}
+
+impl JournalCursor {
+    /// The last position seen in `table`.
+    pub fn position(&self, table: JournalTable) -> i64 {
+        match table {
+            JournalTable::Event => self.event,
+            JournalTable::Item => self.item,
+            JournalTable::Healing => self.healing,
+            JournalTable::Sample => self.sample,
+        }
+    }
+
+    /// The last position seen in `table`, to move.
+    pub fn position_mut(&mut self, table: JournalTable) -> &mut i64 {
+        match table {
+            JournalTable::Event => &mut self.event,
+            JournalTable::Item => &mut self.item,
+            JournalTable::Healing => &mut self.healing,
+            JournalTable::Sample => &mut self.sample,
+        }
+    }
+
+    /// Whether a reader at this cursor has already seen `entry`.
+    pub fn covers(&self, entry: &JournalEntry) -> bool {
+        self.position(entry.table) >= entry.cursor.position(entry.table)
+    }
+
+    /// The furthest of the two in each table.
+    pub fn furthest(self, other: JournalCursor) -> JournalCursor {
+        JournalCursor {
+            event: self.event.max(other.event),
+            item: self.item.max(other.item),
+            healing: self.healing.max(other.healing),
+            sample: self.sample.max(other.sample),
+        }
+    }
+
+    /// Whether this cursor is at or past `other` in every table.
+    pub fn reaches(&self, other: &JournalCursor) -> bool {
+        JournalTable::ALL
+            .iter()
+            .all(|t| self.position(*t) >= other.position(*t))
+    }
 }
 
 impl std::fmt::Display for JournalCursor {

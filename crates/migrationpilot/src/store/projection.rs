@@ -10,7 +10,7 @@ use self_healing::event::{
     AttemptOutput, Event, EventKind, HealthStatus, MetricSample, RunId, RunStatus,
 };
 
-use super::{JournalCursor, JournalEntry, Result, StoreError, millis};
+use super::{JournalCursor, JournalEntry, JournalTable, Result, StoreError, millis};
 
 /// Item completions per multi-row statement (7 values each, well under SQLite's 32766 and
 /// PostgreSQL's 65535 bind parameters).
@@ -374,16 +374,12 @@ impl Found {
             let Some((position, entry)) = tables[table].next() else {
                 break;
             };
-            let moved = match table {
-                0 => &mut cursor.event,
-                1 => &mut cursor.item,
-                2 => &mut cursor.healing,
-                _ => &mut cursor.sample,
-            };
-            *moved = position;
+            let table = JournalTable::ALL[table];
+            *cursor.position_mut(table) = position;
             if let Some((project, event)) = entry {
                 entries.push(JournalEntry {
                     project,
+                    table,
                     cursor,
                     event,
                 });
