@@ -2,12 +2,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
 
-use self_healing::alert::{Alert, Notifier, NotifyError};
-use self_healing::healing::{AutoHealer, HealingStrategy, NotifyAction, Operator, Trigger};
+use self_healing::alert::{Alert, Alerting, Notifier, NotifyError, Rules};
+use self_healing::healing::{AlertThreshold, AutoHealer};
 use self_healing::health::HealthMonitor;
 use self_healing::pipeline::{ItemSource, SelfHealingPipeline, Stage};
 use self_healing::resilience::RetryPolicy;
@@ -31,6 +30,8 @@ pub struct Built {
     /// The values of the secret-looking variables the file used, masked in what is shown or
     /// stored.
     pub secrets: Secrets,
+    /// The file's alert channels as written (`${NAME}`s unsubstituted), for the store.
+    pub alert_channels: Option<serde_json::Value>,
 }
 
 /// An alert channel that masks the file's secrets in the text of every alert it sends.
@@ -42,15 +43,20 @@ struct MaskedNotifier {
 impl Notifier for MaskedNotifier {
     fn notify<'a>(
         &'a self,
-        alert: &'a Alert,
+        alerts: &'a [Alert],
     ) -> self_healing::BoxFuture<'a, Result<(), NotifyError>> {
         Box::pin(async move {
             if self.secrets.is_empty() {
-                return self.inner.notify(alert).await;
+                return self.inner.notify(alerts).await;
             }
-            let mut clean = alert.clone();
-            clean.title = self.secrets.mask(&alert.title).into_owned();
-            clean.message = self.secrets.mask(&alert.message).into_owned();
+            let clean: Vec<Alert> = alerts
+                .iter()
+                .map(|alert| Alert {
+                    title: self.secrets.mask(&alert.title).into_owned(),
+                    message: self.secrets.mask(&alert.message).into_owned(),
+                    ..alert.clone()
+                })
+                .collect();
             self.inner.notify(&clean).await
         })
     }
@@ -64,6 +70,30 @@ impl Notifier for MaskedNotifier {
     }
 }
 
+/// The alert channels a project's file declared, as the store keeps them (`${NAME}`s
+/// unsubstituted), built with the variables `lookup` gives: how `serve` reaches them. Secret
+/// values are masked in what the channels send.
+pub fn stored_channels(
+    raw: &serde_json::Value,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Arc<dyn Notifier>>, String> {
+    let env = crate::env::Env::new(lookup);
+    let configs: Vec<self_healing::alert::ChannelConfig> =
+        serde::Deserialize::deserialize(crate::env::Substituting::new(raw.clone(), &env))
+            .map_err(|e| e.to_string())?;
+    let secrets = env.into_secrets();
+    configs
+        .iter()
+        .map(|config| {
+            let inner = config.build().map_err(|e| e.to_string())?;
+            Ok(Arc::new(MaskedNotifier {
+                inner,
+                secrets: secrets.clone(),
+            }) as Arc<dyn Notifier>)
+        })
+        .collect()
+}
+
 impl std::fmt::Debug for Built {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Built")
@@ -73,9 +103,6 @@ impl std::fmt::Debug for Built {
             .finish_non_exhaustive()
     }
 }
-
-/// How long a notify strategy made from an alert threshold waits before alerting again.
-const THRESHOLD_ALERT_COOLDOWN: Duration = Duration::from_secs(300);
 
 /// Checks and builds a pipeline file. Every problem found is returned, each located in the file.
 pub fn build(
@@ -197,48 +224,47 @@ pub fn build(
                 );
                 continue;
             }
-            if threshold.warning.is_none() && threshold.critical.is_none() {
-                from(
-                    &at,
-                    InvalidConfig::new("warning", "give `warning`, `critical` or both"),
-                );
-            }
-            for (level, severity) in [
-                (threshold.warning, Severity::Warning),
-                (threshold.critical, Severity::Critical),
-            ] {
-                let Some(level) = level else { continue };
-                healer = healer.strategy(
-                    HealingStrategy::new(
-                        format!("alert-{}-{severity}", threshold.metric),
-                        NotifyAction {
-                            severity,
-                            message: Some(format!(
-                                "{} reached its {severity} level of {level}",
-                                threshold.metric
-                            )),
-                        },
-                    )
-                    .trigger(Trigger::metrics(
-                        threshold.metric.as_str(),
-                        Operator::Gte,
-                        level,
-                    ))
-                    .cooldown(THRESHOLD_ALERT_COOLDOWN),
-                );
+            let threshold = AlertThreshold {
+                metric: threshold.metric.as_str().into(),
+                warning: threshold.warning,
+                critical: threshold.critical,
+            };
+            match threshold.validate() {
+                Ok(()) => healer = healer.threshold(threshold),
+                Err(e) => from(&at, e),
             }
         }
+        let mut alerting = Alerting::builder().rules(Rules {
+            group_wait: alerts.group_wait.unwrap_or(Rules::default().group_wait),
+            repeat_interval: alerts
+                .repeat_interval
+                .unwrap_or(Rules::default().repeat_interval),
+        });
+        let mut names: Vec<String> = Vec::new();
         for (i, channel) in alerts.channels.iter().enumerate() {
+            let at = format!("healing.alerts.channels[{i}]");
             match channel.build() {
+                Ok(notifier) if names.iter().any(|n| n == notifier.name()) => from(
+                    &at,
+                    InvalidConfig::new(
+                        "name",
+                        format!(
+                            "another channel is named `{}`: give each a `name` of its own",
+                            notifier.name()
+                        ),
+                    ),
+                ),
                 Ok(notifier) => {
-                    healer = healer.notifier(Arc::new(MaskedNotifier {
+                    names.push(notifier.name().to_owned());
+                    alerting = alerting.channel(Arc::new(MaskedNotifier {
                         inner: notifier,
                         secrets: secrets.clone(),
-                    }))
+                    }));
                 }
-                Err(e) => from(&format!("healing.alerts.channels[{i}]"), e),
+                Err(e) => from(&at, e),
             }
         }
+        healer = healer.alerting(alerting.build());
     }
     let healer = healer.build().map_err(|e| from("healing", e)).ok();
 
@@ -324,6 +350,7 @@ pub fn build(
             healer,
             monitor,
             secrets: secrets.clone(),
+            alert_channels: None,
         }),
         _ => Err(errors),
     }

@@ -236,6 +236,12 @@ pub struct AlertsFile {
     /// Where alerts are sent.
     #[serde(default)]
     pub channels: Vec<ChannelConfig>,
+    /// Alerts that fire within this time of each other go out together (default 10 s).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub group_wait: Option<Duration>,
+    /// A firing alert is sent again no more often than this (default 4 h).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub repeat_interval: Option<Duration>,
 }
 
 /// Alert when `metric` reaches `warning` or `critical`.
@@ -294,6 +300,9 @@ pub struct Loaded {
     pub text: String,
     /// Values to mask wherever something is shown or stored.
     pub secrets: Secrets,
+    /// `healing.alerts.channels` as written, `${NAME}`s unsubstituted: what the store keeps so
+    /// `serve` can deliver alerts a run left owed, with its own environment's secrets.
+    pub alert_channels: Option<serde_json::Value>,
 }
 
 /// Reads and parses a pipeline file, taking `${NAME}` from the process's environment.
@@ -358,10 +367,18 @@ pub fn parse(
         path: l.path,
         message: l.message,
     })?;
+    let raw: Option<serde_json::Value> = match format {
+        Format::Yaml => serde_saphyr::from_str(&text).ok(),
+        Format::Toml => toml::from_str(&text).ok(),
+    };
+    let alert_channels = raw
+        .and_then(|raw| raw.pointer("/healing/alerts/channels").cloned())
+        .filter(|channels| channels.as_array().is_some_and(|c| !c.is_empty()));
     Ok(Loaded {
         file,
         text,
         secrets: env.into_secrets(),
+        alert_channels,
     })
 }
 

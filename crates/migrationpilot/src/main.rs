@@ -107,6 +107,14 @@ enum Commands {
         #[command(flatten)]
         token: TokenArgs,
     },
+    /// The project's alerts: firing first, with each channel's deliveries.
+    Alerts {
+        #[command(flatten)]
+        project: ProjectArgs,
+        /// How many alerts to list.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
     /// Inspect and steer healing.
     #[command(subcommand)]
     Healing(HealingCommand),
@@ -253,6 +261,7 @@ fn main() -> ExitCode {
                 run(store_url, request, listen, token).await
             }
             Commands::Serve { listen, token } => serve(store_url, listen, token).await,
+            Commands::Alerts { project, limit } => alerts(store_url, project, limit).await,
             Commands::Health(args) => health(store_url, args).await,
             Commands::Runs {
                 show: Some(RunsCommand::Show { run, json }),
@@ -324,8 +333,10 @@ fn validate(path: PathBuf) -> Outcome {
     let stages = built.pipeline.stage_names().count();
     let strategies = built.healer.strategies().len();
     let checks = built.monitor.as_ref().map_or(0, |m| m.report().len());
+    let thresholds = built.healer.thresholds().len();
+    let channels = built.healer.alerts().channels().len();
     println!(
-        "{}: ok: project `{}`, {stages} stage(s), {strategies} strategy(ies), {checks} health check(s)",
+        "{}: ok: project `{}`, {stages} stage(s), {strategies} strategy(ies), {checks} health check(s), {thresholds} alert threshold(s), {channels} alert channel(s)",
         path.display(),
         built.project
     );
@@ -519,6 +530,54 @@ async fn runs(
 /// A run the store does not know, said so.
 fn no_such_run(run: &str) -> CliError {
     CliError::Invalid(format!("the store knows no run `{run}`"))
+}
+
+async fn alerts(store_url: Option<String>, args: ProjectArgs, limit: u32) -> Outcome {
+    let store = open_store(store_url).await?;
+    control::known_project(&*store, &args.project).await?;
+    let rows = store.alerts(&args.project, limit).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&rows).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!("project `{}` has raised no alerts", args.project);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for row in rows {
+        let a = &row.alert;
+        let since = iso8601(store::millis(a.starts_at));
+        let until = a
+            .ends_at
+            .map(|e| format!(" until {}", iso8601(store::millis(e))))
+            .unwrap_or_default();
+        println!(
+            "{:<9} {:<9} {}  since {since}{until}",
+            a.status.as_str(),
+            a.severity.as_str(),
+            row.fingerprint
+        );
+        println!("          {}", a.title);
+        for d in &row.deliveries {
+            let when = d
+                .delivered_ms
+                .map(|ms| format!(" at {}", iso8601(ms)))
+                .unwrap_or_default();
+            let error = d
+                .last_error
+                .as_deref()
+                .map(|e| format!(" (last error: {e})"))
+                .unwrap_or_default();
+            println!(
+                "          → {:<14} {:<9} {}{when}, {} attempt(s){error}",
+                d.channel,
+                d.about.as_str(),
+                d.status,
+                d.attempts
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn show_run(store_url: Option<String>, run: String, json: bool) -> Outcome {

@@ -18,7 +18,7 @@ use crate::build::{self, Built};
 use crate::control::Steering;
 use crate::env::Secrets;
 use crate::error::CliError;
-use crate::store::{self, CheckSeen, DeclaredCheck, Owner, RunClaim, RunRow, Store};
+use crate::store::{self, CheckSeen, DeclaredCheck, Owner, RunClaim, RunRow, Store, StoreOutbox};
 use crate::{file, journal, progress, serve};
 
 /// Opens the store `url` names, or the default one.
@@ -39,7 +39,7 @@ pub async fn open_store(url: Option<String>) -> Result<Arc<dyn Store>, CliError>
 /// with its file, line, column and key.
 pub fn load(path: &Path, project: Option<&str>, seed: Option<u64>) -> Result<Built, CliError> {
     let loaded = file::load(path)?;
-    build::build(
+    let mut built = build::build(
         &loaded.file,
         path,
         &loaded.text,
@@ -55,8 +55,13 @@ pub fn load(path: &Path, project: Option<&str>, seed: Option<u64>) -> Result<Bui
             path: path.display().to_string(),
             count: errors.len(),
         }
-    })
+    })?;
+    built.alert_channels = loaded.alert_channels;
+    Ok(built)
 }
+
+/// How long a run's end waits for alert deliveries in flight before leaving them owed.
+pub const ALERT_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Waits for Ctrl-C or, on Unix, SIGTERM; `false` if no signal can be waited for.
 pub async fn terminated() -> bool {
@@ -207,6 +212,20 @@ impl Session {
             secrets,
             ..
         } = self.built;
+        // Alerts are kept in the store: those an earlier run left firing can resolve, and
+        // what it left undelivered goes out now.
+        let alerting = healer.alerts().clone();
+        alerting.keep_in(Arc::new(StoreOutbox::new(
+            Arc::clone(&self.store),
+            Some(&self.project),
+        )));
+        if let Some(channels) = &self.built.alert_channels {
+            self.store.set_channels(&self.project, channels).await?;
+        }
+        if let Err(error) = alerting.restore(&self.project).await {
+            eprintln!("  ! alerts earlier runs left firing could not be read: {error}");
+        }
+        alerting.deliver_owed().await;
         // Steering set while nothing ran applies from the start.
         let mut steering = Steering::new(
             Arc::clone(&self.store),
@@ -287,6 +306,14 @@ impl Session {
             .unwrap_or_else(|e| Err(format!("the journal writer failed: {e}")));
         let _ = printer.await;
         lease.abort();
+        // Alerts still gathering go out now; a dead or slow channel gets a short grace, and
+        // what it has not taken stays owed in the store for the next start.
+        let going = alerting.settle(ALERT_GRACE).await;
+        if going > 0 {
+            eprintln!(
+                "  ! {going} alert delivery(ies) unfinished: what was not delivered goes out on the next start"
+            );
+        }
         stop_serving.cancel();
         if let Some(server) = server {
             match server.await {

@@ -737,6 +737,6 @@ healing:
         .assert()
         .success()
         .stdout(predicate::str::contains(
-            "1 stage(s), 6 strategy(ies), 4 health check(s)",
+            "1 stage(s), 2 strategy(ies), 4 health check(s), 2 alert threshold(s), 2 alert channel(s)",
         ));
 }

@@ -245,7 +245,7 @@ healing:
     work.script("broken.sh", "echo 'schema mismatch in ledger' >&2; exit 1");
     work.file(
         "ledger.yaml",
-        "project: ledger\nstages:\n  - name: load\n    command: [\"./broken.sh\"]\n",
+        "project: ledger\nstages:\n  - name: load\n    command: [\"./broken.sh\"]\nhealing:\n  strategies:\n    - { name: page-oncall, triggers: [{ type: error }], action: notify, config: { severity: critical } }\n",
     );
     work.cmd().args(["run", "ledger.yaml"]).assert().code(1);
     work.script(
@@ -318,6 +318,11 @@ fn chromium_shows_the_runs_follows_a_live_one_and_steers_with_the_token() {
         error.as_str().unwrap().contains("schema mismatch"),
         "{error}"
     );
+    let alert = browser.wait(
+        "document.querySelector('#alerts tr.alert-row[data-status=firing][data-severity=critical]') &&
+         document.querySelector('#alerts tr.alert-row').dataset.fingerprint",
+    );
+    assert_eq!(alert, json!("ledger/load/page-oncall"));
     browser.screenshot("dashboard-failed-run");
 
     // The running run moves to its end without a reload.

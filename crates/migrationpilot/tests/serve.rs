@@ -120,6 +120,7 @@ fn the_api_answers_and_refuses_over_a_real_socket() {
     assert_eq!((status, &health["live"]), (200, &Value::Bool(false)));
     let (status, openapi) = json("GET", &url("/api/v1/openapi.json"), &[], None);
     assert_eq!(status, 200);
+    assert!(openapi["paths"]["/api/v1/projects/{project}/alerts"].is_object());
     // Every documented operation is served (the stream is tested below).
     for (path, operations) in openapi["paths"].as_object().unwrap() {
         if path.ends_with("/stream") {

@@ -27,3 +27,27 @@ pub mod system_time {
         Ok(UNIX_EPOCH + Duration::from_millis(u64::deserialize(deserializer)?))
     }
 }
+
+/// Optional points in time on the wire: integer milliseconds since the Unix epoch, or null.
+pub mod system_time_opt {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        at: &Option<SystemTime>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match at {
+            Some(at) => serializer.serialize_u64(crate::clock::unix_millis(*at)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<SystemTime>, D::Error> {
+        Ok(Option::<u64>::deserialize(deserializer)?
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)))
+    }
+}

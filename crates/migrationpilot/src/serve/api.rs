@@ -236,3 +236,13 @@ pub(super) async fn health(
         checks: app.store.health(&project.name).await?,
     }))
 }
+
+pub(super) async fn alerts(
+    State(app): State<App>,
+    Path(project): Path<String>,
+    q: Result<Query<Limit>, QueryRejection>,
+) -> Result<Json<Vec<store::AlertRow>>, ApiError> {
+    let limit = limit(query(q)?.limit, 50, 1000)?;
+    control::known_project(&*app.store, &project).await?;
+    Ok(Json(app.store.alerts(&project, limit).await?))
+}

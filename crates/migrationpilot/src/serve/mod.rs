@@ -171,6 +171,9 @@ impl Bound {
             shutdown.clone(),
         )
         .await;
+        if replay {
+            tokio::spawn(deliver_owed_alerts(Arc::clone(&store), shutdown.clone()));
+        }
         let app = App {
             store,
             registry: Arc::new(registry),
@@ -182,6 +185,54 @@ impl Bound {
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
             .map_err(|e| CliError::Failed(format!("serving failed: {e}")))
+    }
+}
+
+/// How often `serve` looks for alert deliveries runs left owed.
+const OWED_ALERTS_EVERY: Duration = Duration::from_secs(30);
+
+/// Delivers, every [`OWED_ALERTS_EVERY`], the alerts runs left owed (a channel was down, or the
+/// run was killed), through each project's channels as its file declared them, with the
+/// secrets of this process's environment. A project whose channels cannot be built is said so
+/// once.
+async fn deliver_owed_alerts(store: Arc<dyn Store>, shutdown: CancellationToken) {
+    let mut said: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let owner = format!("serve pid {}", std::process::id());
+    loop {
+        let owing = store.owing_projects().await.unwrap_or_default();
+        for (project, channels) in owing {
+            let channels = match channels
+                .map(|raw| crate::build::stored_channels(&raw, &|name| std::env::var(name).ok()))
+            {
+                Some(Ok(channels)) => channels,
+                Some(Err(error)) => {
+                    if said.insert(project.clone()) {
+                        eprintln!(
+                            "  ! alerts owed by `{project}` wait: its channels cannot be built here: {error}"
+                        );
+                    }
+                    continue;
+                }
+                None => continue,
+            };
+            let alerting = channels
+                .into_iter()
+                .fold(self_healing::alert::Alerting::builder(), |b, c| {
+                    b.channel(c)
+                })
+                .outbox(Arc::new(crate::store::StoreOutbox::new(
+                    Arc::clone(&store),
+                    Some(&project),
+                )))
+                .owner(owner.clone())
+                .build();
+            alerting.deliver_owed().await;
+            alerting.settle(OWED_ALERTS_EVERY).await;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(OWED_ALERTS_EVERY) => {}
+            () = shutdown.cancelled() => return,
+        }
     }
 }
 
@@ -201,6 +252,7 @@ fn router(app: App) -> Router {
         .route("/api/v1/projects/{project}/runs", get(api::runs))
         .route("/api/v1/projects/{project}/healing", get(api::healing))
         .route("/api/v1/projects/{project}/health", get(api::health))
+        .route("/api/v1/projects/{project}/alerts", get(api::alerts))
         .route("/api/v1/runs/{run}", get(api::run))
         .route("/api/v1/runs/{run}/events", get(api::events))
         .route("/api/v1/runs/{run}/samples", get(api::samples))

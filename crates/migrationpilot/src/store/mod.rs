@@ -15,6 +15,7 @@ use serde::{Serialize, Serializer};
 
 use self_healing::BoxFuture;
 use self_healing::PipelineMetrics;
+use self_healing::alert::{Alert, AlertStatus, Delivery, Outbox};
 use self_healing::event::{ActionKind, Event, EventKind, HealthStatus, RunId, RunStatus};
 use self_healing::healing::{HealingRecord, StrategyOverride};
 use self_healing::pipeline::Resume;
@@ -766,9 +767,170 @@ pub trait Control: Send + Sync {
 }
 
 /// Everything a backend provides.
-pub trait Store: Journal + Queries + Control + 'static {}
+/// One alert as the store keeps it, with what each channel was sent of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertRow {
+    /// The alert as it last fired or resolved.
+    pub alert: Alert,
+    /// `project/stage/name`.
+    pub fingerprint: String,
+    /// When it last changed, in milliseconds since the Unix epoch.
+    pub updated_ms: i64,
+    /// Its notifications, oldest first.
+    pub deliveries: Vec<DeliveryRow>,
+}
 
-impl<T: Journal + Queries + Control + 'static> Store for T {}
+/// One notification of an alert to a channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryRow {
+    /// The channel.
+    pub channel: String,
+    /// Whether it was about the alert firing or resolved.
+    pub about: AlertStatus,
+    /// `owed` (not delivered yet) or `delivered`.
+    pub status: String,
+    /// Tries so far (each a channel's full retry).
+    pub attempts: i64,
+    /// Why the last try failed.
+    pub last_error: Option<String>,
+    /// When it was owed, in milliseconds since the Unix epoch.
+    pub created_ms: i64,
+    /// When it was delivered.
+    pub delivered_ms: Option<i64>,
+}
+
+/// A project that owes alert deliveries, and its channels as kept (`None` if never kept).
+pub type Owing = (String, Option<serde_json::Value>);
+
+/// Alerts and their deliveries: the outbox of `self_healing::alert` kept in the store, so an
+/// alert survives a crash and goes out on the next start.
+pub trait Alerts: Send + Sync {
+    /// Keeps `alert`'s state and owes it to each of `channels`, in one transaction.
+    fn keep_alert<'a>(
+        &'a self,
+        alert: &'a Alert,
+        channels: &'a [String],
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Takes the deliveries owed (of `project`, or every project's) that no other process took
+    /// within `lease`, for `owner`.
+    fn take_deliveries<'a>(
+        &'a self,
+        owner: &'a str,
+        lease: std::time::Duration,
+        project: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<Delivery>>>;
+
+    /// Records a try: delivered (`error` is `None`), or still owed with the error.
+    fn delivery_attempted<'a>(
+        &'a self,
+        ids: &'a [i64],
+        error: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// `project`'s firing alerts.
+    fn firing_alerts<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<Vec<Alert>>>;
+
+    /// `project`'s alerts, firing first, then the most recently changed, with their deliveries.
+    fn alerts<'a>(&'a self, project: &'a str, limit: u32) -> BoxFuture<'a, Result<Vec<AlertRow>>>;
+
+    /// Keeps the project's alert channels as its file declares them, `${NAME}`s unsubstituted
+    /// (secrets stay in the environment), so `serve` can deliver what a run left owed.
+    fn set_channels<'a>(
+        &'a self,
+        project: &'a str,
+        channels: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// The projects that owe deliveries, with their channels as kept.
+    fn owing_projects(&self) -> BoxFuture<'_, Result<Vec<Owing>>>;
+}
+
+/// A store as the alerting's outbox.
+#[derive(Clone)]
+pub struct StoreOutbox {
+    store: Arc<dyn Store>,
+    project: Option<String>,
+}
+
+impl StoreOutbox {
+    /// The outbox of `project` (deliveries of other projects are not taken), or of every
+    /// project.
+    pub fn new(store: Arc<dyn Store>, project: Option<&str>) -> Self {
+        StoreOutbox {
+            store,
+            project: project.map(str::to_owned),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreOutbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOutbox")
+            .field("project", &self.project)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outbox for StoreOutbox {
+    fn enqueue<'a>(
+        &'a self,
+        alert: &'a Alert,
+        channels: &'a [String],
+    ) -> BoxFuture<'a, std::result::Result<(), String>> {
+        Box::pin(async move {
+            self.store
+                .keep_alert(alert, channels)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn take<'a>(
+        &'a self,
+        owner: &'a str,
+        lease: std::time::Duration,
+    ) -> BoxFuture<'a, std::result::Result<Vec<Delivery>, String>> {
+        Box::pin(async move {
+            self.store
+                .take_deliveries(owner, lease, self.project.as_deref())
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn attempted<'a>(
+        &'a self,
+        ids: &'a [i64],
+        error: Option<&'a str>,
+    ) -> BoxFuture<'a, std::result::Result<(), String>> {
+        Box::pin(async move {
+            self.store
+                .delivery_attempted(ids, error)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn firing<'a>(
+        &'a self,
+        project: &'a str,
+    ) -> BoxFuture<'a, std::result::Result<Vec<Alert>, String>> {
+        Box::pin(async move {
+            self.store
+                .firing_alerts(project)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Everything a store does.
+pub trait Store: Journal + Queries + Control + Alerts + 'static {}
+
+impl<T: Journal + Queries + Control + Alerts + 'static> Store for T {}
 
 /// Opens the store a URL names: `sqlite://PATH` (or a bare path).
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
@@ -807,34 +969,5 @@ pub fn millis(at: SystemTime) -> i64 {
 
 /// `2026-11-28T03:04:05Z` for milliseconds since the epoch (UTC, no leap seconds).
 pub fn iso8601(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_print_as_iso8601() {
-        assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
-        assert_eq!(iso8601(1_795_835_045_000), "2026-11-28T03:04:05Z");
-        assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00Z");
-    }
+    self_healing::clock::iso8601(ms)
 }

@@ -14,6 +14,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use self_healing::BoxFuture;
+use self_healing::alert::{Alert, AlertStatus, Delivery};
 use self_healing::event::{ActionKind, Event, EventKind, MetricSample, RunId};
 use self_healing::healing::{HealingRecord, StrategyOverride};
 use self_healing::pipeline::Resume;
@@ -21,16 +22,16 @@ use self_healing::{PipelineMetrics, StageError};
 
 use super::projection::{self, Found, ItemDone, Write, read_back};
 use super::{
+    AlertRow, Alerts, DeliveryRow, EventRow, JournalCursor, JournalEntry, KEEP_RUNS, LogFilter,
+    LogRow, Owing, RunDetail, SampleRow, StageRow,
+};
+use super::{
     CheckSeen, Claimed, Control, HealingMode, HealthRow, Journal, Owner, Queries, Result, RunClaim,
     RunRow, RunState, StoreError, millis,
 };
-use super::{
-    EventRow, JournalCursor, JournalEntry, KEEP_RUNS, LogFilter, LogRow, RunDetail, SampleRow,
-    StageRow,
-};
 
 /// Schema versions, applied in order; the store records how far it got.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     r#"
 CREATE TABLE projects (
     name TEXT PRIMARY KEY,
@@ -165,6 +166,34 @@ CREATE TABLE logs (
     stderr_cut INTEGER NOT NULL
 );
 CREATE INDEX logs_run ON logs (run, stage, item, attempt);
+"#,
+    r#"
+CREATE TABLE alerts (
+    fingerprint TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    status TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX alerts_project ON alerts (project, status, updated_ms);
+CREATE TABLE deliveries (
+    id INTEGER PRIMARY KEY,
+    project TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    about TEXT NOT NULL,
+    status TEXT NOT NULL,
+    body TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_ms INTEGER NOT NULL,
+    delivered_ms INTEGER,
+    taken_by TEXT,
+    taken_ms INTEGER
+);
+CREATE INDEX deliveries_owed ON deliveries (status, project, id);
+CREATE INDEX deliveries_alert ON deliveries (fingerprint, id);
+ALTER TABLE projects ADD COLUMN channels TEXT;
 "#,
 ];
 
@@ -1005,6 +1034,240 @@ impl Queries for SqliteStore {
     }
 }
 
+impl Alerts for SqliteStore {
+    fn keep_alert<'a>(
+        &'a self,
+        alert: &'a Alert,
+        channels: &'a [String],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let fingerprint = alert.fingerprint();
+            let body =
+                serde_json::to_string(alert).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let now = millis(std::time::SystemTime::now());
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO alerts (fingerprint, project, status, updated_ms, body) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (fingerprint) DO UPDATE SET status = excluded.status,
+                 updated_ms = excluded.updated_ms, body = excluded.body",
+            )
+            .bind(&fingerprint)
+            .bind(&*alert.project)
+            .bind(alert.status.as_str())
+            .bind(now)
+            .bind(&body)
+            .execute(&mut *tx)
+            .await?;
+            for channel in channels {
+                sqlx::query(
+                    "INSERT INTO deliveries (project, fingerprint, channel, about, status, body, created_ms)
+                     VALUES (?, ?, ?, ?, 'owed', ?, ?)",
+                )
+                .bind(&*alert.project)
+                .bind(&fingerprint)
+                .bind(channel)
+                .bind(alert.status.as_str())
+                .bind(&body)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn take_deliveries<'a>(
+        &'a self,
+        owner: &'a str,
+        lease: std::time::Duration,
+        project: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<Delivery>>> {
+        Box::pin(async move {
+            let now = millis(std::time::SystemTime::now());
+            let expired = now - i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+            // One statement: two processes never take the same delivery within its lease.
+            let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
+                "UPDATE deliveries SET taken_by = ?1, taken_ms = ?2
+                 WHERE status = 'owed' AND (?3 IS NULL OR project = ?3)
+                 AND (taken_ms IS NULL OR taken_ms <= ?4)
+                 RETURNING id, channel, body, attempts",
+            )
+            .bind(owner)
+            .bind(now)
+            .bind(project)
+            .bind(expired)
+            .fetch_all(&self.pool)
+            .await?;
+            let mut taken: Vec<Delivery> = rows
+                .into_iter()
+                .map(|(id, channel, body, attempts)| {
+                    Ok(Delivery {
+                        id,
+                        channel,
+                        alert: serde_json::from_str(&body)
+                            .map_err(|e| StoreError::Invalid(format!("delivery {id}: {e}")))?,
+                        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    })
+                })
+                .collect::<Result<_>>()?;
+            taken.sort_by_key(|d| d.id);
+            Ok(taken)
+        })
+    }
+
+    fn delivery_attempted<'a>(
+        &'a self,
+        ids: &'a [i64],
+        error: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let now = millis(std::time::SystemTime::now());
+            let mut tx = self.pool.begin().await?;
+            for id in ids {
+                sqlx::query(
+                    "UPDATE deliveries SET attempts = attempts + 1, taken_by = NULL, taken_ms = NULL,
+                     status = CASE WHEN ?2 IS NULL THEN 'delivered' ELSE 'owed' END,
+                     last_error = ?2, delivered_ms = CASE WHEN ?2 IS NULL THEN ?3 ELSE NULL END
+                     WHERE id = ?1",
+                )
+                .bind(id)
+                .bind(error)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn firing_alerts<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<Vec<Alert>>> {
+        Box::pin(async move {
+            let bodies: Vec<String> = sqlx::query_scalar(
+                "SELECT body FROM alerts WHERE project = ? AND status = 'firing' ORDER BY updated_ms",
+            )
+            .bind(project)
+            .fetch_all(&self.pool)
+            .await?;
+            bodies
+                .iter()
+                .map(|b| {
+                    serde_json::from_str(b)
+                        .map_err(|e| StoreError::Invalid(format!("an alert: {e}")))
+                })
+                .collect()
+        })
+    }
+
+    fn alerts<'a>(&'a self, project: &'a str, limit: u32) -> BoxFuture<'a, Result<Vec<AlertRow>>> {
+        Box::pin(async move {
+            let rows: Vec<(String, i64, String)> = sqlx::query_as(
+                "SELECT fingerprint, updated_ms, body FROM alerts WHERE project = ?
+                 ORDER BY status = 'firing' DESC, updated_ms DESC LIMIT ?",
+            )
+            .bind(project)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (fingerprint, updated_ms, body) in rows {
+                /// channel, about, status, attempts, last error, created, delivered
+                type Row = (
+                    String,
+                    String,
+                    String,
+                    i64,
+                    Option<String>,
+                    i64,
+                    Option<i64>,
+                );
+                let deliveries: Vec<Row> = sqlx::query_as(
+                    "SELECT channel, about, status, attempts, last_error, created_ms, delivered_ms
+                     FROM deliveries WHERE fingerprint = ? ORDER BY id",
+                )
+                .bind(&fingerprint)
+                .fetch_all(&self.pool)
+                .await?;
+                let deliveries = deliveries
+                    .into_iter()
+                    .map(
+                        |(
+                            channel,
+                            about,
+                            status,
+                            attempts,
+                            last_error,
+                            created_ms,
+                            delivered_ms,
+                        )| {
+                            DeliveryRow {
+                                channel,
+                                about: if about == "resolved" {
+                                    AlertStatus::Resolved
+                                } else {
+                                    AlertStatus::Firing
+                                },
+                                status,
+                                attempts,
+                                last_error,
+                                created_ms,
+                                delivered_ms,
+                            }
+                        },
+                    )
+                    .collect();
+                out.push(AlertRow {
+                    alert: serde_json::from_str(&body)
+                        .map_err(|e| StoreError::Invalid(format!("alert {fingerprint}: {e}")))?,
+                    fingerprint,
+                    updated_ms,
+                    deliveries,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn set_channels<'a>(
+        &'a self,
+        project: &'a str,
+        channels: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO projects (name, channels) VALUES (?, ?)
+                 ON CONFLICT (name) DO UPDATE SET channels = excluded.channels",
+            )
+            .bind(project)
+            .bind(channels.to_string())
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn owing_projects(&self) -> BoxFuture<'_, Result<Vec<Owing>>> {
+        Box::pin(async move {
+            let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+                "SELECT d.project, p.channels FROM (SELECT DISTINCT project FROM deliveries
+                 WHERE status = 'owed') d LEFT JOIN projects p ON p.name = d.project",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(project, channels)| {
+                    (
+                        project,
+                        channels.and_then(|c| serde_json::from_str(&c).ok()),
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
 impl Control for SqliteStore {
     fn claim_run<'a>(&'a self, claim: &'a RunClaim) -> BoxFuture<'a, Result<Option<RunRow>>> {
         Box::pin(async move {
@@ -1208,7 +1471,7 @@ mod tests {
             .fetch_all(&again.pool)
             .await
             .unwrap();
-        assert_eq!(versions, [1, 2, 3]);
+        assert_eq!(versions, [1, 2, 3, 4]);
         let mode = again.healing_mode("p").await.unwrap();
         assert_eq!(
             (mode.enabled, mode.reason.as_deref()),

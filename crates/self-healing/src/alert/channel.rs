@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer};
 
 use super::Notifier;
+use super::alertmanager::AlertmanagerConfig;
 use super::email::EmailConfig;
 use super::pagerduty::PagerDutyConfig;
 use super::slack::SlackConfig;
@@ -30,21 +31,25 @@ pub enum ChannelConfig {
     Slack(SlackConfig),
     /// `type: pagerduty`: an event to the PagerDuty Events API v2.
     Pagerduty(PagerDutyConfig),
-    /// `type: email`: accepted in files, but refused by `build` in this version.
+    /// `type: email`: a plain-text message over SMTP.
     Email(EmailConfig),
-    /// `type: webhook`: the alert as JSON, POSTed to a URL.
+    /// `type: webhook`: the alerts as JSON, POSTed to a URL.
     Webhook(WebhookConfig),
+    /// `type: alertmanager`: Prometheus Alertmanager's API v2.
+    Alertmanager(AlertmanagerConfig),
 }
 
 impl Tagged for ChannelConfig {
     const TAG: &'static str = "type";
-    const VARIANTS: &'static [&'static str] = &["slack", "pagerduty", "email", "webhook"];
+    const VARIANTS: &'static [&'static str] =
+        &["slack", "pagerduty", "email", "webhook", "alertmanager"];
 
     fn variant<'de, D: Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
         Ok(match tag {
             "slack" => ChannelConfig::Slack(Deserialize::deserialize(rest)?),
             "pagerduty" => ChannelConfig::Pagerduty(Deserialize::deserialize(rest)?),
             "email" => ChannelConfig::Email(Deserialize::deserialize(rest)?),
+            "alertmanager" => ChannelConfig::Alertmanager(Deserialize::deserialize(rest)?),
             _ => ChannelConfig::Webhook(Deserialize::deserialize(rest)?),
         })
     }
@@ -71,6 +76,7 @@ impl ChannelConfig {
             ChannelConfig::Pagerduty(c) => c.build(),
             ChannelConfig::Email(c) => c.build(),
             ChannelConfig::Webhook(c) => c.build(),
+            ChannelConfig::Alertmanager(c) => c.build(),
         }
     }
 }

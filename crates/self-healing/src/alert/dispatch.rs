@@ -1,109 +1,494 @@
-//! Delivery: every alert to every channel that takes its severity, in the background, retried
-//! by a [`RetryPolicy`], so a dead or slow channel never holds up healing.
+//! [`Alerting`]: the routing rules, the outbox and delivery, in the background.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
 
-use super::{Alert, Notifier};
-use crate::error::StageError;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{Alert, Delivery, MemoryOutbox, Notice, Notifier, Outbox, Router, Rules};
+use crate::error::{Severity, StageError};
 use crate::event::{EventBus, EventKind, RunId};
 use crate::resilience::RetryPolicy;
 
-/// Hands alerts to channels. Cheap to clone.
+/// How long a process may hold deliveries it took before another may take them.
+const LEASE: Duration = Duration::from_secs(120);
+
+/// What became of a delivery to one channel, for whoever reports it.
+#[derive(Debug, Clone, PartialEq)]
+struct DeliveryReport {
+    /// The channel.
+    channel: String,
+    /// The fingerprints of the alerts it carried.
+    alerts: Vec<String>,
+    /// Why it failed after its retries; `None` when delivered.
+    error: Option<String>,
+}
+
+/// Alerts people can rely on: fired and resolved through the routing [`Rules`], kept in an
+/// [`Outbox`] before delivery, delivered to every channel that takes their severity in the
+/// background with retries. Cheap to clone.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap().block_on(async {
-/// use std::sync::{Arc, Mutex};
-/// use self_healing::alert::{Alert, Dispatcher, Notifier, NotifyError};
+/// use std::sync::{Arc, Mutex, RwLock};
+/// use std::time::Duration;
+/// use self_healing::alert::{Alert, Alerting, Notifier, NotifyError, Rules};
 /// use self_healing::{BoxFuture, Severity};
 ///
 /// #[derive(Default)]
 /// struct Inbox(Mutex<Vec<String>>);
 /// impl Notifier for Inbox {
-///     fn notify<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), NotifyError>> {
-///         self.0.lock().unwrap().push(alert.title.clone());
+///     fn notify<'a>(&'a self, alerts: &'a [Alert]) -> BoxFuture<'a, Result<(), NotifyError>> {
+///         for alert in alerts {
+///             self.0.lock().unwrap().push(format!("{} {}", alert.status.as_str(), alert.title));
+///         }
 ///         Box::pin(async { Ok(()) })
 ///     }
 /// }
 /// let inbox = Arc::new(Inbox::default());
-/// let alerts = Dispatcher::new(vec![inbox.clone()]);
-/// let alert = Alert::new(Severity::Critical, "p", "budget spent", "p/budget");
-/// assert_eq!(alerts.dispatch(alert, None), 1);
-/// tokio::task::yield_now().await;
-/// assert_eq!(*inbox.0.lock().unwrap(), ["budget spent"]);
+/// let alerting = Alerting::builder().channel(inbox.clone()).build();
+/// let alert = Alert::firing(Severity::Critical, "p", "healing-budget", "budget spent");
+/// alerting.fire(alert.clone());
+/// tokio::time::sleep(Duration::from_secs(11)).await; // groupWait
+/// alerting.resolve(&alert.fingerprint(), None);
+/// alerting.settle(Duration::from_secs(30)).await;
+/// assert_eq!(*inbox.0.lock().unwrap(), ["firing budget spent", "resolved budget spent"]);
 /// # });
 /// ```
-#[derive(Clone, Default)]
-pub struct Dispatcher {
-    notifiers: Arc<[Arc<dyn Notifier>]>,
-    retry: RetryPolicy,
+#[derive(Clone)]
+pub struct Alerting {
+    inner: Arc<Inner>,
 }
 
-impl Dispatcher {
-    /// Delivers with three tries per channel, 1 s then 2 s apart.
-    pub fn new(notifiers: Vec<Arc<dyn Notifier>>) -> Self {
-        Dispatcher {
-            notifiers: notifiers.into(),
+struct Inner {
+    channels: Vec<Arc<dyn Notifier>>,
+    router: Mutex<Router>,
+    outbox: RwLock<Arc<dyn Outbox>>,
+    retry: RetryPolicy,
+    owner: String,
+    /// Whether a group is gathering: its flush is scheduled.
+    gathering: Mutex<bool>,
+    /// Delivery ids being delivered by this process.
+    in_flight: Mutex<HashSet<i64>>,
+    /// Tasks not finished (watchers, enqueues, group waits and deliveries), and a wake-up when
+    /// one ends.
+    busy: AtomicUsize,
+    /// Of those, the ones that may still owe an alert (watchers and enqueues).
+    owing: AtomicUsize,
+    idle: Notify,
+    reports: Mutex<Option<(EventBus, Option<RunId>)>>,
+}
+
+/// Builds an [`Alerting`].
+pub struct AlertingBuilder {
+    channels: Vec<Arc<dyn Notifier>>,
+    rules: Rules,
+    outbox: Option<Arc<dyn Outbox>>,
+    retry: RetryPolicy,
+    owner: String,
+}
+
+impl Alerting {
+    /// No channels, the default rules, an in-memory outbox, three tries per delivery.
+    pub fn builder() -> AlertingBuilder {
+        AlertingBuilder {
+            channels: Vec::new(),
+            rules: Rules::default(),
+            outbox: None,
             retry: RetryPolicy::default(),
+            owner: format!("pid {}", std::process::id()),
         }
     }
 
-    /// How each delivery is retried.
+    /// The channels.
+    pub fn channels(&self) -> &[Arc<dyn Notifier>] {
+        &self.inner.channels
+    }
+
+    /// Keeps alerts in `outbox` from now on (a store opened after the alerting was built);
+    /// call it before anything fires.
+    pub fn keep_in(&self, outbox: Arc<dyn Outbox>) {
+        *self.inner.outbox.write().unwrap_or_else(|e| e.into_inner()) = outbox;
+    }
+
+    fn outbox(&self) -> Arc<dyn Outbox> {
+        Arc::clone(&self.inner.outbox.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The routing rules.
+    pub fn rules(&self) -> Rules {
+        self.lock_router().rules()
+    }
+
+    fn lock_router(&self) -> std::sync::MutexGuard<'_, Router> {
+        self.inner.router.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes every delivery's outcome on `bus` from now on, as `alert-delivered` or
+    /// `alert-failed` (of `run`, if given).
+    pub fn report_to(&self, bus: &EventBus, run: Option<&RunId>) {
+        *self.inner.reports.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((bus.clone(), run.cloned()));
+    }
+
+    /// Takes back `project`'s alerts that an earlier process left firing, so they resolve.
+    pub async fn restore(&self, project: &str) -> Result<usize, String> {
+        let firing = self.outbox().firing(project).await?;
+        let count = firing.len();
+        let now = Instant::now();
+        let mut router = self.lock_router();
+        for alert in firing {
+            router.restore(alert, now);
+        }
+        Ok(count)
+    }
+
+    /// An alert fires (or its condition still holds). What the rules decided: sent (after
+    /// `groupWait`), inhibited by a more severe one, or held until `repeatInterval`.
+    pub fn fire(&self, alert: Alert) -> Notice {
+        let notice = self.lock_router().fire(alert, Instant::now());
+        if let Notice::Send(alert) = &notice {
+            self.owe(alert.clone());
+        }
+        notice
+    }
+
+    /// The alert `fingerprint` ends at `severity` (with `None`, at every severity).
+    pub fn resolve(&self, fingerprint: &str, severity: Option<Severity>) -> Notice {
+        let notice =
+            self.lock_router()
+                .resolve(fingerprint, severity, Instant::now(), SystemTime::now());
+        if let Notice::Send(alert) = &notice {
+            self.owe(alert.clone());
+        }
+        notice
+    }
+
+    /// Resolves every firing alert `pick` picks; how many resolved.
+    pub fn resolve_where(&self, pick: impl Fn(&Alert) -> bool) -> usize {
+        let fingerprints = self.lock_router().fingerprints(pick);
+        for fingerprint in &fingerprints {
+            self.resolve(fingerprint, None);
+        }
+        fingerprints.len()
+    }
+
+    /// The firing alerts, the most severe of each fingerprint.
+    pub fn firing(&self) -> Vec<Alert> {
+        self.lock_router().firing()
+    }
+
+    /// Keeps `alert` in the outbox, owed to every channel that takes its severity, then has
+    /// the group it joins delivered after `groupWait`.
+    fn owe(&self, alert: Alert) {
+        let channels: Vec<String> = self
+            .inner
+            .channels
+            .iter()
+            .filter(|c| alert.severity >= c.min_severity())
+            .map(|c| c.name().to_owned())
+            .collect();
+        let this = self.clone();
+        self.spawn_owing(async move {
+            if let Err(error) = this.outbox().enqueue(&alert, &channels).await {
+                this.report(DeliveryReport {
+                    channel: "outbox".into(),
+                    alerts: vec![alert.fingerprint()],
+                    error: Some(format!("the alert could not be kept: {error}")),
+                });
+            }
+            if !channels.is_empty() {
+                this.gather();
+            }
+        });
+    }
+
+    /// Schedules a flush after `groupWait`, unless one is scheduled.
+    fn gather(&self) {
+        {
+            let mut gathering = self
+                .inner
+                .gathering
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if *gathering {
+                return;
+            }
+            *gathering = true;
+        }
+        let wait = self.rules().group_wait;
+        let this = self.clone();
+        self.spawn(async move {
+            tokio::time::sleep(wait).await;
+            *this
+                .inner
+                .gathering
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = false;
+            this.deliver_owed().await;
+        });
+    }
+
+    /// Delivers what the outbox owes (this process's alerts, and those an earlier one left
+    /// undelivered), one group per channel, in the background.
+    pub async fn deliver_owed(&self) {
+        let taken = match self.outbox().take(&self.inner.owner, LEASE).await {
+            Ok(taken) => taken,
+            Err(error) => {
+                self.report(DeliveryReport {
+                    channel: "outbox".into(),
+                    alerts: Vec::new(),
+                    error: Some(format!("the outbox cannot be read: {error}")),
+                });
+                return;
+            }
+        };
+        let mut groups: BTreeMap<String, Vec<Delivery>> = BTreeMap::new();
+        {
+            let mut in_flight = self
+                .inner
+                .in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for delivery in taken {
+                if in_flight.insert(delivery.id) {
+                    groups
+                        .entry(delivery.channel.clone())
+                        .or_default()
+                        .push(delivery);
+                }
+            }
+        }
+        for (channel, deliveries) in groups {
+            let notifier = self
+                .inner
+                .channels
+                .iter()
+                .find(|c| c.name() == channel)
+                .cloned();
+            let this = self.clone();
+            self.spawn(async move { this.deliver(channel, notifier, deliveries).await });
+        }
+    }
+
+    async fn deliver(
+        &self,
+        channel: String,
+        notifier: Option<Arc<dyn Notifier>>,
+        deliveries: Vec<Delivery>,
+    ) {
+        let ids: Vec<i64> = deliveries.iter().map(|d| d.id).collect();
+        let alerts: Vec<Alert> = deliveries.into_iter().map(|d| d.alert).collect();
+        let outcome = match &notifier {
+            // A channel the configuration no longer has: kept, for when it is back.
+            None => Err(format!("no channel `{channel}` is configured")),
+            Some(notifier) => self
+                .inner
+                .retry
+                .run(|_| async {
+                    notifier
+                        .notify(&alerts)
+                        .await
+                        .map_err(|e| StageError::new(e.reason))
+                })
+                .await
+                .map_err(|e| e.message().to_owned()),
+        };
+        let error = outcome.err();
+        let recorded = self.outbox().attempted(&ids, error.as_deref()).await;
+        {
+            let mut in_flight = self
+                .inner
+                .in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for id in &ids {
+                in_flight.remove(id);
+            }
+        }
+        let error = match recorded {
+            Ok(()) => error,
+            Err(e) => Some(error.unwrap_or_default() + &format!(" (not recorded: {e})")),
+        };
+        self.report(DeliveryReport {
+            channel,
+            alerts: alerts.iter().map(Alert::fingerprint).collect(),
+            error,
+        });
+    }
+
+    fn report(&self, report: DeliveryReport) {
+        let reports = self.inner.reports.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((bus, run)) = reports.as_ref() else {
+            return;
+        };
+        let kind = match report.error {
+            None => EventKind::AlertDelivered {
+                channel: report.channel,
+                alerts: report.alerts,
+            },
+            Some(error) => EventKind::AlertFailed {
+                channel: report.channel,
+                alerts: report.alerts,
+                error,
+            },
+        };
+        bus.publish(run.as_ref(), kind);
+    }
+
+    pub(super) fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.spawn_task(work, false);
+    }
+
+    /// A task that may owe alerts: `settle` waits for it before it delivers.
+    pub(super) fn spawn_owing(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.spawn_task(work, true);
+    }
+
+    fn spawn_task(
+        &self,
+        work: impl std::future::Future<Output = ()> + Send + 'static,
+        owing: bool,
+    ) {
+        self.inner.busy.fetch_add(1, Ordering::AcqRel);
+        if owing {
+            self.inner.owing.fetch_add(1, Ordering::AcqRel);
+        }
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            work.await;
+            if owing {
+                inner.owing.fetch_sub(1, Ordering::AcqRel);
+            }
+            inner.busy.fetch_sub(1, Ordering::AcqRel);
+            inner.idle.notify_waiters();
+        });
+    }
+
+    /// Sends what is gathering now, without waiting out `groupWait`, and waits up to `grace`
+    /// for deliveries in flight; what is still undelivered then stays owed in the outbox, for
+    /// the next process. How many deliveries were still going when it stopped waiting.
+    pub async fn settle(&self, grace: Duration) -> usize {
+        let deadline = Instant::now() + grace;
+        // What may still owe an alert first (a run's end resolving its alerts), then deliver.
+        self.wait_until(deadline, |inner| inner.owing.load(Ordering::Acquire) == 0)
+            .await;
+        self.deliver_owed().await;
+        self.wait_until(deadline, |inner| {
+            let gathering = usize::from(*inner.gathering.lock().unwrap_or_else(|e| e.into_inner()));
+            inner.busy.load(Ordering::Acquire) <= gathering
+        })
+        .await;
+        let gathering = usize::from(
+            *self
+                .inner
+                .gathering
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        self.inner
+            .busy
+            .load(Ordering::Acquire)
+            .saturating_sub(gathering)
+    }
+
+    /// Waits until `done` holds or the deadline passes.
+    async fn wait_until(&self, deadline: Instant, done: impl Fn(&Inner) -> bool) {
+        loop {
+            let idle = self.inner.idle.notified();
+            if done(&self.inner) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Alerting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alerting")
+            .field(
+                "channels",
+                &self
+                    .inner
+                    .channels
+                    .iter()
+                    .map(|n| n.name())
+                    .collect::<Vec<_>>(),
+            )
+            .field("rules", &self.rules())
+            .field("retry", &self.inner.retry)
+            .finish()
+    }
+}
+
+impl Default for Alerting {
+    fn default() -> Self {
+        Alerting::builder().build()
+    }
+}
+
+impl AlertingBuilder {
+    /// Adds a channel.
+    pub fn channel(mut self, channel: Arc<dyn Notifier>) -> Self {
+        self.channels.push(channel);
+        self
+    }
+
+    /// The routing rules (default: `groupWait` 10 s, `repeatInterval` 4 h).
+    pub fn rules(mut self, rules: Rules) -> Self {
+        self.rules = rules;
+        self
+    }
+
+    /// Where alerts and owed deliveries are kept (default: in memory).
+    pub fn outbox(mut self, outbox: Arc<dyn Outbox>) -> Self {
+        self.outbox = Some(outbox);
+        self
+    }
+
+    /// How each delivery is retried (default: three tries, 1 s then 2 s apart).
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
         self
     }
 
-    /// The channels.
-    pub fn notifiers(&self) -> &[Arc<dyn Notifier>] {
-        &self.notifiers
+    /// Who takes deliveries from the outbox (default: this process's id).
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = owner.into();
+        self
     }
 
-    /// Hands `alert` to every channel whose `minSeverity` it meets and returns how many took
-    /// it. Delivery runs in the background; a channel that still fails after its retries is
-    /// published on `failures` (a run's bus) as `alert-failed`.
-    pub fn dispatch(&self, alert: Alert, failures: Option<(EventBus, RunId)>) -> usize {
-        let alert = Arc::new(alert);
-        let mut sent = 0;
-        for notifier in self.notifiers.iter() {
-            if alert.severity < notifier.min_severity() {
-                continue;
-            }
-            sent += 1;
-            let (notifier, alert) = (Arc::clone(notifier), Arc::clone(&alert));
-            let (retry, failures) = (self.retry.clone(), failures.clone());
-            tokio::spawn(async move {
-                let delivered = retry
-                    .run(|_| async {
-                        notifier
-                            .notify(&alert)
-                            .await
-                            .map_err(|e| StageError::new(e.reason))
-                    })
-                    .await;
-                if let (Err(error), Some((bus, run))) = (delivered, failures) {
-                    bus.publish(
-                        Some(&run),
-                        EventKind::AlertFailed {
-                            channel: notifier.name().into(),
-                            dedup_key: alert.dedup_key.clone(),
-                            error: error.message().to_owned(),
-                        },
-                    );
-                }
-            });
+    /// The service.
+    pub fn build(self) -> Alerting {
+        Alerting {
+            inner: Arc::new(Inner {
+                channels: self.channels,
+                router: Mutex::new(Router::new(self.rules)),
+                outbox: RwLock::new(self.outbox.unwrap_or_else(|| Arc::new(MemoryOutbox::new()))),
+                retry: self.retry,
+                owner: self.owner,
+                gathering: Mutex::new(false),
+                in_flight: Mutex::new(HashSet::new()),
+                busy: AtomicUsize::new(0),
+                owing: AtomicUsize::new(0),
+                idle: Notify::new(),
+                reports: Mutex::new(None),
+            }),
         }
-        sent
     }
 }
 
-impl std::fmt::Debug for Dispatcher {
+impl std::fmt::Debug for AlertingBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dispatcher")
-            .field(
-                "channels",
-                &self.notifiers.iter().map(|n| n.name()).collect::<Vec<_>>(),
-            )
-            .field("retry", &self.retry)
-            .finish()
+        f.debug_struct("AlertingBuilder")
+            .field("channels", &self.channels.len())
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
     }
 }

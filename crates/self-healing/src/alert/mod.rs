@@ -1,81 +1,157 @@
 //! Alerts and the channels that deliver them.
 //!
-//! A [`Notifier`] is one channel (Slack, PagerDuty, email, a webhook…). The healer's `notify`
-//! action and its healing budget hand [`Alert`]s to a [`Dispatcher`], which delivers them in the
-//! background with retries so a dead channel never holds up healing; a failed delivery is
-//! published on the event bus as `alert-failed`.
+//! An [`Alert`] has a lifecycle: it **fires** when its condition starts and is **resolved** when
+//! it ends, under one stable fingerprint (project, stage, alert name). The [`Alerting`] service
+//! applies the routing rules ([`Rules`]: a critical alert inhibits the warning of the same
+//! fingerprint, alerts that fire within `groupWait` go out together, a firing alert repeats no
+//! more often than `repeatInterval`), journals every alert and delivery in an [`Outbox`] before
+//! delivering, and delivers in the background with retries, so a dead or slow channel never holds
+//! up healing and an undelivered alert survives a crash. [`Alerting::watch_run`] derives the healing
+//! alerts from a run's events (rollback, retries exhausted, restart limit, breaker opened) and
+//! resolves them when the stage or run later succeeds or the breaker closes.
+//!
+//! A [`Notifier`] is one channel: Slack, PagerDuty, email, a webhook, Alertmanager, or your own.
 
+mod alertmanager;
 mod channel;
 mod dispatch;
 mod email;
+mod outbox;
 mod pagerduty;
 #[cfg(feature = "http")]
 mod post;
+mod router;
 mod slack;
+mod watch;
 mod webhook;
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+pub use alertmanager::AlertmanagerConfig;
 pub use channel::ChannelConfig;
-pub use dispatch::Dispatcher;
-pub use email::EmailConfig;
+pub use dispatch::{Alerting, AlertingBuilder};
+pub use email::{EmailConfig, SmtpConfig, SmtpTls};
+pub use outbox::{Delivery, MemoryOutbox, Outbox};
 pub use pagerduty::{PAGERDUTY_EVENTS, PagerDutyConfig};
+pub use router::{Notice, Router, Rules};
 pub use slack::SlackConfig;
+pub use watch::{BREAKER_OPEN, HEALING_BUDGET, RESTART_LIMIT, RETRIES_EXHAUSTED, ROLLBACK};
 pub use webhook::WebhookConfig;
 
 use crate::BoxFuture;
 use crate::error::Severity;
 
-/// One alert. `dedup_key` is stable for the same project, stage and cause, so a channel that
-/// deduplicates (PagerDuty) groups repeats and can resolve them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Whether an alert's condition holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlertStatus {
+    /// The condition holds.
+    Firing,
+    /// The condition ended.
+    Resolved,
+}
+
+impl AlertStatus {
+    /// `firing` or `resolved`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Firing => "firing",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+}
+
+/// One alert, firing or resolved. Its [`fingerprint`](Self::fingerprint) (project, stage, name)
+/// is the same for both, so channels that deduplicate (PagerDuty, Alertmanager) can resolve what
+/// they were told fired.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Alert {
-    /// How serious it is; channels skip alerts below their minimum severity.
-    pub severity: Severity,
-    /// A one-line summary.
-    pub title: String,
-    /// The details; the title unless set otherwise.
-    pub message: String,
-    /// The name of the pipeline the alert is about.
+    /// What kind of alert it is: a metric's threshold (`errorRate`), a healing alert
+    /// (`rollback`, `retries-exhausted`, `restart-limit`, `healing-budget`,
+    /// `circuit-breaker-open`) or the `notify` strategy's name.
+    pub name: Arc<str>,
+    /// The project (pipeline) it is about.
     pub project: Arc<str>,
     /// The stage it concerns, if any.
+    #[serde(default)]
     pub stage: Option<Arc<str>>,
+    /// How serious it is; channels skip alerts below their minimum severity.
+    pub severity: Severity,
+    /// Firing or resolved.
+    pub status: AlertStatus,
+    /// A one-line summary (channels add the project).
+    pub title: String,
+    /// The details.
+    pub message: String,
+    /// The value that made it fire (a metric's), if there is one.
+    #[serde(default)]
+    pub value: Option<f64>,
     /// The strategy that raised it, if a strategy did.
+    #[serde(default)]
     pub strategy: Option<Arc<str>>,
-    /// Identifies repeats of the same alert, for channels that group or resolve them.
-    pub dedup_key: String,
-    /// Milliseconds since the Unix epoch on the wire.
-    #[serde(serialize_with = "crate::serde_ms::system_time::serialize")]
-    pub at: SystemTime,
-    /// True when this alert says an earlier one with the same key is over.
-    pub resolved: bool,
+    /// When its condition started; milliseconds since the Unix epoch on the wire.
+    #[serde(with = "crate::serde_ms::system_time")]
+    pub starts_at: SystemTime,
+    /// When its condition ended; `None` while firing.
+    #[serde(default, with = "crate::serde_ms::system_time_opt")]
+    pub ends_at: Option<SystemTime>,
 }
 
 impl Alert {
-    /// A firing alert, now, with no stage or strategy; `message` is the title until set.
-    pub fn new(
+    /// A firing alert that starts now, with no stage, value or strategy; its message is the
+    /// title until set.
+    pub fn firing(
         severity: Severity,
         project: impl Into<Arc<str>>,
+        name: impl Into<Arc<str>>,
         title: impl Into<String>,
-        dedup_key: impl Into<String>,
     ) -> Self {
         let title = title.into();
         Alert {
-            severity,
-            message: title.clone(),
-            title,
+            name: name.into(),
             project: project.into(),
             stage: None,
+            severity,
+            status: AlertStatus::Firing,
+            message: title.clone(),
+            title,
+            value: None,
             strategy: None,
-            dedup_key: dedup_key.into(),
-            at: SystemTime::now(),
-            resolved: false,
+            starts_at: SystemTime::now(),
+            ends_at: None,
         }
     }
+
+    /// The same alert for `stage`.
+    pub fn on_stage(mut self, stage: impl Into<Arc<str>>) -> Self {
+        self.stage = Some(stage.into());
+        self
+    }
+
+    /// The same alert with this message.
+    pub fn message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+
+    /// `project/stage/name` (`-` for no stage): the same for the alert firing and resolved.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.project, self.stage.as_deref(), &self.name)
+    }
+
+    /// Whether its condition ended.
+    pub fn is_resolved(&self) -> bool {
+        self.status == AlertStatus::Resolved
+    }
+}
+
+/// The fingerprint of the alert `name` of `project` on `stage`.
+pub fn fingerprint(project: &str, stage: Option<&str>, name: &str) -> String {
+    format!("{project}/{}/{name}", stage.unwrap_or("-"))
 }
 
 /// Why a delivery failed.
@@ -84,16 +160,18 @@ impl Alert {
 pub struct NotifyError {
     /// The name of the channel that failed.
     pub channel: String,
-    /// What went wrong, without the channel's secret URL.
+    /// What went wrong, without the channel's secrets.
     pub reason: String,
 }
 
-/// An alert channel. One required method; delivery should be idempotent per `dedup_key`.
+/// An alert channel. It delivers a group of alerts (those that fired or resolved together,
+/// within `groupWait`) as one message where the channel allows; delivery should be idempotent
+/// per fingerprint, since after a crash a group may be delivered again.
 pub trait Notifier: Send + Sync + 'static {
-    /// Delivers `alert`; an error means it was not delivered.
-    fn notify<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), NotifyError>>;
+    /// Delivers `alerts`, never empty; an error means none can be taken as delivered.
+    fn notify<'a>(&'a self, alerts: &'a [Alert]) -> BoxFuture<'a, Result<(), NotifyError>>;
 
-    /// The channel's name in records and errors.
+    /// The channel's name in records and errors (unique among a pipeline's channels).
     fn name(&self) -> &str {
         "notifier"
     }
@@ -111,4 +189,19 @@ fn needs_http(kind: &str) -> crate::error::InvalidConfig {
         "type",
         format!("`{kind}` channels need the `http` feature, which this build does not have"),
     )
+}
+
+/// A plain-text line for an alert: `[critical] payroll: errorRate at 0.42 … (stage analysis)`.
+pub fn summary(alert: &Alert) -> String {
+    let state = match alert.status {
+        AlertStatus::Firing => alert.severity.as_str(),
+        AlertStatus::Resolved => "resolved",
+    };
+    let stage = alert
+        .stage
+        .as_deref()
+        .map(|s| format!(" (stage {s})"))
+        .unwrap_or_default();
+    let value = alert.value.map(|v| format!(" [{v}]")).unwrap_or_default();
+    format!("[{state}] {}: {}{stage}{value}", alert.project, alert.title)
 }

@@ -15,6 +15,8 @@ pub const PAGERDUTY_EVENTS: &str = "https://events.pagerduty.com/v2/enqueue";
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PagerDutyConfig {
+    /// The channel's name in records (default `pagerduty`).
+    pub name: Option<String>,
     /// The integration's routing key; must not be empty.
     pub routing_key: String,
     /// Where to send events; `None` means `PAGERDUTY_EVENTS`.
@@ -32,7 +34,7 @@ impl PagerDutyConfig {
         }
         Ok(Arc::new(PagerDuty {
             post: super::post::JsonPost::new(
-                "pagerduty",
+                self.name.as_deref().unwrap_or("pagerduty"),
                 "url",
                 self.url.as_deref().unwrap_or(PAGERDUTY_EVENTS),
                 self.min_severity,
@@ -48,19 +50,36 @@ impl PagerDutyConfig {
     }
 }
 
+/// The Events API v2 event for `alert`: `trigger` while firing, `resolve` once resolved, under
+/// the alert's fingerprint as `dedup_key`. PagerDuty's severities are `critical`, `error`,
+/// `warning` and `info`.
 #[cfg(feature = "http")]
-/// The Events API v2 event for `alert`.
 pub(super) fn body(routing_key: &str, alert: &super::Alert) -> serde_json::Value {
+    let dedup_key = alert.fingerprint();
+    if alert.is_resolved() {
+        return serde_json::json!({
+            "routing_key": routing_key,
+            "event_action": "resolve",
+            "dedup_key": dedup_key,
+        });
+    }
     serde_json::json!({
         "routing_key": routing_key,
-        "event_action": if alert.resolved { "resolve" } else { "trigger" },
-        "dedup_key": alert.dedup_key,
+        "event_action": "trigger",
+        "dedup_key": dedup_key,
         "payload": {
-            "summary": format!("{}: {}", alert.title, alert.message),
+            "summary": super::summary(alert),
             "source": alert.project.as_ref(),
             "severity": alert.severity.as_str(),
+            "timestamp": crate::clock::rfc3339(alert.starts_at),
             "component": alert.stage.as_deref(),
-            "custom_details": { "strategy": alert.strategy.as_deref() },
+            "group": alert.project.as_ref(),
+            "class": alert.name.as_ref(),
+            "custom_details": {
+                "message": alert.message,
+                "value": alert.value,
+                "strategy": alert.strategy.as_deref(),
+            },
         },
     })
 }
@@ -73,15 +92,21 @@ struct PagerDuty {
 
 #[cfg(feature = "http")]
 impl Notifier for PagerDuty {
+    /// One event per alert: the Events API takes one at a time.
     fn notify<'a>(
         &'a self,
-        alert: &'a super::Alert,
+        alerts: &'a [super::Alert],
     ) -> crate::BoxFuture<'a, Result<(), super::NotifyError>> {
-        Box::pin(async move { self.post.post(&body(&self.routing_key, alert)).await })
+        Box::pin(async move {
+            for alert in alerts {
+                self.post.post(&body(&self.routing_key, alert)).await?;
+            }
+            Ok(())
+        })
     }
 
     fn name(&self) -> &str {
-        self.post.name
+        &self.post.name
     }
 
     fn min_severity(&self) -> Severity {

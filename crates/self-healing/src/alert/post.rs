@@ -12,7 +12,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// A channel endpoint: its name in records, where it posts, and from which severity on.
 #[derive(Debug, Clone)]
 pub(super) struct JsonPost {
-    pub(super) name: &'static str,
+    pub(super) name: String,
     url: String,
     client: reqwest::Client,
     pub(super) min_severity: Severity,
@@ -21,7 +21,7 @@ pub(super) struct JsonPost {
 impl JsonPost {
     /// `field` names the URL's key in errors (`webhook`, `url`).
     pub(super) fn new(
-        name: &'static str,
+        name: &str,
         field: &'static str,
         url: &str,
         min_severity: Option<Severity>,
@@ -37,7 +37,7 @@ impl JsonPost {
         let client = crate::http::client("alerts", Some(TIMEOUT))
             .map_err(|e| InvalidConfig::new(field, format!("cannot make an HTTP client: {e}")))?;
         Ok(JsonPost {
-            name,
+            name: name.to_owned(),
             url: url.to_owned(),
             client,
             min_severity: min_severity.unwrap_or(Severity::Warning),
@@ -46,7 +46,7 @@ impl JsonPost {
 
     pub(super) async fn post(&self, body: &serde_json::Value) -> Result<(), NotifyError> {
         let failed = |reason: String| NotifyError {
-            channel: self.name.to_owned(),
+            channel: self.name.clone(),
             reason,
         };
         let response = self
@@ -91,13 +91,14 @@ mod tests {
         let address = listener.local_addr().unwrap();
         drop(listener); // nothing listens: the POST fails
         let notifier = ChannelConfig::Webhook(WebhookConfig {
+            name: None,
             url: format!("http://{address}/services/T0001/B0002/s3cr3tT0ken"),
             min_severity: None,
         })
         .build()
         .unwrap();
-        let alert = Alert::new(Severity::Critical, "p", "t", "p/x");
-        let error = notifier.notify(&alert).await.unwrap_err();
+        let alert = Alert::firing(Severity::Critical, "p", "x", "t");
+        let error = notifier.notify(&[alert]).await.unwrap_err();
         assert!(!error.to_string().contains("s3cr3tT0ken"), "{error}");
     }
 }

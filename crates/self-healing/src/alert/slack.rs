@@ -1,4 +1,4 @@
-//! Slack: an incoming webhook, one readable message per alert.
+//! Slack: an incoming webhook, one readable message per group of alerts.
 
 use std::sync::Arc;
 
@@ -11,6 +11,8 @@ use crate::error::{InvalidConfig, Severity};
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SlackConfig {
+    /// The channel's name in records (default `slack`).
+    pub name: Option<String>,
     /// The incoming webhook URL (http or https).
     pub webhook: String,
     /// Alerts below this severity are not sent; `None` means `warning`.
@@ -22,7 +24,7 @@ impl SlackConfig {
     #[cfg(feature = "http")]
     pub fn build(&self) -> Result<Arc<dyn Notifier>, InvalidConfig> {
         Ok(Arc::new(Slack(super::post::JsonPost::new(
-            "slack",
+            self.name.as_deref().unwrap_or("slack"),
             "webhook",
             &self.webhook,
             self.min_severity,
@@ -36,12 +38,34 @@ impl SlackConfig {
     }
 }
 
+/// The message Slack shows: a line per alert (severity or `RESOLVED`, title, project, stage,
+/// value), then each alert's details.
 #[cfg(feature = "http")]
-/// The message Slack shows.
-pub(super) fn body(alert: &super::Alert) -> serde_json::Value {
-    serde_json::json!({
-        "text": format!("*[{}] {}*\n{}", alert.severity, alert.title, alert.message),
-    })
+pub(super) fn body(alerts: &[super::Alert]) -> serde_json::Value {
+    let mut text = String::new();
+    for alert in alerts {
+        let state = match alert.status {
+            super::AlertStatus::Firing => alert.severity.as_str().to_uppercase(),
+            super::AlertStatus::Resolved => "RESOLVED".to_owned(),
+        };
+        let stage = alert
+            .stage
+            .as_deref()
+            .map(|s| format!(" · stage `{s}`"))
+            .unwrap_or_default();
+        let value = alert
+            .value
+            .map(|v| format!(" · value {v}"))
+            .unwrap_or_default();
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "*[{state}] {}: {}*\nproject `{}`{stage}{value}\n{}",
+            alert.project, alert.title, alert.project, alert.message
+        ));
+    }
+    serde_json::json!({ "text": text })
 }
 
 #[cfg(feature = "http")]
@@ -51,13 +75,13 @@ struct Slack(super::post::JsonPost);
 impl Notifier for Slack {
     fn notify<'a>(
         &'a self,
-        alert: &'a super::Alert,
+        alerts: &'a [super::Alert],
     ) -> crate::BoxFuture<'a, Result<(), super::NotifyError>> {
-        Box::pin(async move { self.0.post(&body(alert)).await })
+        Box::pin(async move { self.0.post(&body(alerts)).await })
     }
 
     fn name(&self) -> &str {
-        self.0.name
+        &self.0.name
     }
 
     fn min_severity(&self) -> Severity {

@@ -1,4 +1,4 @@
-//! A generic webhook: the alert as JSON.
+//! A generic webhook: the alerts as JSON.
 
 use std::sync::Arc;
 
@@ -7,10 +7,12 @@ use serde::Deserialize;
 use super::Notifier;
 use crate::error::{InvalidConfig, Severity};
 
-/// `webhook`: POSTs every alert as JSON to `url`.
+/// `webhook`: POSTs each group of alerts as `{"alerts": [ALERT, …]}` to `url`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookConfig {
+    /// The channel's name in records (default `webhook`).
+    pub name: Option<String>,
     /// The URL to POST to (http or https).
     pub url: String,
     /// Alerts below this severity are not sent; `None` means `warning`.
@@ -22,7 +24,7 @@ impl WebhookConfig {
     #[cfg(feature = "http")]
     pub fn build(&self) -> Result<Arc<dyn Notifier>, InvalidConfig> {
         Ok(Arc::new(Webhook(super::post::JsonPost::new(
-            "webhook",
+            self.name.as_deref().unwrap_or("webhook"),
             "url",
             &self.url,
             self.min_severity,
@@ -37,25 +39,19 @@ impl WebhookConfig {
 }
 
 #[cfg(feature = "http")]
-/// The alert as the webhook receives it.
-pub(super) fn body(alert: &super::Alert) -> serde_json::Value {
-    serde_json::to_value(alert).unwrap_or_default()
-}
-
-#[cfg(feature = "http")]
 struct Webhook(super::post::JsonPost);
 
 #[cfg(feature = "http")]
 impl Notifier for Webhook {
     fn notify<'a>(
         &'a self,
-        alert: &'a super::Alert,
+        alerts: &'a [super::Alert],
     ) -> crate::BoxFuture<'a, Result<(), super::NotifyError>> {
-        Box::pin(async move { self.0.post(&body(alert)).await })
+        Box::pin(async move { self.0.post(&serde_json::json!({ "alerts": alerts })).await })
     }
 
     fn name(&self) -> &str {
-        self.0.name
+        &self.0.name
     }
 
     fn min_severity(&self) -> Severity {

@@ -336,13 +336,20 @@ pub enum EventKind {
         /// The decision.
         record: HealingRecord,
     },
-    /// An alert channel could not deliver after its retries.
-    #[serde(rename_all = "camelCase")]
+    /// An alert channel delivered alerts.
+    AlertDelivered {
+        /// The channel's name.
+        channel: String,
+        /// The fingerprints of the alerts delivered.
+        alerts: Vec<String>,
+    },
+    /// An alert channel could not deliver after its retries: the alerts stay owed in the
+    /// outbox.
     AlertFailed {
         /// The channel's name.
         channel: String,
-        /// The alert's deduplication key.
-        dedup_key: String,
+        /// The fingerprints of the alerts not delivered.
+        alerts: Vec<String>,
         /// Why delivery failed.
         error: String,
     },
@@ -360,9 +367,11 @@ impl EventKind {
     pub fn stage(&self) -> Option<&Arc<str>> {
         use EventKind::*;
         match self {
-            RunStarted { .. } | RunFinished { .. } | AlertFailed { .. } | MetricsSampled { .. } => {
-                None
-            }
+            RunStarted { .. }
+            | RunFinished { .. }
+            | AlertDelivered { .. }
+            | AlertFailed { .. }
+            | MetricsSampled { .. } => None,
             HealingDecision { record } => record.stage.as_ref(),
             HealthChanged { change } => change.stage.as_ref(),
             StageStarted { stage, .. }

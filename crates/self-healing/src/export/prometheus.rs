@@ -438,10 +438,17 @@ impl Project {
                     health_value(change.new_status),
                 );
             }
-            AlertFailed { channel, .. } => {
+            AlertDelivered { channel, alerts } => {
+                *lock(&self.alerts)
+                    .entry((channel.clone(), "delivered"))
+                    .or_default() += alerts.len() as u64;
+            }
+            AlertFailed {
+                channel, alerts, ..
+            } => {
                 *lock(&self.alerts)
                     .entry((channel.clone(), "failed"))
-                    .or_default() += 1;
+                    .or_default() += alerts.len() as u64;
             }
             MetricsSampled { samples } => {
                 let mut windows = lock(&self.windows);
@@ -754,7 +761,7 @@ impl Collector for Families {
         family(
             e,
             "alerts",
-            "Alerts by channel and delivery outcome",
+            "Alert notifications by channel and delivery outcome (delivered, or failed after the retries and still owed)",
             None,
             MetricType::Counter,
             |m| {

@@ -15,9 +15,10 @@ use super::actions::{
 };
 use super::gate::{Admission, Budget, Gate};
 use super::strategy::{HealingStrategy, Mode, StrategyOverride};
+use super::thresholds::{self, AlertThreshold, Seen};
 use super::trigger::{Trigger, TriggerContext, TriggerMemory};
 use crate::BoxFuture;
-use crate::alert::{Alert, Dispatcher, Notifier};
+use crate::alert::{Alert, Alerting, Notifier};
 use crate::clock::{Clock, TokioClock};
 use crate::error::{InvalidConfig, Severity};
 use crate::event::{
@@ -99,7 +100,10 @@ struct Inner {
     /// priority, for errors the failing stage's policy (its own, else the global one) retries.
     implicit_retry: Arc<HealingStrategy>,
     breaker: Option<BreakerSettings>,
-    alerts: Dispatcher,
+    alerts: Alerting,
+    thresholds: Vec<AlertThreshold>,
+    /// What the thresholds last saw, per run.
+    thresholds_seen: Mutex<HashMap<RunId, Seen>>,
     enabled: AtomicBool,
     interval: Duration,
     history_capacity: usize,
@@ -147,6 +151,8 @@ impl AutoHealer {
             breaker: None,
             budget: None,
             notifiers: Vec::new(),
+            alerting: None,
+            thresholds: Vec::new(),
             enabled: true,
             interval: DEFAULT_EVALUATION_INTERVAL,
             history_capacity: DEFAULT_HISTORY_CAPACITY,
@@ -187,8 +193,14 @@ impl AutoHealer {
         self.lock_gate().budget()
     }
 
-    /// The alert channels `notify` and the budget alert go through.
-    pub fn alerts(&self) -> &Dispatcher {
+    /// The metric levels it alerts at.
+    pub fn thresholds(&self) -> &[AlertThreshold] {
+        &self.inner.thresholds
+    }
+
+    /// The alerting `notify`, the thresholds, the budget alert and the healing alerts go
+    /// through.
+    pub fn alerts(&self) -> &Alerting {
         &self.inner.alerts
     }
 
@@ -321,6 +333,7 @@ impl AutoHealer {
                     at: scope.bus.clock().wall(),
                     retry_policy: &self.inner.retry,
                     alerts: &self.inner.alerts,
+                    manual: !self.is_enabled(),
                 };
                 let applied = match &action {
                     Action::Decisive(action) => action.on_stage(&subject).await,
@@ -356,6 +369,26 @@ impl AutoHealer {
     }
 
     async fn evaluate_run(&self, scope: &RunScope) {
+        if !self.inner.thresholds.is_empty() {
+            let stages: Vec<Arc<str>> = scope
+                .controls
+                .iter()
+                .map(|c| Arc::clone(c.stage_name()))
+                .collect();
+            let mut seen = self
+                .inner
+                .thresholds_seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            thresholds::evaluate(
+                &self.inner.thresholds,
+                &self.inner.alerts,
+                &scope.pipeline,
+                &scope.metrics,
+                &stages,
+                seen.entry(scope.run.clone()).or_default(),
+            );
+        }
         let running: Vec<Arc<str>> = scope
             .controls
             .iter()
@@ -573,7 +606,9 @@ impl AutoHealer {
                     }
                     Admission::Admitted => {}
                 }
-                if !self.is_enabled() || m.strategy.mode == Mode::DryRun {
+                // Manual mode stops remedies, not alerts; a dry-run strategy does nothing.
+                let manual = !self.is_enabled();
+                if (manual && kind != ActionKind::Notify) || m.strategy.mode == Mode::DryRun {
                     taken |= action.is_decisive();
                     record(Outcome::WouldHave, format!("would have applied {kind}"));
                     continue;
@@ -590,6 +625,7 @@ impl AutoHealer {
                     at,
                     retry_policy: &self.inner.retry,
                     alerts: &self.inner.alerts,
+                    manual,
                 };
                 let applied = match (action, target.failure) {
                     (Action::Side(side), _) => side.apply(&subject).await,
@@ -647,24 +683,19 @@ impl AutoHealer {
         project: &Arc<str>,
         scope: Option<&RunScope>,
     ) {
-        let alert = Alert {
-            severity: Severity::Critical,
-            title: format!("{project}: healing budget spent"),
-            message: format!(
-                "{} healing action(s) in {:?}: further actions are skipped until the window frees up \
-                 (first skipped: `{}` on stage `{stage}`)",
-                budget.max_actions, budget.window, strategy.name
-            ),
-            dedup_key: format!("{project}/healing-budget"),
-            project: Arc::clone(project),
-            stage: Some(Arc::clone(stage)),
-            strategy: None,
-            at: self.now_wall(scope),
-            resolved: false,
-        };
-        self.inner
-            .alerts
-            .dispatch(alert, scope.map(|s| (s.bus.clone(), s.run.clone())));
+        let mut alert = Alert::firing(
+            Severity::Critical,
+            Arc::clone(project),
+            crate::alert::HEALING_BUDGET,
+            "healing budget spent",
+        )
+        .message(format!(
+            "{} healing action(s) in {:?}: further actions are skipped until the window frees up \
+             (first skipped: `{}` on stage `{stage}`)",
+            budget.max_actions, budget.window, strategy.name
+        ));
+        alert.starts_at = self.now_wall(scope);
+        self.inner.alerts.fire(alert);
     }
 
     /// Keeps the records and publishes each as `healing-decision`.
@@ -730,6 +761,10 @@ impl Supervisor for AutoHealer {
     }
 
     fn run_started(&self, scope: &RunScope) {
+        self.inner.alerts.report_to(&scope.bus, Some(&scope.run));
+        self.inner
+            .alerts
+            .watch_run(&scope.bus, &scope.pipeline, &scope.run);
         let stop = CancellationToken::new();
         let previous = self.lock_attached().insert(
             scope.run.clone(),
@@ -761,6 +796,11 @@ impl Supervisor for AutoHealer {
         if let Some(done) = self.lock_attached().remove(run) {
             done.stop.cancel();
         }
+        self.inner
+            .thresholds_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(run);
         self.forget(run);
     }
 
@@ -793,6 +833,8 @@ pub struct AutoHealerBuilder {
     breaker: Option<BreakerSettings>,
     budget: Option<Budget>,
     notifiers: Vec<Arc<dyn Notifier>>,
+    alerting: Option<Alerting>,
+    thresholds: Vec<AlertThreshold>,
     enabled: bool,
     interval: Duration,
     history_capacity: usize,
@@ -806,6 +848,8 @@ impl std::fmt::Debug for AutoHealerBuilder {
             .field("breaker", &self.breaker)
             .field("budget", &self.budget)
             .field("notifiers", &self.notifiers.len())
+            .field("alerting", &self.alerting)
+            .field("thresholds", &self.thresholds)
             .field("enabled", &self.enabled)
             .field("interval", &self.interval)
             .field("history_capacity", &self.history_capacity)
@@ -846,9 +890,22 @@ impl AutoHealerBuilder {
         self
     }
 
-    /// Adds an alert channel for `notify` actions and the budget alert.
+    /// Adds an alert channel, to an [`Alerting`] with the default rules and an in-memory
+    /// outbox (give [`alerting`](Self::alerting) instead for other rules or a durable outbox).
     pub fn notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
         self.notifiers.push(notifier);
+        self
+    }
+
+    /// The alerting `notify`, thresholds and healing alerts go through, with its own channels.
+    pub fn alerting(mut self, alerting: Alerting) -> Self {
+        self.alerting = Some(alerting);
+        self
+    }
+
+    /// Adds a metric's alert levels (the seed's `alerts.thresholds`).
+    pub fn threshold(mut self, threshold: AlertThreshold) -> Self {
+        self.thresholds.push(threshold);
         self
     }
 
@@ -919,6 +976,25 @@ impl AutoHealerBuilder {
         if self.history_capacity == 0 {
             return Err(InvalidConfig::new("historyCapacity", "must be at least 1"));
         }
+        for (i, threshold) in self.thresholds.iter().enumerate() {
+            threshold
+                .validate()
+                .map_err(|e| e.within(format!("alerts.thresholds[{i}]")))?;
+        }
+        let alerting = match (self.alerting, self.notifiers.is_empty()) {
+            (Some(_), false) => {
+                return Err(InvalidConfig::new(
+                    "notifier",
+                    "the Alerting given to `alerting` has its own channels: add them there",
+                ));
+            }
+            (Some(alerting), true) => alerting,
+            (None, _) => self
+                .notifiers
+                .into_iter()
+                .fold(Alerting::builder(), |b, n| b.channel(n))
+                .build(),
+        };
         Ok(AutoHealer {
             inner: Arc::new(Inner {
                 strategies: RwLock::new(self.strategies.into_iter().map(Arc::new).collect()),
@@ -930,7 +1006,9 @@ impl AutoHealerBuilder {
                         .trigger(Trigger::error().retryable(true)),
                 ),
                 breaker: self.breaker,
-                alerts: Dispatcher::new(self.notifiers),
+                alerts: alerting,
+                thresholds: self.thresholds,
+                thresholds_seen: Mutex::new(HashMap::new()),
                 enabled: AtomicBool::new(self.enabled),
                 interval: self.interval,
                 history_capacity: self.history_capacity,

@@ -12,6 +12,7 @@ mod actions;
 mod gate;
 mod healer;
 mod strategy;
+mod thresholds;
 mod trigger;
 
 pub use crate::event::{ActionKind, HealingRecord, Outcome, TriggerKind, TriggerMatch};
@@ -28,6 +29,7 @@ pub use healer::{
     RETRY_POLICY,
 };
 pub use strategy::{HealingStrategy, Mode, StrategyOverride, StrategySettings};
+pub use thresholds::AlertThreshold;
 pub use trigger::{
     AnomalyTrigger, CustomTrigger, DEFAULT_MIN_SAMPLES, ErrorTrigger, HealthTrigger,
     MetricsTrigger, Operator, Sensitivity, TimeoutTrigger, Trigger, TriggerContext,

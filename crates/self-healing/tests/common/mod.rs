@@ -73,8 +73,8 @@ pub struct RecordingNotifier {
 }
 
 impl Notifier for RecordingNotifier {
-    fn notify<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<(), NotifyError>> {
-        self.alerts.lock().unwrap().push(alert.clone());
+    fn notify<'a>(&'a self, alerts: &'a [Alert]) -> BoxFuture<'a, Result<(), NotifyError>> {
+        self.alerts.lock().unwrap().extend(alerts.iter().cloned());
         Box::pin(async { Ok(()) })
     }
 

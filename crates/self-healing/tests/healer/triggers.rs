@@ -364,12 +364,18 @@ async fn anomaly_trigger_notifies_on_a_slow_outlier_but_not_before_enough_sample
     assert_eq!(outcomes(&records), [Outcome::Succeeded], "{records:#?}");
     assert_eq!(records[0].trigger.kind, TriggerKind::Anomaly);
     assert_eq!(records[0].trigger.observed, Some(2000.0));
-    // Delivery runs in the background; let it finish.
-    sleep(ms(1)).await;
+    // Delivery runs in the background, after the group wait.
+    healer.alerts().settle(ms(60_000)).await;
     let alerts = notifier.alerts.lock().unwrap();
-    assert_eq!(alerts.len(), 1);
+    assert_eq!(
+        alerts.len(),
+        2,
+        "fired, then resolved by the run's success: {alerts:#?}"
+    );
     assert_eq!(alerts[0].severity, Severity::Critical);
-    assert_eq!(alerts[0].dedup_key, "pipeline/migrate/page-on-anomaly");
+    assert_eq!(alerts[0].fingerprint(), "pipeline/migrate/page-on-anomaly");
+    assert_eq!(alerts[0].value, Some(2000.0));
+    assert!(alerts[1].is_resolved());
 }
 
 #[tokio::test(start_paused = true)]

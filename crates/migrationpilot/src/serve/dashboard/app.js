@@ -220,7 +220,7 @@
   // before the run's panels, because each may change the selection the next one reads.
   const loaders = {
     projects: loadProjects, runs: loadRuns, detail: loadDetail, charts: loadCharts,
-    healing: loadHealing, health: loadHealth, logs: loadLogs,
+    healing: loadHealing, health: loadHealth, alerts: loadAlerts, logs: loadLogs,
   };
   const dirty = new Set();
   let flushTimer = null;
@@ -264,7 +264,7 @@
 
   /** The periodic fallback: what can change for the shown project. */
   function fallbackRefresh() {
-    const panels = ['projects', 'runs', 'healing', 'health'];
+    const panels = ['projects', 'runs', 'healing', 'health', 'alerts'];
     if (state.run) panels.push('detail');
     if (runIsOngoing()) panels.push('charts', 'logs');
     mark(...panels);
@@ -280,16 +280,17 @@
     state.runs = [];
     state.run = null;
     state.runPinned = false;
-    for (const p of ['projects', 'runs', 'healing', 'health']) delete state.drawn[p];
+    for (const p of ['projects', 'runs', 'healing', 'health', 'alerts']) delete state.drawn[p];
     message($('#runs'), 'Loading…');
     message($('#healing'), 'Loading…');
     message($('#health'), 'Loading…');
+    message($('#alerts'), 'Loading…');
     $('#health-live').textContent = '';
     runChanged();
     saveLocation();
     renderProjects();
     renderSteering();
-    refreshNow('runs', 'healing', 'health');
+    refreshNow('runs', 'healing', 'health', 'alerts');
     if (focusRuns) pendingFocus = 'runs';
   }
 
@@ -673,6 +674,37 @@
     }
   }
 
+  // ---------------------------------------------------------------- panel: alerts
+
+  async function loadAlerts() {
+    const p = state.project;
+    const el = $('#alerts');
+    if (!p) return;
+    try {
+      const rows = await api(`/projects/${enc(p)}/alerts?limit=50`);
+      if (p !== state.project || !changed('alerts', rows)) return;
+      const list = Array.isArray(rows) ? rows : [];
+      if (!list.length) return message(el, 'No alerts raised for this project.');
+      el.replaceChildren(table('alerts-table', `Alerts of ${p}`,
+        ['Alert', 'Stage', 'State', 'Since', 'Ended', 'Deliveries'],
+        list.map((r) => {
+          const a = r.alert || {};
+          const state_ = a.status === 'firing' ? a.severity : 'resolved';
+          return h('tr', { class: 'alert-row', 'data-status': a.status, 'data-severity': a.severity, 'data-fingerprint': r.fingerprint },
+            h('th', { scope: 'row' }, h('div', { class: 'name' }, a.title ?? a.name), h('div', { class: 'small muted' }, a.message ?? '')),
+            h('td', {}, a.stage ?? h('span', { class: 'muted' }, 'whole run')),
+            h('td', { class: 'status' }, badge(state_ === 'resolved' ? 'succeeded' : state_ === 'critical' ? 'failed' : 'rolling-back', state_)),
+            h('td', { class: 'nowrap' }, timeEl(a.startsAt, true)),
+            h('td', { class: 'nowrap' }, a.endsAt ? timeEl(a.endsAt, true) : h('span', { class: 'muted' }, '—')),
+            h('td', { class: 'small' }, ...(r.deliveries || []).map((d) => h('div', { class: `delivery d-${d.status}` },
+              `${d.channel} · ${d.about} · ${d.status}`, d.lastError ? h('span', { class: 'err' }, ` (${d.lastError})`) : ''))));
+        })));
+    } catch (e) {
+      if (p !== state.project) return;
+      failed('alerts', el, 'alerts', e);
+    }
+  }
+
   // ---------------------------------------------------------------- panel: logs
 
   const logKey = (l) => `${l.stage}\u241f${l.item ?? ''}\u241f${l.attempt}`;
@@ -821,6 +853,7 @@
     }
     if (kind.startsWith('healing-')) mark('healing');
     if (kind === 'health-changed') mark('health');
+    if (kind.startsWith('alert-') || kind.startsWith('run-') || kind === 'rollback-started' || kind.startsWith('healing-')) mark('alerts');
   }
 
   let source = null;

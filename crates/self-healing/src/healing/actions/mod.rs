@@ -35,7 +35,7 @@ pub use scale::{ScaleAction, ScaleConfig, ScaleDirection, Scaler};
 pub use throttle::{Restore, ThrottleAction, ThrottleConfig};
 
 use crate::BoxFuture;
-use crate::alert::Dispatcher;
+use crate::alert::Alerting;
 use crate::error::{InvalidConfig, StageError};
 use crate::event::{ActionKind, Outcome, RunId, TriggerMatch};
 use crate::metrics::MetricsCollector;
@@ -226,8 +226,10 @@ pub struct Subject<'a> {
     pub at: SystemTime,
     /// The healer's global `retryPolicy`.
     pub retry_policy: &'a RetryPolicy,
-    /// The healer's alert channels.
-    pub alerts: &'a Dispatcher,
+    /// The healer's alerting.
+    pub alerts: &'a Alerting,
+    /// Whether healing is in manual mode: only alerts act.
+    pub manual: bool,
 }
 
 impl Subject<'_> {

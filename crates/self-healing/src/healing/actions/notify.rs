@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::{Action, Applied, SideAction, Subject};
 use crate::BoxFuture;
-use crate::alert::Alert;
+use crate::alert::{Alert, Notice};
 use crate::error::Severity;
 use crate::event::ActionKind;
 
@@ -48,23 +48,39 @@ impl SideAction for NotifyAction {
                 subject.strategy, subject.stage, subject.trigger.description
             )
         });
-        let alert = Alert {
-            severity: self.severity,
-            title: format!("{project}: {}", subject.strategy),
-            message,
-            dedup_key: format!("{project}/{}/{}", subject.stage, subject.strategy),
-            project: Arc::clone(project),
-            stage: Some(Arc::clone(subject.stage)),
-            strategy: Some(Arc::clone(subject.strategy)),
-            at: subject.at,
-            resolved: false,
-        };
-        let failures = subject.scope.map(|s| (s.bus.clone(), s.run.clone()));
-        let sent = subject.alerts.dispatch(alert, failures);
-        let applied = if sent == 0 {
-            Applied::failed(format!("no alert channel takes severity {}", self.severity))
+        let mut alert = Alert::firing(
+            self.severity,
+            Arc::clone(project),
+            Arc::clone(subject.strategy),
+            subject.strategy.to_string(),
+        )
+        .on_stage(Arc::clone(subject.stage))
+        .message(message);
+        alert.strategy = Some(Arc::clone(subject.strategy));
+        alert.value = subject.trigger.observed;
+        alert.starts_at = subject.at;
+        let channels = subject
+            .alerts
+            .channels()
+            .iter()
+            .filter(|c| self.severity >= c.min_severity())
+            .count();
+        let manual = if subject.manual {
+            " (healing is in manual mode: alerts still go out)"
         } else {
-            Applied::done(format!("alert sent to {sent} channel(s)"))
+            ""
+        };
+        let applied = match subject.alerts.fire(alert) {
+            _ if channels == 0 => {
+                Applied::failed(format!("no alert channel takes severity {}", self.severity))
+            }
+            Notice::Send(_) => Applied::done(format!("alert to {channels} channel(s){manual}")),
+            Notice::Inhibited => Applied::done(format!(
+                "alert inhibited: a critical alert of the same fingerprint fires{manual}"
+            )),
+            Notice::Held | Notice::Nothing => Applied::done(format!(
+                "alert already sent, repeated after the repeat interval{manual}"
+            )),
         };
         Box::pin(std::future::ready(applied))
     }

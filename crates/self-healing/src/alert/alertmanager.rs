@@ -1,0 +1,99 @@
+//! Prometheus Alertmanager: its `/api/v2/alerts`, with labels, annotations, `startsAt` and, once
+//! resolved, `endsAt`.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::Notifier;
+use crate::error::{InvalidConfig, Severity};
+
+/// `alertmanager`: the Alertmanager's base `url` (`http://alertmanager:9093`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    /// The channel's name in records (default `alertmanager`).
+    pub name: Option<String>,
+    /// The Alertmanager's base URL; alerts go to `URL/api/v2/alerts`.
+    pub url: String,
+    /// Alerts below this severity are not sent; `None` means `warning`.
+    pub min_severity: Option<Severity>,
+}
+
+impl AlertmanagerConfig {
+    /// The runnable channel; fails if `url` is not an http(s) URL.
+    #[cfg(feature = "http")]
+    pub fn build(&self) -> Result<Arc<dyn Notifier>, InvalidConfig> {
+        let url = format!("{}/api/v2/alerts", self.url.trim_end_matches('/'));
+        Ok(Arc::new(Alertmanager(super::post::JsonPost::new(
+            self.name.as_deref().unwrap_or("alertmanager"),
+            "url",
+            &url,
+            self.min_severity,
+        )?)))
+    }
+
+    /// Always fails: Alertmanager channels need the `http` feature.
+    #[cfg(not(feature = "http"))]
+    pub fn build(&self) -> Result<Arc<dyn Notifier>, InvalidConfig> {
+        Err(super::needs_http("alertmanager"))
+    }
+}
+
+/// The alerts as Alertmanager's API v2 takes them. `alertname`, `project`, `stage` and
+/// `severity` are labels (so Alertmanager's own grouping and inhibition can use them); a
+/// resolved alert carries its `endsAt`.
+#[cfg(feature = "http")]
+pub(super) fn body(alerts: &[super::Alert]) -> serde_json::Value {
+    let alerts: Vec<serde_json::Value> = alerts
+        .iter()
+        .map(|alert| {
+            let mut labels = serde_json::json!({
+                "alertname": alert.name.as_ref(),
+                "project": alert.project.as_ref(),
+                "severity": alert.severity.as_str(),
+                "source": "migrationpilot",
+            });
+            if let Some(stage) = &alert.stage {
+                labels["stage"] = serde_json::json!(stage.as_ref());
+            }
+            let mut body = serde_json::json!({
+                "labels": labels,
+                "annotations": {
+                    "summary": format!("{}: {}", alert.project, alert.title),
+                    "description": alert.message,
+                },
+                "startsAt": crate::clock::rfc3339(alert.starts_at),
+            });
+            if let Some(value) = alert.value {
+                body["annotations"]["value"] = serde_json::json!(value.to_string());
+            }
+            if let Some(ends_at) = alert.ends_at {
+                body["endsAt"] = serde_json::json!(crate::clock::rfc3339(ends_at));
+            }
+            body
+        })
+        .collect();
+    serde_json::Value::Array(alerts)
+}
+
+#[cfg(feature = "http")]
+struct Alertmanager(super::post::JsonPost);
+
+#[cfg(feature = "http")]
+impl Notifier for Alertmanager {
+    fn notify<'a>(
+        &'a self,
+        alerts: &'a [super::Alert],
+    ) -> crate::BoxFuture<'a, Result<(), super::NotifyError>> {
+        Box::pin(async move { self.0.post(&body(alerts)).await })
+    }
+
+    fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    fn min_severity(&self) -> Severity {
+        self.0.min_severity
+    }
+}
