@@ -546,7 +546,8 @@ healing:
     let got = back.wait("/hook", 1);
     assert_eq!(got[0]["alerts"][0]["name"], "rollback");
     assert_eq!(got[0]["alerts"][0]["status"], "firing");
-    drop(served);
+    // ... and records it delivered (stopping it before then would leave it owed, to be sent
+    // again: delivery is at least once).
     let deadline = Instant::now() + Duration::from_secs(60);
     while !owed()
         .iter()
@@ -555,4 +556,5 @@ healing:
         assert!(Instant::now() < deadline, "{:?}", owed());
         std::thread::sleep(Duration::from_millis(50));
     }
+    drop(served);
 }

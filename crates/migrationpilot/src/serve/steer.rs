@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use self_healing::healing::{Mode, StrategyOverride};
 use serde::de::DeserializeOwned;
@@ -58,23 +58,42 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// The request's JSON body; an empty body reads as `{}`. Errors name the field and position.
-fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
-    let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        bytes
-    };
-    let mut de = serde_json::Deserializer::from_slice(text);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            ApiError::bad_request(format!("bad JSON body: {inner}"))
+/// A steering request: authorized by the token, its project from the path, its JSON body (an
+/// empty body reads as `{}`; errors name the field and position).
+pub(super) struct Steer<T> {
+    project: String,
+    body: T,
+}
+
+impl<T: DeserializeOwned> FromRequest<App> for Steer<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, app: &App) -> Result<Self, ApiError> {
+        let (mut parts, body) = request.into_parts();
+        authorize(app, &parts.headers)?;
+        let Path(project) = Path::<String>::from_request_parts(&mut parts, app)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let bytes = Bytes::from_request(Request::from_parts(parts, body), app)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
         } else {
-            ApiError::bad_request(format!("bad JSON body at `{path}`: {inner}"))
-        }
-    })
+            &bytes
+        };
+        let mut de = serde_json::Deserializer::from_slice(text);
+        let body = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                ApiError::bad_request(format!("bad JSON body: {inner}"))
+            } else {
+                ApiError::bad_request(format!("bad JSON body at `{path}`: {inner}"))
+            }
+        })?;
+        Ok(Steer { project, body })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,24 +127,17 @@ async fn set_mode(
 
 pub(super) async fn disable(
     State(app): State<App>,
-    Path(project): Path<String>,
-    headers: HeaderMap,
-    bytes: Bytes,
+    steer: Steer<DisableBody>,
 ) -> Result<Json<ModeSet>, ApiError> {
-    authorize(&app, &headers)?;
-    let body: DisableBody = body(&bytes)?;
-    set_mode(&app, project, false, body.reason.as_deref()).await
+    set_mode(&app, steer.project, false, steer.body.reason.as_deref()).await
 }
 
 pub(super) async fn enable(
     State(app): State<App>,
-    Path(project): Path<String>,
-    headers: HeaderMap,
-    bytes: Bytes,
+    steer: Steer<EnableBody>,
 ) -> Result<Json<ModeSet>, ApiError> {
-    authorize(&app, &headers)?;
-    let EnableBody {} = body(&bytes)?;
-    set_mode(&app, project, true, None).await
+    let EnableBody {} = steer.body;
+    set_mode(&app, steer.project, true, None).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,12 +157,9 @@ pub(super) struct Triggered {
 
 pub(super) async fn trigger(
     State(app): State<App>,
-    Path(project): Path<String>,
-    headers: HeaderMap,
-    bytes: Bytes,
+    steer: Steer<TriggerBody>,
 ) -> Result<Json<Triggered>, ApiError> {
-    authorize(&app, &headers)?;
-    let body: TriggerBody = body(&bytes)?;
+    let Steer { project, body } = steer;
     let queued = control::trigger(&*app.store, &project, &body.action, &body.stage).await?;
     Ok(Json(Triggered {
         queued: queued.id,
@@ -181,12 +190,9 @@ pub(super) struct Configured {
 
 pub(super) async fn configure(
     State(app): State<App>,
-    Path(project): Path<String>,
-    headers: HeaderMap,
-    bytes: Bytes,
+    steer: Steer<ConfigureBody>,
 ) -> Result<Json<Configured>, ApiError> {
-    authorize(&app, &headers)?;
-    let body: ConfigureBody = body(&bytes)?;
+    let Steer { project, body } = steer;
     let changes = StrategyOverride {
         max_attempts: body.max_attempts,
         cooldown: body.cooldown.map(Duration::from_millis),

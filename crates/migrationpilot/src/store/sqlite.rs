@@ -433,6 +433,14 @@ async fn execute(tx: &mut Transaction<'_, Sqlite>, write: &Write<'_>) -> Result<
     Ok(())
 }
 
+/// JSON bodies read back; a body this version cannot read is an error naming `what` it is.
+fn read_bodies<T: serde::de::DeserializeOwned>(bodies: &[String], what: &str) -> Result<Vec<T>> {
+    bodies
+        .iter()
+        .map(|b| serde_json::from_str(b).map_err(|e| StoreError::Invalid(format!("{what}: {e}"))))
+        .collect()
+}
+
 /// Item completions in one multi-row statement.
 async fn insert_completions(tx: &mut Transaction<'_, Sqlite>, done: &[ItemDone<'_>]) -> Result<()> {
     let mut insert = sqlx::QueryBuilder::<Sqlite>::new(
@@ -928,13 +936,7 @@ impl Queries for SqliteStore {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-            bodies
-                .iter()
-                .map(|b| {
-                    serde_json::from_str(b)
-                        .map_err(|e| StoreError::Invalid(format!("a healing record: {e}")))
-                })
-                .collect()
+            read_bodies(&bodies, "a healing record")
         })
     }
 
@@ -1150,13 +1152,7 @@ impl Alerts for SqliteStore {
             .bind(project)
             .fetch_all(&self.pool)
             .await?;
-            bodies
-                .iter()
-                .map(|b| {
-                    serde_json::from_str(b)
-                        .map_err(|e| StoreError::Invalid(format!("an alert: {e}")))
-                })
-                .collect()
+            read_bodies(&bodies, "an alert")
         })
     }
 

@@ -25,12 +25,15 @@ impl AlertmanagerConfig {
     #[cfg(feature = "http")]
     pub fn build(&self) -> Result<Arc<dyn Notifier>, InvalidConfig> {
         let url = format!("{}/api/v2/alerts", self.url.trim_end_matches('/'));
-        Ok(Arc::new(Alertmanager(super::post::JsonPost::new(
-            self.name.as_deref().unwrap_or("alertmanager"),
-            "url",
-            &url,
-            self.min_severity,
-        )?)))
+        Ok(Arc::new(super::post::JsonChannel {
+            post: super::post::JsonPost::new(
+                self.name.as_deref().unwrap_or("alertmanager"),
+                "url",
+                &url,
+                self.min_severity,
+            )?,
+            body,
+        }))
     }
 
     /// Always fails: Alertmanager channels need the `http` feature.
@@ -75,25 +78,4 @@ pub(super) fn body(alerts: &[super::Alert]) -> serde_json::Value {
         })
         .collect();
     serde_json::Value::Array(alerts)
-}
-
-#[cfg(feature = "http")]
-struct Alertmanager(super::post::JsonPost);
-
-#[cfg(feature = "http")]
-impl Notifier for Alertmanager {
-    fn notify<'a>(
-        &'a self,
-        alerts: &'a [super::Alert],
-    ) -> crate::BoxFuture<'a, Result<(), super::NotifyError>> {
-        Box::pin(async move { self.0.post(&body(alerts)).await })
-    }
-
-    fn name(&self) -> &str {
-        &self.0.name
-    }
-
-    fn min_severity(&self) -> Severity {
-        self.0.min_severity
-    }
 }

@@ -68,6 +68,29 @@ impl JsonPost {
     }
 }
 
+/// A channel that POSTs one JSON body per group of alerts, made by `body`.
+pub(super) struct JsonChannel {
+    pub(super) post: JsonPost,
+    pub(super) body: fn(&[super::Alert]) -> serde_json::Value,
+}
+
+impl super::Notifier for JsonChannel {
+    fn notify<'a>(
+        &'a self,
+        alerts: &'a [super::Alert],
+    ) -> crate::BoxFuture<'a, Result<(), NotifyError>> {
+        Box::pin(async move { self.post.post(&(self.body)(alerts)).await })
+    }
+
+    fn name(&self) -> &str {
+        &self.post.name
+    }
+
+    fn min_severity(&self) -> Severity {
+        self.post.min_severity
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

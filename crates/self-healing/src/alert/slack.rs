@@ -23,12 +23,15 @@ impl SlackConfig {
     /// The runnable channel; fails if `webhook` is not an http(s) URL.
     #[cfg(feature = "http")]
     pub fn build(&self) -> Result<Arc<dyn Notifier>, InvalidConfig> {
-        Ok(Arc::new(Slack(super::post::JsonPost::new(
-            self.name.as_deref().unwrap_or("slack"),
-            "webhook",
-            &self.webhook,
-            self.min_severity,
-        )?)))
+        Ok(Arc::new(super::post::JsonChannel {
+            post: super::post::JsonPost::new(
+                self.name.as_deref().unwrap_or("slack"),
+                "webhook",
+                &self.webhook,
+                self.min_severity,
+            )?,
+            body,
+        }))
     }
 
     /// Always fails: Slack channels need the `http` feature.
@@ -66,25 +69,4 @@ pub(super) fn body(alerts: &[super::Alert]) -> serde_json::Value {
         ));
     }
     serde_json::json!({ "text": text })
-}
-
-#[cfg(feature = "http")]
-struct Slack(super::post::JsonPost);
-
-#[cfg(feature = "http")]
-impl Notifier for Slack {
-    fn notify<'a>(
-        &'a self,
-        alerts: &'a [super::Alert],
-    ) -> crate::BoxFuture<'a, Result<(), super::NotifyError>> {
-        Box::pin(async move { self.0.post(&body(alerts)).await })
-    }
-
-    fn name(&self) -> &str {
-        &self.0.name
-    }
-
-    fn min_severity(&self) -> Severity {
-        self.0.min_severity
-    }
 }

@@ -23,38 +23,20 @@ impl WebhookConfig {
     /// The runnable channel; fails if `url` is not an http(s) URL.
     #[cfg(feature = "http")]
     pub fn build(&self) -> Result<Arc<dyn Notifier>, InvalidConfig> {
-        Ok(Arc::new(Webhook(super::post::JsonPost::new(
-            self.name.as_deref().unwrap_or("webhook"),
-            "url",
-            &self.url,
-            self.min_severity,
-        )?)))
+        Ok(Arc::new(super::post::JsonChannel {
+            post: super::post::JsonPost::new(
+                self.name.as_deref().unwrap_or("webhook"),
+                "url",
+                &self.url,
+                self.min_severity,
+            )?,
+            body: |alerts| serde_json::json!({ "alerts": alerts }),
+        }))
     }
 
     /// Always fails: webhook channels need the `http` feature.
     #[cfg(not(feature = "http"))]
     pub fn build(&self) -> Result<Arc<dyn Notifier>, InvalidConfig> {
         Err(super::needs_http("webhook"))
-    }
-}
-
-#[cfg(feature = "http")]
-struct Webhook(super::post::JsonPost);
-
-#[cfg(feature = "http")]
-impl Notifier for Webhook {
-    fn notify<'a>(
-        &'a self,
-        alerts: &'a [super::Alert],
-    ) -> crate::BoxFuture<'a, Result<(), super::NotifyError>> {
-        Box::pin(async move { self.0.post(&serde_json::json!({ "alerts": alerts })).await })
-    }
-
-    fn name(&self) -> &str {
-        &self.0.name
-    }
-
-    fn min_severity(&self) -> Severity {
-        self.0.min_severity
     }
 }

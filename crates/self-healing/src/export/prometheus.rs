@@ -686,16 +686,24 @@ impl Collector for Families {
                 Ok(())
             },
         )?;
-        family(
-            e,
-            "items",
-            "Items by how they ended: succeeded, failed, abandoned (cut short, run again on resume) or skipped (done by an earlier attempt of the run)",
-            None,
-            MetricType::Counter,
-            |m| {
+        for (name, help, outcomes, pick) in [
+            (
+                "items",
+                "Items by how they ended: succeeded, failed, abandoned (cut short, run again on resume) or skipped (done by an earlier attempt of the run)",
+                &ITEM_OUTCOMES[..],
+                (|s: &StageCells| &s.items[..]) as fn(&StageCells) -> &[AtomicU64],
+            ),
+            (
+                "attempts",
+                "Attempts by outcome",
+                &ATTEMPT_OUTCOMES[..],
+                |s: &StageCells| &s.attempts[..],
+            ),
+        ] {
+            family(e, name, help, None, MetricType::Counter, |m| {
                 for p in &projects {
                     for s in p.stages.read().unwrap_or_else(|e| e.into_inner()).iter() {
-                        for (outcome, count) in ITEM_OUTCOMES.iter().zip(&s.items) {
+                        for (outcome, count) in outcomes.iter().zip(pick(s)) {
                             let labels = [
                                 ("project", &*p.name),
                                 ("stage", &*s.name),
@@ -706,30 +714,8 @@ impl Collector for Families {
                     }
                 }
                 Ok(())
-            },
-        )?;
-        family(
-            e,
-            "attempts",
-            "Attempts by outcome",
-            None,
-            MetricType::Counter,
-            |m| {
-                for p in &projects {
-                    for s in p.stages.read().unwrap_or_else(|e| e.into_inner()).iter() {
-                        for (outcome, count) in ATTEMPT_OUTCOMES.iter().zip(&s.attempts) {
-                            let labels = [
-                                ("project", &*p.name),
-                                ("stage", &*s.name),
-                                ("outcome", outcome),
-                            ];
-                            counter(m, &labels, count.load(Ordering::Relaxed))?;
-                        }
-                    }
-                }
-                Ok(())
-            },
-        )?;
+            })?;
+        }
         for (name, help, pick) in [
             (
                 "stage_concurrency",
