@@ -556,5 +556,15 @@ healing:
         assert!(Instant::now() < deadline, "{:?}", owed());
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Serve journals its deliveries as a run does.
+    let outcomes = || -> Vec<(String,)> {
+        work.journal(
+            "SELECT kind FROM events WHERE kind LIKE 'alert-%' AND body LIKE '%\"refusing\"%' ORDER BY id",
+        )
+    };
+    while !outcomes().contains(&("alert-delivered".to_owned(),)) {
+        assert!(Instant::now() < deadline, "{:?}", outcomes());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     drop(served);
 }

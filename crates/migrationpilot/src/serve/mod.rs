@@ -226,8 +226,21 @@ async fn deliver_owed_alerts(store: Arc<dyn Store>, shutdown: CancellationToken)
                 )))
                 .owner(owner.clone())
                 .build();
+            // Each outcome is journaled, as a run's are: `alerts` and `/metrics` count it.
+            let bus = self_healing::EventBus::new();
+            let mut outcomes = bus.subscribe();
+            alerting.report_to(&bus, None);
             alerting.deliver_owed().await;
             alerting.settle(OWED_ALERTS_EVERY).await;
+            let mut events = Vec::new();
+            while let Some(event) = outcomes.try_recv() {
+                events.push(event);
+            }
+            if !events.is_empty()
+                && let Err(error) = store.append(&project, &events).await
+            {
+                eprintln!("  ! alert deliveries of `{project}` not journaled: {error}");
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(OWED_ALERTS_EVERY) => {}
