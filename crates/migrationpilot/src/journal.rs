@@ -50,10 +50,12 @@ const MAX_BATCH: usize = 4096;
 /// a few transactions' worth, so the writer always has a full batch waiting.
 pub const MAX_BACKLOG: usize = 65_536;
 
-/// Journals `events` until the run finishes. Committed events go to the returned receiver,
-/// with the values of `secrets` masked in their text (errors, details, descriptions), as they
-/// are in the store. A store failure cancels the run through `stop` and is returned. Subscribe
-/// with [`EventBus::subscribe_durable`](self_healing::event::EventBus::subscribe_durable) and
+/// Journals `events` until `finish` is cancelled and all that was published before is written
+/// (a session finishes it after the run and its last alert deliveries). Committed events go to
+/// the returned receiver, with the values of `secrets` masked in their text (errors, details,
+/// descriptions), as they are in the store. A store failure cancels the run through `stop` and
+/// is returned. Subscribe with
+/// [`EventBus::subscribe_durable`](self_healing::event::EventBus::subscribe_durable) and
 /// [`MAX_BACKLOG`]: a run never outpaces its journal by more than that, and each batch is
 /// acknowledged once committed, so decisions wait for their record.
 pub fn spawn(
@@ -62,6 +64,7 @@ pub fn spawn(
     mut events: Subscription,
     secrets: Secrets,
     stop: CancellationToken,
+    finish: CancellationToken,
 ) -> (
     tokio::task::JoinHandle<Result<(), String>>,
     mpsc::UnboundedReceiver<Arc<Event>>,
@@ -69,7 +72,13 @@ pub fn spawn(
     let (committed, receiver) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(256);
-        while let Some(first) = events.recv().await {
+        loop {
+            let first = tokio::select! {
+                biased;
+                first = events.recv() => first,
+                () = finish.cancelled() => events.try_recv(),
+            };
+            let Some(first) = first else { break };
             batch.push(masked(first, &secrets));
             while batch.len() < MAX_BATCH {
                 match events.try_recv() {
@@ -84,14 +93,8 @@ pub fn spawn(
             if let Some(last) = batch.last() {
                 events.acknowledge(last.seq);
             }
-            let finished = batch
-                .iter()
-                .any(|e| matches!(e.kind, EventKind::RunFinished { .. }));
             for event in batch.drain(..) {
                 let _ = committed.send(event);
-            }
-            if finished {
-                break;
             }
         }
         Ok(())

@@ -4,7 +4,7 @@
 //! - [`env`](mod@env): `${NAME}` substituted into parsed values, and the secrets it brings.
 //! - [`build`]: a parsed file to the pipeline, healer, health monitor and alert channels.
 //! - [`command`]: stage commands (argv without a shell, `{item}` as one argument).
-//! - [`store`]: the `Store` trait and its SQLite implementation.
+//! - [`store`]: the `Store` traits and their SQLite and PostgreSQL backends.
 //! - [`journal`]: the group-commit writer between the event bus and the store.
 //! - [`control`]: applying other processes' requests to a running pipeline.
 //! - [`session`]: one file run against one store, wired once (journal, steering, monitor,

@@ -153,8 +153,10 @@ struct TokenArgs {
 
 impl TokenArgs {
     fn read(&self) -> Result<Option<serve::Token>, CliError> {
-        let from_env = std::env::var("MIGRATIONPILOT_TOKEN")
-            .ok()
+        let from_env = TOKEN_FROM_ENV
+            .get()
+            .cloned()
+            .flatten()
             .filter(|t| !t.is_empty());
         serve::token(from_env, self.token_file.as_deref())
     }
@@ -226,7 +228,15 @@ fn parse_mode(text: &str) -> Result<Mode, String> {
     }
 }
 
+/// The steering token from the environment, taken out of it at start.
+static TOKEN_FROM_ENV: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
 fn main() -> ExitCode {
+    // The token is this process's alone: no stage command, check or hook inherits it (a stage
+    // that printed its environment would show it in its logs).
+    TOKEN_FROM_ENV.get_or_init(|| std::env::var("MIGRATIONPILOT_TOKEN").ok());
+    // SAFETY: nothing else runs yet: no thread reads or writes the environment concurrently.
+    unsafe { std::env::remove_var("MIGRATIONPILOT_TOKEN") };
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

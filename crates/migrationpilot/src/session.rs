@@ -218,14 +218,18 @@ impl Session {
         alerting.keep_in(Arc::new(StoreOutbox::new(
             Arc::clone(&self.store),
             Some(&self.project),
+            secrets.clone(),
         )));
-        if let Some(channels) = &self.built.alert_channels {
-            self.store.set_channels(&self.project, channels).await?;
-        }
+        // The channels as written, or none: `serve` delivers what is owed through these.
+        let channels = self
+            .built
+            .alert_channels
+            .clone()
+            .unwrap_or_else(|| serde_json::json!([]));
+        self.store.set_channels(&self.project, &channels).await?;
         if let Err(error) = alerting.restore(&self.project).await {
             eprintln!("  ! alerts earlier runs left firing could not be read: {error}");
         }
-        alerting.deliver_owed().await;
         // Steering set while nothing ran applies from the start.
         let mut steering = Steering::new(
             Arc::clone(&self.store),
@@ -252,6 +256,7 @@ impl Session {
             }
             None => None,
         };
+        let finish_journal = CancellationToken::new();
         let (journal, committed) = journal::spawn(
             Arc::clone(&self.store),
             Arc::clone(&self.project),
@@ -260,7 +265,11 @@ impl Session {
                 .subscribe_durable(|_| true, journal::MAX_BACKLOG),
             secrets.clone(),
             cancel.clone(),
+            finish_journal.clone(),
         );
+        // What an earlier process left owed goes out now, its outcomes journaled.
+        alerting.report_to(pipeline.events(), None);
+        alerting.deliver_owed().await;
         let printer = tokio::spawn(progress::print(
             committed,
             progress::Output::choose(self.request.json_events),
@@ -301,19 +310,21 @@ impl Session {
         }
         poller.abort();
         signals.abort();
-        let journaled = journal
-            .await
-            .unwrap_or_else(|e| Err(format!("the journal writer failed: {e}")));
-        let _ = printer.await;
-        lease.abort();
         // Alerts still gathering go out now; a dead or slow channel gets a short grace, and
-        // what it has not taken stays owed in the store for the next start.
+        // what it has not taken stays owed in the store for the next start. Their outcomes are
+        // journaled with the run's last events.
         let going = alerting.settle(ALERT_GRACE).await;
         if going > 0 {
             eprintln!(
                 "  ! {going} alert delivery(ies) unfinished: what was not delivered goes out on the next start"
             );
         }
+        finish_journal.cancel();
+        let journaled = journal
+            .await
+            .unwrap_or_else(|e| Err(format!("the journal writer failed: {e}")));
+        let _ = printer.await;
+        lease.abort();
         stop_serving.cancel();
         if let Some(server) = server {
             match server.await {

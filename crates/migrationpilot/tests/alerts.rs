@@ -13,6 +13,10 @@ use serde_json::Value;
 mod common;
 use common::{Served, Workspace, http, tool};
 
+on_every_store!(
+    alerts_a_dead_channel_could_not_take_are_delivered_when_it_is_back_even_after_kill_9,
+);
+
 /// A loopback HTTP receiver that keeps every request's path and JSON body and answers 202.
 struct Receiver {
     port: u16,
@@ -452,8 +456,9 @@ fn a_real_alertmanager_receives_an_alert_and_then_its_end() {
     let _ = server.wait();
 }
 
-#[test]
-fn alerts_a_dead_channel_could_not_take_are_delivered_when_it_is_back_even_after_kill_9() {
+fn alerts_a_dead_channel_could_not_take_are_delivered_when_it_is_back_even_after_kill_9(
+    work: Workspace,
+) {
     // A port with nothing listening: the channel refuses. A receiver that never answers: the
     // channel hangs. Both take the same alerts as a working one.
     let refusing = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -468,7 +473,6 @@ fn alerts_a_dead_channel_could_not_take_are_delivered_when_it_is_back_even_after
         }
     });
     let working = Receiver::start();
-    let work = Workspace::new();
     // The compensation waits for a file, so the run can be killed mid-rollback, its alert owed.
     work.script(
         "undo.sh",

@@ -8,10 +8,16 @@ use predicates::prelude::*;
 mod common;
 use common::{Workspace, migrationpilot};
 
-#[test]
-fn the_bundled_example_runs_and_heals_its_injected_failures() {
+on_every_store!(
+    the_bundled_example_runs_and_heals_its_injected_failures,
+    a_flaky_stage_is_healed_by_retry,
+    a_critical_failure_rolls_back_completed_work_in_reverse_order,
+    healing_trigger_from_a_second_process_restarts_a_running_stage,
+    a_run_killed_at_random_points_resumes_to_completion_with_each_item_journaled_once,
+);
+
+fn the_bundled_example_runs_and_heals_its_injected_failures(work: Workspace) {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/migration");
-    let work = Workspace::new();
     for entry in ["pipeline.yaml", "legacy", "scripts"] {
         copy(&example.join(entry), &work.path().join(entry));
     }
@@ -42,9 +48,7 @@ fn copy(from: &Path, to: &Path) {
     }
 }
 
-#[test]
-fn a_flaky_stage_is_healed_by_retry() {
-    let work = Workspace::new();
+fn a_flaky_stage_is_healed_by_retry(work: Workspace) {
     // Fails with ECONNRESET on its first two attempts for every item.
     work.script(
         "flaky.sh",
@@ -78,9 +82,7 @@ healing:
     assert_eq!(done, ["a", "b", "c"]);
 }
 
-#[test]
-fn a_critical_failure_rolls_back_completed_work_in_reverse_order() {
-    let work = Workspace::new();
+fn a_critical_failure_rolls_back_completed_work_in_reverse_order(work: Workspace) {
     work.script("do.sh", r#"echo "do $1" >> log.txt"#);
     work.script("undo.sh", r#"echo "undo $1" >> log.txt"#);
     work.script(
@@ -307,9 +309,7 @@ fn bad_command_lines_exit_with_status_2() {
         .stderr(predicate::str::contains("cannot read"));
 }
 
-#[test]
-fn healing_trigger_from_a_second_process_restarts_a_running_stage() {
-    let work = Workspace::new();
+fn healing_trigger_from_a_second_process_restarts_a_running_stage(work: Workspace) {
     // The stage hangs until its reset hook has run once: only a restart lets it finish.
     work.script(
         "work.sh",
@@ -518,9 +518,9 @@ fn healing_commands_check_their_input() {
 
 /// kill -9 at several seeded points, then `run --resume` until the run finishes: every item is
 /// completed exactly once in the journal, though an item in flight at a kill runs again.
-#[test]
-fn a_run_killed_at_random_points_resumes_to_completion_with_each_item_journaled_once() {
-    let work = Workspace::new();
+fn a_run_killed_at_random_points_resumes_to_completion_with_each_item_journaled_once(
+    work: Workspace,
+) {
     work.script("item.sh", r#"echo "$1" >> executions.txt; sleep 0.01"#);
     let items: Vec<String> = (0..300).map(|i| format!("item-{i:03}")).collect();
     work.file("items.txt", &items.join("\n"));

@@ -8,6 +8,19 @@ use predicates::prelude::*;
 mod common;
 use common::Workspace;
 
+on_every_store!(
+    healing_disabled_in_the_file_is_manual_mode_and_either_off_means_off,
+    a_failed_run_resumes_with_its_id_and_its_completed_items_skipped,
+    a_run_killed_in_its_rollback_resumes_as_a_rollback_and_runs_nothing_forward,
+    a_retry_decision_is_in_the_journal_before_the_retry_runs,
+    steering_refuses_names_the_latest_run_does_not_have,
+    a_queued_action_for_a_stage_that_is_not_running_is_recorded_as_not_applied,
+    a_second_run_of_a_live_project_is_refused_and_a_dead_one_resumes,
+    secret_values_are_masked_in_everything_shown_or_stored,
+    health_lists_every_declared_check_and_says_when_they_were_seen,
+    empty_listings_say_so,
+);
+
 /// `./flaky.sh NAME N`: fails with ETIMEDOUT the first N times it is run for NAME.
 fn flaky(work: &Workspace) {
     work.script(
@@ -83,9 +96,7 @@ healing:
     assert_eq!(work.read("value.txt"), weird);
 }
 
-#[test]
-fn healing_disabled_in_the_file_is_manual_mode_and_either_off_means_off() {
-    let work = Workspace::new();
+fn healing_disabled_in_the_file_is_manual_mode_and_either_off_means_off(work: Workspace) {
     flaky(&work);
     let file = |enabled: bool| {
         format!(
@@ -135,9 +146,7 @@ healing:
     work.cmd().args(["run", "pipeline.yaml"]).assert().success();
 }
 
-#[test]
-fn a_failed_run_resumes_with_its_id_and_its_completed_items_skipped() {
-    let work = Workspace::new();
+fn a_failed_run_resumes_with_its_id_and_its_completed_items_skipped(work: Workspace) {
     work.script(
         "item.sh",
         r#"echo "$1" >> executions.txt
@@ -227,9 +236,7 @@ healing:
     );
 }
 
-#[test]
-fn a_run_killed_in_its_rollback_resumes_as_a_rollback_and_runs_nothing_forward() {
-    let work = Workspace::new();
+fn a_run_killed_in_its_rollback_resumes_as_a_rollback_and_runs_nothing_forward(work: Workspace) {
     rolling_back(&work);
     let mut run = work.spawn(&["run", "pipeline.yaml"]);
     work.wait_for("hung-once");
@@ -279,9 +286,7 @@ fn a_run_killed_in_its_rollback_resumes_as_a_rollback_and_runs_nothing_forward()
     assert_eq!(status, [("rolled-back".to_owned(),)]);
 }
 
-#[test]
-fn a_retry_decision_is_in_the_journal_before_the_retry_runs() {
-    let work = Workspace::new();
+fn a_retry_decision_is_in_the_journal_before_the_retry_runs(work: Workspace) {
     work.script(
         "slow-second.sh",
         r#"n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count
@@ -380,9 +385,7 @@ healing:
         ));
 }
 
-#[test]
-fn steering_refuses_names_the_latest_run_does_not_have() {
-    let work = Workspace::new();
+fn steering_refuses_names_the_latest_run_does_not_have(work: Workspace) {
     work.file(
         "pipeline.yaml",
         "project: steer\nstages:\n  - name: load\n    command: [\"true\"]\n  - name: save\n    command: [\"true\"]\nhealing:\n  strategies:\n    - name: retry-transient\n      triggers: [{type: error}]\n      action: retry\n",
@@ -423,9 +426,7 @@ fn steering_refuses_names_the_latest_run_does_not_have() {
         .stderr(predicate::str::contains("it has retry-transient"));
 }
 
-#[test]
-fn a_queued_action_for_a_stage_that_is_not_running_is_recorded_as_not_applied() {
-    let work = Workspace::new();
+fn a_queued_action_for_a_stage_that_is_not_running_is_recorded_as_not_applied(work: Workspace) {
     work.script(
         "wait.sh",
         "touch started; while [ ! -f go ]; do sleep 0.05; done",
@@ -466,9 +467,7 @@ fn a_queued_action_for_a_stage_that_is_not_running_is_recorded_as_not_applied() 
     assert!(detail.1.contains("not applied"), "{}", detail.1);
 }
 
-#[test]
-fn a_second_run_of_a_live_project_is_refused_and_a_dead_one_resumes() {
-    let work = Workspace::new();
+fn a_second_run_of_a_live_project_is_refused_and_a_dead_one_resumes(work: Workspace) {
     work.script("wait.sh", "touch started; sleep 60");
     work.file(
         "pipeline.yaml",
@@ -499,9 +498,7 @@ fn a_second_run_of_a_live_project_is_refused_and_a_dead_one_resumes() {
     );
 }
 
-#[test]
-fn secret_values_are_masked_in_everything_shown_or_stored() {
-    let work = Workspace::new();
+fn secret_values_are_masked_in_everything_shown_or_stored(work: Workspace) {
     let secret = "tok-5ecr3t-v4lue";
     work.script(
         "leaky.sh",
@@ -569,9 +566,7 @@ healing:
     );
 }
 
-#[test]
-fn health_lists_every_declared_check_and_says_when_they_were_seen() {
-    let work = Workspace::new();
+fn health_lists_every_declared_check_and_says_when_they_were_seen(work: Workspace) {
     work.file(
         "pipeline.yaml",
         r#"
@@ -658,9 +653,7 @@ fn a_store_that_is_not_one_is_refused_with_its_name() {
         .stderr(predicate::str::contains("schema version 99"));
 }
 
-#[test]
-fn empty_listings_say_so() {
-    let work = Workspace::new();
+fn empty_listings_say_so(work: Workspace) {
     work.file(
         "pipeline.yaml",
         "project: quiet\nstages:\n  - name: a\n    command: [\"true\"]\n",

@@ -10,6 +10,11 @@ use serde_json::Value;
 mod common;
 use common::{Served, Workspace, http, json, tool};
 
+on_every_store!(
+    the_api_answers_and_refuses_over_a_real_socket,
+    the_event_stream_follows_a_run_and_resumes_from_last_event_id,
+);
+
 const TOKEN: &str = "s3cret-token-for-tests";
 
 /// A project `api` with one finished run: two stages, items that fail once with ECONNRESET and
@@ -57,9 +62,7 @@ fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
-#[test]
-fn the_api_answers_and_refuses_over_a_real_socket() {
-    let work = Workspace::new();
+fn the_api_answers_and_refuses_over_a_real_socket(work: Workspace) {
     let run = seeded(&work);
     let served = Served::start(
         &work,
@@ -430,9 +433,7 @@ fn follow_stream(url: &str, last_id: Option<&str>, mut each: impl FnMut(&str, Va
     }
 }
 
-#[test]
-fn the_event_stream_follows_a_run_and_resumes_from_last_event_id() {
-    let work = Workspace::new();
+fn the_event_stream_follows_a_run_and_resumes_from_last_event_id(work: Workspace) {
     seeded(&work);
     let served = Served::start(&work, &["serve", "--listen", "127.0.0.1:0"], &[]);
     served.wait_ready();
@@ -706,4 +707,79 @@ fn latest_run(work: &Workspace, project: &str) -> String {
         .unwrap();
     let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
     runs[0]["id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn beyond_loopback_every_api_request_needs_the_token_and_loopback_names_itself() {
+    let work = Workspace::new();
+    seeded(&work);
+    let open = Served::start(
+        &work,
+        &["serve", "--listen", "0.0.0.0:0"],
+        &[("MIGRATIONPILOT_TOKEN", TOKEN)],
+    );
+    let url = |path: &str| format!("{}{path}", open.url);
+    let auth = bearer(TOKEN);
+    assert_eq!(json("GET", &url("/api/v1/projects"), &[], None).0, 401);
+    assert_eq!(
+        json(
+            "GET",
+            &url("/api/v1/projects"),
+            &[("Authorization", "Bearer not-the-token-at-all")],
+            None
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        json(
+            "GET",
+            &url("/api/v1/projects"),
+            &[("Authorization", auth.as_str())],
+            None
+        )
+        .0,
+        200
+    );
+    // The stream takes it in the query, as a browser's EventSource cannot send headers.
+    let (status, _) = http_head(&url(&format!("/api/v1/events/stream?access_token={TOKEN}")));
+    assert_eq!(status, 200);
+    assert_eq!(http_head(&url("/api/v1/events/stream")).0, 401);
+    assert_eq!(
+        http("GET", &url("/metrics"), &[], None).0,
+        200,
+        "metrics stay open"
+    );
+    drop(open);
+
+    let local = Served::start(&work, &["serve", "--listen", "127.0.0.1:0"], &[]);
+    let (status, body) = json(
+        "GET",
+        &format!("{}/api/v1/projects", local.url),
+        &[("Host", "attacker.example:80")],
+        None,
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("attacker.example"));
+}
+
+/// The status of a GET whose answer may never end (a stream): only its head is read.
+fn http_head(url: &str) -> (u16, String) {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .write_all(format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(stream).read_line(&mut first).unwrap();
+    let status = first
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, first)
 }

@@ -170,6 +170,9 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 /// `ETIMEDOUT` patterns already match.
 pub const CODE_TIMEOUT: &str = "ETIMEDOUT";
 
+/// The code of the error a stage fails with when its restart limit refuses another restart.
+pub const CODE_RESTART_LIMIT: &str = "RESTART_LIMIT";
+
 impl fmt::Display for StageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.code {

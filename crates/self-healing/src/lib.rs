@@ -101,7 +101,9 @@ pub mod process;
 pub mod resilience;
 mod serde_ms;
 
-pub use error::{CODE_TIMEOUT, InvalidConfig, Severity, StageError, error_chain};
+pub use error::{
+    CODE_RESTART_LIMIT, CODE_TIMEOUT, InvalidConfig, Severity, StageError, error_chain,
+};
 pub use event::{Event, EventBus, EventKind, RunId, RunStatus};
 #[cfg(feature = "prometheus")]
 pub use export::PrometheusExporter;

@@ -186,6 +186,16 @@ async fn read_tail(
         kept.drain(..excess);
         cut += excess as u64;
     }
+    // A tail that was cut starts at its first whole line: a line cut in two could hold the end
+    // of a secret that masking, which matches whole values, would not recognise.
+    if cut > 0 {
+        let partial = kept
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(kept.len(), |i| i + 1);
+        kept.drain(..partial);
+        cut += partial as u64;
+    }
     Tail {
         text: String::from_utf8_lossy(&kept).into_owned(),
         cut,

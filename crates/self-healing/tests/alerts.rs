@@ -17,6 +17,8 @@ use tokio::time::{Instant, sleep};
 #[derive(Default)]
 struct Inbox {
     messages: Mutex<Vec<Vec<Alert>>>,
+    /// Takes only critical alerts (a pager).
+    pager: bool,
 }
 
 impl Notifier for Inbox {
@@ -26,7 +28,15 @@ impl Notifier for Inbox {
     }
 
     fn name(&self) -> &str {
-        "inbox"
+        if self.pager { "pager" } else { "inbox" }
+    }
+
+    fn min_severity(&self) -> Severity {
+        if self.pager {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        }
     }
 }
 
@@ -90,8 +100,13 @@ fn queue_stage() -> impl Into<Stage<()>> {
 #[tokio::test(start_paused = true)]
 async fn a_threshold_fires_escalates_lowers_and_resolves_as_its_metric_moves() {
     let inbox = Arc::new(Inbox::default());
+    let pager = Arc::new(Inbox {
+        pager: true,
+        ..Inbox::default()
+    });
     let alerting = Alerting::builder()
         .channel(inbox.clone())
+        .channel(pager.clone())
         .rules(quick_rules())
         .build();
     let healer = AutoHealer::builder()

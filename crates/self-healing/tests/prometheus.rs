@@ -123,7 +123,7 @@ async fn counts_agree_with_the_report_and_with_a_replay_of_what_a_journal_keeps(
         .unwrap();
     while let Some(event) = all.try_recv() {
         if kept_by_a_journal(&event.kind) {
-            replayed.observe("payroll", &event.kind);
+            replayed.observe("payroll", &event);
         }
     }
     assert_eq!(exposition(&replayed), text);

@@ -72,16 +72,19 @@ async fn run(durable: bool, fail: bool) -> Duration {
             .events()
             .subscribe_pacing(|_| true, migrationpilot::journal::MAX_BACKLOG)
     };
+    let finish = CancellationToken::new();
     let (task, mut committed) = migrationpilot::journal::spawn(
         store,
         "decisions".into(),
         events,
         Secrets::default(),
         CancellationToken::new(),
+        finish.clone(),
     );
     let drain = tokio::spawn(async move { while committed.recv().await.is_some() {} });
     let started = Instant::now();
     let report = pipeline.execute(()).await;
+    finish.cancel();
     task.await
         .expect("the journal writer")
         .expect("a journaled run");

@@ -36,6 +36,7 @@ async fn main() {
         exporter
     });
     let dir = tempfile::tempdir().expect("a temporary directory");
+    let finish = CancellationToken::new();
     let journal = if journaled {
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(&dir.path().join("journal.db"))
@@ -50,6 +51,7 @@ async fn main() {
                 .subscribe_durable(|_| true, migrationpilot::journal::MAX_BACKLOG),
             migrationpilot::env::Secrets::default(),
             CancellationToken::new(),
+            finish.clone(),
         );
         let drain = tokio::spawn(async move { while committed.recv().await.is_some() {} });
         Some((task, drain))
@@ -59,6 +61,7 @@ async fn main() {
     let started = Instant::now();
     let report = pipeline.execute(()).await;
     let ran = started.elapsed().as_secs_f64();
+    finish.cancel();
     if let Some((task, drain)) = journal {
         task.await
             .expect("the journal task")

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use self_healing::export::PrometheusExporter;
@@ -82,6 +82,10 @@ struct App {
     token: Option<Arc<Token>>,
     journal: stream::Journal,
     shutdown: CancellationToken,
+    /// Listening on loopback only: the API is open to this machine's users and browsers
+    /// (requests must name a loopback host, against DNS rebinding); beyond it, every API
+    /// request needs the token.
+    loopback: bool,
 }
 
 /// Where `/metrics` gets its figures.
@@ -99,6 +103,8 @@ pub enum Figures {
 pub struct Bound {
     listener: tokio::net::TcpListener,
     token: Option<Token>,
+    /// Whether it listens on loopback only.
+    loopback: bool,
 }
 
 /// Reads the steering token: `MIGRATIONPILOT_TOKEN`'s value, or the first line of
@@ -137,7 +143,12 @@ pub async fn bind(listen: &str, token: Option<Token>) -> Result<Bound, CliError>
     let listener = tokio::net::TcpListener::bind(&*addresses)
         .await
         .map_err(|e| CliError::Invalid(format!("--listen {listen}: {e}")))?;
-    Ok(Bound { listener, token })
+    let loopback = addresses.iter().all(|a| a.ip().is_loopback());
+    Ok(Bound {
+        listener,
+        token,
+        loopback,
+    })
 }
 
 impl Bound {
@@ -180,6 +191,7 @@ impl Bound {
             token: self.token.map(Arc::new),
             journal,
             shutdown: shutdown.clone(),
+            loopback: self.loopback,
         };
         axum::serve(self.listener, router(app))
             .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -196,56 +208,87 @@ const OWED_ALERTS_EVERY: Duration = Duration::from_secs(30);
 /// secrets of this process's environment. A project whose channels cannot be built is said so
 /// once.
 async fn deliver_owed_alerts(store: Arc<dyn Store>, shutdown: CancellationToken) {
-    let mut said: std::collections::HashSet<String> = std::collections::HashSet::new();
-    let owner = format!("serve pid {}", std::process::id());
+    let said = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let mut failing = false;
     loop {
-        let owing = store.owing_projects().await.unwrap_or_default();
-        for (project, channels) in owing {
-            let channels = match channels
-                .map(|raw| crate::build::stored_channels(&raw, &|name| std::env::var(name).ok()))
-            {
-                Some(Ok(channels)) => channels,
-                Some(Err(error)) => {
-                    if said.insert(project.clone()) {
-                        eprintln!(
-                            "  ! alerts owed by `{project}` wait: its channels cannot be built here: {error}"
-                        );
-                    }
-                    continue;
+        match store.owing_projects().await {
+            Ok(owing) => {
+                if failing {
+                    eprintln!("  owed alerts can be read again");
+                    failing = false;
                 }
-                None => continue,
-            };
-            let alerting = channels
-                .into_iter()
-                .fold(self_healing::alert::Alerting::builder(), |b, c| {
-                    b.channel(c)
-                })
-                .outbox(Arc::new(crate::store::StoreOutbox::new(
-                    Arc::clone(&store),
-                    Some(&project),
-                )))
-                .owner(owner.clone())
-                .build();
-            // Each outcome is journaled, as a run's are: `alerts` and `/metrics` count it.
-            let bus = self_healing::EventBus::new();
-            let mut outcomes = bus.subscribe();
-            alerting.report_to(&bus, None);
-            alerting.deliver_owed().await;
-            alerting.settle(OWED_ALERTS_EVERY).await;
-            let mut events = Vec::new();
-            while let Some(event) = outcomes.try_recv() {
-                events.push(event);
+                // Each project apart: one's hanging channel does not hold up another's.
+                futures_util::future::join_all(owing.into_iter().map(|(project, channels)| {
+                    deliver_project(Arc::clone(&store), project, channels, Arc::clone(&said))
+                }))
+                .await;
             }
-            if !events.is_empty()
-                && let Err(error) = store.append(&project, &events).await
-            {
-                eprintln!("  ! alert deliveries of `{project}` not journaled: {error}");
+            Err(error) => {
+                if !failing {
+                    eprintln!("  ! owed alerts cannot be read: {error}");
+                    failing = true;
+                }
             }
         }
         tokio::select! {
             () = tokio::time::sleep(OWED_ALERTS_EVERY) => {}
             () = shutdown.cancelled() => return,
         }
+    }
+}
+
+/// How long `serve` waits for one project's owed deliveries: longer than a channel's retries.
+const OWED_ALERTS_GRACE: Duration = Duration::from_secs(60);
+
+/// Delivers what `project` owes through `channels` as kept, and journals the outcomes.
+async fn deliver_project(
+    store: Arc<dyn Store>,
+    project: String,
+    channels: Option<serde_json::Value>,
+    said: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+) {
+    let Some(raw) = channels else { return };
+    let channels = match crate::build::stored_channels(&raw, &|name| std::env::var(name).ok()) {
+        Ok(channels) => channels,
+        Err(error) => {
+            if said
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(project.clone())
+            {
+                eprintln!(
+                    "  ! alerts owed by `{project}` wait: its channels cannot be built here: {error}"
+                );
+            }
+            return;
+        }
+    };
+    let alerting = channels
+        .into_iter()
+        .fold(self_healing::alert::Alerting::builder(), |b, c| {
+            b.channel(c)
+        })
+        .outbox(Arc::new(crate::store::StoreOutbox::new(
+            Arc::clone(&store),
+            Some(&project),
+            crate::env::Secrets::default(),
+        )))
+        .owner(format!("serve pid {}", std::process::id()))
+        .build();
+    // Each outcome is journaled, as a run's are: `alerts` and `/metrics` count it.
+    let bus = self_healing::EventBus::new();
+    let mut outcomes = bus.subscribe();
+    alerting.report_to(&bus, None);
+    alerting.deliver_owed().await;
+    alerting.settle(OWED_ALERTS_GRACE).await;
+    let mut events = Vec::new();
+    while let Some(event) = outcomes.try_recv() {
+        events.push(event);
+    }
+    if !events.is_empty()
+        && let Err(error) = store.append(&project, &events).await
+    {
+        eprintln!("  ! alert deliveries of `{project}` not journaled: {error}");
     }
 }
 
@@ -289,7 +332,47 @@ fn router(app: App) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
+}
+
+/// On loopback, refuses requests that name another host (a page elsewhere reaching this server
+/// through DNS rebinding); beyond loopback, the API's reads need the token like its writes (an
+/// `EventSource` cannot send headers: the stream also takes it as `?access_token=`).
+async fn guard(
+    State(app): State<App>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if app.loopback {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let name = host
+            .rsplit_once(':')
+            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+            .map_or(host, |(name, _)| name);
+        if !matches!(name, "127.0.0.1" | "localhost" | "[::1]" | "") {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("this server answers requests for its loopback address, not `{host}`"),
+            )
+            .into_response();
+        }
+    } else if request.uri().path().starts_with("/api/v1/") && request.method() == Method::GET {
+        let from_query = request.uri().query().and_then(|q| {
+            q.split('&')
+                .find_map(|pair| pair.strip_prefix("access_token="))
+                .map(str::to_owned)
+        });
+        if let Err(refused) = steer::authorize_with(&app, request.headers(), from_query.as_deref())
+        {
+            return refused.into_response();
+        }
+    }
+    next.run(request).await
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -38,6 +38,16 @@ impl std::fmt::Debug for Token {
 
 /// Lets a request through only with the server's token.
 fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    authorize_with(app, headers, None)
+}
+
+/// Lets a request through only with the server's token, from its `Authorization` header or,
+/// given, `from_query` (an `EventSource`'s `?access_token=`).
+pub(super) fn authorize_with(
+    app: &App,
+    headers: &HeaderMap,
+    from_query: Option<&str>,
+) -> Result<(), ApiError> {
     let Some(token) = &app.token else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -47,11 +57,12 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or(from_query);
     match given {
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "steering needs `Authorization: Bearer TOKEN`",
+            "this needs `Authorization: Bearer TOKEN`",
         )),
         Some(given) if token.matches(given.trim()) => Ok(()),
         Some(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "wrong token")),

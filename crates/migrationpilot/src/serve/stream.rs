@@ -85,7 +85,7 @@ pub(super) async fn follow(
                     }
                     for entry in read_entries {
                         if let Some(exporter) = &exporter {
-                            exporter.observe(&entry.project, &entry.event.kind);
+                            exporter.observe(&entry.project, &entry.event);
                         }
                         // No receiver is fine: nobody is streaming.
                         let _ = entries.send(Arc::new(entry));
@@ -141,6 +141,7 @@ pub(super) async fn events(
         live,
         cursor: from,
         pending: VecDeque::new(),
+        catching_up: false,
     };
     let stream = futures_util::stream::unfold(client, Client::next);
     let shutdown = app.shutdown.clone();
@@ -157,6 +158,8 @@ struct Client {
     cursor: JournalCursor,
     /// Read from the store while catching up, not sent yet.
     pending: VecDeque<JournalEntry>,
+    /// Set after falling behind the broadcast: read the store until it has nothing more.
+    catching_up: bool,
 }
 
 impl Client {
@@ -168,9 +171,11 @@ impl Client {
                 let message = self.send(&entry)?;
                 return Some((Ok(message), self));
             }
-            // Behind what the follower has read (connected late, or lagged): read the store.
+            // Behind what the follower has read (connected late), or fallen behind the
+            // broadcast: read the store until it has nothing more. Everything broadcast was
+            // committed first, so the store has it; what the broadcast brings again is skipped.
             let followed = self.followed.borrow_and_update().cursor;
-            if !self.cursor.reaches(&followed) {
+            if self.catching_up || !self.cursor.reaches(&followed) {
                 let (entries, next) = self
                     .store
                     .journal_since(self.cursor, CLIENT_PAGE)
@@ -179,12 +184,17 @@ impl Client {
                 self.pending
                     .extend(entries.into_iter().filter(|e| !self.cursor.covers(e)));
                 if self.pending.is_empty() {
-                    // Nothing readable up to `next`: go on from there, or, if the store has
-                    // nothing the follower saw (it was replaced), wait for news.
+                    // Nothing readable up to `next`: go on from there. With nothing more at all,
+                    // catching up is over; if the store lacks what the follower saw (it was
+                    // replaced), wait for news.
                     let before = self.cursor;
                     self.cursor = self.cursor.furthest(next);
                     if self.cursor == before {
-                        self.followed.changed().await.ok()?;
+                        if self.catching_up {
+                            self.catching_up = false;
+                        } else {
+                            self.followed.changed().await.ok()?;
+                        }
                     }
                 }
                 continue;
@@ -198,6 +208,7 @@ impl Client {
                 // Too far behind for the broadcast: catch up from the store, then follow again.
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     self.live = self.live.resubscribe();
+                    self.catching_up = true;
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }

@@ -3,10 +3,17 @@
 //!
 //! Three small traits, [`Journal`], [`Queries`] and [`Control`], make a [`Store`]. Events become
 //! rows through one backend-neutral [`projection`]; strategy overrides merge by the library's
-//! [`StrategyOverride::merge`]. A backend is its SQL: SQLite is the embedded default.
+//! [`StrategyOverride::merge`]. A backend is its SQL: SQLite is the embedded default;
+//! PostgreSQL (built with `--features postgres`) is the store several machines share.
 
+#[cfg(test)]
+mod conformance;
+#[cfg(feature = "postgres")]
+mod postgres;
 pub mod projection;
 mod sqlite;
+#[cfg(feature = "postgres")]
+mod test_database;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -20,7 +27,11 @@ use self_healing::event::{ActionKind, Event, EventKind, HealthStatus, RunId, Run
 use self_healing::healing::{HealingRecord, StrategyOverride};
 use self_healing::pipeline::Resume;
 
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+#[cfg(feature = "postgres")]
+pub use test_database::TestDatabase;
 
 /// A store failure. Journaling stops the run when it fails: a run that cannot record what it
 /// does must not go on doing it.
@@ -32,8 +43,8 @@ pub enum StoreError {
     /// The request or what the store holds makes no sense: the message says what.
     #[error("store: {0}")]
     Invalid(String),
-    /// The file cannot serve as a store: it is not a database, or a newer version made it.
-    /// The message names the file.
+    /// The file or server cannot serve as a store: it is not a database, cannot be reached,
+    /// or a newer version made it. The message names the file, or the URL without its password.
     #[error("{0}")]
     Unusable(String),
 }
@@ -766,7 +777,6 @@ pub trait Control: Send + Sync {
     fn claim<'a>(&'a self, project: &'a str, claimant: &'a str) -> BoxFuture<'a, Result<Claimed>>;
 }
 
-/// Everything a backend provides.
 /// One alert as the store keeps it, with what each channel was sent of it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -807,15 +817,17 @@ pub type Owing = (String, Option<serde_json::Value>);
 /// Alerts and their deliveries: the outbox of `self_healing::alert` kept in the store, so an
 /// alert survives a crash and goes out on the next start.
 pub trait Alerts: Send + Sync {
-    /// Keeps `alert`'s state and owes it to each of `channels`, in one transaction.
+    /// Keeps `alert`'s state and owes it to each of `channels`, in one transaction; the owed
+    /// deliveries are `owner`'s until it takes, attempts or releases them.
     fn keep_alert<'a>(
         &'a self,
+        owner: &'a str,
         alert: &'a Alert,
         channels: &'a [String],
     ) -> BoxFuture<'a, Result<()>>;
 
-    /// Takes the deliveries owed (of `project`, or every project's) that no other process took
-    /// within `lease`, for `owner`.
+    /// Takes the deliveries owed (of `project`, or every project's) that are `owner`'s,
+    /// nobody's, or whose taker's `lease` expired, for `owner`.
     fn take_deliveries<'a>(
         &'a self,
         owner: &'a str,
@@ -823,12 +835,18 @@ pub trait Alerts: Send + Sync {
         project: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<Delivery>>>;
 
-    /// Records a try: delivered (`error` is `None`), or still owed with the error.
+    /// Records `owner`'s try: delivered (`error` is `None`, whoever holds them now), or still
+    /// owed with the error if `owner` still holds them (`dead` after
+    /// [`MAX_ATTEMPTS`](self_healing::alert::MAX_ATTEMPTS) tries).
     fn delivery_attempted<'a>(
         &'a self,
+        owner: &'a str,
         ids: &'a [i64],
         error: Option<&'a str>,
     ) -> BoxFuture<'a, Result<()>>;
+
+    /// Gives up the owed deliveries `owner` holds, for the next process at once.
+    fn release_deliveries<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<()>>;
 
     /// `project`'s firing alerts.
     fn firing_alerts<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<Vec<Alert>>>;
@@ -848,20 +866,23 @@ pub trait Alerts: Send + Sync {
     fn owing_projects(&self) -> BoxFuture<'_, Result<Vec<Owing>>>;
 }
 
-/// A store as the alerting's outbox.
+/// A store as the alerting's outbox. Alerts are kept with the secrets it knows masked in their
+/// text, as the journal keeps events.
 #[derive(Clone)]
 pub struct StoreOutbox {
     store: Arc<dyn Store>,
     project: Option<String>,
+    secrets: crate::env::Secrets,
 }
 
 impl StoreOutbox {
     /// The outbox of `project` (deliveries of other projects are not taken), or of every
-    /// project.
-    pub fn new(store: Arc<dyn Store>, project: Option<&str>) -> Self {
+    /// project, masking `secrets` in what it keeps.
+    pub fn new(store: Arc<dyn Store>, project: Option<&str>, secrets: crate::env::Secrets) -> Self {
         StoreOutbox {
             store,
             project: project.map(str::to_owned),
+            secrets,
         }
     }
 }
@@ -877,12 +898,18 @@ impl std::fmt::Debug for StoreOutbox {
 impl Outbox for StoreOutbox {
     fn enqueue<'a>(
         &'a self,
+        owner: &'a str,
         alert: &'a Alert,
         channels: &'a [String],
     ) -> BoxFuture<'a, std::result::Result<(), String>> {
         Box::pin(async move {
+            let masked = Alert {
+                title: self.secrets.mask(&alert.title).into_owned(),
+                message: self.secrets.mask(&alert.message).into_owned(),
+                ..alert.clone()
+            };
             self.store
-                .keep_alert(alert, channels)
+                .keep_alert(owner, &masked, channels)
                 .await
                 .map_err(|e| e.to_string())
         })
@@ -903,12 +930,22 @@ impl Outbox for StoreOutbox {
 
     fn attempted<'a>(
         &'a self,
+        owner: &'a str,
         ids: &'a [i64],
         error: Option<&'a str>,
     ) -> BoxFuture<'a, std::result::Result<(), String>> {
         Box::pin(async move {
             self.store
-                .delivery_attempted(ids, error)
+                .delivery_attempted(owner, ids, error)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn release<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, std::result::Result<(), String>> {
+        Box::pin(async move {
+            self.store
+                .release_deliveries(owner)
                 .await
                 .map_err(|e| e.to_string())
         })
@@ -927,16 +964,20 @@ impl Outbox for StoreOutbox {
     }
 }
 
-/// Everything a store does.
+/// Everything a backend provides.
 pub trait Store: Journal + Queries + Control + Alerts + 'static {}
 
 impl<T: Journal + Queries + Control + Alerts + 'static> Store for T {}
 
-/// Opens the store a URL names: `sqlite://PATH` (or a bare path).
+/// Opens the store a URL names: `sqlite://PATH` (or a bare path), or `postgres://…` /
+/// `postgresql://…` in a build with the `postgres` feature.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::Invalid(format!(
-            "`{}`: a PostgreSQL store is not available in this version; use sqlite://PATH",
+        #[cfg(feature = "postgres")]
+        return Ok(Arc::new(PostgresStore::open(url).await?));
+        #[cfg(not(feature = "postgres"))]
+        return Err(StoreError::Unusable(format!(
+            "`{}`: this build of migrationpilot has no PostgreSQL store; build it with `--features postgres`, or use sqlite://PATH",
             self_healing::health::redact_url(url)
         )));
     }

@@ -157,6 +157,8 @@ pub enum Write<'e> {
 /// One item completion.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ItemDone<'e> {
+    /// The project the run belongs to.
+    pub project: &'e str,
     /// The run id; `None` for an event published outside any run.
     pub run: Option<&'e str>,
     /// The stage's name.
@@ -198,6 +200,7 @@ pub fn project<'e>(project: &'e str, events: &'e [Arc<Event>]) -> Result<Vec<Wri
         } = &event.kind
         {
             completions.push(ItemDone {
+                project,
                 run: event.run.as_ref().map(|r| r.as_str()),
                 stage,
                 item,
@@ -335,6 +338,44 @@ fn rows_of<'e>(project: &'e str, event: &'e Event, writes: &mut Vec<Write<'e>>) 
         body: body.to_string(),
     });
     Ok(())
+}
+
+/// The completions of `done` that were journaled already (an item completed again, when a
+/// restart runs its stage from the start): the items table keeps the first, so each is kept as
+/// an `item-succeeded` event, and what is read back counts every completion the bus published.
+/// `inserted` are the (stage, item) pairs the backend's insert did add: each stands for the
+/// first of its completions in `done`, and any later one in the same batch is kept as an event.
+pub fn completed_again<'e>(
+    done: &[ItemDone<'e>],
+    mut inserted: std::collections::HashSet<(String, String)>,
+) -> Result<Vec<Write<'e>>> {
+    let mut writes = Vec::new();
+    for item in done {
+        if inserted.remove(&(item.stage.to_owned(), item.item.to_owned())) {
+            continue;
+        }
+        let event = read_back(
+            item.run.map(RunId::new),
+            item.at,
+            EventKind::ItemSucceeded {
+                stage: item.stage.into(),
+                item: item.item.into(),
+                attempts: u32::try_from(item.attempts).unwrap_or(u32::MAX),
+                duration: Duration::try_from_secs_f64(item.duration_ms / 1000.0)
+                    .unwrap_or_default(),
+            },
+        );
+        writes.push(Write::Event {
+            project: item.project,
+            run: item.run,
+            at: item.at,
+            kind: "item-succeeded".to_owned(),
+            stage: Some(item.stage),
+            item: Some(item.item),
+            body: serde_json::to_string(&event).map_err(|e| StoreError::Invalid(e.to_string()))?,
+        });
+    }
+    Ok(writes)
 }
 
 /// What one read of the journal found, per table: each row's position and, when it could be

@@ -455,9 +455,20 @@ async fn insert_completions(tx: &mut Transaction<'_, Sqlite>, done: &[ItemDone<'
             .push_bind(item.at)
             .push_bind(item.duration_ms);
     });
-    // A completion is final: an item run again after a crash keeps its first one.
-    insert.push(" ON CONFLICT (run, stage, item) DO NOTHING");
-    insert.build().execute(&mut **tx).await?;
+    // A completion is final: an item run again keeps its first row, and the new completion is
+    // kept as an event (see `projection::completed_again`).
+    insert.push(" ON CONFLICT (run, stage, item) DO NOTHING RETURNING stage, item");
+    let inserted: std::collections::HashSet<(String, String)> = insert
+        .build_query_as::<(String, String)>()
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
+    if inserted.len() < done.len() {
+        for write in projection::completed_again(done, inserted)? {
+            Box::pin(execute(tx, &write)).await?;
+        }
+    }
     Ok(())
 }
 
@@ -1039,6 +1050,7 @@ impl Queries for SqliteStore {
 impl Alerts for SqliteStore {
     fn keep_alert<'a>(
         &'a self,
+        owner: &'a str,
         alert: &'a Alert,
         channels: &'a [String],
     ) -> BoxFuture<'a, Result<()>> {
@@ -1062,14 +1074,16 @@ impl Alerts for SqliteStore {
             .await?;
             for channel in channels {
                 sqlx::query(
-                    "INSERT INTO deliveries (project, fingerprint, channel, about, status, body, created_ms)
-                     VALUES (?, ?, ?, ?, 'owed', ?, ?)",
+                    "INSERT INTO deliveries (project, fingerprint, channel, about, status, body, created_ms,
+                     taken_by, taken_ms) VALUES (?, ?, ?, ?, 'owed', ?, ?, ?, ?)",
                 )
                 .bind(&*alert.project)
                 .bind(&fingerprint)
                 .bind(channel)
                 .bind(alert.status.as_str())
                 .bind(&body)
+                .bind(now)
+                .bind(owner)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
@@ -1092,7 +1106,7 @@ impl Alerts for SqliteStore {
             let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
                 "UPDATE deliveries SET taken_by = ?1, taken_ms = ?2
                  WHERE status = 'owed' AND (?3 IS NULL OR project = ?3)
-                 AND (taken_ms IS NULL OR taken_ms <= ?4)
+                 AND (taken_by = ?1 OR taken_ms IS NULL OR taken_ms <= ?4)
                  RETURNING id, channel, body, attempts",
             )
             .bind(owner)
@@ -1120,6 +1134,7 @@ impl Alerts for SqliteStore {
 
     fn delivery_attempted<'a>(
         &'a self,
+        owner: &'a str,
         ids: &'a [i64],
         error: Option<&'a str>,
     ) -> BoxFuture<'a, Result<()>> {
@@ -1127,19 +1142,37 @@ impl Alerts for SqliteStore {
             let now = millis(std::time::SystemTime::now());
             let mut tx = self.pool.begin().await?;
             for id in ids {
+                // A success counts whoever holds the row now; a failure only from its holder
+                // (a late report must not reopen what another process delivered).
                 sqlx::query(
                     "UPDATE deliveries SET attempts = attempts + 1, taken_by = NULL, taken_ms = NULL,
-                     status = CASE WHEN ?2 IS NULL THEN 'delivered' ELSE 'owed' END,
+                     status = CASE WHEN ?2 IS NULL THEN 'delivered'
+                                   WHEN attempts + 1 >= ?5 THEN 'dead' ELSE 'owed' END,
                      last_error = ?2, delivered_ms = CASE WHEN ?2 IS NULL THEN ?3 ELSE NULL END
-                     WHERE id = ?1",
+                     WHERE id = ?1 AND status = 'owed' AND (?2 IS NULL OR taken_by = ?4)",
                 )
                 .bind(id)
                 .bind(error)
                 .bind(now)
+                .bind(owner)
+                .bind(i64::from(self_healing::alert::MAX_ATTEMPTS))
                 .execute(&mut *tx)
                 .await?;
             }
             tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn release_deliveries<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            sqlx::query(
+                "UPDATE deliveries SET taken_by = NULL, taken_ms = NULL
+                 WHERE taken_by = ? AND status = 'owed'",
+            )
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
             Ok(())
         })
     }
@@ -1473,230 +1506,5 @@ mod tests {
             (mode.enabled, mode.reason.as_deref()),
             (false, Some("freeze"))
         );
-    }
-
-    #[tokio::test]
-    async fn the_journal_reads_back_in_pages_with_resumable_cursors() {
-        use self_healing::event::{
-            EventBus, HealthChange, HealthStatus, Outcome, TriggerKind, TriggerMatch,
-        };
-        use self_healing::healing::HealingRecord;
-
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
-        let bus = EventBus::new();
-        let run = RunId::new("run-1");
-        let mut events = vec![bus.publish(
-            Some(&run),
-            EventKind::RunStarted {
-                pipeline: "p".into(),
-                stages: vec!["load".into()],
-            },
-        )];
-        for i in 0..5 {
-            events.push(bus.publish(
-                Some(&run),
-                EventKind::ItemStarted {
-                    stage: "load".into(),
-                    item: format!("i{i}").into(),
-                },
-            ));
-            events.push(bus.publish(
-                Some(&run),
-                EventKind::ItemSucceeded {
-                    stage: "load".into(),
-                    item: format!("i{i}").into(),
-                    attempts: 1,
-                    duration: Duration::from_millis(7),
-                },
-            ));
-        }
-        events.push(bus.publish(
-            Some(&run),
-            EventKind::HealingDecision {
-                record: HealingRecord {
-                    at: std::time::SystemTime::now(),
-                    run: Some(run.clone()),
-                    stage: Some("load".into()),
-                    item: Some("i3".into()),
-                    strategy: "retry-transient".into(),
-                    trigger: TriggerMatch {
-                        kind: TriggerKind::Error,
-                        index: 0,
-                        observed: None,
-                        description: "ECONNRESET".into(),
-                    },
-                    action: ActionKind::Retry,
-                    outcome: Outcome::Succeeded,
-                    detail: "attempt 2".into(),
-                    duration: Duration::ZERO,
-                },
-            },
-        ));
-        events.push(bus.publish(
-            Some(&run),
-            EventKind::MetricsSampled {
-                samples: vec![
-                    MetricSample {
-                        stage: None,
-                        metric: "errorRate".into(),
-                        value: 0.1,
-                    },
-                    MetricSample {
-                        stage: Some("load".into()),
-                        metric: "queueDepth".into(),
-                        value: 12.0,
-                    },
-                ],
-            },
-        ));
-        events.push(bus.publish(
-            None,
-            EventKind::HealthChanged {
-                change: HealthChange {
-                    stage: None,
-                    check: "api".into(),
-                    old_status: HealthStatus::Healthy,
-                    new_status: HealthStatus::Degraded,
-                    at: std::time::SystemTime::now(),
-                },
-            },
-        ));
-        store.append("p", &events).await.unwrap();
-
-        let mut cursor = JournalCursor::default();
-        let mut kinds = Vec::new();
-        let mut cursors = Vec::new();
-        loop {
-            let (page, next) = store.journal_since(cursor, 2).await.unwrap();
-            if page.is_empty() {
-                assert_eq!(next, cursor, "an empty page does not move the cursor");
-                break;
-            }
-            for entry in &page {
-                assert_eq!(entry.project, "p");
-                let json = serde_json::to_value(entry).unwrap();
-                kinds.push(json["kind"].as_str().unwrap().to_owned());
-                cursors.push(entry.cursor);
-            }
-            assert_eq!(page.last().unwrap().cursor, next);
-            cursor = next;
-        }
-        kinds.sort();
-        assert_eq!(
-            kinds,
-            [
-                "healing-decision",
-                "health-changed",
-                "item-succeeded",
-                "item-succeeded",
-                "item-succeeded",
-                "item-succeeded",
-                "item-succeeded",
-                "metrics-sampled",
-                "run-started",
-            ]
-        );
-        assert_eq!(cursor, store.journal_end().await.unwrap());
-        // A reader that goes on from any entry's cursor gets exactly what came after it.
-        let middle = cursors[4];
-        let (rest, _) = store.journal_since(middle, 100).await.unwrap();
-        assert_eq!(rest.len(), cursors.len() - 5);
-        assert_eq!(middle.to_string().parse::<JournalCursor>().unwrap(), middle);
-        assert!("e1.i2".parse::<JournalCursor>().is_err());
-        let (all, _) = store
-            .journal_since(JournalCursor::default(), 100)
-            .await
-            .unwrap();
-        let sampled = all
-            .iter()
-            .find_map(|e| match &e.event.kind {
-                EventKind::MetricsSampled { samples } => Some(samples.len()),
-                _ => None,
-            })
-            .unwrap();
-        assert_eq!(sampled, 2, "one tick's samples are one event again");
-        let durations: Vec<Duration> = all
-            .iter()
-            .filter_map(|e| match &e.event.kind {
-                EventKind::ItemSucceeded { duration, .. } => Some(*duration),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(durations, [Duration::from_millis(7); 5]);
-    }
-
-    #[tokio::test]
-    async fn each_queued_request_is_claimed_exactly_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
-        for i in 0..50 {
-            store
-                .enqueue("p", ActionKind::Restart, &format!("stage-{i}"))
-                .await
-                .unwrap();
-        }
-        store
-            .enqueue("other", ActionKind::Restart, "x")
-            .await
-            .unwrap();
-        let claims = futures_util::future::join_all((0..4).map(|c| {
-            let store = store.clone();
-            async move { store.claim("p", &format!("worker-{c}")).await.unwrap() }
-        }))
-        .await;
-        let mut ids: Vec<i64> = claims
-            .iter()
-            .flat_map(|c| &c.requests)
-            .map(|r| r.id)
-            .collect();
-        ids.sort();
-        ids.dedup();
-        assert_eq!(ids.len(), 50, "every request claimed, none twice");
-        assert_eq!(store.claim("p", "late").await.unwrap(), Claimed::default());
-        assert_eq!(store.claim("other", "w").await.unwrap().requests.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn an_unknown_action_in_the_queue_is_refused_not_guessed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
-        store.enqueue("p", ActionKind::Restart, "a").await.unwrap();
-        sqlx::query("INSERT INTO control (project, action, stage, requested_ms) VALUES ('p', 'explode', 'b', 0)")
-            .execute(&store.pool)
-            .await
-            .unwrap();
-        let claimed = store.claim("p", "me").await.unwrap();
-        assert_eq!(claimed.requests.len(), 1);
-        assert_eq!(claimed.requests[0].action, ActionKind::Restart);
-        assert_eq!(claimed.refused.len(), 1);
-        assert_eq!(
-            (
-                claimed.refused[0].action.as_str(),
-                claimed.refused[0].stage.as_str()
-            ),
-            ("explode", "b")
-        );
-        assert_eq!(store.claim("p", "me").await.unwrap(), Claimed::default());
-    }
-
-    #[tokio::test]
-    async fn overrides_merge_field_by_field() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
-        let first = StrategyOverride {
-            max_attempts: Some(5),
-            ..StrategyOverride::default()
-        };
-        let second = StrategyOverride {
-            cooldown: Some(Duration::from_secs(60)),
-            ..StrategyOverride::default()
-        };
-        store.set_override("p", "retry", &first).await.unwrap();
-        store.set_override("p", "retry", &second).await.unwrap();
-        let overrides = store.overrides("p").await.unwrap();
-        assert_eq!(overrides.len(), 1);
-        assert_eq!(overrides[0].1.max_attempts, Some(5));
-        assert_eq!(overrides[0].1.cooldown, Some(Duration::from_secs(60)));
     }
 }

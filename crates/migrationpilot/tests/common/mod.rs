@@ -17,16 +17,40 @@ pub fn migrationpilot() -> Command {
     cmd
 }
 
-/// A temporary directory holding `pipeline.yaml` and any scripts.
+/// A temporary directory holding `pipeline.yaml` and any scripts, and the store its commands
+/// use: an SQLite file in it, or a PostgreSQL database made for it.
 pub struct Workspace {
     dir: tempfile::TempDir,
+    store: String,
+    #[cfg(feature = "postgres")]
+    _database: Option<migrationpilot::store::TestDatabase>,
 }
 
 impl Workspace {
     pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
         Workspace {
-            dir: tempfile::tempdir().unwrap(),
+            store: format!("sqlite://{}", dir.path().join("journal.db").display()),
+            dir,
+            #[cfg(feature = "postgres")]
+            _database: None,
         }
+    }
+
+    /// A workspace whose store is a fresh PostgreSQL database, or `None` (the test says so
+    /// loudly, and fails under `CI=true`) when no server is configured.
+    #[cfg(feature = "postgres")]
+    pub fn postgres() -> Option<Self> {
+        let database = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(migrationpilot::store::TestDatabase::create())?;
+        Some(Workspace {
+            store: database.url.clone(),
+            _database: Some(database),
+            ..Workspace::new()
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -55,7 +79,7 @@ impl Workspace {
     }
 
     pub fn store(&self) -> String {
-        format!("sqlite://{}", self.path().join("journal.db").display())
+        self.store.clone()
     }
 
     /// The binary, run in this workspace with its own store.
@@ -90,21 +114,66 @@ impl Workspace {
         }
     }
 
-    /// Runs a query against the journal.
+    /// Runs a query against the journal, on whichever database the store is.
     pub fn journal<T>(&self, sql: &'static str) -> Vec<T>
     where
         T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+        T: Journaled,
     {
         let url = self.store();
         tokio::runtime::Builder::new_current_thread()
+            .enable_all()
             .build()
             .unwrap()
             .block_on(async move {
                 use sqlx::Connection;
+                #[cfg(feature = "postgres")]
+                if url.starts_with("postgres") {
+                    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                    return sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                        .fetch_all(&mut c)
+                        .await
+                        .unwrap();
+                }
                 let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
                 sqlx::query_as(sql).fetch_all(&mut c).await.unwrap()
             })
     }
+}
+
+/// What a journal query reads, from either backend.
+#[cfg(feature = "postgres")]
+pub trait Journaled: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> {}
+#[cfg(feature = "postgres")]
+impl<T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>> Journaled for T {}
+/// What a journal query reads.
+#[cfg(not(feature = "postgres"))]
+pub trait Journaled {}
+#[cfg(not(feature = "postgres"))]
+impl<T> Journaled for T {}
+
+/// A test of the binary run once per store backend: on SQLite, and on PostgreSQL in a build
+/// with the `postgres` feature.
+#[macro_export]
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn sqlite() {
+                    super::$name($crate::common::Workspace::new());
+                }
+
+                #[cfg(feature = "postgres")]
+                #[test]
+                fn postgres() {
+                    if let Some(work) = $crate::common::Workspace::postgres() {
+                        super::$name(work);
+                    }
+                }
+            }
+        )*
+    };
 }
 
 /// A program the environment provides (`.ci/services.sh` sets `variable` to its path; else it
@@ -239,7 +308,13 @@ pub fn http(
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .unwrap();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    let named_host = headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"));
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !named_host {
+        request.push_str(&format!("Host: {host}\r\n"));
+    }
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }

@@ -45,9 +45,10 @@ impl AlertmanagerConfig {
 
 /// The alerts as Alertmanager's API v2 takes them. `alertname`, `project`, `stage` and
 /// `severity` are labels (so Alertmanager's own grouping and inhibition can use them); a
-/// resolved alert carries its `endsAt`.
+/// resolved alert carries its `endsAt`, a firing one an `endsAt` a day ahead.
 #[cfg(feature = "http")]
 pub(super) fn body(alerts: &[super::Alert]) -> serde_json::Value {
+    const FIRING_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
     let alerts: Vec<serde_json::Value> = alerts
         .iter()
         .map(|alert| {
@@ -71,9 +72,13 @@ pub(super) fn body(alerts: &[super::Alert]) -> serde_json::Value {
             if let Some(value) = alert.value {
                 body["annotations"]["value"] = serde_json::json!(value.to_string());
             }
-            if let Some(ends_at) = alert.ends_at {
-                body["endsAt"] = serde_json::json!(crate::clock::rfc3339(ends_at));
-            }
+            // A firing alert holds for a day unless resolved or sent again (Alertmanager
+            // would otherwise take it as resolved after its resolve_timeout, 5 min by default,
+            // while repeats come every repeatInterval, 4 h by default).
+            let ends_at = alert
+                .ends_at
+                .unwrap_or_else(|| std::time::SystemTime::now() + FIRING_FOR);
+            body["endsAt"] = serde_json::json!(crate::clock::rfc3339(ends_at));
             body
         })
         .collect();

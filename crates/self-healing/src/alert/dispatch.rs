@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use super::{Alert, Delivery, MemoryOutbox, Notice, Notifier, Outbox, Router, Rules};
@@ -15,6 +15,9 @@ use crate::resilience::RetryPolicy;
 
 /// How long a process may hold deliveries it took before another may take them.
 const LEASE: Duration = Duration::from_secs(120);
+
+/// The most alerts one message to a channel carries.
+const GROUP_MAX: usize = 50;
 
 /// What became of a delivery to one channel, for whoever reports it.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +66,9 @@ pub struct Alerting {
     inner: Arc<Inner>,
 }
 
+/// An alert owed to the named channels, on its way to the outbox.
+type Owed = (Alert, Vec<String>);
+
 struct Inner {
     channels: Vec<Arc<dyn Notifier>>,
     router: Mutex<Router>,
@@ -73,10 +79,12 @@ struct Inner {
     gathering: Mutex<bool>,
     /// Delivery ids being delivered by this process.
     in_flight: Mutex<HashSet<i64>>,
-    /// Tasks not finished (watchers, enqueues, group waits and deliveries), and a wake-up when
-    /// one ends.
+    /// The writer that keeps owed alerts in the outbox in order, once started.
+    writer: Mutex<Option<mpsc::UnboundedSender<Owed>>>,
+    /// Tasks not finished (watchers, the writer, group waits and deliveries), and a wake-up
+    /// when one ends.
     busy: AtomicUsize,
-    /// Of those, the ones that may still owe an alert (watchers and enqueues).
+    /// What may still owe an alert: watchers, and alerts sent to the writer not yet kept.
     owing: AtomicUsize,
     idle: Notify,
     reports: Mutex<Option<(EventBus, Option<RunId>)>>,
@@ -150,9 +158,7 @@ impl Alerting {
     /// `groupWait`), inhibited by a more severe one, or held until `repeatInterval`.
     pub fn fire(&self, alert: Alert) -> Notice {
         let notice = self.lock_router().fire(alert, Instant::now());
-        if let Notice::Send(alert) = &notice {
-            self.owe(alert.clone());
-        }
+        self.owe(&notice);
         notice
     }
 
@@ -161,9 +167,7 @@ impl Alerting {
         let notice =
             self.lock_router()
                 .resolve(fingerprint, severity, Instant::now(), SystemTime::now());
-        if let Notice::Send(alert) = &notice {
-            self.owe(alert.clone());
-        }
+        self.owe(&notice);
         notice
     }
 
@@ -181,29 +185,132 @@ impl Alerting {
         self.lock_router().firing()
     }
 
-    /// Keeps `alert` in the outbox, owed to every channel that takes its severity, then has
-    /// the group it joins delivered after `groupWait`.
-    fn owe(&self, alert: Alert) {
-        let channels: Vec<String> = self
-            .inner
-            .channels
-            .iter()
-            .filter(|c| alert.severity >= c.min_severity())
-            .map(|c| c.name().to_owned())
-            .collect();
-        let this = self.clone();
-        self.spawn_owing(async move {
-            if let Err(error) = this.outbox().enqueue(&alert, &channels).await {
-                this.report(DeliveryReport {
-                    channel: "outbox".into(),
-                    alerts: vec![alert.fingerprint()],
-                    error: Some(format!("the alert could not be kept: {error}")),
-                });
+    /// Owes what `notice` says to send to the channels it concerns: an alert to those that take
+    /// its severity; a lowered alert to those, and its end to those that only took the more
+    /// severe one. Kept in the outbox in the order the notices came (one writer), then the group
+    /// it joins is delivered after `groupWait`.
+    fn owe(&self, notice: &Notice) {
+        let takes = |severity: Severity| -> Vec<String> {
+            self.inner
+                .channels
+                .iter()
+                .filter(|c| severity >= c.min_severity())
+                .map(|c| c.name().to_owned())
+                .collect()
+        };
+        let mut owed = Vec::new();
+        match notice {
+            Notice::Send(alert) => owed.push((alert.clone(), takes(alert.severity))),
+            Notice::Lowered { alert, from } => {
+                let lower = takes(alert.severity);
+                let ended: Vec<String> = takes(*from)
+                    .into_iter()
+                    .filter(|c| !lower.contains(c))
+                    .collect();
+                owed.push((alert.clone(), lower));
+                if !ended.is_empty() {
+                    let resolved = Alert {
+                        status: super::AlertStatus::Resolved,
+                        severity: *from,
+                        ends_at: Some(SystemTime::now()),
+                        ..alert.clone()
+                    };
+                    owed.push((resolved, ended));
+                }
             }
-            if !channels.is_empty() {
-                this.gather();
+            Notice::Inhibited | Notice::Held | Notice::Nothing => return,
+        }
+        let writer = {
+            let mut writer = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+            writer.get_or_insert_with(|| self.start_writer()).clone()
+        };
+        for item in owed {
+            self.inner.owing.fetch_add(1, Ordering::AcqRel);
+            if writer.send(item).is_err() {
+                self.inner.owing.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// The one task that keeps owed alerts in the outbox, in order. An outbox that keeps
+    /// failing is tried three times; then the alert is delivered straight away, not lost.
+    fn start_writer(&self) -> mpsc::UnboundedSender<Owed> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Owed>();
+        // Not counted as busy (`owing` counts its work), and holding the service weakly: it
+        // ends when the last handle to the service is dropped.
+        let service = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            while let Some((alert, channels)) = rx.recv().await {
+                let Some(inner) = service.upgrade() else {
+                    return;
+                };
+                let this = Alerting { inner };
+                let mut kept = Err(String::new());
+                for pause in [0, 200, 1000] {
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    kept = this
+                        .outbox()
+                        .enqueue(&this.inner.owner, &alert, &channels)
+                        .await;
+                    if kept.is_ok() {
+                        break;
+                    }
+                }
+                if let Err(error) = kept {
+                    this.report(DeliveryReport {
+                        channel: "outbox".into(),
+                        alerts: vec![alert.fingerprint()],
+                        error: Some(format!(
+                            "the alert could not be kept, delivered without the outbox: {error}"
+                        )),
+                    });
+                    this.deliver_unkept(alert, &channels);
+                } else if !channels.is_empty() {
+                    this.gather();
+                }
+                this.inner.owing.fetch_sub(1, Ordering::AcqRel);
+                this.inner.idle.notify_waiters();
             }
         });
+        tx
+    }
+
+    /// Delivers an alert the outbox could not keep: best effort, reported like any delivery.
+    fn deliver_unkept(&self, alert: Alert, channels: &[String]) {
+        for channel in channels {
+            let notifier = self
+                .inner
+                .channels
+                .iter()
+                .find(|c| c.name() == channel)
+                .cloned();
+            let (this, alert, channel) = (self.clone(), alert.clone(), channel.clone());
+            self.spawn(async move {
+                let outcome = match notifier {
+                    Some(notifier) => this.send(&*notifier, std::slice::from_ref(&alert)).await,
+                    None => Err(format!("no channel `{channel}` is configured")),
+                };
+                this.report(DeliveryReport {
+                    channel,
+                    alerts: vec![alert.fingerprint()],
+                    error: outcome.err(),
+                });
+            });
+        }
+    }
+
+    /// One delivery to `notifier`, retried by the policy.
+    async fn send(&self, notifier: &dyn Notifier, alerts: &[Alert]) -> Result<(), String> {
+        self.inner
+            .retry
+            .run(|_| async {
+                notifier
+                    .notify(alerts)
+                    .await
+                    .map_err(|e| StageError::new(e.reason))
+            })
+            .await
+            .map_err(|e| e.message().to_owned())
     }
 
     /// Schedules a flush after `groupWait`, unless one is scheduled.
@@ -280,25 +387,41 @@ impl Alerting {
         notifier: Option<Arc<dyn Notifier>>,
         deliveries: Vec<Delivery>,
     ) {
-        let ids: Vec<i64> = deliveries.iter().map(|d| d.id).collect();
-        let alerts: Vec<Alert> = deliveries.into_iter().map(|d| d.alert).collect();
-        let outcome = match &notifier {
-            // A channel the configuration no longer has: kept, for when it is back.
-            None => Err(format!("no channel `{channel}` is configured")),
-            Some(notifier) => self
-                .inner
-                .retry
-                .run(|_| async {
-                    notifier
-                        .notify(&alerts)
+        // Bounded groups; a group the channel refuses is tried alert by alert, so one alert
+        // it cannot take does not hold the others back.
+        for group in deliveries.chunks(GROUP_MAX) {
+            let outcome = self
+                .deliver_group(&channel, notifier.as_deref(), group)
+                .await;
+            if outcome.is_err() && group.len() > 1 {
+                for one in group {
+                    self.deliver_group(&channel, notifier.as_deref(), std::slice::from_ref(one))
                         .await
-                        .map_err(|e| StageError::new(e.reason))
-                })
-                .await
-                .map_err(|e| e.message().to_owned()),
+                        .ok();
+                }
+            }
+        }
+    }
+
+    /// Delivers one group and records its outcome.
+    async fn deliver_group(
+        &self,
+        channel: &str,
+        notifier: Option<&dyn Notifier>,
+        group: &[Delivery],
+    ) -> Result<(), String> {
+        let ids: Vec<i64> = group.iter().map(|d| d.id).collect();
+        let alerts: Vec<Alert> = group.iter().map(|d| d.alert.clone()).collect();
+        let outcome = match notifier {
+            // A channel the configuration no longer has: tried until given up.
+            None => Err(format!("no channel `{channel}` is configured")),
+            Some(notifier) => self.send(notifier, &alerts).await,
         };
-        let error = outcome.err();
-        let recorded = self.outbox().attempted(&ids, error.as_deref()).await;
+        let error = outcome.as_ref().err().cloned();
+        let recorded = self
+            .outbox()
+            .attempted(&self.inner.owner, &ids, error.as_deref())
+            .await;
         {
             let mut in_flight = self
                 .inner
@@ -314,10 +437,11 @@ impl Alerting {
             Err(e) => Some(error.unwrap_or_default() + &format!(" (not recorded: {e})")),
         };
         self.report(DeliveryReport {
-            channel,
+            channel: channel.to_owned(),
             alerts: alerts.iter().map(Alert::fingerprint).collect(),
             error,
         });
+        outcome
     }
 
     fn report(&self, report: DeliveryReport) {
@@ -389,6 +513,9 @@ impl Alerting {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         );
+        // What is still going stays owed; give it up so the next process sends it at once.
+        // A delivery that finishes later still records its success.
+        let _ = self.outbox().release(&self.inner.owner).await;
         self.inner
             .busy
             .load(Ordering::Acquire)
@@ -475,6 +602,7 @@ impl AlertingBuilder {
                 owner: self.owner,
                 gathering: Mutex::new(false),
                 in_flight: Mutex::new(HashSet::new()),
+                writer: Mutex::new(None),
                 busy: AtomicUsize::new(0),
                 owing: AtomicUsize::new(0),
                 idle: Notify::new(),

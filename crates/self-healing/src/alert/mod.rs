@@ -34,11 +34,11 @@ pub use alertmanager::AlertmanagerConfig;
 pub use channel::ChannelConfig;
 pub use dispatch::{Alerting, AlertingBuilder};
 pub use email::{EmailConfig, SmtpConfig, SmtpTls};
-pub use outbox::{Delivery, MemoryOutbox, Outbox};
+pub use outbox::{Delivery, MAX_ATTEMPTS, MemoryOutbox, Outbox};
 pub use pagerduty::{PAGERDUTY_EVENTS, PagerDutyConfig};
 pub use router::{Notice, Router, Rules};
 pub use slack::SlackConfig;
-pub use watch::{BREAKER_OPEN, HEALING_BUDGET, RESTART_LIMIT, RETRIES_EXHAUSTED, ROLLBACK};
+pub use watch::{BREAKER_OPEN, HEALING_BUDGET, RESTART_LIMIT, RETRIES_EXHAUSTED_ALERT, ROLLBACK};
 pub use webhook::WebhookConfig;
 
 use crate::BoxFuture;

@@ -21,32 +21,43 @@ pub struct Delivery {
     pub attempts: u32,
 }
 
+/// Tries after which a notification is given up (`dead`): a channel that refuses one alert
+/// must not hold the others back forever.
+pub const MAX_ATTEMPTS: u32 = 20;
+
 /// Where alerts and the deliveries they owe are kept. The binary keeps them in its store; a
 /// [`MemoryOutbox`] keeps them in memory.
 pub trait Outbox: Send + Sync + 'static {
     /// Keeps `alert`'s state (firing or resolved, by fingerprint) and owes it to each of
-    /// `channels`, in one transaction.
+    /// `channels`, in one transaction; the owed deliveries are `owner`'s until it takes,
+    /// attempts or releases them (so no other process sends a group `owner` is gathering).
     fn enqueue<'a>(
         &'a self,
+        owner: &'a str,
         alert: &'a Alert,
         channels: &'a [String],
     ) -> BoxFuture<'a, Result<(), String>>;
 
-    /// Takes the deliveries owed and not taken by another process within `lease` (oldest
-    /// first), for `owner` to deliver.
+    /// Takes the deliveries owed that are `owner`'s, nobody's, or whose taker's `lease`
+    /// expired (oldest first), for `owner` to deliver.
     fn take<'a>(
         &'a self,
         owner: &'a str,
         lease: Duration,
     ) -> BoxFuture<'a, Result<Vec<Delivery>, String>>;
 
-    /// The outcome of delivering `ids`: delivered (`error` is `None`), or still owed, with the
-    /// error, for a later try.
+    /// The outcome of `owner` delivering `ids`: delivered (`error` is `None`, whoever holds
+    /// them now), or still owed with the error (only if `owner` still holds them; given up
+    /// after [`MAX_ATTEMPTS`]).
     fn attempted<'a>(
         &'a self,
+        owner: &'a str,
         ids: &'a [i64],
         error: Option<&'a str>,
     ) -> BoxFuture<'a, Result<(), String>>;
+
+    /// Gives up what `owner` holds and has not delivered, for the next process at once.
+    fn release<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<(), String>>;
 
     /// `project`'s alerts that are firing, to resolve in a later process.
     fn firing<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<Vec<Alert>, String>>;
@@ -68,8 +79,9 @@ struct MemoryState {
 #[derive(Debug)]
 struct Owed {
     delivery: Delivery,
-    taken: Option<SystemTime>,
+    taken: Option<(String, SystemTime)>,
     delivered: bool,
+    dead: bool,
 }
 
 impl MemoryOutbox {
@@ -78,13 +90,13 @@ impl MemoryOutbox {
         MemoryOutbox::default()
     }
 
-    /// The deliveries still owed (not delivered yet, taken or not), oldest first.
+    /// The deliveries still owed (not delivered nor given up, taken or not), oldest first.
     pub fn owed(&self) -> Vec<Delivery> {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state
             .owed
             .iter()
-            .filter(|o| !o.delivered)
+            .filter(|o| !o.delivered && !o.dead)
             .map(|o| o.delivery.clone())
             .collect()
     }
@@ -104,9 +116,11 @@ impl MemoryOutbox {
 impl Outbox for MemoryOutbox {
     fn enqueue<'a>(
         &'a self,
+        owner: &'a str,
         alert: &'a Alert,
         channels: &'a [String],
     ) -> BoxFuture<'a, Result<(), String>> {
+        let now = SystemTime::now();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.alerts.insert(alert.fingerprint(), alert.clone());
         for channel in channels {
@@ -119,8 +133,9 @@ impl Outbox for MemoryOutbox {
                     alert: alert.clone(),
                     attempts: 0,
                 },
-                taken: None,
+                taken: Some((owner.to_owned(), now)),
                 delivered: false,
+                dead: false,
             });
         }
         Box::pin(std::future::ready(Ok(())))
@@ -128,7 +143,7 @@ impl Outbox for MemoryOutbox {
 
     fn take<'a>(
         &'a self,
-        _owner: &'a str,
+        owner: &'a str,
         lease: Duration,
     ) -> BoxFuture<'a, Result<Vec<Delivery>, String>> {
         let now = SystemTime::now();
@@ -138,11 +153,13 @@ impl Outbox for MemoryOutbox {
             .iter_mut()
             .filter(|o| {
                 !o.delivered
-                    && o.taken
-                        .is_none_or(|at| now.duration_since(at).unwrap_or_default() >= lease)
+                    && !o.dead
+                    && o.taken.as_ref().is_none_or(|(by, at)| {
+                        by == owner || now.duration_since(*at).unwrap_or_default() >= lease
+                    })
             })
             .map(|o| {
-                o.taken = Some(now);
+                o.taken = Some((owner.to_owned(), now));
                 o.delivery.clone()
             })
             .collect();
@@ -151,6 +168,7 @@ impl Outbox for MemoryOutbox {
 
     fn attempted<'a>(
         &'a self,
+        owner: &'a str,
         ids: &'a [i64],
         error: Option<&'a str>,
     ) -> BoxFuture<'a, Result<(), String>> {
@@ -160,9 +178,24 @@ impl Outbox for MemoryOutbox {
             .iter_mut()
             .filter(|o| ids.contains(&o.delivery.id))
         {
+            let ours = owed.taken.as_ref().is_some_and(|(by, _)| by == owner);
+            if owed.delivered || owed.dead || (error.is_some() && !ours) {
+                continue;
+            }
             owed.delivery.attempts += 1;
             owed.taken = None;
             owed.delivered = error.is_none();
+            owed.dead = error.is_some() && owed.delivery.attempts >= MAX_ATTEMPTS;
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn release<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for owed in state.owed.iter_mut() {
+            if owed.taken.as_ref().is_some_and(|(by, _)| by == owner) {
+                owed.taken = None;
+            }
         }
         Box::pin(std::future::ready(Ok(())))
     }

@@ -31,8 +31,18 @@ impl Default for Rules {
 /// What the router decided about an alert firing or resolving.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Notice {
-    /// Send this: a new, escalated, repeated, lowered or resolved alert.
+    /// Send this: a new, escalated or repeated alert, or a resolution (whose severity is the
+    /// highest the fingerprint was sent at, so every channel that heard of it hears it ended).
     Send(Alert),
+    /// The most severe alert of a fingerprint ended and a lesser one still fires: send the
+    /// lesser one to the channels that take it, and a resolution to those that only took the
+    /// more severe one.
+    Lowered {
+        /// The alert that still fires.
+        alert: Alert,
+        /// The severity it was sent at before.
+        from: Severity,
+    },
     /// Not sent: a more severe alert of the same fingerprint is firing.
     Inhibited,
     /// Not sent: it was sent less than `repeatInterval` ago.
@@ -47,6 +57,8 @@ pub enum Notice {
 struct Tracked {
     firing: BTreeMap<Severity, Alert>,
     sent: Option<(Severity, Instant)>,
+    /// The highest severity it was sent at while firing.
+    sent_max: Option<Severity>,
 }
 
 /// Applies [`Rules`] to alerts as they fire and resolve.
@@ -66,9 +78,10 @@ struct Tracked {
 /// assert_eq!(router.fire(warning, now), Notice::Inhibited);              // the critical fires
 /// let fingerprint = "p/-/errorRate";
 /// let lowered = router.resolve(fingerprint, Some(Severity::Critical), now, SystemTime::now());
-/// assert!(matches!(lowered, Notice::Send(a) if a.severity == Severity::Warning));
+/// assert!(matches!(lowered, Notice::Lowered { alert, from: Severity::Critical } if alert.severity == Severity::Warning));
 /// let over = router.resolve(fingerprint, None, now, SystemTime::now());
-/// assert!(matches!(over, Notice::Send(a) if a.is_resolved()));
+/// // The resolution carries the highest severity sent: every channel that heard hears it ended.
+/// assert!(matches!(over, Notice::Send(a) if a.is_resolved() && a.severity == Severity::Critical));
 /// ```
 #[derive(Debug, Clone)]
 pub struct Router {
@@ -99,8 +112,10 @@ impl Router {
             .or_insert_with(|| Tracked {
                 firing: BTreeMap::new(),
                 sent: None,
+                sent_max: None,
             });
         tracked.sent = Some((alert.severity, now));
+        tracked.sent_max = tracked.sent_max.max(Some(alert.severity));
         tracked.firing.insert(alert.severity, alert);
     }
 
@@ -113,6 +128,7 @@ impl Router {
             .or_insert_with(|| Tracked {
                 firing: BTreeMap::new(),
                 sent: None,
+                sent_max: None,
             });
         // A repeat keeps when it started.
         let alert = match tracked.firing.get(&severity) {
@@ -138,6 +154,7 @@ impl Router {
             }
             _ => {
                 tracked.sent = Some((severity, now));
+                tracked.sent_max = tracked.sent_max.max(Some(severity));
                 Notice::Send(alert)
             }
         }
@@ -162,11 +179,12 @@ impl Router {
             None => tracked.firing.clear(),
         }
         let Some(top) = tracked.firing.values().next_back().cloned() else {
-            let sent = tracked.sent.is_some();
+            let sent_max = tracked.sent_max;
             self.tracked.remove(fingerprint);
-            return match (sent, top_before) {
-                (true, Some(last)) => Notice::Send(Alert {
+            return match (sent_max, top_before) {
+                (Some(severity), Some(last)) => Notice::Send(Alert {
                     status: AlertStatus::Resolved,
+                    severity,
                     ends_at: Some(at),
                     ..last
                 }),
@@ -177,7 +195,10 @@ impl Router {
         match tracked.sent {
             Some((sent, _)) if sent > top.severity => {
                 tracked.sent = Some((top.severity, now));
-                Notice::Send(top)
+                Notice::Lowered {
+                    alert: top,
+                    from: sent,
+                }
             }
             _ => Notice::Nothing,
         }

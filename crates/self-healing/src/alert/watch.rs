@@ -3,14 +3,18 @@
 use std::sync::Arc;
 
 use super::{Alert, Alerting};
+use crate::error::CODE_RESTART_LIMIT;
 use crate::error::Severity;
-use crate::event::{ActionKind, Event, EventBus, EventKind, Outcome, RunId, RunStatus};
+use crate::event::{
+    ActionKind, Event, EventBus, EventKind, Outcome, RESTART_LIMIT_REACHED, RETRIES_EXHAUSTED,
+    RunId, RunStatus,
+};
 use crate::resilience::BreakerState;
 
 /// The alert a rollback raises; resolved when the stage or a later run succeeds.
 pub const ROLLBACK: &str = "rollback";
 /// The alert a retry strategy that spent its attempts raises.
-pub const RETRIES_EXHAUSTED: &str = "retries-exhausted";
+pub const RETRIES_EXHAUSTED_ALERT: &str = "retries-exhausted";
 /// The alert a restart refused by its limit raises.
 pub const RESTART_LIMIT: &str = "restart-limit";
 /// The alert an opened circuit breaker raises; resolved when it closes.
@@ -23,6 +27,7 @@ fn wanted(kind: &EventKind) -> bool {
         kind,
         EventKind::RollbackStarted { .. }
             | EventKind::HealingDecision { .. }
+            | EventKind::StageFailed { .. }
             | EventKind::BreakerChanged { .. }
             | EventKind::StageSucceeded { .. }
             | EventKind::RunFinished { .. }
@@ -77,8 +82,12 @@ impl Alerting {
             EventKind::HealingDecision { record } if record.outcome == Outcome::Failed => {
                 let Some(stage) = &record.stage else { return };
                 let name = match record.action {
-                    ActionKind::Retry => RETRIES_EXHAUSTED,
-                    ActionKind::Restart if record.detail.contains("restart limit") => RESTART_LIMIT,
+                    ActionKind::Retry if record.detail.starts_with(RETRIES_EXHAUSTED) => {
+                        RETRIES_EXHAUSTED_ALERT
+                    }
+                    ActionKind::Restart if record.detail.starts_with(RESTART_LIMIT_REACHED) => {
+                        RESTART_LIMIT
+                    }
                     _ => return,
                 };
                 let mut alert = on(
@@ -86,13 +95,25 @@ impl Alerting {
                     Severity::Warning,
                     stage,
                     match name {
-                        RETRIES_EXHAUSTED => format!("retries exhausted on `{stage}`"),
+                        RETRIES_EXHAUSTED_ALERT => format!("retries exhausted on `{stage}`"),
                         _ => format!("restart limit reached on `{stage}`"),
                     },
                     format!("strategy `{}`: {}", record.strategy, record.detail),
                 );
                 alert.strategy = Some(Arc::clone(&record.strategy));
                 self.fire(alert);
+            }
+            // The stage's own restart limit, reached without a strategy's.
+            EventKind::StageFailed { stage, error, .. }
+                if error.code() == Some(CODE_RESTART_LIMIT) =>
+            {
+                self.fire(on(
+                    RESTART_LIMIT,
+                    Severity::Warning,
+                    stage,
+                    format!("restart limit reached on `{stage}`"),
+                    error.to_string(),
+                ));
             }
             EventKind::BreakerChanged { stage, to, .. } => match to {
                 BreakerState::Open | BreakerState::ForcedOpen => {

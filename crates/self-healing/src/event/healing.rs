@@ -171,6 +171,13 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// How the detail of a retry decision that spent its attempts begins (the decision is recorded
+/// `failed`, like one that could not retry at all; this tells them apart).
+pub const RETRIES_EXHAUSTED: &str = "retries exhausted";
+
+/// How the detail of a restart decision refused by its strategy's `maxRestarts` begins.
+pub const RESTART_LIMIT_REACHED: &str = "restart limit";
+
 /// The trigger that matched and what it observed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

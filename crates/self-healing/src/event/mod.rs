@@ -46,7 +46,10 @@ use serde::{Deserialize, Serialize};
 pub use bus::{
     DEFAULT_LOSSY_CAPACITY, EventBus, EventSink, LossySubscription, Received, Subscription,
 };
-pub use healing::{ActionKind, HealingRecord, Outcome, TriggerKind, TriggerMatch};
+pub use healing::{
+    ActionKind, HealingRecord, Outcome, RESTART_LIMIT_REACHED, RETRIES_EXHAUSTED, TriggerKind,
+    TriggerMatch,
+};
 pub use health::{HealthChange, HealthStatus};
 
 use crate::error::StageError;

@@ -18,7 +18,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::error::InvalidConfig;
-use crate::event::{ActionKind, Event, EventBus, EventKind, HealthStatus, RunStatus};
+use crate::event::{ActionKind, Event, EventBus, EventKind, HealthStatus, RunId, RunStatus};
 use crate::metrics::{CPU_USAGE, ERROR_RATE, LATENCY_P95, MEMORY_USAGE, THROUGHPUT};
 use crate::resilience::BreakerState;
 
@@ -40,6 +40,9 @@ const ATTEMPT_OUTCOMES: [&str; 2] = ["succeeded", "failed"];
 const OWN_LABELS: [&str; 9] = [
     "project", "stage", "status", "action", "strategy", "outcome", "check", "channel", "le",
 ];
+
+/// The collector's built-in metrics, whose families come first.
+const BUILT_IN_WINDOWS: [&str; 5] = [ERROR_RATE, THROUGHPUT, LATENCY_P95, MEMORY_USAGE, CPU_USAGE];
 
 /// Family names the exporter uses itself: a recorded metric named like one is exported with
 /// `_value` appended.
@@ -145,11 +148,11 @@ impl PrometheusExporter {
     /// atomic additions per event).
     pub fn attach(&self, bus: &EventBus, project: &str) {
         let project = self.families.project(project);
-        bus.add_sink(Arc::new(move |event: &Event| project.observe(&event.kind)));
+        bus.add_sink(Arc::new(move |event: &Event| project.observe(event)));
     }
 
     /// Counts one event of `project`, as read back from a journal.
-    pub fn observe(&self, project: &str, event: &EventKind) {
+    pub fn observe(&self, project: &str, event: &Event) {
         self.families.project(project).observe(event);
     }
 }
@@ -267,8 +270,44 @@ struct Project {
     /// Each check's status, by check and stage.
     health: Mutex<BTreeMap<Scoped, f64>>,
     alerts: Mutex<BTreeMap<(String, &'static str), u64>>,
-    /// The collector's latest value per (metric, stage) of the latest run.
-    windows: Mutex<BTreeMap<Scoped, f64>>,
+    /// The collector's latest values, per run: only the latest run's are exported. A journal
+    /// read back in pages may bring a run's samples before its start, so a few runs are kept.
+    windows: Mutex<Windows>,
+}
+
+/// The collector's latest value per (metric, stage), for the latest runs.
+#[derive(Debug, Default)]
+struct Windows {
+    /// The run that started last.
+    latest: Option<RunId>,
+    /// Values per run, oldest run first; at most [`RUNS_KEPT`].
+    runs: Vec<(Option<RunId>, BTreeMap<Scoped, f64>)>,
+}
+
+/// How many runs' windows a project keeps.
+const RUNS_KEPT: usize = 3;
+
+impl Windows {
+    fn of(&mut self, run: Option<&RunId>) -> &mut BTreeMap<Scoped, f64> {
+        let at = match self.runs.iter().position(|(r, _)| r.as_ref() == run) {
+            Some(at) => at,
+            None => {
+                if self.runs.len() == RUNS_KEPT {
+                    self.runs.remove(0);
+                }
+                self.runs.push((run.cloned(), BTreeMap::new()));
+                self.runs.len() - 1
+            }
+        };
+        &mut self.runs[at].1
+    }
+
+    fn latest(&self) -> Option<&BTreeMap<Scoped, f64>> {
+        self.runs
+            .iter()
+            .find(|(r, _)| r.as_ref() == self.latest.as_ref())
+            .map(|(_, w)| w)
+    }
 }
 
 /// One stage's figures. Counts are atomics: the per-item events that move them come from every
@@ -367,9 +406,9 @@ impl Project {
         }
     }
 
-    fn observe(&self, event: &EventKind) {
+    fn observe(&self, event: &Event) {
         use EventKind::*;
-        match event {
+        match &event.kind {
             ItemSucceeded { stage, .. } => self.with_stage(stage, |s| {
                 add(&s.items[0], 1);
                 add(&s.attempts[0], 1);
@@ -410,7 +449,9 @@ impl Project {
                     cells.concurrency.store(-1, Ordering::Relaxed);
                     cells.breaker.store(-1, Ordering::Relaxed);
                 }
-                lock(&self.windows).clear();
+                let mut windows = lock(&self.windows);
+                windows.latest = event.run.clone();
+                windows.of(event.run.as_ref()).clear();
             }
             RunFinished {
                 status, duration, ..
@@ -451,7 +492,8 @@ impl Project {
                     .or_default() += alerts.len() as u64;
             }
             MetricsSampled { samples } => {
-                let mut windows = lock(&self.windows);
+                let mut all = lock(&self.windows);
+                let windows = all.of(event.run.as_ref());
                 for sample in samples {
                     windows.insert(
                         (Arc::clone(&sample.metric), sample.stage.clone()),
@@ -524,10 +566,9 @@ fn window_family(metric: &str) -> (String, Option<Unit>, f64, Cow<'static, str>)
         ),
         other => {
             let mut name = snake_case(other);
-            if OWN_FAMILIES.contains(&name.as_str())
-                || ["_total", "_count", "_sum", "_bucket", "_info", "_created"]
-                    .iter()
-                    .any(|suffix| name.ends_with(suffix))
+            if ["_total", "_count", "_sum", "_bucket", "_info", "_created"]
+                .iter()
+                .any(|suffix| name.ends_with(suffix))
             {
                 name.push_str("_value");
             }
@@ -766,19 +807,50 @@ impl Collector for Families {
         )?;
         // The collector's windows, one family per metric, each with every project's series.
         type Series = Vec<(Arc<str>, Option<Arc<str>>, f64)>;
-        let mut windows: BTreeMap<String, (Option<Unit>, Cow<'static, str>, Series)> =
+        let mut windows_out: BTreeMap<String, (Option<Unit>, Cow<'static, str>, Series)> =
             BTreeMap::new();
+        // Each metric's family name, unique: built-ins keep theirs, a recorded metric whose
+        // name would collide with another family's gets `_value` appended.
+        let mut latest: Vec<(Arc<str>, BTreeMap<Scoped, f64>)> = Vec::new();
         for p in &projects {
-            for ((metric, stage), value) in lock(&p.windows).iter() {
-                let (name, unit, factor, help) = window_family(metric);
-                windows
-                    .entry(name)
-                    .or_insert_with(|| (unit, help, Vec::new()))
-                    .2
-                    .push((Arc::clone(&p.name), stage.clone(), value * factor));
+            if let Some(windows) = lock(&p.windows).latest() {
+                latest.push((Arc::clone(&p.name), windows.clone()));
             }
         }
-        for (name, (unit, help, series)) in &windows {
+        let mut metrics: Vec<Arc<str>> = latest
+            .iter()
+            .flat_map(|(_, w)| w.keys().map(|(metric, _)| Arc::clone(metric)))
+            .collect();
+        metrics.sort_by_key(|m| (!BUILT_IN_WINDOWS.contains(&&**m), m.to_string()));
+        metrics.dedup();
+        type Family = (String, Option<Unit>, f64, Cow<'static, str>);
+        let mut family_of: BTreeMap<Arc<str>, Family> = BTreeMap::new();
+        let mut taken: std::collections::HashSet<String> =
+            OWN_FAMILIES.iter().map(|f| f.to_string()).collect();
+        for metric in metrics {
+            let (mut name, unit, factor, help) = window_family(&metric);
+            let full = |name: &str| match &unit {
+                Some(unit) => format!("{name}_{}", unit.as_str()),
+                None => name.to_owned(),
+            };
+            while !taken.insert(full(&name)) {
+                name.push_str("_value");
+            }
+            family_of.insert(metric, (name, unit, factor, help));
+        }
+        for (project, windows) in &latest {
+            for ((metric, stage), value) in windows {
+                let Some((name, unit, factor, help)) = family_of.get(metric) else {
+                    continue;
+                };
+                windows_out
+                    .entry(name.clone())
+                    .or_insert_with(|| (unit.clone(), help.clone(), Vec::new()))
+                    .2
+                    .push((Arc::clone(project), stage.clone(), value * factor));
+            }
+        }
+        for (name, (unit, help, series)) in &windows_out {
             family(e, name, help, unit.as_ref(), MetricType::Gauge, |m| {
                 for (project, stage, value) in series {
                     match stage {
@@ -805,9 +877,53 @@ mod tests {
         assert_eq!(snake_case("HTTPErrors"), "httperrors");
         assert_eq!(snake_case("rows.copied-per batch"), "rows_copied_per_batch");
         assert_eq!(snake_case("9lives"), "_9lives");
-        assert_eq!(window_family("items").0, "items_value");
         assert_eq!(window_family("rowsTotal").0, "rows_total_value");
         assert_eq!(window_family("latencyP95").0, "latency_p95");
+    }
+
+    #[test]
+    fn recorded_metrics_never_share_a_family_with_another() {
+        let exporter = PrometheusExporter::builder().prefix("").build().unwrap();
+        let run = RunId::new("r");
+        let bus = EventBus::new();
+        exporter.attach(&bus, "p");
+        bus.publish(
+            Some(&run),
+            EventKind::RunStarted {
+                pipeline: "p".into(),
+                stages: vec![],
+            },
+        );
+        let sample = |metric: &str, value| crate::event::MetricSample {
+            stage: None,
+            metric: metric.into(),
+            value,
+        };
+        bus.publish(
+            Some(&run),
+            EventKind::MetricsSampled {
+                samples: vec![
+                    sample("errorRate", 0.5),
+                    sample("error_rate", 7.0),
+                    sample("items", 3.0),
+                    sample("queueDepth", 1.0),
+                    sample("queue_depth", 2.0),
+                ],
+            },
+        );
+        let mut registry = Registry::default();
+        exporter.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "error_rate{project=\"p\"} 0.5",
+            "error_rate_value{project=\"p\"} 7.0",
+            "items_value{project=\"p\"} 3.0",
+            "queue_depth{project=\"p\"} 1.0",
+            "queue_depth_value{project=\"p\"} 2.0",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 
     #[test]

@@ -76,7 +76,11 @@ pub(crate) fn evaluate(
             }
             let Some(value) = series.last() else { continue };
             let fingerprint = fingerprint(project, stage.as_deref(), &threshold.metric);
-            for (severity, level) in threshold.levels() {
+            // The levels reached first, most severe first (a lesser one it covers is inhibited,
+            // not sent), then those left behind: a lowered alert then carries the value now.
+            let mut levels: Vec<(Severity, f64)> = threshold.levels().collect();
+            levels.sort_by_key(|(severity, level)| (value < *level, std::cmp::Reverse(*severity)));
+            for (severity, level) in levels {
                 if value >= level {
                     let mut alert = Alert::firing(
                         severity,

@@ -256,7 +256,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
                             "{reason}; restart limit of {} reached",
                             stage.max_restarts
                         ))
-                        .with_code("RESTART_LIMIT");
+                        .with_code(crate::error::CODE_RESTART_LIMIT);
                         break (StageEnd::Failed(e), units);
                     }
                     restarts = control.mark_restarted();

@@ -194,7 +194,9 @@
   async function api(path, { method = 'GET', body, token } = {}) {
     const headers = { Accept: 'application/json' };
     if (body !== undefined) headers['Content-Type'] = 'application/json';
-    if (token) headers.Authorization = `Bearer ${token}`;
+    // A server listening beyond loopback wants the token for reads too: send it when known.
+    const bearer = token ?? $('#token').value.trim();
+    if (bearer) headers.Authorization = `Bearer ${bearer}`;
     let res;
     try {
       res = await fetch(API + path, { method, headers, cache: 'no-store', body: body === undefined ? undefined : JSON.stringify(body) });
@@ -864,7 +866,8 @@
     // `?live=off` skips the stream (polling stays): an open stream keeps headless Chromium's
     // --virtual-time-budget from ever ending, so --dump-dom / --screenshot need this.
     if (asked.get('live') === 'off') return show('off', 'live updates off');
-    source = new EventSource(`${API}/events/stream`);
+    const bearer = $('#token').value.trim();
+    source = new EventSource(`${API}/events/stream${bearer ? `?access_token=${enc(bearer)}` : ''}`);
     source.addEventListener('open', () => { show('live', 'live'); fallbackRefresh(); });
     source.addEventListener('journal', onJournal);
     source.addEventListener('error', () => {

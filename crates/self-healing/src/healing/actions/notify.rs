@@ -74,7 +74,9 @@ impl SideAction for NotifyAction {
             _ if channels == 0 => {
                 Applied::failed(format!("no alert channel takes severity {}", self.severity))
             }
-            Notice::Send(_) => Applied::done(format!("alert to {channels} channel(s){manual}")),
+            Notice::Send(_) | Notice::Lowered { .. } => {
+                Applied::done(format!("alert to {channels} channel(s){manual}"))
+            }
             Notice::Inhibited => Applied::done(format!(
                 "alert inhibited: a critical alert of the same fingerprint fires{manual}"
             )),

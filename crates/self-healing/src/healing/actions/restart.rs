@@ -18,7 +18,12 @@ pub struct RestartAction {
 impl RestartAction {
     fn over_limit(&self, restarts: u32) -> Option<Applied> {
         let max = self.max_restarts?;
-        (restarts >= max).then(|| Applied::failed(format!("restart limit of {max} reached")))
+        (restarts >= max).then(|| {
+            Applied::failed(format!(
+                "{} of {max} reached",
+                crate::event::RESTART_LIMIT_REACHED
+            ))
+        })
     }
 }
 

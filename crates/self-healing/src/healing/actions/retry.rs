@@ -69,7 +69,11 @@ impl DecisiveAction for RetryAction {
         let applied = if failure.attempt >= policy.max_attempts() {
             Applied::new(
                 Effect::Exhausted,
-                format!("retries exhausted after {} attempt(s)", failure.attempt),
+                format!(
+                    "{} after {} attempt(s)",
+                    crate::event::RETRIES_EXHAUSTED,
+                    failure.attempt
+                ),
             )
         } else if !policy.is_retryable(failure.error) {
             Applied::failed("the error is not retryable by the policy")

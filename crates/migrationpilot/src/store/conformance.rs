@@ -1,0 +1,1559 @@
+//! What every store does, once for all backends: each test is an `async fn` over fresh stores
+//! (`Arc<dyn Store>`; two of them, as two processes open one database, where it is about
+//! concurrency), run by one thin module per backend. SQLite's run on a temporary file;
+//! PostgreSQL's on a database made for the test on the server `MIGRATIONPILOT_TEST_POSTGRES_URL`
+//! names, dropped after it (without the variable they are skipped, loudly, except in CI).
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use self_healing::alert::{Alert, AlertStatus};
+use self_healing::event::{
+    ActionKind, AttemptOutput, Event, EventBus, EventKind, HealthChange, HealthStatus,
+    MetricSample, Outcome, RunId, RunStatus, TriggerKind, TriggerMatch,
+};
+use self_healing::healing::{HealingRecord, StrategyOverride};
+use self_healing::pipeline::Resume;
+use self_healing::{PipelineMetrics, Severity, StageError};
+
+use super::{
+    CheckSeen, Claimed, DeclaredCheck, JournalCursor, KEEP_RUNS, LogFilter, Owner, RunClaim,
+    RunState, Store,
+};
+
+/// A time on the test's clock: whole milliseconds, so it reads back equal.
+fn at(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms as u64)
+}
+
+/// [`at`] as the store keeps it.
+fn ms(ms: i64) -> i64 {
+    1_700_000_000_000 + ms
+}
+
+/// An event of `run` at [`at`]`(when)`.
+fn event(run: Option<&RunId>, when: i64, kind: EventKind) -> Arc<Event> {
+    Arc::new(Event {
+        seq: 0,
+        at: at(when),
+        run: run.cloned(),
+        kind,
+    })
+}
+
+/// A claim of `project` for `run` by this process.
+fn claim(project: &str, run: &str) -> RunClaim {
+    RunClaim {
+        project: project.into(),
+        run: run.into(),
+        pipeline: "pipe".into(),
+        owner: Owner::this_process(),
+        stages: vec!["extract".into(), "load".into()],
+        strategies: vec!["retry".into()],
+        checks: Vec::new(),
+    }
+}
+
+fn decision(run: &RunId, when: i64, strategy: &str) -> HealingRecord {
+    HealingRecord {
+        at: at(when),
+        run: Some(run.clone()),
+        stage: Some("load".into()),
+        item: Some("i3".into()),
+        strategy: strategy.into(),
+        trigger: TriggerMatch {
+            kind: TriggerKind::Error,
+            index: 0,
+            observed: None,
+            description: "ECONNRESET".into(),
+        },
+        action: ActionKind::Retry,
+        outcome: Outcome::Succeeded,
+        detail: "attempt 2".into(),
+        duration: Duration::ZERO,
+    }
+}
+
+fn firing(project: &str, name: &str, when: i64) -> Alert {
+    let mut alert =
+        Alert::firing(Severity::Critical, project, name, "rolled back").on_stage("load");
+    alert.starts_at = at(when);
+    alert
+}
+
+pub(super) async fn the_journal_reads_back_in_pages_with_resumable_cursors(store: Arc<dyn Store>) {
+    let bus = EventBus::new();
+    let run = RunId::new("run-1");
+    let mut events = vec![bus.publish(
+        Some(&run),
+        EventKind::RunStarted {
+            pipeline: "p".into(),
+            stages: vec!["load".into()],
+        },
+    )];
+    for i in 0..5 {
+        events.push(bus.publish(
+            Some(&run),
+            EventKind::ItemStarted {
+                stage: "load".into(),
+                item: format!("i{i}").into(),
+            },
+        ));
+        events.push(bus.publish(
+            Some(&run),
+            EventKind::ItemSucceeded {
+                stage: "load".into(),
+                item: format!("i{i}").into(),
+                attempts: 1,
+                duration: Duration::from_millis(7),
+            },
+        ));
+    }
+    events.push(bus.publish(
+        Some(&run),
+        EventKind::HealingDecision {
+            record: HealingRecord {
+                at: SystemTime::now(),
+                ..decision(&run, 0, "retry-transient")
+            },
+        },
+    ));
+    events.push(bus.publish(
+        Some(&run),
+        EventKind::MetricsSampled {
+            samples: vec![
+                MetricSample {
+                    stage: None,
+                    metric: "errorRate".into(),
+                    value: 0.1,
+                },
+                MetricSample {
+                    stage: Some("load".into()),
+                    metric: "queueDepth".into(),
+                    value: 12.0,
+                },
+            ],
+        },
+    ));
+    events.push(bus.publish(
+        None,
+        EventKind::HealthChanged {
+            change: HealthChange {
+                stage: None,
+                check: "api".into(),
+                old_status: HealthStatus::Healthy,
+                new_status: HealthStatus::Degraded,
+                at: SystemTime::now(),
+            },
+        },
+    ));
+    store.append("p", &events).await.unwrap();
+
+    let mut cursor = JournalCursor::default();
+    let mut kinds = Vec::new();
+    let mut cursors = Vec::new();
+    loop {
+        let (page, next) = store.journal_since(cursor, 2).await.unwrap();
+        if page.is_empty() {
+            assert_eq!(next, cursor, "an empty page does not move the cursor");
+            break;
+        }
+        for entry in &page {
+            assert_eq!(entry.project, "p");
+            let json = serde_json::to_value(entry).unwrap();
+            kinds.push(json["kind"].as_str().unwrap().to_owned());
+            cursors.push(entry.cursor);
+        }
+        assert_eq!(page.last().unwrap().cursor, next);
+        cursor = next;
+    }
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "healing-decision",
+            "health-changed",
+            "item-succeeded",
+            "item-succeeded",
+            "item-succeeded",
+            "item-succeeded",
+            "item-succeeded",
+            "metrics-sampled",
+            "run-started",
+        ]
+    );
+    assert_eq!(cursor, store.journal_end().await.unwrap());
+    // A reader that goes on from any entry's cursor gets exactly what came after it.
+    let middle = cursors[4];
+    let (rest, _) = store.journal_since(middle, 100).await.unwrap();
+    assert_eq!(rest.len(), cursors.len() - 5);
+    assert_eq!(middle.to_string().parse::<JournalCursor>().unwrap(), middle);
+    assert!("e1.i2".parse::<JournalCursor>().is_err());
+    let (all, _) = store
+        .journal_since(JournalCursor::default(), 100)
+        .await
+        .unwrap();
+    let sampled = all
+        .iter()
+        .find_map(|e| match &e.event.kind {
+            EventKind::MetricsSampled { samples } => Some(samples.len()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(sampled, 2, "one tick's samples are one event again");
+    let durations: Vec<Duration> = all
+        .iter()
+        .filter_map(|e| match &e.event.kind {
+            EventKind::ItemSucceeded { duration, .. } => Some(*duration),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(durations, [Duration::from_millis(7); 5]);
+}
+
+pub(super) async fn an_item_completed_again_is_read_back_as_often_as_it_was_published(
+    store: Arc<dyn Store>,
+) {
+    let bus = EventBus::new();
+    let run = RunId::new("run-1");
+    let done = |item: &str| {
+        bus.publish(
+            Some(&run),
+            EventKind::ItemSucceeded {
+                stage: "load".into(),
+                item: item.into(),
+                attempts: 1,
+                duration: Duration::from_millis(3),
+            },
+        )
+    };
+    let started = bus.publish(
+        Some(&run),
+        EventKind::RunStarted {
+            pipeline: "p".into(),
+            stages: vec!["load".into()],
+        },
+    );
+    store.append("p", &[started, done("i0")]).await.unwrap();
+    // A restart ran the stage from the start: i0 again in a later batch, i1 twice in one.
+    store
+        .append("p", &[done("i0"), done("i1"), done("i1")])
+        .await
+        .unwrap();
+    let (all, _) = store
+        .journal_since(JournalCursor::default(), 100)
+        .await
+        .unwrap();
+    let mut items: Vec<String> = all
+        .iter()
+        .filter_map(|e| match &e.event.kind {
+            EventKind::ItemSucceeded { item, .. } => Some(item.to_string()),
+            _ => None,
+        })
+        .collect();
+    items.sort();
+    assert_eq!(items, ["i0", "i0", "i1", "i1"]);
+}
+
+pub(super) async fn each_queued_request_is_claimed_exactly_once(store: Arc<dyn Store>) {
+    for i in 0..50 {
+        store
+            .enqueue("p", ActionKind::Restart, &format!("stage-{i}"))
+            .await
+            .unwrap();
+    }
+    store
+        .enqueue("other", ActionKind::Restart, "x")
+        .await
+        .unwrap();
+    let claims = futures_util::future::join_all((0..4).map(|c| {
+        let store = Arc::clone(&store);
+        async move { store.claim("p", &format!("worker-{c}")).await.unwrap() }
+    }))
+    .await;
+    let mut ids: Vec<i64> = claims
+        .iter()
+        .flat_map(|c| &c.requests)
+        .map(|r| r.id)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 50, "every request claimed, none twice");
+    assert_eq!(store.claim("p", "late").await.unwrap(), Claimed::default());
+    assert_eq!(store.claim("other", "w").await.unwrap().requests.len(), 1);
+}
+
+/// `execute` runs SQL on the store's database directly: no API queues an unknown action.
+pub(super) async fn an_unknown_action_in_the_queue_is_refused_not_guessed(
+    store: Arc<dyn Store>,
+    execute: impl AsyncFn(&'static str),
+) {
+    store.enqueue("p", ActionKind::Restart, "a").await.unwrap();
+    execute("INSERT INTO control (project, action, stage, requested_ms) VALUES ('p', 'explode', 'b', 0)")
+        .await;
+    let claimed = store.claim("p", "me").await.unwrap();
+    assert_eq!(claimed.requests.len(), 1);
+    assert_eq!(claimed.requests[0].action, ActionKind::Restart);
+    assert_eq!(claimed.refused.len(), 1);
+    assert_eq!(
+        (
+            claimed.refused[0].action.as_str(),
+            claimed.refused[0].stage.as_str()
+        ),
+        ("explode", "b")
+    );
+    assert_eq!(store.claim("p", "me").await.unwrap(), Claimed::default());
+}
+
+pub(super) async fn overrides_merge_field_by_field(store: Arc<dyn Store>) {
+    let first = StrategyOverride {
+        max_attempts: Some(5),
+        ..StrategyOverride::default()
+    };
+    let second = StrategyOverride {
+        cooldown: Some(Duration::from_secs(60)),
+        ..StrategyOverride::default()
+    };
+    store.set_override("p", "retry", &first).await.unwrap();
+    store.set_override("p", "retry", &second).await.unwrap();
+    let overrides = store.overrides("p").await.unwrap();
+    assert_eq!(overrides.len(), 1);
+    assert_eq!(overrides[0].1.max_attempts, Some(5));
+    assert_eq!(overrides[0].1.cooldown, Some(Duration::from_secs(60)));
+}
+
+pub(super) async fn a_run_reads_back_with_its_stages_events_samples_logs_and_resume(
+    store: Arc<dyn Store>,
+) {
+    assert_eq!(store.claim_run(&claim("p", "run-1")).await.unwrap(), None);
+    let claimed = store.unfinished_run("p").await.unwrap().unwrap();
+    assert_eq!(
+        (claimed.id.as_str(), claimed.status, claimed.owner.clone()),
+        ("run-1", RunState::Running, Some(Owner::this_process()))
+    );
+    assert_eq!((claimed.stages.len(), claimed.strategies.len()), (2, 1));
+    assert!(claimed.heartbeat_ms.is_some());
+
+    let run = RunId::new("run-1");
+    let error = StageError::new("boom");
+    let ev = |when, kind| event(Some(&run), when, kind);
+    let first = vec![
+        ev(
+            0,
+            EventKind::RunStarted {
+                pipeline: "pipe".into(),
+                stages: vec!["extract".into(), "load".into()],
+            },
+        ),
+        ev(
+            1,
+            EventKind::StageStarted {
+                stage: "extract".into(),
+                concurrency: 1,
+            },
+        ),
+        ev(
+            2,
+            EventKind::AttemptSucceeded {
+                stage: "extract".into(),
+                item: None,
+                attempt: 1,
+                duration: Duration::from_millis(1),
+            },
+        ),
+        ev(
+            3,
+            EventKind::StageSucceeded {
+                stage: "extract".into(),
+                duration: Duration::from_millis(2),
+                items: 1,
+            },
+        ),
+        ev(
+            4,
+            EventKind::StageStarted {
+                stage: "load".into(),
+                concurrency: 2,
+            },
+        ),
+        ev(
+            5,
+            EventKind::ItemStarted {
+                stage: "load".into(),
+                item: "a".into(),
+            },
+        ),
+        ev(
+            6,
+            EventKind::ItemSucceeded {
+                stage: "load".into(),
+                item: "a".into(),
+                attempts: 1,
+                duration: Duration::from_millis(10),
+            },
+        ),
+        ev(
+            7,
+            EventKind::ItemSucceeded {
+                stage: "load".into(),
+                item: "b".into(),
+                attempts: 2,
+                duration: Duration::from_millis(20),
+            },
+        ),
+    ];
+    let second = vec![
+        ev(
+            8,
+            EventKind::AttemptFailed {
+                stage: "load".into(),
+                item: Some("c".into()),
+                attempt: 1,
+                duration: Duration::from_millis(3),
+                error: error.clone(),
+            },
+        ),
+        ev(
+            8,
+            EventKind::AttemptOutput {
+                stage: "load".into(),
+                item: Some("c".into()),
+                attempt: 1,
+                output: AttemptOutput {
+                    stdout: "out\0put\n".into(),
+                    stderr: "é\n".into(),
+                    stdout_cut: 3,
+                    stderr_cut: 0,
+                },
+            },
+        ),
+        ev(
+            9,
+            EventKind::MetricsSampled {
+                samples: vec![
+                    MetricSample {
+                        stage: None,
+                        metric: "errorRate".into(),
+                        value: 0.5,
+                    },
+                    MetricSample {
+                        stage: Some("load".into()),
+                        metric: "queueDepth".into(),
+                        value: 3.0,
+                    },
+                ],
+            },
+        ),
+        ev(
+            10,
+            EventKind::ItemFailed {
+                stage: "load".into(),
+                item: "c".into(),
+                attempts: 1,
+                error: error.clone(),
+            },
+        ),
+        ev(
+            11,
+            EventKind::StageFailed {
+                stage: "load".into(),
+                duration: Duration::from_millis(7),
+                items: 2,
+                error: error.clone(),
+            },
+        ),
+        ev(
+            12,
+            EventKind::RollbackStarted {
+                stage: "load".into(),
+                error: error.clone(),
+            },
+        ),
+        ev(
+            13,
+            EventKind::CompensationFinished {
+                stage: "extract".into(),
+                item: None,
+                error: None,
+            },
+        ),
+        ev(
+            14,
+            EventKind::CompensationFinished {
+                stage: "load".into(),
+                item: Some("a".into()),
+                error: Some(error.clone()),
+            },
+        ),
+    ];
+    store.append("p", &first).await.unwrap();
+    store.append("p", &second).await.unwrap();
+    let resumed = store.unfinished_run("p").await.unwrap().unwrap();
+    assert_eq!(resumed.status, RunState::RollingBack);
+    // A resume's run-started keeps the rollback it is in.
+    store.append("p", &first[..1]).await.unwrap();
+    let again = store.unfinished_run("p").await.unwrap().unwrap();
+    assert_eq!(again.status, RunState::RollingBack);
+    assert_eq!(
+        again.started_ms, claimed.started_ms,
+        "a resume keeps the start"
+    );
+    let finished = ev(
+        15,
+        EventKind::RunFinished {
+            status: RunStatus::Failed,
+            duration: Duration::from_millis(15),
+            error: Some(error.clone()),
+        },
+    );
+    store
+        .append("p", std::slice::from_ref(&finished))
+        .await
+        .unwrap();
+    store
+        .record_metrics("run-1", &PipelineMetrics::default())
+        .await
+        .unwrap();
+
+    assert_eq!(store.run("nope").await.unwrap(), None);
+    let detail = store.run("run-1").await.unwrap().unwrap();
+    assert_eq!(detail.run.status, RunState::Ended(RunStatus::Failed));
+    assert_eq!(
+        detail.run.error.as_deref(),
+        Some(error.to_string().as_str())
+    );
+    assert_eq!(detail.run.finished_ms, Some(ms(15)));
+    assert_eq!(detail.metrics, Some(PipelineMetrics::default()));
+    let stages: Vec<_> = detail
+        .stages
+        .iter()
+        .map(|s| {
+            (
+                s.stage.as_str(),
+                s.status,
+                s.items,
+                s.started_ms,
+                s.finished_ms,
+                s.duration_ms,
+            )
+        })
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            (
+                "extract",
+                "succeeded",
+                1,
+                Some(ms(1)),
+                Some(ms(3)),
+                Some(2.0)
+            ),
+            ("load", "failed", 2, Some(ms(4)), Some(ms(11)), Some(7.0)),
+        ]
+    );
+
+    let rows = store.events("run-1", 0, 100).await.unwrap();
+    let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "run-started",
+            "stage-started",
+            "attempt-succeeded",
+            "stage-succeeded",
+            "stage-started",
+            "attempt-failed",
+            "item-failed",
+            "stage-failed",
+            "rollback-started",
+            "compensation-finished",
+            "compensation-finished",
+            "run-started",
+            "run-finished",
+        ]
+    );
+    assert!(rows.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(rows[0].event, serde_json::to_value(&*first[0]).unwrap());
+    assert_eq!(rows[12].event, serde_json::to_value(&*finished).unwrap());
+    let failed = &rows[5];
+    assert_eq!(
+        (failed.at, failed.stage.as_deref(), failed.item.as_deref()),
+        (ms(8), Some("load"), Some("c"))
+    );
+    let page = store.events("run-1", rows[2].id, 3).await.unwrap();
+    assert_eq!(page, rows[3..6]);
+
+    let samples = store.samples("run-1", None).await.unwrap();
+    let sampled: Vec<_> = samples
+        .iter()
+        .map(|s| (s.at, s.stage.as_deref(), s.metric.as_str(), s.value))
+        .collect();
+    assert_eq!(
+        sampled,
+        [
+            (ms(9), None, "errorRate", 0.5),
+            (ms(9), Some("load"), "queueDepth", 3.0)
+        ]
+    );
+    let depth = store.samples("run-1", Some("queueDepth")).await.unwrap();
+    assert_eq!(depth, samples[1..]);
+
+    let logs = store.logs("run-1", &LogFilter::default()).await.unwrap();
+    assert_eq!(logs.len(), 1);
+    let log = &logs[0];
+    assert_eq!(
+        (
+            log.stage.as_str(),
+            log.item.as_deref(),
+            log.attempt,
+            log.at,
+            log.stdout.as_str(),
+            log.stderr.as_str(),
+            log.stdout_cut,
+            log.stderr_cut
+        ),
+        ("load", Some("c"), 1, ms(8), "out\0put\n", "é\n", 3, 0)
+    );
+    let picked = |stage: Option<&str>, item: Option<&str>, attempt: Option<i64>| LogFilter {
+        stage: stage.map(str::to_owned),
+        item: item.map(str::to_owned),
+        attempt,
+    };
+    for (filter, found) in [
+        (picked(Some("load"), Some("c"), Some(1)), 1),
+        (picked(Some("extract"), None, None), 0),
+        (picked(None, Some("a"), None), 0),
+        (picked(None, None, Some(2)), 0),
+    ] {
+        assert_eq!(
+            store.logs("run-1", &filter).await.unwrap().len(),
+            found,
+            "{filter:?}"
+        );
+    }
+
+    let mut expected = Resume::default();
+    expected.stage_completed("extract");
+    expected.item_completed("load", "a");
+    expected.item_completed("load", "b");
+    expected.compensated("extract", None::<String>);
+    expected.compensated("load", Some("a"));
+    expected.rolling_back("load", error);
+    assert_eq!(store.resume(&run).await.unwrap(), expected);
+    assert_eq!(
+        store.resume(&RunId::new("nope")).await.unwrap(),
+        Resume::default()
+    );
+    let failed = store.unfinished_run("p").await.unwrap().unwrap();
+    assert_eq!(failed.status, RunState::Ended(RunStatus::Failed));
+}
+
+pub(super) async fn runs_are_listed_newest_first_and_names_in_byte_order(store: Arc<dyn Store>) {
+    let started = |run: &str, when| {
+        event(
+            Some(&RunId::new(run)),
+            when,
+            EventKind::RunStarted {
+                pipeline: "pipe".into(),
+                stages: Vec::new(),
+            },
+        )
+    };
+    // Two runs in one millisecond: the one written last is the newer.
+    store.append("q", &[started("r-1", 5)]).await.unwrap();
+    store.append("q", &[started("r-0", 4)]).await.unwrap();
+    store.append("q", &[started("r-2", 5)]).await.unwrap();
+    let ids = |runs: Vec<super::RunRow>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.runs("q", 10).await.unwrap()),
+        ["r-2", "r-1", "r-0"]
+    );
+    assert_eq!(ids(store.runs("q", 1).await.unwrap()), ["r-2"]);
+    assert_eq!(
+        ids(store.runs("nope", 10).await.unwrap()),
+        [] as [String; 0]
+    );
+    let latest = store.unfinished_run("q").await.unwrap().unwrap();
+    assert_eq!((latest.id.as_str(), latest.owner), ("r-2", None));
+    assert_eq!(latest.started_ms, ms(5));
+
+    // Stages the run did not declare, in byte order of their names.
+    let run = RunId::new("r-2");
+    let ended: Vec<_> = ["zeta", "Alpha", "beta"]
+        .into_iter()
+        .map(|stage| {
+            event(
+                Some(&run),
+                6,
+                EventKind::StageSucceeded {
+                    stage: stage.into(),
+                    duration: Duration::ZERO,
+                    items: 3,
+                },
+            )
+        })
+        .collect();
+    store.append("q", &ended).await.unwrap();
+    let detail = store.run("r-2").await.unwrap().unwrap();
+    let names: Vec<&str> = detail.stages.iter().map(|s| s.stage.as_str()).collect();
+    assert_eq!(names, ["Alpha", "beta", "zeta"]);
+    assert!(detail.stages.iter().all(|s| s.status == "succeeded"));
+    assert_eq!(detail.metrics, None);
+
+    for project in ["b", "B", "_x", "a"] {
+        store.set_healing_mode(project, true, None).await.unwrap();
+    }
+    assert_eq!(store.projects().await.unwrap(), ["B", "_x", "a", "b", "q"]);
+    for strategy in ["b", "B", "a"] {
+        store
+            .set_override("q", strategy, &StrategyOverride::default())
+            .await
+            .unwrap();
+    }
+    let strategies: Vec<String> = store
+        .overrides("q")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(strategies, ["B", "a", "b"]);
+}
+
+pub(super) async fn health_lists_declared_checks_and_what_they_found(store: Arc<dyn Store>) {
+    let declared = |name: &str, stage: Option<&str>| DeclaredCheck {
+        name: name.into(),
+        stage: stage.map(str::to_owned),
+        target: format!("http://{name}"),
+    };
+    let mut with_checks = claim("p", "run-1");
+    with_checks.checks = vec![
+        declared("db", Some("load")),
+        declared("api", None),
+        declared("Zed", None),
+    ];
+    assert_eq!(store.claim_run(&with_checks).await.unwrap(), None);
+    let names =
+        |rows: &[super::HealthRow]| rows.iter().map(|r| r.check.clone()).collect::<Vec<_>>();
+    let rows = store.health("p").await.unwrap();
+    assert_eq!(names(&rows), ["Zed", "api", "db"]);
+    assert!(
+        rows.iter()
+            .all(|r| r.status.is_none() && r.checked_ms.is_none())
+    );
+    assert_eq!(rows[2].stage.as_deref(), Some("load"));
+    assert_eq!(rows[2].target.as_deref(), Some("http://db"));
+
+    let seen = |name: &str, status, when, error: Option<&str>| CheckSeen {
+        name: name.into(),
+        status,
+        checked_ms: when,
+        last_error: error.map(str::to_owned),
+    };
+    store
+        .checks_seen(
+            "p",
+            &[
+                seen("db", HealthStatus::Unhealthy, 100, Some("refused")),
+                seen("cache", HealthStatus::Healthy, 100, None),
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .checks_seen(
+            "p",
+            &[seen("db", HealthStatus::Unhealthy, 200, Some("timed out"))],
+        )
+        .await
+        .unwrap();
+    let rows = store.health("p").await.unwrap();
+    assert_eq!(names(&rows), ["Zed", "api", "cache", "db"]);
+    let cache = &rows[2];
+    assert_eq!(
+        (
+            cache.stage.as_deref(),
+            cache.target.as_deref(),
+            cache.status,
+            cache.changed_ms,
+            cache.checked_ms,
+            cache.last_error.as_deref()
+        ),
+        (
+            None,
+            None,
+            Some(HealthStatus::Healthy),
+            Some(100),
+            Some(100),
+            None
+        )
+    );
+    let db = &rows[3];
+    assert_eq!(
+        (
+            db.stage.as_deref(),
+            db.status,
+            db.changed_ms,
+            db.checked_ms,
+            db.last_error.as_deref()
+        ),
+        (
+            Some("load"),
+            Some(HealthStatus::Unhealthy),
+            Some(100),
+            Some(200),
+            Some("timed out")
+        ),
+        "the status is unchanged: so is when it changed"
+    );
+    store
+        .checks_seen("p", &[seen("db", HealthStatus::Healthy, 300, None)])
+        .await
+        .unwrap();
+    let changed = HealthChange {
+        stage: None,
+        check: "api".into(),
+        old_status: HealthStatus::Healthy,
+        new_status: HealthStatus::Degraded,
+        at: at(400),
+    };
+    store
+        .append(
+            "p",
+            &[event(
+                None,
+                400,
+                EventKind::HealthChanged { change: changed },
+            )],
+        )
+        .await
+        .unwrap();
+    let rows = store.health("p").await.unwrap();
+    let db = &rows[3];
+    assert_eq!(
+        (
+            db.status,
+            db.changed_ms,
+            db.checked_ms,
+            db.last_error.as_deref()
+        ),
+        (Some(HealthStatus::Healthy), Some(300), Some(300), None)
+    );
+    let api = &rows[1];
+    assert_eq!(
+        (api.status, api.changed_ms, api.checked_ms),
+        (Some(HealthStatus::Degraded), Some(ms(400)), None)
+    );
+    assert!(store.health("other").await.unwrap().is_empty());
+}
+
+pub(super) async fn healing_mode_and_history_read_back(store: Arc<dyn Store>) {
+    let mode = store.healing_mode("p").await.unwrap();
+    assert_eq!(
+        (mode.enabled, mode.reason, mode.updated_ms),
+        (true, None, None)
+    );
+    store
+        .set_healing_mode("p", false, Some("freeze"))
+        .await
+        .unwrap();
+    let mode = store.healing_mode("p").await.unwrap();
+    assert_eq!(
+        (mode.enabled, mode.reason.as_deref()),
+        (false, Some("freeze"))
+    );
+    assert!(mode.updated_ms.is_some());
+    store.set_healing_mode("p", true, None).await.unwrap();
+    let mode = store.healing_mode("p").await.unwrap();
+    assert_eq!((mode.enabled, mode.reason), (true, None));
+
+    let run = RunId::new("run-1");
+    let records: Vec<HealingRecord> = [(0, "a"), (10, "b"), (20, "c")]
+        .into_iter()
+        .map(|(when, strategy)| decision(&run, when, strategy))
+        .collect();
+    let events: Vec<_> = records
+        .iter()
+        .map(|record| {
+            event(
+                Some(&run),
+                0,
+                EventKind::HealingDecision {
+                    record: record.clone(),
+                },
+            )
+        })
+        .collect();
+    store.append("p", &events).await.unwrap();
+    let newest_first: Vec<HealingRecord> = records.iter().rev().cloned().collect();
+    assert_eq!(store.history("p", 10, None).await.unwrap(), newest_first);
+    assert_eq!(
+        store.history("p", 2, None).await.unwrap(),
+        newest_first[..2]
+    );
+    assert_eq!(
+        store.history("p", 10, Some(ms(10))).await.unwrap(),
+        newest_first[..2]
+    );
+    assert!(store.history("other", 10, None).await.unwrap().is_empty());
+    assert!(
+        store.events("run-1", 0, 10).await.unwrap().is_empty(),
+        "a decision is kept in its own table only"
+    );
+}
+
+pub(super) async fn logs_and_samples_are_kept_for_the_last_runs_only(store: Arc<dyn Store>) {
+    let runs = KEEP_RUNS + 2;
+    for i in 0..runs {
+        let id = format!("run-{i}");
+        assert_eq!(store.claim_run(&claim("p", &id)).await.unwrap(), None);
+        let run = RunId::new(id.as_str());
+        let events = [
+            event(
+                Some(&run),
+                i,
+                EventKind::AttemptOutput {
+                    stage: "load".into(),
+                    item: None,
+                    attempt: 1,
+                    output: AttemptOutput {
+                        stdout: format!("run {i}"),
+                        stderr: String::new(),
+                        stdout_cut: 0,
+                        stderr_cut: 0,
+                    },
+                },
+            ),
+            event(
+                Some(&run),
+                i,
+                EventKind::MetricsSampled {
+                    samples: vec![MetricSample {
+                        stage: None,
+                        metric: "errorRate".into(),
+                        value: 0.0,
+                    }],
+                },
+            ),
+            event(
+                Some(&run),
+                i,
+                EventKind::RunFinished {
+                    status: RunStatus::Succeeded,
+                    duration: Duration::ZERO,
+                    error: None,
+                },
+            ),
+        ];
+        store.append("p", &events).await.unwrap();
+    }
+    for i in 0..runs {
+        let run = format!("run-{i}");
+        let kept = usize::from(i >= runs - KEEP_RUNS);
+        let logs = store.logs(&run, &LogFilter::default()).await.unwrap();
+        assert_eq!(logs.len(), kept, "logs of {run}");
+        assert_eq!(
+            store.samples(&run, None).await.unwrap().len(),
+            kept,
+            "samples of {run}"
+        );
+    }
+    assert_eq!(
+        store.runs("p", 100).await.unwrap().len(),
+        runs as usize,
+        "runs themselves are kept"
+    );
+}
+
+pub(super) async fn alerts_are_owed_taken_under_a_lease_and_delivered(store: Arc<dyn Store>) {
+    let channels = serde_json::json!({"slack": {"url": "${SLACK_URL}"}});
+    store.set_channels("p", &channels).await.unwrap();
+    let alert = firing("p", "rollback", 1);
+    // Owed deliveries are their enqueuer's (it gathers a group) until taken, tried or released.
+    store
+        .keep_alert("a", &alert, &["slack".into(), "email".into()])
+        .await
+        .unwrap();
+    store
+        .keep_alert("c", &firing("o", "rollback", 1), &["slack".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.owing_projects().await.unwrap(),
+        [("o".to_owned(), None), ("p".to_owned(), Some(channels))]
+    );
+
+    let lease = Duration::from_secs(60);
+    assert!(
+        store
+            .take_deliveries("z", lease, Some("p"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "what a process gathers is not taken from it"
+    );
+    let taken = store.take_deliveries("a", lease, Some("p")).await.unwrap();
+    let channels: Vec<&str> = taken.iter().map(|d| d.channel.as_str()).collect();
+    assert_eq!(channels, ["slack", "email"]);
+    assert!(taken[0].id < taken[1].id);
+    assert!(taken.iter().all(|d| d.alert == alert && d.attempts == 0));
+    assert!(
+        store
+            .take_deliveries("b", lease, Some("p"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "taken within the lease"
+    );
+    let retaken = store
+        .take_deliveries("b", Duration::ZERO, Some("p"))
+        .await
+        .unwrap();
+    assert_eq!(retaken.len(), 2, "the lease ran out");
+
+    // "a" reports late: its failure must not reopen what "b" holds; a success counts anyway.
+    store
+        .delivery_attempted("a", &[taken[0].id], Some("late"))
+        .await
+        .unwrap();
+    store
+        .delivery_attempted("b", &[taken[0].id], Some("503"))
+        .await
+        .unwrap();
+    store
+        .delivery_attempted("a", &[taken[1].id], None)
+        .await
+        .unwrap();
+    let owed = store.take_deliveries("c", lease, None).await.unwrap();
+    let owed: Vec<(&str, &str, u32)> = owed
+        .iter()
+        .map(|d| (&*d.alert.project, d.channel.as_str(), d.attempts))
+        .collect();
+    assert_eq!(owed, [("p", "slack", 1), ("o", "slack", 0)]);
+
+    let rows = store.alerts("p", 10).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].fingerprint.as_str(), &rows[0].alert),
+        ("p/load/rollback", &alert)
+    );
+    let deliveries: Vec<_> = rows[0]
+        .deliveries
+        .iter()
+        .map(|d| {
+            (
+                d.channel.as_str(),
+                d.about,
+                d.status.as_str(),
+                d.attempts,
+                d.last_error.as_deref(),
+                d.delivered_ms.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        deliveries,
+        [
+            ("slack", AlertStatus::Firing, "owed", 1, Some("503"), false),
+            ("email", AlertStatus::Firing, "delivered", 1, None, true),
+        ]
+    );
+    assert_eq!(
+        store.firing_alerts("p").await.unwrap(),
+        std::slice::from_ref(&alert)
+    );
+
+    let mut resolved = alert.clone();
+    resolved.status = AlertStatus::Resolved;
+    resolved.ends_at = Some(at(2));
+    store
+        .keep_alert("a", &resolved, &["slack".into()])
+        .await
+        .unwrap();
+    assert!(store.firing_alerts("p").await.unwrap().is_empty());
+    // Later, so it is the most recently changed too.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let budget = firing("p", "healing-budget", 3);
+    store.keep_alert("a", &budget, &[]).await.unwrap();
+    let rows = store.alerts("p", 10).await.unwrap();
+    let alerts: Vec<&Alert> = rows.iter().map(|r| &r.alert).collect();
+    assert_eq!(alerts, [&budget, &resolved], "firing first");
+    assert!(rows[0].deliveries.is_empty());
+    assert_eq!(rows[1].deliveries.len(), 3);
+    assert_eq!(rows[1].deliveries[2].about, AlertStatus::Resolved);
+    assert!(rows[0].updated_ms >= rows[1].updated_ms);
+    assert_eq!(store.alerts("p", 1).await.unwrap().len(), 1);
+    assert_eq!(store.firing_alerts("p").await.unwrap(), [budget]);
+}
+
+pub(super) async fn a_delivery_is_given_up_after_its_tries_and_released_ones_are_taken_at_once(
+    store: Arc<dyn Store>,
+) {
+    let alert = firing("p", "rollback", 1);
+    store
+        .keep_alert("run", &alert, &["dead".into()])
+        .await
+        .unwrap();
+    // The run ends with the delivery unfinished: released, the next process takes it at once.
+    store.release_deliveries("run").await.unwrap();
+    let lease = Duration::from_secs(60);
+    for n in 1..=self_healing::alert::MAX_ATTEMPTS {
+        let taken = store.take_deliveries("next", lease, None).await.unwrap();
+        assert_eq!(taken.len(), 1, "try {n}");
+        store
+            .delivery_attempted("next", &[taken[0].id], Some("refused"))
+            .await
+            .unwrap();
+    }
+    assert!(
+        store
+            .take_deliveries("next", lease, None)
+            .await
+            .unwrap()
+            .is_empty(),
+        "given up"
+    );
+    let rows = store.alerts("p", 10).await.unwrap();
+    assert_eq!(rows[0].deliveries[0].status, "dead");
+    assert!(store.owing_projects().await.unwrap().is_empty());
+}
+
+pub(super) async fn two_stores_claim_each_queued_request_exactly_once(
+    a: Arc<dyn Store>,
+    b: Arc<dyn Store>,
+) {
+    const REQUESTS: usize = 300;
+    let done = Arc::new(AtomicBool::new(false));
+    let enqueuer = {
+        let (a, b, done) = (Arc::clone(&a), Arc::clone(&b), Arc::clone(&done));
+        tokio::spawn(async move {
+            for i in 0..REQUESTS {
+                let store = if i % 2 == 0 { &a } else { &b };
+                store
+                    .enqueue("p", ActionKind::Restart, &format!("s{i}"))
+                    .await
+                    .unwrap();
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let claimers: Vec<_> = (0..4)
+        .map(|c| {
+            let store = Arc::clone(if c % 2 == 0 { &a } else { &b });
+            let done = Arc::clone(&done);
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                loop {
+                    let finished = done.load(Ordering::SeqCst);
+                    let claimed = store.claim("p", &format!("claimer-{c}")).await.unwrap();
+                    let empty = claimed.requests.is_empty();
+                    ids.extend(claimed.requests.into_iter().map(|r| r.id));
+                    if finished && empty {
+                        return ids;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    enqueuer.await.unwrap();
+    let mut ids = Vec::new();
+    for claimer in claimers {
+        ids.extend(claimer.await.unwrap());
+    }
+    let distinct: HashSet<i64> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "no request claimed twice");
+    assert_eq!(ids.len(), REQUESTS, "every request claimed");
+    assert_eq!(a.claim("p", "late").await.unwrap(), Claimed::default());
+}
+
+pub(super) async fn two_processes_claiming_one_project_one_wins(
+    a: Arc<dyn Store>,
+    b: Arc<dyn Store>,
+) {
+    // Half the projects exist before the race, half are made by it.
+    for i in (0..12).step_by(2) {
+        a.set_healing_mode(&format!("p{i}"), true, None)
+            .await
+            .unwrap();
+    }
+    let races = (0..12).map(|i| {
+        let (a, b) = (Arc::clone(&a), Arc::clone(&b));
+        async move {
+            // Run ids are the store's, not the project's: each project's are its own.
+            let project = format!("p{i}");
+            let (run_a, run_b) = (format!("{project}-a"), format!("{project}-b"));
+            let (first, second) = (claim(&project, &run_a), claim(&project, &run_b));
+            let (x, y) = tokio::join!(a.claim_run(&first), b.claim_run(&second));
+            let winner = match (x.unwrap(), y.unwrap()) {
+                (None, Some(alive)) => {
+                    assert_eq!(alive.id, run_a);
+                    run_a
+                }
+                (Some(alive), None) => {
+                    assert_eq!(alive.id, run_b);
+                    run_b
+                }
+                other => panic!("{project}: exactly one claim wins, not {other:?}"),
+            };
+            let runs = a.runs(&project, 10).await.unwrap();
+            assert_eq!(runs.len(), 1, "{project}: only the winner's run");
+            assert_eq!(runs[0].id, winner);
+            let late = b
+                .claim_run(&claim(&project, &format!("{project}-c")))
+                .await
+                .unwrap();
+            assert_eq!(late.map(|r| r.id), Some(winner));
+        }
+    });
+    futures_util::future::join_all(races).await;
+}
+
+pub(super) async fn concurrent_takers_never_share_a_delivery(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    for i in 0..40 {
+        a.keep_alert(
+            "enqueuer",
+            &firing("p", &format!("alert-{i}"), i),
+            &["slack".into(), "email".into()],
+        )
+        .await
+        .unwrap();
+    }
+    a.release_deliveries("enqueuer").await.unwrap();
+    let takers = (0..6).map(|t| {
+        let store = Arc::clone(if t % 2 == 0 { &a } else { &b });
+        async move {
+            let owner = format!("taker-{t}");
+            // A taker's own leases come back to it on its next take; another's never do.
+            let mut ids = HashSet::new();
+            for _ in 0..3 {
+                let taken = store
+                    .take_deliveries(&owner, Duration::from_secs(60), Some("p"))
+                    .await
+                    .unwrap();
+                ids.extend(taken.into_iter().map(|d| d.id));
+            }
+            ids
+        }
+    });
+    let ids: Vec<i64> = futures_util::future::join_all(takers)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let distinct: HashSet<i64> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "no delivery taken by two takers");
+    assert_eq!(ids.len(), 80, "every delivery taken");
+}
+
+pub(super) async fn a_follower_misses_nothing_that_concurrent_writers_append(
+    a: Arc<dyn Store>,
+    b: Arc<dyn Store>,
+) {
+    const BATCHES: i64 = 80;
+    /// Entries a batch makes: a completion, three events, a sample tick and a decision.
+    const PER_BATCH: usize = 6;
+    const PROJECTS: [&str; 4] = ["pa", "pb", "pc", "pd"];
+    let writer = |store: Arc<dyn Store>, project: &'static str| {
+        tokio::spawn(async move {
+            let run = RunId::new(project);
+            let started = EventKind::RunStarted {
+                pipeline: "pipe".into(),
+                stages: Vec::new(),
+            };
+            store
+                .append(project, &[event(Some(&run), 0, started)])
+                .await
+                .unwrap();
+            for i in 1..=BATCHES {
+                let mut batch = vec![event(
+                    Some(&run),
+                    i,
+                    EventKind::ItemSucceeded {
+                        stage: "load".into(),
+                        item: format!("i{i}").into(),
+                        attempts: 1,
+                        duration: Duration::ZERO,
+                    },
+                )];
+                // Several statements between a batch's first position and its commit.
+                for s in 0..3 {
+                    batch.push(event(
+                        Some(&run),
+                        i,
+                        EventKind::StageStarted {
+                            stage: format!("s{i}.{s}").into(),
+                            concurrency: 1,
+                        },
+                    ));
+                }
+                batch.push(event(
+                    Some(&run),
+                    i,
+                    EventKind::MetricsSampled {
+                        samples: vec![MetricSample {
+                            stage: None,
+                            metric: "errorRate".into(),
+                            value: i as f64,
+                        }],
+                    },
+                ));
+                batch.push(event(
+                    Some(&run),
+                    i,
+                    EventKind::HealingDecision {
+                        record: decision(&run, i, "retry"),
+                    },
+                ));
+                store.append(project, &batch).await.unwrap();
+            }
+        })
+    };
+    let expected = PROJECTS.len() * (1 + PER_BATCH * BATCHES as usize);
+    let writers: Vec<_> = PROJECTS
+        .iter()
+        .enumerate()
+        .map(|(i, project)| writer(Arc::clone(if i % 2 == 0 { &a } else { &b }), project))
+        .collect();
+    let mut seen = BTreeSet::new();
+    let mut cursor = JournalCursor::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut idle = 0;
+    // Until every writer is done and a read finds nothing more.
+    while idle < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the follower read {} of {expected} entries",
+            seen.len()
+        );
+        let writing = writers.iter().any(|w| !w.is_finished());
+        let (page, next) = a.journal_since(cursor, 7).await.unwrap();
+        for entry in &page {
+            assert!(!cursor.covers(entry));
+            let json = serde_json::to_value(entry).unwrap();
+            let key = format!(
+                "{} {} {} {}",
+                entry.project,
+                json["kind"],
+                json["stage"],
+                millis_of(&entry.event)
+            );
+            assert!(seen.insert(key.clone()), "{key} read twice");
+        }
+        cursor = next;
+        idle = if writing || !page.is_empty() {
+            0
+        } else {
+            idle + 1
+        };
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    assert_eq!(seen.len(), expected, "the follower missed entries");
+}
+
+fn millis_of(event: &Event) -> i64 {
+    super::millis(event.at)
+}
+
+pub(super) async fn concurrent_overrides_of_one_strategy_both_merge(
+    a: Arc<dyn Store>,
+    b: Arc<dyn Store>,
+) {
+    let attempts = StrategyOverride {
+        max_attempts: Some(5),
+        ..StrategyOverride::default()
+    };
+    let cooldown = StrategyOverride {
+        cooldown: Some(Duration::from_secs(60)),
+        ..StrategyOverride::default()
+    };
+    let races = (0..10).map(|i| {
+        let (a, b) = (Arc::clone(&a), Arc::clone(&b));
+        let (attempts, cooldown) = (attempts.clone(), cooldown.clone());
+        async move {
+            let strategy = format!("s{i}");
+            let (x, y) = tokio::join!(
+                a.set_override("p", &strategy, &attempts),
+                b.set_override("p", &strategy, &cooldown)
+            );
+            x.unwrap();
+            y.unwrap();
+        }
+    });
+    futures_util::future::join_all(races).await;
+    let overrides = a.overrides("p").await.unwrap();
+    assert_eq!(overrides.len(), 10);
+    for (strategy, merged) in overrides {
+        assert_eq!(
+            (merged.max_attempts, merged.cooldown),
+            (Some(5), Some(Duration::from_secs(60))),
+            "{strategy}: both changes kept"
+        );
+    }
+}
+
+/// One `#[tokio::test]` per test above, for the module's `Backend`.
+macro_rules! conformance_tests {
+    () => {
+        conformance_tests!(
+            one: [
+                the_journal_reads_back_in_pages_with_resumable_cursors,
+                an_item_completed_again_is_read_back_as_often_as_it_was_published,
+                each_queued_request_is_claimed_exactly_once,
+                overrides_merge_field_by_field,
+                a_run_reads_back_with_its_stages_events_samples_logs_and_resume,
+                runs_are_listed_newest_first_and_names_in_byte_order,
+                health_lists_declared_checks_and_what_they_found,
+                healing_mode_and_history_read_back,
+                logs_and_samples_are_kept_for_the_last_runs_only,
+                alerts_are_owed_taken_under_a_lease_and_delivered,
+                a_delivery_is_given_up_after_its_tries_and_released_ones_are_taken_at_once,
+            ],
+            two: [
+                two_stores_claim_each_queued_request_exactly_once,
+                two_processes_claiming_one_project_one_wins,
+                concurrent_takers_never_share_a_delivery,
+                a_follower_misses_nothing_that_concurrent_writers_append,
+                concurrent_overrides_of_one_strategy_both_merge,
+            ],
+            sql: [an_unknown_action_in_the_queue_is_refused_not_guessed],
+        );
+    };
+    (one: [$($one:ident),* $(,)?], two: [$($two:ident),* $(,)?], sql: [$($sql:ident),* $(,)?] $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $one() {
+                let Some(backend) = Backend::fresh().await else {
+                    return;
+                };
+                super::$one(backend.store()).await;
+            }
+        )*
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $two() {
+                let Some(backend) = Backend::fresh().await else {
+                    return;
+                };
+                super::$two(backend.store(), backend.another().await).await;
+            }
+        )*
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $sql() {
+                let Some(backend) = Backend::fresh().await else {
+                    return;
+                };
+                super::$sql(backend.store(), async |sql| backend.execute(sql).await).await;
+            }
+        )*
+    };
+}
+
+/// The tests on SQLite: a store in a temporary folder.
+mod sqlite {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use sqlx::Connection;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+
+    use super::super::{SqliteStore, Store};
+
+    struct Backend {
+        store: Arc<dyn Store>,
+        path: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Backend {
+        async fn fresh() -> Option<Self> {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("nested/journal.db");
+            let store = Arc::new(SqliteStore::open(&path).await.unwrap());
+            Some(Backend {
+                store,
+                path,
+                _dir: dir,
+            })
+        }
+
+        fn store(&self) -> Arc<dyn Store> {
+            Arc::clone(&self.store)
+        }
+
+        /// Another store on the same file, as a second process opens it.
+        async fn another(&self) -> Arc<dyn Store> {
+            Arc::new(SqliteStore::open(&self.path).await.unwrap())
+        }
+
+        async fn execute(&self, sql: &'static str) {
+            let options = SqliteConnectOptions::new().filename(&self.path);
+            let mut connection = SqliteConnection::connect_with(&options).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut connection).await.unwrap();
+        }
+    }
+
+    conformance_tests!();
+
+    #[cfg(not(feature = "postgres"))]
+    #[tokio::test]
+    async fn a_postgres_url_asks_for_a_build_with_the_feature() {
+        let error = super::super::open("postgres://mp:secret@db.example/journal")
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("--features postgres"), "{error}");
+        assert!(error.contains("mp:***@db.example"), "{error}");
+        assert!(!error.contains("secret"), "{error}");
+    }
+}
+
+/// The tests on PostgreSQL: a database made for each test on the server
+/// `MIGRATIONPILOT_TEST_POSTGRES_URL` names.
+#[cfg(feature = "postgres")]
+pub(super) mod postgres {
+    use std::sync::Arc;
+
+    use sqlx::Connection;
+    use sqlx::postgres::PgConnection;
+
+    use super::super::{PostgresStore, Store, TestDatabase};
+
+    struct Backend {
+        // Dropped before the database.
+        store: Arc<dyn Store>,
+        database: TestDatabase,
+    }
+
+    impl Backend {
+        async fn fresh() -> Option<Self> {
+            let database = TestDatabase::create().await?;
+            let store = Arc::new(PostgresStore::open(&database.url).await.unwrap());
+            Some(Backend { store, database })
+        }
+
+        fn store(&self) -> Arc<dyn Store> {
+            Arc::clone(&self.store)
+        }
+
+        /// Another store on the same database, as a second process opens it.
+        async fn another(&self) -> Arc<dyn Store> {
+            Arc::new(PostgresStore::open(&self.database.url).await.unwrap())
+        }
+
+        async fn execute(&self, sql: &'static str) {
+            let mut connection = PgConnection::connect(&self.database.url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut connection).await.unwrap();
+            connection.close().await.unwrap();
+        }
+    }
+
+    conformance_tests!();
+}
