@@ -1,7 +1,8 @@
 //! From a parsed pipeline file to the objects that run it, collecting every error.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::io::AsyncBufReadExt;
 
@@ -13,8 +14,10 @@ use self_healing::resilience::RetryPolicy;
 use self_healing::{InvalidConfig, Severity, StageError};
 
 use crate::command::{Command, Context};
+use crate::dispatch::{Attempt, Dispatcher};
 use crate::env::Secrets;
 use crate::file::{FileError, Items, PipelineFile, StageFile, locate};
+use crate::store::work::Role;
 
 /// Everything a run needs.
 pub struct Built {
@@ -32,7 +35,22 @@ pub struct Built {
     pub secrets: Secrets,
     /// The file's alert channels as written (`${NAME}`s unsubstituted), for the store.
     pub alert_channels: Option<serde_json::Value>,
+    /// Every command of every stage, by stage and role: what a worker runs for a job.
+    pub commands: Commands,
+    /// Where the stages' attempts run: here, until a dispatcher is set; then on whichever
+    /// worker takes them.
+    pub remote: Remote,
+    /// The most items any stage runs at once.
+    pub concurrency: usize,
+    /// The file's text as written: what a shared run keeps for its workers.
+    pub source: String,
 }
+
+/// Every command of a pipeline, by stage and role.
+pub type Commands = BTreeMap<(String, Role), Arc<Command>>;
+
+/// Set once a run shares its attempts with workers: its handlers hand them to this dispatcher.
+pub type Remote = Arc<OnceLock<Arc<Dispatcher>>>;
 
 /// An alert channel that masks the file's secrets in the text of every alert it sends.
 struct MaskedNotifier {
@@ -313,8 +331,18 @@ pub fn build(
     }
     let command_metrics: Arc<[String]> = known_metrics.clone().into();
     let mut stages_ok = true;
+    let remote = Remote::default();
+    let mut commands = Commands::new();
+    let on = Bound {
+        base: &base,
+        project: &project,
+        secrets,
+        global_retry: &retry,
+        metrics: &command_metrics,
+        remote: &remote,
+    };
     for (i, stage) in file.stages.iter().enumerate() {
-        match stage_of(stage, &base, &project, secrets, &retry, &command_metrics) {
+        match stage_of(stage, &on, &mut commands) {
             Ok(stage) => builder = builder.stage(stage),
             Err(e) => {
                 stages_ok = false;
@@ -351,20 +379,44 @@ pub fn build(
             monitor,
             secrets: secrets.clone(),
             alert_channels: None,
+            commands,
+            remote,
+            concurrency: file
+                .stages
+                .iter()
+                .map(|s| s.concurrency.unwrap_or(1))
+                .max()
+                .unwrap_or(1),
+            source: text.to_owned(),
         }),
         _ => Err(errors),
     }
 }
 
-/// One stage of the file as the pipeline runs it.
+/// What every stage of a file is built with.
+struct Bound<'a> {
+    base: &'a Path,
+    project: &'a Arc<str>,
+    secrets: &'a Secrets,
+    global_retry: &'a RetryPolicy,
+    metrics: &'a Arc<[String]>,
+    remote: &'a Remote,
+}
+
+/// One stage of the file as the pipeline runs it; its commands go into `commands`.
 fn stage_of(
     stage: &StageFile,
-    base: &Path,
-    project: &Arc<str>,
-    secrets: &Secrets,
-    global_retry: &RetryPolicy,
-    metrics: &Arc<[String]>,
+    on: &Bound<'_>,
+    commands: &mut Commands,
 ) -> Result<Stage<()>, InvalidConfig> {
+    let Bound {
+        base,
+        project,
+        secrets,
+        global_retry,
+        metrics,
+        remote,
+    } = *on;
     let workdir = stage
         .workdir
         .as_ref()
@@ -425,10 +477,22 @@ fn stage_of(
         ));
     }
 
+    for (role, command) in [
+        (Role::Command, Some(&main)),
+        (Role::Failover, failover.as_ref()),
+        (Role::Rollback, rollback.as_ref()),
+        (Role::Reset, reset.as_ref()),
+    ] {
+        if let Some(command) = command {
+            commands.insert((stage.name.clone(), role), Arc::clone(command));
+        }
+    }
     // A handler that runs `cmd` for a stage (or one item of it).
     fn run_single(
         cmd: Arc<Command>,
+        role: Role,
         project: Arc<str>,
+        remote: Remote,
     ) -> impl Fn(
         self_healing::StageContext<()>,
     ) -> self_healing::BoxFuture<'static, Result<(), StageError>>
@@ -436,7 +500,8 @@ fn stage_of(
     + Sync
     + 'static {
         move |ctx| {
-            let (cmd, project) = (Arc::clone(&cmd), Arc::clone(&project));
+            let (cmd, project, remote) =
+                (Arc::clone(&cmd), Arc::clone(&project), Arc::clone(&remote));
             Box::pin(async move {
                 let context = Context {
                     project: &project,
@@ -446,13 +511,15 @@ fn stage_of(
                     item: None,
                     idempotency_key: None,
                 };
-                cmd.run(&ctx, &context).await
+                attempt(&cmd, role, &remote, &ctx, &context).await
             })
         }
     }
     fn run_item(
         cmd: Arc<Command>,
+        role: Role,
         project: Arc<str>,
+        remote: Remote,
     ) -> impl Fn(
         self_healing::ItemContext<(), String>,
     ) -> self_healing::BoxFuture<'static, Result<(), StageError>>
@@ -460,7 +527,8 @@ fn stage_of(
     + Sync
     + 'static {
         move |ctx| {
-            let (cmd, project) = (Arc::clone(&cmd), Arc::clone(&project));
+            let (cmd, project, remote) =
+                (Arc::clone(&cmd), Arc::clone(&project), Arc::clone(&remote));
             Box::pin(async move {
                 let key = ctx.idempotency_key();
                 let context = Context {
@@ -471,34 +539,40 @@ fn stage_of(
                     item: Some(ctx.item()),
                     idempotency_key: Some(&key),
                 };
-                cmd.run(&ctx, &context).await
+                attempt(&cmd, role, &remote, &ctx, &context).await
             })
         }
     }
+    let single = |cmd: Arc<Command>, role: Role| {
+        run_single(cmd, role, Arc::clone(project), Arc::clone(remote))
+    };
+    let each = |cmd: Arc<Command>, role: Role| {
+        run_item(cmd, role, Arc::clone(project), Arc::clone(remote))
+    };
 
     let name = stage.name.as_str();
     let built: Stage<()> = match &stage.items {
         None => {
-            let mut single = Stage::new(name, run_single(main, Arc::clone(project)));
+            let mut built = Stage::new(name, single(main, Role::Command));
             if let Some(failover) = failover {
-                single = single.failover(run_single(failover, Arc::clone(project)));
+                built = built.failover(single(failover, Role::Failover));
             }
             if let Some(rollback) = rollback {
-                single = single.rollback(run_single(rollback, Arc::clone(project)));
+                built = built.rollback(single(rollback, Role::Rollback));
             }
             if let Some(reset) = reset {
-                single = single.reset(run_single(reset, Arc::clone(project)));
+                built = built.reset(single(reset, Role::Reset));
             }
             if let Some(timeout) = stage.timeout {
-                single = single.timeout(timeout);
+                built = built.timeout(timeout);
             }
             if let Some(restarts) = stage.max_restarts {
-                single = single.max_restarts(restarts);
+                built = built.max_restarts(restarts);
             }
             if let Some(retry) = retry {
-                single = single.retry_policy(retry);
+                built = built.retry_policy(retry);
             }
-            single.into()
+            built.into()
         }
         Some(items) => {
             let source = match items {
@@ -506,35 +580,63 @@ fn stage_of(
                 Items::File(path) => file_items(base.join(path)),
                 Items::Glob(pattern) => glob_items(base, pattern)?,
             };
-            let mut each = Stage::for_each(name, source, run_item(main, Arc::clone(project)))
+            let mut built = Stage::for_each(name, source, each(main, Role::Command))
                 .concurrency(stage.concurrency.unwrap_or(1));
             if let Some(failover) = failover {
-                each = each.failover(run_item(failover, Arc::clone(project)));
+                built = built.failover(each(failover, Role::Failover));
             }
             // A rollback that names `{item}` compensates each item; otherwise the whole stage.
             if let Some(rollback) = rollback {
                 if rollback.argv.iter().any(|a| a.contains("{item}")) {
-                    each = each.rollback_item(run_item(rollback, Arc::clone(project)));
+                    built = built.rollback_item(each(rollback, Role::Rollback));
                 } else {
-                    each = each.rollback(run_single(rollback, Arc::clone(project)));
+                    built = built.rollback(single(rollback, Role::Rollback));
                 }
             }
             if let Some(reset) = reset {
-                each = each.reset(run_single(reset, Arc::clone(project)));
+                built = built.reset(single(reset, Role::Reset));
             }
             if let Some(timeout) = stage.timeout {
-                each = each.timeout(timeout);
+                built = built.timeout(timeout);
             }
             if let Some(restarts) = stage.max_restarts {
-                each = each.max_restarts(restarts);
+                built = built.max_restarts(restarts);
             }
             if let Some(retry) = retry {
-                each = each.retry_policy(retry);
+                built = built.retry_policy(retry);
             }
-            each.into()
+            built.into()
         }
     };
     Ok(built)
+}
+
+/// Runs `cmd` for one attempt: here, or, once the run shares its work, on whichever worker
+/// takes the job; the job's metric lines and log reach the attempt as if it had run here.
+async fn attempt(
+    cmd: &Command,
+    role: Role,
+    remote: &Remote,
+    stage: &self_healing::StageContext<()>,
+    ctx: &Context<'_>,
+) -> Result<(), StageError> {
+    let Some(dispatcher) = remote.get() else {
+        return cmd.run(stage, ctx).await;
+    };
+    let result = dispatcher
+        .dispatch(Attempt {
+            stage: ctx.stage,
+            item: ctx.item,
+            key: ctx.idempotency_key,
+            attempt: ctx.attempt,
+            role,
+        })
+        .await?;
+    for (metric, value) in &result.metrics {
+        stage.record(metric, *value);
+    }
+    stage.attach_output(result.output);
+    result.error.map_or(Ok(()), Err)
 }
 
 /// Items from a file, one per line, read as the stage pulls them. Blank lines and lines

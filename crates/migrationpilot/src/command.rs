@@ -81,13 +81,26 @@ impl Command {
             .collect()
     }
 
+    /// Runs the command to its end (see [`Command::execute`]): each metric line records into
+    /// the stage's scope of the collector, and the log is attached to the attempt.
+    pub async fn run(&self, stage: &StageContext<()>, ctx: &Context<'_>) -> Result<(), StageError> {
+        let (result, output) = self
+            .execute(ctx, &mut |metric, value| stage.record(metric, value))
+            .await;
+        stage.attach_output(output);
+        result
+    }
+
     /// Runs the command to its end (see [`self_healing::process::run_logged`]: no shell,
     /// errors from the exit status and the last line of standard error, its process group
     /// killed if the future is dropped), with the run's variables in its environment. Each
-    /// `{"metric": NAME, "value": X}` line of its standard output records X into the stage's
-    /// scope of the collector (for a known name); the tails of both streams, secrets masked,
-    /// are attached to the attempt as its log.
-    pub async fn run(&self, stage: &StageContext<()>, ctx: &Context<'_>) -> Result<(), StageError> {
+    /// `{"metric": NAME, "value": X}` line of its standard output (for a known name) goes to
+    /// `on_metric`; the tails of both streams come back, secrets masked, as its log.
+    pub async fn execute(
+        &self,
+        ctx: &Context<'_>,
+        on_metric: &mut (dyn FnMut(&str, f64) + Send),
+    ) -> (Result<(), StageError>, AttemptOutput) {
         let attempt = ctx.attempt.to_string();
         let mut env: Vec<(&str, &str)> = self
             .env
@@ -110,7 +123,7 @@ impl Command {
             if let Some((metric, value)) = metric_line(line)
                 && self.metrics.contains(&metric)
             {
-                stage.record(&metric, value);
+                on_metric(&metric, value);
             }
         };
         let (result, stdout, stderr) = self_healing::process::run_logged(
@@ -120,13 +133,13 @@ impl Command {
             &mut on_line,
         )
         .await;
-        stage.attach_output(AttemptOutput {
+        let output = AttemptOutput {
             stdout: self.secrets.mask(&stdout.text).into_owned(),
             stderr: self.secrets.mask(&stderr.text).into_owned(),
             stdout_cut: stdout.cut,
             stderr_cut: stderr.cut,
-        });
-        result.map_err(|error| self.mask(error))
+        };
+        (result.map_err(|error| self.mask(error)), output)
     }
 
     /// `error` with the secrets masked in its message.

@@ -5,6 +5,8 @@
 //! - [`build`]: a parsed file to the pipeline, healer, health monitor and alert channels.
 //! - [`command`]: stage commands (argv without a shell, `{item}` as one argument).
 //! - [`store`]: the `Store` traits and their SQLite and PostgreSQL backends.
+//! - [`dispatch`]: a coordinating run's attempts handed to the work queue, results read back.
+//! - [`worker`]: what `worker` (and a coordinating run itself) does: claims jobs, runs them.
 //! - [`journal`]: the group-commit writer between the event bus and the store.
 //! - [`control`]: applying other processes' requests to a running pipeline.
 //! - [`session`]: one file run against one store, wired once (journal, steering, monitor,
@@ -16,6 +18,7 @@
 pub mod build;
 pub mod command;
 pub mod control;
+pub mod dispatch;
 pub mod env;
 pub mod error;
 pub mod file;
@@ -24,3 +27,4 @@ pub mod progress;
 pub mod serve;
 pub mod session;
 pub mod store;
+pub mod worker;

@@ -16,7 +16,9 @@ use migrationpilot::control;
 use migrationpilot::error::{CliError, EXIT_CANCELLED, EXIT_FAILED, EXIT_ROLLED_BACK};
 use migrationpilot::serve;
 use migrationpilot::session::{self, RunRequest, Session, open_store};
-use migrationpilot::store::{self, LogFilter, iso8601};
+use migrationpilot::store::work::Filter;
+use migrationpilot::store::{self, LogFilter, Owner, iso8601};
+use migrationpilot::worker::WorkerOptions;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -64,6 +66,29 @@ enum Commands {
         listen: Option<String>,
         #[command(flatten)]
         token: TokenArgs,
+        /// On a shared store, coordinate only: every item is left to `worker` processes.
+        #[arg(long)]
+        no_work: bool,
+    },
+    /// Work items of runs on a shared (PostgreSQL) store, until Ctrl-C.
+    Worker {
+        /// Only this project's runs (repeatable; every project's when not given).
+        #[arg(long)]
+        project: Vec<String>,
+        /// How many items to run at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Where the runs' pipeline files are read from and their commands run: the same
+        /// checkout as the coordinating run's.
+        #[arg(long, default_value = ".")]
+        workdir: PathBuf,
+        /// How long a job stays this worker's without a renewal: a worker killed or cut off
+        /// gives its jobs back after this.
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
+        lease: std::time::Duration,
+        /// Its name in the queue and in job results (`host:pid` by default).
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Show the project's health checks, healing mode and latest run.
     Health(ProjectArgs),
@@ -260,6 +285,7 @@ fn main() -> ExitCode {
                 seed,
                 listen,
                 token,
+                no_work,
             } => {
                 let request = RunRequest {
                     file,
@@ -267,10 +293,31 @@ fn main() -> ExitCode {
                     resume,
                     json_events,
                     seed,
+                    no_work,
                 };
                 run(store_url, request, listen, token).await
             }
             Commands::Serve { listen, token } => serve(store_url, listen, token).await,
+            Commands::Worker {
+                project,
+                concurrency,
+                workdir,
+                lease,
+                name,
+            } => {
+                let options = WorkerOptions {
+                    name: name.unwrap_or_else(|| Owner::this_process().to_string()),
+                    filter: Filter {
+                        projects: project,
+                        run: None,
+                    },
+                    concurrency,
+                    workdir,
+                    lease,
+                    verbose: true,
+                };
+                worker(store_url, options).await
+            }
             Commands::Alerts { project, limit } => alerts(store_url, project, limit).await,
             Commands::Health(args) => health(store_url, args).await,
             Commands::Runs {
@@ -335,6 +382,58 @@ async fn serve(store_url: Option<String>, listen: String, token: TokenArgs) -> O
     bound
         .serve(store, serve::Figures::Journal, shutdown)
         .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn worker(store_url: Option<String>, options: WorkerOptions) -> Outcome {
+    if options.concurrency == 0 {
+        return Err(CliError::Invalid(
+            "--concurrency must be at least 1".to_owned(),
+        ));
+    }
+    if options.lease < std::time::Duration::from_millis(300) {
+        return Err(CliError::Invalid(
+            "--lease must be at least 300ms".to_owned(),
+        ));
+    }
+    if !options.workdir.is_dir() {
+        return Err(CliError::Invalid(format!(
+            "--workdir `{}` is not a directory",
+            options.workdir.display()
+        )));
+    }
+    let store = open_store(store_url).await?;
+    if store.work_queue().is_none() {
+        return Err(CliError::Invalid(
+            "workers share runs through a PostgreSQL store: give --store postgres://…".to_owned(),
+        ));
+    }
+    let projects = if options.filter.projects.is_empty() {
+        "every project".to_owned()
+    } else {
+        options.filter.projects.join(", ")
+    };
+    println!(
+        "worker {} taking items of {projects}, {} at a time, in {}; Ctrl-C stops it",
+        options.name,
+        options.concurrency,
+        options.workdir.display()
+    );
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        if session::terminated().await {
+            eprintln!("\nstopping: the items in flight finish first");
+            on_signal.cancel();
+        }
+    });
+    let worked = migrationpilot::worker::work(store, options, stop)
+        .await
+        .map_err(CliError::Failed)?;
+    println!(
+        "worker stopped: {} item attempt(s) run, {} failed, {} stopped by their run",
+        worked.finished, worked.failed, worked.stopped
+    );
     Ok(ExitCode::SUCCESS)
 }
 

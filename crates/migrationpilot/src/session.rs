@@ -16,9 +16,12 @@ use self_healing::{RunOptions, RunReport};
 
 use crate::build::{self, Built};
 use crate::control::Steering;
+use crate::dispatch::Dispatcher;
 use crate::env::Secrets;
 use crate::error::CliError;
+use crate::store::work::{Filter, RunFile};
 use crate::store::{self, CheckSeen, DeclaredCheck, Owner, RunClaim, RunRow, Store, StoreOutbox};
+use crate::worker::{self, Worked, WorkerOptions};
 use crate::{file, journal, progress, serve};
 
 /// Opens the store `url` names, or the default one.
@@ -91,6 +94,8 @@ pub struct RunRequest {
     pub json_events: bool,
     /// Seeds run ids and retry jitter.
     pub seed: Option<u64>,
+    /// On a shared store, leave every item to workers.
+    pub no_work: bool,
 }
 
 /// A pipeline file built and bound to a store, ready to run.
@@ -205,6 +210,7 @@ impl Session {
     /// until the run ends.
     pub async fn run(self, listen: Option<serve::Bound>) -> Result<RunReport, CliError> {
         let (run_id, resume) = self.run_to_start().await?;
+        let own_worker = self.share(&run_id).await?;
         let Built {
             pipeline,
             healer,
@@ -308,6 +314,10 @@ impl Session {
         if let Some(monitor) = &monitor {
             monitor.stop();
         }
+        // Nothing waits for what the run's own worker still runs: stopped, processes killed.
+        if let Some(worker) = own_worker {
+            worker.abort();
+        }
         poller.abort();
         signals.abort();
         // Alerts still gathering go out now; a dead or slow channel gets a short grace, and
@@ -338,6 +348,68 @@ impl Session {
             .record_metrics(report.run_id.as_str(), &report.metrics)
             .await?;
         Ok(masked_report(report, &secrets))
+    }
+}
+
+impl Session {
+    /// On a shared store, makes the run's attempts jobs any worker may take: keeps the file
+    /// for the workers, cancels what an earlier coordinator of the run left queued, and,
+    /// unless told not to, starts this process's own worker on the run's jobs.
+    async fn share(
+        &self,
+        run: &RunId,
+    ) -> Result<Option<tokio::task::JoinHandle<Result<Worked, String>>>, CliError> {
+        let (Some(queue), Some(dispatcher)) = (
+            self.store.work_queue(),
+            Dispatcher::start(&self.store, run.as_str(), &self.project),
+        ) else {
+            return Ok(None);
+        };
+        // A run taken over: its earlier coordinator's jobs have no one waiting for them.
+        queue.cancel_run_jobs(run.as_str()).await?;
+        let name = self
+            .request
+            .file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        queue
+            .keep_file(
+                run.as_str(),
+                &RunFile {
+                    project: self.project.to_string(),
+                    name,
+                    text: self.built.source.clone(),
+                },
+            )
+            .await?;
+        let _ = self.built.remote.set(dispatcher);
+        if self.request.no_work {
+            if !self.request.json_events {
+                println!("coordinating only: `migrationpilot worker` processes run the items");
+            }
+            return Ok(None);
+        }
+        let workdir = match self.request.file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let options = WorkerOptions {
+            name: self.owner.to_string(),
+            filter: Filter {
+                projects: Vec::new(),
+                run: Some(run.to_string()),
+            },
+            concurrency: self.built.concurrency,
+            workdir,
+            lease: worker::LEASE,
+            verbose: false,
+        };
+        Ok(Some(tokio::spawn(worker::work(
+            Arc::clone(&self.store),
+            options,
+            CancellationToken::new(),
+        ))))
     }
 }
 

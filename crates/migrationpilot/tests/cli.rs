@@ -544,6 +544,11 @@ stages:
     let mut args = vec!["run", "pipeline.yaml"];
     let finished = loop {
         let mut run = work.spawn(&args);
+        if kills == 0 {
+            // The first kill comes once items run: before it claimed its run, a killed
+            // process leaves nothing to resume.
+            work.wait_for("executions.txt");
+        }
         let kill_after = std::time::Duration::from_millis(rng.u64(150..700));
         let deadline = std::time::Instant::now() + kill_after;
         let status = loop {
@@ -560,10 +565,15 @@ stages:
         };
         args = vec!["run", "pipeline.yaml", "--resume"];
         if let Some(status) = status {
-            break status;
+            let output = run.wait_with_output().unwrap();
+            break (status, String::from_utf8_lossy(&output.stderr).into_owned());
         }
     };
-    assert!(finished.success(), "the last resume finished the run");
+    assert!(
+        finished.0.success(),
+        "the last resume finished the run: {}",
+        finished.1
+    );
     assert!(kills >= 3, "the run was killed {kills} times");
     let completions: Vec<(String, String, i64)> = work.journal(
         "SELECT stage, item, COUNT(*) FROM items WHERE status = 'succeeded' GROUP BY stage, item",

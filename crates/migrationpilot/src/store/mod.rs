@@ -14,6 +14,7 @@ pub mod projection;
 mod sqlite;
 #[cfg(feature = "postgres")]
 mod test_database;
+pub mod work;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -738,6 +739,12 @@ pub trait Queries: Send + Sync {
 
 /// How operators steer, and how a run takes its project.
 pub trait Control: Send + Sync {
+    /// The queue several machines share runs through; `None` for a store that cannot be
+    /// shared (SQLite): its runs work every item themselves.
+    fn work_queue(&self) -> Option<&dyn work::WorkQueue> {
+        None
+    }
+
     /// Takes `claim.run` for this process, or refuses with the run of the project that is
     /// still alive (see [`RunRow::is_alive`]). One transaction, so two processes cannot both
     /// take a project. The run's row records its owner, its lease, and its stage, strategy and

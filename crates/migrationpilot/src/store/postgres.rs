@@ -18,6 +18,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::BoxStream;
+
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
@@ -29,6 +31,7 @@ use self_healing::pipeline::Resume;
 use self_healing::{PipelineMetrics, StageError};
 
 use super::projection::{self, Found, ItemDone, Write, read_back};
+use super::work::{Filter, Job, JobResult, NewJob, Role, RunFile, Topic, WorkQueue};
 use super::{
     AlertRow, Alerts, DeliveryRow, EventRow, JournalCursor, JournalEntry, KEEP_RUNS, LogFilter,
     LogRow, Owing, RunDetail, SampleRow, StageRow,
@@ -47,7 +50,8 @@ use super::{
 /// byte (`COLLATE "C"`), as SQLite's `BINARY` does, whatever the database's own collation. An
 /// attempt's output is `BYTEA`: PostgreSQL's `TEXT` cannot hold the NUL bytes a process may
 /// write.
-const MIGRATIONS: [&str; 1] = [r#"
+const MIGRATIONS: [&str; 2] = [
+    r#"
 CREATE TABLE projects (
     name TEXT COLLATE "C" PRIMARY KEY,
     healing_enabled BOOLEAN NOT NULL DEFAULT TRUE,
@@ -206,7 +210,35 @@ CREATE TABLE deliveries (
 );
 CREATE INDEX deliveries_owed ON deliveries (status, project, id);
 CREATE INDEX deliveries_alert ON deliveries (fingerprint, id);
-"#];
+"#,
+    r#"
+CREATE TABLE run_files (
+    run TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    name TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE TABLE work (
+    id BIGSERIAL PRIMARY KEY,
+    run TEXT NOT NULL,
+    project TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    item TEXT,
+    key TEXT,
+    attempt BIGINT NOT NULL,
+    role TEXT NOT NULL,
+    prefer TEXT,
+    status TEXT NOT NULL DEFAULT 'queued',
+    worker TEXT,
+    lease_ms BIGINT,
+    created_ms BIGINT NOT NULL,
+    finished_ms BIGINT,
+    result TEXT
+);
+CREATE INDEX work_open ON work (id) WHERE status IN ('queued', 'leased');
+CREATE INDEX work_run ON work (run, status);
+"#,
+];
 
 /// The advisory lock migrations run under (`mpmigrat`).
 const MIGRATION_LOCK: i64 = 0x6d70_6d69_6772_6174;
@@ -218,6 +250,11 @@ const JOURNAL_LOCK: i64 = 0x6d70_6a6f_7572_6e61;
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Connections that claim and finish jobs, opened when first needed. They commit without
+    /// waiting for the disk: what a crash of the server could lose is a claim, a result, a
+    /// renewal or a cancellation, and each only makes a job run again (delivery is at least
+    /// once). Queued jobs and the journal, which must not be lost, commit durably on `pool`.
+    work: PgPool,
 }
 
 impl PostgresStore {
@@ -230,6 +267,10 @@ impl PostgresStore {
             StoreError::Unusable(format!("{shown} is not a PostgreSQL connection URL: {e}"))
         })?;
         let options = options.application_name("migrationpilot");
+        let work = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(options.clone().options([("synchronous_commit", "off")]));
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
@@ -240,7 +281,7 @@ impl PostgresStore {
                     "cannot connect to the PostgreSQL store {shown}: {e}"
                 ))
             })?;
-        let store = PostgresStore { pool };
+        let store = PostgresStore { pool, work };
         store.migrate().await.map_err(|error| match error {
             StoreError::Unusable(why) => StoreError::Unusable(format!("{shown}: {why}")),
             other => other,
@@ -1348,6 +1389,10 @@ impl Alerts for PostgresStore {
 }
 
 impl Control for PostgresStore {
+    fn work_queue(&self) -> Option<&dyn WorkQueue> {
+        Some(self)
+    }
+
     fn claim_run<'a>(&'a self, claim: &'a RunClaim) -> BoxFuture<'a, Result<Option<RunRow>>> {
         Box::pin(async move {
             let now = millis(std::time::SystemTime::now());
@@ -1546,6 +1591,291 @@ impl Control for PostgresStore {
     }
 }
 
+/// The `NOTIFY` channel a topic of the work queue is sent on.
+fn channel(topic: Topic) -> &'static str {
+    match topic {
+        Topic::Queued => "migrationpilot_work_queued",
+        Topic::Finished => "migrationpilot_work_finished",
+    }
+}
+
+/// A job's result as stored, or a failure saying why it cannot be read.
+fn job_result(text: &str) -> JobResult {
+    serde_json::from_str(text).unwrap_or_else(|e| JobResult {
+        error: Some(StageError::new(format!(
+            "the result a worker stored cannot be read: {e}"
+        ))),
+        ..JobResult::default()
+    })
+}
+
+impl WorkQueue for PostgresStore {
+    fn keep_file<'a>(&'a self, run: &'a str, file: &'a RunFile) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO run_files (run, project, name, text) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (run) DO UPDATE SET name = excluded.name, text = excluded.text",
+            )
+            .bind(run)
+            .bind(&file.project)
+            .bind(&file.name)
+            .bind(&file.text)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn run_file<'a>(&'a self, run: &'a str) -> BoxFuture<'a, Result<Option<RunFile>>> {
+        Box::pin(async move {
+            let row: Option<(String, String, String)> =
+                sqlx::query_as("SELECT project, name, text FROM run_files WHERE run = $1")
+                    .bind(run)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            Ok(row.map(|(project, name, text)| RunFile {
+                project,
+                name,
+                text,
+            }))
+        })
+    }
+
+    fn queue_jobs<'a>(&'a self, jobs: &'a [NewJob]) -> BoxFuture<'a, Result<Vec<i64>>> {
+        Box::pin(async move {
+            if jobs.is_empty() {
+                return Ok(Vec::new());
+            }
+            let now = millis(std::time::SystemTime::now());
+            // Durable: a job lost to a crash of the server would be waited for forever. One
+            // statement queues the jobs and wakes the workers.
+            let mut insert = sqlx::QueryBuilder::<Postgres>::new(
+                "WITH queued AS (INSERT INTO work (run, project, stage, item, key, attempt, role, prefer, created_ms) ",
+            );
+            insert.push_values(jobs, |mut row, job| {
+                row.push_bind(&job.run)
+                    .push_bind(&job.project)
+                    .push_bind(&job.stage)
+                    .push_bind(&job.item)
+                    .push_bind(&job.key)
+                    .push_bind(i64::from(job.attempt))
+                    .push_bind(job.role.as_str())
+                    .push_bind(&job.prefer)
+                    .push_bind(now);
+            });
+            insert
+                .push(" RETURNING id) SELECT queued.id FROM queued CROSS JOIN (SELECT pg_notify(");
+            insert.push_bind(channel(Topic::Queued));
+            insert.push(", '')) AS woken ORDER BY queued.id");
+            let ids: Vec<i64> = insert.build_query_scalar().fetch_all(&self.pool).await?;
+            Ok(ids)
+        })
+    }
+
+    fn claim_jobs<'a>(
+        &'a self,
+        worker: &'a str,
+        filter: &'a Filter,
+        limit: usize,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Job>>> {
+        Box::pin(async move {
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            let now = millis(std::time::SystemTime::now());
+            let preferred_until =
+                now - i64::try_from(super::work::PREFERRED_FOR.as_millis()).unwrap_or(0);
+            type Claimed = (
+                i64,
+                String,
+                String,
+                String,
+                Option<String>,
+                Option<String>,
+                i64,
+                String,
+                Option<String>,
+            );
+            let rows: Vec<Claimed> = sqlx::query_as(
+                "UPDATE work SET status = 'leased', worker = $1, lease_ms = $2
+                 WHERE id IN (
+                     SELECT id FROM work
+                     WHERE (status = 'queued' OR (status = 'leased' AND lease_ms < $3))
+                       AND (prefer IS NULL OR prefer = $1 OR created_ms < $4)
+                       AND (cardinality($5::text[]) = 0 OR project = ANY($5))
+                       AND ($6::text IS NULL OR run = $6)
+                     ORDER BY id LIMIT $7
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING id, run, project, stage, item, key, attempt, role, prefer",
+            )
+            .bind(worker)
+            .bind(now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2))
+            .bind(now)
+            .bind(preferred_until)
+            .bind(&filter.projects)
+            .bind(&filter.run)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.work)
+            .await?;
+            let mut jobs: Vec<Job> = rows
+                .into_iter()
+                .map(
+                    |(id, run, project, stage, item, key, attempt, role, prefer)| {
+                        Ok(Job {
+                            id,
+                            job: NewJob {
+                                run,
+                                project,
+                                stage,
+                                item,
+                                key,
+                                attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+                                role: Role::parse(&role).ok_or_else(|| {
+                                    StoreError::Invalid(format!(
+                                        "job {id} has an unknown role `{role}`"
+                                    ))
+                                })?,
+                                prefer,
+                            },
+                        })
+                    },
+                )
+                .collect::<Result<_>>()?;
+            jobs.sort_by_key(|j| j.id);
+            Ok(jobs)
+        })
+    }
+
+    fn renew_jobs<'a>(
+        &'a self,
+        worker: &'a str,
+        ids: &'a [i64],
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Vec<i64>>> {
+        Box::pin(async move {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let now = millis(std::time::SystemTime::now());
+            let held: Vec<i64> = sqlx::query_scalar(
+                "UPDATE work SET lease_ms = $1 WHERE id = ANY($2) AND worker = $3 AND status = 'leased'
+                 RETURNING id",
+            )
+            .bind(now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2))
+            .bind(ids)
+            .bind(worker)
+            .fetch_all(&self.work)
+            .await?;
+            let held: std::collections::HashSet<i64> = held.into_iter().collect();
+            Ok(ids
+                .iter()
+                .copied()
+                .filter(|id| !held.contains(id))
+                .collect())
+        })
+    }
+
+    fn finish_jobs<'a>(
+        &'a self,
+        worker: &'a str,
+        results: &'a [(i64, JobResult)],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if results.is_empty() {
+                return Ok(());
+            }
+            let now = millis(std::time::SystemTime::now());
+            let ids: Vec<i64> = results.iter().map(|(id, _)| *id).collect();
+            let bodies: Vec<String> = results
+                .iter()
+                .map(|(_, result)| {
+                    serde_json::to_string(result).map_err(|e| StoreError::Invalid(e.to_string()))
+                })
+                .collect::<Result<_>>()?;
+            // A job another worker took after this one's lease ran out is finished by whichever
+            // ends first; a cancelled one stays cancelled. One statement records the results
+            // and wakes the runs waiting for them.
+            sqlx::query(
+                "WITH finished AS (
+                     UPDATE work SET status = 'done', worker = $1, finished_ms = $2, result = r.body
+                     FROM UNNEST($3::bigint[], $4::text[]) AS r(id, body)
+                     WHERE work.id = r.id AND work.status = 'leased')
+                 SELECT pg_notify($5, '')",
+            )
+            .bind(worker)
+            .bind(now)
+            .bind(&ids)
+            .bind(&bodies)
+            .bind(channel(Topic::Finished))
+            .execute(&self.work)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn job_results<'a>(&'a self, ids: &'a [i64]) -> BoxFuture<'a, Result<Vec<(i64, JobResult)>>> {
+        Box::pin(async move {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let rows: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT id, result FROM work WHERE id = ANY($1) AND status = 'done'",
+            )
+            .bind(ids)
+            .fetch_all(&self.work)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(id, body)| (id, job_result(&body)))
+                .collect())
+        })
+    }
+
+    fn cancel_jobs<'a>(&'a self, ids: &'a [i64]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if ids.is_empty() {
+                return Ok(());
+            }
+            sqlx::query(
+                "UPDATE work SET status = 'cancelled' WHERE id = ANY($1) AND status IN ('queued', 'leased')",
+            )
+            .bind(ids)
+            .execute(&self.work)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn cancel_run_jobs<'a>(&'a self, run: &'a str) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "UPDATE work SET status = 'cancelled' WHERE run = $1 AND status IN ('queued', 'leased')",
+            )
+            .bind(run)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected())
+        })
+    }
+
+    fn notifications(&self, topic: Topic) -> BoxFuture<'_, Result<BoxStream<'static, ()>>> {
+        Box::pin(async move {
+            let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+            listener.listen(channel(topic)).await?;
+            let stream = futures_util::stream::unfold(listener, |mut listener| async move {
+                // `try_recv` gives `None` when the connection was lost: the stream ends, and
+                // its reader goes on polling.
+                match listener.try_recv().await {
+                    Ok(Some(_)) => Some(((), listener)),
+                    _ => None,
+                }
+            });
+            Ok(Box::pin(stream) as BoxStream<'static, ()>)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::TestDatabase;
@@ -1569,7 +1899,7 @@ mod tests {
             .fetch_all(&again.pool)
             .await
             .unwrap();
-        assert_eq!(versions, [1]);
+        assert_eq!(versions, [1, 2], "each migration once");
         let mode = again.healing_mode("p").await.unwrap();
         assert_eq!(
             (mode.enabled, mode.reason.as_deref()),

@@ -92,10 +92,16 @@ impl Workspace {
 
     /// The same, as a `std::process::Command` for runs that go on in the background.
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.spawn_with(args, &[])
+    }
+
+    /// [`Workspace::spawn`] with variables added to the process's environment.
+    pub fn spawn_with(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
         std::process::Command::new(assert_cmd::cargo::cargo_bin("migrationpilot"))
             .args(args)
             .current_dir(self.path())
             .env("MIGRATIONPILOT_STORE", self.store())
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()

@@ -1,0 +1,229 @@
+//! Runs shared by worker processes over one PostgreSQL store, on a database made for each
+//! measurement on the server `MIGRATIONPILOT_TEST_POSTGRES_URL` names (`source
+//! .ci/services.sh start` sets it), dropped after.
+//!
+//! - `scaling`: 1,000 items that each wait 50 ms (`sleep 0.05`), a coordinating `run
+//!   --no-work` and 1, then 4, `worker` processes of concurrency 8 (the stage's concurrency is
+//!   64, twice the four workers' room, so a worker finds its next item queued): items a second
+//!   with each, and the ratio.
+//! - `journal`: 20,000 item completions journaled through the store (batches of 500, as the
+//!   journal writer commits them) against a raw insert of the same rows into a bare table with
+//!   the same key (one `INSERT … SELECT FROM UNNEST` and one commit per batch), in the same
+//!   run: rows a second each, and the ratio.
+//! - `claim`: 4,000 jobs queued, then claimed by one worker in batches of 8 (a worker's room):
+//!   the time each claim took, per item, median and 95th percentile.
+//!
+//! It runs the `migrationpilot` binary next to its own (build both with `--release`):
+//!
+//! cargo build --release -p migrationpilot --features postgres && cargo run --release -p bench --features postgres --bin workers -- scaling
+//! cargo run --release -p bench --features postgres --bin workers -- journal
+//! cargo run --release -p bench --features postgres --bin workers -- claim
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use migrationpilot::store::work::{Filter, NewJob, Role, WorkQueue};
+use migrationpilot::store::{Journal, PostgresStore, TestDatabase};
+use self_healing::event::{EventBus, EventKind, RunId};
+
+#[tokio::main]
+async fn main() {
+    let what = std::env::args().nth(1).unwrap_or_default();
+    match what.as_str() {
+        "scaling" => scaling().await,
+        "journal" => journal().await,
+        "claim" => claim().await,
+        _ => {
+            eprintln!("usage: workers scaling|journal|claim");
+            std::process::exit(2);
+        }
+    }
+}
+
+async fn database() -> TestDatabase {
+    TestDatabase::create()
+        .await
+        .expect("MIGRATIONPILOT_TEST_POSTGRES_URL names the server to measure on")
+}
+
+const ITEMS: usize = 1_000;
+const PER_WORKER: usize = 8;
+
+async fn scaling() {
+    let binary = std::env::current_exe()
+        .expect("this binary's path")
+        .with_file_name("migrationpilot");
+    assert!(
+        binary.exists(),
+        "build it first: cargo build --release -p migrationpilot --features postgres"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let items: Vec<String> = (0..ITEMS).map(|i| format!("item-{i:04}")).collect();
+    std::fs::write(dir.path().join("items.txt"), items.join("\n")).unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.yaml"),
+        format!(
+            "project: scaling\nstages:\n  - name: wait\n    command: [\"sleep\", \"0.05\"]\n    items: {{ file: items.txt }}\n    concurrency: {}\n",
+            8 * PER_WORKER
+        ),
+    )
+    .unwrap();
+    println!(
+        "{ITEMS} items of 50 ms each, workers of concurrency {PER_WORKER}, stage concurrency {}, coordinator --no-work",
+        8 * PER_WORKER
+    );
+    let mut rates = Vec::new();
+    for workers in [1, 4] {
+        let database = database().await;
+        let spawn = |args: &[&str]| {
+            std::process::Command::new(&binary)
+                .args(args)
+                .current_dir(dir.path())
+                .env("MIGRATIONPILOT_STORE", &database.url)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        // The store's schema is made before anything is timed.
+        PostgresStore::open(&database.url).await.unwrap();
+        let concurrency = PER_WORKER.to_string();
+        let mut running: Vec<_> = (0..workers)
+            .map(|_| spawn(&["worker", "--concurrency", &concurrency]))
+            .collect();
+        let started = Instant::now();
+        let status = spawn(&["run", "pipeline.yaml", "--no-work"])
+            .wait()
+            .unwrap();
+        let took = started.elapsed();
+        assert!(status.success(), "the run failed");
+        for worker in &mut running {
+            let _ = worker.kill();
+            let _ = worker.wait();
+        }
+        let rate = ITEMS as f64 / took.as_secs_f64();
+        println!(
+            "{workers} worker(s): {:.2} s, {rate:.0} items/s",
+            took.as_secs_f64()
+        );
+        rates.push(rate);
+    }
+    println!("4 workers / 1 worker: {:.2}×", rates[1] / rates[0]);
+}
+
+const ROWS: usize = 20_000;
+const BATCH: usize = 500;
+
+async fn journal() {
+    let database = database().await;
+    let store = PostgresStore::open(&database.url).await.unwrap();
+    let bus = EventBus::new();
+    let run = RunId::new("run-journal");
+    let started = bus.publish(
+        Some(&run),
+        EventKind::RunStarted {
+            pipeline: "p".into(),
+            stages: vec!["load".into()],
+        },
+    );
+    store.append("p", &[started]).await.unwrap();
+    let batches: Vec<Vec<_>> = (0..ROWS / BATCH)
+        .map(|b| {
+            (0..BATCH)
+                .map(|i| {
+                    bus.publish(
+                        Some(&run),
+                        EventKind::ItemSucceeded {
+                            stage: "load".into(),
+                            item: format!("item-{:06}", b * BATCH + i).into(),
+                            attempts: 1,
+                            duration: Duration::from_millis(7),
+                        },
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let t = Instant::now();
+    for batch in &batches {
+        store.append("p", batch).await.unwrap();
+    }
+    let journaled = ROWS as f64 / t.elapsed().as_secs_f64();
+
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    sqlx::query(
+        "CREATE TABLE raw_items (run TEXT, stage TEXT, item TEXT, status TEXT, attempts BIGINT,
+         finished_ms BIGINT, duration_ms DOUBLE PRECISION, PRIMARY KEY (run, stage, item))",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let t = Instant::now();
+    for b in 0..ROWS / BATCH {
+        // The fastest plain insert: one array per column, one statement per batch.
+        let items: Vec<String> = (0..BATCH)
+            .map(|i| format!("item-{:06}", b * BATCH + i))
+            .collect();
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query(
+            "INSERT INTO raw_items (run, stage, item, status, attempts, finished_ms, duration_ms)
+             SELECT 'run-journal', 'load', item, 'succeeded', 1, 1700000000000, 7.0
+             FROM UNNEST($1::text[]) AS item",
+        )
+        .bind(&items)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let raw = ROWS as f64 / t.elapsed().as_secs_f64();
+    pool.close().await;
+    println!("{ROWS} item completions in batches of {BATCH}:");
+    println!("journal   {journaled:>9.0} rows/s");
+    println!("raw       {raw:>9.0} rows/s");
+    println!("journal / raw: {:.2}", journaled / raw);
+}
+
+const JOBS: usize = 4_000;
+const ROOM: usize = 8;
+
+async fn claim() {
+    let database = database().await;
+    let store = Arc::new(PostgresStore::open(&database.url).await.unwrap());
+    let queue: &dyn WorkQueue = store.as_ref();
+    let jobs: Vec<NewJob> = (0..JOBS)
+        .map(|i| NewJob {
+            run: "run-claim".into(),
+            project: "p".into(),
+            stage: "load".into(),
+            item: Some(format!("item-{i:05}")),
+            key: None,
+            attempt: 1,
+            role: Role::Command,
+            prefer: None,
+        })
+        .collect();
+    for chunk in jobs.chunks(500) {
+        queue.queue_jobs(chunk).await.unwrap();
+    }
+    let filter = Filter::default();
+    let mut per_item = Vec::new();
+    loop {
+        let t = Instant::now();
+        let claimed = queue
+            .claim_jobs("bench", &filter, ROOM, Duration::from_secs(60))
+            .await
+            .unwrap();
+        if claimed.is_empty() {
+            break;
+        }
+        per_item.push(t.elapsed().as_secs_f64() * 1000.0 / claimed.len() as f64);
+    }
+    per_item.sort_by(f64::total_cmp);
+    let at = |q: f64| per_item[((per_item.len() - 1) as f64 * q) as usize];
+    println!(
+        "{JOBS} jobs claimed {ROOM} at a time: {:.3} ms per item at the median, {:.3} ms at p95",
+        at(0.5),
+        at(0.95)
+    );
+}

@@ -1,0 +1,242 @@
+//! The coordinating run's side of the work queue: each attempt of a stage's command becomes a
+//! job that any worker (the run's own included) may take; the attempt's future waits for its
+//! result, so the run's executor, healer, breaker and metrics see it as if it had run here.
+//!
+//! Jobs are queued in batches (every job asked for while the last insert was in flight goes in
+//! the next one), and results are read back in batches when a worker says some finished
+//! (`LISTEN/NOTIFY`) or, at the latest, every [`POLL`]. An attempt whose future is dropped (its
+//! timeout, a restart, a cancelled run) cancels its job: the worker running it stops it at its
+//! next lease renewal.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+
+use self_healing::StageError;
+
+use crate::store::Store;
+use crate::store::work::{JobResult, NewJob, Role, Topic};
+
+/// How often results are looked for when no notification arrives.
+pub const POLL: Duration = Duration::from_millis(500);
+
+/// The most jobs queued by one statement.
+const BATCH: usize = 500;
+
+/// An attempt waiting to be queued, and where its job's id and result (or why it could not be
+/// queued) go.
+type Queuing = (
+    NewJob,
+    oneshot::Sender<Result<(i64, oneshot::Receiver<JobResult>), String>>,
+);
+
+/// Hands a run's attempts to the work queue and gives back their results.
+pub struct Dispatcher {
+    run: String,
+    project: String,
+    queuing: mpsc::UnboundedSender<Queuing>,
+    waiting: Mutex<HashMap<i64, oneshot::Sender<JobResult>>>,
+    /// Where the last attempt of each (stage, item) failed: its retry prefers that worker.
+    failed_on: Mutex<HashMap<(String, Option<String>), String>>,
+    cancelling: mpsc::UnboundedSender<i64>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("run", &self.run)
+            .field("project", &self.project)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One attempt of a stage's command, as the dispatcher is asked for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    /// The stage.
+    pub stage: &'a str,
+    /// The item, for a stage with items.
+    pub item: Option<&'a str>,
+    /// The item's idempotency key.
+    pub key: Option<&'a str>,
+    /// Which attempt, from 1.
+    pub attempt: u32,
+    /// Which of the stage's commands.
+    pub role: Role,
+}
+
+impl Dispatcher {
+    /// A dispatcher for `run` of `project`, on `store`'s work queue (a store without one gets
+    /// `None`). Its tasks end when it is dropped.
+    pub fn start(store: &Arc<dyn Store>, run: &str, project: &str) -> Option<Arc<Self>> {
+        store.work_queue()?;
+        let (queuing, queue_rx) = mpsc::unbounded_channel();
+        let (cancelling, cancel_rx) = mpsc::unbounded_channel();
+        let dispatcher = Arc::new(Dispatcher {
+            run: run.to_owned(),
+            project: project.to_owned(),
+            queuing,
+            waiting: Mutex::new(HashMap::new()),
+            failed_on: Mutex::new(HashMap::new()),
+            cancelling,
+        });
+        let weak = Arc::downgrade(&dispatcher);
+        tokio::spawn(queue_jobs(Arc::clone(store), queue_rx, weak.clone()));
+        tokio::spawn(cancel_jobs(Arc::clone(store), cancel_rx));
+        tokio::spawn(collect_results(Arc::clone(store), weak));
+        Some(dispatcher)
+    }
+
+    /// Queues the attempt and waits for a worker to run it. The attempt fails with the job's
+    /// error, or with why it could not be queued.
+    pub async fn dispatch(&self, attempt: Attempt<'_>) -> Result<JobResult, StageError> {
+        let place = (attempt.stage.to_owned(), attempt.item.map(str::to_owned));
+        let prefer = self.failed_on.lock().unwrap().get(&place).cloned();
+        let job = NewJob {
+            run: self.run.clone(),
+            project: self.project.clone(),
+            stage: attempt.stage.to_owned(),
+            item: attempt.item.map(str::to_owned),
+            key: attempt.key.map(str::to_owned),
+            attempt: attempt.attempt,
+            role: attempt.role,
+            prefer,
+        };
+        let (queued, id) = oneshot::channel();
+        let unqueued = || StageError::new("the run's work queue was closed");
+        self.queuing.send((job, queued)).map_err(|_| unqueued())?;
+        let (id, result) = match id.await {
+            Ok(Ok(queued)) => queued,
+            Ok(Err(why)) => {
+                return Err(StageError::new(format!(
+                    "the job could not be queued: {why}"
+                )));
+            }
+            Err(_) => return Err(unqueued()),
+        };
+        // Dropped before its result came (a timeout, a restart, a cancelled run): the job is
+        // cancelled, and its worker stops it.
+        let pending = Pending {
+            id,
+            dispatcher: self,
+        };
+        let result = result.await.map_err(|_| unqueued())?;
+        std::mem::forget(pending);
+        let mut failed_on = self.failed_on.lock().unwrap();
+        if result.error.is_some() {
+            failed_on.insert(place, result.worker.clone());
+        } else {
+            failed_on.remove(&place);
+        }
+        Ok(result)
+    }
+}
+
+/// A job whose result has not come yet; dropped, it is cancelled.
+struct Pending<'d> {
+    id: i64,
+    dispatcher: &'d Dispatcher,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.dispatcher.waiting.lock().unwrap().remove(&self.id);
+        let _ = self.dispatcher.cancelling.send(self.id);
+    }
+}
+
+/// Queues jobs in batches until the dispatcher is gone. A job is waited for from the moment
+/// it is queued, so no result can come before its waiter.
+async fn queue_jobs(
+    store: Arc<dyn Store>,
+    mut requests: mpsc::UnboundedReceiver<Queuing>,
+    dispatcher: Weak<Dispatcher>,
+) {
+    let mut batch = Vec::new();
+    while requests.recv_many(&mut batch, BATCH).await > 0 {
+        let Some(queue) = store.work_queue() else {
+            return;
+        };
+        let (jobs, replies): (Vec<NewJob>, Vec<_>) = batch.drain(..).unzip();
+        match queue.queue_jobs(&jobs).await {
+            Ok(ids) => {
+                let Some(dispatcher) = dispatcher.upgrade() else {
+                    return;
+                };
+                for (id, reply) in ids.into_iter().zip(replies) {
+                    let (done, result) = oneshot::channel();
+                    dispatcher.waiting.lock().unwrap().insert(id, done);
+                    if reply.send(Ok((id, result))).is_err() {
+                        dispatcher.waiting.lock().unwrap().remove(&id);
+                    }
+                }
+            }
+            Err(error) => {
+                for reply in replies {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+            }
+        }
+    }
+}
+
+/// Cancels, in batches, the jobs whose attempts were dropped.
+async fn cancel_jobs(store: Arc<dyn Store>, mut ids: mpsc::UnboundedReceiver<i64>) {
+    let mut batch = Vec::new();
+    while ids.recv_many(&mut batch, BATCH).await > 0 {
+        if let Some(queue) = store.work_queue()
+            && let Err(error) = queue.cancel_jobs(&batch).await
+        {
+            eprintln!("  ! jobs could not be cancelled: {error}");
+        }
+        batch.clear();
+    }
+}
+
+/// Reads finished jobs' results back and hands each to its waiting attempt, when workers say
+/// some finished or every [`POLL`], until the dispatcher is gone.
+async fn collect_results(store: Arc<dyn Store>, dispatcher: Weak<Dispatcher>) {
+    let Some(queue) = store.work_queue() else {
+        return;
+    };
+    let mut finished = queue.notifications(Topic::Finished).await.ok();
+    // Results that came before the subscription are looked for at once, then at each wake-up.
+    let mut wait = false;
+    loop {
+        if wait {
+            match &mut finished {
+                Some(stream) => {
+                    tokio::select! {
+                        note = stream.next() => if note.is_none() {
+                            finished = None;
+                        },
+                        () = tokio::time::sleep(POLL) => {}
+                    }
+                }
+                None => {
+                    tokio::time::sleep(POLL).await;
+                    finished = queue.notifications(Topic::Finished).await.ok();
+                }
+            }
+        }
+        wait = true;
+        let Some(dispatcher) = dispatcher.upgrade() else {
+            return;
+        };
+        let ids: Vec<i64> = dispatcher.waiting.lock().unwrap().keys().copied().collect();
+        match queue.job_results(&ids).await {
+            Ok(results) => {
+                let mut waiting = dispatcher.waiting.lock().unwrap();
+                for (id, result) in results {
+                    if let Some(waiter) = waiting.remove(&id) {
+                        let _ = waiter.send(result);
+                    }
+                }
+            }
+            Err(error) => eprintln!("  ! job results could not be read: {error}"),
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! End-to-end: several processes share a run through a PostgreSQL store. A coordinating `run`
+//! and `worker` processes on loopback, killed with SIGKILL where the promise is about crashes.
+#![cfg(feature = "postgres")]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+mod common;
+use common::Workspace;
+
+/// A background process, killed (SIGKILL) when dropped.
+struct Running(Child);
+
+impl Running {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// Waits (a bounded while) for the process to end; its status and standard output and
+    /// error.
+    fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                let child = std::mem::replace(
+                    &mut self.0,
+                    std::process::Command::new("true").spawn().unwrap(),
+                );
+                let output = child.wait_with_output().unwrap();
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                return (status, text);
+            }
+            assert!(Instant::now() < deadline, "the process never ended");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A worker named `name` (also `$WORKER` in its commands' environment).
+fn worker(work: &Workspace, name: &str, concurrency: usize) -> Running {
+    let concurrency = concurrency.to_string();
+    Running(work.spawn_with(
+        &[
+            "worker",
+            "--name",
+            name,
+            "--concurrency",
+            &concurrency,
+            "--lease",
+            "2s",
+        ],
+        &[("WORKER", name)],
+    ))
+}
+
+/// Waits (a bounded while) until `done` holds.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Lines of `calls.txt`-like logs: `WORKER ITEM` per line, in order.
+fn lines(work: &Workspace, name: &str) -> Vec<(String, String)> {
+    work.read(name)
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            Some((words.next()?.to_owned(), words.next()?.to_owned()))
+        })
+        .collect()
+}
+
+/// Every item of `stage` completed exactly once in the journal, and how many there were.
+fn journaled_once(work: &Workspace, stage: &'static str) -> usize {
+    let counts: Vec<(String, i64)> = work.journal(match stage {
+        "load" => "SELECT item, COUNT(*) FROM items WHERE stage = 'load' GROUP BY item",
+        _ => "SELECT item, COUNT(*) FROM items WHERE stage = 'call' GROUP BY item",
+    });
+    for (item, count) in &counts {
+        assert_eq!(*count, 1, "{item} journaled once");
+    }
+    counts.len()
+}
+
+#[test]
+fn a_coordinator_and_three_workers_share_two_hundred_items_each_journaled_once() {
+    let Some(work) = Workspace::postgres() else {
+        return;
+    };
+    // Every tenth item fails its first attempt, wherever it runs.
+    work.script(
+        "item.sh",
+        r#"echo "${WORKER:-run} $1" >> executions.txt
+case "$1" in *3) if mkdir "failed-$1" 2>/dev/null; then echo "read ECONNRESET" >&2; exit 1; fi;; esac
+sleep 0.02"#,
+    );
+    let items: Vec<String> = (0..200).map(|i| format!("i{i:03}")).collect();
+    work.file("items.txt", &items.join("\n"));
+    work.file(
+        "pipeline.yaml",
+        r#"
+project: shared
+stages:
+  - name: load
+    command: ["./item.sh", "{item}"]
+    items: { file: items.txt }
+    concurrency: 8
+healing:
+  strategies:
+    - name: retry-transient
+      triggers: [{ type: error, pattern: ECONNRESET }]
+      action: retry
+      config: { maxAttempts: 3, initialDelay: 0 }
+"#,
+    );
+    let _workers: Vec<Running> = ["a", "b", "c"]
+        .iter()
+        .map(|name| worker(&work, name, 2))
+        .collect();
+    let run = Running(work.spawn(&["run", "pipeline.yaml"]));
+    let (status, output) = run.finish();
+    assert!(status.success(), "{output}");
+
+    assert_eq!(journaled_once(&work, "load"), 200, "every item journaled");
+    let by: BTreeMap<String, usize> =
+        lines(&work, "executions.txt")
+            .into_iter()
+            .fold(BTreeMap::new(), |mut by, (worker, _)| {
+                *by.entry(worker).or_default() += 1;
+                by
+            });
+    for name in ["a", "b", "c"] {
+        assert!(
+            by.get(name).copied().unwrap_or(0) > 0,
+            "worker {name} did some: {by:?}"
+        );
+    }
+    assert_eq!(
+        by.values().sum::<usize>(),
+        220,
+        "200 items, 20 retried once: {by:?}"
+    );
+    let decisions: Vec<(String, String, i64)> =
+        work.journal("SELECT strategy, outcome, COUNT(*) FROM healing GROUP BY strategy, outcome");
+    assert_eq!(
+        decisions,
+        [("retry-transient".to_owned(), "succeeded".to_owned(), 20)],
+        "one decision per failure"
+    );
+}
+
+#[test]
+fn a_worker_killed_mid_stage_gives_its_items_back_and_none_is_lost() {
+    let Some(work) = Workspace::postgres() else {
+        return;
+    };
+    work.script(
+        "item.sh",
+        r#"echo "$WORKER $1" >> started.txt
+sleep 0.1
+echo "$WORKER $1" >> ended.txt"#,
+    );
+    let items: Vec<String> = (0..60).map(|i| format!("i{i:02}")).collect();
+    work.file("items.txt", &items.join("\n"));
+    work.file(
+        "pipeline.yaml",
+        "project: lossless\nstages:\n  - name: load\n    command: [\"./item.sh\", \"{item}\"]\n    items: { file: items.txt }\n    concurrency: 6\n",
+    );
+    let mut doomed = worker(&work, "doomed", 3);
+    let _survivor = worker(&work, "survivor", 3);
+    let run = Running(work.spawn(&["run", "pipeline.yaml", "--no-work"]));
+    wait_until("the doomed worker finished five items", || {
+        lines(&work, "ended.txt")
+            .iter()
+            .filter(|(w, _)| w == "doomed")
+            .count()
+            >= 5
+    });
+    doomed.kill();
+    let (status, output) = run.finish();
+    assert!(status.success(), "{output}");
+
+    assert_eq!(journaled_once(&work, "load"), 60, "no item lost");
+    let started = lines(&work, "started.txt");
+    // In flight at the kill: started by the doomed worker, and not recorded done by it (an
+    // item can end a moment before the kill and its result not be recorded).
+    let recorded: Vec<(String,)> =
+        work.journal("SELECT item FROM work WHERE worker = 'doomed' AND status = 'done'");
+    let recorded: BTreeSet<String> = recorded.into_iter().map(|(item,)| item).collect();
+    let in_flight: BTreeSet<String> = started
+        .iter()
+        .filter(|(w, item)| w == "doomed" && !recorded.contains(item))
+        .map(|(_, item)| item.clone())
+        .collect();
+    let mut runs: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, item) in &started {
+        *runs.entry(item.as_str()).or_default() += 1;
+    }
+    for (item, count) in runs {
+        if count > 1 {
+            assert!(
+                in_flight.contains(item),
+                "{item} ran {count} times, though it was not in flight at the kill ({in_flight:?})"
+            );
+        }
+    }
+    assert!(
+        !in_flight.is_empty(),
+        "the kill came mid-item: the test shows nothing otherwise"
+    );
+}
+
+#[test]
+fn a_coordinator_killed_mid_run_is_taken_over_by_a_resume_and_the_run_finishes() {
+    let Some(work) = Workspace::postgres() else {
+        return;
+    };
+    work.script(
+        "item.sh",
+        r#"echo "$WORKER $1" >> executions.txt; sleep 0.05"#,
+    );
+    let items: Vec<String> = (0..80).map(|i| format!("i{i:02}")).collect();
+    work.file("items.txt", &items.join("\n"));
+    work.file(
+        "pipeline.yaml",
+        "project: orphaned\nstages:\n  - name: load\n    command: [\"./item.sh\", \"{item}\"]\n    items: { file: items.txt }\n    concurrency: 4\n",
+    );
+    let _worker = worker(&work, "w", 4);
+    let mut first = Running(work.spawn(&["run", "pipeline.yaml", "--no-work"]));
+    wait_until("ten items ran", || {
+        lines(&work, "executions.txt").len() >= 10
+    });
+    first.kill();
+    let resumed = Running(work.spawn(&["run", "pipeline.yaml", "--resume", "--no-work"]));
+    let (status, output) = resumed.finish();
+    assert!(status.success(), "{output}");
+    assert!(output.contains("resuming run-"), "{output}");
+    assert_eq!(journaled_once(&work, "load"), 80, "the run finished");
+    let runs: Vec<(String,)> = work.journal("SELECT status FROM runs");
+    assert_eq!(runs, [("succeeded".to_owned(),)], "one run, taken over");
+}
+
+#[test]
+fn a_breaker_opened_by_one_workers_failures_pauses_every_worker() {
+    let Some(work) = Workspace::postgres() else {
+        return;
+    };
+    // The downstream refuses until `healthy` exists; every call is logged with its time.
+    work.script(
+        "call.sh",
+        r#"echo "$WORKER $1 $(date +%s%3N)" >> calls.txt
+[ -f healthy ] || { echo "connect ECONNREFUSED" >&2; exit 1; }"#,
+    );
+    let items: Vec<String> = (0..24).map(|i| format!("c{i:02}")).collect();
+    work.file("items.txt", &items.join("\n"));
+    work.file(
+        "pipeline.yaml",
+        r#"
+project: tripped
+stages:
+  - name: call
+    command: ["./call.sh", "{item}"]
+    items: { file: items.txt }
+    concurrency: 6
+healing:
+  circuitBreaker: { enabled: true, failureThreshold: 3, successThreshold: 1, timeout: 3000 }
+  strategies:
+    - name: retry-refused
+      triggers: [{ type: error, pattern: ECONNREFUSED }]
+      action: retry
+      config: { maxAttempts: 20, initialDelay: 50, backoff: fixed }
+"#,
+    );
+    // One worker alone meets the dead downstream and trips the breaker.
+    let _first = worker(&work, "first", 2);
+    let run = Running(work.spawn(&["run", "pipeline.yaml", "--no-work"]));
+    work.wait_for("calls.txt");
+    let opened = || -> Option<i64> {
+        let opened: Vec<(i64,)> = work.journal(
+            "SELECT at_ms FROM events WHERE kind = 'breaker-changed' AND body LIKE '%\"to\":\"open\"%' ORDER BY id LIMIT 1",
+        );
+        opened.first().map(|(at,)| *at)
+    };
+    wait_until("the breaker opened", || opened().is_some());
+    let tripped = opened().unwrap();
+    // Two more workers join while it is open, and the downstream recovers.
+    let _others: Vec<Running> = ["second", "third"]
+        .iter()
+        .map(|name| worker(&work, name, 2))
+        .collect();
+    work.file("healthy", "");
+    let (status, output) = run.finish();
+    assert!(status.success(), "{output}");
+    assert_eq!(journaled_once(&work, "call"), 24);
+
+    let calls: Vec<(String, i64)> = work
+        .read("calls.txt")
+        .lines()
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            Some((words.first()?.to_string(), words.get(2)?.parse().ok()?))
+        })
+        .collect();
+    // Calls dispatched before the trip may still start just after it; none starts later,
+    // from any worker, until the breaker lets a trial call through after its 3 s.
+    let while_open: Vec<&(String, i64)> = calls
+        .iter()
+        .filter(|(_, at)| *at > tripped + 500 && *at < tripped + 2_900)
+        .collect();
+    assert!(while_open.is_empty(), "calls while open: {while_open:?}");
+    let early: Vec<&(String, i64)> = calls
+        .iter()
+        .filter(|(w, at)| w != "first" && *at < tripped + 2_900)
+        .collect();
+    assert!(early.is_empty(), "the other workers waited: {early:?}");
+}
