@@ -307,6 +307,28 @@ fn bad_command_lines_exit_with_status_2() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("cannot read"));
+    let work = Workspace::new();
+    work.cmd()
+        .args(["worker"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "workers share runs through a PostgreSQL store",
+        ));
+    work.cmd()
+        .args(["worker", "--concurrency", "0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--concurrency must be at least 1"));
+    work.cmd()
+        .args(["worker", "--workdir", "/no/such/dir"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("/no/such/dir"));
+    work.cmd()
+        .args(["worker", "--lease", "soon"])
+        .assert()
+        .code(2);
 }
 
 fn healing_trigger_from_a_second_process_restarts_a_running_stage(work: Workspace) {

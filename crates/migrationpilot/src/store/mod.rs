@@ -1,10 +1,11 @@
 //! The durable store: the journal of every run, the queries the command line and the API ask,
 //! and the control plane operators steer through.
 //!
-//! Three small traits, [`Journal`], [`Queries`] and [`Control`], make a [`Store`]. Events become
-//! rows through one backend-neutral [`projection`]; strategy overrides merge by the library's
-//! [`StrategyOverride::merge`]. A backend is its SQL: SQLite is the embedded default;
-//! PostgreSQL (built with `--features postgres`) is the store several machines share.
+//! Four small traits, [`Journal`], [`Queries`], [`Control`] and [`Alerts`], make a [`Store`].
+//! Events become rows through one backend-neutral [`projection`]; strategy overrides merge by the
+//! library's [`StrategyOverride::merge`]. A backend is its SQL: SQLite is the embedded default;
+//! PostgreSQL (built with `--features postgres`) is the store several machines share, with a
+//! [`work`] queue its runs hand their attempts to.
 
 #[cfg(test)]
 mod conformance;
