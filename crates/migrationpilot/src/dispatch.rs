@@ -169,8 +169,11 @@ async fn queue_jobs(
                 for (id, reply) in ids.into_iter().zip(replies) {
                     let (done, result) = oneshot::channel();
                     dispatcher.waiting.lock().unwrap().insert(id, done);
+                    // An attempt dropped while its job was being queued: the job is
+                    // cancelled, as it would have been a moment later.
                     if reply.send(Ok((id, result))).is_err() {
                         dispatcher.waiting.lock().unwrap().remove(&id);
+                        let _ = dispatcher.cancelling.send(id);
                     }
                 }
             }

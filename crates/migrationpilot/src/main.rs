@@ -423,8 +423,13 @@ async fn worker(store_url: Option<String>, options: WorkerOptions) -> Outcome {
     let on_signal = stop.clone();
     tokio::spawn(async move {
         if session::terminated().await {
-            eprintln!("\nstopping: the items in flight finish first");
+            eprintln!(
+                "\nstopping: the items in flight finish first (Ctrl-C again stops at once; their runs get them back when their leases run out)"
+            );
             on_signal.cancel();
+            if session::terminated().await {
+                std::process::exit(i32::from(EXIT_CANCELLED));
+            }
         }
     });
     let worked = migrationpilot::worker::work(store, options, stop)

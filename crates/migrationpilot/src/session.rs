@@ -314,7 +314,14 @@ impl Session {
         if let Some(monitor) = &monitor {
             monitor.stop();
         }
-        // Nothing waits for what the run's own worker still runs: stopped, processes killed.
+        // Nothing waits for the run's jobs any more: those left (an attempt given up, a
+        // cancelled run) are cancelled, so no worker runs them later, and the run's own worker
+        // is stopped, its processes killed.
+        if let Some(queue) = self.store.work_queue()
+            && let Err(error) = queue.cancel_run_jobs(report.run_id.as_str()).await
+        {
+            eprintln!("  ! the run's unfinished jobs could not be cancelled: {error}");
+        }
         if let Some(worker) = own_worker {
             worker.abort();
         }

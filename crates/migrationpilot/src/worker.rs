@@ -63,8 +63,11 @@ pub struct Worked {
     pub stopped: u64,
 }
 
-/// The commands of a run's file as this worker builds them, or why it cannot.
-type Built = Arc<Result<Commands, String>>;
+/// The commands of a run's file as this worker built them.
+type Built = Arc<Commands>;
+
+/// The most runs' files a worker keeps built; past it, it builds them again as needed.
+const FILES_KEPT: usize = 64;
 
 /// Runs jobs until `stop` is cancelled, then lets the jobs in flight finish and records them.
 pub async fn work(
@@ -76,15 +79,21 @@ pub async fn work(
         .work_queue()
         .ok_or("workers need a store several machines share: --store postgres://…")?;
     let mut queued = queue.notifications(Topic::Queued).await.ok();
-    let mut running: JoinSet<(i64, Option<JobResult>)> = JoinSet::new();
+    let mut running: JoinSet<Option<JobResult>> = JoinSet::new();
+    // Each task's job, and the jobs held: running, or finished with the result not recorded
+    // yet (their leases are renewed until it is, so no other worker runs them again).
+    let mut tasks: HashMap<tokio::task::Id, i64> = HashMap::new();
     let mut held: HashMap<i64, CancellationToken> = HashMap::new();
-    let mut files: HashMap<String, Built> = HashMap::new();
+    let mut files: HashMap<(String, String), Built> = HashMap::new();
     let mut done: Vec<(i64, JobResult)> = Vec::new();
     let mut worked = Worked::default();
+    let mut reported = 0;
     // Renewals also tell a worker which of its jobs were cancelled (a restart, a timeout, a
     // rollback): at least every second, so it stops them within one.
     let mut renew = tokio::time::interval((options.lease / 3).min(RENEW_AT_LEAST));
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut claim_now = true;
     loop {
         // Results go in and new jobs come out side by side: one round trip's wait, not two.
@@ -111,8 +120,12 @@ pub async fn work(
             }
         );
         match finished {
-            Ok(()) => done.clear(),
-            // Kept, and recorded with the next ones; the lease keeps the jobs meanwhile.
+            Ok(()) => {
+                for (id, _) in done.drain(..) {
+                    held.remove(&id);
+                }
+            }
+            // Kept, and recorded with the next ones; their leases are renewed meanwhile.
             Err(error) => eprintln!("  ! results could not be recorded: {error}"),
         }
         if claiming {
@@ -123,20 +136,35 @@ pub async fn work(
                 // A full batch may mean more are waiting.
                 claim_now = jobs.len() == room;
                 for job in jobs {
-                    let built = match files.get(&job.job.run) {
-                        Some(built) => Arc::clone(built),
-                        None => {
-                            let built = Arc::new(commands_of(queue, &job, &options.workdir).await);
-                            if let Err(why) = built.as_ref() {
-                                eprintln!("  ! run {}: {why}", job.job.run);
+                    // Its own job, taken again after its lease ran out while renewals failed:
+                    // it is running here already.
+                    if held.contains_key(&job.id) {
+                        continue;
+                    }
+                    let place = (job.job.run.clone(), job.file.clone());
+                    let built = match files.get(&place) {
+                        Some(built) => Ok(Arc::clone(built)),
+                        None => match commands_of(queue, &job, &options.workdir).await {
+                            Ok(built) => {
+                                if files.len() >= FILES_KEPT {
+                                    files.clear();
+                                }
+                                let built = Arc::new(built);
+                                files.insert(place, Arc::clone(&built));
+                                Ok(built)
                             }
-                            files.insert(job.job.run.clone(), Arc::clone(&built));
-                            built
-                        }
+                            // Not kept: the next job of the run tries again.
+                            Err(why) => {
+                                eprintln!("  ! run {}: {why}", job.job.run);
+                                Err(why)
+                            }
+                        },
                     };
                     let token = CancellationToken::new();
                     held.insert(job.id, token.clone());
-                    running.spawn(run_job(built, job, options.name.clone(), token));
+                    let id = job.id;
+                    let task = running.spawn(run_job(built, job, options.name.clone(), token));
+                    tasks.insert(task.id(), id);
                 }
             }
             Some(Err(error)) => eprintln!("  ! jobs could not be claimed: {error}"),
@@ -145,22 +173,34 @@ pub async fn work(
         if stop.is_cancelled() && running.is_empty() && done.is_empty() {
             break;
         }
+        if options.verbose && worked.finished >= reported + 100 {
+            reported = worked.finished;
+            eprintln!("worker {}: {} job(s) done", options.name, worked.finished);
+        }
         tokio::select! {
-            Some(joined) = running.join_next(), if !running.is_empty() => {
-                let mut finish = |joined: Result<(i64, Option<JobResult>), tokio::task::JoinError>| {
-                    let Ok((id, result)) = joined else { return };
-                    held.remove(&id);
+            Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
+                let mut finish = |joined: Result<(tokio::task::Id, Option<JobResult>), tokio::task::JoinError>| {
+                    let (task, result) = match joined {
+                        Ok((task, result)) => (task, result),
+                        // A job whose task panicked is given up (its run retries or fails it
+                        // when its lease runs out: it is no longer renewed).
+                        Err(error) => (error.id(), None),
+                    };
+                    let Some(id) = tasks.remove(&task) else { return };
                     match result {
                         Some(result) => {
                             worked.finished += 1;
                             worked.failed += u64::from(result.error.is_some());
                             done.push((id, result));
                         }
-                        None => worked.stopped += 1,
+                        None => {
+                            held.remove(&id);
+                            worked.stopped += 1;
+                        }
                     }
                 };
                 finish(joined);
-                while let Some(joined) = running.try_join_next() {
+                while let Some(joined) = running.try_join_next_with_id() {
                     finish(joined);
                 }
                 claim_now = true;
@@ -171,7 +211,7 @@ pub async fn work(
                 }
                 claim_now = true;
             }
-            () = tokio::time::sleep(POLL) => {
+            _ = poll.tick() => {
                 claim_now = true;
                 if queued.is_none() {
                     queued = queue.notifications(Topic::Queued).await.ok();
@@ -190,9 +230,6 @@ pub async fn work(
             }
             () = stop.cancelled(), if !stop.is_cancelled() => {}
         }
-        if options.verbose && worked.finished > 0 && worked.finished % 100 == 0 {
-            eprintln!("worker {}: {} job(s) done", options.name, worked.finished);
-        }
     }
     Ok(worked)
 }
@@ -209,7 +246,7 @@ async fn next_note(
 
 /// Builds the commands of the file `job`'s run runs, as this worker reads it.
 async fn commands_of(queue: &dyn WorkQueue, job: &Job, workdir: &Path) -> Result<Commands, String> {
-    let file = queue
+    let (file, _) = queue
         .run_file(&job.job.run)
         .await
         .map_err(|e| format!("its file cannot be read: {e}"))?
@@ -239,37 +276,31 @@ async fn commands_of(queue: &dyn WorkQueue, job: &Job, workdir: &Path) -> Result
 
 /// Runs one job to its end; `None` when it was stopped first.
 async fn run_job(
-    built: Built,
+    built: Result<Built, String>,
     job: Job,
     worker: String,
     stop: CancellationToken,
-) -> (i64, Option<JobResult>) {
+) -> Option<JobResult> {
     let failed = |why: String| JobResult {
         worker: worker.clone(),
         error: Some(StageError::new(why)),
         ..JobResult::default()
     };
     let new = &job.job;
-    let command = match built.as_ref() {
-        Ok(commands) => commands.get(&(new.stage.clone(), new.role)),
+    let commands = match built {
+        Ok(commands) => commands,
         Err(why) => {
-            return (
-                job.id,
-                Some(failed(format!(
-                    "worker {worker} cannot build the run's file: {why}"
-                ))),
-            );
+            return Some(failed(format!(
+                "worker {worker} cannot build the run's file: {why}"
+            )));
         }
     };
-    let Some(command) = command else {
-        return (
-            job.id,
-            Some(failed(format!(
-                "the run's file, as worker {worker} reads it, has no {} for stage `{}`",
-                new.role.as_str(),
-                new.stage
-            ))),
-        );
+    let Some(command) = commands.get(&(new.stage.clone(), new.role)) else {
+        return Some(failed(format!(
+            "the run's file, as worker {worker} reads it, has no {} for stage `{}`",
+            new.role.as_str(),
+            new.stage
+        )));
     };
     let context = Context {
         project: &new.project,
@@ -285,11 +316,10 @@ async fn run_job(
         executed = command.execute(&context, &mut on_metric) => Some(executed),
         () = stop.cancelled() => None,
     };
-    let result = executed.map(|(result, output)| JobResult {
+    executed.map(|(result, output)| JobResult {
         worker: worker.clone(),
         error: result.err(),
         output,
         metrics,
-    });
-    (job.id, result)
+    })
 }

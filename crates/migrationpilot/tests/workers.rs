@@ -48,8 +48,9 @@ impl Drop for Running {
     }
 }
 
-/// A worker named `name` (also `$WORKER` in its commands' environment).
-fn worker(work: &Workspace, name: &str, concurrency: usize) -> Running {
+/// A worker named `name` (also `$WORKER` in its commands' environment), whose jobs go back to
+/// the queue `lease` after it stops renewing them.
+fn worker(work: &Workspace, name: &str, concurrency: usize, lease: &str) -> Running {
     let concurrency = concurrency.to_string();
     Running(work.spawn_with(
         &[
@@ -59,7 +60,7 @@ fn worker(work: &Workspace, name: &str, concurrency: usize) -> Running {
             "--concurrency",
             &concurrency,
             "--lease",
-            "2s",
+            lease,
         ],
         &[("WORKER", name)],
     ))
@@ -85,16 +86,23 @@ fn lines(work: &Workspace, name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Every item of `stage` completed exactly once in the journal, and how many there were.
+/// Every item of `stage` completed exactly once in the journal (a completion after the first
+/// would be kept as an `item-succeeded` event), and how many there were.
 fn journaled_once(work: &Workspace, stage: &'static str) -> usize {
-    let counts: Vec<(String, i64)> = work.journal(match stage {
-        "load" => "SELECT item, COUNT(*) FROM items WHERE stage = 'load' GROUP BY item",
-        _ => "SELECT item, COUNT(*) FROM items WHERE stage = 'call' GROUP BY item",
-    });
-    for (item, count) in &counts {
-        assert_eq!(*count, 1, "{item} journaled once");
-    }
-    counts.len()
+    let (items, again): (&'static str, &'static str) = match stage {
+        "load" => (
+            "SELECT COUNT(*) FROM items WHERE stage = 'load'",
+            "SELECT COUNT(*) FROM events WHERE kind = 'item-succeeded' AND stage = 'load'",
+        ),
+        _ => (
+            "SELECT COUNT(*) FROM items WHERE stage = 'call'",
+            "SELECT COUNT(*) FROM events WHERE kind = 'item-succeeded' AND stage = 'call'",
+        ),
+    };
+    let again: Vec<(i64,)> = work.journal(again);
+    assert_eq!(again, [(0,)], "no item of {stage} completed twice");
+    let items: Vec<(i64,)> = work.journal(items);
+    usize::try_from(items[0].0).unwrap()
 }
 
 #[test]
@@ -130,9 +138,9 @@ healing:
     );
     let _workers: Vec<Running> = ["a", "b", "c"]
         .iter()
-        .map(|name| worker(&work, name, 2))
+        .map(|name| worker(&work, name, 2, "10s"))
         .collect();
-    let run = Running(work.spawn(&["run", "pipeline.yaml"]));
+    let run = Running(work.spawn(&["run", "pipeline.yaml", "--no-work"]));
     let (status, output) = run.finish();
     assert!(status.success(), "{output}");
 
@@ -181,8 +189,8 @@ echo "$WORKER $1" >> ended.txt"#,
         "pipeline.yaml",
         "project: lossless\nstages:\n  - name: load\n    command: [\"./item.sh\", \"{item}\"]\n    items: { file: items.txt }\n    concurrency: 6\n",
     );
-    let mut doomed = worker(&work, "doomed", 3);
-    let _survivor = worker(&work, "survivor", 3);
+    let mut doomed = worker(&work, "doomed", 3, "2s");
+    let _survivor = worker(&work, "survivor", 3, "10s");
     let run = Running(work.spawn(&["run", "pipeline.yaml", "--no-work"]));
     wait_until("the doomed worker finished five items", || {
         lines(&work, "ended.txt")
@@ -240,7 +248,7 @@ fn a_coordinator_killed_mid_run_is_taken_over_by_a_resume_and_the_run_finishes()
         "pipeline.yaml",
         "project: orphaned\nstages:\n  - name: load\n    command: [\"./item.sh\", \"{item}\"]\n    items: { file: items.txt }\n    concurrency: 4\n",
     );
-    let _worker = worker(&work, "w", 4);
+    let _worker = worker(&work, "w", 4, "10s");
     let mut first = Running(work.spawn(&["run", "pipeline.yaml", "--no-work"]));
     wait_until("ten items ran", || {
         lines(&work, "executions.txt").len() >= 10
@@ -253,6 +261,18 @@ fn a_coordinator_killed_mid_run_is_taken_over_by_a_resume_and_the_run_finishes()
     assert_eq!(journaled_once(&work, "load"), 80, "the run finished");
     let runs: Vec<(String,)> = work.journal("SELECT status FROM runs");
     assert_eq!(runs, [("succeeded".to_owned(),)], "one run, taken over");
+    let open: Vec<(i64,)> =
+        work.journal("SELECT COUNT(*) FROM work WHERE status IN ('queued', 'leased')");
+    assert_eq!(open, [(0,)], "no job left for a worker to run later");
+    let mut runs_of: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, item) in lines(&work, "executions.txt") {
+        *runs_of.entry(item).or_default() += 1;
+    }
+    let twice = runs_of.values().filter(|n| **n > 1).count();
+    assert!(
+        twice <= 4,
+        "only what was in flight at the kill (4 at most) ran again: {twice}"
+    );
 }
 
 #[test]
@@ -276,7 +296,7 @@ stages:
   - name: call
     command: ["./call.sh", "{item}"]
     items: { file: items.txt }
-    concurrency: 6
+    concurrency: 2
 healing:
   circuitBreaker: { enabled: true, failureThreshold: 3, successThreshold: 1, timeout: 3000 }
   strategies:
@@ -286,8 +306,9 @@ healing:
       config: { maxAttempts: 20, initialDelay: 50, backoff: fixed }
 "#,
     );
-    // One worker alone meets the dead downstream and trips the breaker.
-    let _first = worker(&work, "first", 2);
+    // One worker alone meets the dead downstream and trips the breaker; the stage's
+    // concurrency is that worker's room, so no job waits queued when it trips.
+    let _first = worker(&work, "first", 2, "10s");
     let run = Running(work.spawn(&["run", "pipeline.yaml", "--no-work"]));
     work.wait_for("calls.txt");
     let opened = || -> Option<i64> {
@@ -301,7 +322,7 @@ healing:
     // Two more workers join while it is open, and the downstream recovers.
     let _others: Vec<Running> = ["second", "third"]
         .iter()
-        .map(|name| worker(&work, name, 2))
+        .map(|name| worker(&work, name, 2, "10s"))
         .collect();
     work.file("healthy", "");
     let (status, output) = run.finish();

@@ -273,7 +273,11 @@ async fn deliver_project(
             Some(&project),
             crate::env::Secrets::default(),
         )))
-        .owner(format!("serve pid {}", std::process::id()))
+        .owner(format!(
+            "serve {} #{:08x}",
+            crate::store::Owner::this_process(),
+            fastrand::u32(..)
+        ))
         .build();
     // Each outcome is journaled, as a run's are: `alerts` and `/metrics` count it.
     let bus = self_healing::EventBus::new();

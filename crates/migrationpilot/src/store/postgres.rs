@@ -21,7 +21,7 @@ use std::time::Duration;
 use futures_util::stream::BoxStream;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 
 use self_healing::BoxFuture;
 use self_healing::alert::{Alert, AlertStatus, Delivery};
@@ -216,7 +216,8 @@ CREATE TABLE run_files (
     run TEXT PRIMARY KEY,
     project TEXT NOT NULL,
     name TEXT NOT NULL,
-    text TEXT NOT NULL
+    text TEXT NOT NULL,
+    digest TEXT GENERATED ALWAYS AS (md5(name || E'\n' || text)) STORED
 );
 CREATE TABLE work (
     id BIGSERIAL PRIMARY KEY,
@@ -231,7 +232,7 @@ CREATE TABLE work (
     status TEXT NOT NULL DEFAULT 'queued',
     worker TEXT,
     lease_ms BIGINT,
-    created_ms BIGINT NOT NULL,
+    created_ms BIGINT NOT NULL DEFAULT (extract(epoch FROM clock_timestamp()) * 1000)::bigint,
     finished_ms BIGINT,
     result TEXT
 );
@@ -1591,6 +1592,15 @@ impl Control for PostgresStore {
     }
 }
 
+/// The server's time, in milliseconds since the Unix epoch: what the work queue's leases and
+/// its preference are read on.
+const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
+/// A duration in whole milliseconds, as the work queue binds it.
+fn millis_of(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
 /// The `NOTIFY` channel a topic of the work queue is sent on.
 fn channel(topic: Topic) -> &'static str {
     match topic {
@@ -1626,17 +1636,22 @@ impl WorkQueue for PostgresStore {
         })
     }
 
-    fn run_file<'a>(&'a self, run: &'a str) -> BoxFuture<'a, Result<Option<RunFile>>> {
+    fn run_file<'a>(&'a self, run: &'a str) -> BoxFuture<'a, Result<Option<(RunFile, String)>>> {
         Box::pin(async move {
-            let row: Option<(String, String, String)> =
-                sqlx::query_as("SELECT project, name, text FROM run_files WHERE run = $1")
+            let row: Option<(String, String, String, String)> =
+                sqlx::query_as("SELECT project, name, text, digest FROM run_files WHERE run = $1")
                     .bind(run)
                     .fetch_optional(&self.pool)
                     .await?;
-            Ok(row.map(|(project, name, text)| RunFile {
-                project,
-                name,
-                text,
+            Ok(row.map(|(project, name, text, digest)| {
+                (
+                    RunFile {
+                        project,
+                        name,
+                        text,
+                    },
+                    digest,
+                )
             }))
         })
     }
@@ -1646,11 +1661,10 @@ impl WorkQueue for PostgresStore {
             if jobs.is_empty() {
                 return Ok(Vec::new());
             }
-            let now = millis(std::time::SystemTime::now());
             // Durable: a job lost to a crash of the server would be waited for forever. One
             // statement queues the jobs and wakes the workers.
             let mut insert = sqlx::QueryBuilder::<Postgres>::new(
-                "WITH queued AS (INSERT INTO work (run, project, stage, item, key, attempt, role, prefer, created_ms) ",
+                "WITH queued AS (INSERT INTO work (run, project, stage, item, key, attempt, role, prefer) ",
             );
             insert.push_values(jobs, |mut row, job| {
                 row.push_bind(&job.run)
@@ -1660,8 +1674,7 @@ impl WorkQueue for PostgresStore {
                     .push_bind(&job.key)
                     .push_bind(i64::from(job.attempt))
                     .push_bind(job.role.as_str())
-                    .push_bind(&job.prefer)
-                    .push_bind(now);
+                    .push_bind(&job.prefer);
             });
             insert
                 .push(" RETURNING id) SELECT queued.id FROM queued CROSS JOIN (SELECT pg_notify(");
@@ -1683,9 +1696,6 @@ impl WorkQueue for PostgresStore {
             if limit == 0 {
                 return Ok(Vec::new());
             }
-            let now = millis(std::time::SystemTime::now());
-            let preferred_until =
-                now - i64::try_from(super::work::PREFERRED_FOR.as_millis()).unwrap_or(0);
             type Claimed = (
                 i64,
                 String,
@@ -1696,23 +1706,27 @@ impl WorkQueue for PostgresStore {
                 i64,
                 String,
                 Option<String>,
+                String,
             );
-            let rows: Vec<Claimed> = sqlx::query_as(
-                "UPDATE work SET status = 'leased', worker = $1, lease_ms = $2
-                 WHERE id IN (
+            // Leases and the preference are read on the server's clock: the workers' clocks
+            // need not agree. A job of a run whose file is not kept is not claimable.
+            let rows: Vec<Claimed> = sqlx::query_as(AssertSqlSafe(format!(
+                "UPDATE work SET status = 'leased', worker = $1, lease_ms = {NOW_MS} + $2
+                 FROM run_files f
+                 WHERE f.run = work.run AND work.id IN (
                      SELECT id FROM work
-                     WHERE (status = 'queued' OR (status = 'leased' AND lease_ms < $3))
-                       AND (prefer IS NULL OR prefer = $1 OR created_ms < $4)
-                       AND (cardinality($5::text[]) = 0 OR project = ANY($5))
-                       AND ($6::text IS NULL OR run = $6)
-                     ORDER BY id LIMIT $7
+                     WHERE (status = 'queued' OR (status = 'leased' AND lease_ms < {NOW_MS}))
+                       AND (prefer IS NULL OR prefer = $1 OR created_ms < {NOW_MS} - $3)
+                       AND (cardinality($4::text[]) = 0 OR project = ANY($4))
+                       AND ($5::text IS NULL OR run = $5)
+                     ORDER BY id LIMIT $6
                      FOR UPDATE SKIP LOCKED)
-                 RETURNING id, run, project, stage, item, key, attempt, role, prefer",
-            )
+                 RETURNING work.id, work.run, work.project, work.stage, work.item, work.key,
+                           work.attempt, work.role, work.prefer, f.digest"
+            )))
             .bind(worker)
-            .bind(now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2))
-            .bind(now)
-            .bind(preferred_until)
+            .bind(millis_of(lease))
+            .bind(millis_of(super::work::PREFERRED_FOR))
             .bind(&filter.projects)
             .bind(&filter.run)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -1721,9 +1735,10 @@ impl WorkQueue for PostgresStore {
             let mut jobs: Vec<Job> = rows
                 .into_iter()
                 .map(
-                    |(id, run, project, stage, item, key, attempt, role, prefer)| {
+                    |(id, run, project, stage, item, key, attempt, role, prefer, file)| {
                         Ok(Job {
                             id,
+                            file,
                             job: NewJob {
                                 run,
                                 project,
@@ -1757,12 +1772,12 @@ impl WorkQueue for PostgresStore {
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
-            let now = millis(std::time::SystemTime::now());
-            let held: Vec<i64> = sqlx::query_scalar(
-                "UPDATE work SET lease_ms = $1 WHERE id = ANY($2) AND worker = $3 AND status = 'leased'
-                 RETURNING id",
-            )
-            .bind(now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2))
+            let held: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+                "UPDATE work SET lease_ms = {NOW_MS} + $1
+                 WHERE id = ANY($2) AND worker = $3 AND status = 'leased'
+                 RETURNING id"
+            )))
+            .bind(millis_of(lease))
             .bind(ids)
             .bind(worker)
             .fetch_all(&self.work)
@@ -1785,7 +1800,6 @@ impl WorkQueue for PostgresStore {
             if results.is_empty() {
                 return Ok(());
             }
-            let now = millis(std::time::SystemTime::now());
             let ids: Vec<i64> = results.iter().map(|(id, _)| *id).collect();
             let bodies: Vec<String> = results
                 .iter()
@@ -1796,15 +1810,15 @@ impl WorkQueue for PostgresStore {
             // A job another worker took after this one's lease ran out is finished by whichever
             // ends first; a cancelled one stays cancelled. One statement records the results
             // and wakes the runs waiting for them.
-            sqlx::query(
+            sqlx::query(AssertSqlSafe(format!(
                 "WITH finished AS (
-                     UPDATE work SET status = 'done', worker = $1, finished_ms = $2, result = r.body
-                     FROM UNNEST($3::bigint[], $4::text[]) AS r(id, body)
+                     UPDATE work SET status = 'done', worker = $1, finished_ms = {NOW_MS},
+                     result = r.body
+                     FROM UNNEST($2::bigint[], $3::text[]) AS r(id, body)
                      WHERE work.id = r.id AND work.status = 'leased')
-                 SELECT pg_notify($5, '')",
-            )
+                 SELECT pg_notify($4, '')"
+            )))
             .bind(worker)
-            .bind(now)
             .bind(&ids)
             .bind(&bodies)
             .bind(channel(Topic::Finished))

@@ -80,6 +80,9 @@ pub const PREFERRED_FOR: Duration = Duration::from_secs(1);
 pub struct Job {
     /// Its id in the queue.
     pub id: i64,
+    /// Which version of its run's file it runs (a digest of the file as kept): a run resumed
+    /// with a changed file is built afresh.
+    pub file: String,
     /// What to run.
     pub job: NewJob,
 }
@@ -124,15 +127,16 @@ pub trait WorkQueue: Send + Sync {
     /// Keeps the file `run` runs, for the workers.
     fn keep_file<'a>(&'a self, run: &'a str, file: &'a RunFile) -> BoxFuture<'a, Result<()>>;
 
-    /// The file `run` runs, if it was kept.
-    fn run_file<'a>(&'a self, run: &'a str) -> BoxFuture<'a, Result<Option<RunFile>>>;
+    /// The file `run` runs, if it was kept, and its digest (see [`Job::file`]).
+    fn run_file<'a>(&'a self, run: &'a str) -> BoxFuture<'a, Result<Option<(RunFile, String)>>>;
 
     /// Queues `jobs` in one statement; returns their ids in order, and wakes the workers.
     fn queue_jobs<'a>(&'a self, jobs: &'a [NewJob]) -> BoxFuture<'a, Result<Vec<i64>>>;
 
     /// Takes up to `limit` jobs for `worker` under a lease of `lease`: queued ones, and
     /// leased ones whose lease ran out (their worker died or was cut off), oldest first,
-    /// skipping rows another worker is taking (`FOR UPDATE SKIP LOCKED`).
+    /// skipping rows another worker is taking (`FOR UPDATE SKIP LOCKED`). Times are the
+    /// server's, so machines' clocks need not agree.
     fn claim_jobs<'a>(
         &'a self,
         worker: &'a str,

@@ -107,7 +107,8 @@ impl Alerting {
             rules: Rules::default(),
             outbox: None,
             retry: RetryPolicy::default(),
-            owner: format!("pid {}", std::process::id()),
+            // Unique even where pids are not (containers on several machines).
+            owner: format!("pid {} #{:08x}", std::process::id(), fastrand::u32(..)),
         }
     }
 
@@ -207,7 +208,7 @@ impl Alerting {
                     .into_iter()
                     .filter(|c| !lower.contains(c))
                     .collect();
-                owed.push((alert.clone(), lower));
+                // The resolution first: the alert, still firing lower, is kept as firing.
                 if !ended.is_empty() {
                     let resolved = Alert {
                         status: super::AlertStatus::Resolved,
@@ -217,6 +218,7 @@ impl Alerting {
                     };
                     owed.push((resolved, ended));
                 }
+                owed.push((alert.clone(), lower));
             }
             Notice::Inhibited | Notice::Held | Notice::Nothing => return,
         }
