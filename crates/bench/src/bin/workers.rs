@@ -2,10 +2,10 @@
 //! measurement on the server `MIGRATIONPILOT_TEST_POSTGRES_URL` names (`source
 //! .ci/services.sh start` sets it), dropped after.
 //!
-//! - `scaling`: 1,000 items that each wait 50 ms (`sleep 0.05`), a coordinating `run
-//!   --no-work` and 1, then 4, `worker` processes of concurrency 8 (the stage's concurrency is
-//!   64, twice the four workers' room, so a worker finds its next item queued): items a second
-//!   with each, and the ratio.
+//! - `scaling [--per-worker N]`: 1,000 items that each wait 50 ms (`sleep 0.05`), a
+//!   coordinating `run --no-work` and 1, then 4, `worker` processes of concurrency N (8; the
+//!   stage's concurrency is 8 N, twice the four workers' room, so a worker finds its next item
+//!   queued): items a second with each, and the ratio.
 //! - `journal`: 20,000 item completions journaled through the store (batches of 500, as the
 //!   journal writer commits them) against a raw insert of the same rows into a bare table with
 //!   the same key (one `INSERT … SELECT FROM UNNEST` and one commit per batch), in the same
@@ -47,9 +47,18 @@ async fn database() -> TestDatabase {
 }
 
 const ITEMS: usize = 1_000;
-const PER_WORKER: usize = 8;
+
+/// Each worker's concurrency: `--per-worker N` (8).
+fn per_worker() -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--per-worker")
+        .and_then(|i| args.get(i + 1))
+        .map_or(8, |n| n.parse().expect("--per-worker takes a number"))
+}
 
 async fn scaling() {
+    let room = per_worker();
     let binary = std::env::current_exe()
         .expect("this binary's path")
         .with_file_name("migrationpilot");
@@ -64,13 +73,13 @@ async fn scaling() {
         dir.path().join("pipeline.yaml"),
         format!(
             "project: scaling\nstages:\n  - name: wait\n    command: [\"sleep\", \"0.05\"]\n    items: {{ file: items.txt }}\n    concurrency: {}\n",
-            8 * PER_WORKER
+            8 * room
         ),
     )
     .unwrap();
     println!(
-        "{ITEMS} items of 50 ms each, workers of concurrency {PER_WORKER}, stage concurrency {}, coordinator --no-work",
-        8 * PER_WORKER
+        "{ITEMS} items of 50 ms each, workers of concurrency {room}, stage concurrency {}, coordinator --no-work",
+        8 * room
     );
     let mut rates = Vec::new();
     for workers in [1, 4] {
@@ -87,7 +96,7 @@ async fn scaling() {
         };
         // The store's schema is made before anything is timed.
         PostgresStore::open(&database.url).await.unwrap();
-        let concurrency = PER_WORKER.to_string();
+        let concurrency = room.to_string();
         let mut running: Vec<_> = (0..workers)
             .map(|_| spawn(&["worker", "--concurrency", &concurrency]))
             .collect();
