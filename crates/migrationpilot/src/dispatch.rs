@@ -23,6 +23,10 @@ use crate::store::work::{JobResult, NewJob, Role, Topic};
 /// How often results are looked for when no notification arrives.
 pub const POLL: Duration = Duration::from_millis(500);
 
+/// The code of an attempt that failed because its job could not be queued (the store
+/// unreachable), not because its command failed: a strategy can tell them apart.
+pub const CODE: &str = "WORK_QUEUE";
+
 /// The most jobs queued by one statement.
 const BATCH: usize = 500;
 
@@ -106,14 +110,14 @@ impl Dispatcher {
             prefer,
         };
         let (queued, id) = oneshot::channel();
-        let unqueued = || StageError::new("the run's work queue was closed");
+        let unqueued = || StageError::new("the run's work queue was closed").with_code(CODE);
         self.queuing.send((job, queued)).map_err(|_| unqueued())?;
         let (id, result) = match id.await {
             Ok(Ok(queued)) => queued,
             Ok(Err(why)) => {
-                return Err(StageError::new(format!(
-                    "the job could not be queued: {why}"
-                )));
+                return Err(
+                    StageError::new(format!("the job could not be queued: {why}")).with_code(CODE),
+                );
             }
             Err(_) => return Err(unqueued()),
         };

@@ -666,7 +666,12 @@ pub trait Journal: Send + Sync {
 pub trait Queries: Send + Sync {
     /// The project's latest run, if `run --resume` may continue it (see
     /// [`RunState::is_resumable`]).
-    fn unfinished_run<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<Option<RunRow>>>;
+    fn unfinished_run<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<Option<RunRow>>> {
+        Box::pin(async move {
+            let latest = self.runs(project, 1).await?.into_iter().next();
+            Ok(latest.filter(|run| run.status.is_resumable()))
+        })
+    }
 
     /// The project's runs, newest first.
     fn runs<'a>(&'a self, project: &'a str, limit: u32) -> BoxFuture<'a, Result<Vec<RunRow>>>;

@@ -645,13 +645,6 @@ impl Journal for PostgresStore {
 }
 
 impl Queries for PostgresStore {
-    fn unfinished_run<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<Option<RunRow>>> {
-        Box::pin(async move {
-            let latest = self.runs(project, 1).await?.into_iter().next();
-            Ok(latest.filter(|run| run.status.is_resumable()))
-        })
-    }
-
     fn runs<'a>(&'a self, project: &'a str, limit: u32) -> BoxFuture<'a, Result<Vec<RunRow>>> {
         Box::pin(async move {
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -277,15 +277,19 @@ impl Alerting {
         tx
     }
 
+    /// The channel named `name`, if this alerting has it.
+    fn channel(&self, name: &str) -> Option<Arc<dyn Notifier>> {
+        self.inner
+            .channels
+            .iter()
+            .find(|c| c.name() == name)
+            .cloned()
+    }
+
     /// Delivers an alert the outbox could not keep: best effort, reported like any delivery.
     fn deliver_unkept(&self, alert: Alert, channels: &[String]) {
         for channel in channels {
-            let notifier = self
-                .inner
-                .channels
-                .iter()
-                .find(|c| c.name() == channel)
-                .cloned();
+            let notifier = self.channel(channel);
             let (this, alert, channel) = (self.clone(), alert.clone(), channel.clone());
             self.spawn(async move {
                 let outcome = match notifier {
@@ -372,12 +376,7 @@ impl Alerting {
             }
         }
         for (channel, deliveries) in groups {
-            let notifier = self
-                .inner
-                .channels
-                .iter()
-                .find(|c| c.name() == channel)
-                .cloned();
+            let notifier = self.channel(&channel);
             let this = self.clone();
             self.spawn(async move { this.deliver(channel, notifier, deliveries).await });
         }
