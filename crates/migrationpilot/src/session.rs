@@ -356,9 +356,7 @@ impl Session {
             .await?;
         Ok(masked_report(report, &secrets))
     }
-}
 
-impl Session {
     /// On a shared store, makes the run's attempts jobs any worker may take: keeps the file
     /// for the workers, cancels what an earlier coordinator of the run left queued, and,
     /// unless told not to, starts this process's own worker on the run's jobs.

@@ -239,3 +239,51 @@ async fn a_dead_or_hanging_channel_never_holds_up_the_run_and_its_alerts_stay_ow
     let taken = outbox.take("next process", Duration::ZERO).await.unwrap();
     assert_eq!(taken.len(), 4);
 }
+
+/// Takes one alert per message and refuses more.
+#[derive(Default)]
+struct OneAtATime {
+    taken: Mutex<Vec<String>>,
+}
+
+impl Notifier for OneAtATime {
+    fn notify<'a>(&'a self, alerts: &'a [Alert]) -> BoxFuture<'a, Result<(), NotifyError>> {
+        Box::pin(async move {
+            if alerts.len() > 1 {
+                return Err(NotifyError {
+                    channel: "single".into(),
+                    reason: "one alert per message".into(),
+                });
+            }
+            self.taken.lock().unwrap().push(alerts[0].name.to_string());
+            Ok(())
+        })
+    }
+
+    fn name(&self) -> &str {
+        "single"
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_group_the_channel_refuses_goes_alert_by_alert_each_sent_once() {
+    let channel = Arc::new(OneAtATime::default());
+    let outbox = Arc::new(MemoryOutbox::new());
+    let alerting = Alerting::builder()
+        .channel(channel.clone())
+        .rules(Rules {
+            group_wait: Duration::from_secs(10),
+            ..Rules::default()
+        })
+        .outbox(outbox.clone())
+        .build();
+    for name in ["disk", "queue", "latency"] {
+        alerting.fire(Alert::firing(Severity::Warning, "p", name, "high"));
+    }
+    alerting.settle(Duration::from_secs(120)).await;
+    let mut taken = channel.taken.lock().unwrap().clone();
+    taken.sort();
+    assert_eq!(taken, ["disk", "latency", "queue"], "each alone, once");
+    assert!(outbox.owed().is_empty(), "nothing left owed");
+    assert_eq!(outbox.delivered().len(), 3);
+}

@@ -391,25 +391,35 @@ impl Alerting {
         // Bounded groups; a group the channel refuses is tried alert by alert, so one alert
         // it cannot take does not hold the others back.
         for group in deliveries.chunks(GROUP_MAX) {
+            let split = group.len() > 1;
             let outcome = self
-                .deliver_group(&channel, notifier.as_deref(), group)
+                .deliver_group(&channel, notifier.as_deref(), group, split)
                 .await;
-            if outcome.is_err() && group.len() > 1 {
+            if outcome.is_err() && split {
                 for one in group {
-                    self.deliver_group(&channel, notifier.as_deref(), std::slice::from_ref(one))
-                        .await
-                        .ok();
+                    self.deliver_group(
+                        &channel,
+                        notifier.as_deref(),
+                        std::slice::from_ref(one),
+                        false,
+                    )
+                    .await
+                    .ok();
                 }
             }
         }
     }
 
-    /// Delivers one group and records its outcome.
+    /// Delivers one group and records its outcome. A group that will be tried again alert by
+    /// alert (`split`) records nothing when it fails: its deliveries stay this process's, in
+    /// flight and leased, until each has been tried on its own, so no one else takes them in
+    /// between, and each try counts once.
     async fn deliver_group(
         &self,
         channel: &str,
         notifier: Option<&dyn Notifier>,
         group: &[Delivery],
+        split: bool,
     ) -> Result<(), String> {
         let ids: Vec<i64> = group.iter().map(|d| d.id).collect();
         let alerts: Vec<Alert> = group.iter().map(|d| d.alert.clone()).collect();
@@ -418,6 +428,9 @@ impl Alerting {
             None => Err(format!("no channel `{channel}` is configured")),
             Some(notifier) => self.send(notifier, &alerts).await,
         };
+        if outcome.is_err() && split {
+            return outcome;
+        }
         let error = outcome.as_ref().err().cloned();
         let recorded = self
             .outbox()
