@@ -772,3 +772,50 @@ healing:
             "1 stage(s), 2 strategy(ies), 4 health check(s), 2 alert threshold(s), 2 alert channel(s)",
         ));
 }
+
+#[test]
+fn a_retry_waits_the_retry_after_the_command_asked_for() {
+    let work = Workspace::new();
+    work.script(
+        "limited.sh",
+        r#"date +%s%3N >> attempts.txt
+if [ "$MIGRATIONPILOT_ATTEMPT" = 1 ]; then
+  echo '{"message":"429 rate limited","code":"RATE_LIMITED","retryAfter":1500}' >&2; exit 1
+fi"#,
+    );
+    work.file(
+        "pipeline.yaml",
+        r#"
+project: limited
+stages:
+  - name: call
+    command: ["./limited.sh"]
+healing:
+  strategies:
+    - name: retry-limited
+      triggers: [{ type: error, pattern: RATE_LIMITED }]
+      action: retry
+      config: { maxAttempts: 3, initialDelay: 0 }
+"#,
+    );
+    work.cmd().args(["run", "pipeline.yaml"]).assert().success();
+    let attempts: Vec<i64> = work
+        .read("attempts.txt")
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(attempts.len(), 2);
+    assert!(
+        attempts[1] - attempts[0] >= 1500,
+        "the retry waited {} ms",
+        attempts[1] - attempts[0]
+    );
+    let failed: Vec<(String,)> =
+        work.journal("SELECT body FROM events WHERE kind = 'attempt-failed'");
+    assert_eq!(failed.len(), 1);
+    assert!(
+        failed[0].0.contains(r#""retryAfter":1500"#),
+        "the hint is kept with the error: {}",
+        failed[0].0
+    );
+}

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -81,6 +82,40 @@ pub struct StageError {
     code: Option<Cow<'static, str>>,
     #[serde(default)]
     severity: Severity,
+    /// The least wait before a retry the failing side asked for (milliseconds in JSON).
+    #[serde(
+        default,
+        rename = "retryAfter",
+        skip_serializing_if = "Option::is_none",
+        with = "retry_after_ms"
+    )]
+    retry_after: Option<Duration>,
+}
+
+/// `Option<Duration>` as whole milliseconds.
+mod retry_after_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[allow(clippy::ref_option)] // serde's `with` passes a reference to the field
+    pub fn serialize<S: Serializer>(
+        after: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match after {
+            Some(after) => {
+                serializer.serialize_u64(u64::try_from(after.as_millis()).unwrap_or(u64::MAX))
+            }
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(deserializer)?.map(Duration::from_millis))
+    }
 }
 
 impl StageError {
@@ -90,7 +125,20 @@ impl StageError {
             message: message.into(),
             code: None,
             severity: Severity::Error,
+            retry_after: None,
         }
+    }
+
+    /// This error asking that a retry wait at least `after` (an HTTP 429's `Retry-After`, a
+    /// rate limit's reset): a retry waits the longer of its backoff and this.
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// The least wait before a retry this error asks for.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
     }
 
     /// An error with `message`, no code and severity `Warning`.

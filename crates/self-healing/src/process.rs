@@ -26,6 +26,9 @@ struct ErrorLine {
     code: Option<String>,
     #[serde(default)]
     severity: Severity,
+    /// Milliseconds a retry should wait at least.
+    #[serde(default, rename = "retryAfter")]
+    retry_after: Option<u64>,
 }
 
 /// Checks that an argv a user wrote names a program to run.
@@ -213,7 +216,10 @@ fn failure(program: &str, stderr: &str, code: Option<i32>) -> StageError {
     if last.starts_with('{')
         && let Ok(line) = serde_json::from_str::<ErrorLine>(last)
     {
-        let error = StageError::new(line.message).with_severity(line.severity);
+        let mut error = StageError::new(line.message).with_severity(line.severity);
+        if let Some(after) = line.retry_after {
+            error = error.with_retry_after(std::time::Duration::from_millis(after));
+        }
         return match line.code {
             Some(code) => error.with_code(code),
             None => error,
@@ -272,6 +278,16 @@ mod tests {
         );
         let quiet = run(&sh("exit 4"), &[], None).await.unwrap_err();
         assert_eq!(quiet.message(), "`sh` exited with status 4");
+        let limited = sh(r#"echo '{"message":"rate limited","retryAfter":1500}' >&2; exit 1"#);
+        let error = run(&limited, &[], None).await.unwrap_err();
+        assert_eq!(
+            error.retry_after(),
+            Some(std::time::Duration::from_millis(1500))
+        );
+        let json = serde_json::to_value(&error).unwrap();
+        assert_eq!(json["retryAfter"], 1500, "kept in events as milliseconds");
+        let back: StageError = serde_json::from_value(json).unwrap();
+        assert_eq!(back, error);
     }
 
     #[tokio::test]

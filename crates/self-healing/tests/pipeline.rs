@@ -1211,3 +1211,40 @@ async fn a_rollback_after_a_resume_compensates_items_of_stages_it_skipped() {
         ]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_waits_at_least_what_the_failure_asks_for() {
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&starts);
+    let pipeline = SelfHealingPipeline::builder()
+        .stage(
+            Stage::new("call", move |ctx| {
+                let seen = Arc::clone(&seen);
+                async move {
+                    seen.lock().unwrap().push(Instant::now());
+                    if ctx.attempt() == 1 {
+                        Err(StageError::new("429 Too Many Requests")
+                            .with_retry_after(Duration::from_secs(5)))
+                    } else if ctx.attempt() == 2 {
+                        // No hint: the policy's own backoff.
+                        Err(StageError::new("ECONNRESET"))
+                    } else {
+                        Ok(())
+                    }
+                }
+            })
+            .retry_policy(quick_retries(3)),
+        )
+        .build()
+        .unwrap();
+    let report = pipeline.execute(()).await;
+    assert_eq!(report.status, RunStatus::Succeeded);
+    let starts = starts.lock().unwrap().clone();
+    assert_eq!(starts.len(), 3);
+    assert_eq!(starts[1] - starts[0], Duration::from_secs(5), "the hint");
+    assert!(
+        starts[2] - starts[1] < Duration::from_secs(1),
+        "the backoff alone: {:?}",
+        starts[2] - starts[1]
+    );
+}
