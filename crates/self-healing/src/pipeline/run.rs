@@ -602,8 +602,6 @@ impl<C: Send + Sync + 'static> Runner<C> {
             }
             match remedy {
                 Remedy::Retry { after } => {
-                    // The failing side may ask for a longer wait (`retryAfter`).
-                    let after = after.max(error.retry_after().unwrap_or_default());
                     control.applied(
                         ActionKind::Retry,
                         item.clone(),

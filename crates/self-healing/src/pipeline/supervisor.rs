@@ -42,6 +42,16 @@ pub struct Failure<'a> {
     pub jitter: &'a Jitter,
 }
 
+impl Failure<'_> {
+    /// How long a retry of this attempt waits under `policy`: its backoff, or longer when the
+    /// error asks for it ([`StageError::retry_after`], a command's `retryAfter`).
+    pub fn retry_delay(&self, policy: &RetryPolicy) -> Duration {
+        self.jitter
+            .delay(policy, self.attempt)
+            .max(self.error.retry_after().unwrap_or_default())
+    }
+}
+
 /// What to do about a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Remedy {
@@ -185,7 +195,7 @@ impl RetrySupervisor {
         let policy = failure.retry_policy;
         if policy.should_retry(failure.attempt, failure.error) {
             Remedy::Retry {
-                after: failure.jitter.delay(policy, failure.attempt),
+                after: failure.retry_delay(policy),
             }
         } else {
             Remedy::Fail

@@ -78,7 +78,7 @@ impl DecisiveAction for RetryAction {
         } else if !policy.is_retryable(failure.error) {
             Applied::failed("the error is not retryable by the policy")
         } else {
-            let after = failure.jitter.delay(policy, failure.attempt);
+            let after = failure.retry_delay(policy);
             Applied::remedy(
                 Remedy::Retry { after },
                 format!(
