@@ -131,12 +131,7 @@ pub fn build(
     project: Option<&str>,
     seed: Option<u64>,
 ) -> Result<Built, Vec<FileError>> {
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let base = if base.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        base
-    };
+    let base = folder_of(path);
     let mut errors = Vec::new();
     let mut fail = |key: String, message: String| {
         let (line, column) = locate(text, &key).map_or((None, None), |(l, c)| (Some(l), Some(c)));
@@ -390,6 +385,15 @@ pub fn build(
             source: text.to_owned(),
         }),
         _ => Err(errors),
+    }
+}
+
+/// The folder a pipeline file's relative paths (stage `workdir`s, `items` files, commands)
+/// resolve from: the file's own, `.` for a bare name.
+pub fn folder_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
     }
 }
 

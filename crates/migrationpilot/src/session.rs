@@ -395,10 +395,6 @@ impl Session {
             }
             return Ok(None);
         }
-        let workdir = match self.request.file.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-            _ => PathBuf::from("."),
-        };
         let options = WorkerOptions {
             name: self.owner.to_string(),
             filter: Filter {
@@ -406,7 +402,7 @@ impl Session {
                 run: Some(run.to_string()),
             },
             concurrency: self.built.concurrency,
-            workdir,
+            workdir: build::folder_of(&self.request.file),
             lease: worker::LEASE,
             verbose: false,
         };

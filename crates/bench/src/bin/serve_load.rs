@@ -117,13 +117,7 @@ fn a_run(bus: &EventBus, project: usize, run: usize, items: usize) -> Vec<Arc<Ev
 
 /// Starts `migrationpilot serve` over `store_url`; its pid and address.
 async fn serve(store_url: &str) -> (tokio::process::Child, String) {
-    let binary = std::env::current_exe()
-        .expect("this binary's path")
-        .with_file_name("migrationpilot");
-    assert!(
-        binary.exists(),
-        "build it first: cargo build --release -p migrationpilot"
-    );
+    let binary = bench::migrationpilot_binary("cargo build --release -p migrationpilot");
     let mut child = tokio::process::Command::new(binary)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("MIGRATIONPILOT_STORE", store_url)

@@ -59,13 +59,8 @@ fn per_worker() -> usize {
 
 async fn scaling() {
     let room = per_worker();
-    let binary = std::env::current_exe()
-        .expect("this binary's path")
-        .with_file_name("migrationpilot");
-    assert!(
-        binary.exists(),
-        "build it first: cargo build --release -p migrationpilot --features postgres"
-    );
+    let binary =
+        bench::migrationpilot_binary("cargo build --release -p migrationpilot --features postgres");
     let dir = tempfile::tempdir().unwrap();
     let items: Vec<String> = (0..ITEMS).map(|i| format!("item-{i:04}")).collect();
     std::fs::write(dir.path().join("items.txt"), items.join("\n")).unwrap();

@@ -53,7 +53,7 @@ pub enum Notice {
 }
 
 /// One fingerprint: the alerts firing under it, by severity, and what was last sent.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Tracked {
     firing: BTreeMap<Severity, Alert>,
     sent: Option<(Severity, Instant)>,
@@ -106,14 +106,7 @@ impl Router {
     /// Takes back an alert that fired and was sent before (by an earlier process): it can
     /// resolve, and repeats count from `now`.
     pub fn restore(&mut self, alert: Alert, now: Instant) {
-        let tracked = self
-            .tracked
-            .entry(alert.fingerprint())
-            .or_insert_with(|| Tracked {
-                firing: BTreeMap::new(),
-                sent: None,
-                sent_max: None,
-            });
+        let tracked = self.tracked.entry(alert.fingerprint()).or_default();
         tracked.sent = Some((alert.severity, now));
         tracked.sent_max = tracked.sent_max.max(Some(alert.severity));
         tracked.firing.insert(alert.severity, alert);
@@ -122,14 +115,7 @@ impl Router {
     /// An alert fires (or fires again: its condition still holds).
     pub fn fire(&mut self, alert: Alert, now: Instant) -> Notice {
         let severity = alert.severity;
-        let tracked = self
-            .tracked
-            .entry(alert.fingerprint())
-            .or_insert_with(|| Tracked {
-                firing: BTreeMap::new(),
-                sent: None,
-                sent_max: None,
-            });
+        let tracked = self.tracked.entry(alert.fingerprint()).or_default();
         // A repeat keeps when it started.
         let alert = match tracked.firing.get(&severity) {
             Some(earlier) => Alert {
