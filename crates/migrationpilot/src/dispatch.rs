@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
@@ -18,10 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use self_healing::StageError;
 
 use crate::store::Store;
-use crate::store::work::{JobResult, NewJob, Role, Topic};
-
-/// How often results are looked for when no notification arrives.
-pub const POLL: Duration = Duration::from_millis(500);
+use crate::store::work::{JobResult, NewJob, POLL, Role, Topic};
 
 /// The code of an attempt that failed because its job could not be queued (the store
 /// unreachable), not because its command failed: a strategy can tell them apart.

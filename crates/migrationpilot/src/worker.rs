@@ -22,7 +22,7 @@ use crate::build::{self, Commands};
 use crate::command::Context;
 use crate::file;
 use crate::store::Store;
-use crate::store::work::{Filter, Job, JobResult, Topic, WorkQueue};
+use crate::store::work::{Filter, Job, JobResult, POLL, Topic, WorkQueue};
 
 /// How long a worker holds a job without renewing its lease: a worker killed or cut off
 /// gives its jobs back after this.
@@ -30,9 +30,6 @@ pub const LEASE: Duration = Duration::from_secs(30);
 
 /// The longest a worker goes without renewing its leases.
 pub const RENEW_AT_LEAST: Duration = Duration::from_secs(1);
-
-/// How often a worker looks for jobs when no notification arrives.
-pub const POLL: Duration = Duration::from_millis(500);
 
 /// What a worker is told.
 #[derive(Debug, Clone)]

@@ -72,6 +72,10 @@ pub struct NewJob {
     pub prefer: Option<String>,
 }
 
+/// How often the queue is looked at when no notification arrives (a lost `LISTEN`
+/// connection): by workers for jobs, by runs for results.
+pub const POLL: Duration = Duration::from_millis(500);
+
 /// How long a job stays with the worker it prefers before any worker may take it.
 pub const PREFERRED_FOR: Duration = Duration::from_secs(1);
 
