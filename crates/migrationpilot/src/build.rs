@@ -187,6 +187,19 @@ pub fn build(
             Err(e) => from("healing.circuitBreaker", e),
         }
     }
+    for (name, breaker) in &healing.breakers {
+        match breaker.build() {
+            Ok(Some(settings)) => healer = healer.shared_breaker(name.as_str(), settings),
+            Ok(None) => from(
+                &format!("healing.breakers.{name}"),
+                InvalidConfig::new(
+                    "enabled",
+                    "a shared breaker cannot be disabled: take `breaker:` off its stages instead",
+                ),
+            ),
+            Err(e) => from(&format!("healing.breakers.{name}"), e),
+        }
+    }
     if let Some(budget) = healing.budget {
         healer = healer.budget(budget.max_actions, budget.window);
     }
@@ -336,7 +349,33 @@ pub fn build(
         metrics: &command_metrics,
         remote: &remote,
     };
+    let checks: Vec<&str> = healing
+        .health_monitor
+        .iter()
+        .flat_map(|m| m.checks.iter().map(|c| c.name()))
+        .collect();
     for (i, stage) in file.stages.iter().enumerate() {
+        for (j, check) in stage.depends_on.iter().enumerate() {
+            if !checks.contains(&check.as_str()) {
+                from(
+                    &format!("stages[{i}]"),
+                    InvalidConfig::new(
+                        format!("dependsOn[{j}]"),
+                        if checks.is_empty() {
+                            format!(
+                                "no check is named `{check}`: `healing.healthMonitor.checks` has none"
+                            )
+                        } else {
+                            format!(
+                                "no check is named `{check}`{} (the checks are {})",
+                                self_healing::config::did_you_mean(check, checks.iter().copied()),
+                                checks.join(", ")
+                            )
+                        },
+                    ),
+                );
+            }
+        }
         match stage_of(stage, &on, &mut commands) {
             Ok(stage) => builder = builder.stage(stage),
             Err(e) => {
@@ -554,6 +593,25 @@ fn stage_of(
         run_item(cmd, role, Arc::clone(project), Arc::clone(remote))
     };
 
+    // The settings both kinds of stage take.
+    macro_rules! common {
+        ($built:expr) => {{
+            let mut built = $built.depends_on(stage.depends_on.iter().map(String::as_str));
+            if let Some(timeout) = stage.timeout {
+                built = built.timeout(timeout);
+            }
+            if let Some(restarts) = stage.max_restarts {
+                built = built.max_restarts(restarts);
+            }
+            if let Some(retry) = retry {
+                built = built.retry_policy(retry);
+            }
+            if let Some(breaker) = &stage.breaker {
+                built = built.breaker(breaker.as_str());
+            }
+            built
+        }};
+    }
     let name = stage.name.as_str();
     let built: Stage<()> = match &stage.items {
         None => {
@@ -567,16 +625,7 @@ fn stage_of(
             if let Some(reset) = reset {
                 built = built.reset(single(reset, Role::Reset));
             }
-            if let Some(timeout) = stage.timeout {
-                built = built.timeout(timeout);
-            }
-            if let Some(restarts) = stage.max_restarts {
-                built = built.max_restarts(restarts);
-            }
-            if let Some(retry) = retry {
-                built = built.retry_policy(retry);
-            }
-            built.into()
+            common!(built).into()
         }
         Some(items) => {
             let source = match items {
@@ -600,16 +649,7 @@ fn stage_of(
             if let Some(reset) = reset {
                 built = built.reset(single(reset, Role::Reset));
             }
-            if let Some(timeout) = stage.timeout {
-                built = built.timeout(timeout);
-            }
-            if let Some(restarts) = stage.max_restarts {
-                built = built.max_restarts(restarts);
-            }
-            if let Some(retry) = retry {
-                built = built.retry_policy(retry);
-            }
-            built.into()
+            common!(built).into()
         }
     };
     Ok(built)

@@ -67,6 +67,13 @@ pub struct StageFile {
     pub workdir: Option<PathBuf>,
     /// How often a run may restart this stage (default 3); past that a restart fails it.
     pub max_restarts: Option<u32>,
+    /// Health checks (of `healing.healthMonitor.checks`) the stage depends on: while one is
+    /// unhealthy the stage starts no new attempt; it resumes as soon as none is.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// The shared circuit breaker (of `healing.breakers`) the stage uses instead of its own,
+    /// so stages calling one dependency trip together.
+    pub breaker: Option<String>,
 }
 
 /// Where a stage's items come from: a list, `{ file: items.txt }` (one item per line) or
@@ -170,6 +177,10 @@ pub struct HealingFile {
     pub retry_policy: Option<RetryPolicyConfig>,
     /// The circuit breaker every stage gets; `None` gives them none.
     pub circuit_breaker: Option<CircuitBreakerConfig>,
+    /// Named circuit breakers stages share (a stage's `breaker:`), with the keys of
+    /// `circuitBreaker`.
+    #[serde(default)]
+    pub breakers: BTreeMap<String, CircuitBreakerConfig>,
     /// A cap on healing actions over a time window; `None` sets no cap.
     pub budget: Option<BudgetConfig>,
     /// How often state triggers are evaluated while a stage runs (default 1 s).
@@ -187,6 +198,7 @@ impl Default for HealingFile {
             alerts: None,
             retry_policy: None,
             circuit_breaker: None,
+            breakers: BTreeMap::new(),
             budget: None,
             evaluation_interval: None,
         }

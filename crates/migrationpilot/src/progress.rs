@@ -113,6 +113,11 @@ impl Bars {
                     bar.inc(*count);
                 }
             }
+            EventKind::StageHeld { stage, held_by } => {
+                if let Some(bar) = self.stages.get(stage) {
+                    bar.set_message(held_message(held_by));
+                }
+            }
             EventKind::StageSucceeded { stage, .. } | EventKind::StageFailed { stage, .. } => {
                 if let Some(bar) = self.stages.remove(stage) {
                     bar.finish_and_clear();
@@ -186,6 +191,12 @@ pub fn describe(event: &Event) -> Option<String> {
             None => format!("  ↶ compensated {stage}{}", item(it)),
             Some(error) => format!("  ↶ compensation of {stage}{} failed: {error}", item(it)),
         },
+        EventKind::StageHeld { stage, held_by } if held_by.is_empty() => {
+            format!("  ▶ {stage}: work resumed")
+        }
+        EventKind::StageHeld { stage, held_by } => {
+            format!("  ⏸ {stage}: {}", held_message(held_by))
+        }
         EventKind::HealthChanged { change } => format!(
             "  ♥ {}: {} → {}",
             change.check, change.old_status, change.new_status
@@ -195,4 +206,13 @@ pub fn describe(event: &Event) -> Option<String> {
         }
         _ => return None,
     })
+}
+
+/// What holds a stage's work, for its spinner; empty when nothing does.
+fn held_message(held_by: &[Arc<str>]) -> String {
+    if held_by.is_empty() {
+        return String::new();
+    }
+    let checks: Vec<String> = held_by.iter().map(|c| format!("`{c}`")).collect();
+    format!("waiting for {} (unhealthy)", checks.join(", "))
 }

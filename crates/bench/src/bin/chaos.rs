@@ -219,6 +219,7 @@ fn seed_healer(seed: u64) -> AutoHealer {
             success_threshold: NonZeroU32::new(3).unwrap(),
             break_duration: Duration::from_secs(60),
             half_open_requests: NonZeroU32::new(3).unwrap(),
+            ..BreakerSettings::default()
         })
         .strategy(
             HealingStrategy::new("retry-transient", Action::retry(seed_retry(seed)))

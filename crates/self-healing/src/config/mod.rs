@@ -50,18 +50,23 @@ use crate::healing::{
     Trigger,
 };
 use crate::metrics::{BUILT_IN, MetricsCollector};
-use crate::resilience::BreakerSettings;
+use crate::resilience::{BreakerSettings, SlidingWindow};
 
 use crate::duration::option::deserialize as opt_duration;
 
-/// The seed's `circuitBreaker`: `timeout` is the seed's name for `breakDuration`.
+/// The seed's `circuitBreaker` (`timeout` is the seed's name for `breakDuration`), with
+/// resilience4j's rate keys: a breaker opens on `failureThreshold` consecutive failures, on a
+/// `failureRateThreshold` or `slowCallRateThreshold` percentage of the calls in its sliding
+/// window once it holds `minimumNumberOfCalls`, whichever comes first. Also the settings of a
+/// named breaker stages share (`healing.breakers`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CircuitBreakerConfig {
     /// Whether stages get a circuit breaker at all; default true.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Consecutive failures that open the breaker; default 5, at least 1.
+    /// Consecutive failures that open the breaker; at least 1. Default 5, or off when a rate
+    /// threshold is given.
     pub failure_threshold: Option<u32>,
     /// Successful probes that close it again; defaults to `halfOpenRequests`, at least 1.
     pub success_threshold: Option<u32>,
@@ -70,6 +75,32 @@ pub struct CircuitBreakerConfig {
     pub timeout: Option<Duration>,
     /// Probes let through while half-open; default 3, at least 1.
     pub half_open_requests: Option<u32>,
+    /// Open when at least this percentage (1–100) of the window's calls failed.
+    pub failure_rate_threshold: Option<u8>,
+    /// Open when at least this percentage (1–100) of the window's calls were slow.
+    pub slow_call_rate_threshold: Option<u8>,
+    /// A call at least this long is slow; default 60 s.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub slow_call_duration_threshold: Option<Duration>,
+    /// `count-based` (the last `slidingWindowSize` calls, the default) or `time-based` (the
+    /// calls of the last `slidingWindowSize` seconds).
+    pub sliding_window_type: Option<SlidingWindowType>,
+    /// Calls, or seconds, the window holds; default 100.
+    pub sliding_window_size: Option<u32>,
+    /// No rate is judged before the window holds this many calls; default 100.
+    pub minimum_number_of_calls: Option<u32>,
+}
+
+/// resilience4j's `slidingWindowType`; `COUNT_BASED` and `TIME_BASED` are read too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlidingWindowType {
+    /// The last N calls.
+    #[serde(alias = "COUNT_BASED")]
+    CountBased,
+    /// The calls of the last N seconds.
+    #[serde(alias = "TIME_BASED")]
+    TimeBased,
 }
 
 fn yes() -> bool {
@@ -83,32 +114,47 @@ impl CircuitBreakerConfig {
             return Ok(None);
         }
         let defaults = BreakerSettings::default();
-        let positive = |field: &'static str, value: Option<u32>, default: NonZeroU32| match value {
-            Some(v) => {
-                NonZeroU32::new(v).ok_or_else(|| InvalidConfig::new(field, "must be at least 1"))
-            }
-            None => Ok(default),
+        let positive = |field: &'static str, value: u32| {
+            NonZeroU32::new(value).ok_or_else(|| InvalidConfig::new(field, "must be at least 1"))
         };
-        let half_open_requests = positive(
-            "halfOpenRequests",
-            self.half_open_requests,
-            defaults.half_open_requests,
-        )?;
+        let half_open_requests = match self.half_open_requests {
+            Some(n) => positive("halfOpenRequests", n)?,
+            None => defaults.half_open_requests,
+        };
+        let rated =
+            self.failure_rate_threshold.is_some() || self.slow_call_rate_threshold.is_some();
+        let failure_threshold = match self.failure_threshold {
+            Some(n) => Some(positive("failureThreshold", n)?),
+            None if rated => None,
+            None => defaults.failure_threshold,
+        };
+        let size = match self.sliding_window_size {
+            Some(n) => positive("slidingWindowSize", n)?,
+            None => NonZeroU32::new(100).expect("100 is not zero"),
+        };
         let settings = BreakerSettings {
-            failure_threshold: Some(positive(
-                "failureThreshold",
-                self.failure_threshold,
-                defaults
-                    .failure_threshold
-                    .expect("the default opens on failures"),
-            )?),
-            success_threshold: positive(
-                "successThreshold",
-                self.success_threshold,
-                half_open_requests,
-            )?,
+            failure_threshold,
+            success_threshold: match self.success_threshold {
+                Some(n) => positive("successThreshold", n)?,
+                None => half_open_requests,
+            },
             break_duration: self.timeout.unwrap_or(defaults.break_duration),
             half_open_requests,
+            failure_rate_threshold: self.failure_rate_threshold,
+            slow_call_rate_threshold: self.slow_call_rate_threshold,
+            slow_call_duration_threshold: self
+                .slow_call_duration_threshold
+                .unwrap_or(defaults.slow_call_duration_threshold),
+            sliding_window: match self.sliding_window_type {
+                None | Some(SlidingWindowType::CountBased) => SlidingWindow::Count(size),
+                Some(SlidingWindowType::TimeBased) => {
+                    SlidingWindow::Time(Duration::from_secs(u64::from(size.get())))
+                }
+            },
+            minimum_calls: match self.minimum_number_of_calls {
+                Some(n) => positive("minimumNumberOfCalls", n)?,
+                None => defaults.minimum_calls,
+            },
         };
         settings.validate()?;
         Ok(Some(settings))
@@ -432,6 +478,7 @@ impl Tagged for ActionConfig {
             ActionKind::Throttle => ActionConfig::Throttle(Deserialize::deserialize(rest)?),
             ActionKind::Notify => ActionConfig::Notify(Deserialize::deserialize(rest)?),
             ActionKind::Custom => ActionConfig::Custom(Deserialize::deserialize(rest)?),
+            ActionKind::Hold => return Err(de::Error::custom(NOT_A_STRATEGY_ACTION)),
         })
     }
 
@@ -467,6 +514,10 @@ impl ActionConfig {
     }
 }
 
+/// Why `action: hold` is refused.
+const NOT_A_STRATEGY_ACTION: &str =
+    "`hold` is not an action a strategy takes: a stage's `dependsOn` holds its work";
+
 /// One strategy, with the seed's keys. `config` holds the action's settings, typed by `action`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StrategyConfig {
@@ -493,6 +544,9 @@ pub struct StrategyConfig {
 impl StrategyConfig {
     /// Builds the strategy. `metrics` are the names its triggers may use (empty: any).
     pub fn build(&self, metrics: &[String]) -> Result<HealingStrategy, InvalidConfig> {
+        if self.action == ActionKind::Hold.as_str() {
+            return Err(InvalidConfig::new("action", NOT_A_STRATEGY_ACTION));
+        }
         let kind: ActionKind = self.action.parse().map_err(|e: InvalidConfig| {
             InvalidConfig::new(
                 "action",

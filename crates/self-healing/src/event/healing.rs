@@ -30,11 +30,14 @@ pub enum ActionKind {
     Notify,
     /// A remedy supplied by the user.
     Custom,
+    /// Hold a stage's new attempts while a health check it depends on (`dependsOn`) is
+    /// unhealthy. Not a strategy's action: the stage's `dependsOn` asks for it.
+    Hold,
 }
 
 impl ActionKind {
     /// Every action, in declaration order.
-    pub const ALL: [ActionKind; 9] = [
+    pub const ALL: [ActionKind; 10] = [
         ActionKind::Retry,
         ActionKind::Rollback,
         ActionKind::Restart,
@@ -44,9 +47,11 @@ impl ActionKind {
         ActionKind::Throttle,
         ActionKind::Notify,
         ActionKind::Custom,
+        ActionKind::Hold,
     ];
 
-    /// Every action's name, in the order of [`ALL`](Self::ALL).
+    /// The names of the actions a strategy can take, in the order of [`ALL`](Self::ALL):
+    /// every one but `hold`.
     pub const NAMES: [&'static str; 9] = {
         let mut names = [""; 9];
         let mut i = 0;
@@ -69,6 +74,7 @@ impl ActionKind {
             ActionKind::Throttle => "throttle",
             ActionKind::Notify => "notify",
             ActionKind::Custom => "custom",
+            ActionKind::Hold => "hold",
         }
     }
 
@@ -101,10 +107,7 @@ impl std::str::FromStr for ActionKind {
             .ok_or_else(|| {
                 crate::error::InvalidConfig::new(
                     "action",
-                    format!(
-                        "`{s}` is not one of {}",
-                        ActionKind::ALL.map(|a| a.as_str()).join(", ")
-                    ),
+                    format!("`{s}` is not one of {}", ActionKind::NAMES.join(", ")),
                 )
             })
     }

@@ -329,6 +329,14 @@ pub enum EventKind {
         /// The limit after.
         to: usize,
     },
+    /// The checks a stage depends on (`dependsOn`) that are unhealthy now changed: while
+    /// `held_by` names any, the stage starts no new attempt; empty, its work resumed.
+    StageHeld {
+        /// The stage's name.
+        stage: Arc<str>,
+        /// The unhealthy checks it waits for, in name order; empty when it waits for none.
+        held_by: Vec<Arc<str>>,
+    },
     /// A health check changed status.
     HealthChanged {
         /// What changed.
@@ -395,6 +403,7 @@ impl EventKind {
             | CompensationFinished { stage, .. }
             | BreakerChanged { stage, .. }
             | ConcurrencyChanged { stage, .. }
+            | StageHeld { stage, .. }
             | ThrottleChanged { stage, .. } => Some(stage),
         }
     }

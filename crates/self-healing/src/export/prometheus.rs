@@ -46,7 +46,7 @@ const BUILT_IN_WINDOWS: [&str; 5] = [ERROR_RATE, THROUGHPUT, LATENCY_P95, MEMORY
 
 /// Family names the exporter uses itself: a recorded metric named like one is exported with
 /// `_value` appended.
-const OWN_FAMILIES: [&str; 10] = [
+const OWN_FAMILIES: [&str; 11] = [
     "pipeline_duration_seconds",
     "pipeline_stage_duration_seconds",
     "healing_events",
@@ -56,6 +56,7 @@ const OWN_FAMILIES: [&str; 10] = [
     "attempts",
     "stage_concurrency",
     "circuit_breaker_state",
+    "stage_held",
     "alerts",
 ];
 
@@ -63,7 +64,8 @@ const OWN_FAMILIES: [&str; 10] = [
 /// `pipeline_stage_duration_seconds{stage}`, `healing_events_total{action}` and
 /// `health_status{stage}`, plus `healing_decisions_total{strategy,action,outcome}`,
 /// `items_total{stage,outcome}`, `attempts_total{stage,outcome}`, `stage_concurrency{stage}`,
-/// `circuit_breaker_state{stage}`, `alerts_total{channel,outcome}` and the metrics collector's
+/// `circuit_breaker_state{stage}`, `stage_held{stage}` (how many checks it depends on hold its
+/// work), `alerts_total{channel,outcome}` and the metrics collector's
 /// windows as gauges (`error_rate`, `latency_p95_seconds`, a recorded `queueDepth` as
 /// `queue_depth`…). Every series has a `project` label and the builder's constant labels.
 /// Item keys never become labels.
@@ -321,6 +323,9 @@ struct StageCells {
     concurrency: AtomicI64,
     /// 0 closed, 1 half-open, 2 open; -1 when no change was seen in the latest run.
     breaker: AtomicI64,
+    /// How many checks it depends on hold its work; -1 before the stage started in the
+    /// latest run.
+    held: AtomicI64,
     duration: Mutex<Histogram>,
 }
 
@@ -332,6 +337,7 @@ impl StageCells {
             attempts: Default::default(),
             concurrency: AtomicI64::new(-1),
             breaker: AtomicI64::new(-1),
+            held: AtomicI64::new(-1),
             duration: Mutex::new(Histogram::new(STAGE_BUCKETS)),
         }
     }
@@ -425,6 +431,15 @@ impl Project {
                 s.concurrency.store(
                     i64::try_from(*concurrency).unwrap_or(i64::MAX),
                     Ordering::Relaxed,
+                );
+                let _ = s
+                    .held
+                    .compare_exchange(-1, 0, Ordering::Relaxed, Ordering::Relaxed);
+            }),
+            StageHeld { stage, held_by } => self.with_stage(stage, |s| {
+                s.held.store(
+                    i64::try_from(held_by.len()).unwrap_or(i64::MAX),
+                    Ordering::Relaxed,
                 )
             }),
             ConcurrencyChanged { stage, to, .. } => self.with_stage(stage, |s| {
@@ -448,6 +463,7 @@ impl Project {
                 for cells in self.stages.read().unwrap_or_else(|e| e.into_inner()).iter() {
                     cells.concurrency.store(-1, Ordering::Relaxed);
                     cells.breaker.store(-1, Ordering::Relaxed);
+                    cells.held.store(-1, Ordering::Relaxed);
                 }
                 let mut windows = lock(&self.windows);
                 windows.latest = event.run.clone();
@@ -767,6 +783,11 @@ impl Collector for Families {
                 "circuit_breaker_state",
                 "The stage's circuit breaker in the latest run: 0 closed, 1 half-open, 2 open",
                 |s: &StageCells| &s.breaker,
+            ),
+            (
+                "stage_held",
+                "How many unhealthy checks the stage depends on hold its new attempts, in the latest run",
+                |s: &StageCells| &s.held,
             ),
         ] {
             family(e, name, help, None, MetricType::Gauge, |m| {

@@ -21,6 +21,7 @@ use crate::BoxFuture;
 use crate::alert::{Alert, Alerting, Notifier};
 use crate::clock::{Clock, TokioClock};
 use crate::error::{InvalidConfig, Severity};
+use crate::event::HealthStatus;
 use crate::event::{
     ActionKind, EventKind, HealingRecord, Outcome, RunId, TriggerKind, TriggerMatch,
 };
@@ -35,6 +36,8 @@ pub const DEFAULT_EVALUATION_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_HISTORY_CAPACITY: usize = 10_000;
 /// The strategy name operators' actions are recorded under.
 pub const MANUAL: &str = "manual";
+/// The strategy name a stage's `dependsOn` holds and releases its work under, in the history.
+pub const DEPENDS_ON: &str = "dependsOn";
 /// The strategy name under which a retry policy (a stage's own, or the healer's global
 /// `retryPolicy`) retries its `retryableErrors` by itself, at the lowest priority, with no
 /// strategy needed.
@@ -100,6 +103,8 @@ struct Inner {
     /// priority, for errors the failing stage's policy (its own, else the global one) retries.
     implicit_retry: Arc<HealingStrategy>,
     breaker: Option<BreakerSettings>,
+    /// Named breakers stages share.
+    shared_breakers: Vec<(Arc<str>, BreakerSettings)>,
     alerts: Alerting,
     thresholds: Vec<AlertThreshold>,
     /// What the thresholds last saw, per run.
@@ -149,6 +154,7 @@ impl AutoHealer {
             strategies: Vec::new(),
             retry: None,
             breaker: None,
+            shared_breakers: Vec::new(),
             budget: None,
             notifiers: Vec::new(),
             alerting: None,
@@ -170,12 +176,84 @@ impl AutoHealer {
 
     /// Reads `monitor`'s checks for `health-check` triggers and [`TriggerContext::health`]. The
     /// monitor stays the one source of their status.
+    ///
+    /// Its checks also gate the stages that depend on them (`dependsOn`): while one is
+    /// unhealthy, the stages of the runs this healer heals start no new attempt, and resume at
+    /// once when it is healthy (or degraded) again. Each hold and release is recorded in the
+    /// history under [`DEPENDS_ON`], whatever the healing mode: a dependency the stage declares
+    /// is not a remedy to leave to people.
     pub fn watch(&self, monitor: &HealthMonitor) {
         self.inner
             .monitors
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .push(monitor.clone());
+        let healer = Arc::downgrade(&self.inner);
+        monitor.on_health_changed(move |change| {
+            let Some(inner) = healer.upgrade() else {
+                return;
+            };
+            let scopes: Vec<RunScope> = AutoHealer { inner }
+                .lock_attached()
+                .values()
+                .map(|a| a.scope.clone())
+                .collect();
+            for scope in &scopes {
+                AutoHealer::gate(scope, &change.check, change.new_status, &mut |records| {
+                    if let Some(inner) = healer.upgrade() {
+                        AutoHealer { inner }.flush(records, Some(scope));
+                    }
+                });
+            }
+        });
+    }
+
+    /// Holds (`status` unhealthy) or releases the stages of `scope` that depend on `check`,
+    /// handing the records of what changed to `flush`.
+    fn gate(
+        scope: &RunScope,
+        check: &Arc<str>,
+        status: HealthStatus,
+        flush: &mut dyn FnMut(Vec<HealingRecord>),
+    ) {
+        let down = status == HealthStatus::Unhealthy;
+        for control in scope.controls.iter() {
+            if !control.set_dependency_down(check, down) {
+                continue;
+            }
+            let held_by = control.held_by();
+            let detail = match (down, held_by.as_slice()) {
+                (true, _) => format!("new attempts wait: `{check}` is unhealthy"),
+                (false, []) => format!("work resumed: `{check}` is {status}"),
+                (false, rest) => format!(
+                    "`{check}` is {status}; still held by {}",
+                    rest.iter()
+                        .map(|c| format!("`{c}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            if down {
+                control.applied(ActionKind::Hold, None, detail.clone());
+            }
+            flush(vec![HealingRecord {
+                at: scope.bus.clock().wall(),
+                run: Some(scope.run.clone()),
+                stage: Some(Arc::clone(control.stage_name())),
+                item: None,
+                strategy: DEPENDS_ON.into(),
+                trigger: TriggerMatch {
+                    kind: TriggerKind::HealthCheck,
+                    index: 0,
+                    observed: None,
+                    description: format!("check `{check}` is {status}"),
+                },
+                action: ActionKind::Hold,
+                outcome: Outcome::Succeeded,
+                detail,
+                duration: Duration::ZERO,
+            }]);
+        }
     }
 
     /// The global `retryPolicy`: what `retry` strategies without a policy of their own use.
@@ -777,6 +855,13 @@ impl Supervisor for AutoHealer {
             previous.stop.cancel();
         }
         self.forget(&scope.run);
+        // Stages start held by the checks they depend on that are unhealthy now, and free of
+        // what held them in an earlier run.
+        for status in self.health() {
+            AutoHealer::gate(scope, &status.check, status.status, &mut |records| {
+                self.flush(records, Some(scope))
+            });
+        }
         let (healer, scope) = (self.clone(), scope.clone());
         let interval = self.inner.interval;
         tokio::spawn(async move {
@@ -813,6 +898,10 @@ impl Supervisor for AutoHealer {
     fn circuit_breaker(&self) -> Option<BreakerSettings> {
         self.inner.breaker
     }
+
+    fn shared_breakers(&self) -> Vec<(Arc<str>, BreakerSettings)> {
+        self.inner.shared_breakers.clone()
+    }
 }
 
 impl std::fmt::Debug for AutoHealer {
@@ -831,6 +920,7 @@ pub struct AutoHealerBuilder {
     strategies: Vec<HealingStrategy>,
     retry: Option<RetryPolicy>,
     breaker: Option<BreakerSettings>,
+    shared_breakers: Vec<(Arc<str>, BreakerSettings)>,
     budget: Option<Budget>,
     notifiers: Vec<Arc<dyn Notifier>>,
     alerting: Option<Alerting>,
@@ -877,6 +967,16 @@ impl AutoHealerBuilder {
     /// `failureThreshold` consecutive failures.
     pub fn circuit_breaker(mut self, settings: BreakerSettings) -> Self {
         self.breaker = Some(settings);
+        self
+    }
+
+    /// A named breaker (`healing.breakers`) every stage naming it shares
+    /// ([`EachStage::breaker`](crate::pipeline::EachStage::breaker)): one dependency called by
+    /// several stages trips once for all of them.
+    pub fn shared_breaker(mut self, name: impl Into<Arc<str>>, settings: BreakerSettings) -> Self {
+        let name = name.into();
+        self.shared_breakers.retain(|(n, _)| *n != name);
+        self.shared_breakers.push((name, settings));
         self
     }
 
@@ -940,7 +1040,7 @@ impl AutoHealerBuilder {
             "strategies",
             self.strategies.iter().map(|s| &*s.name),
         )?;
-        for reserved in [MANUAL, RETRY_POLICY] {
+        for reserved in [MANUAL, RETRY_POLICY, DEPENDS_ON] {
             if self.strategies.iter().any(|s| &*s.name == reserved) {
                 return Err(InvalidConfig::new(
                     "strategies",
@@ -952,6 +1052,11 @@ impl AutoHealerBuilder {
             settings
                 .validate()
                 .map_err(|e| e.within("circuitBreaker"))?;
+        }
+        for (name, settings) in &self.shared_breakers {
+            settings
+                .validate()
+                .map_err(|e| e.within(format!("breakers.{name}")))?;
         }
         if let Some(budget) = &self.budget {
             if budget.max_actions == 0 {
@@ -1006,6 +1111,7 @@ impl AutoHealerBuilder {
                         .trigger(Trigger::error().retryable(true)),
                 ),
                 breaker: self.breaker,
+                shared_breakers: self.shared_breakers,
                 alerts: alerting,
                 thresholds: self.thresholds,
                 thresholds_seen: Mutex::new(HashMap::new()),

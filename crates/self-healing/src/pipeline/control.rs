@@ -1,6 +1,7 @@
 //! A stage's live controls: the knobs healing actions and operators turn while it runs.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,6 +44,13 @@ pub struct StageControl {
     restarts: AtomicU32,
     requests: Mutex<Pending>,
     requested: Notify,
+    /// The checks the stage depends on (`dependsOn`).
+    depends_on: Arc<[Arc<str>]>,
+    /// Those of them unhealthy now; new attempts wait while any is.
+    held_by: Mutex<BTreeSet<Arc<str>>>,
+    /// `held_by`'s size, so an attempt of a stage held by nothing reads no lock.
+    holds: AtomicUsize,
+    released: Notify,
 }
 
 /// What an operator or the healer asked a running stage to do.
@@ -75,6 +83,7 @@ impl StageControl {
         concurrency: usize,
         breaker: CircuitBreaker,
         can_fail_over: bool,
+        depends_on: Arc<[Arc<str>]>,
     ) -> Result<Arc<Self>, InvalidConfig> {
         let control = Arc::new(StageControl {
             stage,
@@ -89,6 +98,10 @@ impl StageControl {
             restarts: AtomicU32::new(0),
             requests: Mutex::new(Pending::default()),
             requested: Notify::new(),
+            depends_on,
+            held_by: Mutex::new(BTreeSet::new()),
+            holds: AtomicUsize::new(0),
+            released: Notify::new(),
         });
         let weak = Arc::downgrade(&control);
         control.breaker.on_transition(move |t| {
@@ -205,6 +218,72 @@ impl StageControl {
         &self.breaker
     }
 
+    /// The health checks the stage depends on (`dependsOn`).
+    pub fn depends_on(&self) -> &[Arc<str>] {
+        &self.depends_on
+    }
+
+    /// The checks it depends on that hold its work now, in name order.
+    pub fn held_by(&self) -> Vec<Arc<str>> {
+        self.lock_held().iter().cloned().collect()
+    }
+
+    /// Marks `check`, one the stage depends on, as down (`true`: unhealthy; new attempts wait)
+    /// or up again (`false`: once no check holds the stage, its work resumes at once).
+    /// Publishes `stage-held` when the set of checks holding the stage changes, and returns
+    /// whether it did; a check the stage does not depend on changes nothing.
+    pub fn set_dependency_down(&self, check: &str, down: bool) -> bool {
+        let Some(check) = self.depends_on.iter().find(|c| &***c == check) else {
+            return false;
+        };
+        let held_by = {
+            let mut held = self.lock_held();
+            let changed = if down {
+                held.insert(Arc::clone(check))
+            } else {
+                held.remove(check)
+            };
+            if !changed {
+                return false;
+            }
+            self.holds.store(held.len(), Ordering::Release);
+            held.iter().cloned().collect::<Vec<_>>()
+        };
+        if held_by.is_empty() {
+            self.released.notify_waiters();
+        }
+        self.publish(EventKind::StageHeld {
+            stage: Arc::clone(&self.stage),
+            held_by,
+        });
+        true
+    }
+
+    /// Waits until no check the stage depends on is down.
+    pub(crate) async fn dependencies_up(&self) {
+        loop {
+            if self.holds.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if self.holds.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            released.await;
+        }
+    }
+
+    /// Whether a check the stage depends on holds its work now.
+    pub(crate) fn is_held(&self) -> bool {
+        self.holds.load(Ordering::Acquire) > 0
+    }
+
+    fn lock_held(&self) -> std::sync::MutexGuard<'_, BTreeSet<Arc<str>>> {
+        self.held_by.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Whether the stage has a failover handler.
     pub fn can_fail_over(&self) -> bool {
         self.can_fail_over
@@ -305,6 +384,7 @@ impl std::fmt::Debug for StageControl {
             .field("failed_over", &self.is_failed_over())
             .field("running", &self.is_running())
             .field("restarts", &self.restarts())
+            .field("held_by", &self.held_by())
             .finish()
     }
 }

@@ -194,6 +194,7 @@ impl<C: Send + Sync + 'static> SelfHealingPipeline<C> {
             supervisor: None,
             retry: None,
             breaker: None,
+            shared_breakers: Vec::new(),
             metrics: None,
             clock: None,
             seed: None,
@@ -285,6 +286,7 @@ pub struct PipelineBuilder<C> {
     supervisor: Option<Arc<dyn Supervisor>>,
     retry: Option<RetryPolicy>,
     breaker: Option<BreakerSettings>,
+    shared_breakers: Vec<(Arc<str>, BreakerSettings)>,
     metrics: Option<MetricsCollector>,
     clock: Option<Arc<dyn Clock>>,
     seed: Option<u64>,
@@ -300,6 +302,7 @@ impl<C> std::fmt::Debug for PipelineBuilder<C> {
             .field("supervisor", &self.supervisor.is_some())
             .field("retry", &self.retry)
             .field("breaker", &self.breaker)
+            .field("shared_breakers", &self.shared_breakers)
             .field("seed", &self.seed)
             .field("grace", &self.grace)
             .field("hooks", &self.hooks.len())
@@ -344,6 +347,17 @@ impl<C: Send + Sync + 'static> PipelineBuilder<C> {
     /// Without it, stage breakers open only when tripped (by `circuit-break`) or forced.
     pub fn circuit_breaker(mut self, settings: BreakerSettings) -> Self {
         self.breaker = Some(settings);
+        self
+    }
+
+    /// A circuit breaker named `name`, shared by every stage that names it
+    /// ([`Stage::breaker`](crate::pipeline::EachStage::breaker)): one dependency called by
+    /// several stages trips once for all of them. Replaces the supervisor's breaker of the
+    /// same name ([`Supervisor::shared_breakers`]).
+    pub fn shared_breaker(mut self, name: impl Into<Arc<str>>, settings: BreakerSettings) -> Self {
+        let name = name.into();
+        self.shared_breakers.retain(|(n, _)| *n != name);
+        self.shared_breakers.push((name, settings));
         self
     }
 
@@ -444,6 +458,39 @@ impl<C: Send + Sync + 'static> PipelineBuilder<C> {
                 .validate()
                 .map_err(|e| e.within("circuitBreaker"))?;
         }
+        let mut shared = self.shared_breakers;
+        for (name, settings) in supervisor.shared_breakers() {
+            if !shared.iter().any(|(n, _)| *n == name) {
+                shared.push((name, settings));
+            }
+        }
+        let shared = shared
+            .into_iter()
+            .map(|(name, settings)| {
+                let breaker = CircuitBreaker::new(settings)
+                    .map_err(|e| e.within(format!("breakers.{name}")))?;
+                Ok((name, breaker))
+            })
+            .collect::<Result<Vec<_>, InvalidConfig>>()?;
+        for (i, stage) in self.stages.iter().enumerate() {
+            if let Some(name) = &stage.breaker
+                && !shared.iter().any(|(n, _)| n == name)
+            {
+                let known: Vec<&str> = shared.iter().map(|(n, _)| &**n).collect();
+                return Err(InvalidConfig::new(
+                    format!("stages[{i}].breaker"),
+                    if known.is_empty() {
+                        format!("`{name}` is not a breaker: the pipeline has none")
+                    } else {
+                        format!(
+                            "`{name}` is not a breaker the pipeline has ({}){}",
+                            known.join(", "),
+                            crate::error::did_you_mean(name, known.iter().copied())
+                        )
+                    },
+                ));
+            }
+        }
         let bus = EventBus::with_clock(self.clock.unwrap_or_else(default_clock));
         let metrics = self.metrics.unwrap_or_default();
         bus.add_sink(Arc::new(metrics.clone()));
@@ -455,9 +502,16 @@ impl<C: Send + Sync + 'static> PipelineBuilder<C> {
             .stages
             .into_iter()
             .map(|stage| {
-                let breaker = match breaker {
-                    Some(settings) => CircuitBreaker::new(settings)?,
-                    None => CircuitBreaker::manual(),
+                let named = stage.breaker.as_ref().and_then(|name| {
+                    shared
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, b)| b.clone())
+                });
+                let breaker = match (named, breaker) {
+                    (Some(shared), _) => shared,
+                    (None, Some(settings)) => CircuitBreaker::new(settings)?,
+                    (None, None) => CircuitBreaker::manual(),
                 };
                 let control = StageControl::new(
                     Arc::clone(&stage.name),
@@ -466,6 +520,7 @@ impl<C: Send + Sync + 'static> PipelineBuilder<C> {
                     stage.concurrency,
                     breaker,
                     stage.work.has_failover(),
+                    Arc::clone(&stage.depends_on),
                 )?;
                 Ok(Arc::new(StageEntry { stage, control }))
             })

@@ -512,11 +512,26 @@ impl<C: Send + Sync + 'static> Runner<C> {
         let mut attempt = 0;
         let end = loop {
             attempt += 1;
-            // Waiting here holds the concurrency slot but spends no attempt.
-            let breaker = tokio::select! {
-                biased;
-                _ = stop.cancelled() => break abandon(),
-                permit = control.breaker().acquire() => permit,
+            // Waiting here holds the concurrency slot but spends no attempt: for the checks
+            // the stage depends on, then for its breaker (and again for the checks, should
+            // one have gone down meanwhile: a probe must not go to a dependency known down).
+            let breaker = loop {
+                let permit = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => None,
+                    permit = async {
+                        control.dependencies_up().await;
+                        control.breaker().acquire().await
+                    } => Some(permit),
+                };
+                match permit {
+                    None => break None,
+                    Some(permit) if !control.is_held() => break Some(permit),
+                    Some(_) => {}
+                }
+            };
+            let Some(breaker) = breaker else {
+                break abandon();
             };
             tokio::select! {
                 biased;

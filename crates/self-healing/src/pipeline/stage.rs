@@ -515,6 +515,8 @@ pub struct Stage<C> {
     pub(crate) work: Arc<dyn Work<C>>,
     pub(crate) rollback: Option<StageFn<C>>,
     pub(crate) reset: Option<StageFn<C>>,
+    pub(crate) depends_on: Arc<[Arc<str>]>,
+    pub(crate) breaker: Option<Arc<str>>,
 }
 
 impl<C> std::fmt::Debug for Stage<C> {
@@ -528,6 +530,8 @@ impl<C> std::fmt::Debug for Stage<C> {
             .field("failover", &self.work.has_failover())
             .field("rollback", &self.rollback.is_some())
             .field("reset", &self.reset.is_some())
+            .field("depends_on", &self.depends_on)
+            .field("breaker", &self.breaker)
             .finish_non_exhaustive()
     }
 }
@@ -586,6 +590,14 @@ impl<C: Send + Sync + 'static> Stage<C> {
         if self.concurrency == 0 {
             return Err(InvalidConfig::new("concurrency", "must be at least 1"));
         }
+        for (i, check) in self.depends_on.iter().enumerate() {
+            if self.depends_on[..i].contains(check) {
+                return Err(InvalidConfig::new(
+                    format!("dependsOn[{i}]"),
+                    format!("`{check}` is named twice"),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -598,6 +610,8 @@ struct Common<C> {
     max_restarts: u32,
     rollback: Option<StageFn<C>>,
     reset: Option<StageFn<C>>,
+    depends_on: Vec<Arc<str>>,
+    breaker: Option<Arc<str>>,
 }
 
 impl<C> Common<C> {
@@ -609,6 +623,8 @@ impl<C> Common<C> {
             max_restarts: DEFAULT_MAX_RESTARTS,
             rollback: None,
             reset: None,
+            depends_on: Vec::new(),
+            breaker: None,
         }
     }
 
@@ -622,6 +638,8 @@ impl<C> Common<C> {
             work,
             rollback: self.rollback,
             reset: self.reset,
+            depends_on: self.depends_on.into(),
+            breaker: self.breaker,
         }
     }
 }
@@ -643,6 +661,26 @@ macro_rules! common_settings {
         /// How often a run may restart this stage (default 3); past that a restart fails it.
         pub fn max_restarts(mut self, restarts: u32) -> Self {
             self.common.max_restarts = restarts;
+            self
+        }
+
+        /// The health checks the stage depends on (`dependsOn`): while one of them is
+        /// unhealthy the stage starts no new attempt (its work waits, spending none, as under
+        /// an open breaker) and resumes as soon as none is. The healer, watching the monitor
+        /// that runs the checks, holds and releases the stage.
+        pub fn depends_on<S: Into<Arc<str>>>(
+            mut self,
+            checks: impl IntoIterator<Item = S>,
+        ) -> Self {
+            self.common.depends_on = checks.into_iter().map(Into::into).collect();
+            self
+        }
+
+        /// Shares the circuit breaker named `name` (given to the pipeline's builder with
+        /// [`PipelineBuilder::shared_breaker`](crate::pipeline::PipelineBuilder::shared_breaker))
+        /// with every stage that names it: stages that call one dependency trip once for all.
+        pub fn breaker(mut self, name: impl Into<Arc<str>>) -> Self {
+            self.common.breaker = Some(name.into());
             self
         }
 

@@ -123,6 +123,12 @@ pub trait Supervisor: Send + Sync + 'static {
     fn circuit_breaker(&self) -> Option<BreakerSettings> {
         None
     }
+
+    /// Named breakers stages may share ([`Stage::breaker`](crate::pipeline::EachStage::breaker)),
+    /// unless the pipeline's builder was given one of the same name.
+    fn shared_breakers(&self) -> Vec<(Arc<str>, BreakerSettings)> {
+        Vec::new()
+    }
 }
 
 /// A running pipeline, as a supervisor sees it: its events, metrics and stage controls.

@@ -14,7 +14,7 @@ mod throttle;
 
 pub use breaker::{
     BreakerPermit, BreakerSettings, BreakerState, CircuitBreaker, CircuitBreakerBuilder, Rejected,
-    Transition,
+    SlidingWindow, Transition, WindowStats,
 };
 pub use concurrency::{ConcurrencyLimit, ConcurrencyPermit};
 pub use deadline::deadline;

@@ -24,6 +24,7 @@ use tokio::time::{Instant, sleep};
 mod common;
 
 mod actions;
+mod effectiveness;
 mod gate;
 mod scenarios;
 mod triggers;

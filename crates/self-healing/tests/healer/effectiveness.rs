@@ -1,0 +1,206 @@
+//! Healing beyond the seed: health-gated work (`dependsOn`), shared breakers, adaptive
+//! concurrency, retry budgets and restart back-off.
+
+use super::*;
+
+/// A health check of the `api` dependency whose answer the test sets, run by hand.
+fn api_monitor(up: &Arc<AtomicBool>) -> HealthMonitor {
+    let answering = Arc::clone(up);
+    HealthMonitor::builder()
+        .thresholds(2, 1)
+        .check(CheckSpec::new(
+            "api",
+            CustomCheck::new("api answers", move || {
+                let up = answering.load(Ordering::SeqCst);
+                async move { up }
+            }),
+        ))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stage_holds_its_work_while_a_check_it_depends_on_is_unhealthy() {
+    let healer = AutoHealer::builder().build().unwrap();
+    let started_at = Arc::new(Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let log = Arc::clone(&started_at);
+    let pipeline = SelfHealingPipeline::builder()
+        .supervisor(healer.clone())
+        .stage(
+            Stage::for_each("load", ItemSource::iter(|_: &()| 0..20u32), move |_ctx| {
+                log.lock().unwrap().push(start.elapsed());
+                async {
+                    sleep(SEC).await;
+                    Ok(())
+                }
+            })
+            .concurrency(2)
+            .depends_on(["api"]),
+        )
+        .build()
+        .unwrap();
+    let events = Recorder::attach(&pipeline);
+    let up = Arc::new(AtomicBool::new(true));
+    let monitor = api_monitor(&up);
+    healer.watch(&monitor);
+    let (probe, switch) = (monitor.clone(), Arc::clone(&up));
+    tokio::spawn(async move {
+        // Down at 3.5 s (two failed checks: unhealthy), up again at 10 s (one success).
+        sleep(ms(3500)).await;
+        switch.store(false, Ordering::SeqCst);
+        probe.check_all().await;
+        probe.check_all().await;
+        sleep(ms(6500)).await;
+        switch.store(true, Ordering::SeqCst);
+        probe.check_all().await;
+    });
+    let report = pipeline.execute(()).await;
+
+    assert_eq!(report.status, RunStatus::Succeeded);
+    let started = started_at.lock().unwrap().clone();
+    assert_eq!(
+        started.len(),
+        20,
+        "every item once, no attempt spent waiting"
+    );
+    // Two items a second until 3.5 s (0, 1, 2, 3 s), none while held, then at once at 10 s.
+    assert!(
+        started
+            .iter()
+            .all(|t| *t < ms(3500) || *t >= Duration::from_secs(10)),
+        "{started:?}"
+    );
+    assert_eq!(
+        started
+            .iter()
+            .filter(|t| **t == Duration::from_secs(10))
+            .count(),
+        2,
+        "work resumes the moment the check is healthy: {started:?}"
+    );
+    assert_eq!(start.elapsed(), Duration::from_secs(10 + 6));
+
+    let held: Vec<Vec<String>> = events.pick(|k| match k {
+        EventKind::StageHeld { held_by, .. } => {
+            Some(held_by.iter().map(|c| c.to_string()).collect())
+        }
+        _ => None,
+    });
+    assert_eq!(held, [vec!["api".to_owned()], vec![]]);
+    let history = records_of(&healer, "dependsOn");
+    let seen: Vec<(ActionKind, Outcome, &str)> = history
+        .iter()
+        .map(|r| (r.action, r.outcome, r.detail.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                ActionKind::Hold,
+                Outcome::Succeeded,
+                "new attempts wait: `api` is unhealthy"
+            ),
+            (
+                ActionKind::Hold,
+                Outcome::Succeeded,
+                "work resumed: `api` is healthy"
+            ),
+        ]
+    );
+    assert_eq!(
+        events.count(|k| matches!(
+            k,
+            EventKind::HealingApplied {
+                action: ActionKind::Hold,
+                ..
+            }
+        )),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stage_whose_dependency_is_down_at_the_start_starts_held() {
+    let healer = AutoHealer::builder().build().unwrap();
+    let up = Arc::new(AtomicBool::new(false));
+    let monitor = api_monitor(&up);
+    healer.watch(&monitor);
+    monitor.check_all().await;
+    monitor.check_all().await;
+    assert_eq!(monitor.status("api"), Some(HealthStatus::Unhealthy));
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let log = Arc::clone(&calls);
+    let pipeline = SelfHealingPipeline::builder()
+        .supervisor(healer.clone())
+        .stage(
+            Stage::new("load", move |_| {
+                log.lock().unwrap().push(start.elapsed());
+                async { Ok(()) }
+            })
+            .depends_on(["api"]),
+        )
+        .build()
+        .unwrap();
+    let (probe, switch) = (monitor.clone(), Arc::clone(&up));
+    tokio::spawn(async move {
+        sleep(Duration::from_secs(30)).await;
+        switch.store(true, Ordering::SeqCst);
+        probe.check_all().await;
+    });
+    let report = pipeline.execute(()).await;
+    assert_eq!(report.status, RunStatus::Succeeded);
+    assert_eq!(*calls.lock().unwrap(), [Duration::from_secs(30)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stages_naming_one_breaker_trip_together() {
+    use self_healing::resilience::BreakerSettings;
+    let settings = BreakerSettings {
+        failure_threshold: None,
+        failure_rate_threshold: Some(50),
+        minimum_calls: std::num::NonZeroU32::new(4).unwrap(),
+        ..BreakerSettings::default()
+    };
+    let pipeline = SelfHealingPipeline::<()>::builder()
+        .shared_breaker("payments-api", settings)
+        .stage(Stage::new("charge", |_| async { Ok(()) }).breaker("payments-api"))
+        .stage(Stage::new("refund", |_| async { Ok(()) }).breaker("payments-api"))
+        .stage(Stage::new("report", |_| async { Ok(()) }))
+        .build()
+        .unwrap();
+    let events = Recorder::attach(&pipeline);
+    let (charge, refund, report) = (
+        pipeline.control("charge").unwrap(),
+        pipeline.control("refund").unwrap(),
+        pipeline.control("report").unwrap(),
+    );
+    for _ in 0..2 {
+        charge.breaker().try_acquire().unwrap().failure();
+        refund.breaker().try_acquire().unwrap().success();
+    }
+    // Two failures in four calls from the two stages: 50 %, one window, one trip.
+    assert_eq!(refund.breaker().state(), BreakerState::Open);
+    assert_eq!(charge.breaker().state(), BreakerState::Open);
+    assert_eq!(report.breaker().state(), BreakerState::Closed);
+    let opened: Vec<String> = events.pick(|k| match k {
+        EventKind::BreakerChanged {
+            stage,
+            to: BreakerState::Open,
+            ..
+        } => Some(stage.to_string()),
+        _ => None,
+    });
+    assert_eq!(opened, ["charge", "refund"], "each sharing stage says so");
+
+    let unknown = SelfHealingPipeline::<()>::builder()
+        .stage(Stage::new("charge", |_| async { Ok(()) }).breaker("payments"))
+        .build()
+        .unwrap_err();
+    assert_eq!(unknown.field(), "stages[0].breaker");
+    assert!(
+        unknown.reason().contains("the pipeline has none"),
+        "{unknown}"
+    );
+}
