@@ -203,6 +203,12 @@ pub fn build(
     if let Some(budget) = healing.budget {
         healer = healer.budget(budget.max_actions, budget.window);
     }
+    if let Some(settings) = healing.retry_budget {
+        match settings.validate() {
+            Ok(()) => healer = healer.retry_budget(settings),
+            Err(e) => from("healing.retryBudget", e),
+        }
+    }
     if let Some(interval) = healing.evaluation_interval {
         healer = healer.evaluation_interval(interval);
     }

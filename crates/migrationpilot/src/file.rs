@@ -15,6 +15,7 @@ use self_healing::config::{
     did_you_mean,
 };
 use self_healing::duration::option::deserialize as opt_duration;
+use self_healing::resilience::RetryBudgetSettings;
 use self_healing_checks::CheckConfig;
 
 use crate::env::{Env, Secrets, Substituting};
@@ -183,6 +184,8 @@ pub struct HealingFile {
     pub breakers: BTreeMap<String, CircuitBreakerConfig>,
     /// A cap on healing actions over a time window; `None` sets no cap.
     pub budget: Option<BudgetConfig>,
+    /// A cap on every retry: a share of recent first attempts plus a floor; `None` sets none.
+    pub retry_budget: Option<RetryBudgetSettings>,
     /// How often state triggers are evaluated while a stage runs (default 1 s).
     #[serde(default, deserialize_with = "opt_duration")]
     pub evaluation_interval: Option<Duration>,
@@ -200,6 +203,7 @@ impl Default for HealingFile {
             circuit_breaker: None,
             breakers: BTreeMap::new(),
             budget: None,
+            retry_budget: None,
             evaluation_interval: None,
         }
     }

@@ -28,7 +28,7 @@ use crate::event::{
 use crate::health::{CheckStatus, HealthMonitor};
 use crate::metrics::MetricsCollector;
 use crate::pipeline::{Failure, PipelineBuilder, Remedy, RunScope, StageControl, Supervisor};
-use crate::resilience::{BreakerSettings, RetryPolicy};
+use crate::resilience::{BreakerSettings, RetryBudget, RetryBudgetSettings, RetryPolicy};
 
 /// How often the healer evaluates state triggers while a stage runs, unless told otherwise.
 pub const DEFAULT_EVALUATION_INTERVAL: Duration = Duration::from_secs(1);
@@ -105,6 +105,8 @@ struct Inner {
     breaker: Option<BreakerSettings>,
     /// Named breakers stages share.
     shared_breakers: Vec<(Arc<str>, BreakerSettings)>,
+    /// The global retry budget: every retry, whoever decides it.
+    retry_budget: Option<RetryBudget>,
     alerts: Alerting,
     thresholds: Vec<AlertThreshold>,
     /// What the thresholds last saw, per run.
@@ -155,6 +157,7 @@ impl AutoHealer {
             retry: None,
             breaker: None,
             shared_breakers: Vec::new(),
+            retry_budget: None,
             budget: None,
             notifiers: Vec::new(),
             alerting: None,
@@ -410,6 +413,7 @@ impl AutoHealer {
                     reason,
                     at: scope.bus.clock().wall(),
                     retry_policy: &self.inner.retry,
+                    retry_budget: self.inner.retry_budget.as_ref(),
                     alerts: &self.inner.alerts,
                     manual: !self.is_enabled(),
                 };
@@ -702,6 +706,7 @@ impl AutoHealer {
                     reason: &reason,
                     at,
                     retry_policy: &self.inner.retry,
+                    retry_budget: self.inner.retry_budget.as_ref(),
                     alerts: &self.inner.alerts,
                     manual,
                 };
@@ -902,6 +907,28 @@ impl Supervisor for AutoHealer {
     fn shared_breakers(&self) -> Vec<(Arc<str>, BreakerSettings)> {
         self.inner.shared_breakers.clone()
     }
+
+    fn attempt_started(&self, stage: &str, attempt: u32) {
+        if attempt != 1 {
+            return;
+        }
+        if let Some(budget) = &self.inner.retry_budget {
+            budget.deposit();
+        }
+        for strategy in self
+            .inner
+            .strategies
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            if let Some(budget) = strategy.action.retry_budget()
+                && strategy.covers(stage)
+            {
+                budget.deposit();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for AutoHealer {
@@ -921,6 +948,7 @@ pub struct AutoHealerBuilder {
     retry: Option<RetryPolicy>,
     breaker: Option<BreakerSettings>,
     shared_breakers: Vec<(Arc<str>, BreakerSettings)>,
+    retry_budget: Option<RetryBudgetSettings>,
     budget: Option<Budget>,
     notifiers: Vec<Arc<dyn Notifier>>,
     alerting: Option<Alerting>,
@@ -977,6 +1005,14 @@ impl AutoHealerBuilder {
         let name = name.into();
         self.shared_breakers.retain(|(n, _)| *n != name);
         self.shared_breakers.push((name, settings));
+        self
+    }
+
+    /// The global retry budget: every retry (of every strategy, and of the retry policies)
+    /// waits, if it must, until it fits in `settings`' share of recent first attempts. A retry
+    /// strategy may have a budget of its own besides ([`RetryAction::budget`]).
+    pub fn retry_budget(mut self, settings: RetryBudgetSettings) -> Self {
+        self.retry_budget = Some(settings);
         self
     }
 
@@ -1112,6 +1148,11 @@ impl AutoHealerBuilder {
                 ),
                 breaker: self.breaker,
                 shared_breakers: self.shared_breakers,
+                retry_budget: self
+                    .retry_budget
+                    .map(RetryBudget::new)
+                    .transpose()
+                    .map_err(|e| e.within("retryBudget"))?,
                 alerts: alerting,
                 thresholds: self.thresholds,
                 thresholds_seen: Mutex::new(HashMap::new()),

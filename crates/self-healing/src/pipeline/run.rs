@@ -549,6 +549,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
                 attempt,
                 handler,
             });
+            self.supervisor.attempt_started(name, attempt);
             let started = Instant::now();
             let ctx = self.context(name, item.as_ref(), attempt, handler, stop.clone());
             let result = tokio::select! {

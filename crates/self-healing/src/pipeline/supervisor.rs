@@ -106,6 +106,10 @@ pub trait Supervisor: Send + Sync + 'static {
     /// What to do about `failure`; the executor carries it out.
     fn on_failure<'a>(&'a self, failure: &'a Failure<'a>) -> BoxFuture<'a, Remedy>;
 
+    /// Called as each attempt starts (`attempt` 1 for new work), inline: keep it quick. A
+    /// retry budget counts first attempts here.
+    fn attempt_started(&self, _stage: &str, _attempt: u32) {}
+
     /// Called as a run starts, with what a supervisor needs to watch and steer it.
     fn run_started(&self, _run: &RunScope) {}
 

@@ -2,11 +2,13 @@
 //!
 //! - [`RetryPolicy`]: attempts, backoff (fixed, linear, exponential), jitter, retryable errors.
 //! - [`CircuitBreaker`]: closed, open, half-open, with forced states and transition listeners.
+//! - [`RetryBudget`]: retries limited to a share of recent first attempts, plus a floor.
 //! - [`Throttle`]: a rate limit with bursts whose rate can change live.
 //! - [`ConcurrencyLimit`]: a concurrency bound that can change live (what `scale` acts on).
 //! - [`deadline`]: an attempt's timeout, armed only when the attempt has to wait.
 
 mod breaker;
+mod budget;
 mod concurrency;
 mod deadline;
 mod retry;
@@ -16,6 +18,7 @@ pub use breaker::{
     BreakerPermit, BreakerSettings, BreakerState, CircuitBreaker, CircuitBreakerBuilder, Rejected,
     SlidingWindow, Transition, WindowStats,
 };
+pub use budget::{RetryBudget, RetryBudgetSettings};
 pub use concurrency::{ConcurrencyLimit, ConcurrencyPermit};
 pub use deadline::deadline;
 pub use retry::{Backoff, Jitter, RetryPolicy, RetryPolicyBuilder, RetryPolicyConfig};

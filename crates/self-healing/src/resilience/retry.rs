@@ -228,11 +228,21 @@ pub struct RetryPolicyConfig {
     /// retryable.
     #[serde(default)]
     pub retryable_errors: Vec<String>,
+    /// A retry strategy's own retry budget (its `config.budget`); a policy elsewhere has none
+    /// (the budget of every retry is `healing.retryBudget`).
+    pub budget: Option<super::RetryBudgetSettings>,
 }
 
 impl RetryPolicyConfig {
     /// Unset keys take their value from `base` (the global policy, or the defaults).
     pub fn build(&self, base: &RetryPolicy) -> Result<RetryPolicy, InvalidConfig> {
+        if self.budget.is_some() {
+            return Err(InvalidConfig::new(
+                "budget",
+                "a retry budget belongs to a retry strategy's `config`, or to every retry \
+                 (`healing.retryBudget`), not to a retry policy",
+            ));
+        }
         let mut builder = RetryPolicy::builder()
             .max_attempts(self.max_attempts.unwrap_or(base.max_attempts()))
             .backoff(self.backoff.unwrap_or(base.backoff()))

@@ -204,3 +204,69 @@ async fn stages_naming_one_breaker_trip_together() {
         "{unknown}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_budget_spreads_a_storm_of_retries_out() {
+    use self_healing::resilience::RetryBudgetSettings;
+    // Twenty items fail their first attempt together: the budget (10 % of the first attempts
+    // made so far, at most 2, plus 1 a second over 10 s) lets 10 to 12 retry at once; the
+    // others wait for the window.
+    let healer = AutoHealer::builder()
+        .retry_budget(RetryBudgetSettings {
+            percent: 10,
+            window: Duration::from_secs(10),
+            min_per_second: 1,
+        })
+        .strategy(
+            HealingStrategy::new(
+                "retry",
+                Action::retry(
+                    RetryPolicy::builder()
+                        .max_attempts(3)
+                        .initial_delay(ms(1))
+                        .build()
+                        .unwrap(),
+                ),
+            )
+            .trigger(Trigger::error()),
+        )
+        .build()
+        .unwrap();
+    let retried_at = Arc::new(Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let log = Arc::clone(&retried_at);
+    let pipeline = SelfHealingPipeline::builder()
+        .supervisor(healer.clone())
+        .stage(
+            Stage::for_each("load", ItemSource::iter(|_: &()| 0..20u32), move |ctx| {
+                let log = Arc::clone(&log);
+                async move {
+                    if ctx.attempt() == 1 {
+                        return Err(StageError::new("ECONNRESET"));
+                    }
+                    log.lock().unwrap().push(start.elapsed());
+                    Ok(())
+                }
+            })
+            .concurrency(20),
+        )
+        .build()
+        .unwrap();
+    let report = pipeline.execute(()).await;
+    assert_eq!(report.status, RunStatus::Succeeded);
+    let retried = retried_at.lock().unwrap().clone();
+    let at_once = retried.iter().filter(|t| **t == ms(1)).count();
+    assert!((10..=12).contains(&at_once), "{retried:?}");
+    assert!(
+        retried
+            .iter()
+            .filter(|t| **t != ms(1))
+            .all(|t| *t >= Duration::from_secs(10)),
+        "{retried:?}"
+    );
+    let budgeted = records_of(&healer, "retry")
+        .iter()
+        .filter(|r| r.detail.contains("retry budget"))
+        .count();
+    assert_eq!(budgeted, 20 - at_once);
+}

@@ -40,7 +40,7 @@ use crate::error::{InvalidConfig, StageError};
 use crate::event::{ActionKind, Outcome, RunId, TriggerMatch};
 use crate::metrics::MetricsCollector;
 use crate::pipeline::{Failure, Remedy, RunScope, StageControl, StageRequest};
-use crate::resilience::RetryPolicy;
+use crate::resilience::{RetryBudget, RetryPolicy};
 
 /// A healing action with its settings (the seed's `action` plus `config`).
 ///
@@ -83,6 +83,12 @@ impl Action {
             Action::Decisive(action) => action.kind(),
             Action::Side(action) => action.kind(),
         }
+    }
+
+    /// A retry action's own budget, if it has one.
+    pub fn retry_budget(&self) -> Option<&RetryBudget> {
+        self.downcast_ref::<RetryAction>()
+            .and_then(RetryAction::retry_budget)
     }
 
     /// True when the action decides the fate of failed work (retry, rollback, restart, failover,
@@ -226,6 +232,8 @@ pub struct Subject<'a> {
     pub at: SystemTime,
     /// The healer's global `retryPolicy`.
     pub retry_policy: &'a RetryPolicy,
+    /// The healer's global retry budget, every retry's.
+    pub retry_budget: Option<&'a RetryBudget>,
     /// The healer's alerting.
     pub alerts: &'a Alerting,
     /// Whether healing is in manual mode: only alerts act.
