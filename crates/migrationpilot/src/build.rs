@@ -615,6 +615,9 @@ fn stage_of(
             if let Some(breaker) = &stage.breaker {
                 built = built.breaker(breaker.as_str());
             }
+            if let Some(backoff) = stage.restart_backoff {
+                built = built.restart_backoff(backoff);
+            }
             built
         }};
     }

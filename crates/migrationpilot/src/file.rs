@@ -15,6 +15,7 @@ use self_healing::config::{
     did_you_mean,
 };
 use self_healing::duration::option::deserialize as opt_duration;
+use self_healing::pipeline::RestartBackoff;
 use self_healing::resilience::RetryBudgetSettings;
 use self_healing_checks::CheckConfig;
 
@@ -72,6 +73,9 @@ pub struct StageFile {
     /// unhealthy the stage starts no new attempt; it resumes as soon as none is.
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// Waits before each restart of the stage, doubling in a crash loop; `None` restarts at
+    /// once.
+    pub restart_backoff: Option<RestartBackoff>,
     /// The shared circuit breaker (of `healing.breakers`) the stage uses instead of its own,
     /// so stages calling one dependency trip together.
     pub breaker: Option<String>,

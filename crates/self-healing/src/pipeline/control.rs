@@ -156,6 +156,11 @@ impl StageControl {
         self.restarts.fetch_add(1, Ordering::AcqRel) + 1
     }
 
+    /// Running again after a restart's back-off.
+    pub(crate) fn mark_resumed(&self) {
+        self.set_since(Some(Instant::now()));
+    }
+
     pub(crate) fn mark_stopped(&self) {
         self.set_since(None);
     }

@@ -241,6 +241,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
         });
         let started = Instant::now();
         let mut restarts = 0;
+        let mut streak = 0;
         let mut completed_total = 0;
         let (end, units) = loop {
             let (pass, units, completed) = Arc::clone(&self).run_pass(entry, restarts).await;
@@ -259,12 +260,39 @@ impl<C: Send + Sync + 'static> Runner<C> {
                         .with_code(crate::error::CODE_RESTART_LIMIT);
                         break (StageEnd::Failed(e), units);
                     }
+                    // A crash loop backs off; a stage that ran well for a while starts over.
+                    let wait = stage.restart_backoff.map(|backoff| {
+                        if control
+                            .running_for()
+                            .is_some_and(|ran| ran >= backoff.reset_after)
+                        {
+                            streak = 0;
+                        }
+                        streak += 1;
+                        backoff.delay(streak - 1)
+                    });
                     restarts = control.mark_restarted();
+                    let after = match wait {
+                        Some(wait) => format!(" in {wait:.0?}"),
+                        None => String::new(),
+                    };
                     control.applied(
                         ActionKind::Restart,
                         None,
-                        format!("restart {restarts} of {}: {reason}", stage.max_restarts),
+                        format!(
+                            "restart {restarts} of {}{after}: {reason}",
+                            stage.max_restarts
+                        ),
                     );
+                    if let Some(wait) = wait {
+                        tokio::select! {
+                            biased;
+                            _ = self.cancel.cancelled() => break (StageEnd::Cancelled, units),
+                            _ = tokio::time::sleep(wait) => {}
+                        }
+                        // The wait is not running time: the streak's clock starts now.
+                        control.mark_resumed();
+                    }
                     if let Some(reset) = &stage.reset {
                         let ctx = self.context(
                             &name,

@@ -517,6 +517,7 @@ pub struct Stage<C> {
     pub(crate) reset: Option<StageFn<C>>,
     pub(crate) depends_on: Arc<[Arc<str>]>,
     pub(crate) breaker: Option<Arc<str>>,
+    pub(crate) restart_backoff: Option<RestartBackoff>,
 }
 
 impl<C> std::fmt::Debug for Stage<C> {
@@ -532,7 +533,65 @@ impl<C> std::fmt::Debug for Stage<C> {
             .field("reset", &self.reset.is_some())
             .field("depends_on", &self.depends_on)
             .field("breaker", &self.breaker)
+            .field("restart_backoff", &self.restart_backoff)
             .finish_non_exhaustive()
+    }
+}
+
+/// How long a stage waits before each restart: like a crash-loop back-off, the wait doubles
+/// with each restart from `initialDelay` up to `maxDelay`, and starts again from
+/// `initialDelay` once the stage ran `resetAfter` without a restart. As a file writes it, a
+/// stage's `restartBackoff: { initialDelay: 10s, maxDelay: 5m, resetAfter: 10m }`.
+///
+/// ```
+/// use std::time::Duration;
+/// use self_healing::pipeline::RestartBackoff;
+///
+/// let backoff = RestartBackoff::default();
+/// let waits: Vec<u64> = (0..7).map(|n| backoff.delay(n).as_secs()).collect();
+/// assert_eq!(waits, [10, 20, 40, 80, 160, 300, 300]);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RestartBackoff {
+    /// The wait before the first restart of a streak; default 10 s.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub initial_delay: Duration,
+    /// The longest wait; default 5 min.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub max_delay: Duration,
+    /// How long the stage must run without a restart for the streak to end; default 10 min.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub reset_after: Duration,
+}
+
+impl Default for RestartBackoff {
+    /// Kubernetes' crash-loop back-off: 10 s doubling to 5 min, reset after 10 min.
+    fn default() -> Self {
+        RestartBackoff {
+            initial_delay: Duration::from_secs(10),
+            max_delay: Duration::from_secs(300),
+            reset_after: Duration::from_secs(600),
+        }
+    }
+}
+
+impl RestartBackoff {
+    /// The wait before restart `streak` + 1 of a streak (`streak` 0: the first).
+    pub fn delay(&self, streak: u32) -> Duration {
+        self.initial_delay
+            .saturating_mul(2u32.saturating_pow(streak.min(31)))
+            .min(self.max_delay)
+    }
+
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.max_delay < self.initial_delay {
+            return Err(InvalidConfig::new(
+                "restartBackoff.maxDelay",
+                "must not be shorter than initialDelay",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -590,6 +649,9 @@ impl<C: Send + Sync + 'static> Stage<C> {
         if self.concurrency == 0 {
             return Err(InvalidConfig::new("concurrency", "must be at least 1"));
         }
+        if let Some(backoff) = &self.restart_backoff {
+            backoff.validate()?;
+        }
         for (i, check) in self.depends_on.iter().enumerate() {
             if self.depends_on[..i].contains(check) {
                 return Err(InvalidConfig::new(
@@ -612,6 +674,7 @@ struct Common<C> {
     reset: Option<StageFn<C>>,
     depends_on: Vec<Arc<str>>,
     breaker: Option<Arc<str>>,
+    restart_backoff: Option<RestartBackoff>,
 }
 
 impl<C> Common<C> {
@@ -625,6 +688,7 @@ impl<C> Common<C> {
             reset: None,
             depends_on: Vec::new(),
             breaker: None,
+            restart_backoff: None,
         }
     }
 
@@ -640,6 +704,7 @@ impl<C> Common<C> {
             reset: self.reset,
             depends_on: self.depends_on.into(),
             breaker: self.breaker,
+            restart_backoff: self.restart_backoff,
         }
     }
 }
@@ -673,6 +738,13 @@ macro_rules! common_settings {
             checks: impl IntoIterator<Item = S>,
         ) -> Self {
             self.common.depends_on = checks.into_iter().map(Into::into).collect();
+            self
+        }
+
+        /// Waits before each restart of the stage, longer with each restart in a row (see
+        /// [`RestartBackoff`]). Default: restarts at once.
+        pub fn restart_backoff(mut self, backoff: RestartBackoff) -> Self {
+            self.common.restart_backoff = Some(backoff);
             self
         }
 

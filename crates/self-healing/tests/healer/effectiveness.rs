@@ -270,3 +270,51 @@ async fn a_retry_budget_spreads_a_storm_of_retries_out() {
         .count();
     assert_eq!(budgeted, 20 - at_once);
 }
+
+#[tokio::test(start_paused = true)]
+async fn restarts_in_a_row_back_off_and_a_stage_that_ran_well_starts_over() {
+    use self_healing::pipeline::RestartBackoff;
+    // The stage crashes at 1 s, 1 s, 1 s after each start, then runs 20 s well and crashes
+    // again (a fresh streak: the shortest wait), then succeeds.
+    let runs_for = [1u64, 1, 1, 20, 1];
+    let started = Arc::new(Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let log = Arc::clone(&started);
+    let pipeline = SelfHealingPipeline::builder()
+        .supervisor(|_: &self_healing::pipeline::Failure<'_>| Remedy::Restart)
+        .stage(
+            Stage::new("serve", move |_| {
+                let mut log = log.lock().unwrap();
+                let n = log.len();
+                log.push(start.elapsed());
+                async move {
+                    match runs_for.get(n) {
+                        Some(&secs) => {
+                            sleep(Duration::from_secs(secs)).await;
+                            Err(StageError::new("crashed"))
+                        }
+                        None => Ok(()),
+                    }
+                }
+            })
+            .max_restarts(10)
+            .restart_backoff(RestartBackoff {
+                initial_delay: Duration::from_secs(2),
+                max_delay: Duration::from_secs(5),
+                reset_after: Duration::from_secs(10),
+            }),
+        )
+        .build()
+        .unwrap();
+    let report = pipeline.execute(()).await;
+    assert_eq!(report.status, RunStatus::Succeeded);
+    let secs: Vec<u64> = started
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_secs())
+        .collect();
+    // Crash at 1 → wait 2 → start 3; crash 4 → wait 4 → 8; crash 9 → wait 5 (capped) → 14;
+    // runs 20 s well, crash 34 → wait 2 (fresh) → 36; crash 37 → wait 4 → 41.
+    assert_eq!(secs, [0, 3, 8, 14, 36, 41]);
+}
