@@ -504,7 +504,7 @@ impl ActionConfig {
             ActionConfig::Retry(c) => RetryAction::from_config(c)?.into(),
             ActionConfig::Rollback(c) => c.build()?.into(),
             ActionConfig::Restart(c) => (*c).into(),
-            ActionConfig::Scale(c) => c.build()?.into(),
+            ActionConfig::Scale(c) => c.build()?,
             ActionConfig::Failover(_) => crate::healing::FailoverAction.into(),
             ActionConfig::CircuitBreak(c) => c.build()?.into(),
             ActionConfig::Throttle(c) => c.build()?.into(),
@@ -690,7 +690,8 @@ impl<'de> Visitor<'de> for StrategyVisitor {
         Ok(StrategyConfig {
             name: name.ok_or_else(|| de::Error::missing_field("name"))?,
             priority: priority.unwrap_or_default(),
-            triggers: triggers.ok_or_else(|| de::Error::missing_field("triggers"))?,
+            // Checked when built: only an adaptive scale goes without.
+            triggers: triggers.unwrap_or_default(),
             action,
             config,
             cooldown,

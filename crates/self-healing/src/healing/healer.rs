@@ -10,8 +10,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::actions::{
-    Action, Applied, CircuitBreakAction, Effect, FailoverAction, RestartAction, RetryAction,
-    RollbackAction, Subject,
+    Action, AdaptiveScale, Applied, CircuitBreakAction, Effect, FailoverAction, RestartAction,
+    RetryAction, RollbackAction, Subject,
 };
 use super::gate::{Admission, Budget, Gate};
 use super::strategy::{HealingStrategy, Mode, StrategyOverride};
@@ -209,6 +209,73 @@ impl AutoHealer {
                 });
             }
         });
+    }
+
+    /// Gives every stage of `scope` an adaptive `scale` strategy covers its AIMD controller (the
+    /// first such strategy's, in priority order), and takes it from the others. Recorded in
+    /// the history; in manual mode or for a dry run, recorded `would-have` only.
+    fn install_adaptive(&self, scope: &RunScope) {
+        let mut strategies: Vec<Arc<HealingStrategy>> = self
+            .strategies()
+            .into_iter()
+            .filter(|s| s.enabled && s.action.downcast_ref::<AdaptiveScale>().is_some())
+            .collect();
+        strategies.sort_by_key(|s| Reverse(s.priority));
+        let mut records = Vec::new();
+        for control in &scope.controls {
+            let stage = control.stage_name();
+            let Some(strategy) = strategies.iter().find(|s| s.covers(stage)) else {
+                let _ = control.set_adaptive(None);
+                continue;
+            };
+            let Some(AdaptiveScale(settings)) = strategy.action.downcast_ref::<AdaptiveScale>()
+            else {
+                continue;
+            };
+            let acts = self.is_enabled() && strategy.mode == Mode::Act;
+            let (outcome, detail) = if !acts {
+                let _ = control.set_adaptive(None);
+                (
+                    Outcome::WouldHave,
+                    format!(
+                        "would run adaptive concurrency within {}..={}",
+                        settings.min, settings.max
+                    ),
+                )
+            } else {
+                match control.set_adaptive(Some(*settings)) {
+                    Ok(_) => {
+                        let detail = format!(
+                            "adaptive concurrency (AIMD on latency) within {}..={}, from {}",
+                            settings.min,
+                            settings.max,
+                            control.concurrency()
+                        );
+                        control.applied(ActionKind::Scale, None, detail.clone());
+                        (Outcome::Succeeded, detail)
+                    }
+                    Err(e) => (Outcome::Failed, e.to_string()),
+                }
+            };
+            records.push(HealingRecord {
+                at: scope.bus.clock().wall(),
+                run: Some(scope.run.clone()),
+                stage: Some(Arc::clone(stage)),
+                item: None,
+                strategy: Arc::clone(&strategy.name),
+                trigger: TriggerMatch {
+                    kind: TriggerKind::Metrics,
+                    index: 0,
+                    observed: None,
+                    description: "the latency of each attempt (mode: adaptive)".to_owned(),
+                },
+                action: ActionKind::Scale,
+                outcome,
+                detail,
+                duration: Duration::ZERO,
+            });
+        }
+        self.flush(records, Some(scope));
     }
 
     /// Holds (`status` unhealthy) or releases the stages of `scope` that depend on `check`,
@@ -860,6 +927,7 @@ impl Supervisor for AutoHealer {
             previous.stop.cancel();
         }
         self.forget(&scope.run);
+        self.install_adaptive(scope);
         // Stages start held by the checks they depend on that are unhealthy now, and free of
         // what held them in an earlier run.
         for status in self.health() {

@@ -18,10 +18,11 @@ mod trigger;
 pub use crate::event::{ActionKind, HealingRecord, Outcome, TriggerKind, TriggerMatch};
 pub use crate::pipeline::{Failure, Remedy, RetrySupervisor, RunScope, Supervisor};
 pub use actions::{
-    Action, ActionContext, Applied, CircuitBreakAction, CircuitBreakConfig, CustomAction,
-    CustomConfig, DecisiveAction, Effect, FailoverAction, FailoverConfig, NotifyAction,
-    RestartAction, Restore, RetryAction, RollbackAction, RollbackConfig, ScaleAction, ScaleConfig,
-    ScaleDirection, Scaler, SideAction, Subject, ThrottleAction, ThrottleConfig,
+    Action, ActionContext, AdaptiveScale, Applied, CircuitBreakAction, CircuitBreakConfig,
+    CustomAction, CustomConfig, DecisiveAction, Effect, FailoverAction, FailoverConfig,
+    NotifyAction, RestartAction, Restore, RetryAction, RollbackAction, RollbackConfig, ScaleAction,
+    ScaleConfig, ScaleDirection, ScaleMode, Scaler, SideAction, Subject, ThrottleAction,
+    ThrottleConfig,
 };
 pub use gate::Budget;
 pub use healer::{

@@ -172,10 +172,20 @@ impl HealingStrategy {
         if self.name.trim().is_empty() {
             return Err(InvalidConfig::new("name", "a strategy needs a name"));
         }
-        if self.triggers.is_empty() {
+        let adaptive = self
+            .action
+            .downcast_ref::<super::actions::AdaptiveScale>()
+            .is_some();
+        if self.triggers.is_empty() && !adaptive {
             return Err(InvalidConfig::new(
                 "triggers",
                 "a strategy needs at least one trigger",
+            ));
+        }
+        if !self.triggers.is_empty() && adaptive {
+            return Err(InvalidConfig::new(
+                "triggers",
+                "an adaptive scale runs all the time its stages run: it takes no triggers",
             ));
         }
         for (i, trigger) in self.triggers.iter().enumerate() {

@@ -10,7 +10,9 @@ use tokio::time::Instant;
 
 use crate::error::InvalidConfig;
 use crate::event::{ActionKind, EventBus, EventKind, RunId};
-use crate::resilience::{CircuitBreaker, ConcurrencyLimit, Rate, Throttle};
+use crate::resilience::{
+    AdaptiveLimit, AdaptiveSettings, CircuitBreaker, ConcurrencyLimit, Rate, Throttle,
+};
 
 /// The live state of one stage, shared between the running pipeline and whoever steers it
 /// (the healer's actions, operators): the one place that state lives. Every change is
@@ -51,6 +53,9 @@ pub struct StageControl {
     /// `held_by`'s size, so an attempt of a stage held by nothing reads no lock.
     holds: AtomicUsize,
     released: Notify,
+    /// The AIMD controller of its concurrency, when `scale` runs in adaptive mode.
+    adaptive: Mutex<Option<AdaptiveLimit>>,
+    adaptive_on: AtomicBool,
 }
 
 /// What an operator or the healer asked a running stage to do.
@@ -102,6 +107,8 @@ impl StageControl {
             held_by: Mutex::new(BTreeSet::new()),
             holds: AtomicUsize::new(0),
             released: Notify::new(),
+            adaptive: Mutex::new(None),
+            adaptive_on: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&control);
         control.breaker.on_transition(move |t| {
@@ -202,6 +209,55 @@ impl StageControl {
             });
         }
         Ok(from)
+    }
+
+    /// Lets an AIMD controller ([`AdaptiveLimit`]) set the stage's concurrency from each
+    /// attempt's latency, within `settings`' bounds (`None`: fixed again, where it is). The
+    /// concurrency moves into the bounds at once. Returns whether anything changed: settings
+    /// equal to those in force keep the controller and what it learned.
+    pub fn set_adaptive(&self, settings: Option<AdaptiveSettings>) -> Result<bool, InvalidConfig> {
+        let clamp = {
+            let mut adaptive = self.adaptive.lock().unwrap_or_else(|e| e.into_inner());
+            if adaptive.as_ref().map(AdaptiveLimit::settings) == settings {
+                return Ok(false);
+            }
+            *adaptive = settings.map(AdaptiveLimit::new).transpose()?;
+            self.adaptive_on
+                .store(adaptive.is_some(), Ordering::Release);
+            adaptive.as_ref().map(|a| a.clamp(self.concurrency()))
+        };
+        if let Some(limit) = clamp {
+            self.set_concurrency(limit)?;
+        }
+        Ok(true)
+    }
+
+    /// The adaptive controller's settings, while it runs.
+    pub fn adaptive(&self) -> Option<AdaptiveSettings> {
+        self.adaptive
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(AdaptiveLimit::settings)
+    }
+
+    /// Feeds a finished attempt to the adaptive controller, if there is one (called while
+    /// the attempt still holds its place under the limit).
+    pub(crate) fn attempt_finished(&self, latency: Duration, timed_out: bool) {
+        if !self.adaptive_on.load(Ordering::Acquire) {
+            return;
+        }
+        let next = {
+            let mut adaptive = self.adaptive.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(aimd) = adaptive.as_mut() else {
+                return;
+            };
+            aimd.on_sample(latency, timed_out, self.in_flight(), self.concurrency())
+        };
+        if let Some(limit) = next {
+            // Within the settings' bounds, which are valid limits.
+            let _ = self.set_concurrency(limit);
+        }
     }
 
     /// The cap on how fast attempts start; `None` when uncapped.

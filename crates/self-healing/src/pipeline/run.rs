@@ -590,6 +590,12 @@ impl<C: Send + Sync + 'static> Runner<C> {
             };
             let ended = Instant::now();
             let duration = ended - started;
+            control.attempt_finished(
+                duration,
+                result
+                    .as_ref()
+                    .is_err_and(|e| e.code() == Some(crate::error::CODE_TIMEOUT)),
+            );
             self.publish_output(name, item.as_ref(), attempt);
             let error = match result {
                 Ok(()) => {

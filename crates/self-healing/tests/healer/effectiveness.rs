@@ -318,3 +318,59 @@ async fn restarts_in_a_row_back_off_and_a_stage_that_ran_well_starts_over() {
     // runs 20 s well, crash 34 → wait 2 (fresh) → 36; crash 37 → wait 4 → 41.
     assert_eq!(secs, [0, 3, 8, 14, 36, 41]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn adaptive_scale_finds_the_concurrency_a_dependency_takes() {
+    use self_healing::healing::AdaptiveScale;
+    use self_healing::resilience::AdaptiveSettings;
+    use std::sync::atomic::AtomicUsize;
+    // The dependency answers in 100 ms up to 16 calls at once and queues beyond: latency grows
+    // with what is in flight.
+    let healer = AutoHealer::builder()
+        .strategy(HealingStrategy::new(
+            "adaptive",
+            AdaptiveScale(AdaptiveSettings::new(2, 64)),
+        ))
+        .build()
+        .unwrap();
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let calls = Arc::clone(&in_flight);
+    let pipeline = SelfHealingPipeline::builder()
+        .supervisor(healer.clone())
+        .stage(
+            Stage::for_each("load", ItemSource::iter(|_: &()| 0..3000u32), move |_ctx| {
+                let calls = Arc::clone(&calls);
+                async move {
+                    let now = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                    sleep(ms(100) * now.max(16) as u32 / 16).await;
+                    calls.fetch_sub(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            })
+            .concurrency(4),
+        )
+        .build()
+        .unwrap();
+    let events = Recorder::attach(&pipeline);
+    let report = pipeline.execute(()).await;
+    assert_eq!(report.status, RunStatus::Succeeded);
+    let limits: Vec<usize> = events.pick(|k| match k {
+        EventKind::ConcurrencyChanged { to, .. } => Some(to),
+        _ => None,
+    });
+    // It climbs from 4 past the knee (16), then saws just under 1.5 × the baseline latency
+    // (24 in flight), never far above it nor back under the knee.
+    assert!(limits.len() > 20, "{limits:?}");
+    let peak = limits.iter().copied().max().unwrap();
+    assert!((20..=26).contains(&peak), "{limits:?}");
+    let late = &limits[limits.len() / 2..];
+    assert!(late.iter().all(|l| (16..=26).contains(l)), "{limits:?}");
+    let records = records_of(&healer, "adaptive");
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].outcome, Outcome::Succeeded);
+    assert!(
+        records[0].detail.contains("within 2..=64, from 4"),
+        "{}",
+        records[0].detail
+    );
+}

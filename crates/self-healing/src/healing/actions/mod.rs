@@ -31,7 +31,7 @@ pub use notify::NotifyAction;
 pub use restart::RestartAction;
 pub use retry::RetryAction;
 pub use rollback::{RollbackAction, RollbackConfig};
-pub use scale::{ScaleAction, ScaleConfig, ScaleDirection, Scaler};
+pub use scale::{AdaptiveScale, ScaleAction, ScaleConfig, ScaleDirection, ScaleMode, Scaler};
 pub use throttle::{Restore, ThrottleAction, ThrottleConfig};
 
 use crate::BoxFuture;

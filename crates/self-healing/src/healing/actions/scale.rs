@@ -9,6 +9,7 @@ use super::{Action, Applied, SideAction, Subject, not_running};
 use crate::BoxFuture;
 use crate::error::{InvalidConfig, StageError};
 use crate::event::ActionKind;
+use crate::resilience::AdaptiveSettings;
 
 /// Which way `scale` moves a stage's concurrency (`up` or `down` in files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -109,11 +110,27 @@ impl fmt::Debug for ScaleAction {
     }
 }
 
+/// How `scale` decides the concurrency (`mode` in files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScaleMode {
+    /// By `amount` in `direction` when the strategy's triggers match (the seed's; the default).
+    #[default]
+    Step,
+    /// All the time its stages run, from each attempt's latency ([`AdaptiveScale`]).
+    Adaptive,
+}
+
 /// `scale`'s `config`: the seed's keys, plus a `command` (argv, no shell) run as the external
-/// scaler with `MIGRATIONPILOT_STAGE`, `MIGRATIONPILOT_FROM` and `MIGRATIONPILOT_TO`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// scaler with `MIGRATIONPILOT_STAGE`, `MIGRATIONPILOT_FROM` and `MIGRATIONPILOT_TO`; or, with
+/// `mode: adaptive`, `minInstances`, `maxInstances` and `latencyTolerance`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ScaleConfig {
+    /// `step` (the default) or `adaptive`.
+    pub mode: Option<ScaleMode>,
+    /// Adaptive mode: how much slower than the healthy baseline answers may get; default 1.5.
+    pub latency_tolerance: Option<f64>,
     /// `up` (the default) or `down`.
     pub direction: Option<ScaleDirection>,
     /// How much to change the concurrency by; default 1.
@@ -128,7 +145,40 @@ pub struct ScaleConfig {
 
 impl ScaleConfig {
     /// The action, with the defaults filled in; the error names the setting that is out of range.
-    pub fn build(&self) -> Result<ScaleAction, InvalidConfig> {
+    pub fn build(&self) -> Result<Action, InvalidConfig> {
+        if self.mode == Some(ScaleMode::Adaptive) {
+            for (key, given) in [
+                ("direction", self.direction.is_some()),
+                ("amount", self.amount.is_some()),
+                ("command", self.command.is_some()),
+            ] {
+                if given {
+                    return Err(InvalidConfig::new(
+                        key,
+                        "does not apply to `mode: adaptive` (it takes minInstances, maxInstances, latencyTolerance)",
+                    ));
+                }
+            }
+            let max = self.max_instances.ok_or_else(|| {
+                InvalidConfig::new("maxInstances", "`mode: adaptive` needs a maxInstances")
+            })?;
+            let mut settings = AdaptiveSettings::new(self.min_instances.unwrap_or(1), max);
+            if let Some(tolerance) = self.latency_tolerance {
+                settings.tolerance = tolerance;
+            }
+            settings.validate()?;
+            return Ok(AdaptiveScale(settings).into());
+        }
+        if self.latency_tolerance.is_some() {
+            return Err(InvalidConfig::new(
+                "latencyTolerance",
+                "applies to `mode: adaptive`",
+            ));
+        }
+        self.step().map(Action::from)
+    }
+
+    fn step(&self) -> Result<ScaleAction, InvalidConfig> {
         let amount = self.amount.unwrap_or(1);
         let mut scale = match self.direction.unwrap_or_default() {
             ScaleDirection::Up => ScaleAction::up(amount),
@@ -219,5 +269,46 @@ impl SideAction for ScaleAction {
             ));
         }
         Ok(())
+    }
+}
+
+/// `scale` with `mode: adaptive`: the stages its strategy covers get an AIMD controller of
+/// their concurrency ([`AdaptiveLimit`](crate::resilience::AdaptiveLimit)) while they run,
+/// within `minInstances`..=`maxInstances`. The healer installs it as each run starts (it takes
+/// no triggers); every change is a `concurrency-changed` event.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdaptiveScale(pub AdaptiveSettings);
+
+impl From<AdaptiveScale> for Action {
+    fn from(action: AdaptiveScale) -> Self {
+        Action::Side(Arc::new(action))
+    }
+}
+
+impl SideAction for AdaptiveScale {
+    fn kind(&self) -> ActionKind {
+        ActionKind::Scale
+    }
+
+    /// Installs the controller on the subject's stage.
+    fn apply<'a>(&'a self, subject: &'a Subject<'a>) -> BoxFuture<'a, Applied> {
+        Box::pin(async move {
+            let Some(control) = subject.control() else {
+                return not_running();
+            };
+            let AdaptiveSettings { min, max, .. } = self.0;
+            match control.set_adaptive(Some(self.0)) {
+                Ok(true) => Applied::done(format!(
+                    "adaptive concurrency (AIMD on latency) within {min}..={max}, from {}",
+                    control.concurrency()
+                )),
+                Ok(false) => Applied::failed("adaptive concurrency already runs"),
+                Err(error) => Applied::failed(error.to_string()),
+            }
+        })
+    }
+
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        self.0.validate()
     }
 }
