@@ -29,24 +29,107 @@ fn of<'a>(rows: &'a [Value], scenario: &str, contender: &str) -> Vec<&'a Value> 
     found
 }
 
-#[test]
-fn the_healer_meets_the_chaos_goals() {
-    let rows = runs(3);
-    assert_eq!(
-        rows.len(),
-        8 * 3 * 3,
-        "8 scenarios × 3 contenders × 3 seeds"
-    );
+const SCENARIOS: usize = 12;
+const CONTENDERS: [&str; 4] = [
+    "healer (recommended)",
+    "healer (seed strategies)",
+    "retry only",
+    "no healing",
+];
 
-    // Every recoverable fault ends with every item done, by the healer.
-    for row in rows.iter().filter(|r| r["recoverable"] == true) {
-        if row["contender"].as_str().unwrap().starts_with("healer") {
-            assert_eq!(row["status"], "succeeded", "{row}");
-            assert_eq!(row["completedPct"], 100.0, "{row}");
+fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.into_iter().collect();
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn number(row: &Value, key: &str) -> f64 {
+    row[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} in {row}"))
+}
+
+#[test]
+fn the_recommended_healer_meets_the_goals_over_five_seeds() {
+    let rows = runs(5);
+    assert_eq!(rows.len(), SCENARIOS * CONTENDERS.len() * 5);
+    let scenarios: Vec<&str> =
+        rows.iter()
+            .map(|r| r["scenario"].as_str().unwrap())
+            .fold(Vec::new(), |mut names, name| {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+                names
+            });
+    assert_eq!(scenarios.len(), SCENARIOS, "{scenarios:?}");
+
+    for scenario in &scenarios {
+        let recommended = of(&rows, scenario, "healer (recommended)");
+        for (i, row) in recommended.iter().enumerate() {
+            // At least as much as the best other contender, seed by seed; except where the
+            // right end is a rollback, which undoes what was done (below).
+            for other in CONTENDERS[1..]
+                .iter()
+                .filter(|_| *scenario != "critical error")
+            {
+                let theirs = of(&rows, scenario, other)[i];
+                assert_eq!(theirs["seed"], row["seed"]);
+                assert!(
+                    number(row, "completedPct") >= number(theirs, "completedPct"),
+                    "{row}\n{theirs}"
+                );
+            }
+            // All of it wherever the fault is recoverable.
+            if row["recoverable"] == true {
+                assert_eq!(row["status"], "succeeded", "{row}");
+                assert_eq!(row["completedPct"], 100.0, "{row}");
+            }
+            // No call to a dead downstream once the fault is known, by a failure or a check.
+            assert_eq!(row["avoidableCallsWhileDown"], 0, "{row}");
         }
     }
 
-    for outage in of(&rows, "outage 30s", "healer") {
+    // A health check that sees the outage first keeps every call from the dead downstream.
+    for row in of(&rows, "outage a check sees first", "healer (recommended)") {
+        assert_eq!(row["callsWhileDown"], 0, "{row}");
+    }
+    // Flapping completes in a median under 90 s.
+    let flapping = median(
+        of(&rows, "flapping 1-3s", "healer (recommended)")
+            .iter()
+            .map(|r| number(r, "durationMs")),
+    );
+    assert!(flapping < 90_000.0, "{flapping} ms");
+    // At 50 % errors: at least as much as retry only (above), in at most twice its time.
+    let time = |contender| {
+        median(
+            of(&rows, "transient 50%", contender)
+                .iter()
+                .map(|r| number(r, "durationMs")),
+        )
+    };
+    let (ours, retry) = (time("healer (recommended)"), time("retry only"));
+    assert!(
+        ours <= 2.0 * retry,
+        "{ours} ms against retry only's {retry} ms"
+    );
+    // The slow leak and the crash loop complete: a restart runs the reset that cures them.
+    for scenario in ["slow leak", "crash loop"] {
+        for row in of(&rows, scenario, "healer (recommended)") {
+            assert_eq!(row["status"], "succeeded", "{row}");
+        }
+    }
+    // A critical error still ends in a rollback.
+    for row in of(&rows, "critical error", "healer (recommended)") {
+        assert_eq!(row["status"], "rolled-back", "{row}");
+    }
+}
+
+#[test]
+fn the_seed_strategies_keep_their_claims() {
+    let rows = runs(3);
+    for outage in of(&rows, "outage 30s", "healer (seed strategies)") {
         // Only the calls already on their way when the downstream died reach it: no call
         // after a failure came back.
         assert_eq!(outage["avoidableCallsWhileDown"], 0, "{outage}");
@@ -62,19 +145,19 @@ fn the_healer_meets_the_chaos_goals() {
             "{retry}"
         );
     }
-    for flapping in of(&rows, "flapping 1-3s", "healer") {
+    for flapping in of(&rows, "flapping 1-3s", "healer (seed strategies)") {
+        assert_eq!(flapping["status"], "succeeded", "{flapping}");
         assert_eq!(flapping["avoidableCallsWhileDown"], 0, "{flapping}");
     }
-    for critical in of(&rows, "critical error", "healer") {
+    for critical in of(&rows, "critical error", "healer (seed strategies)") {
         assert_eq!(critical["status"], "rolled-back", "{critical}");
     }
-    // At 20 % errors the healer is no slower than retrying alone: the circuit breaker's
+    // At 20 % errors the seed's healer is no slower than retrying alone: the circuit breaker's
     // errorRate strategy does not trip on a few failures at the stage's tail.
-    for (healer, retry) in of(&rows, "transient 20%", "healer").into_iter().zip(of(
-        &rows,
-        "transient 20%",
-        "retry only",
-    )) {
+    for (healer, retry) in of(&rows, "transient 20%", "healer (seed strategies)")
+        .into_iter()
+        .zip(of(&rows, "transient 20%", "retry only"))
+    {
         assert_eq!(
             healer["durationMs"], retry["durationMs"],
             "{healer} {retry}"

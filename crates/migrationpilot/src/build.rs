@@ -382,6 +382,27 @@ pub fn build(
                 );
             }
         }
+        if let Some(breaker) = &stage.breaker
+            && !healing.breakers.contains_key(breaker)
+        {
+            stages_ok = false;
+            let known: Vec<&str> = healing.breakers.keys().map(String::as_str).collect();
+            from(
+                &format!("stages[{i}]"),
+                InvalidConfig::new(
+                    "breaker",
+                    if known.is_empty() {
+                        format!("no breaker is named `{breaker}`: `healing.breakers` has none")
+                    } else {
+                        format!(
+                            "no breaker is named `{breaker}`{} (the breakers are {})",
+                            self_healing::config::did_you_mean(breaker, known.iter().copied()),
+                            known.join(", ")
+                        )
+                    },
+                ),
+            );
+        }
         match stage_of(stage, &on, &mut commands) {
             Ok(stage) => builder = builder.stage(stage),
             Err(e) => {
@@ -390,8 +411,9 @@ pub fn build(
             }
         }
     }
-    // With a stage missing, what the builder says about the rest would only echo that.
-    let pipeline = if stages_ok {
+    // With a stage or the healer missing, what the builder says about the rest would only
+    // echo that.
+    let pipeline = if stages_ok && healer.is_some() {
         builder.build().map_err(|e| from("", e)).ok()
     } else {
         None
@@ -602,7 +624,9 @@ fn stage_of(
     // The settings both kinds of stage take.
     macro_rules! common {
         ($built:expr) => {{
-            let mut built = $built.depends_on(stage.depends_on.iter().map(String::as_str));
+            let mut built = $built
+                .depends_on(stage.depends_on.iter().map(String::as_str))
+                .restart_from(stage.restart_from);
             if let Some(timeout) = stage.timeout {
                 built = built.timeout(timeout);
             }

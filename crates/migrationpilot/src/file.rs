@@ -15,7 +15,7 @@ use self_healing::config::{
     did_you_mean,
 };
 use self_healing::duration::option::deserialize as opt_duration;
-use self_healing::pipeline::RestartBackoff;
+use self_healing::pipeline::{RestartBackoff, RestartFrom};
 use self_healing::resilience::RetryBudgetSettings;
 use self_healing_checks::CheckConfig;
 
@@ -76,6 +76,10 @@ pub struct StageFile {
     /// Waits before each restart of the stage, doubling in a crash loop; `None` restarts at
     /// once.
     pub restart_backoff: Option<RestartBackoff>,
+    /// Where a restart starts the stage over: `start` (the default) or `unfinished` (the
+    /// items an earlier pass of the run finished are kept).
+    #[serde(default)]
+    pub restart_from: RestartFrom,
     /// The shared circuit breaker (of `healing.breakers`) the stage uses instead of its own,
     /// so stages calling one dependency trip together.
     pub breaker: Option<String>,
@@ -521,6 +525,10 @@ pub fn locate(text: &str, path: &str) -> Option<(u64, u64)> {
         }
         for index in indexes {
             let index = index?;
+            if let Some(at) = flow_entry(text, offset, index) {
+                offset = at;
+                continue;
+            }
             let mut entry = offset;
             for _ in 0..=index {
                 let next = text[entry..]
@@ -532,6 +540,38 @@ pub fn locate(text: &str, path: &str) -> Option<(u64, u64)> {
         }
     }
     Some(line_column(text, offset))
+}
+
+/// Where entry `index` of a flow sequence (`key: [a, b]`) whose key is at `offset` starts,
+/// if the key's value is one.
+fn flow_entry(text: &str, offset: usize, index: usize) -> Option<usize> {
+    let line_end = text[offset..].find('\n').map_or(text.len(), |e| offset + e);
+    let colon = offset + text[offset..line_end].find(':')?;
+    let value = text[colon + 1..line_end].trim_start();
+    if !value.starts_with('[') || value.starts_with("[[") {
+        return None;
+    }
+    let start = line_end - value.len() + 1;
+    let skip = |at: usize| at + (text[at..].len() - text[at..].trim_start().len());
+    if index == 0 {
+        return Some(skip(start));
+    }
+    let (mut depth, mut seen) = (0usize, 0usize);
+    for (i, c) in text[start..].char_indices() {
+        match c {
+            '[' | '{' => depth += 1,
+            ']' | '}' if depth == 0 => return None,
+            ']' | '}' => depth -= 1,
+            ',' if depth == 0 => {
+                seen += 1;
+                if seen == index {
+                    return Some(skip(start + i + 1));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 fn find_key(text: &str, key: &str) -> Option<usize> {
@@ -562,6 +602,10 @@ mod tests {
         assert_eq!(locate(text, "stages[1].timeout"), Some((7, 5)));
         assert_eq!(locate(text, "stages[0].name"), Some((3, 5)));
         assert_eq!(locate(text, "project"), Some((1, 1)));
+        let flow = "stages:\n  - name: a\n    dependsOn: [api, db, { x: 1 }]\n";
+        assert_eq!(locate(flow, "stages[0].dependsOn[0]"), Some((3, 17)));
+        assert_eq!(locate(flow, "stages[0].dependsOn[1]"), Some((3, 22)));
+        assert_eq!(locate(flow, "stages[0].dependsOn[2]"), Some((3, 26)));
     }
 
     #[test]

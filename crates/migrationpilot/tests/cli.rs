@@ -819,3 +819,133 @@ healing:
         failed[0].0
     );
 }
+
+#[test]
+fn a_stage_waits_while_a_check_it_depends_on_is_unhealthy_and_says_so() {
+    let work = Workspace::new();
+    // Item 2 takes the API down for 1.5 s (in the background) and lingers while the check
+    // notices; item 3 must wait until the check finds the API back.
+    work.script(
+        "item.sh",
+        r#"echo "$1 $(date +%s%3N)" >> calls.txt
+if [ "$1" = 2 ]; then
+  touch api-down
+  (sleep 1.5; rm -f api-down) >/dev/null 2>&1 &
+  sleep 0.5
+fi"#,
+    );
+    work.file(
+        "pipeline.yaml",
+        r#"
+project: gated
+stages:
+  - name: load
+    command: ["./item.sh", "{item}"]
+    items: [1, 2, 3, 4]
+    dependsOn: [api]
+healing:
+  healthMonitor:
+    thresholds: { consecutiveFailures: 1, consecutiveSuccesses: 1 }
+    checks:
+      - { name: api, type: command, command: ["sh", "-c", "test ! -e api-down"], interval: 100ms }
+"#,
+    );
+    let output = work.cmd().args(["run", "pipeline.yaml"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("⏸ load: waiting for `api` (unhealthy)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("▶ load: work resumed"), "{stdout}");
+    let calls: Vec<(String, i64)> = work
+        .read("calls.txt")
+        .lines()
+        .map(|l| {
+            let (item, at) = l.split_once(' ').unwrap();
+            (item.to_owned(), at.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        calls.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(),
+        ["1", "2", "3", "4"]
+    );
+    assert!(
+        calls[2].1 - calls[1].1 >= 1500,
+        "item 3 started {} ms after item 2, while the API was down",
+        calls[2].1 - calls[1].1
+    );
+    let history = work
+        .cmd()
+        .args(["healing", "history", "--project", "gated", "--json"])
+        .output()
+        .unwrap();
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&history.stdout).unwrap();
+    // Newest first.
+    let held: Vec<(&str, &str, &str)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["strategy"].as_str().unwrap(),
+                r["action"].as_str().unwrap(),
+                r["detail"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        held,
+        [
+            ("dependsOn", "hold", "work resumed: `api` is healthy"),
+            ("dependsOn", "hold", "new attempts wait: `api` is unhealthy"),
+        ]
+    );
+}
+
+#[test]
+fn names_the_new_healing_keys_get_wrong_are_located() {
+    let work = Workspace::new();
+    work.file(
+        "pipeline.yaml",
+        r#"
+project: wrong
+stages:
+  - name: load
+    command: ["true"]
+    dependsOn: [api-helth]
+    breaker: payments
+healing:
+  healthMonitor:
+    checks: [ { name: api-health, type: command, command: ["true"] } ]
+  breakers:
+    payments-api: { failureRateThreshold: 150 }
+  strategies:
+    - name: hold-it
+      triggers: [{ type: error }]
+      action: hold
+    - name: adapt
+      triggers: [{ type: error }]
+      action: scale
+      config: { mode: adaptive, maxInstances: 8 }
+"#,
+    );
+    let output = work
+        .cmd()
+        .args(["validate", "pipeline.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("pipeline.yaml: 5 error(s)"), "{stderr}");
+    for expected in [
+        "pipeline.yaml:6:17: `stages[0].dependsOn[0]`: no check is named `api-helth` (did you mean `api-health`?)",
+        "pipeline.yaml:7:5: `stages[0].breaker`: no breaker is named `payments` (did you mean `payments-api`?) (the breakers are payments-api)",
+        "pipeline.yaml:12:21: `healing.breakers.payments-api.failureRateThreshold`: 150 is not a percentage from 1 to 100",
+        "`healing.strategies[0].action`: `hold` is not an action a strategy takes",
+        "`healing.strategies[1].triggers`: an adaptive scale runs all the time its stages run: it takes no triggers",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+}

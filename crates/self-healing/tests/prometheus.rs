@@ -163,3 +163,28 @@ async fn a_new_run_clears_the_previous_runs_gauges_but_keeps_the_counts() {
         3.0
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_held_stage_shows_how_many_checks_hold_it() {
+    let pipeline = SelfHealingPipeline::builder()
+        .stage(
+            Stage::for_each("load", ItemSource::iter(|_: &()| 0..3u32), |_| async {
+                Ok(())
+            })
+            .depends_on(["api", "db"]),
+        )
+        .build()
+        .unwrap();
+    let exporter = PrometheusExporter::builder().build().unwrap();
+    exporter.attach(pipeline.events(), "p");
+    let held = "migrationpilot_stage_held{project=\"p\",stage=\"load\"}";
+    pipeline.execute(()).await;
+    assert_eq!(value(&exposition(&exporter), held), 0.0);
+    let load = pipeline.control("load").unwrap();
+    assert!(load.set_dependency_down("api", true));
+    assert!(load.set_dependency_down("db", true));
+    assert!(!load.set_dependency_down("cache", true), "not a dependency");
+    assert_eq!(value(&exposition(&exporter), held), 2.0);
+    load.set_dependency_down("api", false);
+    assert_eq!(value(&exposition(&exporter), held), 1.0);
+}

@@ -648,7 +648,7 @@ impl<'de> Visitor<'de> for StrategyVisitor {
                         return Err(de::Error::duplicate_field("config"));
                     }
                     match action.as_deref().map(str::parse::<ActionKind>) {
-                        Some(Ok(kind)) => {
+                        Some(Ok(kind)) if kind != ActionKind::Hold => {
                             config = Some(map.next_value_seed(ConfigSeed(kind))?);
                         }
                         _ => config_before_action = Some(map.next_value()?),
@@ -674,7 +674,11 @@ impl<'de> Visitor<'de> for StrategyVisitor {
             }
         }
         let action = action.ok_or_else(|| de::Error::missing_field("action"))?;
-        let kind = action.parse::<ActionKind>().ok();
+        // `hold` has no config: `build` refuses it, with the strategy's other errors.
+        let kind = action
+            .parse::<ActionKind>()
+            .ok()
+            .filter(|kind| *kind != ActionKind::Hold);
         let config = match (config, config_before_action, kind) {
             (Some(config), _, _) => Some(config),
             // Written before `action`: read from a buffer, so its errors have only their path.

@@ -46,8 +46,8 @@ pub use control::{StageControl, StageRequest};
 pub use report::{CompensationFailure, RunReport, StageReport};
 pub use resume::Resume;
 pub use stage::{
-    DEFAULT_MAX_RESTARTS, EachStage, Item, ItemContext, ItemSource, RestartBackoff, SingleStage,
-    Stage, StageContext,
+    DEFAULT_MAX_RESTARTS, EachStage, Item, ItemContext, ItemSource, RestartBackoff, RestartFrom,
+    SingleStage, Stage, StageContext,
 };
 pub use supervisor::{Failure, Remedy, RetrySupervisor, RunScope, Supervisor};
 

@@ -1,6 +1,7 @@
 //! The executor: runs stages in order, units of a stage under its live controls, asks the
 //! supervisor about every failure and carries out its remedy.
 
+use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::control::{StageControl, StageRequest};
 use super::report::{CompensationFailure, RunReport, StageReport};
-use super::stage::{Stage, StageContext, Unit};
+use super::stage::{RestartFrom, Stage, StageContext, Unit};
 use super::supervisor::{Failure, Remedy, RunScope, Supervisor};
 use crate::error::StageError;
 use crate::event::{ActionKind, EventBus, EventKind, HandlerKind, RunId, RunStatus};
@@ -242,10 +243,15 @@ impl<C: Send + Sync + 'static> Runner<C> {
         let started = Instant::now();
         let mut restarts = 0;
         let mut streak = 0;
-        let mut completed_total = 0;
+        // Items finished by this stage's earlier passes, when a restart keeps them.
+        let finished: std::sync::Mutex<HashSet<Arc<str>>> = Default::default();
+        // The stage's items are those of its last pass: a restart from the start does them
+        // again, one from the unfinished counts what earlier passes finished.
+        let mut completed_total;
         let (end, units) = loop {
-            let (pass, units, completed) = Arc::clone(&self).run_pass(entry, restarts).await;
-            completed_total += completed;
+            let (pass, units, completed) =
+                Arc::clone(&self).run_pass(entry, restarts, &finished).await;
+            completed_total = completed;
             match pass {
                 PassEnd::Done => break (StageEnd::Succeeded, units),
                 PassEnd::Failed(e) => break (StageEnd::Failed(e), units),
@@ -346,7 +352,9 @@ impl<C: Send + Sync + 'static> Runner<C> {
         self: Arc<Self>,
         entry: &Arc<StageEntry<C>>,
         restarts: u32,
+        finished: &std::sync::Mutex<HashSet<Arc<str>>>,
     ) -> (PassEnd, Vec<Unit>, u64) {
+        let keep_finished = entry.stage.restart_from == RestartFrom::Unfinished;
         let control = &entry.control;
         let keep_units = entry.stage.work.compensates_units();
         let stop = self.cancel.child_token();
@@ -387,6 +395,12 @@ impl<C: Send + Sync + 'static> Runner<C> {
             };
             match outcome {
                 UnitEnd::Succeeded | UnitEnd::Skipped => {
+                    if let (true, Some(key)) = (keep_finished, &unit.key) {
+                        finished
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(Arc::clone(key));
+                    }
                     completed += 1;
                     skipped += u64::from(matches!(outcome, UnitEnd::Skipped));
                     if keep_units {
@@ -448,9 +462,15 @@ impl<C: Send + Sync + 'static> Runner<C> {
                         self.resume
                             .as_ref()
                             .is_some_and(|r| r.is_item_completed(&entry.stage.name, key))
+                            || (keep_finished
+                                && finished
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .contains(key))
                     }) =>
                 {
-                    // Done by an earlier attempt of this run: counts, and compensates, as done.
+                    // Done by an earlier attempt of this run, or an earlier pass a restart
+                    // keeps: counts, and compensates, as done.
                     drop(permit);
                     settle(Ok((UnitEnd::Skipped, unit)), &mut end);
                 }

@@ -518,6 +518,7 @@ pub struct Stage<C> {
     pub(crate) depends_on: Arc<[Arc<str>]>,
     pub(crate) breaker: Option<Arc<str>>,
     pub(crate) restart_backoff: Option<RestartBackoff>,
+    pub(crate) restart_from: RestartFrom,
 }
 
 impl<C> std::fmt::Debug for Stage<C> {
@@ -534,6 +535,7 @@ impl<C> std::fmt::Debug for Stage<C> {
             .field("depends_on", &self.depends_on)
             .field("breaker", &self.breaker)
             .field("restart_backoff", &self.restart_backoff)
+            .field("restart_from", &self.restart_from)
             .finish_non_exhaustive()
     }
 }
@@ -593,6 +595,20 @@ impl RestartBackoff {
         }
         Ok(())
     }
+}
+
+/// Where a restarted stage starts over (`restartFrom` in files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartFrom {
+    /// From its start: every item again, for a stage whose `reset` clears what it did (the
+    /// default).
+    #[default]
+    Start,
+    /// From the items not finished yet: those an earlier pass of this run finished are
+    /// skipped and count as done, for a stage whose items are done once done (its `reset`
+    /// clears the broken state, not the work).
+    Unfinished,
 }
 
 /// Restarts a stage may have per run unless told otherwise.
@@ -675,6 +691,7 @@ struct Common<C> {
     depends_on: Vec<Arc<str>>,
     breaker: Option<Arc<str>>,
     restart_backoff: Option<RestartBackoff>,
+    restart_from: RestartFrom,
 }
 
 impl<C> Common<C> {
@@ -689,6 +706,7 @@ impl<C> Common<C> {
             depends_on: Vec::new(),
             breaker: None,
             restart_backoff: None,
+            restart_from: RestartFrom::Start,
         }
     }
 
@@ -705,6 +723,7 @@ impl<C> Common<C> {
             depends_on: self.depends_on.into(),
             breaker: self.breaker,
             restart_backoff: self.restart_backoff,
+            restart_from: self.restart_from,
         }
     }
 }
@@ -745,6 +764,13 @@ macro_rules! common_settings {
         /// [`RestartBackoff`]). Default: restarts at once.
         pub fn restart_backoff(mut self, backoff: RestartBackoff) -> Self {
             self.common.restart_backoff = Some(backoff);
+            self
+        }
+
+        /// Where a restart starts the stage over: from its start (the default) or from the
+        /// items not finished yet (see [`RestartFrom`]).
+        pub fn restart_from(mut self, from: RestartFrom) -> Self {
+            self.common.restart_from = from;
             self
         }
 

@@ -374,3 +374,41 @@ async fn adaptive_scale_finds_the_concurrency_a_dependency_takes() {
         records[0].detail
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_from_unfinished_keeps_what_earlier_passes_finished() {
+    use self_healing::pipeline::RestartFrom;
+    for (from, runs) in [(RestartFrom::Start, 16), (RestartFrom::Unfinished, 11)] {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&calls);
+        let pipeline = SelfHealingPipeline::builder()
+            .supervisor(|_: &self_healing::pipeline::Failure<'_>| Remedy::Restart)
+            .stage(
+                Stage::for_each("load", ItemSource::iter(|_: &()| 0..10u32), move |ctx| {
+                    let mut log = log.lock().unwrap();
+                    log.push(*ctx.item());
+                    // Item 5 breaks the first pass, once.
+                    let broken = *ctx.item() == 5 && log.iter().filter(|i| **i == 5).count() == 1;
+                    async move {
+                        if broken {
+                            Err(StageError::new("connection pool exhausted"))
+                        } else {
+                            Ok(())
+                        }
+                    }
+                })
+                .restart_from(from),
+            )
+            .build()
+            .unwrap();
+        let report = pipeline.execute(()).await;
+        assert_eq!(report.status, RunStatus::Succeeded, "{from:?}");
+        assert_eq!(report.stages[0].items_completed, 10, "{from:?}");
+        assert_eq!(
+            calls.lock().unwrap().len(),
+            runs,
+            "{from:?}: {:?}",
+            calls.lock().unwrap()
+        );
+    }
+}
