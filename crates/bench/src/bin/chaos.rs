@@ -538,10 +538,7 @@ async fn run(scenario: &Scenario, contender: Contender, seed: u64) -> Outcome {
         scenario.fault.starts(),
     );
     pipeline.events().add_sink(Arc::new(move |event: &Event| {
-        // Adaptive concurrency starts with each stage, whatever the fault: not a detection.
-        if let EventKind::HealingApplied { detail, .. } = &event.kind
-            && !detail.starts_with("adaptive concurrency")
-        {
+        if let EventKind::HealingApplied { .. } = event.kind {
             act.fetch_add(1, Ordering::Relaxed);
             let t = start.elapsed();
             let mut first = det.lock().unwrap();

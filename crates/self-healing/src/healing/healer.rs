@@ -244,16 +244,17 @@ impl AutoHealer {
                 )
             } else {
                 match control.set_adaptive(Some(*settings)) {
-                    Ok(_) => {
-                        let detail = format!(
+                    // Recorded, not announced as applied: it heals nothing yet, and its steps
+                    // are `concurrency-changed` events.
+                    Ok(_) => (
+                        Outcome::Succeeded,
+                        format!(
                             "adaptive concurrency (AIMD on latency) within {}..={}, from {}",
                             settings.min,
                             settings.max,
                             control.concurrency()
-                        );
-                        control.applied(ActionKind::Scale, None, detail.clone());
-                        (Outcome::Succeeded, detail)
-                    }
+                        ),
+                    ),
                     Err(e) => (Outcome::Failed, e.to_string()),
                 }
             };
