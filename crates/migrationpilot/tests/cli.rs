@@ -823,15 +823,17 @@ healing:
 #[test]
 fn a_stage_waits_while_a_check_it_depends_on_is_unhealthy_and_says_so() {
     let work = Workspace::new();
-    // Item 2 takes the API down for 1.5 s (in the background) and lingers while the check
-    // notices; item 3 must wait until the check finds the API back.
+    // Item 2 takes the API down and lingers until the check has run (and failed) since: the
+    // stage is held when it ends. The API comes back a second later, in the background; item 3
+    // must not start before that.
     work.script(
         "item.sh",
         r#"echo "$1 $(date +%s%3N)" >> calls.txt
 if [ "$1" = 2 ]; then
-  touch api-down
-  (sleep 1.5; rm -f api-down) >/dev/null 2>&1 &
-  sleep 0.5
+  touch api-down checks.log
+  seen=$(wc -l < checks.log)
+  while [ "$(wc -l < checks.log)" -lt $((seen + 2)) ]; do sleep 0.05; done
+  (sleep 1; date +%s%3N > back-at; rm -f api-down) >/dev/null 2>&1 &
 fi"#,
     );
     work.file(
@@ -847,7 +849,7 @@ healing:
   healthMonitor:
     thresholds: { consecutiveFailures: 1, consecutiveSuccesses: 1 }
     checks:
-      - { name: api, type: command, command: ["sh", "-c", "test ! -e api-down"], interval: 100ms }
+      - { name: api, type: command, command: ["sh", "-c", "echo >> checks.log; test ! -e api-down"], interval: 100ms }
 "#,
     );
     let output = work.cmd().args(["run", "pipeline.yaml"]).output().unwrap();
@@ -870,10 +872,11 @@ healing:
         calls.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(),
         ["1", "2", "3", "4"]
     );
+    let back_at: i64 = work.read("back-at").trim().parse().unwrap();
     assert!(
-        calls[2].1 - calls[1].1 >= 1500,
-        "item 3 started {} ms after item 2, while the API was down",
-        calls[2].1 - calls[1].1
+        calls[2].1 >= back_at,
+        "item 3 started {} ms before the API was back",
+        back_at - calls[2].1
     );
     let history = work
         .cmd()

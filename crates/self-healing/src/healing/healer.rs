@@ -124,6 +124,8 @@ struct Inner {
     attached: Mutex<HashMap<RunId, Attached>>,
     /// The monitors whose checks `health-check` triggers read.
     monitors: RwLock<Vec<HealthMonitor>>,
+    /// Taken while stages are held or released (`dependsOn`).
+    gating: Mutex<()>,
 }
 
 struct Attached {
@@ -193,28 +195,97 @@ impl AutoHealer {
             .push(monitor.clone());
         let healer = Arc::downgrade(&self.inner);
         monitor.on_health_changed(move |change| {
-            let Some(inner) = healer.upgrade() else {
-                return;
-            };
-            let scopes: Vec<RunScope> = AutoHealer { inner }
-                .lock_attached()
-                .values()
-                .map(|a| a.scope.clone())
-                .collect();
-            for scope in &scopes {
-                AutoHealer::gate(scope, &change.check, change.new_status, &mut |records| {
-                    if let Some(inner) = healer.upgrade() {
-                        AutoHealer { inner }.flush(records, Some(scope));
-                    }
-                });
+            if let Some(inner) = healer.upgrade() {
+                AutoHealer { inner }.gate_all(Some(&change.check));
             }
         });
     }
 
+    /// Holds or releases, in every run it heals, the stages that depend on `check` (or on any
+    /// check), from the monitors' status now. One lock serializes it, and the status is read
+    /// under it, so a change and a run starting at once cannot leave a stage held by a status
+    /// that is gone.
+    fn gate_all(&self, check: Option<&str>) {
+        let _one_at_a_time = self.inner.gating.lock().unwrap_or_else(|e| e.into_inner());
+        let statuses: Vec<CheckStatus> = self
+            .health()
+            .into_iter()
+            .filter(|s| check.is_none_or(|c| *s.check == *c))
+            .collect();
+        let scopes: Vec<RunScope> = self
+            .lock_attached()
+            .values()
+            .map(|a| a.scope.clone())
+            .collect();
+        for scope in &scopes {
+            for status in &statuses {
+                self.gate(scope, &status.check, status.status);
+            }
+        }
+    }
+
+    /// Holds (`status` unhealthy) or releases the stages of `scope` that depend on `check`,
+    /// each decision recorded before it acts.
+    fn gate(&self, scope: &RunScope, check: &Arc<str>, status: HealthStatus) {
+        let down = status == HealthStatus::Unhealthy;
+        for control in scope.controls.iter() {
+            if !control.depends_on().contains(check) {
+                continue;
+            }
+            let mut held_by = control.held_by();
+            if held_by.contains(check) == down {
+                continue;
+            }
+            if down {
+                held_by.push(Arc::clone(check));
+            } else {
+                held_by.retain(|c| c != check);
+            }
+            let detail = match (down, held_by.as_slice()) {
+                (true, _) => format!("new attempts wait: `{check}` is unhealthy"),
+                (false, []) => format!("work resumed: `{check}` is {status}"),
+                (false, rest) => format!(
+                    "`{check}` is {status}; still held by {}",
+                    rest.iter()
+                        .map(|c| format!("`{c}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            self.flush(
+                vec![HealingRecord {
+                    at: scope.bus.clock().wall(),
+                    run: Some(scope.run.clone()),
+                    stage: Some(Arc::clone(control.stage_name())),
+                    item: None,
+                    strategy: DEPENDS_ON.into(),
+                    trigger: TriggerMatch {
+                        kind: TriggerKind::HealthCheck,
+                        index: 0,
+                        observed: None,
+                        description: format!("check `{check}` is {status}"),
+                    },
+                    action: ActionKind::Hold,
+                    outcome: Outcome::Succeeded,
+                    detail: detail.clone(),
+                    duration: Duration::ZERO,
+                }],
+                Some(scope),
+            );
+            control.set_dependency_down(check, down);
+            if down {
+                control.applied(ActionKind::Hold, None, detail);
+            }
+        }
+    }
+
     /// Gives every stage of `scope` an adaptive `scale` strategy covers its AIMD controller (the
-    /// first such strategy's, in priority order), and takes it from the others. Recorded in
-    /// the history; in manual mode or for a dry run, recorded `would-have` only.
-    fn install_adaptive(&self, scope: &RunScope) {
+    /// first such strategy's, in priority order), and takes it from the others; in manual mode
+    /// or for a dry run, takes it away and records `would-have`. Runs as each run starts
+    /// (`starting`: every covered stage recorded) and on each evaluation tick, so that
+    /// `healing disable|enable|configure` reach a running controller (recorded when it
+    /// changes).
+    fn install_adaptive(&self, scope: &RunScope, starting: bool) {
         let mut strategies: Vec<Arc<HealingStrategy>> = self
             .strategies()
             .into_iter()
@@ -224,40 +295,40 @@ impl AutoHealer {
         let mut records = Vec::new();
         for control in &scope.controls {
             let stage = control.stage_name();
-            let Some(strategy) = strategies.iter().find(|s| s.covers(stage)) else {
+            let found = strategies.iter().find_map(|s| {
+                let AdaptiveScale(settings) = s.action.downcast_ref::<AdaptiveScale>()?;
+                s.covers(stage).then_some((s, *settings))
+            });
+            let Some((strategy, settings)) = found else {
                 let _ = control.set_adaptive(None);
-                continue;
-            };
-            let Some(AdaptiveScale(settings)) = strategy.action.downcast_ref::<AdaptiveScale>()
-            else {
                 continue;
             };
             let acts = self.is_enabled() && strategy.mode == Mode::Act;
-            let (outcome, detail) = if !acts {
-                let _ = control.set_adaptive(None);
-                (
+            let wanted = acts.then_some(settings);
+            let (outcome, detail) = match control.set_adaptive(wanted) {
+                Ok(false) if !starting => continue,
+                Ok(_) if acts => (
+                    Outcome::Succeeded,
+                    format!(
+                        "adaptive concurrency (AIMD on latency) within {}..={}, from {}",
+                        settings.min,
+                        settings.max,
+                        control.concurrency()
+                    ),
+                ),
+                Ok(_) => (
                     Outcome::WouldHave,
                     format!(
-                        "would run adaptive concurrency within {}..={}",
-                        settings.min, settings.max
+                        "would run adaptive concurrency within {}..={}; the concurrency stays {}",
+                        settings.min,
+                        settings.max,
+                        control.concurrency()
                     ),
-                )
-            } else {
-                match control.set_adaptive(Some(*settings)) {
-                    // Recorded, not announced as applied: it heals nothing yet, and its steps
-                    // are `concurrency-changed` events.
-                    Ok(_) => (
-                        Outcome::Succeeded,
-                        format!(
-                            "adaptive concurrency (AIMD on latency) within {}..={}, from {}",
-                            settings.min,
-                            settings.max,
-                            control.concurrency()
-                        ),
-                    ),
-                    Err(e) => (Outcome::Failed, e.to_string()),
-                }
+                ),
+                Err(e) => (Outcome::Failed, e.to_string()),
             };
+            // Recorded, not announced as applied: it heals nothing yet, and its steps are
+            // `concurrency-changed` events.
             records.push(HealingRecord {
                 at: scope.bus.clock().wall(),
                 run: Some(scope.run.clone()),
@@ -277,54 +348,6 @@ impl AutoHealer {
             });
         }
         self.flush(records, Some(scope));
-    }
-
-    /// Holds (`status` unhealthy) or releases the stages of `scope` that depend on `check`,
-    /// handing the records of what changed to `flush`.
-    fn gate(
-        scope: &RunScope,
-        check: &Arc<str>,
-        status: HealthStatus,
-        flush: &mut dyn FnMut(Vec<HealingRecord>),
-    ) {
-        let down = status == HealthStatus::Unhealthy;
-        for control in scope.controls.iter() {
-            if !control.set_dependency_down(check, down) {
-                continue;
-            }
-            let held_by = control.held_by();
-            let detail = match (down, held_by.as_slice()) {
-                (true, _) => format!("new attempts wait: `{check}` is unhealthy"),
-                (false, []) => format!("work resumed: `{check}` is {status}"),
-                (false, rest) => format!(
-                    "`{check}` is {status}; still held by {}",
-                    rest.iter()
-                        .map(|c| format!("`{c}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            };
-            if down {
-                control.applied(ActionKind::Hold, None, detail.clone());
-            }
-            flush(vec![HealingRecord {
-                at: scope.bus.clock().wall(),
-                run: Some(scope.run.clone()),
-                stage: Some(Arc::clone(control.stage_name())),
-                item: None,
-                strategy: DEPENDS_ON.into(),
-                trigger: TriggerMatch {
-                    kind: TriggerKind::HealthCheck,
-                    index: 0,
-                    observed: None,
-                    description: format!("check `{check}` is {status}"),
-                },
-                action: ActionKind::Hold,
-                outcome: Outcome::Succeeded,
-                detail,
-                duration: Duration::ZERO,
-            }]);
-        }
     }
 
     /// The global `retryPolicy`: what `retry` strategies without a policy of their own use.
@@ -519,6 +542,7 @@ impl AutoHealer {
     }
 
     async fn evaluate_run(&self, scope: &RunScope) {
+        self.install_adaptive(scope, false);
         if !self.inner.thresholds.is_empty() {
             let stages: Vec<Arc<str>> = scope
                 .controls
@@ -928,14 +952,9 @@ impl Supervisor for AutoHealer {
             previous.stop.cancel();
         }
         self.forget(&scope.run);
-        self.install_adaptive(scope);
-        // Stages start held by the checks they depend on that are unhealthy now, and free of
-        // what held them in an earlier run.
-        for status in self.health() {
-            AutoHealer::gate(scope, &status.check, status.status, &mut |records| {
-                self.flush(records, Some(scope))
-            });
-        }
+        self.install_adaptive(scope, true);
+        // Stages start held by the checks they depend on that are unhealthy now.
+        self.gate_all(None);
         let (healer, scope) = (self.clone(), scope.clone());
         let interval = self.inner.interval;
         tokio::spawn(async move {
@@ -1234,6 +1253,7 @@ impl AutoHealerBuilder {
                 history: Mutex::new(VecDeque::new()),
                 attached: Mutex::new(HashMap::new()),
                 monitors: RwLock::new(Vec::new()),
+                gating: Mutex::new(()),
             }),
         })
     }

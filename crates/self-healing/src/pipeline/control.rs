@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use crate::error::InvalidConfig;
 use crate::event::{ActionKind, EventBus, EventKind, RunId};
 use crate::resilience::{
-    AdaptiveLimit, AdaptiveSettings, CircuitBreaker, ConcurrencyLimit, Rate, Throttle,
+    AdaptiveLimit, AdaptiveSettings, CircuitBreaker, ConcurrencyLimit, Rate, Sample, Throttle,
 };
 
 /// The live state of one stage, shared between the running pipeline and whoever steers it
@@ -241,9 +241,10 @@ impl StageControl {
             .map(AdaptiveLimit::settings)
     }
 
-    /// Feeds a finished attempt to the adaptive controller, if there is one (called while
-    /// the attempt still holds its place under the limit).
-    pub(crate) fn attempt_finished(&self, latency: Duration, timed_out: bool) {
+    /// Feeds a finished attempt to the adaptive controller, if there is one. The limit is in
+    /// use when every place under it is taken, by attempts or by units waiting (for a retry,
+    /// the breaker, a check): either way no more work can start.
+    pub(crate) fn attempt_finished(&self, latency: Duration, outcome: Sample) {
         if !self.adaptive_on.load(Ordering::Acquire) {
             return;
         }
@@ -252,7 +253,7 @@ impl StageControl {
             let Some(aimd) = adaptive.as_mut() else {
                 return;
             };
-            aimd.on_sample(latency, timed_out, self.in_flight(), self.concurrency())
+            aimd.on_sample(latency, outcome, self.in_flight(), self.concurrency())
         };
         if let Some(limit) = next {
             // Within the settings' bounds, which are valid limits.
@@ -318,6 +319,15 @@ impl StageControl {
             held_by,
         });
         true
+    }
+
+    /// Forgets, without a word, which checks held the stage: a new run starts free.
+    pub(crate) fn clear_dependencies(&self) {
+        let mut held = self.lock_held();
+        held.clear();
+        self.holds.store(0, Ordering::Release);
+        drop(held);
+        self.released.notify_waiters();
     }
 
     /// Waits until no check the stage depends on is down.
@@ -403,8 +413,9 @@ impl StageControl {
         pending.epoch
     }
 
-    /// Waits for a request made after `seen` (a value of [`Self::request_epoch`]).
-    pub(crate) async fn next_request(&self, seen: u64) -> StageRequest {
+    /// Waits for a request made after `seen` (a value of [`Self::request_epoch`], or one this
+    /// returned), and returns it with the count of requests it answers to.
+    pub(crate) async fn next_request(&self, seen: u64) -> (u64, StageRequest) {
         loop {
             let notified = self.requested.notified();
             tokio::pin!(notified);
@@ -414,7 +425,7 @@ impl StageControl {
                 if pending.epoch > seen
                     && let Some(request) = pending.request.take()
                 {
-                    return request;
+                    return (pending.epoch, request);
                 }
             }
             notified.await;

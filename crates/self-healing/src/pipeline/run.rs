@@ -18,7 +18,7 @@ use super::supervisor::{Failure, Remedy, RunScope, Supervisor};
 use crate::error::StageError;
 use crate::event::{ActionKind, EventBus, EventKind, HandlerKind, RunId, RunStatus};
 use crate::metrics::MetricsCollector;
-use crate::resilience::{ConcurrencyPermit, Jitter, RetryPolicy, deadline};
+use crate::resilience::{ConcurrencyPermit, Jitter, RetryPolicy, Sample, deadline};
 
 /// A stage as the pipeline keeps it: its definition and its live controls.
 pub(crate) struct StageEntry<C> {
@@ -90,6 +90,10 @@ impl<C: Send + Sync + 'static> Runner<C> {
             pipeline: Arc::clone(&self.pipeline),
             stages: stages.iter().map(|e| Arc::clone(&e.stage.name)).collect(),
         });
+        // What held a stage in an earlier run is for this run's supervisor to say again.
+        for entry in stages {
+            entry.control.clear_dependencies();
+        }
         self.supervisor.run_started(&RunScope {
             run: self.run.clone(),
             pipeline: Arc::clone(&self.pipeline),
@@ -248,10 +252,15 @@ impl<C: Send + Sync + 'static> Runner<C> {
         // The stage's items are those of its last pass: a restart from the start does them
         // again, one from the unfinished counts what earlier passes finished.
         let mut completed_total;
+        // Requests made before the stage started are not for it; those made between passes
+        // (during a restart's back-off or reset) are, and the next pass acts on them.
+        let mut seen = control.request_epoch();
         let (end, units) = loop {
-            let (pass, units, completed) =
-                Arc::clone(&self).run_pass(entry, restarts, &finished).await;
+            let (pass, units, completed, answered) = Arc::clone(&self)
+                .run_pass(entry, restarts, seen, &finished)
+                .await;
             completed_total = completed;
+            seen = answered;
             match pass {
                 PassEnd::Done => break (StageEnd::Succeeded, units),
                 PassEnd::Failed(e) => break (StageEnd::Failed(e), units),
@@ -294,6 +303,15 @@ impl<C: Send + Sync + 'static> Runner<C> {
                         tokio::select! {
                             biased;
                             _ = self.cancel.cancelled() => break (StageEnd::Cancelled, units),
+                            (answered, request) = control.next_request(seen) => {
+                                seen = answered;
+                                // A rollback asked for now is carried out now; a restart asked
+                                // for is this one, at once.
+                                if let StageRequest::Rollback { reason } = request {
+                                    self.bus.durable(self.bus.published()).await;
+                                    break (StageEnd::Rollback(rollback_requested(&reason)), units);
+                                }
+                            }
                             _ = tokio::time::sleep(wait) => {}
                         }
                         // The wait is not running time: the streak's clock starts now.
@@ -352,8 +370,9 @@ impl<C: Send + Sync + 'static> Runner<C> {
         self: Arc<Self>,
         entry: &Arc<StageEntry<C>>,
         restarts: u32,
+        seen: u64,
         finished: &std::sync::Mutex<HashSet<Arc<str>>>,
-    ) -> (PassEnd, Vec<Unit>, u64) {
+    ) -> (PassEnd, Vec<Unit>, u64, u64) {
         let keep_finished = entry.stage.restart_from == RestartFrom::Unfinished;
         let control = &entry.control;
         let keep_units = entry.stage.work.compensates_units();
@@ -371,7 +390,8 @@ impl<C: Send + Sync + 'static> Runner<C> {
             });
             guard
         };
-        let requested = control.next_request(control.request_epoch());
+        let requested = control.next_request(seen);
+        let mut answered = seen;
         tokio::pin!(requested);
 
         let mut source = entry.stage.work.units(&self.input);
@@ -427,9 +447,10 @@ impl<C: Send + Sync + 'static> Runner<C> {
         'feed: loop {
             let permit = tokio::select! {
                 biased;
-                request = &mut requested, if end.is_none() => {
+                (epoch, request) = &mut requested, if end.is_none() => {
                     // The decision behind the request is committed before it acts.
                     self.bus.durable(self.bus.published()).await;
+                    answered = epoch;
                     end = Some(requested_end(request, &stop, &hard));
                     break 'feed;
                 }
@@ -490,8 +511,9 @@ impl<C: Send + Sync + 'static> Runner<C> {
         loop {
             tokio::select! {
                 biased;
-                request = &mut requested, if end.is_none() => {
+                (epoch, request) = &mut requested, if end.is_none() => {
                     self.bus.durable(self.bus.published()).await;
+                    answered = epoch;
                     end = Some(requested_end(request, &stop, &hard));
                 }
                 joined = tasks.join_next() => match joined {
@@ -511,7 +533,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
         } else {
             PassEnd::Done
         });
-        (end, units, completed)
+        (end, units, completed, answered)
     }
 
     /// Runs one unit to its end: waits for the breaker and the throttle, runs attempts under
@@ -612,9 +634,11 @@ impl<C: Send + Sync + 'static> Runner<C> {
             let duration = ended - started;
             control.attempt_finished(
                 duration,
-                result
-                    .as_ref()
-                    .is_err_and(|e| e.code() == Some(crate::error::CODE_TIMEOUT)),
+                match &result {
+                    Ok(()) => Sample::Succeeded,
+                    Err(e) if e.is_timeout() => Sample::TimedOut,
+                    Err(_) => Sample::Failed,
+                },
             );
             self.publish_output(name, item.as_ref(), attempt);
             let error = match result {
@@ -884,11 +908,13 @@ fn requested_end(
             hard.cancel();
             PassEnd::Restart(reason)
         }
-        StageRequest::Rollback { reason } => PassEnd::Rollback(
-            StageError::new(format!("rollback requested: {reason}"))
-                .with_code("ROLLBACK_REQUESTED"),
-        ),
+        StageRequest::Rollback { reason } => PassEnd::Rollback(rollback_requested(&reason)),
     }
+}
+
+/// The error a requested rollback ends the stage with.
+fn rollback_requested(reason: &str) -> StageError {
+    StageError::new(format!("rollback requested: {reason}")).with_code("ROLLBACK_REQUESTED")
 }
 
 /// Runs a handler's future under the stage's timeout counted from `started`, turning a panic into

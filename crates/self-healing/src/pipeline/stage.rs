@@ -587,6 +587,12 @@ impl RestartBackoff {
     }
 
     fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.reset_after.is_zero() {
+            return Err(InvalidConfig::new(
+                "restartBackoff.resetAfter",
+                "must be longer than zero, or every restart would start a fresh streak",
+            ));
+        }
         if self.max_delay < self.initial_delay {
             return Err(InvalidConfig::new(
                 "restartBackoff.maxDelay",

@@ -92,20 +92,34 @@ impl AdaptiveSettings {
     }
 }
 
+/// How an attempt the controller is told of ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sample {
+    /// It succeeded: its latency is a measure of the dependency.
+    Succeeded,
+    /// It was cut by its timeout: congestion.
+    TimedOut,
+    /// It failed otherwise: no measure of congestion.
+    Failed,
+}
+
 /// The AIMD controller of one stage's concurrency; see the module's documentation.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap().block_on(async {
 /// use std::time::Duration;
-/// use self_healing::resilience::{AdaptiveLimit, AdaptiveSettings};
+/// use self_healing::resilience::{AdaptiveLimit, AdaptiveSettings, Sample};
 ///
 /// let mut aimd = AdaptiveLimit::new(AdaptiveSettings::new(1, 64)).unwrap();
 /// let ms = Duration::from_millis;
 /// // Four healthy answers with four in flight under a limit of 4: one step up.
-/// let steps: Vec<_> = (0..4).map(|_| aimd.on_sample(ms(100), false, 4, 4)).collect();
+/// let healthy = |aimd: &mut AdaptiveLimit| aimd.on_sample(ms(100), Sample::Succeeded, 4, 4);
+/// let steps: Vec<_> = (0..4).map(|_| healthy(&mut aimd)).collect();
 /// assert_eq!(steps, [None, None, None, Some(5)]);
+/// // A refused connection, fast: no measure of congestion.
+/// assert_eq!(aimd.on_sample(ms(5), Sample::Failed, 5, 5), None);
 /// // An answer three times slower than the baseline: a cut.
-/// assert_eq!(aimd.on_sample(ms(300), false, 5, 5), Some(4));
+/// assert_eq!(aimd.on_sample(ms(300), Sample::Succeeded, 5, 5), Some(4));
 /// # });
 /// ```
 #[derive(Debug, Clone)]
@@ -146,23 +160,28 @@ impl AdaptiveLimit {
         limit.clamp(self.settings.min, self.settings.max)
     }
 
-    /// Takes one finished attempt: how long it took, whether it timed out, how many attempts
-    /// were in flight (itself included) under `limit`. Returns the new limit when it changes.
+    /// Takes one finished attempt: how long it took, how it ended, how many places under
+    /// `limit` were taken (its own included). Returns the new limit when it changes. A failure
+    /// other than a timeout says nothing about congestion (a refused connection answers fast)
+    /// and is ignored.
     pub fn on_sample(
         &mut self,
         latency: Duration,
-        timed_out: bool,
+        outcome: Sample,
         in_flight: usize,
         limit: usize,
     ) -> Option<usize> {
-        self.settling = self.settling.saturating_sub(1);
-        let congested = timed_out || {
-            let now = Instant::now();
-            self.remember(now, latency);
-            self.baseline().is_some_and(|base| {
-                latency.as_secs_f64() > base.as_secs_f64() * self.settings.tolerance
-            })
+        let congested = match outcome {
+            Sample::Failed => return None,
+            Sample::TimedOut => true,
+            Sample::Succeeded => {
+                self.remember(Instant::now(), latency);
+                self.baseline().is_some_and(|base| {
+                    latency.as_secs_f64() > base.as_secs_f64() * self.settings.tolerance
+                })
+            }
         };
+        self.settling = self.settling.saturating_sub(1);
         let next = if congested {
             if self.settling > 0 {
                 return None;
@@ -224,7 +243,7 @@ mod tests {
         for _ in 0..20_000 {
             let sample = latency(limit, 16);
             tokio::time::advance(ms(1)).await;
-            if let Some(next) = aimd.on_sample(sample, false, limit, limit) {
+            if let Some(next) = aimd.on_sample(sample, Sample::Succeeded, limit, limit) {
                 limit = next;
             }
             seen.push(limit);
@@ -243,24 +262,26 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_limit_not_in_use_does_not_grow_and_cuts_wait_a_round_trip() {
         let mut aimd = AdaptiveLimit::new(AdaptiveSettings::new(2, 10)).unwrap();
+        let ok = Sample::Succeeded;
         for _ in 0..100 {
-            assert_eq!(aimd.on_sample(ms(100), false, 3, 8), None);
+            assert_eq!(aimd.on_sample(ms(100), ok, 3, 8), None);
         }
-        assert_eq!(aimd.on_sample(ms(100), true, 8, 8), Some(7));
+        // Fast failures neither lower the baseline nor count as congestion.
+        for _ in 0..100 {
+            assert_eq!(aimd.on_sample(ms(5), Sample::Failed, 8, 8), None);
+        }
+        assert_eq!(aimd.baseline(), Some(ms(100)));
+        assert_eq!(aimd.on_sample(ms(100), Sample::TimedOut, 8, 8), Some(7));
         // The rest of the round that was in flight under 8 does not cut again.
         for _ in 0..6 {
-            assert_eq!(aimd.on_sample(ms(900), false, 7, 7), None);
+            assert_eq!(aimd.on_sample(ms(900), ok, 7, 7), None);
         }
-        assert_eq!(
-            aimd.on_sample(ms(900), false, 7, 7),
-            None,
-            "settled after 7"
-        );
-        assert_eq!(aimd.on_sample(ms(900), false, 7, 7), Some(6));
+        assert_eq!(aimd.on_sample(ms(900), ok, 7, 7), None, "settled after 7");
+        assert_eq!(aimd.on_sample(ms(900), ok, 7, 7), Some(6));
         // Never below the minimum.
         let mut limit = 6;
         for _ in 0..1000 {
-            if let Some(next) = aimd.on_sample(ms(900), true, limit, limit) {
+            if let Some(next) = aimd.on_sample(ms(900), Sample::TimedOut, limit, limit) {
                 limit = next;
             }
         }

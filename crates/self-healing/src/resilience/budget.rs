@@ -81,10 +81,10 @@ impl RetryBudgetSettings {
 /// }
 /// // 10 retries from the 50 first attempts and 10 from the floor go at once…
 /// for _ in 0..20 {
-///     assert_eq!(budget.reserve(), Duration::ZERO);
+///     assert_eq!(budget.reserve(Duration::ZERO), Duration::ZERO);
 /// }
 /// // …the next waits until the window forgets the first of them.
-/// assert_eq!(budget.reserve(), Duration::from_secs(10));
+/// assert_eq!(budget.reserve(Duration::ZERO), Duration::from_secs(10));
 /// # });
 /// ```
 #[derive(Clone)]
@@ -138,11 +138,14 @@ impl RetryBudget {
         }
     }
 
-    /// Places one retry at the earliest moment the budget has room for it, and returns how long
-    /// from now that is (zero when there is room now). Conservative: it counts only first
-    /// attempts made so far, and every retry placed after the window's start.
-    pub fn reserve(&self) -> Duration {
+    /// Places one retry at the earliest moment, `not_before` from now or later (its backoff),
+    /// the budget has room for it, and returns how long from now that is. Conservative: it
+    /// counts only first attempts made so far, and every retry placed within a window's length
+    /// of that moment, either side. A retry placed and then not made (its work abandoned) keeps
+    /// its place until its window ends: the budget errs on the side of fewer retries.
+    pub fn reserve(&self, not_before: Duration) -> Duration {
         let now = Instant::now();
+        let earliest = now + not_before;
         let window = self.settings.window;
         let mut ledger = self.lock();
         // Retries whose window is over no longer count anywhere.
@@ -153,16 +156,17 @@ impl RetryBudget {
             .retries
             .keys()
             .map(|&at| at + window)
-            .filter(|&end| end > now)
+            .filter(|&end| end > earliest)
             .collect();
-        let at = std::iter::once(now)
+        let at = std::iter::once(earliest)
             .chain(expiries)
             .find(|&at| {
+                // Every window holding `at` lies within a window's length either side.
                 let since = at.checked_sub(window);
                 let used: u64 = ledger
                     .retries
                     .iter()
-                    .filter(|&(&t, _)| since.is_none_or(|since| t > since))
+                    .filter(|&(&t, _)| since.is_none_or(|since| t > since) && t < at + window)
                     .map(|(_, n)| n)
                     .sum();
                 used < self.allowed(&ledger, at)
@@ -174,7 +178,7 @@ impl RetryBudget {
                     .retries
                     .keys()
                     .next_back()
-                    .map_or(now, |&last| last + window)
+                    .map_or(earliest, |&last| (last + window).max(earliest))
             });
         *ledger.retries.entry(at).or_default() += 1;
         at - now
@@ -226,17 +230,19 @@ mod tests {
             b.deposit();
         }
         for _ in 0..20 {
-            assert_eq!(b.reserve(), Duration::ZERO);
+            assert_eq!(b.reserve(Duration::ZERO), Duration::ZERO);
         }
         // The 21st fits only once the first 20 leave the window.
-        assert_eq!(b.reserve(), Duration::from_secs(10));
+        assert_eq!(b.reserve(Duration::ZERO), Duration::from_secs(10));
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_floor_lets_a_tail_of_retries_through_spread_out() {
         let b = budget(20, 2, 1);
         // No first attempts at all: two retries per 2 s window.
-        let waits: Vec<u64> = (0..6).map(|_| b.reserve().as_secs()).collect();
+        let waits: Vec<u64> = (0..6)
+            .map(|_| b.reserve(Duration::ZERO).as_secs())
+            .collect();
         assert_eq!(waits, [0, 0, 2, 2, 4, 4]);
     }
 
@@ -251,10 +257,22 @@ mod tests {
             b.deposit();
         }
         // Only the 2 recent first attempts count: one retry now.
-        assert_eq!(b.reserve(), Duration::ZERO);
+        assert_eq!(b.reserve(Duration::ZERO), Duration::ZERO);
         // No more room, ever, from what was deposited: the window ends when the retry leaves,
         // and then no first attempt is left either; the budget gives the retry that moment.
-        assert_eq!(b.reserve(), Duration::from_secs(2));
+        assert_eq!(b.reserve(Duration::ZERO), Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_is_placed_after_its_backoff() {
+        let b = budget(0, 10, 1);
+        // Ten a window: the first ten, each 30 s out, fill the window that ends at 30 s…
+        for _ in 0..10 {
+            assert_eq!(b.reserve(Duration::from_secs(30)), Duration::from_secs(30));
+        }
+        // …and do not count against a retry due now.
+        assert_eq!(b.reserve(Duration::ZERO), Duration::ZERO);
+        assert_eq!(b.reserve(Duration::from_secs(30)), Duration::from_secs(40));
     }
 
     #[test]

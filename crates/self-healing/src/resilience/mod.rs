@@ -16,7 +16,7 @@ mod deadline;
 mod retry;
 mod throttle;
 
-pub use adaptive::{AdaptiveLimit, AdaptiveSettings};
+pub use adaptive::{AdaptiveLimit, AdaptiveSettings, Sample};
 pub use breaker::{
     BreakerPermit, BreakerSettings, BreakerState, CircuitBreaker, CircuitBreakerBuilder, Rejected,
     SlidingWindow, Transition, WindowStats,

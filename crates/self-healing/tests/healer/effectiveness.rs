@@ -412,3 +412,81 @@ async fn a_restart_from_unfinished_keeps_what_earlier_passes_finished() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stage_still_held_when_a_run_ends_is_held_again_and_says_so_in_the_next() {
+    use self_healing::pipeline::RunOptions;
+    let healer = AutoHealer::builder().build().unwrap();
+    let up = Arc::new(AtomicBool::new(false));
+    let monitor = api_monitor(&up);
+    healer.watch(&monitor);
+    monitor.check_all().await;
+    monitor.check_all().await;
+    let pipeline = SelfHealingPipeline::builder()
+        .supervisor(healer.clone())
+        .stage(Stage::new("load", |_| async { Ok(()) }).depends_on(["api"]))
+        .build()
+        .unwrap();
+    let events = Recorder::attach(&pipeline);
+    // The first run is cancelled while the stage waits for the API.
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        sleep(Duration::from_secs(5)).await;
+        stop.cancel();
+    });
+    let first = pipeline
+        .execute_with(
+            (),
+            RunOptions {
+                cancel,
+                ..RunOptions::default()
+            },
+        )
+        .await;
+    assert_eq!(first.status, RunStatus::Cancelled);
+    // The next starts while the API is still down: held from its start, and it says so.
+    let (probe, switch) = (monitor.clone(), Arc::clone(&up));
+    tokio::spawn(async move {
+        sleep(Duration::from_secs(10)).await;
+        switch.store(true, Ordering::SeqCst);
+        probe.check_all().await;
+    });
+    let second = pipeline.execute(()).await;
+    assert_eq!(second.status, RunStatus::Succeeded);
+    let held: Vec<usize> = events.pick(|k| match k {
+        EventKind::StageHeld { held_by, .. } => Some(held_by.len()),
+        _ => None,
+    });
+    assert_eq!(held, [1, 1, 0], "held in each run, released in the second");
+    let records = records_of(&healer, "dependsOn");
+    assert_eq!(records.len(), 3, "{records:#?}");
+    assert_eq!(records[1].run.as_ref(), Some(&second.run_id));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_asked_for_during_a_restarts_back_off_is_carried_out_at_once() {
+    use self_healing::pipeline::RestartBackoff;
+    let pipeline = SelfHealingPipeline::builder()
+        .supervisor(|_: &self_healing::pipeline::Failure<'_>| Remedy::Restart)
+        .stage(
+            Stage::new("serve", |_| async { Err(StageError::new("crashed")) })
+                .max_restarts(10)
+                .restart_backoff(RestartBackoff {
+                    initial_delay: Duration::from_secs(60),
+                    ..RestartBackoff::default()
+                }),
+        )
+        .build()
+        .unwrap();
+    let control = Arc::clone(pipeline.control("serve").unwrap());
+    tokio::spawn(async move {
+        sleep(Duration::from_secs(10)).await;
+        control.request_rollback("an operator asked");
+    });
+    let start = Instant::now();
+    let report = pipeline.execute(()).await;
+    assert_eq!(report.status, RunStatus::RolledBack);
+    assert_eq!(report.error.unwrap().code(), Some("ROLLBACK_REQUESTED"));
+    assert_eq!(start.elapsed(), Duration::from_secs(10));
+}

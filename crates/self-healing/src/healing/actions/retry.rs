@@ -103,13 +103,12 @@ impl DecisiveAction for RetryAction {
             Applied::failed("the error is not retryable by the policy")
         } else {
             let backoff = failure.retry_delay(policy);
-            // The budgets' places are taken now, so retries decided together spread out.
+            // The budgets' places are taken now, no earlier than the backoff (and the second
+            // no earlier than the first's), so retries decided together spread out.
             let budgeted = [self.budget.as_ref(), subject.retry_budget]
                 .into_iter()
                 .flatten()
-                .map(|budget| budget.reserve())
-                .max()
-                .unwrap_or_default();
+                .fold(backoff, |at, budget| budget.reserve(at));
             let after = backoff.max(budgeted);
             let mut detail = format!(
                 "attempt {} of {} in {after:.0?}",

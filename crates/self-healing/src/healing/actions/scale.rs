@@ -290,22 +290,12 @@ impl SideAction for AdaptiveScale {
         ActionKind::Scale
     }
 
-    /// Installs the controller on the subject's stage.
-    fn apply<'a>(&'a self, subject: &'a Subject<'a>) -> BoxFuture<'a, Applied> {
-        Box::pin(async move {
-            let Some(control) = subject.control() else {
-                return not_running();
-            };
-            let AdaptiveSettings { min, max, .. } = self.0;
-            match control.set_adaptive(Some(self.0)) {
-                Ok(true) => Applied::done(format!(
-                    "adaptive concurrency (AIMD on latency) within {min}..={max}, from {}",
-                    control.concurrency()
-                )),
-                Ok(false) => Applied::failed("adaptive concurrency already runs"),
-                Err(error) => Applied::failed(error.to_string()),
-            }
-        })
+    /// Never called by the healer, which installs the controller as each run starts and on
+    /// each evaluation tick (the strategy has no triggers to match).
+    fn apply<'a>(&'a self, _: &'a Subject<'a>) -> BoxFuture<'a, Applied> {
+        Box::pin(std::future::ready(Applied::failed(
+            "adaptive concurrency runs from the start of each run; it is not applied on a match",
+        )))
     }
 
     fn validate(&self) -> Result<(), InvalidConfig> {
