@@ -413,6 +413,20 @@ impl StageControl {
         pending.epoch
     }
 
+    /// A request made after `seen`, if there is one: a restart is taken, a rollback is only
+    /// looked at (it stays for whoever waits on [`Self::next_request`]).
+    pub(crate) fn requested_after(&self, seen: u64) -> Option<(u64, StageRequest)> {
+        let mut pending = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.epoch <= seen {
+            return None;
+        }
+        let request = match &pending.request {
+            Some(StageRequest::Restart { .. }) => pending.request.take()?,
+            other => other.clone()?,
+        };
+        Some((pending.epoch, request))
+    }
+
     /// Waits for a request made after `seen` (a value of [`Self::request_epoch`], or one this
     /// returned), and returns it with the count of requests it answers to.
     pub(crate) async fn next_request(&self, seen: u64) -> (u64, StageRequest) {

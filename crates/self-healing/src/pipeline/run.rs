@@ -255,7 +255,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
         // Requests made before the stage started are not for it; those made between passes
         // (during a restart's back-off or reset) are, and the next pass acts on them.
         let mut seen = control.request_epoch();
-        let (end, units) = loop {
+        let (end, units) = 'passes: loop {
             let (pass, units, completed, answered) = Arc::clone(&self)
                 .run_pass(entry, restarts, seen, &finished)
                 .await;
@@ -300,19 +300,25 @@ impl<C: Send + Sync + 'static> Runner<C> {
                         ),
                     );
                     if let Some(wait) = wait {
-                        tokio::select! {
-                            biased;
-                            _ = self.cancel.cancelled() => break (StageEnd::Cancelled, units),
-                            (answered, request) = control.next_request(seen) => {
-                                seen = answered;
-                                // A rollback asked for now is carried out now; a restart asked
-                                // for is this one, at once.
-                                if let StageRequest::Rollback { reason } = request {
-                                    self.bus.durable(self.bus.published()).await;
-                                    break (StageEnd::Rollback(rollback_requested(&reason)), units);
+                        let until = Instant::now() + wait;
+                        loop {
+                            tokio::select! {
+                                biased;
+                                _ = self.cancel.cancelled() => {
+                                    break 'passes (StageEnd::Cancelled, units);
                                 }
+                                (answered, request) = control.next_request(seen) => {
+                                    seen = answered;
+                                    // A rollback asked for now is carried out now; a restart
+                                    // asked for is this one, and the back-off holds.
+                                    if let StageRequest::Rollback { reason } = request {
+                                        self.bus.durable(self.bus.published()).await;
+                                        let error = rollback_requested(&reason);
+                                        break 'passes (StageEnd::Rollback(error), units);
+                                    }
+                                }
+                                _ = tokio::time::sleep_until(until) => break,
                             }
-                            _ = tokio::time::sleep(wait) => {}
                         }
                         // The wait is not running time: the streak's clock starts now.
                         control.mark_resumed();
@@ -333,6 +339,13 @@ impl<C: Send + Sync + 'static> Runner<C> {
                             .with_severity(e.severity());
                             break (StageEnd::Failed(e), units);
                         }
+                    }
+                    // Asked for during the reset: a restart is this one; a rollback is carried
+                    // out by the next pass at once.
+                    if let Some((answered, StageRequest::Restart { .. })) =
+                        control.requested_after(seen)
+                    {
+                        seen = answered;
                     }
                 }
             }

@@ -490,3 +490,40 @@ async fn a_rollback_asked_for_during_a_restarts_back_off_is_carried_out_at_once(
     assert_eq!(report.error.unwrap().code(), Some("ROLLBACK_REQUESTED"));
     assert_eq!(start.elapsed(), Duration::from_secs(10));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_asked_for_during_a_restarts_back_off_does_not_cut_it_short() {
+    use self_healing::pipeline::RestartBackoff;
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&calls);
+    let pipeline = SelfHealingPipeline::builder()
+        .supervisor(|_: &self_healing::pipeline::Failure<'_>| Remedy::Restart)
+        .stage(
+            Stage::new("serve", move |_| {
+                let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+                async move {
+                    if first {
+                        Err(StageError::new("crashed"))
+                    } else {
+                        Ok(())
+                    }
+                }
+            })
+            .restart_backoff(RestartBackoff {
+                initial_delay: Duration::from_secs(60),
+                ..RestartBackoff::default()
+            }),
+        )
+        .build()
+        .unwrap();
+    let control = Arc::clone(pipeline.control("serve").unwrap());
+    tokio::spawn(async move {
+        sleep(Duration::from_secs(10)).await;
+        control.request_restart("a strategy that still matches");
+    });
+    let start = Instant::now();
+    let report = pipeline.execute(()).await;
+    assert_eq!(report.status, RunStatus::Succeeded);
+    assert_eq!(start.elapsed(), Duration::from_secs(60));
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "one restart, not two");
+}
