@@ -367,17 +367,7 @@ pub fn build(
                     &format!("stages[{i}]"),
                     InvalidConfig::new(
                         format!("dependsOn[{j}]"),
-                        if checks.is_empty() {
-                            format!(
-                                "no check is named `{check}`: `healing.healthMonitor.checks` has none"
-                            )
-                        } else {
-                            format!(
-                                "no check is named `{check}`{} (the checks are {})",
-                                self_healing::config::did_you_mean(check, checks.iter().copied()),
-                                checks.join(", ")
-                            )
-                        },
+                        no_such("check", check, &checks, "healing.healthMonitor.checks"),
                     ),
                 );
             }
@@ -391,15 +381,7 @@ pub fn build(
                 &format!("stages[{i}]"),
                 InvalidConfig::new(
                     "breaker",
-                    if known.is_empty() {
-                        format!("no breaker is named `{breaker}`: `healing.breakers` has none")
-                    } else {
-                        format!(
-                            "no breaker is named `{breaker}`{} (the breakers are {})",
-                            self_healing::config::did_you_mean(breaker, known.iter().copied()),
-                            known.join(", ")
-                        )
-                    },
+                    no_such("breaker", breaker, &known, "healing.breakers"),
                 ),
             );
         }
@@ -452,6 +434,20 @@ pub fn build(
             source: text.to_owned(),
         }),
         _ => Err(errors),
+    }
+}
+
+/// Why `name` names no `kind` of the file: the names it has (with a close one suggested), or
+/// that `list`, where they would be, has none.
+fn no_such(kind: &str, name: &str, known: &[&str], list: &str) -> String {
+    if known.is_empty() {
+        format!("no {kind} is named `{name}`: `{list}` has none")
+    } else {
+        format!(
+            "no {kind} is named `{name}`{} (the {kind}s are {})",
+            self_healing::config::did_you_mean(name, known.iter().copied()),
+            known.join(", ")
+        )
     }
 }
 

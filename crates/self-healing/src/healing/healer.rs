@@ -107,6 +107,10 @@ struct Inner {
     shared_breakers: Vec<(Arc<str>, BreakerSettings)>,
     /// The global retry budget: every retry, whoever decides it.
     retry_budget: Option<RetryBudget>,
+    /// The strategies with a retry budget of their own, as built: an operator's override
+    /// keeps a strategy's budget (one ledger) and its stages, so these count first attempts
+    /// for it, without a look at every strategy on every attempt.
+    budgeted: Vec<Arc<HealingStrategy>>,
     alerts: Alerting,
     thresholds: Vec<AlertThreshold>,
     /// What the thresholds last saw, per run.
@@ -1003,13 +1007,7 @@ impl Supervisor for AutoHealer {
         if let Some(budget) = &self.inner.retry_budget {
             budget.deposit();
         }
-        for strategy in self
-            .inner
-            .strategies
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
+        for strategy in &self.inner.budgeted {
             if let Some(budget) = strategy.action.retry_budget()
                 && strategy.covers(stage)
             {
@@ -1224,9 +1222,17 @@ impl AutoHealerBuilder {
                 .fold(Alerting::builder(), |b, n| b.channel(n))
                 .build(),
         };
+        let strategies: Vec<Arc<HealingStrategy>> =
+            self.strategies.into_iter().map(Arc::new).collect();
+        let budgeted = strategies
+            .iter()
+            .filter(|s| s.action.retry_budget().is_some())
+            .cloned()
+            .collect();
         Ok(AutoHealer {
             inner: Arc::new(Inner {
-                strategies: RwLock::new(self.strategies.into_iter().map(Arc::new).collect()),
+                strategies: RwLock::new(strategies),
+                budgeted,
                 retry_configured: self.retry.is_some(),
                 retry: self.retry.unwrap_or_default(),
                 implicit_retry: Arc::new(

@@ -105,17 +105,16 @@ impl DecisiveAction for RetryAction {
             let backoff = failure.retry_delay(policy);
             // The budgets' places are taken now, no earlier than the backoff (and the second
             // no earlier than the first's), so retries decided together spread out.
-            let budgeted = [self.budget.as_ref(), subject.retry_budget]
+            let after = [self.budget.as_ref(), subject.retry_budget]
                 .into_iter()
                 .flatten()
                 .fold(backoff, |at, budget| budget.reserve(at));
-            let after = backoff.max(budgeted);
             let mut detail = format!(
                 "attempt {} of {} in {after:.0?}",
                 failure.attempt + 1,
                 policy.max_attempts()
             );
-            if budgeted > backoff {
+            if after > backoff {
                 detail.push_str(&format!(" (retry budget; backoff {backoff:.0?})"));
             }
             Applied::remedy(Remedy::Retry { after }, detail)
