@@ -1170,6 +1170,22 @@ pub(super) async fn two_stores_claim_each_queued_request_exactly_once(
     assert_eq!(a.claim("p", "late").await.unwrap(), Claimed::default());
 }
 
+pub(super) async fn reopening_migrates_again_and_keeps_what_was_stored(
+    a: Arc<dyn Store>,
+    b: Arc<dyn Store>,
+) {
+    // `b` opened the store after `a` had migrated it: a migration applied twice would have
+    // failed it.
+    a.set_healing_mode("p", false, Some("freeze"))
+        .await
+        .unwrap();
+    let mode = b.healing_mode("p").await.unwrap();
+    assert_eq!(
+        (mode.enabled, mode.reason.as_deref()),
+        (false, Some("freeze"))
+    );
+}
+
 pub(super) async fn two_processes_claiming_one_project_one_wins(
     a: Arc<dyn Store>,
     b: Arc<dyn Store>,
@@ -1415,6 +1431,7 @@ macro_rules! conformance_tests {
                 a_delivery_is_given_up_after_its_tries_and_released_ones_are_taken_at_once,
             ],
             two: [
+                reopening_migrates_again_and_keeps_what_was_stored,
                 two_stores_claim_each_queued_request_exactly_once,
                 two_processes_claiming_one_project_one_wins,
                 concurrent_takers_never_share_a_delivery,

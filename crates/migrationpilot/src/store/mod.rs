@@ -3,12 +3,14 @@
 //!
 //! Four small traits, [`Journal`], [`Queries`], [`Control`] and [`Alerts`], make a [`Store`].
 //! Events become rows through one backend-neutral [`projection`]; strategy overrides merge by the
-//! library's [`StrategyOverride::merge`]. A backend is its SQL: SQLite is the embedded default;
-//! PostgreSQL (built with `--features postgres`) is the store several machines share, with a
-//! [`work`] queue its runs hand their attempts to.
+//! library's [`StrategyOverride::merge`]. Every query is written once, in `sql/`, and compiled
+//! for each backend, which keeps only its schema (migrations) and its dialect (`dialect.rs`): SQLite is the
+//! embedded default; PostgreSQL (built with `--features postgres`) is the store several machines
+//! share, with a [`work`] queue its runs hand their attempts to.
 
 #[cfg(test)]
 mod conformance;
+mod dialect;
 #[cfg(feature = "postgres")]
 mod postgres;
 pub mod projection;

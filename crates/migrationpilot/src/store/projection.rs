@@ -1,7 +1,8 @@
-//! The one projection of journaled events into rows, whatever the database. A backend turns
-//! each [`Write`] into its own SQL, in order, inside the batch's transaction; everything else
-//! (what is journaled, how completions are batched, what each row holds) is decided here, and
-//! so is the way back: rows read from each table are [`Found`] and merged into journal entries.
+//! The one projection of journaled events into rows, whatever the database. The store's SQL
+//! (`sql/journal.rs`) carries out each [`Write`], in order, inside the batch's transaction;
+//! everything else (what is journaled, how completions are batched, what each row holds) is
+//! decided here, and so is the way back: rows read from each table are [`Found`] and merged into
+//! journal entries.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};

@@ -1,0 +1,277 @@
+//! The journal's writer: each batch of events, projected into rows, in one transaction.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use sqlx::{QueryBuilder, Transaction};
+
+use self_healing::event::Event;
+use self_healing::{BoxFuture, PipelineMetrics};
+
+use super::{Backend, Db, json};
+use crate::store::dialect::Dialect;
+use crate::store::projection::{self, ItemDone, Write};
+use crate::store::{CheckSeen, Journal, Result};
+
+impl Journal for Backend {
+    fn append<'a>(
+        &'a self,
+        project: &'a str,
+        events: &'a [Arc<Event>],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let writes = projection::project(project, events)?;
+            let mut tx = self.begin_journal().await?;
+            for write in &writes {
+                execute(&mut tx, write).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn record_metrics<'a>(
+        &'a self,
+        run: &'a str,
+        metrics: &'a PipelineMetrics,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            sqlx::query("UPDATE runs SET metrics = $1 WHERE id = $2")
+                .bind(json(metrics)?)
+                .bind(run)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn checks_seen<'a>(
+        &'a self,
+        project: &'a str,
+        seen: &'a [CheckSeen],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            // The journal's transaction: a batch that changes the same checks' health in
+            // another order cannot deadlock with this one.
+            let mut tx = self.begin_journal().await?;
+            for check in seen {
+                sqlx::query(
+                    "INSERT INTO health (project, check_name, stage, status, at_ms, checked_ms, last_error)
+                     VALUES ($1, $2, (SELECT stage FROM checks WHERE project = $1 AND name = $2), $3, $4, $4, $5)
+                     ON CONFLICT (project, check_name) DO UPDATE SET
+                     at_ms = CASE WHEN health.status = excluded.status THEN health.at_ms ELSE excluded.at_ms END,
+                     status = excluded.status, checked_ms = excluded.checked_ms,
+                     last_error = excluded.last_error",
+                )
+                .bind(project)
+                .bind(&check.name)
+                .bind(check.status.as_str())
+                .bind(check.checked_ms)
+                .bind(&check.last_error)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
+
+/// Carries out one write of the projection inside the batch's transaction.
+async fn execute(tx: &mut Transaction<'_, Db>, write: &Write<'_>) -> Result<()> {
+    let query = match write {
+        Write::RunStarted {
+            run,
+            project,
+            pipeline,
+            at,
+        } => {
+            sqlx::query("INSERT INTO projects (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+                .bind(*project)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO runs (id, project, pipeline, status, started_ms) VALUES ($1, $2, $3, 'running', $4)
+                 ON CONFLICT (id) DO UPDATE SET finished_ms = NULL, error = NULL,
+                 status = CASE WHEN runs.status = 'rolling-back' THEN 'rolling-back' ELSE 'running' END",
+            )
+            .bind(*run)
+            .bind(*project)
+            .bind(*pipeline)
+            .bind(*at)
+        }
+        Write::RunFinished {
+            run,
+            status,
+            at,
+            error,
+        } => sqlx::query("UPDATE runs SET status = $1, finished_ms = $2, error = $3 WHERE id = $4")
+            .bind(status.as_str())
+            .bind(*at)
+            .bind(error.clone())
+            .bind(*run),
+        Write::StageEnded {
+            run,
+            stage,
+            succeeded,
+            items,
+            at,
+        } => sqlx::query(
+            "INSERT INTO stages (run, stage, status, items, finished_ms) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (run, stage) DO UPDATE SET status = excluded.status, items = excluded.items,
+             finished_ms = excluded.finished_ms WHERE stages.status != 'succeeded'",
+        )
+        .bind(*run)
+        .bind(*stage)
+        .bind(if *succeeded { "succeeded" } else { "failed" })
+        .bind(*items)
+        .bind(*at),
+        Write::ItemsSucceeded(done) => return insert_completions(tx, done).await,
+        Write::Healing {
+            project,
+            run,
+            at,
+            stage,
+            strategy,
+            action,
+            outcome,
+            body,
+        } => sqlx::query(
+            "INSERT INTO healing (project, run, at_ms, stage, strategy, action, outcome, body)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(*project)
+        .bind(*run)
+        .bind(*at)
+        .bind(*stage)
+        .bind(*strategy)
+        .bind(*action)
+        .bind(*outcome)
+        .bind(body.clone()),
+        Write::RollbackStarted { run, stage, error } => sqlx::query(
+            "UPDATE runs SET status = 'rolling-back', rollback_stage = $1, rollback_error = $2 WHERE id = $3",
+        )
+        .bind(*stage)
+        .bind(error.clone())
+        .bind(*run),
+        Write::Compensated {
+            run,
+            stage,
+            item,
+            failed,
+            at,
+        } => sqlx::query(
+            "INSERT INTO compensations (run, stage, item, hook, failed, at_ms) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (run, stage, hook, item) DO UPDATE SET failed = excluded.failed, at_ms = excluded.at_ms",
+        )
+        .bind(*run)
+        .bind(*stage)
+        .bind(item.unwrap_or(""))
+        .bind(item.is_none())
+        .bind(*failed)
+        .bind(*at),
+        Write::Log {
+            run,
+            stage,
+            item,
+            attempt,
+            at,
+            output,
+        } => sqlx::query(
+            "INSERT INTO logs (run, stage, item, attempt, at_ms, stdout, stderr, stdout_cut, stderr_cut)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(*run)
+        .bind(*stage)
+        .bind(*item)
+        .bind(*attempt)
+        .bind(*at)
+        .bind(output.stdout.as_bytes())
+        .bind(output.stderr.as_bytes())
+        .bind(i64::try_from(output.stdout_cut).unwrap_or(i64::MAX))
+        .bind(i64::try_from(output.stderr_cut).unwrap_or(i64::MAX)),
+        Write::Samples { run, at, samples } => {
+            if samples.is_empty() {
+                return Ok(());
+            }
+            let mut insert =
+                QueryBuilder::<Db>::new("INSERT INTO samples (run, at_ms, stage, metric, value) ");
+            // Rows are numbered in the order of VALUES: one tick's samples keep it.
+            insert.push_values(samples.iter(), |mut row, sample| {
+                row.push_bind(run.to_string())
+                    .push_bind(*at)
+                    .push_bind(sample.stage.as_deref().map(str::to_owned))
+                    .push_bind(sample.metric.to_string())
+                    .push_bind(sample.value);
+            });
+            insert.build().execute(&mut **tx).await?;
+            return Ok(());
+        }
+        Write::Health {
+            project,
+            check,
+            stage,
+            status,
+            at,
+        } => sqlx::query(
+            "INSERT INTO health (project, check_name, stage, status, at_ms) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (project, check_name) DO UPDATE SET stage = excluded.stage, status = excluded.status, at_ms = excluded.at_ms",
+        )
+        .bind(*project)
+        .bind(*check)
+        .bind(*stage)
+        .bind(status.as_str())
+        .bind(*at),
+        Write::Event {
+            project,
+            run,
+            at,
+            kind,
+            stage,
+            item,
+            body,
+        } => sqlx::query(
+            "INSERT INTO events (project, run, at_ms, kind, stage, item, body) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(*project)
+        .bind(*run)
+        .bind(*at)
+        .bind(kind.clone())
+        .bind(*stage)
+        .bind(*item)
+        .bind(body.clone()),
+    };
+    query.execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Item completions in one multi-row statement.
+async fn insert_completions(tx: &mut Transaction<'_, Db>, done: &[ItemDone<'_>]) -> Result<()> {
+    let mut insert = QueryBuilder::<Db>::new(
+        "INSERT INTO items (run, stage, item, status, attempts, finished_ms, duration_ms) ",
+    );
+    insert.push_values(done, |mut row, item| {
+        row.push_bind(item.run.map(str::to_owned))
+            .push_bind(item.stage.to_owned())
+            .push_bind(item.item.to_owned())
+            .push("'succeeded'")
+            .push_bind(item.attempts)
+            .push_bind(item.at)
+            .push_bind(item.duration_ms);
+    });
+    // A completion is final: an item run again keeps its first row, and the new completion is
+    // kept as an event (see `projection::completed_again`).
+    insert.push(" ON CONFLICT (run, stage, item) DO NOTHING RETURNING stage, item");
+    let inserted: HashSet<(String, String)> = insert
+        .build_query_as::<(String, String)>()
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
+    if inserted.len() < done.len() {
+        for write in projection::completed_again(done, inserted)? {
+            Box::pin(execute(tx, &write)).await?;
+        }
+    }
+    Ok(())
+}
