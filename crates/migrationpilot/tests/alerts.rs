@@ -266,6 +266,10 @@ fn slack_and_pagerduty_get_the_alert_in_manual_mode_then_its_resolution_under_on
 }
 
 #[test]
+#[cfg_attr(
+    missing_aiosmtpd,
+    ignore = "needs aiosmtpd: source .ci/services.sh start"
+)]
 fn a_critical_alert_and_its_resolution_arrive_by_email_through_a_real_smtp_server() {
     let Some(python) = tool("MIGRATIONPILOT_TEST_AIOSMTPD", "python3-with-aiosmtpd") else {
         return;
@@ -371,6 +375,10 @@ fn a_critical_alert_and_its_resolution_arrive_by_email_through_a_real_smtp_serve
 }
 
 #[test]
+#[cfg_attr(
+    missing_alertmanager,
+    ignore = "needs Alertmanager: source .ci/services.sh start"
+)]
 fn a_real_alertmanager_receives_an_alert_and_then_its_end() {
     let Some(alertmanager) = tool(
         "MIGRATIONPILOT_TEST_ALERTMANAGER",

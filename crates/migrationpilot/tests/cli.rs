@@ -626,6 +626,7 @@ stages:
 /// On a terminal the run shows live progress per stage; `NO_COLOR` keeps it free of color.
 /// `script` (util-linux) gives the binary a real pseudo-terminal.
 #[test]
+#[cfg_attr(missing_script, ignore = "needs `script` (util-linux)")]
 fn a_terminal_gets_live_progress_and_no_color_is_honoured() {
     if std::process::Command::new("script")
         .arg("--version")

@@ -262,6 +262,10 @@ healing:
 }
 
 #[test]
+#[cfg_attr(
+    missing_chromium,
+    ignore = "needs Chromium: source .ci/services.sh start"
+)]
 fn chromium_shows_the_runs_follows_a_live_one_and_steers_with_the_token() {
     let Some(chromium) = tool("MIGRATIONPILOT_TEST_CHROMIUM", "chromium") else {
         return;

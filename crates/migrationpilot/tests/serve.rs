@@ -526,6 +526,10 @@ fn promtool_accepts(promtool: &std::path::Path, url: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    missing_promtool,
+    ignore = "needs promtool: source .ci/services.sh start"
+)]
 fn promtool_accepts_the_exposition_of_serve_and_of_a_live_run() {
     let Some(promtool) = tool("MIGRATIONPILOT_TEST_PROMTOOL", "promtool") else {
         return;
@@ -588,6 +592,10 @@ fn promtool_accepts_the_exposition_of_serve_and_of_a_live_run() {
 }
 
 #[test]
+#[cfg_attr(
+    missing_prometheus,
+    ignore = "needs Prometheus: source .ci/services.sh start"
+)]
 fn prometheus_scrapes_serve_and_agrees_with_the_healing_history() {
     let Some(prometheus) = tool("MIGRATIONPILOT_TEST_PROMETHEUS", "prometheus") else {
         return;

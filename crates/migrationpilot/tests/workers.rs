@@ -106,6 +106,10 @@ fn journaled_once(work: &Workspace, stage: &'static str) -> usize {
 }
 
 #[test]
+#[cfg_attr(
+    missing_postgres,
+    ignore = "needs PostgreSQL: source .ci/services.sh start"
+)]
 fn a_coordinator_and_three_workers_share_two_hundred_items_each_journaled_once() {
     let Some(work) = Workspace::postgres() else {
         return;
@@ -173,6 +177,10 @@ healing:
 }
 
 #[test]
+#[cfg_attr(
+    missing_postgres,
+    ignore = "needs PostgreSQL: source .ci/services.sh start"
+)]
 fn a_worker_killed_mid_stage_gives_its_items_back_and_none_is_lost() {
     let Some(work) = Workspace::postgres() else {
         return;
@@ -234,6 +242,10 @@ echo "$WORKER $1" >> ended.txt"#,
 }
 
 #[test]
+#[cfg_attr(
+    missing_postgres,
+    ignore = "needs PostgreSQL: source .ci/services.sh start"
+)]
 fn a_coordinator_killed_mid_run_is_taken_over_by_a_resume_and_the_run_finishes() {
     let Some(work) = Workspace::postgres() else {
         return;
@@ -281,6 +293,10 @@ fn a_coordinator_killed_mid_run_is_taken_over_by_a_resume_and_the_run_finishes()
 }
 
 #[test]
+#[cfg_attr(
+    missing_postgres,
+    ignore = "needs PostgreSQL: source .ci/services.sh start"
+)]
 fn a_breaker_opened_by_one_workers_failures_pauses_every_worker() {
     let Some(work) = Workspace::postgres() else {
         return;

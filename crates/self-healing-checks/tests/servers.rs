@@ -262,6 +262,10 @@ async fn sqlite_file_removed_then_restored() {
 
 #[cfg(feature = "postgres")]
 #[tokio::test]
+#[cfg_attr(
+    missing_postgres,
+    ignore = "needs PostgreSQL: source .ci/services.sh start"
+)]
 async fn postgres_role_locked_then_unlocked() {
     use self_healing_checks::DatabaseCheck;
     use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
@@ -310,6 +314,7 @@ async fn postgres_role_locked_then_unlocked() {
 
 #[cfg(feature = "mysql")]
 #[tokio::test]
+#[cfg_attr(missing_mysql, ignore = "needs MariaDB: source .ci/services.sh start")]
 async fn mariadb_account_locked_then_unlocked() {
     use self_healing_checks::DatabaseCheck;
     use sqlx::{AssertSqlSafe, Connection, Executor, MySqlConnection};
@@ -367,6 +372,7 @@ async fn mariadb_account_locked_then_unlocked() {
 
 #[cfg(feature = "redis")]
 #[tokio::test]
+#[cfg_attr(missing_redis, ignore = "needs Redis: source .ci/services.sh start")]
 async fn redis_user_disabled_then_enabled() {
     use self_healing_checks::RedisCheck;
 

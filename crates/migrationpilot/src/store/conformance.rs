@@ -1413,10 +1413,12 @@ pub(super) async fn concurrent_overrides_of_one_strategy_both_merge(
     }
 }
 
-/// One `#[tokio::test]` per test above, for the module's `Backend`.
+/// One `#[tokio::test]` per test above, for the module's `Backend`, each with the attributes
+/// given.
 macro_rules! conformance_tests {
-    () => {
+    ($(#[$attr:meta])*) => {
         conformance_tests!(
+            attributes: [$(#[$attr])*],
             one: [
                 the_journal_reads_back_in_pages_with_resumable_cursors,
                 an_item_completed_again_is_read_back_as_often_as_it_was_published,
@@ -1441,34 +1443,29 @@ macro_rules! conformance_tests {
             sql: [an_unknown_action_in_the_queue_is_refused_not_guessed],
         );
     };
-    (one: [$($one:ident),* $(,)?], two: [$($two:ident),* $(,)?], sql: [$($sql:ident),* $(,)?] $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $one() {
-                let Some(backend) = Backend::fresh().await else {
-                    return;
-                };
-                super::$one(backend.store()).await;
-            }
-        )*
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $two() {
-                let Some(backend) = Backend::fresh().await else {
-                    return;
-                };
-                super::$two(backend.store(), backend.another().await).await;
-            }
-        )*
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $sql() {
-                let Some(backend) = Backend::fresh().await else {
-                    return;
-                };
-                super::$sql(backend.store(), async |sql| backend.execute(sql).await).await;
-            }
-        )*
+    (
+        attributes: $attributes:tt,
+        one: [$($one:ident),* $(,)?],
+        two: [$($two:ident),* $(,)?],
+        sql: [$($sql:ident),* $(,)?] $(,)?
+    ) => {
+        $(conformance_tests!(@test $attributes, $one, |backend| super::$one(backend.store()));)*
+        $(conformance_tests!(@test $attributes, $two, |backend| {
+            super::$two(backend.store(), backend.another().await)
+        });)*
+        $(conformance_tests!(@test $attributes, $sql, |backend| {
+            super::$sql(backend.store(), async |sql| backend.execute(sql).await)
+        });)*
+    };
+    (@test [$(#[$attr:meta])*], $name:ident, |$backend:ident| $body:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        $(#[$attr])*
+        async fn $name() {
+            let Some($backend) = Backend::fresh().await else {
+                return;
+            };
+            $body.await;
+        }
     };
 }
 
@@ -1572,5 +1569,7 @@ pub(super) mod postgres {
         }
     }
 
-    conformance_tests!();
+    conformance_tests!(
+        #[cfg_attr(missing_postgres, ignore = "needs PostgreSQL: source .ci/services.sh start")]
+    );
 }

@@ -172,6 +172,7 @@ macro_rules! on_every_store {
 
                 #[cfg(feature = "postgres")]
                 #[test]
+                #[cfg_attr(missing_postgres, ignore = "needs PostgreSQL: source .ci/services.sh start")]
                 fn postgres() {
                     if let Some(work) = $crate::common::Workspace::postgres() {
                         super::$name(work);

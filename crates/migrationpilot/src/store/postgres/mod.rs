@@ -349,6 +349,10 @@ mod tests {
     use self_healing::event::ActionKind;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        missing_postgres,
+        ignore = "needs PostgreSQL: source .ci/services.sh start"
+    )]
     async fn two_processes_opening_a_fresh_database_migrate_it_once() {
         let Some(database) = TestDatabase::create().await else {
             return;
@@ -367,6 +371,10 @@ mod tests {
     }
 
     #[tokio::test]
+    #[cfg_attr(
+        missing_postgres,
+        ignore = "needs PostgreSQL: source .ci/services.sh start"
+    )]
     async fn a_store_the_previous_version_made_reads_back_in_write_order() {
         let Some(database) = TestDatabase::create().await else {
             return;
@@ -407,6 +415,10 @@ mod tests {
     }
 
     #[tokio::test]
+    #[cfg_attr(
+        missing_postgres,
+        ignore = "needs PostgreSQL: source .ci/services.sh start"
+    )]
     async fn a_store_a_newer_version_made_is_refused() {
         let Some(database) = TestDatabase::create().await else {
             return;
@@ -447,6 +459,10 @@ mod tests {
     }
 
     #[tokio::test]
+    #[cfg_attr(
+        missing_postgres,
+        ignore = "needs PostgreSQL: source .ci/services.sh start"
+    )]
     async fn store_open_takes_a_postgres_url() {
         let Some(database) = TestDatabase::create().await else {
             return;
