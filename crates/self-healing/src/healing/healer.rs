@@ -10,8 +10,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::actions::{
-    Action, AdaptiveScale, Applied, CircuitBreakAction, Effect, FailoverAction, RestartAction,
-    RetryAction, RollbackAction, Subject,
+    Action, Applied, CircuitBreakAction, Effect, FailoverAction, RestartAction, RetryAction,
+    RollbackAction, Subject,
 };
 use super::gate::{Admission, Budget, Gate};
 use super::strategy::{HealingStrategy, Mode, StrategyOverride};
@@ -293,15 +293,15 @@ impl AutoHealer {
         let mut strategies: Vec<Arc<HealingStrategy>> = self
             .strategies()
             .into_iter()
-            .filter(|s| s.enabled && s.action.downcast_ref::<AdaptiveScale>().is_some())
+            .filter(|s| s.enabled && s.action.adaptive_concurrency().is_some())
             .collect();
         strategies.sort_by_key(|s| Reverse(s.priority));
         let mut records = Vec::new();
         for control in &scope.controls {
             let stage = control.stage_name();
             let found = strategies.iter().find_map(|s| {
-                let AdaptiveScale(settings) = s.action.downcast_ref::<AdaptiveScale>()?;
-                s.covers(stage).then_some((s, *settings))
+                let settings = s.action.adaptive_concurrency()?;
+                s.covers(stage).then_some((s, settings))
             });
             let Some((strategy, settings)) = found else {
                 let _ = control.set_adaptive(None);
