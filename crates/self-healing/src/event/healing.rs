@@ -226,3 +226,49 @@ pub struct HealingRecord {
     #[serde(with = "crate::serde_ms")]
     pub duration: Duration,
 }
+
+impl HealingRecord {
+    /// A decision of `strategy` that concerns no run, stage or item and took no time yet: the one
+    /// place the library makes a record, so that a field added to it is filled in for every kind
+    /// of decision at once.
+    pub(crate) fn new(
+        at: SystemTime,
+        strategy: Arc<str>,
+        trigger: TriggerMatch,
+        action: ActionKind,
+        outcome: Outcome,
+        detail: String,
+    ) -> Self {
+        HealingRecord {
+            at,
+            run: None,
+            stage: None,
+            item: None,
+            strategy,
+            trigger,
+            action,
+            outcome,
+            detail,
+            duration: Duration::ZERO,
+        }
+    }
+
+    /// The decision concerns `stage` of `run`, and `item` when a failed attempt of one is why.
+    pub(crate) fn on(
+        mut self,
+        run: Option<RunId>,
+        stage: Arc<str>,
+        item: Option<Arc<str>>,
+    ) -> Self {
+        self.run = run;
+        self.stage = Some(stage);
+        self.item = item;
+        self
+    }
+
+    /// The action took `duration`.
+    pub(crate) fn took(mut self, duration: Duration) -> Self {
+        self.duration = duration;
+        self
+    }
+}

@@ -256,26 +256,26 @@ impl AutoHealer {
                         .join(", ")
                 ),
             };
-            self.flush(
-                vec![HealingRecord {
-                    at: scope.bus.clock().wall(),
-                    run: Some(scope.run.clone()),
-                    stage: Some(Arc::clone(control.stage_name())),
-                    item: None,
-                    strategy: DEPENDS_ON.into(),
-                    trigger: TriggerMatch {
-                        kind: TriggerKind::HealthCheck,
-                        index: 0,
-                        observed: None,
-                        description: format!("check `{check}` is {status}"),
-                    },
-                    action: ActionKind::Hold,
-                    outcome: Outcome::Succeeded,
-                    detail: detail.clone(),
-                    duration: Duration::ZERO,
-                }],
-                Some(scope),
+            let trigger = TriggerMatch {
+                kind: TriggerKind::HealthCheck,
+                index: 0,
+                observed: None,
+                description: format!("check `{check}` is {status}"),
+            };
+            let record = HealingRecord::new(
+                scope.bus.clock().wall(),
+                DEPENDS_ON.into(),
+                trigger,
+                ActionKind::Hold,
+                Outcome::Succeeded,
+                detail.clone(),
+            )
+            .on(
+                Some(scope.run.clone()),
+                Arc::clone(control.stage_name()),
+                None,
             );
+            self.flush(vec![record], Some(scope));
             control.set_dependency_down(check, down);
             if down {
                 control.applied(ActionKind::Hold, None, detail);
@@ -333,23 +333,23 @@ impl AutoHealer {
             };
             // Recorded, not announced as applied: it heals nothing yet, and its steps are
             // `concurrency-changed` events.
-            records.push(HealingRecord {
-                at: scope.bus.clock().wall(),
-                run: Some(scope.run.clone()),
-                stage: Some(Arc::clone(stage)),
-                item: None,
-                strategy: Arc::clone(&strategy.name),
-                trigger: TriggerMatch {
-                    kind: TriggerKind::Metrics,
-                    index: 0,
-                    observed: None,
-                    description: "the latency of each attempt (mode: adaptive)".to_owned(),
-                },
-                action: ActionKind::Scale,
-                outcome,
-                detail,
-                duration: Duration::ZERO,
-            });
+            let trigger = TriggerMatch {
+                kind: TriggerKind::Metrics,
+                index: 0,
+                observed: None,
+                description: "the latency of each attempt (mode: adaptive)".to_owned(),
+            };
+            records.push(
+                HealingRecord::new(
+                    scope.bus.clock().wall(),
+                    Arc::clone(&strategy.name),
+                    trigger,
+                    ActionKind::Scale,
+                    outcome,
+                    detail,
+                )
+                .on(Some(scope.run.clone()), Arc::clone(stage), None),
+            );
         }
         self.flush(records, Some(scope));
     }
@@ -526,18 +526,16 @@ impl AutoHealer {
             }
             _ => None,
         };
-        let record = HealingRecord {
-            at: self.now_wall(scope.as_ref()),
-            run: Some(run.clone()),
-            stage: Some(stage),
-            item: None,
+        let record = HealingRecord::new(
+            self.now_wall(scope.as_ref()),
             strategy,
             trigger,
             action,
-            outcome: applied.outcome(),
-            detail: applied.detail,
-            duration: started.elapsed(),
-        };
+            applied.outcome(),
+            applied.detail,
+        )
+        .on(Some(run.clone()), stage, None)
+        .took(started.elapsed());
         self.flush(vec![record.clone()], scope.as_ref());
         if let Some((control, request)) = request {
             control.request(request);
@@ -730,18 +728,22 @@ impl AutoHealer {
                 let kind = action.kind();
                 let started = Instant::now();
                 let mut record = |outcome: Outcome, detail: String| {
-                    records.push(HealingRecord {
-                        at,
-                        run: target.run.clone(),
-                        stage: Some(Arc::clone(&target.stage)),
-                        item: target.item.clone(),
-                        strategy: Arc::clone(&m.strategy.name),
-                        trigger: m.trigger.clone(),
-                        action: kind,
-                        outcome,
-                        detail,
-                        duration: started.elapsed(),
-                    });
+                    records.push(
+                        HealingRecord::new(
+                            at,
+                            Arc::clone(&m.strategy.name),
+                            m.trigger.clone(),
+                            kind,
+                            outcome,
+                            detail,
+                        )
+                        .on(
+                            target.run.clone(),
+                            Arc::clone(&target.stage),
+                            target.item.clone(),
+                        )
+                        .took(started.elapsed()),
+                    );
                 };
                 if action.is_decisive() && taken {
                     // The retry policy's own retrying is what happens when nothing else
