@@ -83,6 +83,21 @@ use std::pin::Pin;
 /// A boxed future that can cross threads: what the crate's object-safe traits return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// `[E::A, E::B, …]`, an array of every variant of the fieldless enum `E`, from one list that is
+/// also the patterns of an exhaustive `match` on `E`: a variant left out of the list is a compile
+/// error ("pattern not covered"), not an `ALL` that quietly misses it. Defined before the modules
+/// so that each of them can use it.
+macro_rules! every_variant {
+    ($enum:ident { $($variant:ident),+ $(,)? }) => {{
+        const fn _every_variant_is_listed(value: $enum) {
+            match value {
+                $($enum::$variant)|+ => {}
+            }
+        }
+        [$($enum::$variant),+]
+    }};
+}
+
 pub mod alert;
 pub mod clock;
 pub mod config;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, de};
 
 use super::Notifier;
 use super::alertmanager::AlertmanagerConfig;
@@ -39,18 +39,69 @@ pub enum ChannelConfig {
     Alertmanager(AlertmanagerConfig),
 }
 
+/// The `type`s a file names its channels by, a closed enum so that reading a channel is an
+/// exhaustive match on it: a type added here is a compile error until it says which channel it
+/// reads, instead of falling into another channel's arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChannelType {
+    Slack,
+    Pagerduty,
+    Email,
+    Webhook,
+    Alertmanager,
+}
+
+impl ChannelType {
+    /// In the order unknown-type errors list them.
+    const ALL: [ChannelType; 5] = every_variant!(ChannelType {
+        Slack,
+        Pagerduty,
+        Email,
+        Webhook,
+        Alertmanager
+    });
+
+    /// The names of [`ALL`](Self::ALL), in its order.
+    const NAMES: [&'static str; ChannelType::ALL.len()] = {
+        let mut names = [""; ChannelType::ALL.len()];
+        let mut i = 0;
+        while i < names.len() {
+            names[i] = ChannelType::ALL[i].as_str();
+            i += 1;
+        }
+        names
+    };
+
+    /// The value of `type` in files.
+    const fn as_str(self) -> &'static str {
+        match self {
+            ChannelType::Slack => "slack",
+            ChannelType::Pagerduty => "pagerduty",
+            ChannelType::Email => "email",
+            ChannelType::Webhook => "webhook",
+            ChannelType::Alertmanager => "alertmanager",
+        }
+    }
+}
+
 impl Tagged for ChannelConfig {
     const TAG: &'static str = "type";
-    const VARIANTS: &'static [&'static str] =
-        &["slack", "pagerduty", "email", "webhook", "alertmanager"];
+    const VARIANTS: &'static [&'static str] = &ChannelType::NAMES;
 
     fn variant<'de, D: Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
-        Ok(match tag {
-            "slack" => ChannelConfig::Slack(Deserialize::deserialize(rest)?),
-            "pagerduty" => ChannelConfig::Pagerduty(Deserialize::deserialize(rest)?),
-            "email" => ChannelConfig::Email(Deserialize::deserialize(rest)?),
-            "alertmanager" => ChannelConfig::Alertmanager(Deserialize::deserialize(rest)?),
-            _ => ChannelConfig::Webhook(Deserialize::deserialize(rest)?),
+        // `deserialize_tagged` refuses a tag outside VARIANTS before it gets here; one that
+        // still does gets the same error.
+        let Some(channel) = ChannelType::ALL.into_iter().find(|t| t.as_str() == tag) else {
+            return Err(de::Error::unknown_variant(tag, Self::VARIANTS));
+        };
+        Ok(match channel {
+            ChannelType::Slack => ChannelConfig::Slack(Deserialize::deserialize(rest)?),
+            ChannelType::Pagerduty => ChannelConfig::Pagerduty(Deserialize::deserialize(rest)?),
+            ChannelType::Email => ChannelConfig::Email(Deserialize::deserialize(rest)?),
+            ChannelType::Webhook => ChannelConfig::Webhook(Deserialize::deserialize(rest)?),
+            ChannelType::Alertmanager => {
+                ChannelConfig::Alertmanager(Deserialize::deserialize(rest)?)
+            }
         })
     }
 
@@ -78,5 +129,25 @@ impl ChannelConfig {
             ChannelConfig::Webhook(c) => c.build(),
             ChannelConfig::Alertmanager(c) => c.build(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_type_reads_its_own_channel_and_an_unknown_type_is_refused() {
+        let webhook: ChannelConfig =
+            serde_json::from_str(r#"{"type": "webhook", "url": "https://hooks.example/x"}"#)
+                .unwrap();
+        assert!(matches!(webhook, ChannelConfig::Webhook(_)), "{webhook:?}");
+        let expected = "unknown variant `teams`, expected one of `slack`, `pagerduty`, `email`, \
+                        `webhook`, `alertmanager`";
+        let error = serde_json::from_str::<ChannelConfig>(r#"{"type": "teams"}"#).unwrap_err();
+        assert!(error.to_string().starts_with(expected), "{error}");
+        // Asked directly, an unknown type is the same error, not a webhook missing its `url`.
+        let error = ChannelConfig::variant("teams", serde_json::json!({})).unwrap_err();
+        assert_eq!(error.to_string(), expected);
     }
 }

@@ -37,30 +37,63 @@ pub enum ActionKind {
 
 impl ActionKind {
     /// Every action, in declaration order.
-    pub const ALL: [ActionKind; 10] = [
-        ActionKind::Retry,
-        ActionKind::Rollback,
-        ActionKind::Restart,
-        ActionKind::Scale,
-        ActionKind::Failover,
-        ActionKind::CircuitBreak,
-        ActionKind::Throttle,
-        ActionKind::Notify,
-        ActionKind::Custom,
-        ActionKind::Hold,
-    ];
+    pub const ALL: [ActionKind; 10] = every_variant!(ActionKind {
+        Retry,
+        Rollback,
+        Restart,
+        Scale,
+        Failover,
+        CircuitBreak,
+        Throttle,
+        Notify,
+        Custom,
+        Hold,
+    });
 
     /// The names of the actions a strategy can take, in the order of [`ALL`](Self::ALL):
     /// every one but `hold`.
-    pub const NAMES: [&'static str; 9] = {
-        let mut names = [""; 9];
-        let mut i = 0;
-        while i < 9 {
-            names[i] = ActionKind::ALL[i].as_str();
+    pub const NAMES: [&'static str; ActionKind::STRATEGY_ACTIONS] = {
+        let mut names = [""; ActionKind::STRATEGY_ACTIONS];
+        let (mut i, mut n) = (0, 0);
+        while i < ActionKind::ALL.len() {
+            if ActionKind::ALL[i].strategy_takes() {
+                names[n] = ActionKind::ALL[i].as_str();
+                n += 1;
+            }
             i += 1;
         }
         names
     };
+
+    /// How many of [`ALL`](Self::ALL) a strategy can take: counted, so that [`NAMES`](Self::NAMES)
+    /// follows `ALL` instead of a number kept by hand.
+    const STRATEGY_ACTIONS: usize = {
+        let (mut i, mut n) = (0, 0);
+        while i < ActionKind::ALL.len() {
+            if ActionKind::ALL[i].strategy_takes() {
+                n += 1;
+            }
+            i += 1;
+        }
+        n
+    };
+
+    /// Whether a strategy can take the action: every one but `hold`, which a stage's
+    /// `dependsOn` asks for. No `_` arm: a new action must say which it is.
+    const fn strategy_takes(self) -> bool {
+        match self {
+            ActionKind::Hold => false,
+            ActionKind::Retry
+            | ActionKind::Rollback
+            | ActionKind::Restart
+            | ActionKind::Scale
+            | ActionKind::Failover
+            | ActionKind::CircuitBreak
+            | ActionKind::Throttle
+            | ActionKind::Notify
+            | ActionKind::Custom => true,
+        }
+    }
 
     /// The kebab-case name used in configuration and on the wire (`retry`, `circuit-break`…).
     pub const fn as_str(self) -> &'static str {
@@ -225,4 +258,50 @@ pub struct HealingRecord {
     /// How long the action took (zero for decisions that did not act).
     #[serde(with = "crate::serde_ms")]
     pub duration: Duration,
+}
+
+impl HealingRecord {
+    /// A decision of `strategy` that concerns no run, stage or item and took no time yet: the one
+    /// place the library makes a record, so that a field added to it is filled in for every kind
+    /// of decision at once.
+    pub(crate) fn new(
+        at: SystemTime,
+        strategy: Arc<str>,
+        trigger: TriggerMatch,
+        action: ActionKind,
+        outcome: Outcome,
+        detail: String,
+    ) -> Self {
+        HealingRecord {
+            at,
+            run: None,
+            stage: None,
+            item: None,
+            strategy,
+            trigger,
+            action,
+            outcome,
+            detail,
+            duration: Duration::ZERO,
+        }
+    }
+
+    /// The decision concerns `stage` of `run`, and `item` when a failed attempt of one is why.
+    pub(crate) fn on(
+        mut self,
+        run: Option<RunId>,
+        stage: Arc<str>,
+        item: Option<Arc<str>>,
+    ) -> Self {
+        self.run = run;
+        self.stage = Some(stage);
+        self.item = item;
+        self
+    }
+
+    /// The action took `duration`.
+    pub(crate) fn took(mut self, duration: Duration) -> Self {
+        self.duration = duration;
+        self
+    }
 }

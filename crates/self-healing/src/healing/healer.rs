@@ -1,6 +1,9 @@
 //! The AutoHealer: matches strategies against failures and stage state, gates them, and acts.
+//!
+//! Its other parts have files of their own beside this one: `builder` (its settings, checked
+//! once), `matching` (which strategies match, with what triggers remember), `holds` (`dependsOn`),
+//! `manual` (operators' actions) and `adaptive` (installing adaptive concurrency).
 
-use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -9,35 +12,22 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::actions::{
-    Action, AdaptiveScale, Applied, CircuitBreakAction, Effect, FailoverAction, RestartAction,
-    RetryAction, RollbackAction, Subject,
-};
+use super::actions::{Action, Applied, Effect, Subject};
 use super::gate::{Admission, Budget, Gate};
+use super::matching::{Match, MemoryKey};
 use super::strategy::{HealingStrategy, Mode, StrategyOverride};
 use super::thresholds::{self, AlertThreshold, Seen};
-use super::trigger::{Trigger, TriggerContext, TriggerMemory};
+use super::trigger::TriggerMemory;
 use crate::BoxFuture;
-use crate::alert::{Alert, Alerting, Notifier};
-use crate::clock::{Clock, TokioClock};
+use crate::alert::{Alert, Alerting};
+use crate::clock::Clock;
 use crate::error::{InvalidConfig, Severity};
-use crate::event::HealthStatus;
-use crate::event::{
-    ActionKind, EventKind, HealingRecord, Outcome, RunId, TriggerKind, TriggerMatch,
-};
+use crate::event::{ActionKind, EventKind, HealingRecord, Outcome, RunId};
 use crate::health::{CheckStatus, HealthMonitor};
 use crate::metrics::MetricsCollector;
 use crate::pipeline::{Failure, PipelineBuilder, Remedy, RunScope, StageControl, Supervisor};
-use crate::resilience::{BreakerSettings, RetryBudget, RetryBudgetSettings, RetryPolicy};
+use crate::resilience::{BreakerSettings, RetryBudget, RetryPolicy};
 
-/// How often the healer evaluates state triggers while a stage runs, unless told otherwise.
-pub const DEFAULT_EVALUATION_INTERVAL: Duration = Duration::from_secs(1);
-/// How many records the in-memory history keeps, unless told otherwise.
-pub const DEFAULT_HISTORY_CAPACITY: usize = 10_000;
-/// The strategy name operators' actions are recorded under.
-pub const MANUAL: &str = "manual";
-/// The strategy name a stage's `dependsOn` holds and releases its work under, in the history.
-pub const DEPENDS_ON: &str = "dependsOn";
 /// The strategy name under which a retry policy (a stage's own, or the healer's global
 /// `retryPolicy`) retries its `retryableErrors` by itself, at the lowest priority, with no
 /// strategy needed.
@@ -91,89 +81,64 @@ pub const RETRY_POLICY: &str = "retryPolicy";
 /// ```
 #[derive(Clone)]
 pub struct AutoHealer {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
-    strategies: RwLock<Vec<Arc<HealingStrategy>>>,
-    retry: RetryPolicy,
+/// The healer's state, shared by its clones. Its fields are open to the rest of `healing`, whose
+/// files beside this one are each a part of the healer (see the module's documentation).
+pub(super) struct Inner {
+    pub(super) strategies: RwLock<Vec<Arc<HealingStrategy>>>,
+    pub(super) retry: RetryPolicy,
     /// Whether a global `retryPolicy` was given: then it retries by itself.
-    retry_configured: bool,
+    pub(super) retry_configured: bool,
     /// The strategy under which a retry policy retries by itself ([`RETRY_POLICY`]): lowest
     /// priority, for errors the failing stage's policy (its own, else the global one) retries.
-    implicit_retry: Arc<HealingStrategy>,
-    breaker: Option<BreakerSettings>,
+    pub(super) implicit_retry: Arc<HealingStrategy>,
+    pub(super) breaker: Option<BreakerSettings>,
     /// Named breakers stages share.
-    shared_breakers: Vec<(Arc<str>, BreakerSettings)>,
+    pub(super) shared_breakers: Vec<(Arc<str>, BreakerSettings)>,
     /// The global retry budget: every retry, whoever decides it.
-    retry_budget: Option<RetryBudget>,
+    pub(super) retry_budget: Option<RetryBudget>,
     /// The strategies with a retry budget of their own, as built: an operator's override
     /// keeps a strategy's budget (one ledger) and its stages, so these count first attempts
     /// for it, without a look at every strategy on every attempt.
-    budgeted: Vec<Arc<HealingStrategy>>,
-    alerts: Alerting,
-    thresholds: Vec<AlertThreshold>,
+    pub(super) budgeted: Vec<Arc<HealingStrategy>>,
+    pub(super) alerts: Alerting,
+    pub(super) thresholds: Vec<AlertThreshold>,
     /// What the thresholds last saw, per run.
-    thresholds_seen: Mutex<HashMap<RunId, Seen>>,
-    enabled: AtomicBool,
-    interval: Duration,
-    history_capacity: usize,
-    clock: Arc<dyn Clock>,
-    gate: Mutex<Gate>,
+    pub(super) thresholds_seen: Mutex<HashMap<RunId, Seen>>,
+    pub(super) enabled: AtomicBool,
+    pub(super) interval: Duration,
+    pub(super) history_capacity: usize,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) gate: Mutex<Gate>,
     /// What each trigger remembers per run and stage. Each memory has its own lock, so no
     /// healer-wide lock is held while triggers are evaluated.
-    memory: Mutex<HashMap<MemoryKey, Arc<Mutex<TriggerMemory>>>>,
-    history: Mutex<VecDeque<HealingRecord>>,
+    pub(super) memory: Mutex<HashMap<MemoryKey, Arc<Mutex<TriggerMemory>>>>,
+    pub(super) history: Mutex<VecDeque<HealingRecord>>,
     /// The runs being healed now; one healer may serve several pipelines at once.
-    attached: Mutex<HashMap<RunId, Attached>>,
+    pub(super) attached: Mutex<HashMap<RunId, Attached>>,
     /// The monitors whose checks `health-check` triggers read.
-    monitors: RwLock<Vec<HealthMonitor>>,
+    pub(super) monitors: RwLock<Vec<HealthMonitor>>,
     /// Taken while stages are held or released (`dependsOn`).
-    gating: Mutex<()>,
+    pub(super) gating: Mutex<()>,
 }
 
-struct Attached {
+/// A run being healed, and how to stop evaluating it.
+pub(super) struct Attached {
     scope: RunScope,
     stop: CancellationToken,
 }
 
-/// (run, strategy, trigger index, stage).
-type MemoryKey = (Option<RunId>, Arc<str>, usize, Arc<str>);
-
-/// A strategy that matched, with the trigger that did.
-struct Match {
-    strategy: Arc<HealingStrategy>,
-    trigger: TriggerMatch,
-}
-
 /// What is being healed: a stage, and the failed attempt if that is why.
-struct Target<'a> {
-    run: Option<RunId>,
-    stage: Arc<str>,
-    item: Option<Arc<str>>,
-    failure: Option<&'a Failure<'a>>,
+pub(super) struct Target<'a> {
+    pub(super) run: Option<RunId>,
+    pub(super) stage: Arc<str>,
+    pub(super) item: Option<Arc<str>>,
+    pub(super) failure: Option<&'a Failure<'a>>,
 }
 
 impl AutoHealer {
-    /// A builder with no strategies, the default retry policy, no global breaker, no budget, no
-    /// alert channels, healing enabled, and the default interval and history capacity.
-    pub fn builder() -> AutoHealerBuilder {
-        AutoHealerBuilder {
-            strategies: Vec::new(),
-            retry: None,
-            breaker: None,
-            shared_breakers: Vec::new(),
-            retry_budget: None,
-            budget: None,
-            notifiers: Vec::new(),
-            alerting: None,
-            thresholds: Vec::new(),
-            enabled: true,
-            interval: DEFAULT_EVALUATION_INTERVAL,
-            history_capacity: DEFAULT_HISTORY_CAPACITY,
-        }
-    }
-
     /// Heals the pipeline `builder` makes: the healer becomes its supervisor, and the
     /// healer's global `retryPolicy` and `circuitBreaker` its defaults.
     pub fn install<C: Send + Sync + 'static>(
@@ -181,177 +146,6 @@ impl AutoHealer {
         builder: PipelineBuilder<C>,
     ) -> PipelineBuilder<C> {
         builder.supervisor(self.clone())
-    }
-
-    /// Reads `monitor`'s checks for `health-check` triggers and [`TriggerContext::health`]. The
-    /// monitor stays the one source of their status.
-    ///
-    /// Its checks also gate the stages that depend on them (`dependsOn`): while one is
-    /// unhealthy, the stages of the runs this healer heals start no new attempt, and resume at
-    /// once when it is healthy (or degraded) again. Each hold and release is recorded in the
-    /// history under [`DEPENDS_ON`], whatever the healing mode: a dependency the stage declares
-    /// is not a remedy to leave to people.
-    pub fn watch(&self, monitor: &HealthMonitor) {
-        self.inner
-            .monitors
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(monitor.clone());
-        let healer = Arc::downgrade(&self.inner);
-        monitor.on_health_changed(move |change| {
-            if let Some(inner) = healer.upgrade() {
-                AutoHealer { inner }.gate_all(Some(&change.check));
-            }
-        });
-    }
-
-    /// Holds or releases, in every run it heals, the stages that depend on `check` (or on any
-    /// check), from the monitors' status now. One lock serializes it, and the status is read
-    /// under it, so a change and a run starting at once cannot leave a stage held by a status
-    /// that is gone.
-    fn gate_all(&self, check: Option<&str>) {
-        let _one_at_a_time = self.inner.gating.lock().unwrap_or_else(|e| e.into_inner());
-        let statuses: Vec<CheckStatus> = self
-            .health()
-            .into_iter()
-            .filter(|s| check.is_none_or(|c| *s.check == *c))
-            .collect();
-        let scopes: Vec<RunScope> = self
-            .lock_attached()
-            .values()
-            .map(|a| a.scope.clone())
-            .collect();
-        for scope in &scopes {
-            for status in &statuses {
-                self.gate(scope, &status.check, status.status);
-            }
-        }
-    }
-
-    /// Holds (`status` unhealthy) or releases the stages of `scope` that depend on `check`,
-    /// each decision recorded before it acts.
-    fn gate(&self, scope: &RunScope, check: &Arc<str>, status: HealthStatus) {
-        let down = status == HealthStatus::Unhealthy;
-        for control in scope.controls.iter() {
-            if !control.depends_on().contains(check) {
-                continue;
-            }
-            let mut held_by = control.held_by();
-            if held_by.contains(check) == down {
-                continue;
-            }
-            if down {
-                held_by.push(Arc::clone(check));
-            } else {
-                held_by.retain(|c| c != check);
-            }
-            let detail = match (down, held_by.as_slice()) {
-                (true, _) => format!("new attempts wait: `{check}` is unhealthy"),
-                (false, []) => format!("work resumed: `{check}` is {status}"),
-                (false, rest) => format!(
-                    "`{check}` is {status}; still held by {}",
-                    rest.iter()
-                        .map(|c| format!("`{c}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            };
-            self.flush(
-                vec![HealingRecord {
-                    at: scope.bus.clock().wall(),
-                    run: Some(scope.run.clone()),
-                    stage: Some(Arc::clone(control.stage_name())),
-                    item: None,
-                    strategy: DEPENDS_ON.into(),
-                    trigger: TriggerMatch {
-                        kind: TriggerKind::HealthCheck,
-                        index: 0,
-                        observed: None,
-                        description: format!("check `{check}` is {status}"),
-                    },
-                    action: ActionKind::Hold,
-                    outcome: Outcome::Succeeded,
-                    detail: detail.clone(),
-                    duration: Duration::ZERO,
-                }],
-                Some(scope),
-            );
-            control.set_dependency_down(check, down);
-            if down {
-                control.applied(ActionKind::Hold, None, detail);
-            }
-        }
-    }
-
-    /// Gives every stage of `scope` an adaptive `scale` strategy covers its AIMD controller (the
-    /// first such strategy's, in priority order), and takes it from the others; in manual mode
-    /// or for a dry run, takes it away and records `would-have`. Runs as each run starts
-    /// (`starting`: every covered stage recorded) and on each evaluation tick, so that
-    /// `healing disable|enable|configure` reach a running controller (recorded when it
-    /// changes).
-    fn install_adaptive(&self, scope: &RunScope, starting: bool) {
-        let mut strategies: Vec<Arc<HealingStrategy>> = self
-            .strategies()
-            .into_iter()
-            .filter(|s| s.enabled && s.action.downcast_ref::<AdaptiveScale>().is_some())
-            .collect();
-        strategies.sort_by_key(|s| Reverse(s.priority));
-        let mut records = Vec::new();
-        for control in &scope.controls {
-            let stage = control.stage_name();
-            let found = strategies.iter().find_map(|s| {
-                let AdaptiveScale(settings) = s.action.downcast_ref::<AdaptiveScale>()?;
-                s.covers(stage).then_some((s, *settings))
-            });
-            let Some((strategy, settings)) = found else {
-                let _ = control.set_adaptive(None);
-                continue;
-            };
-            let acts = self.is_enabled() && strategy.mode == Mode::Act;
-            let wanted = acts.then_some(settings);
-            let (outcome, detail) = match control.set_adaptive(wanted) {
-                Ok(false) if !starting => continue,
-                Ok(_) if acts => (
-                    Outcome::Succeeded,
-                    format!(
-                        "adaptive concurrency (AIMD on latency) within {}..={}, from {}",
-                        settings.min,
-                        settings.max,
-                        control.concurrency()
-                    ),
-                ),
-                Ok(_) => (
-                    Outcome::WouldHave,
-                    format!(
-                        "would run adaptive concurrency within {}..={}; the concurrency stays {}",
-                        settings.min,
-                        settings.max,
-                        control.concurrency()
-                    ),
-                ),
-                Err(e) => (Outcome::Failed, e.to_string()),
-            };
-            // Recorded, not announced as applied: it heals nothing yet, and its steps are
-            // `concurrency-changed` events.
-            records.push(HealingRecord {
-                at: scope.bus.clock().wall(),
-                run: Some(scope.run.clone()),
-                stage: Some(Arc::clone(stage)),
-                item: None,
-                strategy: Arc::clone(&strategy.name),
-                trigger: TriggerMatch {
-                    kind: TriggerKind::Metrics,
-                    index: 0,
-                    observed: None,
-                    description: "the latency of each attempt (mode: adaptive)".to_owned(),
-                },
-                action: ActionKind::Scale,
-                outcome,
-                detail,
-                duration: Duration::ZERO,
-            });
-        }
-        self.flush(records, Some(scope));
     }
 
     /// The global `retryPolicy`: what `retry` strategies without a policy of their own use.
@@ -438,111 +232,9 @@ impl AutoHealer {
     /// Evaluates the state triggers of every running stage now and acts on what matches. The
     /// healer does this by itself every evaluation interval during a run.
     pub async fn evaluate(&self) {
-        let scopes: Vec<RunScope> = self
-            .lock_attached()
-            .values()
-            .map(|a| a.scope.clone())
-            .collect();
-        for scope in scopes {
+        for scope in self.scopes() {
             self.evaluate_run(&scope).await;
         }
-    }
-
-    /// An operator's action on a stage of a run this healer heals (`healing trigger`): restart,
-    /// rollback, failover or circuit-break, applied at once whatever the healing mode (manual
-    /// mode leaves the decisions to people), and recorded under the strategy
-    /// [`MANUAL`](MANUAL). An action that cannot apply (no such run or stage, the stage not
-    /// running) is recorded `failed` with the reason.
-    pub async fn trigger(
-        &self,
-        run: &RunId,
-        stage: &str,
-        action: ActionKind,
-        reason: &str,
-    ) -> HealingRecord {
-        let scope = self.scope(run);
-        let control = scope.as_ref().and_then(|s| s.control(stage));
-        let chosen: Result<Action, String> = match (action, control) {
-            (ActionKind::Restart, _) => Ok(RestartAction::default().into()),
-            (ActionKind::Rollback, _) => Ok(RollbackAction.into()),
-            (ActionKind::Failover, _) => Ok(FailoverAction.into()),
-            (ActionKind::CircuitBreak, Some(control)) => {
-                Ok(CircuitBreakAction::like(&control.breaker().settings()).into())
-            }
-            (ActionKind::CircuitBreak, None) => {
-                Ok(CircuitBreakAction::like(&self.inner.breaker.unwrap_or_default()).into())
-            }
-            (other, _) => Err(format!(
-                "not applied: `{other}` cannot be triggered by hand (restart, rollback, failover or circuit-break can)"
-            )),
-        };
-        let strategy: Arc<str> = MANUAL.into();
-        let stage: Arc<str> = stage.into();
-        let trigger = TriggerMatch {
-            kind: TriggerKind::Manual,
-            index: 0,
-            observed: None,
-            description: reason.to_owned(),
-        };
-        let started = Instant::now();
-        let applied = match (&scope, control, chosen) {
-            (None, _, _) => Applied::failed(format!("not applied: run `{run}` is not running")),
-            (Some(scope), None, _) => Applied::failed(format!(
-                "not applied: the pipeline has no stage `{stage}` (it has {})",
-                scope
-                    .controls
-                    .iter()
-                    .map(|c| c.stage())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-            (_, _, Err(detail)) => Applied::failed(detail),
-            (Some(scope), Some(_), Ok(action)) => {
-                let subject = Subject {
-                    scope: Some(scope),
-                    project: &scope.pipeline,
-                    stage: &stage,
-                    item: None,
-                    strategy: &strategy,
-                    trigger: &trigger,
-                    reason,
-                    at: scope.bus.clock().wall(),
-                    retry_policy: &self.inner.retry,
-                    retry_budget: self.inner.retry_budget.as_ref(),
-                    alerts: &self.inner.alerts,
-                    manual: !self.is_enabled(),
-                };
-                let applied = match &action {
-                    Action::Decisive(action) => action.on_stage(&subject).await,
-                    Action::Side(action) => action.apply(&subject).await,
-                };
-                announce(&subject, action.kind(), &applied);
-                applied
-            }
-        };
-        let request = match (&applied.effect, control) {
-            (Effect::Requested(request), Some(control)) => {
-                Some((Arc::clone(control), request.clone()))
-            }
-            _ => None,
-        };
-        let record = HealingRecord {
-            at: self.now_wall(scope.as_ref()),
-            run: Some(run.clone()),
-            stage: Some(stage),
-            item: None,
-            strategy,
-            trigger,
-            action,
-            outcome: applied.outcome(),
-            detail: applied.detail,
-            duration: started.elapsed(),
-        };
-        self.flush(vec![record.clone()], scope.as_ref());
-        if let Some((control, request)) = request {
-            control.request(request);
-        }
-        record
     }
 
     async fn evaluate_run(&self, scope: &RunScope) {
@@ -587,7 +279,15 @@ impl AutoHealer {
         }
     }
 
-    fn scope(&self, run: &RunId) -> Option<RunScope> {
+    /// The runs it heals now.
+    pub(super) fn scopes(&self) -> Vec<RunScope> {
+        self.lock_attached()
+            .values()
+            .map(|a| a.scope.clone())
+            .collect()
+    }
+
+    pub(super) fn scope(&self, run: &RunId) -> Option<RunScope> {
         self.lock_attached().get(run).map(|a| a.scope.clone())
     }
 
@@ -602,7 +302,7 @@ impl AutoHealer {
         self.inner.gate.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn health(&self) -> Vec<CheckStatus> {
+    pub(super) fn health(&self) -> Vec<CheckStatus> {
         self.inner
             .monitors
             .read()
@@ -610,91 +310,6 @@ impl AutoHealer {
             .iter()
             .flat_map(HealthMonitor::statuses)
             .collect()
-    }
-
-    /// The strategies matching `target`, highest priority first (ties in declaration order).
-    /// No healer lock is held while triggers run: a custom predicate may call back into the
-    /// healer.
-    fn matches(
-        &self,
-        target: &Target<'_>,
-        exhausted: bool,
-        metrics: &MetricsCollector,
-        health: &[CheckStatus],
-        control: Option<&Arc<StageControl>>,
-    ) -> Vec<Match> {
-        let now = Instant::now();
-        let ctx = TriggerContext {
-            stage: &target.stage,
-            error: target.failure.map(|f| f.error),
-            exhausted,
-            metrics,
-            running_for: control.and_then(|c| c.running_for()),
-            health,
-            now,
-            retry_policy: target
-                .failure
-                .filter(|f| self.inner.retry_configured || f.stage_policy)
-                .map(|f| f.retry_policy),
-        };
-        let on_tick = target.failure.is_none();
-        let mut found = Vec::new();
-        let candidates = self
-            .strategies()
-            .into_iter()
-            .chain(std::iter::once(Arc::clone(&self.inner.implicit_retry)));
-        for strategy in candidates.filter(|s| s.enabled && s.covers(&target.stage)) {
-            // Retry needs failed work that is not given up on yet.
-            let action = &strategy.action;
-            if action.needs_fresh_failure() && (on_tick || exhausted) {
-                continue;
-            }
-            for (index, trigger) in strategy.triggers.iter().enumerate() {
-                let observed = if trigger.uses_memory() {
-                    let memory = self.memory_of(target, &strategy.name, index);
-                    let mut memory = memory.lock().unwrap_or_else(|e| e.into_inner());
-                    trigger.evaluate(&ctx, &mut memory)
-                } else {
-                    trigger.evaluate(&ctx, &mut TriggerMemory::default())
-                };
-                if let Some(observed) = observed {
-                    found.push(Match {
-                        trigger: TriggerMatch {
-                            kind: trigger.kind(),
-                            index,
-                            observed: observed.value,
-                            description: observed.description,
-                        },
-                        strategy: Arc::clone(&strategy),
-                    });
-                    break;
-                }
-            }
-        }
-        found.sort_by_key(|m| Reverse(m.strategy.priority));
-        found
-    }
-
-    fn memory_of(
-        &self,
-        target: &Target<'_>,
-        strategy: &Arc<str>,
-        index: usize,
-    ) -> Arc<Mutex<TriggerMemory>> {
-        let key = (
-            target.run.clone(),
-            Arc::clone(strategy),
-            index,
-            Arc::clone(&target.stage),
-        );
-        Arc::clone(
-            self.inner
-                .memory
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(key)
-                .or_default(),
-        )
     }
 
     /// Matches, gates and acts for one target; returns the remedy for a failed attempt.
@@ -730,18 +345,22 @@ impl AutoHealer {
                 let kind = action.kind();
                 let started = Instant::now();
                 let mut record = |outcome: Outcome, detail: String| {
-                    records.push(HealingRecord {
-                        at,
-                        run: target.run.clone(),
-                        stage: Some(Arc::clone(&target.stage)),
-                        item: target.item.clone(),
-                        strategy: Arc::clone(&m.strategy.name),
-                        trigger: m.trigger.clone(),
-                        action: kind,
-                        outcome,
-                        detail,
-                        duration: started.elapsed(),
-                    });
+                    records.push(
+                        HealingRecord::new(
+                            at,
+                            Arc::clone(&m.strategy.name),
+                            m.trigger.clone(),
+                            kind,
+                            outcome,
+                            detail,
+                        )
+                        .on(
+                            target.run.clone(),
+                            Arc::clone(&target.stage),
+                            target.item.clone(),
+                        )
+                        .took(started.elapsed()),
+                    );
                 };
                 if action.is_decisive() && taken {
                     // The retry policy's own retrying is what happens when nothing else
@@ -878,7 +497,7 @@ impl AutoHealer {
     }
 
     /// Keeps the records and publishes each as `healing-decision`.
-    fn flush(&self, records: Vec<HealingRecord>, scope: Option<&RunScope>) {
+    pub(super) fn flush(&self, records: Vec<HealingRecord>, scope: Option<&RunScope>) {
         if records.is_empty() {
             return;
         }
@@ -900,26 +519,17 @@ impl AutoHealer {
         }
     }
 
-    fn now_wall(&self, scope: Option<&RunScope>) -> SystemTime {
+    pub(super) fn now_wall(&self, scope: Option<&RunScope>) -> SystemTime {
         match scope {
             Some(scope) => scope.bus.clock().wall(),
             None => self.inner.clock.wall(),
         }
     }
-
-    /// Forgets what it kept for a run that ended.
-    fn forget(&self, run: &RunId) {
-        self.inner
-            .memory
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(r, _, _, _), _| r.as_ref() != Some(run));
-    }
 }
 
 /// Announces an action done now as `healing-applied` on its stage (the executor announces the
 /// remedies and requests it carries out).
-fn announce(subject: &Subject<'_>, kind: ActionKind, applied: &Applied) {
+pub(super) fn announce(subject: &Subject<'_>, kind: ActionKind, applied: &Applied) {
     if let (Effect::Done, Some(control)) = (&applied.effect, subject.control()) {
         control.applied(kind, subject.item.cloned(), applied.detail.clone());
     }
@@ -958,7 +568,7 @@ impl Supervisor for AutoHealer {
         self.forget(&scope.run);
         self.install_adaptive(scope, true);
         // Stages start held by the checks they depend on that are unhealthy now.
-        self.gate_all(None);
+        self.update_holds(None);
         let (healer, scope) = (self.clone(), scope.clone());
         let interval = self.inner.interval;
         tokio::spawn(async move {
@@ -1025,242 +635,5 @@ impl std::fmt::Debug for AutoHealer {
             .field("budget", &self.budget())
             .field("alerts", &self.inner.alerts)
             .finish_non_exhaustive()
-    }
-}
-
-/// Builds an [`AutoHealer`]; [`build`](Self::build) checks every strategy.
-pub struct AutoHealerBuilder {
-    strategies: Vec<HealingStrategy>,
-    retry: Option<RetryPolicy>,
-    breaker: Option<BreakerSettings>,
-    shared_breakers: Vec<(Arc<str>, BreakerSettings)>,
-    retry_budget: Option<RetryBudgetSettings>,
-    budget: Option<Budget>,
-    notifiers: Vec<Arc<dyn Notifier>>,
-    alerting: Option<Alerting>,
-    thresholds: Vec<AlertThreshold>,
-    enabled: bool,
-    interval: Duration,
-    history_capacity: usize,
-}
-
-impl std::fmt::Debug for AutoHealerBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AutoHealerBuilder")
-            .field("strategies", &self.strategies.len())
-            .field("retry", &self.retry)
-            .field("breaker", &self.breaker)
-            .field("budget", &self.budget)
-            .field("notifiers", &self.notifiers.len())
-            .field("alerting", &self.alerting)
-            .field("thresholds", &self.thresholds)
-            .field("enabled", &self.enabled)
-            .field("interval", &self.interval)
-            .field("history_capacity", &self.history_capacity)
-            .finish()
-    }
-}
-
-impl AutoHealerBuilder {
-    /// Adds a strategy; names must be unique, and `manual` is reserved.
-    pub fn strategy(mut self, strategy: HealingStrategy) -> Self {
-        self.strategies.push(strategy);
-        self
-    }
-
-    /// The global `retryPolicy`: what stages without a policy of their own retry by, and
-    /// what `retry` strategies without a policy of their own use. Given, it also retries its
-    /// `retryableErrors` by itself, with no strategy needed (recorded under
-    /// [`RETRY_POLICY`]).
-    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.retry = Some(policy);
-        self
-    }
-
-    /// The global `circuitBreaker`: every stage's breaker opens on its own after
-    /// `failureThreshold` consecutive failures.
-    pub fn circuit_breaker(mut self, settings: BreakerSettings) -> Self {
-        self.breaker = Some(settings);
-        self
-    }
-
-    /// A named breaker (`healing.breakers`) every stage naming it shares
-    /// ([`EachStage::breaker`](crate::pipeline::EachStage::breaker)): one dependency called by
-    /// several stages trips once for all of them.
-    pub fn shared_breaker(mut self, name: impl Into<Arc<str>>, settings: BreakerSettings) -> Self {
-        let name = name.into();
-        self.shared_breakers.retain(|(n, _)| *n != name);
-        self.shared_breakers.push((name, settings));
-        self
-    }
-
-    /// The global retry budget: every retry (of every strategy, and of the retry policies)
-    /// waits, if it must, until it fits in `settings`' share of recent first attempts. A retry
-    /// strategy may have a budget of its own besides ([`RetryAction::budget`]).
-    pub fn retry_budget(mut self, settings: RetryBudgetSettings) -> Self {
-        self.retry_budget = Some(settings);
-        self
-    }
-
-    /// The global healing budget: at most `max_actions` (at least 1) per sliding `window` (longer
-    /// than zero), across all strategies. Default: no budget.
-    pub fn budget(mut self, max_actions: u32, window: Duration) -> Self {
-        self.budget = Some(Budget {
-            max_actions,
-            window,
-        });
-        self
-    }
-
-    /// Adds an alert channel, to an [`Alerting`] with the default rules and an in-memory
-    /// outbox (give [`alerting`](Self::alerting) instead for other rules or a durable outbox).
-    pub fn notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
-        self.notifiers.push(notifier);
-        self
-    }
-
-    /// The alerting `notify`, thresholds and healing alerts go through, with its own channels.
-    pub fn alerting(mut self, alerting: Alerting) -> Self {
-        self.alerting = Some(alerting);
-        self
-    }
-
-    /// Adds a metric's alert levels (the seed's `alerts.thresholds`).
-    pub fn threshold(mut self, threshold: AlertThreshold) -> Self {
-        self.thresholds.push(threshold);
-        self
-    }
-
-    /// Starts in manual mode when `false` (see [`AutoHealer::set_enabled`]).
-    pub fn enabled(mut self, enabled: bool) -> Self {
-        self.enabled = enabled;
-        self
-    }
-
-    /// How often state triggers are evaluated while a stage runs (default 1 s).
-    pub fn evaluation_interval(mut self, interval: Duration) -> Self {
-        self.interval = interval;
-        self
-    }
-
-    /// How many records the history keeps, at least 1 (default `DEFAULT_HISTORY_CAPACITY`); the
-    /// oldest go first.
-    pub fn history_capacity(mut self, records: usize) -> Self {
-        self.history_capacity = records;
-        self
-    }
-
-    /// The healer; the error names the first setting or strategy that cannot work.
-    pub fn build(self) -> Result<AutoHealer, InvalidConfig> {
-        for (i, strategy) in self.strategies.iter().enumerate() {
-            strategy
-                .validate()
-                .map_err(|e| e.within(format!("strategies[{i}]")))?;
-        }
-        crate::error::unique_names(
-            "strategies",
-            "strategies",
-            self.strategies.iter().map(|s| &*s.name),
-        )?;
-        for reserved in [MANUAL, RETRY_POLICY, DEPENDS_ON] {
-            if self.strategies.iter().any(|s| &*s.name == reserved) {
-                return Err(InvalidConfig::new(
-                    "strategies",
-                    format!("`{reserved}` is a name the healer records under itself"),
-                ));
-            }
-        }
-        if let Some(settings) = &self.breaker {
-            settings
-                .validate()
-                .map_err(|e| e.within("circuitBreaker"))?;
-        }
-        for (name, settings) in &self.shared_breakers {
-            settings
-                .validate()
-                .map_err(|e| e.within(format!("breakers.{name}")))?;
-        }
-        if let Some(budget) = &self.budget {
-            if budget.max_actions == 0 {
-                return Err(InvalidConfig::new(
-                    "budget.maxActions",
-                    "must be at least 1",
-                ));
-            }
-            if budget.window.is_zero() {
-                return Err(InvalidConfig::new(
-                    "budget.window",
-                    "must be longer than zero",
-                ));
-            }
-        }
-        if self.interval.is_zero() {
-            return Err(InvalidConfig::new(
-                "evaluationInterval",
-                "must be longer than zero",
-            ));
-        }
-        if self.history_capacity == 0 {
-            return Err(InvalidConfig::new("historyCapacity", "must be at least 1"));
-        }
-        for (i, threshold) in self.thresholds.iter().enumerate() {
-            threshold
-                .validate()
-                .map_err(|e| e.within(format!("alerts.thresholds[{i}]")))?;
-        }
-        let alerting = match (self.alerting, self.notifiers.is_empty()) {
-            (Some(_), false) => {
-                return Err(InvalidConfig::new(
-                    "notifier",
-                    "the Alerting given to `alerting` has its own channels: add them there",
-                ));
-            }
-            (Some(alerting), true) => alerting,
-            (None, _) => self
-                .notifiers
-                .into_iter()
-                .fold(Alerting::builder(), |b, n| b.channel(n))
-                .build(),
-        };
-        let strategies: Vec<Arc<HealingStrategy>> =
-            self.strategies.into_iter().map(Arc::new).collect();
-        let budgeted = strategies
-            .iter()
-            .filter(|s| s.action.retry_budget().is_some())
-            .cloned()
-            .collect();
-        Ok(AutoHealer {
-            inner: Arc::new(Inner {
-                strategies: RwLock::new(strategies),
-                budgeted,
-                retry_configured: self.retry.is_some(),
-                retry: self.retry.unwrap_or_default(),
-                implicit_retry: Arc::new(
-                    HealingStrategy::new(RETRY_POLICY, RetryAction::global())
-                        .priority(i64::MIN)
-                        .trigger(Trigger::error().retryable(true)),
-                ),
-                breaker: self.breaker,
-                shared_breakers: self.shared_breakers,
-                retry_budget: self
-                    .retry_budget
-                    .map(RetryBudget::new)
-                    .transpose()
-                    .map_err(|e| e.within("retryBudget"))?,
-                alerts: alerting,
-                thresholds: self.thresholds,
-                thresholds_seen: Mutex::new(HashMap::new()),
-                enabled: AtomicBool::new(self.enabled),
-                interval: self.interval,
-                history_capacity: self.history_capacity,
-                clock: Arc::new(TokioClock::new()),
-                gate: Mutex::new(Gate::new(self.budget)),
-                memory: Mutex::new(HashMap::new()),
-                history: Mutex::new(VecDeque::new()),
-                attached: Mutex::new(HashMap::new()),
-                monitors: RwLock::new(Vec::new()),
-                gating: Mutex::new(()),
-            }),
-        })
     }
 }

@@ -172,10 +172,7 @@ impl HealingStrategy {
         if self.name.trim().is_empty() {
             return Err(InvalidConfig::new("name", "a strategy needs a name"));
         }
-        let adaptive = self
-            .action
-            .downcast_ref::<super::actions::AdaptiveScale>()
-            .is_some();
+        let adaptive = self.action.adaptive_concurrency().is_some();
         if self.triggers.is_empty() && !adaptive {
             return Err(InvalidConfig::new(
                 "triggers",

@@ -40,7 +40,7 @@ use crate::error::{InvalidConfig, StageError};
 use crate::event::{ActionKind, Outcome, RunId, TriggerMatch};
 use crate::metrics::MetricsCollector;
 use crate::pipeline::{Failure, Remedy, RunScope, StageControl, StageRequest};
-use crate::resilience::{RetryBudget, RetryPolicy};
+use crate::resilience::{AdaptiveSettings, RetryBudget, RetryPolicy};
 
 /// A healing action with its settings (the seed's `action` plus `config`).
 ///
@@ -89,6 +89,15 @@ impl Action {
     pub fn retry_budget(&self) -> Option<&RetryBudget> {
         self.downcast_ref::<RetryAction>()
             .and_then(RetryAction::retry_budget)
+    }
+
+    /// The AIMD settings the action gives the stages its strategy covers, when it runs all the
+    /// time they run rather than on a match (see [`SideAction::adaptive_concurrency`]).
+    pub(crate) fn adaptive_concurrency(&self) -> Option<AdaptiveSettings> {
+        match self {
+            Action::Decisive(_) => None,
+            Action::Side(action) => action.adaptive_concurrency(),
+        }
     }
 
     /// True when the action decides the fate of failed work (retry, rollback, restart, failover,
@@ -195,6 +204,15 @@ pub trait SideAction: Any + fmt::Debug + Send + Sync {
     /// Called on the evaluation tick for a running stage this action's strategy did not match:
     /// a chance to undo what it did (a throttle lifting its cap).
     fn on_quiet(&self, _stage: &StageControl) {}
+
+    /// Settings for an AIMD controller of the concurrency of the stages the strategy covers,
+    /// when the action is one: the healer then installs it as each run starts and never
+    /// applies the action on a match, and the strategy takes no triggers. Asked of the action,
+    /// so that the healer needs to know no action's type. Default: none, the action acts on
+    /// matches.
+    fn adaptive_concurrency(&self) -> Option<AdaptiveSettings> {
+        None
+    }
 
     /// Checks the settings when the healer is built; the error names the bad setting. Default:
     /// accepts any.

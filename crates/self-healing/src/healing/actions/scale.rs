@@ -298,6 +298,10 @@ impl SideAction for AdaptiveScale {
         )))
     }
 
+    fn adaptive_concurrency(&self) -> Option<AdaptiveSettings> {
+        Some(self.0)
+    }
+
     fn validate(&self) -> Result<(), InvalidConfig> {
         self.0.validate()
     }
