@@ -101,17 +101,13 @@ pub enum CheckConfig {
 
 impl Tagged for CheckConfig {
     const TAG: &'static str = "type";
-    const VARIANTS: &'static [&'static str] = &["http", "tcp", "database", "redis", "command"];
-
-    fn variant<'de, D: Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
-        Ok(match tag {
-            "http" => CheckConfig::Http(Deserialize::deserialize(rest)?),
-            "tcp" => CheckConfig::Tcp(Deserialize::deserialize(rest)?),
-            "database" => CheckConfig::Database(Deserialize::deserialize(rest)?),
-            "redis" => CheckConfig::Redis(Deserialize::deserialize(rest)?),
-            _ => CheckConfig::Command(Deserialize::deserialize(rest)?),
-        })
-    }
+    self_healing::tagged_variants!(CheckConfig {
+        "http" => Http,
+        "tcp" => Tcp,
+        "database" => Database,
+        "redis" => Redis,
+        "command" => Command,
+    });
 
     fn misplaced(key: &str, tag: &str, takes: &[&str]) -> String {
         format!(

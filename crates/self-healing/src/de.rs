@@ -22,12 +22,7 @@
 //!
 //! impl Tagged for Check {
 //!     const TAG: &'static str = "type";
-//!     const VARIANTS: &'static [&'static str] = &["tcp"];
-//!     fn variant<'de, D: serde::Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
-//!         match tag {
-//!             _ => Tcp::deserialize(rest).map(Check::Tcp),
-//!         }
-//!     }
+//!     self_healing::tagged_variants!(Check { "tcp" => Tcp });
 //! }
 //!
 //! impl<'de> Deserialize<'de> for Check {
@@ -50,7 +45,35 @@ use std::marker::PhantomData;
 use serde::de::value::{MapAccessDeserializer, StringDeserializer};
 use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, Visitor};
 
+/// [`Tagged::VARIANTS`] and [`Tagged::variant`] for an enum whose variants each hold one typed
+/// struct, from one list of `"tag" => Variant`: a variant of the enum left out of the list does
+/// not compile, and a tag not in it is serde's unknown variant, never another variant's.
+///
+/// Used inside `impl Tagged for Enum { const TAG: … ; tagged_variants!(Enum { … }); }`; the
+/// crate using it depends on `serde`.
+#[macro_export]
+macro_rules! tagged_variants {
+    ($enum:ident { $($tag:literal => $variant:ident),+ $(,)? }) => {
+        const VARIANTS: &'static [&'static str] = &[$($tag),+];
+
+        fn variant<'de, D: ::serde::Deserializer<'de>>(
+            tag: &str,
+            rest: D,
+        ) -> ::std::result::Result<Self, D::Error> {
+            // Never called: it only compiles while every variant is listed.
+            let _every_variant_is_listed = |value: &$enum| match value {
+                $($enum::$variant(_))|+ => {}
+            };
+            match tag {
+                $($tag => ::serde::Deserialize::deserialize(rest).map($enum::$variant),)+
+                other => Err(::serde::de::Error::unknown_variant(other, Self::VARIANTS)),
+            }
+        }
+    };
+}
+
 /// A type whose map is tagged by the key [`TAG`](Self::TAG), one typed struct per tag value.
+/// [`tagged_variants!`](crate::tagged_variants) writes the two items that list the variants.
 pub trait Tagged: Sized {
     /// The key that names the variant.
     const TAG: &'static str;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer, de};
+use serde::{Deserialize, Deserializer};
 
 use super::Notifier;
 use super::alertmanager::AlertmanagerConfig;
@@ -39,71 +39,15 @@ pub enum ChannelConfig {
     Alertmanager(AlertmanagerConfig),
 }
 
-/// The `type`s a file names its channels by, a closed enum so that reading a channel is an
-/// exhaustive match on it: a type added here is a compile error until it says which channel it
-/// reads, instead of falling into another channel's arm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ChannelType {
-    Slack,
-    Pagerduty,
-    Email,
-    Webhook,
-    Alertmanager,
-}
-
-impl ChannelType {
-    /// In the order unknown-type errors list them.
-    const ALL: [ChannelType; 5] = every_variant!(ChannelType {
-        Slack,
-        Pagerduty,
-        Email,
-        Webhook,
-        Alertmanager
-    });
-
-    /// The names of [`ALL`](Self::ALL), in its order.
-    const NAMES: [&'static str; ChannelType::ALL.len()] = {
-        let mut names = [""; ChannelType::ALL.len()];
-        let mut i = 0;
-        while i < names.len() {
-            names[i] = ChannelType::ALL[i].as_str();
-            i += 1;
-        }
-        names
-    };
-
-    /// The value of `type` in files.
-    const fn as_str(self) -> &'static str {
-        match self {
-            ChannelType::Slack => "slack",
-            ChannelType::Pagerduty => "pagerduty",
-            ChannelType::Email => "email",
-            ChannelType::Webhook => "webhook",
-            ChannelType::Alertmanager => "alertmanager",
-        }
-    }
-}
-
 impl Tagged for ChannelConfig {
     const TAG: &'static str = "type";
-    const VARIANTS: &'static [&'static str] = &ChannelType::NAMES;
-
-    fn variant<'de, D: Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
-        // `deserialize_tagged` refuses a tag outside VARIANTS before it gets here; one that
-        // still does gets the same error.
-        let Some(channel) = ChannelType::ALL.into_iter().find(|t| t.as_str() == tag) else {
-            return Err(de::Error::unknown_variant(tag, Self::VARIANTS));
-        };
-        Ok(match channel {
-            ChannelType::Slack => ChannelConfig::Slack(Deserialize::deserialize(rest)?),
-            ChannelType::Pagerduty => ChannelConfig::Pagerduty(Deserialize::deserialize(rest)?),
-            ChannelType::Email => ChannelConfig::Email(Deserialize::deserialize(rest)?),
-            ChannelType::Webhook => ChannelConfig::Webhook(Deserialize::deserialize(rest)?),
-            ChannelType::Alertmanager => {
-                ChannelConfig::Alertmanager(Deserialize::deserialize(rest)?)
-            }
-        })
-    }
+    crate::tagged_variants!(ChannelConfig {
+        "slack" => Slack,
+        "pagerduty" => Pagerduty,
+        "email" => Email,
+        "webhook" => Webhook,
+        "alertmanager" => Alertmanager,
+    });
 
     fn misplaced(key: &str, tag: &str, takes: &[&str]) -> String {
         format!(

@@ -310,25 +310,14 @@ pub struct CustomTriggerConfig {
 
 impl Tagged for TriggerConfig {
     const TAG: &'static str = "type";
-    const VARIANTS: &'static [&'static str] = &[
-        "error",
-        "metrics",
-        "health-check",
-        "timeout",
-        "anomaly",
-        "custom",
-    ];
-
-    fn variant<'de, D: Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
-        Ok(match tag {
-            "error" => TriggerConfig::Error(Deserialize::deserialize(rest)?),
-            "metrics" => TriggerConfig::Metrics(Deserialize::deserialize(rest)?),
-            "health-check" => TriggerConfig::HealthCheck(Deserialize::deserialize(rest)?),
-            "timeout" => TriggerConfig::Timeout(Deserialize::deserialize(rest)?),
-            "anomaly" => TriggerConfig::Anomaly(Deserialize::deserialize(rest)?),
-            _ => TriggerConfig::Custom(Deserialize::deserialize(rest)?),
-        })
-    }
+    crate::tagged_variants!(TriggerConfig {
+        "error" => Error,
+        "metrics" => Metrics,
+        "health-check" => HealthCheck,
+        "timeout" => Timeout,
+        "anomaly" => Anomaly,
+        "custom" => Custom,
+    });
 
     fn misplaced(key: &str, tag: &str, takes: &[&str]) -> String {
         format!(

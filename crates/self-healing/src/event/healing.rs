@@ -113,14 +113,18 @@ impl ActionKind {
 
     /// Decisive actions decide the fate of failed work; the others act alongside them.
     pub fn is_decisive(self) -> bool {
-        matches!(
-            self,
+        match self {
             ActionKind::Retry
-                | ActionKind::Rollback
-                | ActionKind::Restart
-                | ActionKind::Failover
-                | ActionKind::Custom
-        )
+            | ActionKind::Rollback
+            | ActionKind::Restart
+            | ActionKind::Failover
+            | ActionKind::Custom => true,
+            ActionKind::Scale
+            | ActionKind::CircuitBreak
+            | ActionKind::Throttle
+            | ActionKind::Notify
+            | ActionKind::Hold => false,
+        }
     }
 }
 
