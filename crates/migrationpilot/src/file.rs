@@ -9,14 +9,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 
-use self_healing::alert::ChannelConfig;
-use self_healing::config::{
-    BudgetConfig, CircuitBreakerConfig, MetricsCollectorConfig, RetryPolicyConfig, StrategyConfig,
-    did_you_mean,
-};
+use self_healing::config::{HealingConfig, RetryPolicyConfig, did_you_mean};
 use self_healing::duration::option::deserialize as opt_duration;
 use self_healing::pipeline::{RestartBackoff, RestartFrom};
-use self_healing::resilience::RetryBudgetSettings;
 use self_healing_checks::CheckConfig;
 
 use crate::env::{Env, Secrets, Substituting};
@@ -166,119 +161,8 @@ impl<'de> Deserialize<'de> for ItemValue {
     }
 }
 
-/// The seed's `SelfHealingConfig`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct HealingFile {
-    /// Whether the healer acts on its own (default `true`); `false` starts it in manual mode.
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// The health checks to run during a run; `None` runs none.
-    pub health_monitor: Option<HealthMonitorFile>,
-    /// The metrics collector's settings; `None` uses the defaults.
-    pub metrics_collector: Option<MetricsCollectorConfig>,
-    /// The healing strategies, each a trigger and the action it takes.
-    #[serde(default)]
-    pub strategies: Vec<StrategyConfig>,
-    /// Metric thresholds to alert on and the channels alerts go to; `None` sends no alerts.
-    pub alerts: Option<AlertsFile>,
-    /// How failed attempts are retried; `None` uses the default retry policy.
-    pub retry_policy: Option<RetryPolicyConfig>,
-    /// The circuit breaker every stage gets; `None` gives them none.
-    pub circuit_breaker: Option<CircuitBreakerConfig>,
-    /// Named circuit breakers stages share (a stage's `breaker:`), with the keys of
-    /// `circuitBreaker`.
-    #[serde(default)]
-    pub breakers: BTreeMap<String, CircuitBreakerConfig>,
-    /// A cap on healing actions over a time window; `None` sets no cap.
-    pub budget: Option<BudgetConfig>,
-    /// A cap on every retry: a share of recent first attempts plus a floor; `None` sets none.
-    pub retry_budget: Option<RetryBudgetSettings>,
-    /// How often state triggers are evaluated while a stage runs (default 1 s).
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub evaluation_interval: Option<Duration>,
-}
-
-impl Default for HealingFile {
-    fn default() -> Self {
-        HealingFile {
-            enabled: true,
-            health_monitor: None,
-            metrics_collector: None,
-            strategies: Vec::new(),
-            alerts: None,
-            retry_policy: None,
-            circuit_breaker: None,
-            breakers: BTreeMap::new(),
-            budget: None,
-            retry_budget: None,
-            evaluation_interval: None,
-        }
-    }
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// The seed's `healthMonitor`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct HealthMonitorFile {
-    /// The interval of checks that do not set their own; `None` keeps the monitor's default.
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub check_interval: Option<Duration>,
-    /// The seed also writes these two at the top level of `healthMonitor`.
-    pub consecutive_failures: Option<u32>,
-    /// Consecutive successes that mark a check healthy again, when `thresholds` does not say
-    /// (default 5).
-    pub consecutive_successes: Option<u32>,
-    /// The thresholds; their values win over the top-level ones.
-    pub thresholds: Option<ThresholdsFile>,
-    /// The health checks to run.
-    #[serde(default)]
-    pub checks: Vec<CheckConfig>,
-}
-
-/// The seed's `healthMonitor.thresholds`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ThresholdsFile {
-    /// Consecutive failures that mark a check unhealthy (default 3).
-    pub consecutive_failures: Option<u32>,
-    /// Consecutive successes that mark a check healthy again (default 5).
-    pub consecutive_successes: Option<u32>,
-}
-
-/// The seed's `alerts`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AlertsFile {
-    /// The metric levels to alert at; they need at least one channel.
-    #[serde(default)]
-    pub thresholds: Vec<AlertThresholdFile>,
-    /// Where alerts are sent.
-    #[serde(default)]
-    pub channels: Vec<ChannelConfig>,
-    /// Alerts that fire within this time of each other go out together (default 10 s).
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub group_wait: Option<Duration>,
-    /// A firing alert is sent again no more often than this (default 4 h).
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub repeat_interval: Option<Duration>,
-}
-
-/// Alert when `metric` reaches `warning` or `critical`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AlertThresholdFile {
-    /// The metric watched; one the metrics collector knows.
-    pub metric: String,
-    /// The level that raises a warning alert; `None` for no warning.
-    pub warning: Option<f64>,
-    /// The level that raises a critical alert; `None` for no critical alert.
-    pub critical: Option<f64>,
-}
+/// The seed's `SelfHealingConfig`, with the checks `self-healing-checks` provides.
+pub type HealingFile = HealingConfig<CheckConfig>;
 
 /// A problem in a file, located as precisely as the parser allows.
 #[derive(Debug, Clone, PartialEq, Eq)]

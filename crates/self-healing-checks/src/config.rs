@@ -123,6 +123,16 @@ impl<'de> Deserialize<'de> for CheckConfig {
     }
 }
 
+impl self_healing::config::BuildCheck for CheckConfig {
+    fn name(&self) -> &str {
+        CheckConfig::name(self)
+    }
+
+    fn build(&self) -> Result<CheckSpec, InvalidConfig> {
+        CheckConfig::build(self)
+    }
+}
+
 impl CheckConfig {
     /// The check's name.
     pub fn name(&self) -> &str {

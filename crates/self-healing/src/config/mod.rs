@@ -38,8 +38,14 @@ use std::time::Duration;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
+mod healing;
+
 pub use crate::error::did_you_mean;
 pub use crate::resilience::RetryPolicyConfig;
+pub use healing::{
+    AlertThresholdConfig, AlertsConfig, BuildCheck, Healing, HealingConfig, HealthMonitorConfig,
+    ThresholdsConfig,
+};
 
 use crate::de::{Tagged, deserialize_tagged, deserialize_variant, list, variant_defaults};
 use crate::error::{InvalidConfig, Severity};

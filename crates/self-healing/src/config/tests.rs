@@ -369,3 +369,71 @@ async fn command_actions_and_triggers_run_their_commands() {
     let failed = custom.run(ctx("other")).await.unwrap_err();
     assert_eq!(failed.message(), "`sh` exited with status 1");
 }
+
+/// A check a test file declares: a command that must exit 0.
+#[derive(Debug, serde::Deserialize)]
+struct TestCheck {
+    name: String,
+    command: Vec<String>,
+}
+
+impl BuildCheck for TestCheck {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn build(&self) -> Result<crate::health::CheckSpec, InvalidConfig> {
+        let check = crate::health::CommandCheck::new(self.command.clone())?;
+        Ok(crate::health::CheckSpec::new(self.name.as_str(), check))
+    }
+}
+
+#[test]
+fn a_healing_section_builds_or_names_every_setting_at_fault() {
+    let healing: HealingConfig<TestCheck> = serde_saphyr::from_str(
+        r#"
+healthMonitor: { checks: [ { name: api, command: [] } ] }
+strategies:
+  - { name: retry, triggers: [ { type: error } ], action: retry, stages: [lod] }
+  - { name: retry, triggers: [ { type: error } ], action: retry }
+breakers: { db: { enabled: false } }
+alerts: { thresholds: [ { metric: queueDepth, critical: 10 } ] }
+"#,
+    )
+    .unwrap();
+    let errors = healing.build(&["load"]).unwrap_err();
+    let fields: Vec<&str> = errors.iter().map(InvalidConfig::field).collect();
+    assert_eq!(
+        fields,
+        [
+            "breakers.db.enabled",
+            "strategies[0].stages",
+            "alerts.thresholds",
+            "alerts.thresholds[0].metric",
+            "strategies[1].name",
+            "healthMonitor.checks[0].command",
+        ],
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].reason().contains("did you mean `load`"),
+        "{errors:?}"
+    );
+
+    let healing: HealingConfig<TestCheck> = serde_saphyr::from_str(
+        "healthMonitor: { checks: [ { name: api, command: [\"true\"] } ] }\nretryPolicy: { maxAttempts: 4 }",
+    )
+    .unwrap();
+    let mut built = healing.build(&["load"]).unwrap();
+    assert_eq!(built.retry_policy.max_attempts(), 4);
+    assert_eq!(healing.check_names(), ["api"]);
+    let pipeline = built
+        .install(
+            crate::SelfHealingPipeline::<()>::builder()
+                .stage(crate::Stage::new("load", |_| async { Ok(()) })),
+        )
+        .build()
+        .unwrap();
+    assert!(built.monitor(&pipeline).unwrap().is_some());
+    assert!(built.monitor(&pipeline).unwrap().is_none(), "taken once");
+}
