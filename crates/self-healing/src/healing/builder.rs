@@ -11,6 +11,7 @@ use super::gate::{Budget, Gate};
 use super::healer::{AutoHealer, Inner, RETRY_POLICY};
 use super::holds::DEPENDS_ON;
 use super::manual::MANUAL;
+use super::matching::Memories;
 use super::strategy::HealingStrategy;
 use super::thresholds::AlertThreshold;
 use super::trigger::Trigger;
@@ -272,7 +273,7 @@ impl AutoHealerBuilder {
                 history_capacity: self.history_capacity,
                 clock: Arc::new(TokioClock::new()),
                 gate: Mutex::new(Gate::new(self.budget)),
-                memory: Mutex::new(HashMap::new()),
+                memory: Memories::default(),
                 history: Mutex::new(VecDeque::new()),
                 attached: Mutex::new(HashMap::new()),
                 monitors: RwLock::new(Vec::new()),

@@ -14,10 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::actions::{Action, Applied, Effect, Subject};
 use super::gate::{Admission, Budget, Gate};
-use super::matching::{Match, MemoryKey};
+use super::matching::{Match, Matching, Memories, Target};
 use super::strategy::{HealingStrategy, Mode, StrategyOverride};
 use super::thresholds::{self, AlertThreshold, Seen};
-use super::trigger::TriggerMemory;
 use crate::BoxFuture;
 use crate::alert::{Alert, Alerting};
 use crate::clock::Clock;
@@ -114,7 +113,7 @@ pub(super) struct Inner {
     pub(super) gate: Mutex<Gate>,
     /// What each trigger remembers per run and stage. Each memory has its own lock, so no
     /// healer-wide lock is held while triggers are evaluated.
-    pub(super) memory: Mutex<HashMap<MemoryKey, Arc<Mutex<TriggerMemory>>>>,
+    pub(super) memory: Memories,
     pub(super) history: Mutex<VecDeque<HealingRecord>>,
     /// The runs being healed now; one healer may serve several pipelines at once.
     pub(super) attached: Mutex<HashMap<RunId, Attached>>,
@@ -128,14 +127,6 @@ pub(super) struct Inner {
 pub(super) struct Attached {
     scope: RunScope,
     stop: CancellationToken,
-}
-
-/// What is being healed: a stage, and the failed attempt if that is why.
-pub(super) struct Target<'a> {
-    pub(super) run: Option<RunId>,
-    pub(super) stage: Arc<str>,
-    pub(super) item: Option<Arc<str>>,
-    pub(super) failure: Option<&'a Failure<'a>>,
 }
 
 impl AutoHealer {
@@ -334,8 +325,19 @@ impl AutoHealer {
         let mut requests = Vec::new();
         let mut taken = false;
         'dispatch: loop {
-            let matches: Vec<Match> = self
-                .matches(&target, exhausted, metrics, &health, control)
+            let matching = Matching {
+                retry_configured: self.inner.retry_configured,
+                memories: &self.inner.memory,
+                metrics,
+                health: &health,
+                control,
+            };
+            let strategies = self
+                .strategies()
+                .into_iter()
+                .chain(std::iter::once(Arc::clone(&self.inner.implicit_retry)));
+            let matches: Vec<Match> = matching
+                .matches(strategies, &target, exhausted)
                 .into_iter()
                 .filter(|m| !processed.contains(&m.strategy.name))
                 .collect();
@@ -565,7 +567,7 @@ impl Supervisor for AutoHealer {
         if let Some(previous) = previous {
             previous.stop.cancel();
         }
-        self.forget(&scope.run);
+        self.inner.memory.forget(&scope.run);
         self.install_adaptive(scope, true);
         // Stages start held by the checks they depend on that are unhealthy now.
         self.update_holds(None);
@@ -593,7 +595,7 @@ impl Supervisor for AutoHealer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(run);
-        self.forget(run);
+        self.inner.memory.forget(run);
     }
 
     fn retry_policy(&self) -> Option<RetryPolicy> {
