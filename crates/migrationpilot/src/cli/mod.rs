@@ -1,11 +1,14 @@
 //! The command line: every subcommand's arguments, what it does and what it prints, apart from
 //! `main`, which only parses, starts the runtime and turns the outcome into an exit status.
+//!
+//! What several subcommands share is defined once: their arguments in [`args`], their JSON
+//! output in [`print_json`].
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use self_healing::RunStatus;
 use self_healing::healing::{Mode, StrategyOverride};
 
@@ -17,6 +20,12 @@ use migrationpilot::store::work::Filter;
 use migrationpilot::store::{self, LogFilter, Owner, iso8601};
 use migrationpilot::worker::WorkerOptions;
 use tokio_util::sync::CancellationToken;
+
+use args::{ProjectArgs, TokenArgs, parse_duration};
+
+mod args;
+
+pub(crate) use args::take_token_from_env;
 
 #[derive(Parser)]
 #[command(
@@ -154,36 +163,6 @@ enum RunsCommand {
     },
 }
 
-#[derive(Args)]
-struct ProjectArgs {
-    #[arg(long)]
-    project: String,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    json: bool,
-}
-
-/// The steering token: `MIGRATIONPILOT_TOKEN`, or a file (never a command-line value, which
-/// other users could read in the process list).
-#[derive(Args)]
-struct TokenArgs {
-    /// A file whose first line is the token the steering endpoints ask for (else
-    /// MIGRATIONPILOT_TOKEN); without one, steering over HTTP is refused.
-    #[arg(long, value_name = "FILE")]
-    token_file: Option<PathBuf>,
-}
-
-impl TokenArgs {
-    fn read(&self) -> Result<Option<serve::Token>, CliError> {
-        let from_env = TOKEN_FROM_ENV
-            .get()
-            .cloned()
-            .flatten()
-            .filter(|t| !t.is_empty());
-        serve::token(from_env, self.token_file.as_deref())
-    }
-}
-
 #[derive(Subcommand)]
 enum HealingCommand {
     /// Healing decisions, newest first.
@@ -238,32 +217,12 @@ enum HealingCommand {
     },
 }
 
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    self_healing::duration::parse(text)
-}
-
 fn parse_mode(text: &str) -> Result<Mode, String> {
     match text {
         "act" => Ok(Mode::Act),
         "dry-run" => Ok(Mode::DryRun),
         other => Err(format!("`{other}` is not act or dry-run")),
     }
-}
-
-/// The steering token from the environment, taken out of it at start.
-static TOKEN_FROM_ENV: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-
-/// Takes the steering token out of the environment: the token is this process's alone, so no
-/// stage command, check or hook inherits it (a stage that printed its environment would show
-/// it in its logs).
-///
-/// # Safety
-///
-/// No other thread may read or write the environment meanwhile: call it before any starts.
-pub(crate) unsafe fn take_token_from_env() {
-    TOKEN_FROM_ENV.get_or_init(|| std::env::var("MIGRATIONPILOT_TOKEN").ok());
-    // SAFETY: the caller guarantees that no other thread uses the environment.
-    unsafe { std::env::remove_var("MIGRATIONPILOT_TOKEN") };
 }
 
 /// What a subcommand ends with: its exit status, or the error `main` reports and turns into
@@ -509,16 +468,13 @@ async fn health(store_url: Option<String>, args: ProjectArgs) -> Outcome {
     let now = store::millis(std::time::SystemTime::now());
     let live = latest.as_ref().is_some_and(|run| run.is_alive(now));
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "project": args.project,
-                "healing": mode,
-                "checks": checks,
-                "latestRun": latest,
-                "live": live,
-            })
-        );
+        print_json(&serde_json::json!({
+            "project": args.project,
+            "healing": mode,
+            "checks": checks,
+            "latestRun": latest,
+            "live": live,
+        }));
         return Ok(ExitCode::SUCCESS);
     }
     println!("project   {}", args.project);
@@ -603,7 +559,7 @@ async fn runs(
     runs.sort_by_key(|run| std::cmp::Reverse(run.started_ms));
     runs.truncate(limit as usize);
     if json {
-        println!("{}", serde_json::to_string(&runs).unwrap_or_default());
+        print_json(&runs);
         return Ok(ExitCode::SUCCESS);
     }
     if runs.is_empty() {
@@ -640,7 +596,7 @@ async fn alerts(store_url: Option<String>, args: ProjectArgs, limit: u32) -> Out
     control::known_project(&*store, &args.project).await?;
     let rows = store.alerts(&args.project, limit).await?;
     if args.json {
-        println!("{}", serde_json::to_string(&rows).unwrap_or_default());
+        print_json(&rows);
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
@@ -687,7 +643,7 @@ async fn show_run(store_url: Option<String>, run: String, json: bool) -> Outcome
     let store = open_store(store_url).await?;
     let detail = store.run(&run).await?.ok_or_else(|| no_such_run(&run))?;
     if json {
-        println!("{}", serde_json::to_string(&detail).unwrap_or_default());
+        print_json(&detail);
         return Ok(ExitCode::SUCCESS);
     }
     let r = &detail.run;
@@ -730,7 +686,7 @@ async fn logs(store_url: Option<String>, run: String, filter: LogFilter, json: b
     }
     let logs = store.logs(&run, &filter).await?;
     if json {
-        println!("{}", serde_json::to_string(&logs).unwrap_or_default());
+        print_json(&logs);
         return Ok(ExitCode::SUCCESS);
     }
     if logs.is_empty() {
@@ -781,7 +737,7 @@ async fn healing(store_url: Option<String>, command: HealingCommand) -> Outcome 
             let since_ms = since.map(|d| store::millis(std::time::SystemTime::now() - d));
             let records = store.history(&project.project, limit, since_ms).await?;
             if project.json {
-                println!("{}", serde_json::to_string(&records).unwrap_or_default());
+                print_json(&records);
                 return Ok(ExitCode::SUCCESS);
             }
             if records.is_empty() {
@@ -858,4 +814,10 @@ async fn healing(store_url: Option<String>, command: HealingCommand) -> Outcome 
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints `value` as one line of JSON, as every `--json` does, so scripts read each command's
+/// output the same way.
+fn print_json(value: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string(value).unwrap_or_default());
 }
