@@ -1,29 +1,28 @@
-//! The command line: every subcommand's arguments, what it does and what it prints, apart from
-//! `main`, which only parses, starts the runtime and turns the outcome into an exit status.
+//! The command line, laid out as cargo's: this module parses and dispatches, and a subcommand's
+//! file holds its arguments, what it does and what it prints, so a change to one subcommand
+//! reads and reviews in one place (`health`, `runs`, `logs`, `alerts` and `healing` are still
+//! here). `main` only parses, starts the runtime and turns the outcome into an exit status.
 //!
 //! What several subcommands share is defined once: their arguments in [`args`], their JSON
 //! output in [`print_json`].
 
-use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use self_healing::RunStatus;
 use self_healing::healing::{Mode, StrategyOverride};
 
 use migrationpilot::control;
-use migrationpilot::error::{CliError, EXIT_CANCELLED, EXIT_FAILED, EXIT_ROLLED_BACK};
-use migrationpilot::serve;
-use migrationpilot::session::{self, RunRequest, Session, open_store};
-use migrationpilot::store::work::Filter;
-use migrationpilot::store::{self, LogFilter, Owner, iso8601};
-use migrationpilot::worker::WorkerOptions;
-use tokio_util::sync::CancellationToken;
+use migrationpilot::error::CliError;
+use migrationpilot::session::open_store;
+use migrationpilot::store::{self, LogFilter, iso8601};
 
-use args::{ProjectArgs, TokenArgs, parse_duration};
+use args::{ProjectArgs, parse_duration};
 
 mod args;
+mod run;
+mod serve;
+mod validate;
+mod worker;
 
 pub(crate) use args::take_token_from_env;
 
@@ -45,57 +44,11 @@ pub(crate) struct Cli {
 #[derive(Subcommand)]
 enum Commands {
     /// Check a pipeline file and report every problem found, with file, line, column and key.
-    Validate {
-        /// The pipeline file (.yaml, .yml or .toml).
-        file: PathBuf,
-    },
+    Validate(validate::ValidateArgs),
     /// Run a pipeline file, journaling every event.
-    Run {
-        /// The pipeline file (.yaml, .yml or .toml).
-        file: PathBuf,
-        /// Run under this project name instead of the file's `project`.
-        #[arg(long)]
-        project: Option<String>,
-        /// Continue the project's latest run if it did not finish (crash or Ctrl-C): completed
-        /// stages and items are not run again.
-        #[arg(long)]
-        resume: bool,
-        /// Print every committed event as one JSON object per line instead of progress lines.
-        #[arg(long)]
-        json_events: bool,
-        /// Seed run ids and retry jitter, for reproducible runs.
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Serve the HTTP API, `/metrics` (fed live by this run) and the dashboard on this
-        /// address while the run lasts.
-        #[arg(long, value_name = "ADDR")]
-        listen: Option<String>,
-        #[command(flatten)]
-        token: TokenArgs,
-        /// On a shared store, coordinate only: every item is left to `worker` processes.
-        #[arg(long)]
-        no_work: bool,
-    },
+    Run(run::RunArgs),
     /// Work items of runs on a shared (PostgreSQL) store, until Ctrl-C.
-    Worker {
-        /// Only this project's runs (repeatable; every project's when not given).
-        #[arg(long)]
-        project: Vec<String>,
-        /// How many items to run at once.
-        #[arg(long, default_value_t = 8)]
-        concurrency: usize,
-        /// Where the runs' pipeline files are read from and their commands run: the same
-        /// checkout as the coordinating run's.
-        #[arg(long, default_value = ".")]
-        workdir: PathBuf,
-        /// How long a job stays this worker's without a renewal: a worker killed or cut off
-        /// gives its jobs back after this.
-        #[arg(long, value_parser = parse_duration, default_value = "30s")]
-        lease: std::time::Duration,
-        /// Its name in the queue and in job results (`host:pid` by default).
-        #[arg(long)]
-        name: Option<String>,
-    },
+    Worker(worker::WorkerArgs),
     /// Show the project's health checks, healing mode and latest run.
     Health(ProjectArgs),
     /// List runs, newest first (every project's, or one's); `runs show RUN` shows one.
@@ -131,13 +84,7 @@ enum Commands {
         json: bool,
     },
     /// Serve the HTTP API, server-sent events, `/metrics` and the dashboard over the store.
-    Serve {
-        /// The address to listen on; one other than loopback needs a token.
-        #[arg(long, value_name = "ADDR", default_value = serve::DEFAULT_LISTEN)]
-        listen: String,
-        #[command(flatten)]
-        token: TokenArgs,
-    },
+    Serve(serve::ServeArgs),
     /// The project's alerts: firing first, with each channel's deliveries.
     Alerts {
         #[command(flatten)]
@@ -234,48 +181,10 @@ impl Cli {
     pub(crate) async fn exec(self) -> Outcome {
         let store_url = self.store;
         match self.command {
-            Commands::Validate { file } => validate(file),
-            Commands::Run {
-                file,
-                project,
-                resume,
-                json_events,
-                seed,
-                listen,
-                token,
-                no_work,
-            } => {
-                let request = RunRequest {
-                    file,
-                    project,
-                    resume,
-                    json_events,
-                    seed,
-                    no_work,
-                };
-                run(store_url, request, listen, token).await
-            }
-            Commands::Serve { listen, token } => serve(store_url, listen, token).await,
-            Commands::Worker {
-                project,
-                concurrency,
-                workdir,
-                lease,
-                name,
-            } => {
-                let options = WorkerOptions {
-                    name: name.unwrap_or_else(|| Owner::this_process().to_string()),
-                    filter: Filter {
-                        projects: project,
-                        run: None,
-                    },
-                    concurrency,
-                    workdir,
-                    lease,
-                    verbose: true,
-                };
-                worker(store_url, options).await
-            }
+            Commands::Validate(args) => validate::exec(args),
+            Commands::Run(args) => run::exec(store_url, args).await,
+            Commands::Worker(args) => worker::exec(store_url, args).await,
+            Commands::Serve(args) => serve::exec(store_url, args).await,
             Commands::Alerts { project, limit } => alerts(store_url, project, limit).await,
             Commands::Health(args) => health(store_url, args).await,
             Commands::Runs {
@@ -305,158 +214,6 @@ impl Cli {
             Commands::Healing(command) => healing(store_url, command).await,
         }
     }
-}
-
-async fn serve(store_url: Option<String>, listen: String, token: TokenArgs) -> Outcome {
-    let token = token.read()?;
-    let steering = if token.is_some() {
-        "steering needs the token"
-    } else {
-        "steering off (no token)"
-    };
-    let bound = serve::bind(&listen, token).await?;
-    let store = open_store(store_url).await?;
-    let addr = bound
-        .local_addr()
-        .map_err(|e| CliError::Failed(e.to_string()))?;
-    println!("serving on http://{addr}: dashboard /, API /api/v1, metrics /metrics; {steering}");
-    let shutdown = CancellationToken::new();
-    let on_signal = shutdown.clone();
-    tokio::spawn(async move {
-        if session::terminated().await {
-            on_signal.cancel();
-        }
-    });
-    bound
-        .serve(store, serve::Figures::Journal, shutdown)
-        .await?;
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn worker(store_url: Option<String>, options: WorkerOptions) -> Outcome {
-    if options.concurrency == 0 {
-        return Err(CliError::Invalid(
-            "--concurrency must be at least 1".to_owned(),
-        ));
-    }
-    if options.lease < std::time::Duration::from_millis(300) {
-        return Err(CliError::Invalid(
-            "--lease must be at least 300ms".to_owned(),
-        ));
-    }
-    if !options.workdir.is_dir() {
-        return Err(CliError::Invalid(format!(
-            "--workdir `{}` is not a directory",
-            options.workdir.display()
-        )));
-    }
-    let store = open_store(store_url).await?;
-    if store.work_queue().is_none() {
-        return Err(CliError::Invalid(
-            "workers share runs through a PostgreSQL store: give --store postgres://…".to_owned(),
-        ));
-    }
-    let projects = if options.filter.projects.is_empty() {
-        "every project".to_owned()
-    } else {
-        options.filter.projects.join(", ")
-    };
-    println!(
-        "worker {} taking items of {projects}, {} at a time, in {}; Ctrl-C stops it",
-        options.name,
-        options.concurrency,
-        options.workdir.display()
-    );
-    let stop = CancellationToken::new();
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        if session::terminated().await {
-            eprintln!(
-                "\nstopping: the items in flight finish first (Ctrl-C again stops at once; their runs get them back when their leases run out)"
-            );
-            on_signal.cancel();
-            if session::terminated().await {
-                std::process::exit(i32::from(EXIT_CANCELLED));
-            }
-        }
-    });
-    let worked = migrationpilot::worker::work(store, options, stop)
-        .await
-        .map_err(CliError::Failed)?;
-    println!(
-        "worker stopped: {} item attempt(s) run, {} failed, {} stopped by their run",
-        worked.finished, worked.failed, worked.stopped
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-fn validate(path: PathBuf) -> Outcome {
-    let built = session::load(&path, None, None)?;
-    let stages = built.pipeline.stage_names().count();
-    let strategies = built.healer.strategies().len();
-    let checks = built.monitor.as_ref().map_or(0, |m| m.report().len());
-    let thresholds = built.healer.thresholds().len();
-    let channels = built.healer.alerts().channels().len();
-    println!(
-        "{}: ok: project `{}`, {stages} stage(s), {strategies} strategy(ies), {checks} health check(s), {thresholds} alert threshold(s), {channels} alert channel(s)",
-        path.display(),
-        built.project
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn run(
-    store_url: Option<String>,
-    request: RunRequest,
-    listen: Option<String>,
-    token: TokenArgs,
-) -> Outcome {
-    let json_events = request.json_events;
-    let session = Session::open(store_url, request).await?;
-    let bound = match listen {
-        Some(listen) => {
-            let bound = serve::bind(&listen, token.read()?).await?;
-            let addr = bound
-                .local_addr()
-                .map_err(|e| CliError::Failed(e.to_string()))?;
-            if !json_events {
-                println!("serving this run on http://{addr}");
-            }
-            Some(bound)
-        }
-        None => None,
-    };
-    let report = session.run(bound).await?;
-    let mut out = std::io::stdout().lock();
-    if json_events {
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::json!({ "type": "run-report", "report": report })
-        );
-    } else {
-        let _ = writeln!(out, "\nrun {} {}", report.run_id, report.status.as_str());
-        if let Some(error) = &report.error {
-            // `error: …` or `critical: …`, with its code.
-            let _ = writeln!(out, "{error}");
-        }
-        for failure in &report.compensation_failures {
-            let _ = writeln!(
-                out,
-                "compensation failed: {}/{}: {}",
-                failure.stage,
-                failure.item.as_deref().unwrap_or("-"),
-                failure.error
-            );
-        }
-        let _ = writeln!(out, "\nPipelineMetrics\n{}", report.metrics);
-    }
-    Ok(ExitCode::from(match report.status {
-        RunStatus::Succeeded => 0,
-        RunStatus::Failed => EXIT_FAILED,
-        RunStatus::RolledBack => EXIT_ROLLED_BACK,
-        RunStatus::Cancelled => EXIT_CANCELLED,
-    }))
 }
 
 async fn health(store_url: Option<String>, args: ProjectArgs) -> Outcome {
