@@ -1,7 +1,7 @@
 //! The command line, laid out as cargo's: this module parses and dispatches, and a subcommand's
 //! file holds its arguments, what it does and what it prints, so a change to one subcommand
-//! reads and reviews in one place (`health`, `runs`, `logs`, `alerts` and `healing` are still
-//! here). `main` only parses, starts the runtime and turns the outcome into an exit status.
+//! reads and reviews in one place (`healing` is still here). `main` only parses, starts the
+//! runtime and turns the outcome into an exit status.
 //!
 //! What several subcommands share is defined once: their arguments in [`args`], their JSON
 //! output in [`print_json`].
@@ -14,12 +14,16 @@ use self_healing::healing::{Mode, StrategyOverride};
 use migrationpilot::control;
 use migrationpilot::error::CliError;
 use migrationpilot::session::open_store;
-use migrationpilot::store::{self, LogFilter, iso8601};
+use migrationpilot::store::{self, iso8601};
 
 use args::{ProjectArgs, parse_duration};
 
+mod alerts;
 mod args;
+mod health;
+mod logs;
 mod run;
+mod runs;
 mod serve;
 mod validate;
 mod worker;
@@ -50,64 +54,19 @@ enum Commands {
     /// Work items of runs on a shared (PostgreSQL) store, until Ctrl-C.
     Worker(worker::WorkerArgs),
     /// Show the project's health checks, healing mode and latest run.
-    Health(ProjectArgs),
+    Health(args::ProjectArgs),
     /// List runs, newest first (every project's, or one's); `runs show RUN` shows one.
     #[command(args_conflicts_with_subcommands = true)]
-    Runs {
-        #[command(subcommand)]
-        show: Option<RunsCommand>,
-        /// Only this project's runs.
-        #[arg(long)]
-        project: Option<String>,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// How many runs to list.
-        #[arg(long, default_value_t = 20)]
-        limit: u32,
-    },
+    Runs(runs::RunsArgs),
     /// Show what each attempt of a run wrote (its standard output and error, as kept).
-    Logs {
-        /// The run.
-        run: String,
-        /// Only this stage's attempts.
-        #[arg(long)]
-        stage: Option<String>,
-        /// Only this item's attempts.
-        #[arg(long)]
-        item: Option<String>,
-        /// Only this attempt (from 1).
-        #[arg(long)]
-        attempt: Option<i64>,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    Logs(logs::LogsArgs),
     /// Serve the HTTP API, server-sent events, `/metrics` and the dashboard over the store.
     Serve(serve::ServeArgs),
     /// The project's alerts: firing first, with each channel's deliveries.
-    Alerts {
-        #[command(flatten)]
-        project: ProjectArgs,
-        /// How many alerts to list.
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-    },
+    Alerts(alerts::AlertsArgs),
     /// Inspect and steer healing.
     #[command(subcommand)]
     Healing(HealingCommand),
-}
-
-#[derive(Subcommand)]
-enum RunsCommand {
-    /// A run's stages (status, items, times) and its PipelineMetrics.
-    Show {
-        /// The run.
-        run: String,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
 }
 
 #[derive(Subcommand)]
@@ -185,301 +144,13 @@ impl Cli {
             Commands::Run(args) => run::exec(store_url, args).await,
             Commands::Worker(args) => worker::exec(store_url, args).await,
             Commands::Serve(args) => serve::exec(store_url, args).await,
-            Commands::Alerts { project, limit } => alerts(store_url, project, limit).await,
-            Commands::Health(args) => health(store_url, args).await,
-            Commands::Runs {
-                show: Some(RunsCommand::Show { run, json }),
-                ..
-            } => show_run(store_url, run, json).await,
-            Commands::Runs {
-                show: None,
-                project,
-                json,
-                limit,
-            } => runs(store_url, project, json, limit).await,
-            Commands::Logs {
-                run,
-                stage,
-                item,
-                attempt,
-                json,
-            } => {
-                let filter = LogFilter {
-                    stage,
-                    item,
-                    attempt,
-                };
-                logs(store_url, run, filter, json).await
-            }
+            Commands::Health(args) => health::exec(store_url, args).await,
+            Commands::Runs(args) => runs::exec(store_url, args).await,
+            Commands::Logs(args) => logs::exec(store_url, args).await,
+            Commands::Alerts(args) => alerts::exec(store_url, args).await,
             Commands::Healing(command) => healing(store_url, command).await,
         }
     }
-}
-
-async fn health(store_url: Option<String>, args: ProjectArgs) -> Outcome {
-    let store = open_store(store_url).await?;
-    control::known_project(&*store, &args.project).await?;
-    let checks = store.health(&args.project).await?;
-    let mode = store.healing_mode(&args.project).await?;
-    let latest = store.runs(&args.project, 1).await?.into_iter().next();
-    let now = store::millis(std::time::SystemTime::now());
-    let live = latest.as_ref().is_some_and(|run| run.is_alive(now));
-    if args.json {
-        print_json(&serde_json::json!({
-            "project": args.project,
-            "healing": mode,
-            "checks": checks,
-            "latestRun": latest,
-            "live": live,
-        }));
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("project   {}", args.project);
-    match &mode.reason {
-        Some(reason) if !mode.enabled => println!("healing   disabled: {reason}"),
-        _ => println!(
-            "healing   {}",
-            if mode.enabled { "enabled" } else { "disabled" }
-        ),
-    }
-    if let Some(run) = &latest {
-        println!(
-            "last run  {} {} (started {})",
-            run.id,
-            run.status,
-            iso8601(run.started_ms)
-        );
-    }
-    if checks.is_empty() {
-        println!("checks    none declared or recorded");
-        return Ok(ExitCode::SUCCESS);
-    }
-    match (&latest, live) {
-        (_, true) => println!("checks    live, from the running pipeline"),
-        (Some(run), false) => println!(
-            "checks    as last seen by run {}, which {} {}: not checked since",
-            run.id,
-            if run.status.is_unended() {
-                "stopped"
-            } else {
-                "ended"
-            },
-            run.finished_ms
-                .or(run.heartbeat_ms)
-                .map_or_else(|| "-".to_owned(), iso8601)
-        ),
-        (None, false) => {}
-    }
-    println!(
-        "\n{:<24} {:<14} {:<10} {:<22} {:<22} target / last error",
-        "CHECK", "STAGE", "STATUS", "SINCE", "LAST CHECKED"
-    );
-    for check in checks {
-        let status = check.status.map_or("unchecked", |s| s.as_str());
-        let since = check.changed_ms.map_or_else(|| "-".to_owned(), iso8601);
-        let seen = check.checked_ms.map_or_else(|| "never".to_owned(), iso8601);
-        let note = match (&check.last_error, &check.target) {
-            (Some(error), _) => error.clone(),
-            (None, Some(target)) => target.clone(),
-            (None, None) => String::new(),
-        };
-        println!(
-            "{:<24} {:<14} {:<10} {:<22} {:<22} {note}",
-            check.check,
-            check.stage.as_deref().unwrap_or("-"),
-            status,
-            since,
-            seen
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn runs(
-    store_url: Option<String>,
-    project: Option<String>,
-    json: bool,
-    limit: u32,
-) -> Outcome {
-    let store = open_store(store_url).await?;
-    let projects = match project {
-        Some(project) => {
-            control::known_project(&*store, &project).await?;
-            vec![project]
-        }
-        None => store.projects().await?,
-    };
-    let mut runs = Vec::new();
-    for project in &projects {
-        runs.extend(store.runs(project, limit).await?);
-    }
-    runs.sort_by_key(|run| std::cmp::Reverse(run.started_ms));
-    runs.truncate(limit as usize);
-    if json {
-        print_json(&runs);
-        return Ok(ExitCode::SUCCESS);
-    }
-    if runs.is_empty() {
-        match projects.as_slice() {
-            [project] => println!("project `{project}` has no runs"),
-            _ => println!("the store has no runs"),
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!(
-        "{:<22} {:<24} {:<12} {:<22} error",
-        "RUN", "PROJECT", "STATUS", "STARTED"
-    );
-    for run in runs {
-        println!(
-            "{:<22} {:<24} {:<12} {:<22} {}",
-            run.id,
-            run.project,
-            run.status,
-            iso8601(run.started_ms),
-            run.error.unwrap_or_default()
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// A run the store does not know, said so.
-fn no_such_run(run: &str) -> CliError {
-    CliError::Invalid(format!("the store knows no run `{run}`"))
-}
-
-async fn alerts(store_url: Option<String>, args: ProjectArgs, limit: u32) -> Outcome {
-    let store = open_store(store_url).await?;
-    control::known_project(&*store, &args.project).await?;
-    let rows = store.alerts(&args.project, limit).await?;
-    if args.json {
-        print_json(&rows);
-        return Ok(ExitCode::SUCCESS);
-    }
-    if rows.is_empty() {
-        println!("project `{}` has raised no alerts", args.project);
-        return Ok(ExitCode::SUCCESS);
-    }
-    for row in rows {
-        let a = &row.alert;
-        let since = iso8601(store::millis(a.starts_at));
-        let until = a
-            .ends_at
-            .map(|e| format!(" until {}", iso8601(store::millis(e))))
-            .unwrap_or_default();
-        println!(
-            "{:<9} {:<9} {}  since {since}{until}",
-            a.status.as_str(),
-            a.severity.as_str(),
-            row.fingerprint
-        );
-        println!("          {}", a.title);
-        for d in &row.deliveries {
-            let when = d
-                .delivered_ms
-                .map(|ms| format!(" at {}", iso8601(ms)))
-                .unwrap_or_default();
-            let error = d
-                .last_error
-                .as_deref()
-                .map(|e| format!(" (last error: {e})"))
-                .unwrap_or_default();
-            println!(
-                "          → {:<14} {:<9} {}{when}, {} attempt(s){error}",
-                d.channel,
-                d.about.as_str(),
-                d.status,
-                d.attempts
-            );
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn show_run(store_url: Option<String>, run: String, json: bool) -> Outcome {
-    let store = open_store(store_url).await?;
-    let detail = store.run(&run).await?.ok_or_else(|| no_such_run(&run))?;
-    if json {
-        print_json(&detail);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let r = &detail.run;
-    println!("run       {} ({})", r.id, r.project);
-    println!("status    {}", r.status);
-    println!("started   {}", iso8601(r.started_ms));
-    if let Some(finished) = r.finished_ms {
-        println!("finished  {}", iso8601(finished));
-    }
-    if let Some(error) = &r.error {
-        println!("error     {error}");
-    }
-    println!(
-        "\n{:<20} {:<10} {:>8} {:<22} {:>12}",
-        "STAGE", "STATUS", "ITEMS", "STARTED", "DURATION"
-    );
-    for stage in &detail.stages {
-        println!(
-            "{:<20} {:<10} {:>8} {:<22} {:>12}",
-            stage.stage,
-            stage.status,
-            stage.items,
-            stage.started_ms.map_or_else(|| "-".to_owned(), iso8601),
-            stage
-                .duration_ms
-                .map_or_else(|| "-".to_owned(), |ms| format!("{:.1} ms", ms))
-        );
-    }
-    match &detail.metrics {
-        Some(metrics) => println!("\nPipelineMetrics\n{metrics}"),
-        None => println!("\nno PipelineMetrics: the run has not ended"),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn logs(store_url: Option<String>, run: String, filter: LogFilter, json: bool) -> Outcome {
-    let store = open_store(store_url).await?;
-    if store.run(&run).await?.is_none() {
-        return Err(no_such_run(&run));
-    }
-    let logs = store.logs(&run, &filter).await?;
-    if json {
-        print_json(&logs);
-        return Ok(ExitCode::SUCCESS);
-    }
-    if logs.is_empty() {
-        println!("run `{run}` has no logs that match");
-        return Ok(ExitCode::SUCCESS);
-    }
-    for log in logs {
-        println!(
-            "── {}{} attempt {} ({})",
-            log.stage,
-            log.item
-                .as_deref()
-                .map(|i| format!("/{i}"))
-                .unwrap_or_default(),
-            log.attempt,
-            iso8601(log.at)
-        );
-        for (name, text, cut) in [
-            ("stdout", &log.stdout, log.stdout_cut),
-            ("stderr", &log.stderr, log.stderr_cut),
-        ] {
-            if text.is_empty() {
-                continue;
-            }
-            if cut > 0 {
-                println!("[{name}: {cut} earlier byte(s) cut]");
-            } else {
-                println!("[{name}]");
-            }
-            print!("{text}");
-            if !text.ends_with('\n') {
-                println!();
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn healing(store_url: Option<String>, command: HealingCommand) -> Outcome {
