@@ -9,7 +9,8 @@ use clap::Args;
 use migrationpilot::error::CliError;
 use migrationpilot::serve;
 
-/// A project to look at, and how to print it.
+/// `health`, `alerts` and `healing history` name their project and ask for JSON alike, so a
+/// script passes the same flags to each.
 #[derive(Args)]
 pub(super) struct ProjectArgs {
     #[arg(long)]
@@ -56,7 +57,8 @@ pub(crate) unsafe fn take_token_from_env() {
     unsafe { std::env::remove_var("MIGRATIONPILOT_TOKEN") };
 }
 
-/// `1h`, `30m`, or milliseconds, as a pipeline file writes durations.
+/// Durations on the command line read as in a pipeline file (`1h`, `30m`, or milliseconds), so
+/// one habit serves both.
 pub(super) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     self_healing::duration::parse(text)
 }
