@@ -1,0 +1,64 @@
+//! Arguments several subcommands take, defined once so that they read and parse alike
+//! everywhere.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use clap::Args;
+
+use migrationpilot::error::CliError;
+use migrationpilot::serve;
+
+/// `health`, `alerts` and `healing history` name their project and ask for JSON alike, so a
+/// script passes the same flags to each.
+#[derive(Args)]
+pub(super) struct ProjectArgs {
+    #[arg(long)]
+    pub(super) project: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+/// The steering token: `MIGRATIONPILOT_TOKEN`, or a file (never a command-line value, which
+/// other users could read in the process list).
+#[derive(Args)]
+pub(super) struct TokenArgs {
+    /// A file whose first line is the token the steering endpoints ask for (else
+    /// MIGRATIONPILOT_TOKEN); without one, steering over HTTP is refused.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    pub(super) fn read(&self) -> Result<Option<serve::Token>, CliError> {
+        let from_env = TOKEN_FROM_ENV
+            .get()
+            .cloned()
+            .flatten()
+            .filter(|t| !t.is_empty());
+        serve::token(from_env, self.token_file.as_deref())
+    }
+}
+
+/// The steering token from the environment, taken out of it at start.
+static TOKEN_FROM_ENV: OnceLock<Option<String>> = OnceLock::new();
+
+/// Takes the steering token out of the environment: the token is this process's alone, so no
+/// stage command, check or hook inherits it (a stage that printed its environment would show
+/// it in its logs).
+///
+/// # Safety
+///
+/// No other thread may read or write the environment meanwhile: call it before any starts.
+pub(crate) unsafe fn take_token_from_env() {
+    TOKEN_FROM_ENV.get_or_init(|| std::env::var("MIGRATIONPILOT_TOKEN").ok());
+    // SAFETY: the caller guarantees that no other thread uses the environment.
+    unsafe { std::env::remove_var("MIGRATIONPILOT_TOKEN") };
+}
+
+/// Durations on the command line read as in a pipeline file (`1h`, `30m`, or milliseconds), so
+/// one habit serves both.
+pub(super) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    self_healing::duration::parse(text)
+}

@@ -1,0 +1,93 @@
+//! The command line, laid out as cargo's: this module parses and dispatches, and a subcommand's
+//! file holds its arguments, what it does and what it prints, so a change to one subcommand
+//! reads and reviews in one place. `main` only parses, starts the runtime and turns the
+//! outcome into an exit status.
+//!
+//! What several subcommands share is defined once: their arguments in [`args`], their JSON
+//! output in [`print_json`].
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use migrationpilot::error::CliError;
+
+mod alerts;
+mod args;
+mod healing;
+mod health;
+mod logs;
+mod run;
+mod runs;
+mod serve;
+mod validate;
+mod worker;
+
+pub(crate) use args::take_token_from_env;
+
+#[derive(Parser)]
+#[command(
+    name = "migrationpilot",
+    version,
+    about = "Runs self-healing pipelines declared in YAML or TOML files"
+)]
+pub(crate) struct Cli {
+    /// Where runs, history and controls are kept: sqlite://PATH (default: journal.db in the
+    /// user's data directory).
+    #[arg(long, env = "MIGRATIONPILOT_STORE", global = true)]
+    store: Option<String>,
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Check a pipeline file and report every problem found, with file, line, column and key.
+    Validate(validate::ValidateArgs),
+    /// Run a pipeline file, journaling every event.
+    Run(run::RunArgs),
+    /// Work items of runs on a shared (PostgreSQL) store, until Ctrl-C.
+    Worker(worker::WorkerArgs),
+    /// Show the project's health checks, healing mode and latest run.
+    Health(args::ProjectArgs),
+    /// List runs, newest first (every project's, or one's); `runs show RUN` shows one.
+    #[command(args_conflicts_with_subcommands = true)]
+    Runs(runs::RunsArgs),
+    /// Show what each attempt of a run wrote (its standard output and error, as kept).
+    Logs(logs::LogsArgs),
+    /// Serve the HTTP API, server-sent events, `/metrics` and the dashboard over the store.
+    Serve(serve::ServeArgs),
+    /// The project's alerts: firing first, with each channel's deliveries.
+    Alerts(alerts::AlertsArgs),
+    /// Inspect and steer healing.
+    #[command(subcommand)]
+    Healing(healing::HealingCommand),
+}
+
+/// What a subcommand ends with: its exit status, or the error `main` reports and turns into
+/// one.
+type Outcome = Result<ExitCode, CliError>;
+
+impl Cli {
+    /// Runs the subcommand; `main` turns what it ends with into the exit status.
+    pub(crate) async fn exec(self) -> Outcome {
+        let store_url = self.store;
+        match self.command {
+            Commands::Validate(args) => validate::exec(args),
+            Commands::Run(args) => run::exec(store_url, args).await,
+            Commands::Worker(args) => worker::exec(store_url, args).await,
+            Commands::Health(args) => health::exec(store_url, args).await,
+            Commands::Runs(args) => runs::exec(store_url, args).await,
+            Commands::Logs(args) => logs::exec(store_url, args).await,
+            Commands::Serve(args) => serve::exec(store_url, args).await,
+            Commands::Alerts(args) => alerts::exec(store_url, args).await,
+            Commands::Healing(command) => healing::exec(store_url, command).await,
+        }
+    }
+}
+
+/// Prints `value` as one line of JSON, as every `--json` does, so scripts read each command's
+/// output the same way.
+fn print_json(value: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string(value).unwrap_or_default());
+}

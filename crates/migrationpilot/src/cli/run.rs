@@ -1,0 +1,110 @@
+//! `run`: runs a pipeline file against the store, optionally serving the API while it lasts,
+//! and prints its report.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use self_healing::RunStatus;
+
+use migrationpilot::error::{CliError, EXIT_CANCELLED, EXIT_FAILED, EXIT_ROLLED_BACK};
+use migrationpilot::serve;
+use migrationpilot::session::{RunRequest, Session};
+
+use super::Outcome;
+use super::args::TokenArgs;
+
+#[derive(Args)]
+pub(super) struct RunArgs {
+    /// The pipeline file (.yaml, .yml or .toml).
+    file: PathBuf,
+    /// Run under this project name instead of the file's `project`.
+    #[arg(long)]
+    project: Option<String>,
+    /// Continue the project's latest run if it did not finish (crash or Ctrl-C): completed
+    /// stages and items are not run again.
+    #[arg(long)]
+    resume: bool,
+    /// Print every committed event as one JSON object per line instead of progress lines.
+    #[arg(long)]
+    json_events: bool,
+    /// Seed run ids and retry jitter, for reproducible runs.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Serve the HTTP API, `/metrics` (fed live by this run) and the dashboard on this
+    /// address while the run lasts.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    #[command(flatten)]
+    token: TokenArgs,
+    /// On a shared store, coordinate only: every item is left to `worker` processes.
+    #[arg(long)]
+    no_work: bool,
+}
+
+pub(super) async fn exec(store_url: Option<String>, args: RunArgs) -> Outcome {
+    let RunArgs {
+        file,
+        project,
+        resume,
+        json_events,
+        seed,
+        listen,
+        token,
+        no_work,
+    } = args;
+    let request = RunRequest {
+        file,
+        project,
+        resume,
+        json_events,
+        seed,
+        no_work,
+    };
+    let session = Session::open(store_url, request).await?;
+    let bound = match listen {
+        Some(listen) => {
+            let bound = serve::bind(&listen, token.read()?).await?;
+            let addr = bound
+                .local_addr()
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            if !json_events {
+                println!("serving this run on http://{addr}");
+            }
+            Some(bound)
+        }
+        None => None,
+    };
+    let report = session.run(bound).await?;
+    let mut out = std::io::stdout().lock();
+    if json_events {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "type": "run-report", "report": report })
+        );
+    } else {
+        let _ = writeln!(out, "\nrun {} {}", report.run_id, report.status.as_str());
+        if let Some(error) = &report.error {
+            // `error: …` or `critical: …`, with its code.
+            let _ = writeln!(out, "{error}");
+        }
+        for failure in &report.compensation_failures {
+            let _ = writeln!(
+                out,
+                "compensation failed: {}/{}: {}",
+                failure.stage,
+                failure.item.as_deref().unwrap_or("-"),
+                failure.error
+            );
+        }
+        let _ = writeln!(out, "\nPipelineMetrics\n{}", report.metrics);
+    }
+    Ok(ExitCode::from(match report.status {
+        RunStatus::Succeeded => 0,
+        RunStatus::Failed => EXIT_FAILED,
+        RunStatus::RolledBack => EXIT_ROLLED_BACK,
+        RunStatus::Cancelled => EXIT_CANCELLED,
+    }))
+}

@@ -1,0 +1,139 @@
+//! `runs`: the store's runs, newest first, and `runs show RUN`: one run's stages and metrics.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use migrationpilot::control;
+use migrationpilot::error::CliError;
+use migrationpilot::session::open_store;
+use migrationpilot::store::iso8601;
+
+use super::{Outcome, print_json};
+
+#[derive(Args)]
+pub(super) struct RunsArgs {
+    #[command(subcommand)]
+    show: Option<RunsCommand>,
+    /// Only this project's runs.
+    #[arg(long)]
+    project: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// How many runs to list.
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// A run's stages (status, items, times) and its PipelineMetrics.
+    Show {
+        /// The run.
+        run: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(super) async fn exec(store_url: Option<String>, args: RunsArgs) -> Outcome {
+    match args.show {
+        Some(RunsCommand::Show { run, json }) => show(store_url, run, json).await,
+        None => list(store_url, args.project, args.json, args.limit).await,
+    }
+}
+
+async fn list(
+    store_url: Option<String>,
+    project: Option<String>,
+    json: bool,
+    limit: u32,
+) -> Outcome {
+    let store = open_store(store_url).await?;
+    let projects = match project {
+        Some(project) => {
+            control::known_project(&*store, &project).await?;
+            vec![project]
+        }
+        None => store.projects().await?,
+    };
+    let mut runs = Vec::new();
+    for project in &projects {
+        runs.extend(store.runs(project, limit).await?);
+    }
+    runs.sort_by_key(|run| std::cmp::Reverse(run.started_ms));
+    runs.truncate(limit as usize);
+    if json {
+        print_json(&runs);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if runs.is_empty() {
+        match projects.as_slice() {
+            [project] => println!("project `{project}` has no runs"),
+            _ => println!("the store has no runs"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<22} {:<24} {:<12} {:<22} error",
+        "RUN", "PROJECT", "STATUS", "STARTED"
+    );
+    for run in runs {
+        println!(
+            "{:<22} {:<24} {:<12} {:<22} {}",
+            run.id,
+            run.project,
+            run.status,
+            iso8601(run.started_ms),
+            run.error.unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn show(store_url: Option<String>, run: String, json: bool) -> Outcome {
+    let store = open_store(store_url).await?;
+    let detail = store.run(&run).await?.ok_or_else(|| no_such_run(&run))?;
+    if json {
+        print_json(&detail);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let r = &detail.run;
+    println!("run       {} ({})", r.id, r.project);
+    println!("status    {}", r.status);
+    println!("started   {}", iso8601(r.started_ms));
+    if let Some(finished) = r.finished_ms {
+        println!("finished  {}", iso8601(finished));
+    }
+    if let Some(error) = &r.error {
+        println!("error     {error}");
+    }
+    println!(
+        "\n{:<20} {:<10} {:>8} {:<22} {:>12}",
+        "STAGE", "STATUS", "ITEMS", "STARTED", "DURATION"
+    );
+    for stage in &detail.stages {
+        println!(
+            "{:<20} {:<10} {:>8} {:<22} {:>12}",
+            stage.stage,
+            stage.status,
+            stage.items,
+            stage.started_ms.map_or_else(|| "-".to_owned(), iso8601),
+            stage
+                .duration_ms
+                .map_or_else(|| "-".to_owned(), |ms| format!("{:.1} ms", ms))
+        );
+    }
+    match &detail.metrics {
+        Some(metrics) => println!("\nPipelineMetrics\n{metrics}"),
+        None => println!("\nno PipelineMetrics: the run has not ended"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A run the store does not know, said so (`runs show` and `logs` refuse it alike).
+pub(super) fn no_such_run(run: &str) -> CliError {
+    CliError::Invalid(format!("the store knows no run `{run}`"))
+}
