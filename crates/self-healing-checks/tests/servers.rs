@@ -4,7 +4,8 @@
 //! Each test goes healthy, then (server stopped or made to fail) degraded and unhealthy, then
 //! (restored) healthy, and asserts that exact sequence of transitions. A round is one
 //! `check_all()`, so the sequence does not depend on timing. Without its server a test is
-//! skipped with a loud message, except in CI (`CI=true`), where that is a failure.
+//! listed as ignored with what it needs (the build script's `cfg(missing_…)`), except in CI
+//! (`CI=true`), where that is a failure.
 
 // Which tests exist depends on the features; helpers serve whichever are compiled.
 #![cfg_attr(
