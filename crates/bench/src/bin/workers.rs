@@ -22,7 +22,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use migrationpilot::store::work::{Filter, NewJob, Role, WorkQueue};
+use migrationpilot::store::work::{Filter, NewJob, Role, RunFile, WorkQueue};
 use migrationpilot::store::{Journal, PostgresStore, TestDatabase};
 use self_healing::event::{EventBus, EventKind, RunId};
 
@@ -207,6 +207,13 @@ async fn claim() {
             prefer: None,
         })
         .collect();
+    // A job of a run whose file is not kept is not claimable.
+    let file = RunFile {
+        project: "p".into(),
+        name: "pipeline.yaml".into(),
+        text: String::new(),
+    };
+    queue.keep_file("run-claim", &file).await.unwrap();
     for chunk in jobs.chunks(500) {
         queue.queue_jobs(chunk).await.unwrap();
     }
