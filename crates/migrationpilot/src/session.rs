@@ -165,16 +165,14 @@ impl Session {
             }
             (run, Some(Arc::new(resume)))
         } else {
-            let mut rng = self
-                .request
-                .seed
-                .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
-            (RunId::new(format!("run-{:016x}", rng.u64(..))), None)
+            // Always a fresh id, whatever `--seed` says: it seeds jitter, never identities.
+            (RunId::new(format!("run-{:016x}", fastrand::u64(..))), None)
         };
         let built = &self.built;
         let claim = RunClaim {
             project: self.project.to_string(),
             run: run.to_string(),
+            resuming: resume.is_some(),
             pipeline: built.pipeline.name().to_owned(),
             owner: self.owner.clone(),
             stages: built.pipeline.stage_names().map(str::to_owned).collect(),

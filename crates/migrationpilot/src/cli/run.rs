@@ -29,7 +29,7 @@ pub(super) struct RunArgs {
     /// Print every committed event as one JSON object per line instead of progress lines.
     #[arg(long)]
     json_events: bool,
-    /// Seed run ids and retry jitter, for reproducible runs.
+    /// Seed retry jitter, for reproducible runs (run ids are always fresh).
     #[arg(long)]
     seed: Option<u64>,
     /// Serve the HTTP API, `/metrics` (fed live by this run) and the dashboard on this

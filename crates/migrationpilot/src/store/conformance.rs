@@ -48,6 +48,7 @@ fn claim(project: &str, run: &str) -> RunClaim {
     RunClaim {
         project: project.into(),
         run: run.into(),
+        resuming: false,
         pipeline: "pipe".into(),
         owner: Owner::this_process(),
         stages: vec!["extract".into(), "load".into()],
@@ -1170,6 +1171,51 @@ pub(super) async fn two_stores_claim_each_queued_request_exactly_once(
     assert_eq!(a.claim("p", "late").await.unwrap(), Claimed::default());
 }
 
+pub(super) async fn a_run_id_is_never_taken_twice_and_only_a_stored_run_resumes(
+    store: Arc<dyn Store>,
+) {
+    let first = claim("p", "run-1");
+    assert_eq!(store.claim_run(&first).await.unwrap(), None);
+    let run = RunId::new("run-1");
+    store
+        .append(
+            "p",
+            &[event(
+                Some(&run),
+                5,
+                EventKind::RunFinished {
+                    status: RunStatus::Failed,
+                    duration: Duration::from_millis(5),
+                    error: Some(StageError::new("boom")),
+                },
+            )],
+        )
+        .await
+        .unwrap();
+    // Another fresh run with the same id is refused, and the first keeps its row.
+    let error = store.claim_run(&claim("p", "run-1")).await.unwrap_err();
+    assert!(error.to_string().contains("never used twice"), "{error}");
+    let kept = store.run("run-1").await.unwrap().unwrap().run;
+    assert_eq!(
+        (kept.status, kept.error.as_deref()),
+        (RunState::Ended(RunStatus::Failed), Some("error: boom"))
+    );
+    // A resume takes the run again; an unknown run cannot be resumed.
+    let resumed = RunClaim {
+        resuming: true,
+        ..claim("p", "run-1")
+    };
+    assert_eq!(store.claim_run(&resumed).await.unwrap(), None);
+    let again = store.run("run-1").await.unwrap().unwrap().run;
+    assert_eq!((again.status, again.error), (RunState::Running, None));
+    let unknown = RunClaim {
+        resuming: true,
+        ..claim("q", "run-9")
+    };
+    let error = store.claim_run(&unknown).await.unwrap_err();
+    assert!(error.to_string().contains("nothing to resume"), "{error}");
+}
+
 pub(super) async fn reopening_migrates_again_and_keeps_what_was_stored(
     a: Arc<dyn Store>,
     b: Arc<dyn Store>,
@@ -1421,6 +1467,7 @@ macro_rules! conformance_tests {
             attributes: [$(#[$attr])*],
             one: [
                 the_journal_reads_back_in_pages_with_resumable_cursors,
+                a_run_id_is_never_taken_twice_and_only_a_stored_run_resumes,
                 an_item_completed_again_is_read_back_as_often_as_it_was_published,
                 each_queued_request_is_claimed_exactly_once,
                 overrides_merge_field_by_field,

@@ -195,6 +195,8 @@ pub struct RunClaim {
     pub project: String,
     /// The run: a fresh id, or the one being resumed.
     pub run: String,
+    /// Whether `run` is being resumed: it must then be in the store; a fresh id must not be.
+    pub resuming: bool,
     /// The pipeline's name.
     pub pipeline: String,
     /// This process.

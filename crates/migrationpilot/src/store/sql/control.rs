@@ -43,23 +43,51 @@ impl Control for Backend {
                     return Ok(Some(run));
                 }
             }
-            sqlx::query(
-                "INSERT INTO runs (id, project, pipeline, status, started_ms, owner, heartbeat_ms, stages, strategies)
-                 VALUES ($1, $2, $3, 'running', $4, $5, $6, $7, $8)
-                 ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, heartbeat_ms = excluded.heartbeat_ms,
-                 stages = excluded.stages, strategies = excluded.strategies, finished_ms = NULL, error = NULL,
-                 status = CASE WHEN runs.status = 'rolling-back' THEN 'rolling-back' ELSE 'running' END",
-            )
-            .bind(&claim.run)
-            .bind(&claim.project)
-            .bind(&claim.pipeline)
-            .bind(now)
-            .bind(claim.owner.to_string())
-            .bind(now)
-            .bind(json(&claim.stages)?)
-            .bind(json(&claim.strategies)?)
-            .execute(&mut *tx)
-            .await?;
+            // A run's id is its own: a fresh run never takes the row of another, and only a
+            // run in the store can be resumed.
+            let taken = if claim.resuming {
+                sqlx::query(
+                    "UPDATE runs SET owner = $3, heartbeat_ms = $4, stages = $5, strategies = $6,
+                     finished_ms = NULL, error = NULL,
+                     status = CASE WHEN status = 'rolling-back' THEN 'rolling-back' ELSE 'running' END
+                     WHERE id = $1 AND project = $2",
+                )
+                .bind(&claim.run)
+                .bind(&claim.project)
+                .bind(claim.owner.to_string())
+                .bind(now)
+                .bind(json(&claim.stages)?)
+                .bind(json(&claim.strategies)?)
+                .execute(&mut *tx)
+                .await?
+            } else {
+                sqlx::query(
+                    "INSERT INTO runs (id, project, pipeline, status, started_ms, owner, heartbeat_ms, stages, strategies)
+                     VALUES ($1, $2, $3, 'running', $4, $5, $4, $6, $7) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&claim.run)
+                .bind(&claim.project)
+                .bind(&claim.pipeline)
+                .bind(now)
+                .bind(claim.owner.to_string())
+                .bind(json(&claim.stages)?)
+                .bind(json(&claim.strategies)?)
+                .execute(&mut *tx)
+                .await?
+            };
+            if taken.rows_affected() == 0 {
+                return Err(StoreError::Invalid(if claim.resuming {
+                    format!(
+                        "run `{}` of project `{}` is not in the store: there is nothing to resume",
+                        claim.run, claim.project
+                    )
+                } else {
+                    format!(
+                        "run id `{}` is already in the store: a run's id is never used twice",
+                        claim.run
+                    )
+                }));
+            }
             // Logs and samples are kept for the project's newest runs only.
             for table in ["logs", "samples"] {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
