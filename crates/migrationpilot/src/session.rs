@@ -24,12 +24,15 @@ use crate::store::{self, CheckSeen, DeclaredCheck, Owner, RunClaim, RunRow, Stor
 use crate::worker::{self, Worked, WorkerOptions};
 use crate::{file, journal, progress, serve};
 
-/// Opens the store `url` names, or the default one.
-pub async fn open_store(url: Option<String>) -> Result<Arc<dyn Store>, CliError> {
+/// Opens the store `url` names, or the default one, as `access` allows.
+pub async fn open_store(
+    url: Option<String>,
+    access: store::Access,
+) -> Result<Arc<dyn Store>, CliError> {
     let url = url.or_else(store::default_url).ok_or_else(|| {
         CliError::Invalid("no store: give --store sqlite://PATH (HOME is not set)".to_owned())
     })?;
-    store::open(&url).await.map_err(|e| match e {
+    store::open_with(&url, access).await.map_err(|e| match e {
         store::StoreError::Unusable(why) => CliError::Invalid(why),
         e => CliError::Failed(format!(
             "cannot open the store {}: {e}",
@@ -125,7 +128,7 @@ impl Session {
     /// Builds the file, then opens the store: a file with mistakes never touches it.
     pub async fn open(store_url: Option<String>, request: RunRequest) -> Result<Self, CliError> {
         let built = load(&request.file, request.project.as_deref(), request.seed)?;
-        let store = open_store(store_url).await?;
+        let store = open_store(store_url, store::Access::Create).await?;
         Ok(Session {
             owner: Owner::this_process(),
             project: Arc::clone(&built.project),

@@ -299,6 +299,34 @@ fn validate_reports_every_error_not_just_the_first() {
 }
 
 #[test]
+fn a_healing_problem_does_not_hide_the_stages_or_the_health_monitor() {
+    let work = Workspace::new();
+    let healing = "healing:\n  retryPolicy: { maxAttempts: 0 }\n";
+    let two_named_a = "project: p\nstages:\n  - name: a\n    command: [\"true\"]\n  - name: a\n    command: [\"true\"]\n";
+    let checks = "  healthMonitor:\n    checks:\n      - { name: db, type: tcp, host: 127.0.0.1, port: 5432 }\n      - { name: db, type: tcp, host: 127.0.0.1, port: 5433 }\n";
+    let one_stage = "project: p\nstages:\n  - name: a\n    command: [\"true\"]\n";
+    for (text, other) in [
+        (format!("{two_named_a}{healing}"), "`stages[1].name`"),
+        (
+            format!("{one_stage}{healing}{checks}"),
+            "`healing.healthMonitor.checks[1].name`",
+        ),
+    ] {
+        let path = work.file("p.yaml", &text);
+        migrationpilot()
+            .arg("validate")
+            .arg(&path)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(
+                "`healing.retryPolicy.maxAttempts`",
+            ))
+            .stderr(predicate::str::contains(other))
+            .stderr(predicate::str::contains("2 error(s)"));
+    }
+}
+
+#[test]
 fn bad_command_lines_exit_with_status_2() {
     migrationpilot().arg("launch").assert().code(2);
     migrationpilot().args(["run"]).assert().code(2);
@@ -496,6 +524,10 @@ healing:
 #[test]
 fn healing_commands_check_their_input() {
     let work = Workspace::new();
+    work.cmd()
+        .args(["healing", "enable", "--project", "someone"])
+        .assert()
+        .success();
     work.cmd()
         .args(["healing", "history", "--project", "nobody"])
         .assert()

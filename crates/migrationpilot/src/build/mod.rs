@@ -106,17 +106,12 @@ pub fn build(
         );
     }
     let stage_names: Vec<&str> = file.stages.iter().map(|s| s.name.as_str()).collect();
-    let healing = file
-        .healing
-        .build_with(&stage_names, |channel| {
-            MaskedNotifier::wrap(channel, secrets.clone())
-        })
-        .map_err(|problems| {
-            for problem in problems {
-                from("healing", problem);
-            }
-        })
-        .ok();
+    let (healing, problems) = file.healing.build_with(&stage_names, |channel| {
+        MaskedNotifier::wrap(channel, secrets.clone())
+    });
+    for problem in problems {
+        from("healing", problem);
+    }
 
     if file.stages.is_empty() {
         from(

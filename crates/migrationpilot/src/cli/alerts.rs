@@ -6,6 +6,7 @@ use clap::Args;
 
 use migrationpilot::control;
 use migrationpilot::session::open_store;
+use migrationpilot::store::Access;
 use migrationpilot::store::{self, iso8601};
 
 use super::args::ProjectArgs;
@@ -25,7 +26,7 @@ pub(super) async fn exec(store_url: Option<String>, args: AlertsArgs) -> Outcome
         project: ProjectArgs { project, json },
         limit,
     } = args;
-    let store = open_store(store_url).await?;
+    let store = open_store(store_url, Access::ReadOnly).await?;
     control::known_project(&*store, &project).await?;
     let rows = store.alerts(&project, limit).await?;
     if json {

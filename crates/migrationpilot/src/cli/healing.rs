@@ -77,7 +77,15 @@ fn parse_mode(text: &str) -> Result<Mode, String> {
 }
 
 pub(super) async fn exec(store_url: Option<String>, command: HealingCommand) -> Outcome {
-    let store = open_store(store_url).await?;
+    // The history only reads. A project's mode may be set before its first run (a change
+    // freeze), so disable and enable make the store; trigger and configure name a run's
+    // stages and strategies, which only a store that holds the run knows.
+    let access = match command {
+        HealingCommand::History { .. } => store::Access::ReadOnly,
+        HealingCommand::Disable { .. } | HealingCommand::Enable { .. } => store::Access::Create,
+        _ => store::Access::Existing,
+    };
+    let store = open_store(store_url, access).await?;
     match command {
         HealingCommand::History {
             project,

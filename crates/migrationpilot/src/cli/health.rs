@@ -5,13 +5,14 @@ use std::process::ExitCode;
 
 use migrationpilot::control;
 use migrationpilot::session::open_store;
+use migrationpilot::store::Access;
 use migrationpilot::store::{self, iso8601};
 
 use super::args::ProjectArgs;
 use super::{Outcome, print_json};
 
 pub(super) async fn exec(store_url: Option<String>, args: ProjectArgs) -> Outcome {
-    let store = open_store(store_url).await?;
+    let store = open_store(store_url, Access::ReadOnly).await?;
     control::known_project(&*store, &args.project).await?;
     let checks = store.health(&args.project).await?;
     let mode = store.healing_mode(&args.project).await?;

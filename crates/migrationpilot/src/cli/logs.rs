@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use migrationpilot::session::open_store;
+use migrationpilot::store::Access;
 use migrationpilot::store::{LogFilter, iso8601};
 
 use super::runs::no_such_run;
@@ -42,7 +43,7 @@ pub(super) async fn exec(store_url: Option<String>, args: LogsArgs) -> Outcome {
         item,
         attempt,
     };
-    let store = open_store(store_url).await?;
+    let store = open_store(store_url, Access::ReadOnly).await?;
     if store.run(&run).await?.is_none() {
         return Err(no_such_run(&run));
     }

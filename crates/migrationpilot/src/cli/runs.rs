@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use migrationpilot::control;
 use migrationpilot::error::CliError;
 use migrationpilot::session::open_store;
+use migrationpilot::store::Access;
 use migrationpilot::store::iso8601;
 
 use super::{Outcome, print_json};
@@ -51,7 +52,7 @@ async fn list(
     json: bool,
     limit: u32,
 ) -> Outcome {
-    let store = open_store(store_url).await?;
+    let store = open_store(store_url, Access::ReadOnly).await?;
     let projects = match project {
         Some(project) => {
             control::known_project(&*store, &project).await?;
@@ -94,7 +95,7 @@ async fn list(
 }
 
 async fn show(store_url: Option<String>, run: String, json: bool) -> Outcome {
-    let store = open_store(store_url).await?;
+    let store = open_store(store_url, Access::ReadOnly).await?;
     let detail = store.run(&run).await?.ok_or_else(|| no_such_run(&run))?;
     if json {
         print_json(&detail);

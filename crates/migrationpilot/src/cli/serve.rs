@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use migrationpilot::error::CliError;
 use migrationpilot::serve;
 use migrationpilot::session::{self, open_store};
+use migrationpilot::store::Access;
 
 use super::Outcome;
 use super::args::TokenArgs;
@@ -30,7 +31,7 @@ pub(super) async fn exec(store_url: Option<String>, args: ServeArgs) -> Outcome 
         "steering off (no token)"
     };
     let bound = serve::bind(&args.listen, token).await?;
-    let store = open_store(store_url).await?;
+    let store = open_store(store_url, Access::Existing).await?;
     let addr = bound
         .local_addr()
         .map_err(|e| CliError::Failed(e.to_string()))?;

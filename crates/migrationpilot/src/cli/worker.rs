@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use migrationpilot::error::{CliError, EXIT_CANCELLED};
 use migrationpilot::session::{self, open_store};
+use migrationpilot::store::Access;
 use migrationpilot::store::Owner;
 use migrationpilot::store::work::Filter;
 use migrationpilot::worker::WorkerOptions;
@@ -67,7 +68,7 @@ pub(super) async fn exec(store_url: Option<String>, args: WorkerArgs) -> Outcome
             options.workdir.display()
         )));
     }
-    let store = open_store(store_url).await?;
+    let store = open_store(store_url, Access::Create).await?;
     if store.work_queue().is_none() {
         return Err(CliError::Invalid(
             "workers share runs through a PostgreSQL store: give --store postgres://…".to_owned(),

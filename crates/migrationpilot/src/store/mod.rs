@@ -66,6 +66,19 @@ pub enum StoreError {
     Unusable(String),
 }
 
+/// How a command opens the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Runs and workers: the store is made where there is none, and migrated.
+    Create,
+    /// Commands that change an existing store (steering, `serve`'s outbox): it is neither made
+    /// nor migrated; without one, the command says there is no store.
+    Existing,
+    /// Commands that only read: as [`Existing`](Self::Existing), and opened read-only, so a
+    /// store the user may only read can be read.
+    ReadOnly,
+}
+
 /// A result whose error is a [`StoreError`].
 pub type Result<T> = std::result::Result<T, StoreError>;
 
@@ -286,24 +299,40 @@ pub trait Store: Journal + Queries + Control + Alerts + 'static {}
 
 impl<T: Journal + Queries + Control + Alerts + 'static> Store for T {}
 
-/// Opens the store a URL names: `sqlite://PATH` (or a bare path), or `postgres://…` /
-/// `postgresql://…` in a build with the `postgres` feature.
+/// Opens the store a URL names, making and migrating it if need be (see [`open_with`]).
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    open_with(url, Access::Create).await
+}
+
+/// Opens the store a URL names as `access` allows: `sqlite://PATH` (or a bare path), or
+/// `postgres://…` / `postgresql://…` in a build with the `postgres` feature. Any other scheme,
+/// and an empty path, are refused.
+pub async fn open_with(url: &str, access: Access) -> Result<Arc<dyn Store>> {
+    let shown = self_healing::health::redact_url(url);
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         #[cfg(feature = "postgres")]
-        return Ok(Arc::new(PostgresStore::open(url).await?));
+        return Ok(Arc::new(PostgresStore::open_with(url, access).await?));
         #[cfg(not(feature = "postgres"))]
         return Err(StoreError::Unusable(format!(
-            "`{}`: this build of migrationpilot has no PostgreSQL store; build it with `--features postgres`, or use sqlite://PATH",
-            self_healing::health::redact_url(url)
+            "`{shown}`: this build of migrationpilot has no PostgreSQL store; build it with `--features postgres`, or use sqlite://PATH"
         )));
     }
-    let path = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .unwrap_or(url);
+    let path = match url.split_once("://") {
+        Some(("sqlite", path)) => path,
+        Some((scheme, _)) => {
+            return Err(StoreError::Unusable(format!(
+                "`{shown}`: `{scheme}://` is not a store; give sqlite://PATH or postgres://…"
+            )));
+        }
+        None => url.strip_prefix("sqlite:").unwrap_or(url),
+    };
+    if path.trim().is_empty() {
+        return Err(StoreError::Unusable(format!(
+            "`{shown}` names no file: give sqlite://PATH"
+        )));
+    }
     Ok(Arc::new(
-        SqliteStore::open(std::path::Path::new(path)).await?,
+        SqliteStore::open_with(std::path::Path::new(path), access).await?,
     ))
 }
 

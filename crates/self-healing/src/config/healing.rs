@@ -238,16 +238,22 @@ impl<C: BuildCheck> HealingConfig<C> {
     /// Builds everything, for a pipeline of `stages` (which strategies' `stages` must name).
     /// Every problem found is returned, each naming its key (`strategies[2].config.maxAttempts`).
     pub fn build(&self, stages: &[&str]) -> Result<Healing, Vec<InvalidConfig>> {
-        self.build_with(stages, |channel| channel)
+        match self.build_with(stages, |channel| channel) {
+            (Some(healing), errors) if errors.is_empty() => Ok(healing),
+            (_, errors) => Err(errors),
+        }
     }
 
     /// [`build`](Self::build), each alert channel passed through `channel` first (to mask
-    /// secrets in what it sends, say).
+    /// secrets in what it sends, say), giving what it could build beside the problems: the
+    /// healing is there whenever its healer could be built (a setting it could not use left
+    /// at its default), so a caller that reports every problem of a file goes on to check what
+    /// depends on it (stages against the global retry policy, the health monitor).
     pub fn build_with(
         &self,
         stages: &[&str],
         channel: impl Fn(Arc<dyn Notifier>) -> Arc<dyn Notifier>,
-    ) -> Result<Healing, Vec<InvalidConfig>> {
+    ) -> (Option<Healing>, Vec<InvalidConfig>) {
         let mut errors = Vec::new();
         let mut fail = |at: &str, error: InvalidConfig| errors.push(error.within(at));
 
@@ -336,16 +342,14 @@ impl<C: BuildCheck> HealingConfig<C> {
         let monitor = self.health_monitor.as_ref().map(|config| {
             config.builder(&mut |e: InvalidConfig| errors.push(e.within("healthMonitor")))
         });
-        match healer {
-            Some(healer) if errors.is_empty() => Ok(Healing {
-                healer,
-                collector,
-                retry_policy,
-                metrics,
-                monitor,
-            }),
-            _ => Err(errors),
-        }
+        let healing = healer.map(|healer| Healing {
+            healer,
+            collector,
+            retry_policy,
+            metrics,
+            monitor,
+        });
+        (healing, errors)
     }
 }
 

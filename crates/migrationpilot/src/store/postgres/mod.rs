@@ -28,7 +28,7 @@ use self_healing::BoxFuture;
 
 use super::dialect::Dialect;
 use super::work::WorkQueue;
-use super::{Result, StoreError};
+use super::{Access, Result, StoreError};
 
 /// Schema versions, applied in order; the store records how far it got. The first is the shape
 /// SQLite's four migrations reach, in PostgreSQL's dialect; the second adds the work queue.
@@ -260,11 +260,21 @@ impl PostgresStore {
     /// libpq's parameters such as `sslmode`) and migrates it. Errors name the URL without its
     /// password.
     pub async fn open(url: &str) -> Result<Self> {
+        Self::open_with(url, Access::Create).await
+    }
+
+    /// Connects as `access` allows: [`Access::Create`] migrates the database (an empty one
+    /// becomes a store); the others need a store there already, at this version's schema, and
+    /// [`Access::ReadOnly`] reads in read-only transactions.
+    pub async fn open_with(url: &str, access: Access) -> Result<Self> {
         let shown = self_healing::health::redact_url(url);
         let options = PgConnectOptions::from_str(url).map_err(|e| {
             StoreError::Unusable(format!("{shown} is not a PostgreSQL connection URL: {e}"))
         })?;
-        let options = options.application_name("migrationpilot");
+        let mut options = options.application_name("migrationpilot");
+        if access == Access::ReadOnly {
+            options = options.options([("default_transaction_read_only", "on")]);
+        }
         let work = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
@@ -280,7 +290,11 @@ impl PostgresStore {
                 ))
             })?;
         let store = PostgresStore { pool, work };
-        store.migrate().await.map_err(|error| match error {
+        let ready = match access {
+            Access::Create => store.migrate().await,
+            Access::Existing | Access::ReadOnly => store.check_schema().await,
+        };
+        ready.map_err(|error| match error {
             StoreError::Unusable(why) => StoreError::Unusable(format!("{shown}: {why}")),
             other => other,
         })?;
@@ -345,7 +359,7 @@ mod tests {
 
     use super::super::TestDatabase;
     use super::*;
-    use crate::store::Queries;
+    use crate::store::{Control, Queries};
     use self_healing::event::ActionKind;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,6 +426,39 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(resume.items_completed("load"), 2);
+    }
+
+    #[tokio::test]
+    #[cfg_attr(
+        missing_postgres,
+        ignore = "needs PostgreSQL: source .ci/services.sh start"
+    )]
+    async fn readers_never_make_a_store_and_read_only_in_read_only_transactions() {
+        let Some(database) = TestDatabase::create().await else {
+            return;
+        };
+        for access in [Access::Existing, Access::ReadOnly] {
+            let error = PostgresStore::open_with(&database.url, access)
+                .await
+                .unwrap_err();
+            assert!(error.to_string().contains("no store there"), "{error}");
+        }
+        let mut connection = sqlx::PgConnection::connect(&database.url).await.unwrap();
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'",
+        )
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+        assert_eq!(tables, 0, "a reader made tables");
+        connection.close().await.unwrap();
+        PostgresStore::open(&database.url).await.unwrap();
+        let reader = PostgresStore::open_with(&database.url, Access::ReadOnly)
+            .await
+            .unwrap();
+        assert_eq!(reader.projects().await.unwrap(), Vec::<String>::new());
+        let error = reader.set_healing_mode("p", false, None).await.unwrap_err();
+        assert!(error.to_string().contains("read-only"), "{error}");
     }
 
     #[tokio::test]

@@ -50,6 +50,32 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Checks, without changing anything, that a store of this version's schema is there: a
+    /// command that must not make or migrate one says why it cannot go on.
+    pub(super) async fn check_schema(&self) -> Result<()> {
+        let known = Self::MIGRATIONS.len() as i64;
+        let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|_| {
+                StoreError::Unusable("no store there: a `migrationpilot run` makes one".to_owned())
+            })?;
+        match current.unwrap_or(0) {
+            0 => Err(StoreError::Unusable(
+                "no store there: a `migrationpilot run` makes one".to_owned(),
+            )),
+            version if version > known => Err(StoreError::Unusable(format!(
+                "the store has schema version {version}, newer than this migrationpilot knows ({known}): upgrade migrationpilot"
+            ))),
+            version if version < known => Err(StoreError::Unusable(format!(
+                "the store has schema version {version}, older than this migrationpilot's ({known}): a `migrationpilot run` (or `worker`) migrates it"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The backend's sqlx database.
 type Db = <Backend as Dialect>::Db;
 
