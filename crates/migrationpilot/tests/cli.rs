@@ -656,18 +656,16 @@ stages:
 }
 
 /// On a terminal the run shows live progress per stage; `NO_COLOR` keeps it free of color.
-/// `script` (util-linux) gives the binary a real pseudo-terminal.
+/// `script` (util-linux, on every Linux machine) gives the binary a real pseudo-terminal.
 #[test]
-#[cfg_attr(missing_script, ignore = "needs `script` (util-linux)")]
 fn a_terminal_gets_live_progress_and_no_color_is_honoured() {
-    if std::process::Command::new("script")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("\n*** SKIPPED: `script` (util-linux) is not installed ***\n");
-        return;
-    }
+    assert!(
+        std::process::Command::new("script")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "this test needs `script` (util-linux)"
+    );
     let work = Workspace::new();
     work.script("slow.sh", "sleep 0.3");
     work.file(

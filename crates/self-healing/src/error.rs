@@ -374,6 +374,20 @@ pub(crate) fn unique_names<'a>(
     Ok(())
 }
 
+/// Why `name` names no `kind` a configuration declares: the names it has (with a close one
+/// suggested), or that `list`, where they would be, has none.
+pub fn no_such(kind: &str, name: &str, known: &[&str], list: &str) -> String {
+    if known.is_empty() {
+        format!("no {kind} is named `{name}`: `{list}` has none")
+    } else {
+        format!(
+            "no {kind} is named `{name}`{} (the {kind}s are {})",
+            did_you_mean(name, known.iter().copied()),
+            known.join(", ")
+        )
+    }
+}
+
 /// ` (did you mean `x`?)` when a candidate is close to `given`.
 pub fn did_you_mean<'a>(given: &str, candidates: impl Iterator<Item = &'a str>) -> String {
     candidates

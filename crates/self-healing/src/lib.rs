@@ -9,7 +9,8 @@
 //!   counting a run's events live from its bus or read back from a journal.
 //! - [`config`]: the seed's healing settings as typed data (strategies, triggers, action
 //!   configs, the global retry policy and circuit breaker, metrics and budget), each building
-//!   its runtime object.
+//!   its runtime object; the whole section ([`HealingConfig`](config::HealingConfig)) builds
+//!   the healer, the collector and the health monitor.
 //! - [`healing`]: the [`AutoHealer`](healing::AutoHealer): strategies whose triggers match a
 //!   failure or a stage's state, gated by cooldowns and a budget, acting through one module per
 //!   action. It installs itself on a pipeline as its supervisor and watches health monitors.

@@ -8,7 +8,7 @@ use self_healing::alert::{Alert, Notifier, NotifyError};
 use crate::env::Secrets;
 
 /// An alert channel that masks the file's secrets in the text of every alert it sends.
-pub struct MaskedNotifier {
+pub(crate) struct MaskedNotifier {
     inner: Arc<dyn Notifier>,
     secrets: Secrets,
 }
@@ -23,7 +23,7 @@ impl std::fmt::Debug for MaskedNotifier {
 
 impl MaskedNotifier {
     /// `inner` as a channel that masks `secrets`.
-    pub fn wrap(inner: Arc<dyn Notifier>, secrets: Secrets) -> Arc<dyn Notifier> {
+    pub(crate) fn wrap(inner: Arc<dyn Notifier>, secrets: Secrets) -> Arc<dyn Notifier> {
         Arc::new(MaskedNotifier { inner, secrets })
     }
 }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use self_healing::InvalidConfig;
+use self_healing::config::no_such;
 use self_healing::healing::AutoHealer;
 use self_healing::health::HealthMonitor;
 use self_healing::pipeline::SelfHealingPipeline;
@@ -25,7 +26,8 @@ use crate::env::Secrets;
 use crate::file::{FileError, PipelineFile, locate};
 use crate::store::work::Role;
 
-pub use channels::{MaskedNotifier, stored_channels};
+use channels::MaskedNotifier;
+pub use channels::stored_channels;
 use stage::{Bound, stage_of};
 
 /// Everything a run needs.
@@ -217,20 +219,6 @@ pub fn build(
             source: text.to_owned(),
         }),
         _ => Err(errors),
-    }
-}
-
-/// Why `name` names no `kind` of the file: the names it has (with a close one suggested), or
-/// that `list`, where they would be, has none.
-fn no_such(kind: &str, name: &str, known: &[&str], list: &str) -> String {
-    if known.is_empty() {
-        format!("no {kind} is named `{name}`: `{list}` has none")
-    } else {
-        format!(
-            "no {kind} is named `{name}`{} (the {kind}s are {})",
-            self_healing::config::did_you_mean(name, known.iter().copied()),
-            known.join(", ")
-        )
     }
 }
 

@@ -4,7 +4,7 @@
 //! numbers them as PostgreSQL does), the order rows were written in is `rowid` (SQLite's own
 //! row number; a `BIGSERIAL` column of that name in PostgreSQL), booleans are bound as `bool`
 //! (an `INTEGER` 0 or 1 in SQLite), an attempt's output as bytes, and a parameter that may be
-//! NULL is typed with `CAST($n AS TEXT)`.
+//! NULL is typed with `CAST($n AS TEXT)` (or the column's type).
 //!
 //! The defaults are a database with one writer at a time (SQLite): a transaction that writes
 //! holds the whole database, so rows need no locks of their own. A database whose writers run
@@ -53,8 +53,8 @@ pub trait Dialect: Send + Sync + 'static {
         self.begin_write()
     }
 
-    /// The queue several machines share runs through; `None` for a store that cannot be
-    /// shared (SQLite).
+    /// What [`Control::work_queue`](super::Control::work_queue) answers: `None` by default,
+    /// a database one machine holds.
     fn work_queue(&self) -> Option<&dyn WorkQueue> {
         None
     }

@@ -196,9 +196,7 @@ pub trait Queries: Send + Sync {
 pub trait Control: Send + Sync {
     /// The queue several machines share runs through; `None` for a store that cannot be
     /// shared (SQLite): its runs work every item themselves.
-    fn work_queue(&self) -> Option<&dyn work::WorkQueue> {
-        None
-    }
+    fn work_queue(&self) -> Option<&dyn work::WorkQueue>;
 
     /// Takes `claim.run` for this process, or refuses with the run of the project that is
     /// still alive (see [`RunRow::is_alive`]). One transaction, so two processes cannot both

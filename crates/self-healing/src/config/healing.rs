@@ -41,7 +41,7 @@ use serde::Deserialize;
 use super::{BudgetConfig, CircuitBreakerConfig, MetricsCollectorConfig, StrategyConfig};
 use crate::alert::{Alerting, ChannelConfig, Notifier, Rules};
 use crate::duration::option::deserialize as opt_duration;
-use crate::error::{InvalidConfig, did_you_mean};
+use crate::error::{InvalidConfig, no_such};
 use crate::healing::{AlertThreshold, AutoHealer};
 use crate::health::{CheckSpec, HealthMonitor, HealthMonitorBuilder};
 use crate::metrics::MetricsCollector;
@@ -64,7 +64,8 @@ pub trait BuildCheck {
 #[serde(
     rename_all = "camelCase",
     deny_unknown_fields,
-    bound(deserialize = "C: Deserialize<'de>")
+    bound(deserialize = "C: Deserialize<'de>"),
+    expecting = "the `healing` section (a map)"
 )]
 pub struct HealingConfig<C> {
     /// Whether the healer acts on its own (default `true`); `false` starts it in manual mode.
@@ -123,7 +124,8 @@ fn yes() -> bool {
 #[serde(
     rename_all = "camelCase",
     deny_unknown_fields,
-    bound(deserialize = "C: Deserialize<'de>")
+    bound(deserialize = "C: Deserialize<'de>"),
+    expecting = "the `healthMonitor` settings (a map)"
 )]
 pub struct HealthMonitorConfig<C> {
     /// The interval of checks that do not set their own; `None` keeps the monitor's default.
@@ -143,7 +145,11 @@ pub struct HealthMonitorConfig<C> {
 
 /// The seed's `healthMonitor.thresholds`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "the `thresholds` (a map)"
+)]
 pub struct ThresholdsConfig {
     /// Consecutive failures that mark a check unhealthy (default 3).
     pub consecutive_failures: Option<u32>,
@@ -153,7 +159,11 @@ pub struct ThresholdsConfig {
 
 /// The seed's `alerts`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "the `alerts` settings (a map)"
+)]
 pub struct AlertsConfig {
     /// The metric levels to alert at; they need at least one channel.
     #[serde(default)]
@@ -171,7 +181,11 @@ pub struct AlertsConfig {
 
 /// Alert when `metric` reaches `warning` or `critical`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "an alert threshold (a map)"
+)]
 pub struct AlertThresholdConfig {
     /// The metric watched; one the metrics collector knows.
     pub metric: String,
@@ -315,14 +329,7 @@ impl<C: BuildCheck> HealingConfig<C> {
                 if !stages.contains(&stage.as_str()) {
                     fail(
                         &at,
-                        InvalidConfig::new(
-                            "stages",
-                            format!(
-                                "no stage is named `{stage}`{} (the stages are {})",
-                                did_you_mean(stage, stages.iter().copied()),
-                                stages.join(", ")
-                            ),
-                        ),
+                        InvalidConfig::new("stages", no_such("stage", stage, stages, "stages")),
                     );
                 }
             }

@@ -1,5 +1,7 @@
 //! The seed's healing configuration as data: strategies, triggers, action configs, the global
-//! `retryPolicy` and `circuitBreaker`, `metricsCollector` settings and the healing budget.
+//! `retryPolicy` and `circuitBreaker`, `metricsCollector` settings and the healing budget, and
+//! the whole section, [`HealingConfig`], which builds the healer, the collector and the health
+//! monitor from them.
 //!
 //! Keys are the seed's own (`maxAttempts`, `initialDelay`, `breakDuration`, `halfOpenRequests`…),
 //! so its examples carry over line for line; a duration is integer milliseconds or a string such
@@ -40,7 +42,7 @@ use serde::{Deserialize, Deserializer};
 
 mod healing;
 
-pub use crate::error::did_you_mean;
+pub use crate::error::{did_you_mean, no_such};
 pub use crate::resilience::RetryPolicyConfig;
 pub use healing::{
     AlertThresholdConfig, AlertsConfig, BuildCheck, Healing, HealingConfig, HealthMonitorConfig,

@@ -9,13 +9,8 @@
 //! lives in [`event`](crate::event) and is re-exported here.
 
 mod actions;
-mod adaptive;
-mod builder;
 mod gate;
 mod healer;
-mod holds;
-mod manual;
-mod matching;
 mod strategy;
 mod thresholds;
 mod trigger;
@@ -29,11 +24,11 @@ pub use actions::{
     ScaleConfig, ScaleDirection, ScaleMode, Scaler, SideAction, Subject, ThrottleAction,
     ThrottleConfig,
 };
-pub use builder::{AutoHealerBuilder, DEFAULT_EVALUATION_INTERVAL, DEFAULT_HISTORY_CAPACITY};
 pub use gate::Budget;
-pub use healer::{AutoHealer, RETRY_POLICY};
-pub use holds::DEPENDS_ON;
-pub use manual::MANUAL;
+pub use healer::{
+    AutoHealer, AutoHealerBuilder, DEFAULT_EVALUATION_INTERVAL, DEFAULT_HISTORY_CAPACITY,
+    DEPENDS_ON, MANUAL, RETRY_POLICY,
+};
 pub use strategy::{HealingStrategy, Mode, StrategyOverride, StrategySettings};
 pub use thresholds::AlertThreshold;
 pub use trigger::{

@@ -18,8 +18,9 @@ impl Control for Backend {
         Box::pin(async move {
             let now = now();
             let mut tx = self.begin_write().await?;
-            // The project's row is the claim's lock: a second claimant waits here until the
-            // first commits, then reads the run it took.
+            // The project's row is the claim's lock where writers run side by side (SQLite's
+            // write transaction already holds the whole database): a second claimant waits
+            // here until the first commits, then reads the run it took.
             sqlx::query("INSERT INTO projects (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
                 .bind(&claim.project)
                 .execute(&mut *tx)

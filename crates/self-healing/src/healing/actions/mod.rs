@@ -85,10 +85,12 @@ impl Action {
         }
     }
 
-    /// A retry action's own budget, if it has one.
+    /// The action's own retry budget, if it has one (see [`DecisiveAction::retry_budget`]).
     pub fn retry_budget(&self) -> Option<&RetryBudget> {
-        self.downcast_ref::<RetryAction>()
-            .and_then(RetryAction::retry_budget)
+        match self {
+            Action::Decisive(action) => action.retry_budget(),
+            Action::Side(_) => None,
+        }
     }
 
     /// The AIMD settings the action gives the stages its strategy covers, when it runs all the
@@ -180,6 +182,13 @@ pub trait DecisiveAction: Any + fmt::Debug + Send + Sync {
     /// accepts any.
     fn validate(&self) -> Result<(), InvalidConfig> {
         Ok(())
+    }
+
+    /// The retry budget of its own the action spends (retry's `config.budget`): the healer
+    /// counts first attempts for it. Asked of the action, so that the healer needs to know no
+    /// action's type. Default: none.
+    fn retry_budget(&self) -> Option<&RetryBudget> {
+        None
     }
 
     /// This action with `maxAttempts` set by an operator (`healing configure`). Default:

@@ -42,11 +42,6 @@ impl RetryAction {
         self
     }
 
-    /// Its own retry budget, if it has one.
-    pub fn retry_budget(&self) -> Option<&RetryBudget> {
-        self.budget.as_ref()
-    }
-
     /// From a file's `config`: a policy of its own when any key is given (unset keys take the
     /// defaults), else the failing stage's.
     pub fn from_config(config: &RetryPolicyConfig) -> Result<Self, InvalidConfig> {
@@ -82,6 +77,10 @@ impl From<RetryAction> for Action {
 impl DecisiveAction for RetryAction {
     fn kind(&self) -> ActionKind {
         ActionKind::Retry
+    }
+
+    fn retry_budget(&self) -> Option<&RetryBudget> {
+        self.budget.as_ref()
     }
 
     fn on_failure<'a>(

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
-use super::strategy::HealingStrategy;
-use super::trigger::{TriggerContext, TriggerMemory};
 use crate::event::{RunId, TriggerMatch};
+use crate::healing::strategy::HealingStrategy;
+use crate::healing::trigger::{TriggerContext, TriggerMemory};
 use crate::health::CheckStatus;
 use crate::metrics::MetricsCollector;
 use crate::pipeline::{Failure, StageControl};

@@ -6,18 +6,18 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use super::actions::RetryAction;
-use super::gate::{Budget, Gate};
-use super::healer::{AutoHealer, Inner, RETRY_POLICY};
 use super::holds::DEPENDS_ON;
 use super::manual::MANUAL;
 use super::matching::Memories;
-use super::strategy::HealingStrategy;
-use super::thresholds::AlertThreshold;
-use super::trigger::Trigger;
+use super::{AutoHealer, Inner, RETRY_POLICY};
 use crate::alert::{Alerting, Notifier};
 use crate::clock::TokioClock;
 use crate::error::InvalidConfig;
+use crate::healing::actions::RetryAction;
+use crate::healing::gate::{Budget, Gate};
+use crate::healing::strategy::HealingStrategy;
+use crate::healing::thresholds::AlertThreshold;
+use crate::healing::trigger::Trigger;
 use crate::resilience::{BreakerSettings, RetryBudget, RetryBudgetSettings, RetryPolicy};
 
 /// How often the healer evaluates state triggers while a stage runs, unless told otherwise.

@@ -6,8 +6,8 @@ use std::cmp::Reverse;
 use std::sync::Arc;
 
 use super::AutoHealer;
-use super::strategy::{HealingStrategy, Mode};
 use crate::event::{ActionKind, HealingRecord, Outcome, TriggerKind, TriggerMatch};
+use crate::healing::strategy::{HealingStrategy, Mode};
 use crate::pipeline::RunScope;
 
 impl AutoHealer {

@@ -1,8 +1,15 @@
 //! The AutoHealer: matches strategies against failures and stage state, gates them, and acts.
 //!
-//! Its other parts have files of their own beside this one: `builder` (its settings, checked
+//! Its other parts have files of their own in this folder: `builder` (its settings, checked
 //! once), `matching` (which strategies match, with what triggers remember), `holds` (`dependsOn`),
-//! `manual` (operators' actions) and `adaptive` (installing adaptive concurrency).
+//! `manual` (operators' actions) and `adaptive` (installing adaptive concurrency). They share the
+//! healer's state, which no other part of `healing` sees.
+
+mod adaptive;
+mod builder;
+mod holds;
+mod manual;
+mod matching;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +21,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::actions::{Action, Applied, Effect, Subject};
 use super::gate::{Admission, Budget, Gate};
-use super::matching::{Match, Matching, Memories, Target};
 use super::strategy::{HealingStrategy, Mode, StrategyOverride};
 use super::thresholds::{self, AlertThreshold, Seen};
 use crate::BoxFuture;
@@ -26,6 +32,10 @@ use crate::health::{CheckStatus, HealthMonitor};
 use crate::metrics::MetricsCollector;
 use crate::pipeline::{Failure, PipelineBuilder, Remedy, RunScope, StageControl, Supervisor};
 use crate::resilience::{BreakerSettings, RetryBudget, RetryPolicy};
+pub use builder::{AutoHealerBuilder, DEFAULT_EVALUATION_INTERVAL, DEFAULT_HISTORY_CAPACITY};
+pub use holds::DEPENDS_ON;
+pub use manual::MANUAL;
+use matching::{Match, Matching, Memories, Target};
 
 /// The strategy name under which a retry policy (a stage's own, or the healer's global
 /// `retryPolicy`) retries its `retryableErrors` by itself, at the lowest priority, with no
@@ -80,51 +90,51 @@ pub const RETRY_POLICY: &str = "retryPolicy";
 /// ```
 #[derive(Clone)]
 pub struct AutoHealer {
-    pub(super) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 /// The healer's state, shared by its clones. Its fields are open to the rest of `healing`, whose
 /// files beside this one are each a part of the healer (see the module's documentation).
-pub(super) struct Inner {
-    pub(super) strategies: RwLock<Vec<Arc<HealingStrategy>>>,
-    pub(super) retry: RetryPolicy,
+struct Inner {
+    strategies: RwLock<Vec<Arc<HealingStrategy>>>,
+    retry: RetryPolicy,
     /// Whether a global `retryPolicy` was given: then it retries by itself.
-    pub(super) retry_configured: bool,
+    retry_configured: bool,
     /// The strategy under which a retry policy retries by itself ([`RETRY_POLICY`]): lowest
     /// priority, for errors the failing stage's policy (its own, else the global one) retries.
-    pub(super) implicit_retry: Arc<HealingStrategy>,
-    pub(super) breaker: Option<BreakerSettings>,
+    implicit_retry: Arc<HealingStrategy>,
+    breaker: Option<BreakerSettings>,
     /// Named breakers stages share.
-    pub(super) shared_breakers: Vec<(Arc<str>, BreakerSettings)>,
+    shared_breakers: Vec<(Arc<str>, BreakerSettings)>,
     /// The global retry budget: every retry, whoever decides it.
-    pub(super) retry_budget: Option<RetryBudget>,
+    retry_budget: Option<RetryBudget>,
     /// The strategies with a retry budget of their own, as built: an operator's override
     /// keeps a strategy's budget (one ledger) and its stages, so these count first attempts
     /// for it, without a look at every strategy on every attempt.
-    pub(super) budgeted: Vec<Arc<HealingStrategy>>,
-    pub(super) alerts: Alerting,
-    pub(super) thresholds: Vec<AlertThreshold>,
+    budgeted: Vec<Arc<HealingStrategy>>,
+    alerts: Alerting,
+    thresholds: Vec<AlertThreshold>,
     /// What the thresholds last saw, per run.
-    pub(super) thresholds_seen: Mutex<HashMap<RunId, Seen>>,
-    pub(super) enabled: AtomicBool,
-    pub(super) interval: Duration,
-    pub(super) history_capacity: usize,
-    pub(super) clock: Arc<dyn Clock>,
-    pub(super) gate: Mutex<Gate>,
+    thresholds_seen: Mutex<HashMap<RunId, Seen>>,
+    enabled: AtomicBool,
+    interval: Duration,
+    history_capacity: usize,
+    clock: Arc<dyn Clock>,
+    gate: Mutex<Gate>,
     /// What each trigger remembers per run and stage. Each memory has its own lock, so no
     /// healer-wide lock is held while triggers are evaluated.
-    pub(super) memory: Memories,
-    pub(super) history: Mutex<VecDeque<HealingRecord>>,
+    memory: Memories,
+    history: Mutex<VecDeque<HealingRecord>>,
     /// The runs being healed now; one healer may serve several pipelines at once.
-    pub(super) attached: Mutex<HashMap<RunId, Attached>>,
+    attached: Mutex<HashMap<RunId, Attached>>,
     /// The monitors whose checks `health-check` triggers read.
-    pub(super) monitors: RwLock<Vec<HealthMonitor>>,
+    monitors: RwLock<Vec<HealthMonitor>>,
     /// Taken while stages are held or released (`dependsOn`).
-    pub(super) gating: Mutex<()>,
+    gating: Mutex<()>,
 }
 
 /// A run being healed, and how to stop evaluating it.
-pub(super) struct Attached {
+struct Attached {
     scope: RunScope,
     stop: CancellationToken,
 }
@@ -271,14 +281,14 @@ impl AutoHealer {
     }
 
     /// The runs it heals now.
-    pub(super) fn scopes(&self) -> Vec<RunScope> {
+    fn scopes(&self) -> Vec<RunScope> {
         self.lock_attached()
             .values()
             .map(|a| a.scope.clone())
             .collect()
     }
 
-    pub(super) fn scope(&self, run: &RunId) -> Option<RunScope> {
+    fn scope(&self, run: &RunId) -> Option<RunScope> {
         self.lock_attached().get(run).map(|a| a.scope.clone())
     }
 
@@ -293,7 +303,7 @@ impl AutoHealer {
         self.inner.gate.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn health(&self) -> Vec<CheckStatus> {
+    fn health(&self) -> Vec<CheckStatus> {
         self.inner
             .monitors
             .read()
@@ -499,7 +509,7 @@ impl AutoHealer {
     }
 
     /// Keeps the records and publishes each as `healing-decision`.
-    pub(super) fn flush(&self, records: Vec<HealingRecord>, scope: Option<&RunScope>) {
+    fn flush(&self, records: Vec<HealingRecord>, scope: Option<&RunScope>) {
         if records.is_empty() {
             return;
         }
@@ -521,7 +531,7 @@ impl AutoHealer {
         }
     }
 
-    pub(super) fn now_wall(&self, scope: Option<&RunScope>) -> SystemTime {
+    fn now_wall(&self, scope: Option<&RunScope>) -> SystemTime {
         match scope {
             Some(scope) => scope.bus.clock().wall(),
             None => self.inner.clock.wall(),
@@ -531,7 +541,7 @@ impl AutoHealer {
 
 /// Announces an action done now as `healing-applied` on its stage (the executor announces the
 /// remedies and requests it carries out).
-pub(super) fn announce(subject: &Subject<'_>, kind: ActionKind, applied: &Applied) {
+fn announce(subject: &Subject<'_>, kind: ActionKind, applied: &Applied) {
     if let (Effect::Done, Some(control)) = (&applied.effect, subject.control()) {
         control.applied(kind, subject.item.cloned(), applied.detail.clone());
     }

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::AutoHealer;
-use super::actions::{
+use super::announce;
+use crate::event::{ActionKind, HealingRecord, RunId, TriggerKind, TriggerMatch};
+use crate::healing::actions::{
     Action, Applied, CircuitBreakAction, Effect, FailoverAction, RestartAction, RollbackAction,
     Subject,
 };
-use super::healer::announce;
-use crate::event::{ActionKind, HealingRecord, RunId, TriggerKind, TriggerMatch};
 
 /// The strategy name operators' actions are recorded under.
 pub const MANUAL: &str = "manual";
