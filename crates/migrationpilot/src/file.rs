@@ -27,6 +27,11 @@ pub struct PipelineFile {
     /// The `healing` section; healing is on with no strategies when it is missing.
     #[serde(default)]
     pub healing: HealingFile,
+    /// Variables whose values are secrets though their names do not look it (names with
+    /// `TOKEN`, `PASSWORD`, `KEY`… are secrets already): taken from the environment or a
+    /// stage's `env:`, and masked wherever anything is shown or stored.
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 /// One stage. `command` is an argv run without a shell; `{item}` in any argument is replaced by
@@ -264,17 +269,25 @@ pub fn parse(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Loaded, FileError> {
     let env = Env::new(lookup);
-    let file = match format {
+    let parsed = match format {
         Format::Yaml => parse_yaml(&text, &env),
         Format::Toml => parse_toml(&text, &env),
-    }
-    .map_err(|l| FileError {
-        file: path.to_owned(),
-        line: l.line,
-        column: l.column,
-        path: l.path,
-        message: l.message,
-    })?;
+    };
+    let file = match parsed {
+        Ok(file) => file,
+        Err(l) => {
+            // A value out of place is quoted in the message: a secret among them is not.
+            let mut secrets = env.into_secrets();
+            secrets.add_environment();
+            return Err(FileError {
+                file: path.to_owned(),
+                line: l.line,
+                column: l.column,
+                path: l.path,
+                message: secrets.mask(&l.message).into_owned(),
+            });
+        }
+    };
     let raw: Option<serde_json::Value> = match format {
         Format::Yaml => serde_saphyr::from_str(&text).ok(),
         Format::Toml => toml::from_str(&text).ok(),
@@ -282,12 +295,39 @@ pub fn parse(
     let alert_channels = raw
         .and_then(|raw| raw.pointer("/healing/alerts/channels").cloned())
         .filter(|channels| channels.as_array().is_some_and(|c| !c.is_empty()));
+    let secrets = secrets_of(&file, env.into_secrets(), lookup);
     Ok(Loaded {
         file,
         text,
-        secrets: env.into_secrets(),
+        secrets,
         alert_channels,
     })
+}
+
+/// Every secret a run of `file` knows of: those `${NAME}` brought (`substituted`), every
+/// secret-looking variable its stages inherit from this process or get from their `env:`, and
+/// the variables the file's `secrets:` names.
+fn secrets_of(
+    file: &PipelineFile,
+    substituted: Secrets,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Secrets {
+    let mut secrets = substituted;
+    secrets.add_environment();
+    for stage in &file.stages {
+        secrets.add_variables(stage.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    }
+    for name in &file.secrets {
+        if let Some(value) = lookup(name) {
+            secrets.add(&value);
+        }
+        for stage in &file.stages {
+            if let Some(value) = stage.env.get(name) {
+                secrets.add(value);
+            }
+        }
+    }
+    secrets
 }
 
 /// A parse error before it knows its file.

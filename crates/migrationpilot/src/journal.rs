@@ -16,30 +16,40 @@ use self_healing::event::{Event, EventKind, Subscription};
 use crate::env::Secrets;
 use crate::store::Store;
 
-/// `event` with secret values masked wherever it carries text. Events that carry none (the
-/// bulk of a run: item and attempt outcomes without errors) pass through untouched.
+/// `event` with every secret masked in every string it carries (errors, details, items,
+/// codes, descriptions): what the store keeps and what progress, `--json-events` and the API
+/// show. The bulk of a run (item and attempt starts and successes) carries only its stage and
+/// item, looked at directly; other events go through their JSON form.
 fn masked(event: Arc<Event>, secrets: &Secrets) -> Arc<Event> {
-    let has_text = matches!(
-        event.kind,
-        EventKind::RunFinished { error: Some(_), .. }
-            | EventKind::StageFailed { .. }
-            | EventKind::ItemFailed { .. }
-            | EventKind::AttemptFailed { .. }
-            | EventKind::HealingApplied { .. }
-            | EventKind::HealingDecision { .. }
-            | EventKind::CompensationFinished { error: Some(_), .. }
-            | EventKind::RollbackStarted { .. }
-            | EventKind::AlertFailed { .. }
-    );
-    if secrets.is_empty() || !has_text {
+    if secrets.is_empty() {
         return event;
     }
-    let Ok(json) = serde_json::to_string(&*event) else {
-        return event;
+    let place = match &event.kind {
+        EventKind::ItemStarted { stage, item }
+        | EventKind::ItemSucceeded { stage, item, .. }
+        | EventKind::AttemptStarted {
+            stage,
+            item: Some(item),
+            ..
+        }
+        | EventKind::AttemptSucceeded {
+            stage,
+            item: Some(item),
+            ..
+        } => Some((stage, item)),
+        _ => None,
     };
-    match secrets.mask(&json) {
-        std::borrow::Cow::Borrowed(_) => event,
-        std::borrow::Cow::Owned(clean) => serde_json::from_str(&clean).map_or(event, Arc::new),
+    if let Some((stage, item)) = place
+        && !secrets.appear_in(stage)
+        && !secrets.appear_in(item)
+    {
+        return event;
+    }
+    let clean = secrets.mask_value((*event).clone());
+    if clean == *event {
+        event
+    } else {
+        Arc::new(clean)
     }
 }
 

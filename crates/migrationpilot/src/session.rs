@@ -55,7 +55,7 @@ pub fn load(path: &Path, project: Option<&str>, seed: Option<u64>) -> Result<Bui
     )
     .map_err(|errors| {
         for error in &errors {
-            eprintln!("{error}");
+            eprintln!("{}", loaded.secrets.mask(&error.to_string()));
         }
         CliError::File {
             path: path.display().to_string(),
@@ -95,10 +95,12 @@ pub struct RunRequest {
     pub resume: bool,
     /// Print every committed event as one JSON object per line instead of progress.
     pub json_events: bool,
-    /// Seeds run ids and retry jitter.
+    /// Seeds retry jitter.
     pub seed: Option<u64>,
     /// On a shared store, leave every item to workers.
     pub no_work: bool,
+    /// Secrets of this process besides the file's (the steering token), masked as theirs.
+    pub secrets: Secrets,
 }
 
 /// A pipeline file built and bound to a store, ready to run.
@@ -127,7 +129,8 @@ impl std::fmt::Debug for Session {
 impl Session {
     /// Builds the file, then opens the store: a file with mistakes never touches it.
     pub async fn open(store_url: Option<String>, request: RunRequest) -> Result<Self, CliError> {
-        let built = load(&request.file, request.project.as_deref(), request.seed)?;
+        let mut built = load(&request.file, request.project.as_deref(), request.seed)?;
+        built.secrets.extend(&request.secrets);
         let store = open_store(store_url, store::Access::Create).await?;
         Ok(Session {
             owner: Owner::this_process(),
@@ -194,7 +197,7 @@ impl Session {
                         .map(|c| DeclaredCheck {
                             name: c.name.to_string(),
                             stage: c.stage.as_deref().map(str::to_owned),
-                            target: c.target,
+                            target: built.secrets.mask(&c.target).into_owned(),
                         })
                         .collect()
                 })
@@ -355,7 +358,8 @@ impl Session {
         self.store
             .record_metrics(report.run_id.as_str(), &report.metrics)
             .await?;
-        Ok(masked_report(report, &secrets))
+        // Its errors, items and codes, as everything else shown.
+        Ok(secrets.mask_value(report))
     }
 
     /// On a shared store, makes the run's attempts jobs any worker may take: keeps the file
@@ -413,26 +417,6 @@ impl Session {
             CancellationToken::new(),
         ))))
     }
-}
-
-/// `report` with the secrets masked in its errors.
-fn masked_report(mut report: RunReport, secrets: &Secrets) -> RunReport {
-    let mask = |error: &mut self_healing::StageError| {
-        if let std::borrow::Cow::Owned(clean) = secrets.mask(error.message()) {
-            *error = error.clone().with_message(clean);
-        }
-    };
-    report.error.iter_mut().for_each(mask);
-    report
-        .stages
-        .iter_mut()
-        .filter_map(|s| s.error.as_mut())
-        .for_each(mask);
-    report
-        .compensation_failures
-        .iter_mut()
-        .for_each(|f| mask(&mut f.error));
-    report
 }
 
 /// The refusal to start while `live` still runs.

@@ -263,11 +263,12 @@ async fn commands_of(queue: &dyn WorkQueue, job: &Job, workdir: &Path) -> Result
     )
     .map(|built| built.commands)
     .map_err(|errors| {
-        errors
+        let text = errors
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
-            .join("; ")
+            .join("; ");
+        loaded.secrets.mask(&text).into_owned()
     })
 }
 

@@ -7,7 +7,8 @@ use self_healing::alert::{Alert, Notifier, NotifyError};
 
 use crate::env::Secrets;
 
-/// An alert channel that masks the file's secrets in the text of every alert it sends.
+/// An alert channel that masks the run's secrets in every alert it sends (its text, labels,
+/// stage and item).
 pub(crate) struct MaskedNotifier {
     inner: Arc<dyn Notifier>,
     secrets: Secrets,
@@ -39,11 +40,7 @@ impl Notifier for MaskedNotifier {
             }
             let clean: Vec<Alert> = alerts
                 .iter()
-                .map(|alert| Alert {
-                    title: self.secrets.mask(&alert.title).into_owned(),
-                    message: self.secrets.mask(&alert.message).into_owned(),
-                    ..alert.clone()
-                })
+                .map(|alert| self.secrets.mask_value(alert.clone()))
                 .collect();
             self.inner.notify(&clean).await
         })
@@ -69,7 +66,8 @@ pub fn stored_channels(
     let configs: Vec<self_healing::alert::ChannelConfig> =
         serde::Deserialize::deserialize(crate::env::Substituting::new(raw.clone(), &env))
             .map_err(|e| e.to_string())?;
-    let secrets = env.into_secrets();
+    let mut secrets = env.into_secrets();
+    secrets.add_environment();
     configs
         .iter()
         .map(|config| {

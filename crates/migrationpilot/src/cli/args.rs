@@ -52,10 +52,50 @@ static TOKEN_FROM_ENV: OnceLock<Option<String>> = OnceLock::new();
 ///
 /// No other thread may read or write the environment meanwhile: call it before any starts.
 pub(crate) unsafe fn take_token_from_env() {
-    TOKEN_FROM_ENV.get_or_init(|| std::env::var("MIGRATIONPILOT_TOKEN").ok());
+    TOKEN_FROM_ENV.get_or_init(|| std::env::var(TOKEN_VARIABLE).ok());
     // SAFETY: the caller guarantees that no other thread uses the environment.
-    unsafe { std::env::remove_var("MIGRATIONPILOT_TOKEN") };
+    unsafe {
+        scrub_initial_environment(TOKEN_VARIABLE);
+        std::env::remove_var(TOKEN_VARIABLE);
+    }
 }
+
+/// The variable the steering token may come in.
+const TOKEN_VARIABLE: &str = "MIGRATIONPILOT_TOKEN";
+
+/// Overwrites `name`'s value with `*` in the environment block this process started with,
+/// which is what the kernel shows as `/proc/PID/environ`: removing the variable alone leaves
+/// it there for a stage to read from its parent.
+///
+/// # Safety
+///
+/// No other thread may read or write the environment meanwhile, and nothing may have changed
+/// it yet: the entries `environ` points at are then still the block the process started with.
+#[cfg(target_os = "linux")]
+unsafe fn scrub_initial_environment(name: &str) {
+    unsafe extern "C" {
+        static mut environ: *mut *mut std::ffi::c_char;
+    }
+    let prefix = format!("{name}=");
+    // SAFETY: `environ` is the C library's NUL-terminated array of NUL-terminated strings;
+    // the caller guarantees no thread changes it while it is read and written here. Each value
+    // is overwritten in place, within its own length.
+    unsafe {
+        let mut entry = environ;
+        while !entry.is_null() && !(*entry).is_null() {
+            let text = std::ffi::CStr::from_ptr(*entry).to_bytes();
+            if text.starts_with(prefix.as_bytes()) {
+                let value = (*entry).add(prefix.len());
+                std::ptr::write_bytes(value, b'*', text.len() - prefix.len());
+            }
+            entry = entry.add(1);
+        }
+    }
+}
+
+/// Elsewhere only the variable is removed.
+#[cfg(not(target_os = "linux"))]
+unsafe fn scrub_initial_environment(_name: &str) {}
 
 /// Durations on the command line read as in a pipeline file (`1h`, `30m`, or milliseconds), so
 /// one habit serves both.

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Args;
 use self_healing::RunStatus;
 
+use migrationpilot::env::Secrets;
 use migrationpilot::error::{CliError, EXIT_CANCELLED, EXIT_FAILED, EXIT_ROLLED_BACK};
 use migrationpilot::serve;
 use migrationpilot::session::{RunRequest, Session};
@@ -54,6 +55,14 @@ pub(super) async fn exec(store_url: Option<String>, args: RunArgs) -> Outcome {
         token,
         no_work,
     } = args;
+    let token = match listen {
+        Some(_) => token.read()?,
+        None => None,
+    };
+    let mut secrets = Secrets::default();
+    if let Some(token) = &token {
+        token.mask_in(&mut secrets);
+    }
     let request = RunRequest {
         file,
         project,
@@ -61,11 +70,12 @@ pub(super) async fn exec(store_url: Option<String>, args: RunArgs) -> Outcome {
         json_events,
         seed,
         no_work,
+        secrets,
     };
     let session = Session::open(store_url, request).await?;
     let bound = match listen {
         Some(listen) => {
-            let bound = serve::bind(&listen, token.read()?).await?;
+            let bound = serve::bind(&listen, token).await?;
             let addr = bound
                 .local_addr()
                 .map_err(|e| CliError::Failed(e.to_string()))?;

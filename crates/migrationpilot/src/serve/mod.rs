@@ -240,6 +240,13 @@ async fn deliver_owed_alerts(store: Arc<dyn Store>, shutdown: CancellationToken)
 /// How long `serve` waits for one project's owed deliveries: longer than a channel's retries.
 const OWED_ALERTS_GRACE: Duration = Duration::from_secs(60);
 
+/// The secrets of this process's environment, which the channels it builds are given.
+fn environment_secrets() -> crate::env::Secrets {
+    let mut secrets = crate::env::Secrets::default();
+    secrets.add_environment();
+    secrets
+}
+
 /// Delivers what `project` owes through `channels` as kept, and journals the outcomes.
 async fn deliver_project(
     store: Arc<dyn Store>,
@@ -271,7 +278,7 @@ async fn deliver_project(
         .outbox(Arc::new(crate::store::StoreOutbox::new(
             Arc::clone(&store),
             Some(&project),
-            crate::env::Secrets::default(),
+            environment_secrets(),
         )))
         .owner(format!(
             "serve {} #{:08x}",

@@ -23,6 +23,12 @@ impl Token {
         Token(token.to_owned())
     }
 
+    /// Adds the token to `secrets`, so that it is masked wherever a run shows or keeps text,
+    /// without being handed out.
+    pub fn mask_in(&self, secrets: &mut crate::env::Secrets) {
+        secrets.add(&self.0);
+    }
+
     /// Compares in time independent of where the first difference is.
     fn matches(&self, given: &str) -> bool {
         let (a, b) = (self.0.as_bytes(), given.as_bytes());

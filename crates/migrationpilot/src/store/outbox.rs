@@ -44,11 +44,7 @@ impl Outbox for StoreOutbox {
         channels: &'a [String],
     ) -> BoxFuture<'a, std::result::Result<(), String>> {
         Box::pin(async move {
-            let masked = Alert {
-                title: self.secrets.mask(&alert.title).into_owned(),
-                message: self.secrets.mask(&alert.message).into_owned(),
-                ..alert.clone()
-            };
+            let masked = self.secrets.mask_value(alert.clone());
             self.store
                 .keep_alert(owner, &masked, channels)
                 .await

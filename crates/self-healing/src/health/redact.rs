@@ -5,14 +5,21 @@ const SECRET_PARAMS: [&str; 8] = [
     "password", "passwd", "pwd", "token", "secret", "key", "apikey", "auth",
 ];
 
-/// A URL with its password and secret-looking query values replaced by `***`:
-/// `postgres://app:hunter2@db/prod?sslmode=require&password=x` becomes
-/// `postgres://app:***@db/prod?sslmode=require&password=***`.
+/// A URL with its secret parts replaced by `***`: the password (or a lone userinfo), query
+/// values whose names look secret, a path segment after one whose name does (`/token/…`,
+/// `/keys/…`), and any path segment or query value that looks like a key (20 characters or
+/// more of letters and digits, with both): `postgres://app:hunter2@db/prod?sslmode=require&password=x`
+/// becomes `postgres://app:***@db/prod?sslmode=require&password=***`.
 ///
 /// ```
 /// use self_healing::health::redact_url;
 /// assert_eq!(redact_url("redis://:s3cret@cache:6379/0"), "redis://:***@cache:6379/0");
 /// assert_eq!(redact_url("https://api/health?token=abc&x=1"), "https://api/health?token=***&x=1");
+/// assert_eq!(
+///     redact_url("https://hooks.example/services/T0001/B0002/Xy7kQ2mN9pL4vR8sT1wZ3aB6"),
+///     "https://hooks.example/services/T0001/B0002/***"
+/// );
+/// assert_eq!(redact_url("https://api/v1/key/abc123/health"), "https://api/v1/key/***/health");
 /// ```
 pub fn redact_url(url: &str) -> String {
     let (head, query) = match url.split_once('?') {
@@ -42,7 +49,7 @@ pub fn redact_url(url: &str) -> String {
                 }
                 None => out.push_str(authority),
             }
-            out.push_str(path);
+            out.push_str(&redact_path(path));
         }
         None => out.push_str(head),
     }
@@ -51,13 +58,40 @@ pub fn redact_url(url: &str) -> String {
         let pairs: Vec<String> = query
             .split('&')
             .map(|pair| match pair.split_once('=') {
-                Some((name, _)) if is_secret(name) => format!("{name}=***"),
+                Some((name, value)) if is_secret(name) || looks_like_a_key(value) => {
+                    format!("{name}=***")
+                }
                 _ => pair.to_owned(),
             })
             .collect();
         out.push_str(&pairs.join("&"));
     }
     out
+}
+
+/// `path` with the segments that hold a secret masked.
+fn redact_path(path: &str) -> String {
+    let mut after_secret = false;
+    path.split('/')
+        .map(|segment| {
+            let masked = !segment.is_empty() && (after_secret || looks_like_a_key(segment));
+            // A segment that names a secret hides the one after it, not one it hid itself.
+            after_secret = !masked && is_secret(segment);
+            if masked { "***" } else { segment }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Whether a value reads as a generated key: long, of letters and digits (and `-`, `_`), with
+/// both.
+fn looks_like_a_key(value: &str) -> bool {
+    value.len() >= 20
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && value.chars().any(|c| c.is_ascii_digit())
+        && value.chars().any(|c| c.is_ascii_alphabetic())
 }
 
 fn is_secret(name: &str) -> bool {

@@ -3,14 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::StageError;
 use crate::event::{EventKind, RunId, RunStatus};
 use crate::metrics::PipelineMetrics;
 
 /// How one stage ended. Also what `on_stage_complete` hooks receive.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StageReport {
     /// The stage's name.
@@ -59,7 +59,7 @@ impl StageReport {
 }
 
 /// A compensation that failed during a rollback. The rollback went on past it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompensationFailure {
     /// The stage whose compensation failed.
     pub stage: Arc<str>,
@@ -70,7 +70,7 @@ pub struct CompensationFailure {
 }
 
 /// The outcome of [`SelfHealingPipeline::execute`](super::SelfHealingPipeline::execute).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunReport {
     /// The run's id.
