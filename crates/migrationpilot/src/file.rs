@@ -237,8 +237,35 @@ pub fn load_with(
     };
     let format = Format::of(path)
         .ok_or_else(|| at("a pipeline file ends in .yaml, .yml or .toml".to_owned()))?;
-    let text = std::fs::read_to_string(path).map_err(|e| at(format!("cannot read: {e}")))?;
+    let text = read_bounded(path).map_err(at)?;
     parse(path, text, format, lookup)
+}
+
+/// The largest pipeline file read: a file is configuration, not data (items go in an items
+/// file, read as a stage pulls them).
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The text of a regular file of at most [`MAX_FILE_BYTES`]; a FIFO or a device is refused
+/// (it might never end).
+fn read_bounded(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    // Looked at before it is opened: opening a FIFO waits for a writer.
+    let metadata = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if !metadata.is_file() {
+        return Err("cannot read: not a regular file (a FIFO or device is refused)".to_owned());
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!(
+            "cannot read: larger than {} MiB, the most a pipeline file may be",
+            MAX_FILE_BYTES / 1024 / 1024
+        ));
+    }
+    Ok(text)
 }
 
 /// How a pipeline file is written.

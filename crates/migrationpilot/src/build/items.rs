@@ -3,53 +3,99 @@
 
 use std::path::{Path, PathBuf};
 
-use tokio::io::AsyncBufReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 
 use self_healing::pipeline::ItemSource;
 use self_healing::{InvalidConfig, StageError};
 
+/// The longest item an items file may hold: a line without an end would otherwise be read
+/// into memory whole.
+pub const MAX_ITEM_BYTES: usize = 64 * 1024;
+
 /// Items from a file, one per line, read as the stage pulls them. Blank lines and lines
-/// starting with `#` are skipped.
+/// starting with `#` are skipped. The file must be a regular file (a FIFO or a device would
+/// never end, or end the run waiting), and no line longer than [`MAX_ITEM_BYTES`].
 pub fn file_items(path: PathBuf) -> ItemSource<(), String> {
     ItemSource::stream(move |_: &()| {
         let path = path.clone();
-        futures_util::stream::unfold(
-            None,
-            move |lines: Option<tokio::io::Lines<tokio::io::BufReader<tokio::fs::File>>>| {
-                let path = path.clone();
-                async move {
-                    let mut lines = match lines {
-                        Some(lines) => lines,
-                        None => match tokio::fs::File::open(&path).await {
-                            Ok(file) => tokio::io::BufReader::new(file).lines(),
-                            Err(e) => {
-                                let error =
-                                    StageError::new(format!("items file {}: {e}", path.display()));
-                                return Some((Err(error), None));
-                            }
-                        },
-                    };
-                    loop {
-                        match lines.next_line().await {
-                            Ok(Some(line)) => {
-                                let item = line.trim();
-                                if item.is_empty() || item.starts_with('#') {
-                                    continue;
-                                }
-                                return Some((Ok(item.to_owned()), Some(lines)));
-                            }
-                            Ok(None) => return None,
-                            Err(e) => {
-                                let error =
-                                    StageError::new(format!("items file {}: {e}", path.display()));
-                                return Some((Err(error), None));
-                            }
+        futures_util::stream::unfold(None, move |reader: Option<ItemReader>| {
+            let path = path.clone();
+            async move {
+                let mut reader = match reader {
+                    Some(reader) => reader,
+                    None => match ItemReader::open(&path).await {
+                        Ok(reader) => reader,
+                        Err(why) => {
+                            let error =
+                                StageError::new(format!("items file {}: {why}", path.display()));
+                            return Some((Err(error), None));
                         }
+                    },
+                };
+                match reader.next_item().await {
+                    Ok(Some(item)) => Some((Ok(item), Some(reader))),
+                    Ok(None) => None,
+                    Err(why) => {
+                        let error =
+                            StageError::new(format!("items file {}: {why}", path.display()));
+                        Some((Err(error), None))
                     }
                 }
-            },
-        )
+            }
+        })
     })
+}
+
+/// An items file read line by line, each line bounded.
+struct ItemReader {
+    file: tokio::io::BufReader<tokio::fs::File>,
+    line: usize,
+}
+
+impl ItemReader {
+    async fn open(path: &Path) -> Result<Self, String> {
+        // Looked at before it is opened: opening a FIFO waits for a writer.
+        let metadata = tokio::fs::metadata(path).await.map_err(|e| e.to_string())?;
+        if !metadata.is_file() {
+            return Err("is not a regular file (a FIFO or device is refused)".to_owned());
+        }
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(ItemReader {
+            file: tokio::io::BufReader::new(file),
+            line: 0,
+        })
+    }
+
+    /// The next item, skipping blank and `#` lines; `None` at the end.
+    async fn next_item(&mut self) -> Result<Option<String>, String> {
+        loop {
+            let mut bytes = Vec::new();
+            let mut limited = (&mut self.file).take(MAX_ITEM_BYTES as u64 + 1);
+            let read = limited
+                .read_until(b'\n', &mut bytes)
+                .await
+                .map_err(|e| e.to_string())?;
+            if read == 0 {
+                return Ok(None);
+            }
+            self.line += 1;
+            if bytes.len() > MAX_ITEM_BYTES && bytes.last() != Some(&b'\n') {
+                return Err(format!(
+                    "line {} is longer than {} KiB",
+                    self.line,
+                    MAX_ITEM_BYTES / 1024
+                ));
+            }
+            let text =
+                String::from_utf8(bytes).map_err(|_| format!("line {} is not UTF-8", self.line))?;
+            let item = text.trim();
+            if !item.is_empty() && !item.starts_with('#') {
+                return Ok(Some(item.to_owned()));
+            }
+        }
+    }
 }
 
 /// Items from a glob, as paths relative to the pipeline file's folder, in sorted order. The
