@@ -100,6 +100,7 @@ macro_rules! every_variant {
 }
 
 pub mod alert;
+pub mod classify;
 pub mod clock;
 pub mod config;
 pub mod de;

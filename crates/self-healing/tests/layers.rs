@@ -10,6 +10,7 @@ const LAYERS: &[&str] = &[
     "error",
     "clock",
     "duration",
+    "classify",
     "serde_ms",
     "de",
     "http",
