@@ -226,24 +226,40 @@ macro_rules! forward_deserialize {
     )*};
 }
 
+/// A number or a boolean is asked for as any value: a scalar that is one `${NAME}` reaches it
+/// as the text it holds, which [`Typed`] reads as the type asked for.
+macro_rules! typed_deserialize {
+    ($($method:ident => $kind:expr),*) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+            self.inner.deserialize_any(Typed {
+                wrap: Wrap { inner: visitor, env: self.env },
+                kind: $kind,
+            })
+        }
+    )*};
+}
+
 impl<'de, D: Deserializer<'de>> Deserializer<'de> for Substituting<'_, '_, D> {
     type Error = D::Error;
 
+    typed_deserialize!(
+        deserialize_bool => Kind::Bool,
+        deserialize_i8 => Kind::Signed,
+        deserialize_i16 => Kind::Signed,
+        deserialize_i32 => Kind::Signed,
+        deserialize_i64 => Kind::Signed,
+        deserialize_i128 => Kind::Signed,
+        deserialize_u8 => Kind::Unsigned,
+        deserialize_u16 => Kind::Unsigned,
+        deserialize_u32 => Kind::Unsigned,
+        deserialize_u64 => Kind::Unsigned,
+        deserialize_u128 => Kind::Unsigned,
+        deserialize_f32 => Kind::Float,
+        deserialize_f64 => Kind::Float
+    );
+
     forward_deserialize!(
         deserialize_any,
-        deserialize_bool,
-        deserialize_i8,
-        deserialize_i16,
-        deserialize_i32,
-        deserialize_i64,
-        deserialize_i128,
-        deserialize_u8,
-        deserialize_u16,
-        deserialize_u32,
-        deserialize_u64,
-        deserialize_u128,
-        deserialize_f32,
-        deserialize_f64,
         deserialize_char,
         deserialize_str,
         deserialize_string,
@@ -438,6 +454,145 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<'_, '_, V> {
     }
 }
 
+/// What a typed field asks for.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Bool,
+    Signed,
+    Unsigned,
+    Float,
+}
+
+impl Kind {
+    fn what(self) -> &'static str {
+        match self {
+            Kind::Bool => "`true` or `false`",
+            Kind::Signed => "a whole number",
+            Kind::Unsigned => "a whole number, 0 or more",
+            Kind::Float => "a number",
+        }
+    }
+}
+
+/// The name of the variable a scalar that is exactly one `${NAME}` names.
+fn whole_reference(value: &str) -> Option<&str> {
+    let name = value.trim().strip_prefix("${")?.strip_suffix('}')?;
+    (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .then_some(name)
+}
+
+/// A visitor for a number or boolean field: a scalar that is one `${NAME}` is substituted and
+/// read as the type asked for (`port: ${SMTP_PORT}`); anything else goes to the field as
+/// written.
+struct Typed<'e, 'l, V> {
+    wrap: Wrap<'e, 'l, V>,
+    kind: Kind,
+}
+
+impl<'de, V: Visitor<'de>> Typed<'_, '_, V> {
+    fn text<E: de::Error>(self, value: &str) -> Result<V::Value, E> {
+        let Some(name) = whole_reference(value) else {
+            return self.wrap.visit_str(value);
+        };
+        let text = self.wrap.env.apply::<E>(value)?;
+        let text = text.trim();
+        // The value itself is not quoted: it may be a secret put in the wrong place.
+        let wrong = || {
+            E::custom(format!(
+                "environment variable `{name}` holds no {} (this setting takes {})",
+                match self.kind {
+                    Kind::Bool => "boolean",
+                    _ => "number",
+                },
+                self.kind.what()
+            ))
+        };
+        let inner = self.wrap.inner;
+        match self.kind {
+            Kind::Bool => inner.visit_bool(text.parse().map_err(|_| wrong())?),
+            Kind::Unsigned => inner.visit_u64(text.parse().map_err(|_| wrong())?),
+            Kind::Signed => inner.visit_i64(text.parse().map_err(|_| wrong())?),
+            Kind::Float => inner.visit_f64(text.parse().map_err(|_| wrong())?),
+        }
+    }
+}
+
+macro_rules! forward_typed {
+    ($($method:ident: $ty:ty),*) => {$(
+        fn $method<E: de::Error>(self, value: $ty) -> Result<V::Value, E> {
+            self.wrap.$method(value)
+        }
+    )*};
+}
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for Typed<'_, '_, V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.wrap.expecting(f)
+    }
+
+    forward_typed!(
+        visit_bool: bool,
+        visit_i8: i8,
+        visit_i16: i16,
+        visit_i32: i32,
+        visit_i64: i64,
+        visit_i128: i128,
+        visit_u8: u8,
+        visit_u16: u16,
+        visit_u32: u32,
+        visit_u64: u64,
+        visit_u128: u128,
+        visit_f32: f32,
+        visit_f64: f64,
+        visit_char: char,
+        visit_bytes: &[u8],
+        visit_borrowed_bytes: &'de [u8],
+        visit_byte_buf: Vec<u8>
+    );
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<V::Value, E> {
+        self.text(value)
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, value: &'de str) -> Result<V::Value, E> {
+        self.text(value)
+    }
+
+    fn visit_string<E: de::Error>(self, value: String) -> Result<V::Value, E> {
+        self.text(&value)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {
+        self.wrap.visit_none()
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<V::Value, E> {
+        self.wrap.visit_unit()
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, inner: D) -> Result<V::Value, D::Error> {
+        self.wrap.visit_some(inner)
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, inner: D) -> Result<V::Value, D::Error> {
+        self.wrap.visit_newtype_struct(inner)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
+        self.wrap.visit_seq(seq)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        self.wrap.visit_map(map)
+    }
+
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
+        self.wrap.visit_enum(data)
+    }
+}
+
 /// A seed whose value is read through [`Substituting`].
 struct Seed<'e, 'l, S> {
     inner: S,
@@ -562,6 +717,11 @@ mod tests {
             "HOOK" => Some("https://hooks.example/x".into()),
             "DATABASE_URL" => Some("sqlite::memory:".into()),
             "API_TOKEN" => Some("tok-3f9a".into()),
+            "SMTP_PORT" => Some(" 2525 ".into()),
+            "TLS_ON" => Some("true".into()),
+            "RATE" => Some("50.5".into()),
+            "OFFSET" => Some("-3".into()),
+            "DB_PASSWORD" => Some("s3cr3t-not-a-number".into()),
             _ => None,
         }
     }
@@ -664,5 +824,68 @@ mod tests {
         let doc: Doc = serde::Deserialize::deserialize(Substituting::new(de, &env)).unwrap();
         assert_eq!(doc.url, "sqlite::memory:");
         assert_eq!(doc.nested["k"], "a # https://hooks.example/x");
+    }
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    struct Typed {
+        port: u16,
+        tls: bool,
+        rate: f64,
+        offset: i32,
+    }
+
+    fn typed(yaml: &str) -> Result<Typed, String> {
+        let lookup = |n: &str| env(n);
+        let env = Env::new(&lookup);
+        serde_saphyr::with_deserializer_from_str(yaml, |de| {
+            serde::Deserialize::deserialize(Substituting::new(de, &env))
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_number_or_boolean_field_takes_a_whole_reference_typed_after_substitution() {
+        assert_eq!(
+            typed("port: ${SMTP_PORT}\ntls: ${TLS_ON}\nrate: ${RATE}\noffset: ${OFFSET}\n").unwrap(),
+            Typed {
+                port: 2525,
+                tls: true,
+                rate: 50.5,
+                offset: -3
+            }
+        );
+        assert_eq!(
+            typed("port: 25\ntls: false\nrate: 1\noffset: 0\n").unwrap(),
+            Typed {
+                port: 25,
+                tls: false,
+                rate: 1.0,
+                offset: 0
+            },
+            "written values are read as before"
+        );
+        let lookup = |n: &str| env(n);
+        let env = Env::new(&lookup);
+        let de = toml::de::Deserializer::parse(
+            "port = \"${SMTP_PORT}\"\ntls = true\nrate = \"${RATE}\"\noffset = 1\n",
+        )
+        .unwrap();
+        let doc: Typed = serde::Deserialize::deserialize(Substituting::new(de, &env)).unwrap();
+        assert_eq!((doc.port, doc.rate), (2525, 50.5));
+    }
+
+    #[test]
+    fn a_reference_that_does_not_fit_is_named_at_its_line_without_its_value() {
+        let error = typed("port: ${DB_PASSWORD}\ntls: true\nrate: 1\noffset: 0\n").unwrap_err();
+        assert!(
+            error.contains("environment variable `DB_PASSWORD` holds no number"),
+            "{error}"
+        );
+        assert!(error.contains("line 1"), "{error}");
+        assert!(!error.contains("s3cr3t"), "{error}");
+        let error = typed("port: 1\ntls: ${SMTP_PORT}\nrate: 1\noffset: 0\n").unwrap_err();
+        assert!(error.contains("holds no boolean"), "{error}");
+        let error = typed("port: x${SMTP_PORT}\ntls: true\nrate: 1\noffset: 0\n").unwrap_err();
+        assert!(error.contains("u16"), "a text with more than a reference is no number: {error}");
     }
 }
