@@ -846,7 +846,8 @@ mod tests {
     #[test]
     fn a_number_or_boolean_field_takes_a_whole_reference_typed_after_substitution() {
         assert_eq!(
-            typed("port: ${SMTP_PORT}\ntls: ${TLS_ON}\nrate: ${RATE}\noffset: ${OFFSET}\n").unwrap(),
+            typed("port: ${SMTP_PORT}\ntls: ${TLS_ON}\nrate: ${RATE}\noffset: ${OFFSET}\n")
+                .unwrap(),
             Typed {
                 port: 2525,
                 tls: true,
@@ -886,6 +887,9 @@ mod tests {
         let error = typed("port: 1\ntls: ${SMTP_PORT}\nrate: 1\noffset: 0\n").unwrap_err();
         assert!(error.contains("holds no boolean"), "{error}");
         let error = typed("port: x${SMTP_PORT}\ntls: true\nrate: 1\noffset: 0\n").unwrap_err();
-        assert!(error.contains("u16"), "a text with more than a reference is no number: {error}");
+        assert!(
+            error.contains("u16"),
+            "a text with more than a reference is no number: {error}"
+        );
     }
 }

@@ -390,7 +390,7 @@ fn recommended_healer(seed: u64) -> AutoHealer {
                 success_threshold: NonZeroU32::new(1).unwrap(),
                 break_duration: Duration::from_secs(1),
                 half_open_requests: NonZeroU32::new(1).unwrap(),
-                failure_rate_threshold: Some(90),
+                failure_rate_threshold: Some(90.0),
                 sliding_window: SlidingWindow::Time(Duration::from_secs(10)),
                 minimum_calls: NonZeroU32::new(20).unwrap(),
                 ..BreakerSettings::default()

@@ -84,9 +84,9 @@ pub struct CircuitBreakerConfig {
     /// Probes let through while half-open; default 3, at least 1.
     pub half_open_requests: Option<u32>,
     /// Open when at least this percentage (1–100) of the window's calls failed.
-    pub failure_rate_threshold: Option<u8>,
+    pub failure_rate_threshold: Option<f32>,
     /// Open when at least this percentage (1–100) of the window's calls were slow.
-    pub slow_call_rate_threshold: Option<u8>,
+    pub slow_call_rate_threshold: Option<f32>,
     /// A call at least this long is slow; default 60 s.
     #[serde(default, deserialize_with = "opt_duration")]
     pub slow_call_duration_threshold: Option<Duration>,

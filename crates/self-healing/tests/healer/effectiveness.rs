@@ -159,7 +159,7 @@ async fn stages_naming_one_breaker_trip_together() {
     use self_healing::resilience::BreakerSettings;
     let settings = BreakerSettings {
         failure_threshold: None,
-        failure_rate_threshold: Some(50),
+        failure_rate_threshold: Some(50.0),
         minimum_calls: std::num::NonZeroU32::new(4).unwrap(),
         ..BreakerSettings::default()
     };

@@ -256,8 +256,10 @@ impl Machine {
         if stats.calls < u64::from(minimum.get()) {
             return false;
         }
-        let reached = |count: u64, threshold: Option<u8>| {
-            threshold.is_some_and(|percent| count * 100 >= u64::from(percent) * stats.calls)
+        let reached = |count: u64, threshold: Option<f32>| {
+            threshold.is_some_and(|percent| {
+                count as f64 * 100.0 >= f64::from(percent) * stats.calls as f64
+            })
         };
         reached(stats.failures, settings.failure_rate_threshold)
             || reached(stats.slow, settings.slow_call_rate_threshold)
@@ -450,7 +452,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_slow_probe_in_half_open_reopens() {
         let b = rated(count(10), 10)
-            .slow_call_rate_threshold(50)
+            .slow_call_rate_threshold(50.0)
             .slow_call_duration_threshold(Duration::from_secs(2))
             .build()
             .unwrap();
@@ -489,7 +491,7 @@ mod tests {
     async fn consecutive_failures_still_open_alongside_rates() {
         let b = CircuitBreaker::builder()
             .failure_threshold(3)
-            .failure_rate_threshold(50)
+            .failure_rate_threshold(50.0)
             .sliding_window(count(10))
             .minimum_calls(10)
             .build()

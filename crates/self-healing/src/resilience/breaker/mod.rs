@@ -447,7 +447,7 @@ mod tests {
         assert_eq!(b.window(), WindowStats::default(), "nothing recorded");
 
         let b = rated(count(10), 10)
-            .failure_rate_threshold(50)
+            .failure_rate_threshold(50.0)
             .build()
             .unwrap();
         assert!(!fast(&b), "closed, but outcomes must be recorded");
@@ -457,7 +457,7 @@ mod tests {
         assert_eq!(b.window(), stats(1, 0, 0));
 
         let b = rated(count(10), 10)
-            .slow_call_rate_threshold(50)
+            .slow_call_rate_threshold(50.0)
             .build()
             .unwrap();
         let permit = b.try_acquire().unwrap();

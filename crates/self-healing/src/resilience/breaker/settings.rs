@@ -29,7 +29,7 @@ use crate::error::InvalidConfig;
 /// let breaker = CircuitBreaker::new(settings).unwrap();
 /// assert_eq!(breaker.settings(), settings);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BreakerSettings {
     /// Consecutive failures that open a closed breaker; `None` means failures never open it
     /// (it opens only when tripped, which is how the `circuit-break` action uses it).
@@ -42,12 +42,12 @@ pub struct BreakerSettings {
     pub half_open_requests: NonZeroU32,
     /// Opens a closed breaker when at least this percentage (1 to 100) of the calls in the
     /// sliding window failed; `None`, the default, never looks at the rate.
-    pub failure_rate_threshold: Option<u8>,
+    pub failure_rate_threshold: Option<f32>,
     /// Opens a closed breaker when at least this percentage (1 to 100) of the calls in the
     /// sliding window were slow, failed or not; `None`, the default, never times calls. While
     /// set, a half-open probe that succeeds slowly counts as failed: the downstream answers but
     /// is not well yet.
-    pub slow_call_rate_threshold: Option<u8>,
+    pub slow_call_rate_threshold: Option<f32>,
     /// A call that took at least this long is slow; default 60 s. Used only while
     /// `slow_call_rate_threshold` is set.
     pub slow_call_duration_threshold: Duration,
@@ -103,11 +103,11 @@ impl BreakerSettings {
             ("slowCallRateThreshold", self.slow_call_rate_threshold),
         ] {
             if let Some(percent) = threshold
-                && !(1..=100).contains(&percent)
+                && !(percent > 0.0 && percent <= 100.0)
             {
                 return Err(InvalidConfig::new(
                     field,
-                    format!("{percent} is not a percentage from 1 to 100"),
+                    format!("{percent} is not a percentage above 0, at most 100"),
                 ));
             }
         }
@@ -182,17 +182,18 @@ impl CircuitBreakerBuilder {
         self
     }
 
-    /// Opens the breaker when at least `percent` (1 to 100) of the calls in the sliding window
-    /// failed, once it holds [`minimum_calls`](Self::minimum_calls); off by default.
-    pub fn failure_rate_threshold(mut self, percent: u8) -> Self {
+    /// Opens the breaker when at least `percent` (above 0, at most 100; resilience4j's
+    /// decimals) of the calls in the sliding window failed, once it holds
+    /// [`minimum_calls`](Self::minimum_calls); off by default.
+    pub fn failure_rate_threshold(mut self, percent: f32) -> Self {
         self.settings.failure_rate_threshold = Some(percent);
         self
     }
 
-    /// Opens the breaker when at least `percent` (1 to 100) of the calls in the sliding window
-    /// were slow, once it holds [`minimum_calls`](Self::minimum_calls); off by default. Setting
+    /// Opens the breaker when at least `percent` (above 0, at most 100) of the calls in the
+    /// sliding window were slow, once it holds [`minimum_calls`](Self::minimum_calls); off by default. Setting
     /// it times every call, and makes a slow successful half-open probe count as failed.
-    pub fn slow_call_rate_threshold(mut self, percent: u8) -> Self {
+    pub fn slow_call_rate_threshold(mut self, percent: f32) -> Self {
         self.settings.slow_call_rate_threshold = Some(percent);
         self
     }
@@ -278,19 +279,19 @@ mod tests {
             |builder: CircuitBreakerBuilder| builder.build().unwrap_err().field().to_owned();
         let builder = CircuitBreaker::builder;
         assert_eq!(
-            field(builder().failure_rate_threshold(0)),
+            field(builder().failure_rate_threshold(0.0)),
             "failureRateThreshold"
         );
         assert_eq!(
-            field(builder().failure_rate_threshold(101)),
+            field(builder().failure_rate_threshold(100.5)),
             "failureRateThreshold"
         );
         assert_eq!(
-            field(builder().slow_call_rate_threshold(0)),
+            field(builder().slow_call_rate_threshold(0.0)),
             "slowCallRateThreshold"
         );
         assert_eq!(
-            field(builder().slow_call_rate_threshold(200)),
+            field(builder().slow_call_rate_threshold(200.0)),
             "slowCallRateThreshold"
         );
         assert_eq!(
@@ -309,8 +310,8 @@ mod tests {
         }
         assert_eq!(field(builder().minimum_calls(0)), "minimumNumberOfCalls");
         let settings = BreakerSettings {
-            failure_rate_threshold: Some(100),
-            slow_call_rate_threshold: Some(1),
+            failure_rate_threshold: Some(100.0),
+            slow_call_rate_threshold: Some(1.0),
             sliding_window: SlidingWindow::Time(Duration::from_secs(1)),
             ..BreakerSettings::default()
         };

@@ -24,8 +24,8 @@ use tokio::time::Instant;
 /// let breaker = CircuitBreaker::builder()
 ///     .sliding_window(SlidingWindow::Count(NonZeroU32::new(10).unwrap()))
 ///     .minimum_calls(4)
-///     .failure_rate_threshold(50)
-///     .slow_call_rate_threshold(50)
+///     .failure_rate_threshold(50.0)
+///     .slow_call_rate_threshold(50.0)
 ///     .slow_call_duration_threshold(Duration::from_secs(2))
 ///     .build()
 ///     .unwrap();
@@ -232,7 +232,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn count_window_opens_at_the_failure_rate_once_minimum_calls_are_seen() {
         let b = rated(count(10), 5)
-            .failure_rate_threshold(60)
+            .failure_rate_threshold(60.0)
             .build()
             .unwrap();
         let log = recorded(&b);
@@ -246,7 +246,7 @@ mod tests {
 
         // A count window smaller than minimum_calls is judged once full.
         let b = rated(count(4), 100)
-            .failure_rate_threshold(100)
+            .failure_rate_threshold(100.0)
             .build()
             .unwrap();
         calls(&b, "FFF");
@@ -258,7 +258,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn successes_dilute_the_rate_and_old_calls_slide_out() {
         let b = rated(count(4), 4)
-            .failure_rate_threshold(50)
+            .failure_rate_threshold(50.0)
             .build()
             .unwrap();
         calls(&b, "FSSS");
@@ -275,7 +275,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn time_window_forgets_calls_older_than_the_window() {
         let b = rated(SlidingWindow::Time(Duration::from_secs(10)), 4)
-            .failure_rate_threshold(50)
+            .failure_rate_threshold(50.0)
             .build()
             .unwrap();
         tokio::time::advance(Duration::from_millis(500)).await;
@@ -302,7 +302,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn slow_call_rate_opens_on_slow_successes() {
         let b = rated(count(4), 4)
-            .slow_call_rate_threshold(50)
+            .slow_call_rate_threshold(50.0)
             .slow_call_duration_threshold(Duration::from_secs(2))
             .build()
             .unwrap();
@@ -319,7 +319,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_window_is_empty_after_closing_again() {
         let b = rated(count(10), 4)
-            .failure_rate_threshold(50)
+            .failure_rate_threshold(50.0)
             .build()
             .unwrap();
         calls(&b, "SFFF");
@@ -337,7 +337,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn stale_permits_do_not_count_in_the_window() {
         let b = rated(count(10), 2)
-            .failure_rate_threshold(50)
+            .failure_rate_threshold(50.0)
             .build()
             .unwrap();
         let stale_failure = b.try_acquire().unwrap();
