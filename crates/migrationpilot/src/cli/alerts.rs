@@ -33,7 +33,7 @@ pub(super) async fn exec(store_url: Option<String>, args: AlertsArgs) -> Outcome
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
-        println!("project `{project}` has raised no alerts");
+        say!("project `{project}` has raised no alerts");
         return Ok(ExitCode::SUCCESS);
     }
     for row in rows {
@@ -43,13 +43,13 @@ pub(super) async fn exec(store_url: Option<String>, args: AlertsArgs) -> Outcome
             .ends_at
             .map(|e| format!(" until {}", iso8601(store::millis(e))))
             .unwrap_or_default();
-        println!(
+        say!(
             "{:<9} {:<9} {}  since {since}{until}",
             a.status.as_str(),
             a.severity.as_str(),
             row.fingerprint
         );
-        println!("          {}", a.title);
+        say!("          {}", a.title);
         for d in &row.deliveries {
             let when = d
                 .delivered_ms
@@ -60,7 +60,7 @@ pub(super) async fn exec(store_url: Option<String>, args: AlertsArgs) -> Outcome
                 .as_deref()
                 .map(|e| format!(" (last error: {e})"))
                 .unwrap_or_default();
-            println!(
+            say!(
                 "          → {:<14} {:<9} {}{when}, {} attempt(s){error}",
                 d.channel,
                 d.about.as_str(),

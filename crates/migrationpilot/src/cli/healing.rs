@@ -92,19 +92,23 @@ pub(super) async fn exec(store_url: Option<String>, command: HealingCommand) -> 
                 return Ok(ExitCode::SUCCESS);
             }
             if records.is_empty() {
-                println!(
+                say!(
                     "project `{}` has no healing decisions{}",
                     project.project,
                     if since.is_some() { " in that time" } else { "" }
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            println!(
+            say!(
                 "{:<20} {:<14} {:<22} {:<14} {:<17} detail",
-                "TIME", "STAGE", "STRATEGY", "ACTION", "OUTCOME"
+                "TIME",
+                "STAGE",
+                "STRATEGY",
+                "ACTION",
+                "OUTCOME"
             );
             for r in records {
-                println!(
+                say!(
                     "{:<20} {:<14} {:<22} {:<14} {:<17} {}",
                     iso8601(store::millis(r.at)),
                     r.stage.as_deref().unwrap_or("-"),
@@ -121,12 +125,13 @@ pub(super) async fn exec(store_url: Option<String>, command: HealingCommand) -> 
             stage,
         } => {
             let queued = control::trigger(&*store, &project, &action, &stage).await?;
-            println!(
+            say!(
                 "queued {} of stage `{stage}` for project `{project}` (request {})",
-                queued.action, queued.id
+                queued.action,
+                queued.id
             );
             if !queued.running {
-                println!("no run of `{project}` is running: the next run takes it");
+                say!("no run of `{project}` is running: the next run takes it");
             }
         }
         HealingCommand::Configure {
@@ -146,7 +151,7 @@ pub(super) async fn exec(store_url: Option<String>, command: HealingCommand) -> 
                 mode,
             };
             control::configure(&*store, &project, &strategy, &changes).await?;
-            println!(
+            say!(
                 "strategy `{strategy}` of project `{project}` configured; running pipelines apply it within {:?}",
                 control::POLL_INTERVAL
             );
@@ -155,13 +160,13 @@ pub(super) async fn exec(store_url: Option<String>, command: HealingCommand) -> 
             store
                 .set_healing_mode(&project, false, reason.as_deref())
                 .await?;
-            println!(
+            say!(
                 "healing disabled for `{project}`: matches are recorded as would-have, nothing acts"
             );
         }
         HealingCommand::Enable { project } => {
             store.set_healing_mode(&project, true, None).await?;
-            println!("healing enabled for `{project}`");
+            say!("healing enabled for `{project}`");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -7,6 +7,7 @@ use clap::Args;
 
 use migrationpilot::session::open_store;
 use migrationpilot::store::{LogFilter, iso8601};
+use migrationpilot::terminal;
 
 use super::runs::no_such_run;
 use super::{Outcome, print_json};
@@ -27,6 +28,10 @@ pub(super) struct LogsArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Print what the attempts wrote as they wrote it, control characters included (by
+    /// default they are shown escaped, so output cannot act on the terminal).
+    #[arg(long, conflicts_with = "json")]
+    raw: bool,
 }
 
 pub(super) async fn exec(store_url: Option<String>, args: LogsArgs) -> Outcome {
@@ -36,6 +41,7 @@ pub(super) async fn exec(store_url: Option<String>, args: LogsArgs) -> Outcome {
         item,
         attempt,
         json,
+        raw,
     } = args;
     let filter = LogFilter {
         stage,
@@ -52,11 +58,11 @@ pub(super) async fn exec(store_url: Option<String>, args: LogsArgs) -> Outcome {
         return Ok(ExitCode::SUCCESS);
     }
     if logs.is_empty() {
-        println!("run `{run}` has no logs that match");
+        say!("run `{run}` has no logs that match");
         return Ok(ExitCode::SUCCESS);
     }
     for log in logs {
-        println!(
+        say!(
             "── {}{} attempt {} ({})",
             log.stage,
             log.item
@@ -74,13 +80,16 @@ pub(super) async fn exec(store_url: Option<String>, args: LogsArgs) -> Outcome {
                 continue;
             }
             if cut > 0 {
-                println!("[{name}: {cut} earlier byte(s) cut]");
+                say!("[{name}: {cut} earlier byte(s) cut]");
             } else {
-                println!("[{name}]");
+                say!("[{name}]");
             }
-            print!("{text}");
-            if !text.ends_with('\n') {
-                println!();
+            let text = text.strip_suffix('\n').unwrap_or(text);
+            if raw {
+                terminal::print_raw(text);
+                terminal::print_raw("\n");
+            } else {
+                say!("{text}");
             }
         }
     }

@@ -71,17 +71,20 @@ async fn list(
     }
     if runs.is_empty() {
         match projects.as_slice() {
-            [project] => println!("project `{project}` has no runs"),
-            _ => println!("the store has no runs"),
+            [project] => say!("project `{project}` has no runs"),
+            _ => say!("the store has no runs"),
         }
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    say!(
         "{:<22} {:<24} {:<12} {:<22} error",
-        "RUN", "PROJECT", "STATUS", "STARTED"
+        "RUN",
+        "PROJECT",
+        "STATUS",
+        "STARTED"
     );
     for run in runs {
-        println!(
+        say!(
             "{:<22} {:<24} {:<12} {:<22} {}",
             run.id,
             run.project,
@@ -101,21 +104,25 @@ async fn show(store_url: Option<String>, run: String, json: bool) -> Outcome {
         return Ok(ExitCode::SUCCESS);
     }
     let r = &detail.run;
-    println!("run       {} ({})", r.id, r.project);
-    println!("status    {}", r.status);
-    println!("started   {}", iso8601(r.started_ms));
+    say!("run       {} ({})", r.id, r.project);
+    say!("status    {}", r.status);
+    say!("started   {}", iso8601(r.started_ms));
     if let Some(finished) = r.finished_ms {
-        println!("finished  {}", iso8601(finished));
+        say!("finished  {}", iso8601(finished));
     }
     if let Some(error) = &r.error {
-        println!("error     {error}");
+        say!("error     {error}");
     }
-    println!(
+    say!(
         "\n{:<20} {:<10} {:>8} {:<22} {:>12}",
-        "STAGE", "STATUS", "ITEMS", "STARTED", "DURATION"
+        "STAGE",
+        "STATUS",
+        "ITEMS",
+        "STARTED",
+        "DURATION"
     );
     for stage in &detail.stages {
-        println!(
+        say!(
             "{:<20} {:<10} {:>8} {:<22} {:>12}",
             stage.stage,
             stage.status,
@@ -127,8 +134,8 @@ async fn show(store_url: Option<String>, run: String, json: bool) -> Outcome {
         );
     }
     match &detail.metrics {
-        Some(metrics) => println!("\nPipelineMetrics\n{metrics}"),
-        None => println!("\nno PipelineMetrics: the run has not ended"),
+        Some(metrics) => say!("\nPipelineMetrics\n{metrics}"),
+        None => say!("\nno PipelineMetrics: the run has not ended"),
     }
     Ok(ExitCode::SUCCESS)
 }
