@@ -8,15 +8,15 @@ use migrationpilot::control;
 use migrationpilot::session::open_store;
 use migrationpilot::store::{self, iso8601};
 
-use super::args::ProjectArgs;
+use super::args::{self, ProjectArgs};
 use super::{Outcome, print_json};
 
 #[derive(Args)]
 pub(super) struct AlertsArgs {
     #[command(flatten)]
     project: ProjectArgs,
-    /// How many alerts to list.
-    #[arg(long, default_value_t = 50)]
+    /// How many alerts to list (1 to 1000).
+    #[arg(long, default_value_t = 50, value_parser = args::limit(1000))]
     limit: u32,
 }
 

@@ -11,7 +11,7 @@ use migrationpilot::control;
 use migrationpilot::session::open_store;
 use migrationpilot::store::{self, iso8601};
 
-use super::args::{ProjectArgs, parse_duration};
+use super::args::{self, ProjectArgs, parse_duration};
 use super::{Outcome, print_json};
 
 #[derive(Subcommand)]
@@ -20,7 +20,8 @@ pub(super) enum HealingCommand {
     History {
         #[command(flatten)]
         project: ProjectArgs,
-        #[arg(long, default_value_t = 50)]
+        /// How many decisions to list (1 to 1000).
+        #[arg(long, default_value_t = 50, value_parser = args::limit(1000))]
         limit: u32,
         /// Only decisions from this long ago on (`1h`, `30m`, or milliseconds).
         #[arg(long, value_parser = parse_duration)]

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use migrationpilot::error::CliError;
 use migrationpilot::session::open_store;
 use migrationpilot::store::{LogFilter, iso8601};
 use migrationpilot::terminal;
@@ -23,7 +24,7 @@ pub(super) struct LogsArgs {
     #[arg(long)]
     item: Option<String>,
     /// Only this attempt (from 1).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_attempt)]
     attempt: Option<i64>,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -32,6 +33,15 @@ pub(super) struct LogsArgs {
     /// default they are shown escaped, so output cannot act on the terminal).
     #[arg(long, conflicts_with = "json")]
     raw: bool,
+}
+
+/// Attempts count from 1, as the API's `attempt` does.
+fn parse_attempt(text: &str) -> Result<i64, String> {
+    match text.parse::<u32>() {
+        Ok(0) => Err("attempts count from 1".to_owned()),
+        Ok(attempt) => Ok(i64::from(attempt)),
+        Err(e) => Err(format!("not an attempt number: {e}")),
+    }
 }
 
 pub(super) async fn exec(store_url: Option<String>, args: LogsArgs) -> Outcome {
@@ -43,15 +53,22 @@ pub(super) async fn exec(store_url: Option<String>, args: LogsArgs) -> Outcome {
         json,
         raw,
     } = args;
+    let store = open_store(store_url).await?;
+    let detail = store.run(&run).await?.ok_or_else(|| no_such_run(&run))?;
+    // A stage the run does not have is a mistake, not an empty answer (as in the API).
+    if let Some(stage) = &stage
+        && !detail.run.stages.contains(stage)
+    {
+        return Err(CliError::Invalid(format!(
+            "run `{run}` has no stage `{stage}` (it has {})",
+            detail.run.stages.join(", ")
+        )));
+    }
     let filter = LogFilter {
         stage,
         item,
         attempt,
     };
-    let store = open_store(store_url).await?;
-    if store.run(&run).await?.is_none() {
-        return Err(no_such_run(&run));
-    }
     let logs = store.logs(&run, &filter).await?;
     if json {
         print_json(&logs);

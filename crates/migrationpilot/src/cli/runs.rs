@@ -9,7 +9,7 @@ use migrationpilot::error::CliError;
 use migrationpilot::session::open_store;
 use migrationpilot::store::iso8601;
 
-use super::{Outcome, print_json};
+use super::{Outcome, args, print_json};
 
 #[derive(Args)]
 pub(super) struct RunsArgs {
@@ -21,8 +21,8 @@ pub(super) struct RunsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// How many runs to list.
-    #[arg(long, default_value_t = 20)]
+    /// How many runs to list (1 to 500).
+    #[arg(long, default_value_t = 20, value_parser = args::limit(500))]
     limit: u32,
 }
 

@@ -1,5 +1,5 @@
-//! See `security.rs`. What a stage prints cannot take over the operator's terminal, and a
-//! reader that leaves does not crash the command.
+//! See `security.rs`. What a stage prints cannot take over the operator's terminal, a reader
+//! that leaves does not crash the command, and the command line refuses what the API refuses.
 
 use std::process::{Command, Stdio};
 
@@ -294,4 +294,79 @@ fn a_reader_that_goes_away_ends_the_output_not_the_command() {
         shown.starts_with("── one/") && shown.lines().count() == 1,
         "head's one line, and nothing on standard error:\n{shown}"
     );
+}
+
+/// The bounds of a list's `limit` in the API's own document.
+fn api_limit(path: &str) -> (i64, i64) {
+    let document: serde_json::Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/serve/openapi.json"
+    )))
+    .unwrap();
+    let parameters = document["paths"][path]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let limit = parameters
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap_or_else(|| panic!("{path} has a limit"));
+    (
+        limit["schema"]["minimum"].as_i64().unwrap(),
+        limit["schema"]["maximum"].as_i64().unwrap(),
+    )
+}
+
+#[test]
+fn limits_outside_the_apis_bounds_are_refused() {
+    let (work, _, _) = hostile_run();
+    for (path, args) in [
+        ("/api/v1/projects/{project}/runs", vec!["runs"]),
+        (
+            "/api/v1/projects/{project}/healing",
+            vec!["healing", "history", "--project", "hostile"],
+        ),
+        (
+            "/api/v1/projects/{project}/alerts",
+            vec!["alerts", "--project", "hostile"],
+        ),
+    ] {
+        let (min, max) = api_limit(path);
+        for (limit, expected) in [(min - 1, 2), (min, 0), (max, 0), (max + 1, 2)] {
+            let limit = limit.to_string();
+            let mut args = args.clone();
+            args.extend(["--limit", &limit]);
+            let (status, _, stderr) = output(&work, &args);
+            assert_eq!(status, Some(expected), "{args:?}: {stderr}");
+            if expected == 2 {
+                assert!(
+                    stderr.contains("--limit") && stderr.contains(&format!("{min}..={max}")),
+                    "{args:?} says what it takes: {stderr}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn logs_refuses_a_stage_the_run_lacks_and_attempt_zero() {
+    let (work, run, _) = hostile_run();
+    let (status, _, stderr) = output(&work, &["logs", &run, "--stage", "nope"]);
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no stage `nope`") && stderr.contains("(it has load)"),
+        "{stderr}"
+    );
+    let (status, _, stderr) = output(&work, &["logs", &run, "--stage", "\u{1b}[2J"]);
+    assert_eq!(status, Some(2));
+    assert_escaped("the refusal", &stderr);
+    assert!(stderr.contains("`\\u{1b}[2J`"), "{stderr}");
+    for attempt in ["0", "-1", "x"] {
+        let (status, _, stderr) = output(&work, &["logs", &run, "--attempt", attempt]);
+        assert_eq!(status, Some(2), "--attempt {attempt}: {stderr}");
+    }
+    let (_, _, stderr) = output(&work, &["logs", &run, "--attempt", "0"]);
+    assert!(stderr.contains("attempts count from 1"), "{stderr}");
+    let (status, stdout, _) = output(&work, &["logs", &run, "--stage", "load", "--attempt", "1"]);
+    assert_eq!(status, Some(0));
+    assert!(stdout.contains("attempt 1"), "{stdout}");
 }
