@@ -40,7 +40,7 @@ pub(super) async fn exec(store_url: Option<String>, args: ProjectArgs) -> Outcom
         say!(
             "last run  {} {} (started {})",
             run.id,
-            run.status,
+            run.shown_status(now),
             iso8601(run.started_ms)
         );
     }

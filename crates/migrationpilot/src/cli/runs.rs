@@ -1,15 +1,43 @@
 //! `runs`: the store's runs, newest first, and `runs show RUN`: one run's stages and metrics.
+//! A run whose process is gone shows as `lost`, not as the `running` its row still says.
 
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use serde::Serialize;
 
 use migrationpilot::control;
 use migrationpilot::error::CliError;
 use migrationpilot::session::open_store;
-use migrationpilot::store::iso8601;
+use migrationpilot::store::{self, RunRow, StageRow, iso8601};
 
 use super::{Outcome, args, print_json};
+
+/// A run as `--json` prints it: the row and whether a process still drives it, the shape of
+/// the API's `Run`, so a script reads the same from either.
+#[derive(Serialize)]
+struct LiveRun<'a> {
+    #[serde(flatten)]
+    row: &'a RunRow,
+    live: bool,
+}
+
+impl<'a> LiveRun<'a> {
+    fn new(row: &'a RunRow, now_ms: i64) -> Self {
+        LiveRun {
+            row,
+            live: row.is_alive(now_ms),
+        }
+    }
+}
+
+/// `runs show --json`: the API's `RunDetail`.
+#[derive(Serialize)]
+struct LiveRunDetail<'a> {
+    run: LiveRun<'a>,
+    stages: &'a [StageRow],
+    metrics: &'a Option<self_healing::PipelineMetrics>,
+}
 
 #[derive(Args)]
 pub(super) struct RunsArgs {
@@ -65,7 +93,9 @@ async fn list(
     }
     runs.sort_by_key(|run| std::cmp::Reverse(run.started_ms));
     runs.truncate(limit as usize);
+    let now = store::millis(std::time::SystemTime::now());
     if json {
+        let runs: Vec<LiveRun> = runs.iter().map(|run| LiveRun::new(run, now)).collect();
         print_json(&runs);
         return Ok(ExitCode::SUCCESS);
     }
@@ -88,7 +118,7 @@ async fn list(
             "{:<22} {:<24} {:<12} {:<22} {}",
             run.id,
             run.project,
-            run.status,
+            run.shown_status(now),
             iso8601(run.started_ms),
             run.error.unwrap_or_default()
         );
@@ -99,13 +129,18 @@ async fn list(
 async fn show(store_url: Option<String>, run: String, json: bool) -> Outcome {
     let store = open_store(store_url).await?;
     let detail = store.run(&run).await?.ok_or_else(|| no_such_run(&run))?;
+    let now = store::millis(std::time::SystemTime::now());
     if json {
-        print_json(&detail);
+        print_json(&LiveRunDetail {
+            run: LiveRun::new(&detail.run, now),
+            stages: &detail.stages,
+            metrics: &detail.metrics,
+        });
         return Ok(ExitCode::SUCCESS);
     }
     let r = &detail.run;
     say!("run       {} ({})", r.id, r.project);
-    say!("status    {}", r.status);
+    say!("status    {}", status_line(r, now));
     say!("started   {}", iso8601(r.started_ms));
     if let Some(finished) = r.finished_ms {
         say!("finished  {}", iso8601(finished));
@@ -138,6 +173,26 @@ async fn show(store_url: Option<String>, run: String, json: bool) -> Outcome {
         None => say!("\nno PipelineMetrics: the run has not ended"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The run's status, with the process that drives it while it has not ended: `lost` (and
+/// when it was last seen) once that process is gone.
+fn status_line(run: &RunRow, now_ms: i64) -> String {
+    let process = run
+        .owner
+        .as_ref()
+        .map_or_else(|| "its process".to_owned(), |o| format!("process {o}"));
+    let seen = run.heartbeat_ms.map_or_else(|| "never".to_owned(), iso8601);
+    if run.is_lost(now_ms) {
+        format!(
+            "lost: never ended, and nothing drives it now (it was {} when {process} was last seen, {seen}); `run --resume` continues it",
+            run.status
+        )
+    } else if run.status.is_unended() {
+        format!("{} (driven by {process}, last seen {seen})", run.status)
+    } else {
+        run.status.to_string()
+    }
 }
 
 /// A run the store does not know, said so (`runs show` and `logs` refuse it alike).

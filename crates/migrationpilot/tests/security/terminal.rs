@@ -1,7 +1,9 @@
 //! See `security.rs`. What a stage prints cannot take over the operator's terminal, a reader
-//! that leaves does not crash the command, and the command line refuses what the API refuses.
+//! that leaves does not crash the command, the command line refuses what the API refuses, and a
+//! run killed with SIGKILL looks dead and takes its processes with it.
 
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use super::common::Workspace;
 
@@ -369,4 +371,97 @@ fn logs_refuses_a_stage_the_run_lacks_and_attempt_zero() {
     let (status, stdout, _) = output(&work, &["logs", &run, "--stage", "load", "--attempt", "1"]);
     assert_eq!(status, Some(0));
     assert!(stdout.contains("attempt 1"), "{stdout}");
+}
+
+/// Whether process `pid` has ended: gone, or dead and not yet reaped (a zombie, which
+/// `kill(pid, 0)` still finds).
+fn ended(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return true;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// Kills what a failed test would leave running.
+struct Leftovers(Vec<i32>);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            // SAFETY: kill(2) of processes this test's stage started.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Polls `done` every 20 ms until it holds, for at most `limit`; how long it took.
+fn within(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn a_run_killed_with_sigkill_is_lost_and_its_processes_die_with_it() {
+    let work = Workspace::new();
+    work.script(
+        "stage.sh",
+        "echo $$ > child.pid\nsleep 300 &\necho $! > grandchild.pid.tmp\nmv grandchild.pid.tmp grandchild.pid\nwait",
+    );
+    work.file(
+        "pipeline.yaml",
+        "project: doomed\nstages:\n  - name: slow\n    command: [\"./stage.sh\"]\n",
+    );
+    let mut run = work.spawn(&["run", "pipeline.yaml"]);
+    work.wait_for("grandchild.pid");
+    let pids: Vec<i32> = ["child.pid", "grandchild.pid"]
+        .iter()
+        .map(|f| work.read(f).trim().parse().unwrap())
+        .collect();
+    let _leftovers = Leftovers(pids.clone());
+    let (_, runs, _) = output(&work, &["runs", "--project", "doomed"]);
+    assert!(runs.contains(" running "), "alive, it is running:\n{runs}");
+
+    run.kill().unwrap(); // SIGKILL
+    run.wait().unwrap();
+    // On this host, a run whose process is gone is lost at once, without waiting out its
+    // lease (10 s).
+    let took = within(Duration::from_secs(30), "`runs` shows the run lost", || {
+        output(&work, &["runs", "--project", "doomed"])
+            .1
+            .contains(" lost ")
+    });
+    assert!(
+        took < migrationpilot::store::LEASE,
+        "lost in {took:?}, before its lease ran out"
+    );
+    let (_, json, _) = output(&work, &["runs", "--project", "doomed", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(listed[0]["status"], "running", "the row is as it was left");
+    assert_eq!(listed[0]["live"], false, "as the API's `live` says");
+    let id = listed[0]["id"].as_str().unwrap().to_owned();
+    let (_, show, _) = output(&work, &["runs", "show", &id]);
+    assert!(show.contains("status    lost:"), "{show}");
+    let (_, detail, _) = output(&work, &["runs", "show", &id, "--json"]);
+    let detail: serde_json::Value = serde_json::from_str(&detail).unwrap();
+    assert_eq!(detail["run"]["live"], false);
+    let (_, health, _) = output(&work, &["health", "--project", "doomed"]);
+    assert!(health.contains(" lost "), "{health}");
+
+    // The stage's shell got the parent-death signal, the `sleep` it started in the
+    // background was killed with its process group by the reaper.
+    for (pid, what) in pids.iter().zip(["the stage's command", "its own child"]) {
+        within(
+            Duration::from_secs(10),
+            &format!("{what} ({pid}) died"),
+            || ended(*pid),
+        );
+    }
 }
