@@ -1,7 +1,7 @@
 //! What a run prints while it goes: live progress bars per stage on a terminal, plain lines
 //! otherwise, or one JSON object per event. It prints committed events only, and through
-//! [`terminal`](crate::terminal): what stages put in events is escaped, and a reader that
-//! went away ends the printing, not the run.
+//! [`terminal`]: what stages put in events is escaped, and a reader that went away ends the
+//! printing, not the run.
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
