@@ -329,7 +329,8 @@ fn die_with_this_process(command: &mut tokio::process::Command) {
 /// Every command's group is sent to it when the command starts, and taken back when the
 /// command ends or is killed. When this process ends, however it ends, the kernel closes our
 /// end of the socket; the reaper reads end-of-file, kills each group it still holds with
-/// SIGKILL, and exits.
+/// SIGKILL, and exits. On a normal exit we shut the socket ourselves and collect the reaper's
+/// exit status, so it does not linger as a zombie.
 ///
 /// Not covered: a process that leaves its command's group (`setsid`, a daemon, job control
 /// with `set -m`), which is no longer the command's to lose; the children of a command that
@@ -346,8 +347,8 @@ mod reaper {
     /// How many groups the reaper holds at once; a group beyond that is not covered.
     pub(super) const CAPACITY: usize = 4096;
 
-    /// Our end of the reaper's socket; `None` when no reaper could be started.
-    static LIFELINE: OnceLock<Option<OwnedFd>> = OnceLock::new();
+    /// This process's reaper, forked on first use; `None` when none could be started.
+    static REAPER: OnceLock<Option<Reaper>> = OnceLock::new();
 
     /// A command's process group, the reaper's to kill until this is dropped.
     #[derive(Debug)]
@@ -355,60 +356,106 @@ mod reaper {
 
     impl Watched {
         pub(super) fn new(group: pid_t) -> Self {
-            tell(LIFELINE.get_or_init(start).as_ref(), group);
+            if let Some(reaper) = REAPER.get_or_init(start_for_this_process) {
+                reaper.tell(group);
+            }
             Watched(group)
         }
     }
 
     impl Drop for Watched {
         fn drop(&mut self) {
-            tell(LIFELINE.get().and_then(Option::as_ref), -self.0);
+            if let Some(Some(reaper)) = REAPER.get() {
+                reaper.tell(-self.0);
+            }
         }
     }
 
-    /// One message: a group to hold (positive) or to let go (negative).
-    pub(super) fn tell(lifeline: Option<&OwnedFd>, message: pid_t) {
-        let Some(lifeline) = lifeline else {
-            return;
-        };
-        // SAFETY: send(2) reads the `size_of::<pid_t>()` bytes of `message`. MSG_NOSIGNAL: a
-        // reaper that is gone makes this fail, it does not raise SIGPIPE in us.
-        unsafe {
-            libc::send(
-                lifeline.as_raw_fd(),
-                (&raw const message).cast(),
-                size_of::<pid_t>(),
-                libc::MSG_NOSIGNAL,
-            );
+    fn start_for_this_process() -> Option<Reaper> {
+        let reaper = Reaper::start()?;
+        // SAFETY: atexit(3) registers a function that takes and returns nothing.
+        unsafe { libc::atexit(finish_at_exit) };
+        Some(reaper)
+    }
+
+    /// On a normal exit, the reaper ends as it would if we were killed, and we collect it.
+    extern "C" fn finish_at_exit() {
+        if let Some(Some(reaper)) = REAPER.get() {
+            reaper.finish();
         }
     }
 
-    /// Forks a reaper and returns our end of its socket (a socket, not a pipe: one message
-    /// per read, and no SIGPIPE).
-    pub(super) fn start() -> Option<OwnedFd> {
-        let mut ends: [RawFd; 2] = [-1; 2];
-        // SAFETY: socketpair(2) writes two new descriptors into `ends`.
-        let made = unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                0,
-                ends.as_mut_ptr(),
-            )
-        };
-        if made != 0 {
-            return None;
+    /// The reaper process and our end of its socket (a socket, not a pipe: one message per
+    /// read, and no SIGPIPE).
+    #[derive(Debug)]
+    pub(super) struct Reaper {
+        lifeline: OwnedFd,
+        pid: pid_t,
+    }
+
+    impl Reaper {
+        /// Forks a reaper.
+        pub(super) fn start() -> Option<Reaper> {
+            let mut ends: [RawFd; 2] = [-1; 2];
+            // SAFETY: socketpair(2) writes two new descriptors into `ends`.
+            let made = unsafe {
+                libc::socketpair(
+                    libc::AF_UNIX,
+                    libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                    0,
+                    ends.as_mut_ptr(),
+                )
+            };
+            if made != 0 {
+                return None;
+            }
+            // SAFETY: the two descriptors were just made, and nothing else owns them.
+            let (ours, theirs) =
+                unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+            // SAFETY: this process may have other threads, so the child may only call
+            // async-signal-safe functions until it exits: `reap` calls nothing else,
+            // allocates nothing, and never returns (so nothing of ours is dropped twice).
+            match unsafe { libc::fork() } {
+                0 => unsafe { reap(theirs.as_raw_fd()) },
+                -1 => None,
+                pid => Some(Reaper {
+                    lifeline: ours,
+                    pid,
+                }),
+            }
         }
-        // SAFETY: the two descriptors were just made, and nothing else owns them.
-        let (ours, theirs) =
-            unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
-        // SAFETY: this process may have other threads, so the child may only call
-        // async-signal-safe functions until it exits: `reap` calls nothing else, allocates
-        // nothing, and never returns (so nothing of ours is dropped twice).
-        match unsafe { libc::fork() } {
-            0 => unsafe { reap(theirs.as_raw_fd()) },
-            -1 => None,
-            _ => Some(ours),
+
+        /// One message: a group to hold (positive) or to let go (negative).
+        pub(super) fn tell(&self, message: pid_t) {
+            // SAFETY: send(2) reads the `size_of::<pid_t>()` bytes of `message`.
+            // MSG_NOSIGNAL: a reaper that is gone makes this fail, it does not raise SIGPIPE
+            // in us.
+            unsafe {
+                libc::send(
+                    self.lifeline.as_raw_fd(),
+                    (&raw const message).cast(),
+                    size_of::<pid_t>(),
+                    libc::MSG_NOSIGNAL,
+                );
+            }
+        }
+
+        /// Ends the reaper as our death would (it reads end-of-file, kills the groups it
+        /// holds, exits), then collects its exit status: orphaned, it would linger as a zombie
+        /// wherever init does not reap (a container without one). Waits a bounded while, in
+        /// case it was stopped.
+        pub(super) fn finish(&self) {
+            // SAFETY: shutdown(2) of our own socket, waitpid(2) of our own child; no memory
+            // is passed.
+            unsafe {
+                libc::shutdown(self.lifeline.as_raw_fd(), libc::SHUT_RDWR);
+                for _ in 0..200 {
+                    if libc::waitpid(self.pid, std::ptr::null_mut(), libc::WNOHANG) != 0 {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
         }
     }
 
@@ -580,14 +627,14 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn the_reaper_kills_the_groups_it_holds_when_its_process_goes() {
-        // A reaper of the test's own: its socket closed here is what our death closes.
-        let lifeline = reaper::start().expect("a reaper starts");
+        // A reaper of the test's own: its socket shut here is what our death closes.
+        let reaper = reaper::Reaper::start().expect("a reaper starts");
         let (mut held, held_child) = shell_with_a_child();
         let (mut let_go, let_go_child) = shell_with_a_child();
-        reaper::tell(Some(&lifeline), held.id() as i32);
-        reaper::tell(Some(&lifeline), let_go.id() as i32);
-        reaper::tell(Some(&lifeline), -(let_go.id() as i32));
-        drop(lifeline);
+        reaper.tell(held.id() as i32);
+        reaper.tell(let_go.id() as i32);
+        reaper.tell(-(let_go.id() as i32));
+        reaper.finish();
         let status = held.wait().unwrap();
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&status),
