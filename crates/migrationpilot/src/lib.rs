@@ -13,6 +13,8 @@
 //!   signals).
 //! - [`error`]: what a command can fail with, and its exit status.
 //! - [`progress`]: what a run prints.
+//! - [`terminal`]: everything printed for a person passes here: control characters from stages
+//!   escaped, a closed pipe a quiet end of printing.
 //! - [`serve`]: the HTTP API, event stream, `/metrics` and dashboard (`serve`, `run --listen`).
 
 pub mod build;
@@ -27,4 +29,5 @@ pub mod progress;
 pub mod serve;
 pub mod session;
 pub mod store;
+pub mod terminal;
 pub mod worker;

@@ -3,12 +3,18 @@
 //! Exit status: 0 the run succeeded (or the file is valid); 1 the run failed; 2 the input is
 //! wrong (command line or pipeline file); 3 the run was rolled back; 130 it was cancelled
 //! (Ctrl-C).
+//!
+//! Everything it prints goes through `migrationpilot::terminal` (control characters from stages
+//! escaped, no panic on a closed pipe); the lints below keep a stray `println!` out.
+
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 use migrationpilot::error::EXIT_FAILED;
+use migrationpilot::terminal::eprint_line;
 
 mod cli;
 
@@ -22,15 +28,16 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("migrationpilot: cannot start: {e}");
+            eprint_line(format_args!("migrationpilot: cannot start: {e}"));
             return ExitCode::from(EXIT_FAILED);
         }
     };
     runtime.block_on(cli.exec()).unwrap_or_else(|error| {
+        // Errors name runs, stages and items as the store has them: escaped like the rest.
         if error.is_located() {
-            eprintln!("{error}");
+            eprint_line(format_args!("{error}"));
         } else {
-            eprintln!("migrationpilot: {error}");
+            eprint_line(format_args!("migrationpilot: {error}"));
         }
         error.exit_code()
     })

@@ -1,8 +1,12 @@
 //! What a run prints while it goes: live progress bars per stage on a terminal, plain lines
-//! otherwise, or one JSON object per event. It prints committed events only.
+//! otherwise, or one JSON object per event. It prints committed events only, and through
+//! [`terminal`]: what stages put in events is escaped, and a reader that went away ends the
+//! printing, not the run.
+
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +14,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use self_healing::event::{Event, EventKind};
+
+use crate::terminal;
 
 /// How events are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,15 +54,11 @@ pub async fn print(mut events: UnboundedReceiver<Arc<Event>>, output: Output) {
     };
     while let Some(event) = events.recv().await {
         match (&mut bars, output) {
-            (_, Output::Json) => {
-                if let Ok(line) = serde_json::to_string(&*event) {
-                    let _ = writeln!(std::io::stdout().lock(), "{line}");
-                }
-            }
+            (_, Output::Json) => terminal::print_json(&*event),
             (Some(bars), _) => bars.show(&event),
             (None, _) => {
                 if let Some(line) = describe(&event) {
-                    let _ = writeln!(std::io::stdout().lock(), "{line}");
+                    terminal::print_line(format_args!("{line}"));
                 }
             }
         }
@@ -94,7 +96,7 @@ impl Bars {
             EventKind::StageStarted { stage, .. } => {
                 let bar = self.multi.add(ProgressBar::new_spinner());
                 bar.set_style(self.style.clone());
-                bar.set_prefix(stage.to_string());
+                bar.set_prefix(terminal::escape(stage).into_owned());
                 bar.enable_steady_tick(Duration::from_millis(120));
                 self.stages.insert(Arc::clone(stage), bar);
                 return;
@@ -115,7 +117,7 @@ impl Bars {
             }
             EventKind::StageHeld { stage, held_by } => {
                 if let Some(bar) = self.stages.get(stage) {
-                    bar.set_message(held_message(held_by));
+                    bar.set_message(terminal::escape(&held_message(held_by)).into_owned());
                 }
             }
             EventKind::StageSucceeded { stage, .. } | EventKind::StageFailed { stage, .. } => {
@@ -127,12 +129,13 @@ impl Bars {
             _ => {}
         }
         if let Some(line) = describe(event) {
-            let _ = self.multi.println(line);
+            let _ = self.multi.println(terminal::escape(&line));
         }
     }
 }
 
-/// One line for a person, for the events worth one.
+/// One line for a person, for the events worth one; as the stage wrote it, escaped where it is
+/// printed.
 pub fn describe(event: &Event) -> Option<String> {
     let item = |item: &Option<std::sync::Arc<str>>| {
         item.as_deref().map(|i| format!("/{i}")).unwrap_or_default()

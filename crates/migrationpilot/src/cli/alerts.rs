@@ -9,15 +9,15 @@ use migrationpilot::session::open_store;
 use migrationpilot::store::Access;
 use migrationpilot::store::{self, iso8601};
 
-use super::args::ProjectArgs;
+use super::args::{self, ProjectArgs};
 use super::{Outcome, print_json};
 
 #[derive(Args)]
 pub(super) struct AlertsArgs {
     #[command(flatten)]
     project: ProjectArgs,
-    /// How many alerts to list.
-    #[arg(long, default_value_t = 50)]
+    /// How many alerts to list (1 to 1000).
+    #[arg(long, default_value_t = 50, value_parser = args::limit(1000))]
     limit: u32,
 }
 
@@ -34,7 +34,7 @@ pub(super) async fn exec(store_url: Option<String>, args: AlertsArgs) -> Outcome
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
-        println!("project `{project}` has raised no alerts");
+        say!("project `{project}` has raised no alerts");
         return Ok(ExitCode::SUCCESS);
     }
     for row in rows {
@@ -44,13 +44,13 @@ pub(super) async fn exec(store_url: Option<String>, args: AlertsArgs) -> Outcome
             .ends_at
             .map(|e| format!(" until {}", iso8601(store::millis(e))))
             .unwrap_or_default();
-        println!(
+        say!(
             "{:<9} {:<9} {}  since {since}{until}",
             a.status.as_str(),
             a.severity.as_str(),
             row.fingerprint
         );
-        println!("          {}", a.title);
+        say!("          {}", a.title);
         for d in &row.deliveries {
             let when = d
                 .delivered_ms
@@ -61,7 +61,7 @@ pub(super) async fn exec(store_url: Option<String>, args: AlertsArgs) -> Outcome
                 .as_deref()
                 .map(|e| format!(" (last error: {e})"))
                 .unwrap_or_default();
-            println!(
+            say!(
                 "          → {:<14} {:<9} {}{when}, {} attempt(s){error}",
                 d.channel,
                 d.about.as_str(),

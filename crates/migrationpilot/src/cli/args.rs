@@ -97,6 +97,13 @@ unsafe fn scrub_initial_environment(name: &str) {
 #[cfg(not(target_os = "linux"))]
 unsafe fn scrub_initial_environment(_name: &str) {}
 
+/// `--limit` of a list, bounded as the API bounds its `limit` (docs/API.md), so a question
+/// gets the same answer either way: 0 or more than `max` is refused (exit 2) rather than read
+/// as "none" or cut silently.
+pub(super) fn limit(max: i64) -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(1..=max)
+}
+
 /// Durations on the command line read as in a pipeline file (`1h`, `30m`, or milliseconds), so
 /// one habit serves both.
 pub(super) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {

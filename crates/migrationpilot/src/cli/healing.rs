@@ -11,7 +11,7 @@ use migrationpilot::control;
 use migrationpilot::session::open_store;
 use migrationpilot::store::{self, iso8601};
 
-use super::args::{ProjectArgs, parse_duration};
+use super::args::{self, ProjectArgs, parse_duration};
 use super::{Outcome, print_json};
 
 #[derive(Subcommand)]
@@ -20,7 +20,8 @@ pub(super) enum HealingCommand {
     History {
         #[command(flatten)]
         project: ProjectArgs,
-        #[arg(long, default_value_t = 50)]
+        /// How many decisions to list (1 to 1000).
+        #[arg(long, default_value_t = 50, value_parser = args::limit(1000))]
         limit: u32,
         /// Only decisions from this long ago on (`1h`, `30m`, or milliseconds).
         #[arg(long, value_parser = parse_duration)]
@@ -100,19 +101,23 @@ pub(super) async fn exec(store_url: Option<String>, command: HealingCommand) -> 
                 return Ok(ExitCode::SUCCESS);
             }
             if records.is_empty() {
-                println!(
+                say!(
                     "project `{}` has no healing decisions{}",
                     project.project,
                     if since.is_some() { " in that time" } else { "" }
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            println!(
+            say!(
                 "{:<20} {:<14} {:<22} {:<14} {:<17} detail",
-                "TIME", "STAGE", "STRATEGY", "ACTION", "OUTCOME"
+                "TIME",
+                "STAGE",
+                "STRATEGY",
+                "ACTION",
+                "OUTCOME"
             );
             for r in records {
-                println!(
+                say!(
                     "{:<20} {:<14} {:<22} {:<14} {:<17} {}",
                     iso8601(store::millis(r.at)),
                     r.stage.as_deref().unwrap_or("-"),
@@ -129,12 +134,13 @@ pub(super) async fn exec(store_url: Option<String>, command: HealingCommand) -> 
             stage,
         } => {
             let queued = control::trigger(&*store, &project, &action, &stage).await?;
-            println!(
+            say!(
                 "queued {} of stage `{stage}` for project `{project}` (request {})",
-                queued.action, queued.id
+                queued.action,
+                queued.id
             );
             if !queued.running {
-                println!("no run of `{project}` is running: the next run takes it");
+                say!("no run of `{project}` is running: the next run takes it");
             }
         }
         HealingCommand::Configure {
@@ -154,7 +160,7 @@ pub(super) async fn exec(store_url: Option<String>, command: HealingCommand) -> 
                 mode,
             };
             control::configure(&*store, &project, &strategy, &changes).await?;
-            println!(
+            say!(
                 "strategy `{strategy}` of project `{project}` configured; running pipelines apply it within {:?}",
                 control::POLL_INTERVAL
             );
@@ -163,13 +169,13 @@ pub(super) async fn exec(store_url: Option<String>, command: HealingCommand) -> 
             store
                 .set_healing_mode(&project, false, reason.as_deref())
                 .await?;
-            println!(
+            say!(
                 "healing disabled for `{project}`: matches are recorded as would-have, nothing acts"
             );
         }
         HealingCommand::Enable { project } => {
             store.set_healing_mode(&project, true, None).await?;
-            println!("healing enabled for `{project}`");
+            say!("healing enabled for `{project}`");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -29,29 +29,29 @@ pub(super) async fn exec(store_url: Option<String>, args: ProjectArgs) -> Outcom
         }));
         return Ok(ExitCode::SUCCESS);
     }
-    println!("project   {}", args.project);
+    say!("project   {}", args.project);
     match &mode.reason {
-        Some(reason) if !mode.enabled => println!("healing   disabled: {reason}"),
-        _ => println!(
+        Some(reason) if !mode.enabled => say!("healing   disabled: {reason}"),
+        _ => say!(
             "healing   {}",
             if mode.enabled { "enabled" } else { "disabled" }
         ),
     }
     if let Some(run) = &latest {
-        println!(
+        say!(
             "last run  {} {} (started {})",
             run.id,
-            run.status,
+            run.shown_status(now),
             iso8601(run.started_ms)
         );
     }
     if checks.is_empty() {
-        println!("checks    none declared or recorded");
+        say!("checks    none declared or recorded");
         return Ok(ExitCode::SUCCESS);
     }
     match (&latest, live) {
-        (_, true) => println!("checks    live, from the running pipeline"),
-        (Some(run), false) => println!(
+        (_, true) => say!("checks    live, from the running pipeline"),
+        (Some(run), false) => say!(
             "checks    as last seen by run {}, which {} {}: not checked since",
             run.id,
             if run.status.is_unended() {
@@ -65,9 +65,13 @@ pub(super) async fn exec(store_url: Option<String>, args: ProjectArgs) -> Outcom
         ),
         (None, false) => {}
     }
-    println!(
+    say!(
         "\n{:<24} {:<14} {:<10} {:<22} {:<22} target / last error",
-        "CHECK", "STAGE", "STATUS", "SINCE", "LAST CHECKED"
+        "CHECK",
+        "STAGE",
+        "STATUS",
+        "SINCE",
+        "LAST CHECKED"
     );
     for check in checks {
         let status = check.status.map_or("unchecked", |s| s.as_str());
@@ -78,7 +82,7 @@ pub(super) async fn exec(store_url: Option<String>, args: ProjectArgs) -> Outcom
             (None, Some(target)) => target.clone(),
             (None, None) => String::new(),
         };
-        println!(
+        say!(
             "{:<24} {:<14} {:<10} {:<22} {:<22} {note}",
             check.check,
             check.stage.as_deref().unwrap_or("-"),

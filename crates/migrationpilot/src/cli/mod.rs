@@ -3,14 +3,23 @@
 //! reads and reviews in one place. `main` only parses, starts the runtime and turns the
 //! outcome into an exit status.
 //!
-//! What several subcommands share is defined once: their arguments in [`args`], their JSON
-//! output in [`print_json`].
+//! What several subcommands share is defined once: their arguments in [`args`], their
+//! output in `say!` and [`print_json`], which print through
+//! [`terminal`](migrationpilot::terminal) (escaped, and quiet when the reader has gone).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use migrationpilot::error::CliError;
+
+/// `println!` for what the command line shows a person: every line escaped, and nothing
+/// printed (no panic) once standard output is closed.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        migrationpilot::terminal::print_line(format_args!($($arg)*))
+    };
+}
 
 mod alerts;
 mod args;
@@ -89,5 +98,5 @@ impl Cli {
 /// Prints `value` as one line of JSON, as every `--json` does, so scripts read each command's
 /// output the same way.
 fn print_json(value: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string(value).unwrap_or_default());
+    migrationpilot::terminal::print_json(value);
 }

@@ -1,7 +1,6 @@
 //! `run`: runs a pipeline file against the store, optionally serving the API while it lasts,
 //! and prints its report.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -13,8 +12,8 @@ use migrationpilot::error::{CliError, EXIT_CANCELLED, EXIT_FAILED, EXIT_ROLLED_B
 use migrationpilot::serve;
 use migrationpilot::session::{RunRequest, Session};
 
-use super::Outcome;
 use super::args::TokenArgs;
+use super::{Outcome, print_json};
 
 #[derive(Args)]
 pub(super) struct RunArgs {
@@ -80,36 +79,30 @@ pub(super) async fn exec(store_url: Option<String>, args: RunArgs) -> Outcome {
                 .local_addr()
                 .map_err(|e| CliError::Failed(e.to_string()))?;
             if !json_events {
-                println!("serving this run on http://{addr}");
+                say!("serving this run on http://{addr}");
             }
             Some(bound)
         }
         None => None,
     };
     let report = session.run(bound).await?;
-    let mut out = std::io::stdout().lock();
     if json_events {
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::json!({ "type": "run-report", "report": report })
-        );
+        print_json(&serde_json::json!({ "type": "run-report", "report": report }));
     } else {
-        let _ = writeln!(out, "\nrun {} {}", report.run_id, report.status.as_str());
+        say!("\nrun {} {}", report.run_id, report.status.as_str());
         if let Some(error) = &report.error {
             // `error: …` or `critical: …`, with its code.
-            let _ = writeln!(out, "{error}");
+            say!("{error}");
         }
         for failure in &report.compensation_failures {
-            let _ = writeln!(
-                out,
+            say!(
                 "compensation failed: {}/{}: {}",
                 failure.stage,
                 failure.item.as_deref().unwrap_or("-"),
                 failure.error
             );
         }
-        let _ = writeln!(out, "\nPipelineMetrics\n{}", report.metrics);
+        say!("\nPipelineMetrics\n{}", report.metrics);
     }
     Ok(ExitCode::from(match report.status {
         RunStatus::Succeeded => 0,

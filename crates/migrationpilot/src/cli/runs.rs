@@ -1,16 +1,44 @@
 //! `runs`: the store's runs, newest first, and `runs show RUN`: one run's stages and metrics.
+//! A run whose process is gone shows as `lost`, not as the `running` its row still says.
 
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use serde::Serialize;
 
 use migrationpilot::control;
 use migrationpilot::error::CliError;
 use migrationpilot::session::open_store;
 use migrationpilot::store::Access;
-use migrationpilot::store::iso8601;
+use migrationpilot::store::{self, RunRow, StageRow, iso8601};
 
-use super::{Outcome, print_json};
+use super::{Outcome, args, print_json};
+
+/// A run as `--json` prints it: the row and whether a process still drives it, the shape of
+/// the API's `Run`, so a script reads the same from either.
+#[derive(Serialize)]
+struct LiveRun<'a> {
+    #[serde(flatten)]
+    row: &'a RunRow,
+    live: bool,
+}
+
+impl<'a> LiveRun<'a> {
+    fn new(row: &'a RunRow, now_ms: i64) -> Self {
+        LiveRun {
+            row,
+            live: row.is_alive(now_ms),
+        }
+    }
+}
+
+/// `runs show --json`: the API's `RunDetail`.
+#[derive(Serialize)]
+struct LiveRunDetail<'a> {
+    run: LiveRun<'a>,
+    stages: &'a [StageRow],
+    metrics: &'a Option<self_healing::PipelineMetrics>,
+}
 
 #[derive(Args)]
 pub(super) struct RunsArgs {
@@ -22,8 +50,8 @@ pub(super) struct RunsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// How many runs to list.
-    #[arg(long, default_value_t = 20)]
+    /// How many runs to list (1 to 500).
+    #[arg(long, default_value_t = 20, value_parser = args::limit(500))]
     limit: u32,
 }
 
@@ -66,27 +94,32 @@ async fn list(
     }
     runs.sort_by_key(|run| std::cmp::Reverse(run.started_ms));
     runs.truncate(limit as usize);
+    let now = store::millis(std::time::SystemTime::now());
     if json {
+        let runs: Vec<LiveRun> = runs.iter().map(|run| LiveRun::new(run, now)).collect();
         print_json(&runs);
         return Ok(ExitCode::SUCCESS);
     }
     if runs.is_empty() {
         match projects.as_slice() {
-            [project] => println!("project `{project}` has no runs"),
-            _ => println!("the store has no runs"),
+            [project] => say!("project `{project}` has no runs"),
+            _ => say!("the store has no runs"),
         }
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    say!(
         "{:<22} {:<24} {:<12} {:<22} error",
-        "RUN", "PROJECT", "STATUS", "STARTED"
+        "RUN",
+        "PROJECT",
+        "STATUS",
+        "STARTED"
     );
     for run in runs {
-        println!(
+        say!(
             "{:<22} {:<24} {:<12} {:<22} {}",
             run.id,
             run.project,
-            run.status,
+            run.shown_status(now),
             iso8601(run.started_ms),
             run.error.unwrap_or_default()
         );
@@ -97,26 +130,35 @@ async fn list(
 async fn show(store_url: Option<String>, run: String, json: bool) -> Outcome {
     let store = open_store(store_url, Access::ReadOnly).await?;
     let detail = store.run(&run).await?.ok_or_else(|| no_such_run(&run))?;
+    let now = store::millis(std::time::SystemTime::now());
     if json {
-        print_json(&detail);
+        print_json(&LiveRunDetail {
+            run: LiveRun::new(&detail.run, now),
+            stages: &detail.stages,
+            metrics: &detail.metrics,
+        });
         return Ok(ExitCode::SUCCESS);
     }
     let r = &detail.run;
-    println!("run       {} ({})", r.id, r.project);
-    println!("status    {}", r.status);
-    println!("started   {}", iso8601(r.started_ms));
+    say!("run       {} ({})", r.id, r.project);
+    say!("status    {}", status_line(r, now));
+    say!("started   {}", iso8601(r.started_ms));
     if let Some(finished) = r.finished_ms {
-        println!("finished  {}", iso8601(finished));
+        say!("finished  {}", iso8601(finished));
     }
     if let Some(error) = &r.error {
-        println!("error     {error}");
+        say!("error     {error}");
     }
-    println!(
+    say!(
         "\n{:<20} {:<10} {:>8} {:<22} {:>12}",
-        "STAGE", "STATUS", "ITEMS", "STARTED", "DURATION"
+        "STAGE",
+        "STATUS",
+        "ITEMS",
+        "STARTED",
+        "DURATION"
     );
     for stage in &detail.stages {
-        println!(
+        say!(
             "{:<20} {:<10} {:>8} {:<22} {:>12}",
             stage.stage,
             stage.status,
@@ -128,10 +170,30 @@ async fn show(store_url: Option<String>, run: String, json: bool) -> Outcome {
         );
     }
     match &detail.metrics {
-        Some(metrics) => println!("\nPipelineMetrics\n{metrics}"),
-        None => println!("\nno PipelineMetrics: the run has not ended"),
+        Some(metrics) => say!("\nPipelineMetrics\n{metrics}"),
+        None => say!("\nno PipelineMetrics: the run has not ended"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The run's status, with the process that drives it while it has not ended: `lost` (and
+/// when it was last seen) once that process is gone.
+fn status_line(run: &RunRow, now_ms: i64) -> String {
+    let process = run
+        .owner
+        .as_ref()
+        .map_or_else(|| "its process".to_owned(), |o| format!("process {o}"));
+    let seen = run.heartbeat_ms.map_or_else(|| "never".to_owned(), iso8601);
+    if run.is_lost(now_ms) {
+        format!(
+            "lost: never ended, and nothing drives it now (it was {} when {process} was last seen, {seen}); `run --resume` continues it",
+            run.status
+        )
+    } else if run.status.is_unended() {
+        format!("{} (driven by {process}, last seen {seen})", run.status)
+    } else {
+        run.status.to_string()
+    }
 }
 
 /// A run the store does not know, said so (`runs show` and `logs` refuse it alike).

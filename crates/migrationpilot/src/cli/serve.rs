@@ -35,7 +35,7 @@ pub(super) async fn exec(store_url: Option<String>, args: ServeArgs) -> Outcome 
     let addr = bound
         .local_addr()
         .map_err(|e| CliError::Failed(e.to_string()))?;
-    println!("serving on http://{addr}: dashboard /, API /api/v1, metrics /metrics; {steering}");
+    say!("serving on http://{addr}: dashboard /, API /api/v1, metrics /metrics; {steering}");
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {

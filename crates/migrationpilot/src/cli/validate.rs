@@ -23,7 +23,7 @@ pub(super) fn exec(args: ValidateArgs) -> Outcome {
     let checks = built.monitor.as_ref().map_or(0, |m| m.report().len());
     let thresholds = built.healer.thresholds().len();
     let channels = built.healer.alerts().channels().len();
-    println!(
+    say!(
         "{}: ok: project `{}`, {stages} stage(s), {strategies} strategy(ies), {checks} health check(s), {thresholds} alert threshold(s), {channels} alert channel(s)",
         path.display(),
         built.project

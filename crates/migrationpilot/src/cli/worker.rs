@@ -79,7 +79,7 @@ pub(super) async fn exec(store_url: Option<String>, args: WorkerArgs) -> Outcome
     } else {
         options.filter.projects.join(", ")
     };
-    println!(
+    say!(
         "worker {} taking items of {projects}, {} at a time, in {}; Ctrl-C stops it",
         options.name,
         options.concurrency,
@@ -89,9 +89,9 @@ pub(super) async fn exec(store_url: Option<String>, args: WorkerArgs) -> Outcome
     let on_signal = stop.clone();
     tokio::spawn(async move {
         if session::terminated().await {
-            eprintln!(
+            migrationpilot::terminal::eprint_line(format_args!(
                 "\nstopping: the items in flight finish first (Ctrl-C again stops at once; their runs get them back when their leases run out)"
-            );
+            ));
             on_signal.cancel();
             if session::terminated().await {
                 std::process::exit(i32::from(EXIT_CANCELLED));
@@ -101,9 +101,11 @@ pub(super) async fn exec(store_url: Option<String>, args: WorkerArgs) -> Outcome
     let worked = migrationpilot::worker::work(store, options, stop)
         .await
         .map_err(CliError::Failed)?;
-    println!(
+    say!(
         "worker stopped: {} item attempt(s) run, {} failed, {} stopped by their run",
-        worked.finished, worked.failed, worked.stopped
+        worked.finished,
+        worked.failed,
+        worked.stopped
     );
     Ok(ExitCode::SUCCESS)
 }

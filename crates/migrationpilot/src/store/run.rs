@@ -111,6 +111,22 @@ impl RunRow {
             .is_some_and(|beat| now_ms - beat < LEASE.as_millis() as i64);
         self.status.is_unended() && fresh && self.owner.as_ref().is_none_or(Owner::may_be_alive)
     }
+
+    /// Whether the run never recorded an end and no process drives it any more: killed, or its
+    /// machine gone. Its stored status still says `running`; `run --resume` continues it.
+    pub fn is_lost(&self, now_ms: i64) -> bool {
+        self.status.is_unended() && !self.is_alive(now_ms)
+    }
+
+    /// Where the run is, for a person: its status, or `lost` when [`RunRow::is_lost`], so a
+    /// killed run does not read as running forever (the API says the same with `live`).
+    pub fn shown_status(&self, now_ms: i64) -> &'static str {
+        if self.is_lost(now_ms) {
+            "lost"
+        } else {
+            self.status.as_str()
+        }
+    }
 }
 
 /// How long a run's owner may go without renewing its lease before the run counts as dead.
@@ -218,4 +234,60 @@ pub struct DeclaredCheck {
     pub stage: Option<String>,
     /// What it checks, with secrets redacted.
     pub target: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(status: RunState, owner: Owner, heartbeat_ms: i64) -> RunRow {
+        RunRow {
+            id: "run-1".to_owned(),
+            project: "p".to_owned(),
+            status,
+            started_ms: 0,
+            finished_ms: None,
+            error: None,
+            owner: Some(owner),
+            heartbeat_ms: Some(heartbeat_ms),
+            stages: vec![],
+            strategies: vec![],
+        }
+    }
+
+    /// A process of this host that has exited (and been reaped).
+    fn gone() -> Owner {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        Owner {
+            host: host_name(),
+            pid: child.id(),
+        }
+    }
+
+    #[test]
+    fn a_run_is_lost_when_its_process_is_gone_or_its_lease_ran_out() {
+        let now = 1_000_000;
+        let lease = LEASE.as_millis() as i64;
+        let here = run(RunState::Running, Owner::this_process(), now);
+        assert_eq!(here.shown_status(now), "running");
+        // On this host a dead process is seen at once, without waiting out the lease.
+        let killed = run(RunState::Running, gone(), now);
+        assert!(killed.is_lost(now));
+        assert_eq!(killed.shown_status(now), "lost");
+        let rolling = run(RunState::RollingBack, gone(), now);
+        assert_eq!(rolling.shown_status(now), "lost");
+        // Elsewhere only the lease tells.
+        let remote = Owner {
+            host: format!("not-{}", host_name()),
+            pid: 1,
+        };
+        let away = run(RunState::Running, remote, now);
+        assert_eq!(away.shown_status(now + lease - 1), "running");
+        assert_eq!(away.shown_status(now + lease), "lost");
+        // An ended run is what it ended as, alive or not.
+        let ended = run(RunState::Ended(RunStatus::Failed), gone(), now);
+        assert!(!ended.is_lost(now + lease));
+        assert_eq!(ended.shown_status(now + lease), "failed");
+    }
 }
