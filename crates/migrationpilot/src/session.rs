@@ -55,7 +55,10 @@ pub fn load(path: &Path, project: Option<&str>, seed: Option<u64>) -> Result<Bui
     )
     .map_err(|errors| {
         for error in &errors {
-            eprintln!("{}", loaded.secrets.mask(&error.to_string()));
+            crate::terminal::eprint_line(format_args!(
+                "{}",
+                loaded.secrets.mask(&error.to_string())
+            ));
         }
         CliError::File {
             path: path.display().to_string(),
@@ -159,14 +162,14 @@ impl Session {
             let resume = self.store.resume(&run).await?;
             if !self.request.json_events {
                 match resume.rollback() {
-                    Some((stage, _)) => println!(
+                    Some((stage, _)) => crate::terminal::print_line(format_args!(
                         "resuming {run} as a rollback (stage `{stage}` failed): compensating what is left"
-                    ),
-                    None => println!(
+                    )),
+                    None => crate::terminal::print_line(format_args!(
                         "resuming {run}: {} stage(s) and {} item(s) already completed",
                         resume.stages_completed(),
                         resume.all_items_completed()
-                    ),
+                    )),
                 }
             }
             (run, Some(Arc::new(resume)))
@@ -238,7 +241,9 @@ impl Session {
             .unwrap_or_else(|| serde_json::json!([]));
         self.store.set_channels(&self.project, &channels).await?;
         if let Err(error) = alerting.restore(&self.project).await {
-            eprintln!("  ! alerts earlier runs left firing could not be read: {error}");
+            crate::terminal::eprint_line(format_args!(
+                "  ! alerts earlier runs left firing could not be read: {error}"
+            ));
         }
         // Steering set while nothing ran applies from the start.
         let mut steering = Steering::new(
@@ -299,9 +304,9 @@ impl Session {
         let on_signal = cancel.clone();
         let signals = tokio::spawn(async move {
             if terminated().await {
-                eprintln!(
+                crate::terminal::eprint_line(format_args!(
                     "\ncancelling: nothing new starts, work in flight gets its grace period; `run --resume` continues"
-                );
+                ));
                 on_signal.cancel();
             }
         });
@@ -324,7 +329,9 @@ impl Session {
         if let Some(queue) = self.store.work_queue()
             && let Err(error) = queue.cancel_run_jobs(report.run_id.as_str()).await
         {
-            eprintln!("  ! the run's unfinished jobs could not be cancelled: {error}");
+            crate::terminal::eprint_line(format_args!(
+                "  ! the run's unfinished jobs could not be cancelled: {error}"
+            ));
         }
         if let Some(worker) = own_worker {
             worker.abort();
@@ -336,9 +343,9 @@ impl Session {
         // journaled with the run's last events.
         let going = alerting.settle(ALERT_GRACE).await;
         if going > 0 {
-            eprintln!(
+            crate::terminal::eprint_line(format_args!(
                 "  ! {going} alert delivery(ies) unfinished: what was not delivered goes out on the next start"
-            );
+            ));
         }
         finish_journal.cancel();
         let journaled = journal
@@ -349,8 +356,10 @@ impl Session {
         stop_serving.cancel();
         if let Some(server) = server {
             match server.await {
-                Ok(Err(error)) => eprintln!("  ! {error}"),
-                Err(error) => eprintln!("  ! the HTTP server failed: {error}"),
+                Ok(Err(error)) => crate::terminal::eprint_line(format_args!("  ! {error}")),
+                Err(error) => crate::terminal::eprint_line(format_args!(
+                    "  ! the HTTP server failed: {error}"
+                )),
                 Ok(Ok(())) => {}
             }
         }
@@ -396,7 +405,9 @@ impl Session {
         let _ = self.built.remote.set(dispatcher);
         if self.request.no_work {
             if !self.request.json_events {
-                println!("coordinating only: `migrationpilot worker` processes run the items");
+                crate::terminal::print_line(format_args!(
+                    "coordinating only: `migrationpilot worker` processes run the items"
+                ));
             }
             return Ok(None);
         }
@@ -472,7 +483,9 @@ async fn keep_alive(
         }
         match (result, failing) {
             (Err(error), false) => {
-                eprintln!("  ! the run's lease cannot be renewed: {error}");
+                crate::terminal::eprint_line(format_args!(
+                    "  ! the run's lease cannot be renewed: {error}"
+                ));
                 failing = true;
             }
             (Ok(()), true) => failing = false,

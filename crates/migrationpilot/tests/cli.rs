@@ -973,7 +973,7 @@ healing:
     for expected in [
         "pipeline.yaml:6:17: `stages[0].dependsOn[0]`: no check is named `api-helth` (did you mean `api-health`?)",
         "pipeline.yaml:7:5: `stages[0].breaker`: no breaker is named `payments` (did you mean `payments-api`?) (the breakers are payments-api)",
-        "pipeline.yaml:12:21: `healing.breakers.payments-api.failureRateThreshold`: 150 is not a percentage from 1 to 100",
+        "pipeline.yaml:12:21: `healing.breakers.payments-api.failureRateThreshold`: 150 is not a percentage above 0, at most 100",
         "`healing.strategies[0].action`: `hold` is not an action a strategy takes",
         "`healing.strategies[1].triggers`: an adaptive scale runs all the time its stages run: it takes no triggers",
     ] {

@@ -52,10 +52,9 @@ pub async fn run_owned(argv: &[String], env: &[(&str, String)]) -> Result<(), St
 ///
 /// The command runs in a process group of its own: dropping the future (a timeout, a
 /// cancelled run) kills the group, its children included. On Linux the group also dies with
-/// this process when nothing here gets to drop the future (SIGKILL, a crash): the command gets
-/// the parent-death signal, and a reaper process forked on first use kills the groups of the
-/// commands still running once this process is gone (see `die_with_this_process` and
-/// `reaper` in the source for what is and is not covered).
+/// this process when nothing here gets to drop the future (SIGKILL, a crash): a reaper process
+/// forked on first use kills the groups of the commands still running once this process is
+/// gone (see `reaper` in the source for what is and is not covered).
 pub async fn run(
     argv: &[String],
     env: &[(&str, &str)],
@@ -109,8 +108,6 @@ pub async fn run_logged(
     }
     #[cfg(unix)]
     command.process_group(0);
-    #[cfg(target_os = "linux")]
-    die_with_this_process(&mut command);
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
@@ -279,51 +276,11 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Has the kernel kill the command (SIGKILL) when this process dies, which covers what a
-/// [`GroupGuard`] cannot: this process killed with SIGKILL, or crashing, leaves no code of
-/// ours to run. The command's own children are not covered by this (the setting does not pass
-/// to them); the [`reaper`] kills them.
-///
-/// The kernel ties the signal to the thread that spawned the command, not the process: every
-/// command is spawned from an async task, on a runtime thread that lives as long as the
-/// runtime (nothing here spawns from `spawn_blocking` threads, which end when idle and would
-/// take their commands with them).
-///
-/// It has a price: code run in the child before exec makes the standard library start the
-/// command with fork(2) instead of posix_spawn(3), which copies this process's page tables.
-/// Measured on the 2-core development VM: 600 items of `/bin/true` at concurrency 4 took
-/// 0.87 s against 0.51 s without it, and the cost grows with this process's memory. The
-/// [`reaper`] alone also kills the command (it leads its group), except when we die in the
-/// instant before its group reaches the reaper, or the reaper died first.
-#[cfg(target_os = "linux")]
-fn die_with_this_process(command: &mut tokio::process::Command) {
-    let Ok(parent) = libc::pid_t::try_from(std::process::id()) else {
-        return;
-    };
-    // SAFETY: the closure runs in the child between fork and exec, where only
-    // async-signal-safe functions may be called: prctl(2) and getppid(2) are plain system
-    // calls, and an `io::Error` made from an error number allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // We may have died between fork and the line above, and then no signal comes:
-            // the child has been handed to another parent already.
-            if libc::getppid() != parent {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
-}
-
 /// Kills the process groups of the commands still running when this process dies, whatever
 /// it dies of.
 ///
-/// The parent-death signal ([`die_with_this_process`]) reaches a command but not what it
-/// started (`sh -c 'slow & wait'`): those stay in the command's process group, which nobody
-/// kills once we are gone. So, the first time a command starts, this process forks a small
+/// A command and what it started (`sh -c 'slow & wait'`) share the command's process group,
+/// which nobody kills once we are gone. So, the first time a command starts, this process forks a small
 /// reaper (`mp-reaper` in `ps`), which holds nothing of ours open but one end of a socket
 /// (and, being a fork, a copy-on-write snapshot of our memory at that moment: a few MB).
 /// Every command's group is sent to it when the command starts, and taken back when the
@@ -334,8 +291,8 @@ fn die_with_this_process(command: &mut tokio::process::Command) {
 ///
 /// Not covered: a process that leaves its command's group (`setsid`, a daemon, job control
 /// with `set -m`), which is no longer the command's to lose; the children of a command that
-/// started in the instant before we died, before its group reached the reaper (the
-/// parent-death signal still kills the command itself); more than [`reaper::CAPACITY`]
+/// started in the instant before we died, before its group reached the reaper; more than
+/// [`reaper::CAPACITY`]
 /// commands at once; and anything, if the reaper itself was killed before us.
 #[cfg(target_os = "linux")]
 mod reaper {
