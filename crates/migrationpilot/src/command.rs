@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use self_healing::classify::Classifier;
 use self_healing::event::AttemptOutput;
 use self_healing::{StageContext, StageError};
 
@@ -22,6 +23,8 @@ pub struct Command {
     pub workdir: PathBuf,
     /// Values masked in the command's error text and its log (its output can echo them).
     pub secrets: Secrets,
+    /// What its failures mean: the file's `errors:` rules, then the built-in ones.
+    pub classifier: Arc<Classifier>,
     /// The metric names a `{"metric": NAME, "value": X}` line of standard output may record:
     /// the built-ins and the declared ones. Other names are ignored, so a command cannot make
     /// the collector (and the exporter) grow without bound.
@@ -130,6 +133,7 @@ impl Command {
             &self.argv_for(ctx.item),
             &env,
             Some(&self.workdir),
+            &self.classifier,
             &mut on_line,
         )
         .await;
@@ -167,6 +171,7 @@ mod tests {
             env: BTreeMap::new(),
             workdir: std::env::temp_dir(),
             secrets: Secrets::default(),
+            classifier: Arc::new(Classifier::builtin().clone()),
             metrics: vec!["queueDepth".to_owned()].into(),
         }
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 
+use self_healing::classify::ErrorRuleConfig;
 use self_healing::config::{HealingConfig, RetryPolicyConfig, did_you_mean};
 use self_healing::duration::option::deserialize as opt_duration;
 use self_healing::pipeline::{RestartBackoff, RestartFrom};
@@ -27,6 +28,10 @@ pub struct PipelineFile {
     /// The `healing` section; healing is on with no strategies when it is missing.
     #[serde(default)]
     pub healing: HealingFile,
+    /// The file's own error rules: what its commands print, as codes strategies match, tried
+    /// before the built-in ones (docs/HEALING.md, "Healing real commands").
+    #[serde(default)]
+    pub errors: Vec<ErrorRuleConfig>,
     /// Variables whose values are secrets though their names do not look it (names with
     /// `TOKEN`, `PASSWORD`, `KEY`… are secrets already): taken from the environment or a
     /// stage's `env:`, and masked wherever anything is shown or stored.

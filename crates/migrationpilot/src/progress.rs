@@ -5,7 +5,7 @@
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,12 +52,21 @@ pub async fn print(mut events: UnboundedReceiver<Arc<Event>>, output: Output) {
         Output::Bars { color } => Some(Bars::new(color)),
         _ => None,
     };
+    let mut warned = HashSet::new();
     while let Some(event) = events.recv().await {
         match (&mut bars, output) {
             (_, Output::Json) => terminal::print_json(&*event),
-            (Some(bars), _) => bars.show(&event),
+            (Some(bars), _) => {
+                bars.show(&event);
+                if let Some(line) = invalid_json_once(&mut warned, &event) {
+                    let _ = bars.multi.println(terminal::escape(&line));
+                }
+            }
             (None, _) => {
                 if let Some(line) = describe(&event) {
+                    terminal::print_line(format_args!("{line}"));
+                }
+                if let Some(line) = invalid_json_once(&mut warned, &event) {
                     terminal::print_line(format_args!("{line}"));
                 }
             }
@@ -66,6 +75,20 @@ pub async fn print(mut events: UnboundedReceiver<Arc<Event>>, output: Output) {
             break;
         }
     }
+}
+
+/// The first time a stage's command wrote a last error line that looks like a JSON error
+/// line but is not one: said once per stage, since every attempt will likely do the same.
+fn invalid_json_once(warned: &mut HashSet<Arc<str>>, event: &Event) -> Option<String> {
+    let EventKind::AttemptFailed { stage, error, .. } = &event.kind else {
+        return None;
+    };
+    let why = error.invalid_json()?;
+    warned.insert(Arc::clone(stage)).then(|| {
+        format!(
+            "  ! {stage}: its command's last error line starts like a JSON error line but is {why}; it was read as text"
+        )
+    })
 }
 
 /// A spinner per running stage with its count of completed units; everything else as lines

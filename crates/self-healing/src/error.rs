@@ -90,6 +90,23 @@ pub struct StageError {
         with = "retry_after_ms"
     )]
     retry_after: Option<Duration>,
+    /// Whether trying again may succeed, when something knows: a classified error says (a
+    /// refused connection may pass, a wrong password will not); `None` leaves it to the retry
+    /// policy's patterns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retryable: Option<bool>,
+    /// The rule that gave the error its code: `builtin:NAME`, `errors[i]` (a file's own), or
+    /// `json` for a command's own JSON error line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rule: Option<Cow<'static, str>>,
+    /// Why a last standard-error line that looked like a JSON error line could not be read: the
+    /// command meant to set its error and did not manage to.
+    #[serde(
+        default,
+        rename = "invalidJson",
+        skip_serializing_if = "Option::is_none"
+    )]
+    invalid_json: Option<String>,
 }
 
 /// `Option<Duration>` as whole milliseconds.
@@ -126,7 +143,45 @@ impl StageError {
             code: None,
             severity: Severity::Error,
             retry_after: None,
+            retryable: None,
+            rule: None,
+            invalid_json: None,
         }
+    }
+
+    /// This error known to be worth trying again (`true`) or not (`false`): a retry policy never
+    /// retries an error that is not.
+    pub fn with_retryable(mut self, retryable: bool) -> Self {
+        self.retryable = Some(retryable);
+        self
+    }
+
+    /// Whether trying again may succeed, when something knows.
+    pub fn retryable(&self) -> Option<bool> {
+        self.retryable
+    }
+
+    /// This error with the name of the rule that classified it.
+    pub fn with_rule(mut self, rule: impl Into<Cow<'static, str>>) -> Self {
+        self.rule = Some(rule.into());
+        self
+    }
+
+    /// The rule that gave the error its code, if one did.
+    pub fn rule(&self) -> Option<&str> {
+        self.rule.as_deref()
+    }
+
+    /// This error noting why its command's JSON error line could not be read.
+    pub fn with_invalid_json(mut self, why: impl Into<String>) -> Self {
+        self.invalid_json = Some(why.into());
+        self
+    }
+
+    /// Why the command's last standard-error line, which looked like a JSON error line, could
+    /// not be read; `None` when there was none or it was read.
+    pub fn invalid_json(&self) -> Option<&str> {
+        self.invalid_json.as_deref()
     }
 
     /// This error asking that a retry wait at least `after` (an HTTP 429's `Retry-After`, a

@@ -17,6 +17,7 @@ use std::process::Stdio;
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
+use crate::classify::{Classifier, Failed};
 use crate::error::{InvalidConfig, Severity, StageError};
 
 /// A final standard-error line of this shape sets the error explicitly.
@@ -47,7 +48,9 @@ pub async fn run_owned(argv: &[String], env: &[(&str, String)]) -> Result<(), St
 
 /// Runs `argv` (no shell) with `env` added to the environment, in `workdir` if given, and waits
 /// for it. Exit 0 is success. Otherwise the error is the final standard-error line if it is a
-/// JSON object `{"message", "code", "severity"}`, else that line as text with the exit status.
+/// JSON object `{"message", "code", "severity", "retryAfter"}`; else what the built-in rules of
+/// [`classify`](crate::classify) make of its output (a refused connection is `ECONNREFUSED`),
+/// the line that matched as its message; else the last line as text, with the exit status.
 /// Standard output is discarded.
 ///
 /// The command runs in a process group of its own: dropping the future (a timeout, a
@@ -60,7 +63,9 @@ pub async fn run(
     env: &[(&str, &str)],
     workdir: Option<&Path>,
 ) -> Result<(), StageError> {
-    run_logged(argv, env, workdir, &mut |_| {}).await.0
+    run_logged(argv, env, workdir, Classifier::builtin(), &mut |_| {})
+        .await
+        .0
 }
 
 /// How much of each of a command's streams [`run_logged`] keeps: the last 64 KiB.
@@ -78,12 +83,14 @@ pub struct Tail {
     pub cut: u64,
 }
 
-/// [`run`], keeping the tail of both streams and handing each complete line of standard output
+/// [`run`], classifying a failure by `classifier` (a file's own rules, then the built-in
+/// ones), keeping the tail of both streams and handing each complete line of standard output
 /// (up to 4 KiB long) to `on_line` as it arrives.
 pub async fn run_logged(
     argv: &[String],
     env: &[(&str, &str)],
     workdir: Option<&Path>,
+    classifier: &Classifier,
     on_line: &mut (dyn FnMut(&str) + Send),
 ) -> (Result<(), StageError>, Tail, Tail) {
     let program = match argv.first().filter(|p| !p.is_empty()) {
@@ -139,7 +146,13 @@ pub async fn run_logged(
     let result = if status.success() {
         Ok(())
     } else {
-        Err(failure(program, &stderr.text, status.code()))
+        Err(failure(
+            program,
+            &stderr.text,
+            &stdout.text,
+            status.code(),
+            classifier,
+        ))
     };
     (result, stdout, stderr)
 }
@@ -208,34 +221,77 @@ async fn read_tail(
     }
 }
 
-/// The error of a command that failed, from the last line of its standard error.
-fn failure(program: &str, stderr: &str, code: Option<i32>) -> StageError {
+/// The error of a command that failed. In this order: a last standard-error line that is a
+/// JSON error line sets it; else the first of `classifier`'s rules that matches gives its code
+/// (its message is the line that matched); else the last line is the message, with no code. A
+/// last line that starts like JSON but is not is noted on the error, never taken silently.
+fn failure(
+    program: &str,
+    stderr: &str,
+    stdout: &str,
+    exit: Option<i32>,
+    classifier: &Classifier,
+) -> StageError {
     let last = stderr
         .lines()
         .rev()
         .map(str::trim)
         .find(|l| !l.is_empty())
         .unwrap_or("");
-    if last.starts_with('{')
-        && let Ok(line) = serde_json::from_str::<ErrorLine>(last)
-    {
-        let mut error = StageError::new(line.message).with_severity(line.severity);
-        if let Some(after) = line.retry_after {
-            error = error.with_retry_after(std::time::Duration::from_millis(after));
+    let mut invalid_json = None;
+    if last.starts_with('{') {
+        match serde_json::from_str::<serde_json::Value>(last) {
+            Err(e) => invalid_json = Some(format!("not valid JSON: {e}")),
+            Ok(value) => {
+                // An object with a `message` is an error line; any other JSON object (a
+                // structured log line) is text like any other.
+                if let Ok(line) = serde_json::from_value::<ErrorLine>(value) {
+                    let mut error = StageError::new(line.message)
+                        .with_severity(line.severity)
+                        .with_rule("json");
+                    if let Some(after) = line.retry_after {
+                        error = error.with_retry_after(std::time::Duration::from_millis(after));
+                    }
+                    return match line.code {
+                        Some(code) => error.with_code(code),
+                        None => error,
+                    };
+                }
+            }
         }
-        return match line.code {
-            Some(code) => error.with_code(code),
-            None => error,
-        };
     }
-    let what = match code {
+    let what = match exit {
         Some(code) => format!("exited with status {code}"),
         None => "was killed by a signal".to_owned(),
     };
-    if last.is_empty() {
+    let found = classifier.classify(&Failed {
+        program,
+        stderr,
+        stdout,
+        exit,
+    });
+    let shown = found
+        .as_ref()
+        .and_then(|found| found.line.as_deref())
+        .unwrap_or(last);
+    let mut error = if shown.is_empty() {
         StageError::new(format!("`{program}` {what}"))
     } else {
-        StageError::new(format!("{last} (`{program}` {what})"))
+        StageError::new(format!("{shown} (`{program}` {what})"))
+    };
+    if let Some(found) = found {
+        error = error
+            .with_code(found.code)
+            .with_severity(found.severity)
+            .with_retryable(found.retryable)
+            .with_rule(found.rule.to_string());
+        if let Some(after) = found.retry_after {
+            error = error.with_retry_after(after);
+        }
+    }
+    match invalid_json {
+        Some(why) => error.with_invalid_json(why),
+        None => error,
     }
 }
 
@@ -510,7 +566,9 @@ mod tests {
         let error = run(&failing, &[], None).await.unwrap_err();
         assert_eq!(
             error,
-            StageError::critical("no connection").with_code("DB_DOWN")
+            StageError::critical("no connection")
+                .with_code("DB_DOWN")
+                .with_rule("json")
         );
         let quiet = run(&sh("exit 4"), &[], None).await.unwrap_err();
         assert_eq!(quiet.message(), "`sh` exited with status 4");
@@ -524,6 +582,38 @@ mod tests {
         assert_eq!(json["retryAfter"], 1500, "kept in events as milliseconds");
         let back: StageError = serde_json::from_value(json).unwrap();
         assert_eq!(back, error);
+    }
+
+    #[tokio::test]
+    async fn what_a_tool_printed_is_classified_and_a_broken_json_line_noted() {
+        let refused = sh(
+            "echo 'psql: error: connection to server at \"127.0.0.1\", port 5439 failed: Connection refused' >&2; \
+             printf '\\tIs the server running on that host and accepting TCP/IP connections?\\n' >&2; exit 2",
+        );
+        let error = run(&refused, &[], None).await.unwrap_err();
+        assert_eq!(error.code(), Some("ECONNREFUSED"));
+        assert_eq!(error.retryable(), Some(true));
+        assert_eq!(error.rule(), Some("builtin:connection-refused"));
+        assert!(
+            error
+                .message()
+                .starts_with("psql: error: connection to server at"),
+            "the line that matched: {}",
+            error.message()
+        );
+        let broken = sh(r#"echo '{"code": "DB_DOWN", "message": ' >&2; exit 1"#);
+        let error = run(&broken, &[], None).await.unwrap_err();
+        assert_eq!(error.code(), None);
+        assert!(
+            error
+                .invalid_json()
+                .is_some_and(|why| why.starts_with("not valid JSON: EOF")),
+            "{error:?}"
+        );
+        // A JSON object that is not an error line (a structured log) is text like any other.
+        let log = sh(r#"echo '{"level": "error", "msg": "boom"}' >&2; exit 1"#);
+        let error = run(&log, &[], None).await.unwrap_err();
+        assert_eq!(error.invalid_json(), None);
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use self_healing::InvalidConfig;
+use self_healing::classify::Classifier;
 use self_healing::config::no_such;
 use self_healing::healing::AutoHealer;
 use self_healing::health::HealthMonitor;
@@ -134,6 +135,14 @@ pub fn build(
         None => (&default_retry, Vec::new()),
     };
     let metrics: Arc<[String]> = metrics.into();
+    let mut rules = Vec::new();
+    for (i, rule) in file.errors.iter().enumerate() {
+        match rule.build(i) {
+            Ok(rule) => rules.push(rule),
+            Err(e) => from(&format!("errors[{i}]"), e),
+        }
+    }
+    let classifier = Arc::new(Classifier::with_rules(rules));
     let mut stages_ok = true;
     let remote = Remote::default();
     let mut commands = Commands::new();
@@ -143,6 +152,7 @@ pub fn build(
         secrets,
         global_retry,
         metrics: &metrics,
+        classifier: &classifier,
         remote: &remote,
     };
     let checks = file.healing.check_names();

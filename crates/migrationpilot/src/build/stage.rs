@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use self_healing::classify::Classifier;
 use self_healing::pipeline::{ItemSource, Stage};
 use self_healing::resilience::RetryPolicy;
 use self_healing::{InvalidConfig, StageError};
@@ -28,6 +29,8 @@ pub struct Bound<'a> {
     pub global_retry: &'a RetryPolicy,
     /// The metric names a command's metric lines may record.
     pub metrics: &'a Arc<[String]>,
+    /// What a command's failure means: the file's `errors:`, then the built-in rules.
+    pub classifier: &'a Arc<Classifier>,
     /// Where attempts run once the run shares its work.
     pub remote: &'a Remote,
 }
@@ -44,6 +47,7 @@ pub fn stage_of(
         secrets,
         global_retry,
         metrics,
+        classifier,
         remote,
     } = *on;
     let workdir = stage
@@ -59,6 +63,7 @@ pub fn stage_of(
             env: stage.env.clone(),
             workdir: workdir.clone(),
             secrets: secrets.clone(),
+            classifier: Arc::clone(classifier),
             metrics: Arc::clone(metrics),
         }))
     };

@@ -144,8 +144,12 @@ impl RetryPolicy {
         Duration::from_nanos(rng.u64(nanos / 2..=nanos))
     }
 
-    /// True when `error` matches a retryable pattern (or there are none).
+    /// True when `error` matches a retryable pattern (or there are none), unless it is known
+    /// not to be worth trying again (a classified wrong password, a full disk).
     pub fn is_retryable(&self, error: &StageError) -> bool {
+        if error.retryable() == Some(false) {
+            return false;
+        }
         self.retryable.is_empty()
             || self.retryable.iter().any(|pattern| {
                 pattern.is_match(error.message())
