@@ -983,3 +983,54 @@ healing:
         );
     }
 }
+
+#[test]
+fn classify_shows_what_a_tools_output_becomes_by_the_files_rules_then_the_built_ins() {
+    let work = Workspace::new();
+    work.file(
+        "pipeline.yaml",
+        r#"project: p
+errors:
+  - { pattern: "schema mismatch", code: ESCHEMA, severity: critical, retryable: false }
+stages:
+  - name: a
+    command: ["true"]
+"#,
+    );
+    work.cmd()
+        .args([
+            "classify",
+            "--file",
+            "pipeline.yaml",
+            "--exit",
+            "3",
+            "fatal: schema mismatch in orders",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("code        ESCHEMA"))
+        .stdout(predicate::str::contains("severity    critical"))
+        .stdout(predicate::str::contains("retried     no"))
+        .stdout(predicate::str::contains("rule        errors[0]"));
+    let output = work
+        .cmd()
+        .args(["classify", "--program", "curl", "--exit", "22", "--json"])
+        .arg("curl: (22) The requested URL returned error: 503")
+        .output()
+        .unwrap();
+    let error: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(error["code"], "HTTP_503");
+    assert_eq!(error["retryable"], true);
+    assert_eq!(error["rule"], "builtin:curl-http-status");
+    work.file(
+        "bad.yaml",
+        "project: p\nerrors:\n  - { pattern: \"(\", code: X }\nstages:\n  - name: a\n    command: [\"true\"]\n",
+    );
+    work.cmd()
+        .args(["classify", "--file", "bad.yaml", "x"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "bad.yaml:3:5: `errors[0].pattern`",
+        ));
+}

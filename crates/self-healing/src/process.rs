@@ -146,11 +146,13 @@ pub async fn run_logged(
     let result = if status.success() {
         Ok(())
     } else {
-        Err(failure(
-            program,
-            &stderr.text,
-            &stdout.text,
-            status.code(),
+        Err(error_of(
+            &Failed {
+                program,
+                stderr: &stderr.text,
+                stdout: &stdout.text,
+                exit: status.code(),
+            },
             classifier,
         ))
     };
@@ -221,17 +223,18 @@ async fn read_tail(
     }
 }
 
-/// The error of a command that failed. In this order: a last standard-error line that is a
-/// JSON error line sets it; else the first of `classifier`'s rules that matches gives its code
-/// (its message is the line that matched); else the last line is the message, with no code. A
-/// last line that starts like JSON but is not is noted on the error, never taken silently.
-fn failure(
-    program: &str,
-    stderr: &str,
-    stdout: &str,
-    exit: Option<i32>,
-    classifier: &Classifier,
-) -> StageError {
+/// The error of a command that failed, as a run gets it (what `migrationpilot classify`
+/// shows). In this order: a last standard-error line that is a JSON error line sets it; else
+/// the first of `classifier`'s rules that matches gives its code (its message is the line that
+/// matched); else the last line is the message, with no code. A last line that starts like
+/// JSON but is not is noted on the error, never taken silently.
+pub fn error_of(failed: &Failed<'_>, classifier: &Classifier) -> StageError {
+    let Failed {
+        program,
+        stderr,
+        stdout,
+        exit,
+    } = *failed;
     let last = stderr
         .lines()
         .rev()

@@ -56,6 +56,8 @@ pub struct Built {
     pub concurrency: usize,
     /// The file's text as written: what a shared run keeps for its workers.
     pub source: String,
+    /// What a failed command's output means: the file's `errors:`, then the built-in rules.
+    pub classifier: Arc<Classifier>,
 }
 
 /// Every command of a pipeline, by stage and role.
@@ -227,6 +229,7 @@ pub fn build(
                 .max()
                 .unwrap_or(1),
             source: text.to_owned(),
+            classifier,
         }),
         _ => Err(errors),
     }

@@ -23,6 +23,7 @@ macro_rules! say {
 
 mod alerts;
 mod args;
+mod classify;
 mod healing;
 mod health;
 mod logs;
@@ -53,6 +54,9 @@ pub(crate) struct Cli {
 enum Commands {
     /// Check a pipeline file and report every problem found, with file, line, column and key.
     Validate(validate::ValidateArgs),
+    /// Show what a failed command's output becomes: its code, severity, whether it is retried,
+    /// and the rule that said so.
+    Classify(classify::ClassifyArgs),
     /// Run a pipeline file, journaling every event.
     Run(run::RunArgs),
     /// Work items of runs on a shared (PostgreSQL) store, until Ctrl-C.
@@ -83,6 +87,7 @@ impl Cli {
         let store_url = self.store;
         match self.command {
             Commands::Validate(args) => validate::exec(args),
+            Commands::Classify(args) => classify::exec(args),
             Commands::Run(args) => run::exec(store_url, args).await,
             Commands::Worker(args) => worker::exec(store_url, args).await,
             Commands::Health(args) => health::exec(store_url, args).await,
