@@ -1031,6 +1031,6 @@ stages:
         .assert()
         .code(2)
         .stderr(predicate::str::contains(
-            "bad.yaml:3:5: `errors[0].pattern`",
+            "bad.yaml:3:7: `errors[0].pattern`",
         ));
 }
