@@ -73,6 +73,10 @@ impl Secrets {
             if looks_secret(name) {
                 self.add(value);
             }
+            // A URL's password is a secret whatever the variable is called (`DATABASE_URL`).
+            if let Some(password) = url_password(value) {
+                self.add(password);
+            }
         }
     }
 
@@ -130,6 +134,15 @@ impl Secrets {
             Cow::Owned(clean) => serde_json::from_str(&clean).unwrap_or(value),
         }
     }
+}
+
+/// The password of a URL with one (`postgres://app:PASSWORD@db/prod`).
+fn url_password(value: &str) -> Option<&str> {
+    let (_, rest) = value.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (_, password) = userinfo.split_once(':')?;
+    Some(password).filter(|p| !p.is_empty())
 }
 
 /// Replaces each `${NAME}` in `value` with the variable's value; `$${` stays a literal `${`.
@@ -757,6 +770,20 @@ mod tests {
             secrets.mask("sent tok-3f9a twice: tok-3f9a"),
             "sent *** twice: ***"
         );
+    }
+
+    #[test]
+    fn a_urls_password_is_a_secret_whatever_its_variable_is_called() {
+        let mut secrets = Secrets::default();
+        secrets.add_variables([
+            ("DATABASE_URL", "postgres://app:hunter2-pw@db:5432/prod?sslmode=require"),
+            ("HOME", "/home/app"),
+        ]);
+        assert_eq!(
+            secrets.mask("connecting to postgres://app:hunter2-pw@db"),
+            "connecting to postgres://app:***@db"
+        );
+        assert_eq!(secrets.mask("/home/app"), "/home/app");
     }
 
     #[test]

@@ -94,4 +94,18 @@ mod tests {
         let error = ChannelConfig::variant("teams", serde_json::json!({})).unwrap_err();
         assert_eq!(error.to_string(), expected);
     }
+
+    #[cfg(feature = "email")]
+    #[test]
+    fn the_seeds_email_channel_with_only_recipients_builds() {
+        let email: ChannelConfig = serde_json::from_str(
+            r#"{"type": "email", "recipients": ["oncall@example.com"], "minSeverity": "critical"}"#,
+        )
+        .unwrap();
+        let built = email.build().unwrap();
+        assert_eq!(built.name(), "email");
+        let wrong = super::super::SmtpConfig::from_url("smtp://u:hunter2@mail:x").unwrap_err();
+        assert!(wrong.reason().contains("has no valid port"), "{wrong}");
+        assert!(!wrong.to_string().contains("hunter2"), "{wrong}");
+    }
 }

@@ -15,8 +15,10 @@ pub struct EmailConfig {
     pub name: Option<String>,
     /// The addresses to send to.
     pub recipients: Vec<String>,
-    /// The server.
-    pub smtp: SmtpConfig,
+    /// The server; without it (the seed writes only `recipients`), the one
+    /// `MIGRATIONPILOT_SMTP_URL` names, else the machine's own mail server (see
+    /// [`SmtpConfig::default_server`]).
+    pub smtp: Option<SmtpConfig>,
     /// Alerts below this severity are not sent; `None` means `warning`.
     pub min_severity: Option<Severity>,
 }
@@ -37,6 +39,129 @@ pub struct SmtpConfig {
     pub password: Option<String>,
     /// `none`, `starttls` (default) or `tls`.
     pub tls: Option<SmtpTls>,
+}
+
+/// The variable that names the SMTP server of email channels that name none.
+pub const SMTP_URL_VARIABLE: &str = "MIGRATIONPILOT_SMTP_URL";
+
+impl SmtpConfig {
+    /// The server of an email channel that names none: `MIGRATIONPILOT_SMTP_URL` when set
+    /// (`smtp://[user:password@]host[:port][?tls=none|starttls|tls&from=ADDRESS]`, or
+    /// `smtps://` for TLS from the first byte), else the machine's own mail server: port 25 on
+    /// `localhost`, plain text, from `migrationpilot@` the host's name.
+    pub fn default_server() -> Result<SmtpConfig, InvalidConfig> {
+        match std::env::var(SMTP_URL_VARIABLE) {
+            Ok(url) if !url.trim().is_empty() => SmtpConfig::from_url(&url),
+            _ => Ok(SmtpConfig {
+                host: "localhost".into(),
+                port: Some(25),
+                from: format!("migrationpilot@{}", host_name()),
+                username: None,
+                password: None,
+                tls: Some(SmtpTls::None),
+            }),
+        }
+    }
+
+    /// The server a URL names: `smtp://[user:password@]host[:port][?tls=…&from=…]` or
+    /// `smtps://…`. Errors never show the password.
+    ///
+    /// ```
+    /// use self_healing::alert::{SmtpConfig, SmtpTls};
+    ///
+    /// let smtp = SmtpConfig::from_url("smtp://alerts:p%40ss@mail.example:2525?tls=none&from=ops@example.com")?;
+    /// assert_eq!((smtp.host.as_str(), smtp.port, smtp.tls), ("mail.example", Some(2525), Some(SmtpTls::None)));
+    /// assert_eq!((smtp.username.as_deref(), smtp.password.as_deref()), (Some("alerts"), Some("p@ss")));
+    /// assert_eq!(smtp.from, "ops@example.com");
+    /// # Ok::<(), self_healing::InvalidConfig>(())
+    /// ```
+    pub fn from_url(url: &str) -> Result<SmtpConfig, InvalidConfig> {
+        let wrong = |why: &str| {
+            InvalidConfig::new(
+                SMTP_URL_VARIABLE,
+                format!("`{}` {why}", crate::health::redact_url(url)),
+            )
+        };
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| wrong("is not an smtp:// or smtps:// URL"))?;
+        let mut tls = match scheme {
+            "smtp" => SmtpTls::Starttls,
+            "smtps" => SmtpTls::Tls,
+            _ => return Err(wrong("is not an smtp:// or smtps:// URL")),
+        };
+        let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let authority = authority.trim_end_matches('/');
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((userinfo, hostport)) => (Some(userinfo), hostport),
+            None => (None, authority),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                Some(port.parse::<u16>().map_err(|_| wrong("has no valid port"))?),
+            ),
+            None => (hostport, None),
+        };
+        if host.is_empty() {
+            return Err(wrong("names no host"));
+        }
+        let (username, password) = match userinfo.map(|u| u.split_once(':').unwrap_or((u, ""))) {
+            Some((user, password)) => (
+                Some(percent_decoded(user)),
+                Some(percent_decoded(password)).filter(|p| !p.is_empty()),
+            ),
+            None => (None, None),
+        };
+        let mut from = format!("migrationpilot@{}", host_name());
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("tls", "none")) => tls = SmtpTls::None,
+                Some(("tls", "starttls")) => tls = SmtpTls::Starttls,
+                Some(("tls", "tls")) => tls = SmtpTls::Tls,
+                Some(("from", address)) => from = percent_decoded(address),
+                _ => return Err(wrong(&format!("has an unknown parameter `{pair}` (it takes tls and from)"))),
+            }
+        }
+        Ok(SmtpConfig {
+            host: host.to_owned(),
+            port,
+            from,
+            username,
+            password,
+            tls: Some(tls),
+        })
+    }
+}
+
+/// `%XX` sequences decoded (a password with `@` or `:` is written `%40`, `%3A`).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(byte) = text
+                .get(i + 1..i + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// This machine's name, for the sender's address of the default server.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// How the connection to the SMTP server is secured.
@@ -76,7 +201,11 @@ impl EmailConfig {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let smtp = &self.smtp;
+        let smtp = match &self.smtp {
+            Some(smtp) => smtp.clone(),
+            None => SmtpConfig::default_server()?,
+        };
+        let smtp = &smtp;
         let from = smtp.from.parse::<Mailbox>().map_err(|e| {
             InvalidConfig::new(
                 "smtp.from",
