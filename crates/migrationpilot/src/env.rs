@@ -776,7 +776,10 @@ mod tests {
     fn a_urls_password_is_a_secret_whatever_its_variable_is_called() {
         let mut secrets = Secrets::default();
         secrets.add_variables([
-            ("DATABASE_URL", "postgres://app:hunter2-pw@db:5432/prod?sslmode=require"),
+            (
+                "DATABASE_URL",
+                "postgres://app:hunter2-pw@db:5432/prod?sslmode=require",
+            ),
             ("HOME", "/home/app"),
         ]);
         assert_eq!(

@@ -99,7 +99,10 @@ impl SmtpConfig {
         let (host, port) = match hostport.rsplit_once(':') {
             Some((host, port)) => (
                 host,
-                Some(port.parse::<u16>().map_err(|_| wrong("has no valid port"))?),
+                Some(
+                    port.parse::<u16>()
+                        .map_err(|_| wrong("has no valid port"))?,
+                ),
             ),
             None => (hostport, None),
         };
@@ -120,7 +123,11 @@ impl SmtpConfig {
                 Some(("tls", "starttls")) => tls = SmtpTls::Starttls,
                 Some(("tls", "tls")) => tls = SmtpTls::Tls,
                 Some(("from", address)) => from = percent_decoded(address),
-                _ => return Err(wrong(&format!("has an unknown parameter `{pair}` (it takes tls and from)"))),
+                _ => {
+                    return Err(wrong(&format!(
+                        "has an unknown parameter `{pair}` (it takes tls and from)"
+                    )));
+                }
             }
         }
         Ok(SmtpConfig {

@@ -170,6 +170,8 @@ pub enum TriggerKind {
     Manual,
     /// The healing budget ran out.
     Budget,
+    /// A circuit breaker's own rules (its failures, rates, break and probes) changed it.
+    Breaker,
 }
 
 /// What became of a strategy that matched.

@@ -26,8 +26,8 @@ pub use actions::{
 };
 pub use gate::Budget;
 pub use healer::{
-    AutoHealer, AutoHealerBuilder, DEFAULT_EVALUATION_INTERVAL, DEFAULT_HISTORY_CAPACITY,
-    DEPENDS_ON, MANUAL, RETRY_POLICY,
+    ADAPTED_EVERY, AutoHealer, AutoHealerBuilder, DEFAULT_EVALUATION_INTERVAL,
+    DEFAULT_HISTORY_CAPACITY, DEPENDS_ON, MANUAL, RETRY_POLICY,
 };
 pub use strategy::{HealingStrategy, Mode, StrategyOverride, StrategySettings};
 pub use thresholds::AlertThreshold;

@@ -2,16 +2,18 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::{StageChange, Supervisor};
 use crate::error::InvalidConfig;
 use crate::event::{ActionKind, EventBus, EventKind, RunId};
 use crate::resilience::{
-    AdaptiveLimit, AdaptiveSettings, CircuitBreaker, ConcurrencyLimit, Rate, Sample, Throttle,
+    AdaptiveLimit, AdaptiveSettings, Cause, CircuitBreaker, ConcurrencyLimit, Rate, Sample,
+    Throttle,
 };
 
 /// The live state of one stage, shared between the running pipeline and whoever steers it
@@ -56,6 +58,24 @@ pub struct StageControl {
     /// The AIMD controller of its concurrency, when `scale` runs in adaptive mode.
     adaptive: Mutex<Option<AdaptiveLimit>>,
     adaptive_on: AtomicBool,
+    /// Who is told what the stage changes by itself (its supervisor).
+    watcher: Weak<dyn Supervisor>,
+    /// The breaker's name: a shared breaker's, else `circuitBreaker`.
+    breaker_name: Arc<str>,
+}
+
+/// What a stage's controls are made of, besides the pipeline's bus and current run.
+pub(crate) struct Parts {
+    /// Items run at once, at first.
+    pub(crate) concurrency: usize,
+    /// Its breaker: its own, or a shared one.
+    pub(crate) breaker: CircuitBreaker,
+    /// The breaker's name: a shared breaker's, else `circuitBreaker`.
+    pub(crate) breaker_name: Arc<str>,
+    /// Whether it has a failover handler.
+    pub(crate) can_fail_over: bool,
+    /// The checks it depends on.
+    pub(crate) depends_on: Arc<[Arc<str>]>,
 }
 
 /// What an operator or the healer asked a running stage to do.
@@ -85,11 +105,16 @@ impl StageControl {
         stage: Arc<str>,
         bus: EventBus,
         run: Arc<Mutex<Option<RunId>>>,
-        concurrency: usize,
-        breaker: CircuitBreaker,
-        can_fail_over: bool,
-        depends_on: Arc<[Arc<str>]>,
+        parts: Parts,
+        watcher: Weak<dyn Supervisor>,
     ) -> Result<Arc<Self>, InvalidConfig> {
+        let Parts {
+            concurrency,
+            breaker,
+            breaker_name,
+            can_fail_over,
+            depends_on,
+        } = parts;
         let control = Arc::new(StageControl {
             stage,
             bus,
@@ -109,6 +134,8 @@ impl StageControl {
             released: Notify::new(),
             adaptive: Mutex::new(None),
             adaptive_on: AtomicBool::new(false),
+            watcher,
+            breaker_name,
         });
         let weak = Arc::downgrade(&control);
         control.breaker.on_transition(move |t| {
@@ -118,6 +145,14 @@ impl StageControl {
                     from: t.from,
                     to: t.to,
                 });
+                if t.cause != Cause::Asked {
+                    control.tell(&StageChange::Breaker {
+                        name: Arc::clone(&control.breaker_name),
+                        transition: t,
+                        window: control.breaker.window(),
+                        settings: control.breaker.settings(),
+                    });
+                }
             }
         });
         Ok(control)
@@ -255,9 +290,12 @@ impl StageControl {
             };
             aimd.on_sample(latency, outcome, self.in_flight(), self.concurrency())
         };
-        if let Some(limit) = next {
+        if let Some(limit) = next
             // Within the settings' bounds, which are valid limits.
-            let _ = self.set_concurrency(limit);
+            && let Ok(from) = self.set_concurrency(limit)
+            && from != limit
+        {
+            self.tell(&StageChange::Adapted { from, to: limit });
         }
     }
 
@@ -457,6 +495,14 @@ impl StageControl {
     fn publish(&self, kind: EventKind) {
         let run = self.run.lock().unwrap_or_else(|e| e.into_inner()).clone();
         self.bus.publish(run.as_ref(), kind);
+    }
+
+    /// Tells the stage's supervisor what the stage changed by itself.
+    fn tell(&self, change: &StageChange) {
+        if let Some(watcher) = self.watcher.upgrade() {
+            let run = self.run.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            watcher.stage_changed(run.as_ref(), &self.stage, change);
+        }
     }
 }
 

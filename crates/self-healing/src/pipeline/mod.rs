@@ -49,7 +49,7 @@ pub use stage::{
     DEFAULT_MAX_RESTARTS, EachStage, Item, ItemContext, ItemSource, RestartBackoff, RestartFrom,
     SingleStage, Stage, StageContext,
 };
-pub use supervisor::{Failure, Remedy, RetrySupervisor, RunScope, Supervisor};
+pub use supervisor::{Failure, Remedy, RetrySupervisor, RunScope, StageChange, Supervisor};
 
 use crate::clock::{Clock, default_clock};
 use crate::error::InvalidConfig;
@@ -513,14 +513,22 @@ impl<C: Send + Sync + 'static> PipelineBuilder<C> {
                     (None, Some(settings)) => CircuitBreaker::new(settings)?,
                     (None, None) => CircuitBreaker::manual(),
                 };
+                let parts = control::Parts {
+                    concurrency: stage.concurrency,
+                    breaker,
+                    breaker_name: stage
+                        .breaker
+                        .clone()
+                        .unwrap_or_else(|| "circuitBreaker".into()),
+                    can_fail_over: stage.work.has_failover(),
+                    depends_on: Arc::clone(&stage.depends_on),
+                };
                 let control = StageControl::new(
                     Arc::clone(&stage.name),
                     bus.clone(),
                     Arc::clone(&current_run),
-                    stage.concurrency,
-                    breaker,
-                    stage.work.has_failover(),
-                    Arc::clone(&stage.depends_on),
+                    parts,
+                    Arc::downgrade(&supervisor),
                 )?;
                 Ok(Arc::new(StageEntry { stage, control }))
             })

@@ -13,7 +13,31 @@ use crate::BoxFuture;
 use crate::error::StageError;
 use crate::event::{ActionKind, EventBus, HandlerKind, RunId};
 use crate::metrics::MetricsCollector;
-use crate::resilience::{BreakerSettings, Jitter, RetryPolicy};
+use crate::resilience::{BreakerSettings, Jitter, RetryPolicy, Transition, WindowStats};
+
+/// What a stage's own machinery changed by itself ([`Supervisor::stage_changed`]).
+#[derive(Debug, Clone)]
+pub enum StageChange {
+    /// Its circuit breaker changed state by its own rules or its timer (not by a request:
+    /// those are recorded by whoever asked).
+    Breaker {
+        /// The breaker's name: a shared breaker's, else `circuitBreaker` (the stage's own).
+        name: Arc<str>,
+        /// The change.
+        transition: Transition,
+        /// The calls it had seen when it left closed (or sees now).
+        window: WindowStats,
+        /// Its settings.
+        settings: BreakerSettings,
+    },
+    /// Its adaptive controller moved its concurrency.
+    Adapted {
+        /// The limit before.
+        from: usize,
+        /// The limit after.
+        to: usize,
+    },
+}
 
 /// A failed attempt, as the supervisor sees it.
 #[derive(Debug, Clone, Copy)]
@@ -112,6 +136,11 @@ pub trait Supervisor: Send + Sync + 'static {
 
     /// Called as a run starts, with what a supervisor needs to watch and steer it.
     fn run_started(&self, _run: &RunScope) {}
+
+    /// Called when a stage's own machinery changed something by itself (its breaker by its
+    /// rules or timer, its adaptive controller its concurrency), inline: keep it quick. A healer
+    /// records these in its history, beside what it decides.
+    fn stage_changed(&self, _run: Option<&RunId>, _stage: &Arc<str>, _change: &StageChange) {}
 
     /// Called as a run ends, after its last event but `run-finished`.
     fn run_finished(&self, _run: &RunId) {}

@@ -18,8 +18,8 @@ mod throttle;
 
 pub use adaptive::{AdaptiveLimit, AdaptiveSettings, Sample};
 pub use breaker::{
-    BreakerPermit, BreakerSettings, BreakerState, CircuitBreaker, CircuitBreakerBuilder, Rejected,
-    SlidingWindow, Transition, WindowStats,
+    BreakerPermit, BreakerSettings, BreakerState, Cause, CircuitBreaker, CircuitBreakerBuilder,
+    Rejected, SlidingWindow, Transition, WindowStats,
 };
 pub use budget::{RetryBudget, RetryBudgetSettings};
 pub use concurrency::{ConcurrencyLimit, ConcurrencyPermit};

@@ -366,12 +366,31 @@ async fn adaptive_scale_finds_the_concurrency_a_dependency_takes() {
     let late = &limits[limits.len() / 2..];
     assert!(late.iter().all(|l| (16..=26).contains(l)), "{limits:?}");
     let records = records_of(&healer, "adaptive");
-    assert_eq!(records.len(), 1);
-    assert_eq!(records[0].outcome, Outcome::Succeeded);
+    let (installed, moved): (Vec<_>, Vec<_>) = records
+        .iter()
+        .partition(|r| r.detail.starts_with("adaptive concurrency"));
+    assert_eq!(installed.len(), 1);
+    assert_eq!(installed[0].outcome, Outcome::Succeeded);
     assert!(
-        records[0].detail.contains("within 2..=64, from 4"),
+        installed[0].detail.contains("within 2..=64, from 4"),
         "{}",
-        records[0].detail
+        installed[0].detail
+    );
+    // Its moves are in the history too, each record summing those of 30 s at the most, and
+    // the last one ends where the controller did.
+    let run_time = report.duration.as_secs_f64();
+    assert!(!moved.is_empty());
+    assert!(
+        moved.len() as f64 <= run_time / 30.0 + 2.0,
+        "{} records over {run_time} s",
+        moved.len()
+    );
+    let last = limits.last().unwrap();
+    let newest = moved.last().unwrap();
+    assert!(
+        newest.detail.starts_with("concurrency ") && newest.detail.contains(&format!("→ {last} ")),
+        "the newest record ends at {last}: {}",
+        newest.detail
     );
 }
 
@@ -526,4 +545,74 @@ async fn a_restart_asked_for_during_a_restarts_back_off_does_not_cut_it_short() 
     assert_eq!(report.status, RunStatus::Succeeded);
     assert_eq!(start.elapsed(), Duration::from_secs(60));
     assert_eq!(calls.load(Ordering::SeqCst), 2, "one restart, not two");
+}
+
+#[tokio::test(start_paused = true)]
+async fn what_a_breaker_does_by_its_own_rules_is_in_the_history() {
+    use self_healing::resilience::BreakerSettings;
+    let settings = BreakerSettings {
+        failure_threshold: None,
+        failure_rate_threshold: Some(50.0),
+        minimum_calls: std::num::NonZeroU32::new(4).unwrap(),
+        break_duration: Duration::from_secs(30),
+        half_open_requests: std::num::NonZeroU32::new(1).unwrap(),
+        success_threshold: std::num::NonZeroU32::new(1).unwrap(),
+        ..BreakerSettings::default()
+    };
+    let healer = AutoHealer::builder()
+        .shared_breaker("payments-api", settings)
+        .build()
+        .unwrap();
+    let pipeline = healer
+        .install(SelfHealingPipeline::<()>::builder())
+        .stage(Stage::new("charge", |_| async { Ok(()) }).breaker("payments-api"))
+        .build()
+        .unwrap();
+    let charge = pipeline.control("charge").unwrap();
+    for outcome in [false, true, false, true] {
+        let permit = charge.breaker().try_acquire().unwrap();
+        if outcome {
+            permit.success();
+        } else {
+            permit.failure();
+        }
+    }
+    // Asked of the breaker, not by its rules: not the breaker's own record.
+    charge.breaker().release();
+    let history = healer.history();
+    let opened = history
+        .iter()
+        .find(|r| r.detail.starts_with("opened"))
+        .expect("the opening is recorded");
+    assert_eq!(&*opened.strategy, "payments-api");
+    assert_eq!(opened.action, ActionKind::CircuitBreak);
+    assert_eq!(opened.stage.as_deref(), Some("charge"));
+    assert_eq!(
+        opened.detail,
+        "opened: 2 of 4 calls failed (50%, threshold 50%)"
+    );
+    assert_eq!(opened.trigger.observed, Some(0.5));
+    assert_eq!(history.len(), 1, "the release was asked: {history:?}");
+
+    // Its break over, the breaker half-opens by itself; a probe's success closes it.
+    for outcome in [false, true, false, true] {
+        let permit = charge.breaker().try_acquire().unwrap();
+        if outcome {
+            permit.success();
+        } else {
+            permit.failure();
+        }
+    }
+    tokio::time::advance(Duration::from_secs(31)).await;
+    charge.breaker().try_acquire().unwrap().success();
+    let details: Vec<String> = healer.history().iter().map(|r| r.detail.clone()).collect();
+    assert_eq!(
+        details,
+        [
+            "opened: 2 of 4 calls failed (50%, threshold 50%)",
+            "opened: 2 of 4 calls failed (50%, threshold 50%)",
+            "half-open after its 30s break: 1 probe(s) may pass",
+            "closed: 1 probe(s) succeeded",
+        ]
+    );
 }

@@ -278,6 +278,7 @@ impl AutoHealerBuilder {
                 attached: Mutex::new(HashMap::new()),
                 monitors: RwLock::new(Vec::new()),
                 gating: Mutex::new(()),
+                adapted: Default::default(),
             }),
         })
     }

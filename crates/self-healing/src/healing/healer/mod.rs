@@ -8,6 +8,7 @@
 mod adaptive;
 mod builder;
 mod holds;
+mod machinery;
 mod manual;
 mod matching;
 
@@ -30,10 +31,14 @@ use crate::error::{InvalidConfig, Severity};
 use crate::event::{ActionKind, EventKind, HealingRecord, Outcome, RunId};
 use crate::health::{CheckStatus, HealthMonitor};
 use crate::metrics::MetricsCollector;
-use crate::pipeline::{Failure, PipelineBuilder, Remedy, RunScope, StageControl, Supervisor};
+use crate::pipeline::{
+    Failure, PipelineBuilder, Remedy, RunScope, StageChange, StageControl, Supervisor,
+};
 use crate::resilience::{BreakerSettings, RetryBudget, RetryPolicy};
 pub use builder::{AutoHealerBuilder, DEFAULT_EVALUATION_INTERVAL, DEFAULT_HISTORY_CAPACITY};
 pub use holds::DEPENDS_ON;
+pub use machinery::ADAPTED_EVERY;
+use machinery::Adapted;
 pub use manual::MANUAL;
 use matching::{Match, Matching, Memories, Target};
 
@@ -131,6 +136,8 @@ struct Inner {
     monitors: RwLock<Vec<HealthMonitor>>,
     /// Taken while stages are held or released (`dependsOn`).
     gating: Mutex<()>,
+    /// The adaptive controller's moves not recorded yet.
+    adapted: Adapted,
 }
 
 /// A run being healed, and how to stop evaluating it.
@@ -240,6 +247,7 @@ impl AutoHealer {
 
     async fn evaluate_run(&self, scope: &RunScope) {
         self.install_adaptive(scope, false);
+        self.flush_adapted(scope);
         if !self.inner.thresholds.is_empty() {
             let stages: Vec<Arc<str>> = scope
                 .controls
@@ -561,6 +569,10 @@ impl Supervisor for AutoHealer {
         })
     }
 
+    fn stage_changed(&self, run: Option<&RunId>, stage: &Arc<str>, change: &StageChange) {
+        self.machinery_changed(run, stage, change);
+    }
+
     fn run_started(&self, scope: &RunScope) {
         self.inner.alerts.report_to(&scope.bus, Some(&scope.run));
         self.inner
@@ -597,6 +609,8 @@ impl Supervisor for AutoHealer {
     }
 
     fn run_finished(&self, run: &RunId) {
+        let scope = self.scope(run);
+        self.finish_adapted(run, scope.as_ref());
         if let Some(done) = self.lock_attached().remove(run) {
             done.stop.cancel();
         }

@@ -45,6 +45,20 @@ pub struct Transition {
     pub from: BreakerState,
     /// The state after the change.
     pub to: BreakerState,
+    /// What changed it.
+    pub cause: Cause,
+}
+
+/// What changed a breaker's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// Its own rules, from the calls it let through: failures (in a row, or at a rate), slow
+    /// calls, or the half-open probes' outcomes.
+    Calls,
+    /// Its break ran out: open became half-open.
+    Timer,
+    /// Someone asked: [`trip`](super::CircuitBreaker::trip), a forced state or its release.
+    Asked,
 }
 
 /// Everything the breaker's lock guards.
@@ -192,7 +206,7 @@ impl Machine {
                     self.rate_reached()
                 };
                 if consecutive || rate {
-                    self.open()
+                    self.open(Cause::Calls)
                 } else {
                     None
                 }
@@ -201,12 +215,12 @@ impl Machine {
             State::HalfOpen { successes, .. } if probe && success && !slow => {
                 *successes += 1;
                 if *successes >= settings.success_threshold.get() {
-                    self.set(State::Closed { failures: 0 })
+                    self.set(State::Closed { failures: 0 }, Cause::Calls)
                 } else {
                     None
                 }
             }
-            State::HalfOpen { .. } if probe => self.open(),
+            State::HalfOpen { .. } if probe => self.open(Cause::Calls),
             _ => None,
         }
     }
@@ -265,12 +279,12 @@ impl Machine {
             || reached(stats.slow, settings.slow_call_rate_threshold)
     }
 
-    fn open(&mut self) -> Option<Transition> {
+    fn open(&mut self, cause: Cause) -> Option<Transition> {
         let until = Instant::now() + self.settings.break_duration;
-        self.set(State::Open { until })
+        self.set(State::Open { until }, cause)
     }
 
-    pub(super) fn set(&mut self, state: State) -> Option<Transition> {
+    pub(super) fn set(&mut self, state: State, cause: Cause) -> Option<Transition> {
         let from = self.state.public();
         // The window only ever holds the current closed period: emptied when the breaker leaves
         // closed (its totals kept to say why) and whenever it closes again.
@@ -281,16 +295,19 @@ impl Machine {
         self.state = state;
         self.generation += 1;
         let to = state.public();
-        (from != to).then_some(Transition { from, to })
+        (from != to).then_some(Transition { from, to, cause })
     }
 
     /// Open becomes half-open once its break is over; checked whenever the breaker is read.
     pub(super) fn expire_open(&mut self) -> Option<Transition> {
         match self.state {
-            State::Open { until } if Instant::now() >= until => self.set(State::HalfOpen {
-                admitted: 0,
-                successes: 0,
-            }),
+            State::Open { until } if Instant::now() >= until => self.set(
+                State::HalfOpen {
+                    admitted: 0,
+                    successes: 0,
+                },
+                Cause::Timer,
+            ),
             _ => None,
         }
     }

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use crate::error::InvalidConfig;
 use machine::{Machine, State};
 
-pub use machine::{BreakerState, Transition};
+pub use machine::{BreakerState, Cause, Transition};
 pub use settings::{BreakerSettings, CircuitBreakerBuilder};
 pub use window::{SlidingWindow, WindowStats};
 
@@ -256,26 +256,27 @@ impl CircuitBreaker {
     pub fn trip(&self, break_duration: Option<Duration>) {
         let transition = self.update(|machine| {
             let until = Instant::now() + break_duration.unwrap_or(machine.settings.break_duration);
-            machine.set(State::Open { until })
+            machine.set(State::Open { until }, Cause::Asked)
         });
         self.announce(transition);
     }
 
     /// Holds the breaker open until [`release`](Self::release).
     pub fn force_open(&self) {
-        let transition = self.update(|machine| machine.set(State::ForcedOpen));
+        let transition = self.update(|machine| machine.set(State::ForcedOpen, Cause::Asked));
         self.announce(transition);
     }
 
     /// Holds the breaker closed, whatever fails, until [`release`](Self::release).
     pub fn force_closed(&self) {
-        let transition = self.update(|machine| machine.set(State::ForcedClosed));
+        let transition = self.update(|machine| machine.set(State::ForcedClosed, Cause::Asked));
         self.announce(transition);
     }
 
     /// Back to automatic operation, closed with no failures counted.
     pub fn release(&self) {
-        let transition = self.update(|machine| machine.set(State::Closed { failures: 0 }));
+        let transition =
+            self.update(|machine| machine.set(State::Closed { failures: 0 }, Cause::Asked));
         self.announce(transition);
     }
 
