@@ -1248,3 +1248,43 @@ async fn a_retry_waits_at_least_what_the_failure_asks_for() {
         starts[2] - starts[1]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn time_spent_throttled_is_not_call_time_for_a_slow_call_breaker() {
+    use self_healing::resilience::BreakerSettings;
+    // Calls take 10 ms; a throttle of one a second keeps most items waiting far longer than
+    // the slow-call threshold. Only the call itself is timed: the breaker stays closed.
+    let pipeline = SelfHealingPipeline::<()>::builder()
+        .circuit_breaker(BreakerSettings {
+            failure_threshold: None,
+            slow_call_rate_threshold: Some(50.0),
+            slow_call_duration_threshold: Duration::from_millis(500),
+            minimum_calls: std::num::NonZeroU32::new(2).unwrap(),
+            ..BreakerSettings::default()
+        })
+        .stage(
+            Stage::for_each("load", ItemSource::list((1..=6).collect()), |_| async {
+                sleep(Duration::from_millis(10)).await;
+                Ok(())
+            })
+            .concurrency(6),
+        )
+        .build()
+        .unwrap();
+    pipeline
+        .control("load")
+        .unwrap()
+        .set_rate(Some(Rate::new(1.0, 1).unwrap()));
+    let events = Recorder::attach(&pipeline);
+    let report = pipeline.execute(()).await;
+    assert_eq!(report.status, RunStatus::Succeeded);
+    assert!(
+        report.duration >= Duration::from_secs(4),
+        "throttled: {report:?}"
+    );
+    let opened = events.pick(|k| match k {
+        EventKind::BreakerChanged { to, .. } => Some(to),
+        _ => None,
+    });
+    assert!(opened.is_empty(), "the breaker moved: {opened:?}");
+}

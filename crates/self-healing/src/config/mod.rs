@@ -58,7 +58,7 @@ use crate::healing::{
     Trigger,
 };
 use crate::metrics::{BUILT_IN, MetricsCollector};
-use crate::resilience::{BreakerSettings, SlidingWindow};
+use crate::resilience::{BreakerSettings, HalfOpenRule, SlidingWindow};
 
 use crate::duration::option::deserialize as opt_duration;
 
@@ -97,6 +97,20 @@ pub struct CircuitBreakerConfig {
     pub sliding_window_size: Option<u32>,
     /// No rate is judged before the window holds this many calls; default 100.
     pub minimum_number_of_calls: Option<u32>,
+    /// How half-open decides: `first-failure` (the default: the first failed probe reopens)
+    /// or `rate` (resilience4j's: all `halfOpenRequests` probes run, then their rates are
+    /// judged against the thresholds).
+    pub half_open_rule: Option<HalfOpenRuleConfig>,
+}
+
+/// `halfOpenRule`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HalfOpenRuleConfig {
+    /// The first failed probe reopens.
+    FirstFailure,
+    /// The probes' rates decide, as in resilience4j.
+    Rate,
 }
 
 /// resilience4j's `slidingWindowType`; `COUNT_BASED` and `TIME_BASED` are read too.
@@ -162,6 +176,10 @@ impl CircuitBreakerConfig {
             minimum_calls: match self.minimum_number_of_calls {
                 Some(n) => positive("minimumNumberOfCalls", n)?,
                 None => defaults.minimum_calls,
+            },
+            half_open_rule: match self.half_open_rule {
+                None | Some(HalfOpenRuleConfig::FirstFailure) => HalfOpenRule::FirstFailure,
+                Some(HalfOpenRuleConfig::Rate) => HalfOpenRule::Rate,
             },
         };
         settings.validate()?;

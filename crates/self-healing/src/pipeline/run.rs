@@ -549,7 +549,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
         (end, units, completed, answered)
     }
 
-    /// Runs one unit to its end: waits for the breaker and the throttle, runs attempts under
+    /// Runs one unit to its end: waits for the throttle and the breaker, runs attempts under
     /// the stage's timeout, and carries out the supervisor's remedy after each failure.
     async fn run_unit(
         &self,
@@ -595,14 +595,17 @@ impl<C: Send + Sync + 'static> Runner<C> {
         let mut attempt = 0;
         let end = loop {
             attempt += 1;
-            // Waiting here holds the concurrency slot but spends no attempt: for the checks
-            // the stage depends on, then for its breaker (and again for the checks, should
-            // one have gone down meanwhile: a probe must not go to a dependency known down).
+            // Waiting here holds the concurrency slot but spends no attempt: for the throttle,
+            // for the checks the stage depends on, then for its breaker (and again for the
+            // checks, should one have gone down meanwhile: a probe must not go to a dependency
+            // known down). The breaker's permit comes last, just before the call: time spent
+            // throttled is not the call's, and cannot make a slow-call breaker trip.
             let breaker = loop {
                 let permit = tokio::select! {
                     biased;
                     _ = stop.cancelled() => None,
                     permit = async {
+                        control.throttle().acquire().await;
                         control.dependencies_up().await;
                         control.breaker().acquire().await
                     } => Some(permit),
@@ -616,11 +619,6 @@ impl<C: Send + Sync + 'static> Runner<C> {
             let Some(breaker) = breaker else {
                 break abandon();
             };
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => break abandon(),
-                _ = control.throttle().acquire() => {}
-            }
             let handler = if control.is_failed_over() {
                 HandlerKind::Failover
             } else {

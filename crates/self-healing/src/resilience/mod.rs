@@ -19,7 +19,7 @@ mod throttle;
 pub use adaptive::{AdaptiveLimit, AdaptiveSettings, Sample};
 pub use breaker::{
     BreakerPermit, BreakerSettings, BreakerState, Cause, CircuitBreaker, CircuitBreakerBuilder,
-    Rejected, SlidingWindow, Transition, WindowStats,
+    HalfOpenRule, Rejected, SlidingWindow, Transition, WindowStats,
 };
 pub use budget::{RetryBudget, RetryBudgetSettings};
 pub use concurrency::{ConcurrencyLimit, ConcurrencyPermit};

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::Rejected;
-use super::settings::BreakerSettings;
+use super::settings::{BreakerSettings, HalfOpenRule};
 use super::window::{Outcome, SlidingWindow, Window, WindowStats};
 
 /// Where a breaker is. `ForcedOpen` and `ForcedClosed` are set by hand and stay until
@@ -77,9 +77,19 @@ pub(super) struct Machine {
 /// Where the breaker is, with what each state counts.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum State {
-    Closed { failures: u32 },
-    Open { until: Instant },
-    HalfOpen { admitted: u32, successes: u32 },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    HalfOpen {
+        admitted: u32,
+        successes: u32,
+        /// Probes that failed, or were slow, under [`HalfOpenRule::Rate`].
+        failures: u32,
+        slow: u32,
+    },
     ForcedOpen,
     ForcedClosed,
 }
@@ -211,6 +221,36 @@ impl Machine {
                     None
                 }
             }
+            State::HalfOpen {
+                successes,
+                failures,
+                slow: slow_probes,
+                ..
+            } if probe && settings.half_open_rule == HalfOpenRule::Rate => {
+                if success {
+                    *successes += 1;
+                } else {
+                    *failures += 1;
+                }
+                if slow {
+                    *slow_probes += 1;
+                }
+                let judged = *successes + *failures;
+                if judged < settings.half_open_requests.get() {
+                    return None;
+                }
+                let percent = |count: u32| f64::from(count) * 100.0 / f64::from(judged);
+                let failing = percent(*failures)
+                    >= f64::from(settings.failure_rate_threshold.unwrap_or(50.0));
+                let slowing = settings
+                    .slow_call_rate_threshold
+                    .is_some_and(|t| percent(*slow_probes) >= f64::from(t));
+                if failing || slowing {
+                    self.open(Cause::Calls)
+                } else {
+                    self.set(State::Closed { failures: 0 }, Cause::Calls)
+                }
+            }
             // A slow success is no sign of health yet: the downstream answers, too late.
             State::HalfOpen { successes, .. } if probe && success && !slow => {
                 *successes += 1;
@@ -305,6 +345,8 @@ impl Machine {
                 State::HalfOpen {
                     admitted: 0,
                     successes: 0,
+                    failures: 0,
+                    slow: 0,
                 },
                 Cause::Timer,
             ),
@@ -362,6 +404,48 @@ mod tests {
         assert_eq!(
             *log.lock().unwrap(),
             [(Closed, Open), (Open, HalfOpen), (HalfOpen, Closed)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn by_the_rate_rule_half_open_judges_all_its_probes_as_resilience4j_does() {
+        let b = CircuitBreaker::builder()
+            .failure_threshold(1)
+            .half_open_requests(4)
+            .failure_rate_threshold(50.0)
+            .minimum_calls(100)
+            .break_duration(Duration::from_secs(10))
+            .half_open_rule(HalfOpenRule::Rate)
+            .build()
+            .unwrap();
+        let log = recorded(&b);
+        fail(&b, 1);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        // One failure in four (25 %): the first failure-rule would have reopened at once.
+        let probes: Vec<_> = (0..4).map(|_| b.try_acquire().unwrap()).collect();
+        for (probe, ok) in probes.into_iter().zip([true, false, true, true]) {
+            assert_eq!(b.state(), HalfOpen);
+            if ok { probe.success() } else { probe.failure() }
+        }
+        assert_eq!(b.state(), Closed);
+        // Two in four (50 %, the threshold): open again.
+        fail(&b, 1);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let probes: Vec<_> = (0..4).map(|_| b.try_acquire().unwrap()).collect();
+        for (probe, ok) in probes.into_iter().zip([false, true, false, true]) {
+            if ok { probe.success() } else { probe.failure() }
+        }
+        assert_eq!(b.state(), Open);
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                (Closed, Open),
+                (Open, HalfOpen),
+                (HalfOpen, Closed),
+                (Closed, Open),
+                (Open, HalfOpen),
+                (HalfOpen, Open)
+            ]
         );
     }
 

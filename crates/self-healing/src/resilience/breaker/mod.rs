@@ -27,7 +27,7 @@ use crate::error::InvalidConfig;
 use machine::{Machine, State};
 
 pub use machine::{BreakerState, Cause, Transition};
-pub use settings::{BreakerSettings, CircuitBreakerBuilder};
+pub use settings::{BreakerSettings, CircuitBreakerBuilder, HalfOpenRule};
 pub use window::{SlidingWindow, WindowStats};
 
 /// A circuit breaker: closed → open (after `failureThreshold` consecutive failures, when a

@@ -34,7 +34,7 @@ pub struct BreakerSettings {
     /// Consecutive failures that open a closed breaker; `None` means failures never open it
     /// (it opens only when tripped, which is how the `circuit-break` action uses it).
     pub failure_threshold: Option<NonZeroU32>,
-    /// Successful probes in half-open that close it.
+    /// Successful probes in half-open that close it (under [`HalfOpenRule::FirstFailure`]).
     pub success_threshold: NonZeroU32,
     /// How long it stays open before letting probes through.
     pub break_duration: Duration,
@@ -57,6 +57,22 @@ pub struct BreakerSettings {
     /// window, as many as it can hold if that is fewer), so that a few early failures do not
     /// open the breaker; default 100.
     pub minimum_calls: NonZeroU32,
+    /// How half-open decides: at the first failed probe (the default), or over all its
+    /// probes' rates, as resilience4j does.
+    pub half_open_rule: HalfOpenRule,
+}
+
+/// How a half-open breaker decides between closing and opening again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HalfOpenRule {
+    /// The first failed (or, with a slow-call rate set, slow) probe opens it again;
+    /// `success_threshold` successes close it. Quick to reopen on a dependency still down.
+    #[default]
+    FirstFailure,
+    /// resilience4j's rule: every one of `half_open_requests` probes runs, then their failure
+    /// (and slow-call) rate is judged against the thresholds (50 % when no failure rate is
+    /// set): at or over reopens, under closes. `success_threshold` is not used.
+    Rate,
 }
 
 impl Default for BreakerSettings {
@@ -73,6 +89,7 @@ impl Default for BreakerSettings {
             slow_call_duration_threshold: Duration::from_secs(60),
             sliding_window: SlidingWindow::default(),
             minimum_calls: NonZeroU32::new(100).unwrap(),
+            half_open_rule: HalfOpenRule::FirstFailure,
         }
     }
 }
@@ -213,6 +230,12 @@ impl CircuitBreakerBuilder {
     /// How many calls the window must hold before a rate is judged; default 100, at least 1.
     pub fn minimum_calls(mut self, calls: u32) -> Self {
         self.minimum_calls = calls;
+        self
+    }
+
+    /// How half-open decides: at the first failed probe (the default), or over all of them.
+    pub fn half_open_rule(mut self, rule: HalfOpenRule) -> Self {
+        self.settings.half_open_rule = rule;
         self
     }
 
