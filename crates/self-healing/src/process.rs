@@ -208,12 +208,16 @@ async fn read_tail(
         cut += excess as u64;
     }
     // A tail that was cut starts at its first whole line: a line cut in two could hold the end
-    // of a secret that masking, which matches whole values, would not recognise.
+    // of a secret that masking, which matches whole values, would not recognise. A line longer
+    // than the whole tail keeps its end from its first whole word on (secrets hold no space),
+    // so its last words are not lost; `cut` says what went before.
     if cut > 0 {
-        let partial = kept
-            .iter()
-            .position(|b| *b == b'\n')
-            .map_or(kept.len(), |i| i + 1);
+        // A newline ending the tail starts no line.
+        let body = &kept[..kept.len().saturating_sub(1)];
+        let after = |found: Option<usize>| found.map(|i| i + 1);
+        let partial = after(body.iter().position(|b| *b == b'\n'))
+            .or_else(|| after(body.iter().position(u8::is_ascii_whitespace)))
+            .unwrap_or(kept.len());
         kept.drain(..partial);
         cut += partial as u64;
     }
@@ -617,6 +621,19 @@ mod tests {
         let log = sh(r#"echo '{"level": "error", "msg": "boom"}' >&2; exit 1"#);
         let error = run(&log, &[], None).await.unwrap_err();
         assert_eq!(error.invalid_json(), None);
+    }
+
+    #[tokio::test]
+    async fn a_line_longer_than_the_tail_keeps_its_last_words() {
+        let long = sh(
+            "head -c 200000 /dev/zero | tr '\\0' 'x'; printf ' and the end of it\\n' >&2; \
+                       head -c 200000 /dev/zero | tr '\\0' 'y' >&2; printf ' last words\\n' >&2; exit 3",
+        );
+        let (result, _, stderr) =
+            run_logged(&long, &[], None, Classifier::builtin(), &mut |_| {}).await;
+        assert!(result.is_err());
+        assert_eq!(stderr.text, "last words\n");
+        assert!(stderr.cut > 0);
     }
 
     #[tokio::test]
