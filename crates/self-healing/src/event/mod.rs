@@ -330,11 +330,13 @@ pub enum EventKind {
         to: usize,
     },
     /// The checks a stage depends on (`dependsOn`) that are unhealthy now changed: while
-    /// `held_by` names any, the stage starts no new attempt; empty, its work resumed.
+    /// `heldBy` names any, the stage starts no new attempt; empty, its work resumed.
+    #[serde(rename_all = "camelCase")]
     StageHeld {
         /// The stage's name.
         stage: Arc<str>,
         /// The unhealthy checks it waits for, in name order; empty when it waits for none.
+        #[serde(alias = "held_by")]
         held_by: Vec<Arc<str>>,
     },
     /// A health check changed status.
