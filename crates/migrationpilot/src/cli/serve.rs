@@ -2,6 +2,7 @@
 //! stopped.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 use tokio_util::sync::CancellationToken;
@@ -11,7 +12,7 @@ use migrationpilot::serve;
 use migrationpilot::session::{self, open_store};
 
 use super::Outcome;
-use super::args::TokenArgs;
+use super::args::{TokenArgs, parse_duration};
 
 #[derive(Args)]
 pub(super) struct ServeArgs {
@@ -20,6 +21,40 @@ pub(super) struct ServeArgs {
     listen: String,
     #[command(flatten)]
     token: TokenArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// How long each connection may keep the server waiting, and how many it holds: the same
+/// flags for `serve` and `run --listen`, since both serve the same API (docs/API.md, "Server
+/// limits").
+#[derive(Args)]
+pub(super) struct LimitArgs {
+    /// How long a client may take to send a request's head (from its first byte).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    header_timeout: Duration,
+    /// How long a client may take to send a request's body.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    body_timeout: Duration,
+    /// How long a connection may wait for its next request, or a client take none of its
+    /// answer.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    idle_timeout: Duration,
+    /// Connections held at once, event streams included; at the cap a new one evicts the
+    /// longest-waiting idle one, or is refused with 503 when all are busy.
+    #[arg(long, value_name = "N", default_value_t = serve::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+}
+
+impl LimitArgs {
+    pub(super) fn read(&self) -> Result<serve::Limits, CliError> {
+        serve::Limits::new(
+            self.header_timeout,
+            self.body_timeout,
+            self.idle_timeout,
+            self.max_connections,
+        )
+    }
 }
 
 pub(super) async fn exec(store_url: Option<String>, args: ServeArgs) -> Outcome {
@@ -29,7 +64,7 @@ pub(super) async fn exec(store_url: Option<String>, args: ServeArgs) -> Outcome 
     } else {
         "steering off (no token)"
     };
-    let bound = serve::bind(&args.listen, token).await?;
+    let bound = serve::bind(&args.listen, token, args.limits.read()?).await?;
     let store = open_store(store_url).await?;
     let addr = bound
         .local_addr()
