@@ -115,7 +115,19 @@ fn the_api_answers_and_refuses_over_a_real_socket(work: Workspace) {
         None,
     );
     assert_eq!(logs.as_array().unwrap().len(), 1, "{logs}");
-    assert_eq!(logs[0]["stdout"], "working on b (attempt 2)\n");
+    assert_eq!(
+        logs[0]["stdoutBytes"], 25,
+        "listed with its size, without its output"
+    );
+    assert!(logs[0].get("stdout").is_none(), "{logs}");
+    let (_, log) = json(
+        "GET",
+        &url(&format!("/api/v1/runs/{run}/logs/{}", logs[0]["id"])),
+        &[],
+        None,
+    );
+    assert_eq!(log["stdout"], "working on b (attempt 2)\n");
+    assert_eq!(log["attempt"], 2);
     let (_, history) = json("GET", &url("/api/v1/projects/api/healing"), &[], None);
     assert_eq!(history.as_array().unwrap().len(), 3);
     assert_eq!(history[0]["action"], "retry");
@@ -131,7 +143,10 @@ fn the_api_answers_and_refuses_over_a_real_socket(work: Workspace) {
         }
         let methods = operations.as_object().unwrap().keys();
         for method in methods.filter(|m| ["get", "post", "put", "delete"].contains(&m.as_str())) {
-            let concrete = path.replace("{project}", "api").replace("{run}", &run);
+            let concrete = path
+                .replace("{project}", "api")
+                .replace("{run}", &run)
+                .replace("{id}", "1");
             let (status, body) = http(&method.to_uppercase(), &url(&concrete), &[], None);
             assert!(
                 status != 405 && !(status == 404 && body.contains("no endpoint")),

@@ -194,17 +194,23 @@ pub(super) struct LogsQuery {
     stage: Option<String>,
     item: Option<String>,
     attempt: Option<u32>,
+    after: Option<i64>,
+    limit: Option<u32>,
 }
 
+/// `GET /runs/{run}/logs`: a page of the run's attempts, without their output, so the answer
+/// stays small however much the attempts wrote (`/logs/{id}` has one attempt's output).
 pub(super) async fn logs(
     State(app): State<App>,
     Path(run): Path<String>,
     q: Result<Query<LogsQuery>, QueryRejection>,
-) -> Result<Json<Vec<store::LogRow>>, ApiError> {
+) -> Result<Json<Vec<store::LogEntry>>, ApiError> {
     let q = query(q)?;
     if q.attempt == Some(0) {
         return Err(ApiError::bad_request("attempt counts from 1"));
     }
+    let limit = limit(q.limit, 100, 1000)?;
+    let after = after(q.after)?;
     let detail = run_detail(&app, &run).await?;
     if let Some(stage) = &q.stage
         && !detail.run.stages.iter().any(|s| s == stage)
@@ -219,7 +225,28 @@ pub(super) async fn logs(
         item: q.item,
         attempt: q.attempt.map(i64::from),
     };
-    Ok(Json(app.store.logs(&run, &filter).await?))
+    Ok(Json(
+        app.store.log_entries(&run, &filter, after, limit).await?,
+    ))
+}
+
+/// `GET /runs/{run}/logs/{id}`: one attempt's output, as kept (at most the tail the library
+/// keeps per stream).
+pub(super) async fn log_output(
+    State(app): State<App>,
+    Path((run, id)): Path<(String, i64)>,
+    q: Result<Query<NoParams>, QueryRejection>,
+) -> Result<Json<store::LogOutput>, ApiError> {
+    no_params(q)?;
+    if id < 1 {
+        return Err(ApiError::bad_request("a log's id counts from 1"));
+    }
+    run_detail(&app, &run).await?;
+    app.store
+        .log_output(&run, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("run `{run}` has no log {id}")))
 }
 
 pub(super) async fn healing(

@@ -373,6 +373,7 @@ fn router(app: App) -> Router {
         .route("/api/v1/runs/{run}/events", get(api::events))
         .route("/api/v1/runs/{run}/samples", get(api::samples))
         .route("/api/v1/runs/{run}/logs", get(api::logs))
+        .route("/api/v1/runs/{run}/logs/{id}", get(api::log_output))
         .route("/api/v1/events/stream", get(stream::events))
         .route(
             "/api/v1/projects/{project}/healing/disable",
