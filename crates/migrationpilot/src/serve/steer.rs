@@ -84,8 +84,8 @@ fn bearer(value: &[u8]) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// A steering request: authorized by the token, its project from the path, its JSON body (an
-/// empty body reads as `{}`; errors name the field and position).
+/// A steering request: authorized by the token, its project from the path, its JSON body (no
+/// body reads as `{}`; errors name the field and position).
 pub(super) struct Steer<T> {
     project: String,
     body: T,
@@ -134,7 +134,8 @@ impl<T: DeserializeOwned> FromRequest<App> for Steer<T> {
             }
             Ok(Ok(bytes)) => bytes,
         };
-        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        // No body at all reads as `{}`; anything else must be JSON (whitespace alone is not).
+        let text: &[u8] = if bytes.is_empty() {
             b"{}"
         } else if !json {
             return Err(ApiError::new(
