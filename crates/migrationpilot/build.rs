@@ -4,7 +4,7 @@
 //! `source .ci/services.sh start` provides all of them.
 
 /// The cfg, the variable `.ci/services.sh` sets, and the program found on `PATH` otherwise.
-const NEEDS: [(&str, &str, Option<&str>); 7] = [
+const NEEDS: [(&str, &str, Option<&str>); 8] = [
     ("missing_postgres", "MIGRATIONPILOT_TEST_POSTGRES_URL", None),
     (
         "missing_promtool",
@@ -31,6 +31,11 @@ const NEEDS: [(&str, &str, Option<&str>); 7] = [
         "missing_script",
         "MIGRATIONPILOT_TEST_SCRIPT",
         Some("script"),
+    ),
+    (
+        "missing_schemathesis",
+        "MIGRATIONPILOT_TEST_SCHEMATHESIS",
+        Some("schemathesis"),
     ),
 ];
 

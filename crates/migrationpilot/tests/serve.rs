@@ -816,3 +816,105 @@ fn http_head(url: &str) -> (u16, String) {
         .unwrap_or(0);
     (status, first)
 }
+
+/// Schemathesis, run against the OpenAPI document `serve` serves, over a store with a
+/// succeeded and a failed run: every operation but the never-ending event stream (tested
+/// above) with all its checks (no 5xx, answers that match their schemas and documented
+/// statuses, schema-valid requests accepted and schema-violating ones refused, auth that is not
+/// ignored, 405 with `Allow` for other methods…) and its stateful phase along the document's
+/// links. Bounded by examples per operation and a seed, so a failure reproduces; killed past a
+/// deadline.
+#[test]
+#[cfg_attr(
+    missing_schemathesis,
+    ignore = "needs schemathesis: source .ci/services.sh start"
+)]
+fn schemathesis_finds_nothing_against_serves_own_document() {
+    use std::io::Read;
+    let Some(schemathesis) = tool("MIGRATIONPILOT_TEST_SCHEMATHESIS", "schemathesis") else {
+        return;
+    };
+    let work = Workspace::new();
+    seeded(&work);
+    work.script("broken.sh", "echo 'schema mismatch' >&2; exit 1");
+    work.file(
+        "ledger.yaml",
+        "project: ledger\nstages:\n  - name: load\n    command: [\"./broken.sh\"]\nhealing:\n  strategies:\n    - { name: page-oncall, triggers: [{ type: error }], action: notify, config: { severity: critical } }\n",
+    );
+    work.cmd().args(["run", "ledger.yaml"]).assert().code(1);
+    let served = Served::start(
+        &work,
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("MIGRATIONPILOT_TOKEN", TOKEN)],
+    );
+    served.wait_ready();
+
+    let auth = format!("Authorization: {}", bearer(TOKEN));
+    let document = format!("{}/api/v1/openapi.json", served.url);
+    let mut child = std::process::Command::new(&schemathesis)
+        .args([
+            "run",
+            &document,
+            "--checks",
+            "all",
+            "--phases",
+            "examples,coverage,fuzzing,stateful",
+            "--max-examples",
+            "250",
+            "--seed",
+            "20261207",
+            "--generation-database",
+            "none",
+            "--exclude-operation-id",
+            "streamEvents",
+            "--header",
+            &auth,
+            "--request-timeout",
+            "10",
+            "--no-color",
+        ])
+        // Whatever it writes beside its report stays in the workspace.
+        .current_dir(work.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{} does not start: {e}", schemathesis.display()));
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let report = format!(
+        "{}{}",
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default()
+    );
+    println!("{report}");
+    match status {
+        None => panic!("schemathesis ran past its 150 s deadline:\n{report}"),
+        Some(status) => assert!(
+            status.success() && report.contains("No issues found"),
+            "schemathesis found failures ({status}):\n{report}\nserve said:\n{}",
+            served.stop()
+        ),
+    }
+}
