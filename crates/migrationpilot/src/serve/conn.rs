@@ -399,15 +399,23 @@ impl AsyncRead for GuardedIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.conn.state().evicted {
-            return Poll::Ready(Err(io::Error::new(
+        let evicted = || {
+            Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "evicted for a newer connection at the cap",
-            )));
+            )))
+        };
+        if this.conn.state().evicted {
+            return evicted();
         }
         let before = buf.filled().len();
         let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        // Looked at again under the lock that also keeps the waker: an eviction between the
+        // look above and here would otherwise find no waker to wake, and wait for a timer.
         let mut state = this.conn.state();
+        if state.evicted {
+            return evicted();
+        }
         match read {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before
