@@ -82,3 +82,47 @@ pub(super) async fn exec(store_url: Option<String>, args: ServeArgs) -> Outcome 
         .await?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        limits: LimitArgs,
+    }
+
+    #[test]
+    fn the_flags_defaults_are_the_servers() {
+        let flags = Flags::try_parse_from(["serve"]).unwrap();
+        assert_eq!(flags.limits.read().unwrap(), serve::Limits::default());
+    }
+
+    #[test]
+    fn limits_read_as_durations_and_zero_is_refused_by_name() {
+        let flags = Flags::try_parse_from([
+            "serve",
+            "--header-timeout",
+            "1m30s",
+            "--body-timeout",
+            "250ms",
+            "--idle-timeout",
+            "2000",
+            "--max-connections",
+            "64",
+        ])
+        .unwrap();
+        let limits = flags.limits.read().unwrap();
+        assert_eq!(limits.header_timeout, Duration::from_secs(90));
+        assert_eq!(limits.body_timeout, Duration::from_millis(250));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(2));
+        assert_eq!(limits.max_connections, 64);
+        let zero = Flags::try_parse_from(["serve", "--idle-timeout", "0s"]).unwrap();
+        let error = zero.limits.read().unwrap_err().to_string();
+        assert!(error.contains("--idle-timeout"), "{error}");
+        assert!(Flags::try_parse_from(["serve", "--header-timeout", "soon"]).is_err());
+    }
+}
