@@ -188,7 +188,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 
 /// The largest whole number every JSON reader keeps exactly (2^53 - 1): the bound of the
 /// document's unbounded integers, so a browser shows what the server stored.
-pub(super) const JSON_SAFE: i64 = (1 << 53) - 1;
+const JSON_SAFE: i64 = (1 << 53) - 1;
 
 /// A whole number from `MIN` to `MAX`, given as `5` or `5.0`; `null` refused.
 fn whole<'de, D: Deserializer<'de>, const MIN: i64, const MAX: i64>(
