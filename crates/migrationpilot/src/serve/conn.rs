@@ -27,7 +27,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::extract::connect_info::{ConnectInfo, Connected};
-use axum::http::header;
+use axum::http::{Extensions, Method, header};
 use axum::response::Response;
 use axum::serve::{IncomingStream, Listener};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -208,6 +208,17 @@ impl Conn {
     fn state(&self) -> MutexGuard<'_, State> {
         // The state is a few plain values: one a panic left half-written is still usable.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves the connection to `phase` and wakes its task: hyper, having written an answer,
+    /// waits for the socket without reading again, so the new phase's deadline would not be
+    /// armed until some other wake-up (a stale timer) came.
+    fn settle(&self, phase: Phase) {
+        let mut state = self.state();
+        state.phase = phase;
+        if let Some(waker) = state.reader.take() {
+            waker.wake();
+        }
     }
 
     fn evict(&self) {
@@ -528,20 +539,50 @@ pub(super) fn enter(request: &axum::extract::Request) -> Option<Handle> {
 }
 
 /// The answer is handed over: an event stream keeps the connection as long as the client
-/// follows it; anything else starts the idle timeout.
-pub(super) fn leave(handle: Option<Handle>, response: &Response) {
+/// follows it; anything else starts the idle timeout. A `HEAD` for the stream sends no stream.
+pub(super) fn leave(handle: Option<Handle>, method: &Method, response: &Response) {
     let Some(Handle(conn)) = handle else { return };
-    let streaming = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
-    conn.state().phase = if streaming {
+    let streaming = method != Method::HEAD
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
+    conn.settle(if streaming {
         Phase::Streaming
     } else {
         Phase::Idle {
             since: Instant::now(),
         }
-    };
+    });
+}
+
+/// Held by an event stream's body: once the stream ends (the store failed, say) and the
+/// connection lives on, it waits for its next request under the idle timeout again, rather
+/// than as a stream that never ends.
+#[derive(Debug)]
+pub(super) struct StreamEnd(Option<Handle>);
+
+impl StreamEnd {
+    /// For the stream of the request whose extensions these are.
+    pub(super) fn of(extensions: &Extensions) -> Self {
+        StreamEnd(
+            extensions
+                .get::<ConnectInfo<Handle>>()
+                .map(|ConnectInfo(handle)| handle.clone()),
+        )
+    }
+}
+
+impl Drop for StreamEnd {
+    fn drop(&mut self) {
+        if let Some(Handle(conn)) = &self.0
+            && conn.state().phase == Phase::Streaming
+        {
+            conn.settle(Phase::Idle {
+                since: Instant::now(),
+            });
+        }
+    }
 }
 
 #[cfg(test)]

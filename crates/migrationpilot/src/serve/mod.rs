@@ -404,8 +404,9 @@ fn router(app: App) -> Router {
 /// a handler runs; the idle timeout once it has answered, or none while an event stream lasts.
 async fn track(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let connection = conn::enter(&request);
+    let method = request.method().clone();
     let response = next.run(request).await;
-    conn::leave(connection, &response);
+    conn::leave(connection, &method, &response);
     response
 }
 

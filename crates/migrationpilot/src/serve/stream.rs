@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, Uri};
+use axum::http::{Extensions, HeaderMap, Uri};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
 use self_healing::export::PrometheusExporter;
@@ -179,6 +179,7 @@ pub(super) async fn follow(
 pub(super) async fn events(
     State(app): State<App>,
     headers: HeaderMap,
+    extensions: Extensions,
     q: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     super::api::query(q)?;
@@ -204,6 +205,12 @@ pub(super) async fn events(
     let stream = futures_util::stream::unfold(client, Client::next);
     let shutdown = app.shutdown.clone();
     let stream = futures_util::StreamExt::take_until(stream, shutdown.cancelled_owned());
+    // Dropped with the stream: the connection is an ordinary one again.
+    let end = super::conn::StreamEnd::of(&extensions);
+    let stream = futures_util::StreamExt::map(stream, move |message| {
+        let _ = &end;
+        message
+    });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
 }
 

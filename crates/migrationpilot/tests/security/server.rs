@@ -163,7 +163,16 @@ fn a_kept_alive_connection_is_let_go_at_the_idle_timeout_and_a_slow_body_gets_40
     let served = serve(
         &work,
         "127.0.0.1:0",
-        &["--idle-timeout", "500ms", "--body-timeout", "500ms"],
+        // The header timeout far beyond the idle one: a connection let go within seconds was
+        // let go by the idle timeout.
+        &[
+            "--idle-timeout",
+            "500ms",
+            "--body-timeout",
+            "500ms",
+            "--header-timeout",
+            "30s",
+        ],
     );
     let address = address(&served);
 
@@ -173,6 +182,21 @@ fn a_kept_alive_connection_is_let_go_at_the_idle_timeout_and_a_slow_body_gets_40
     let (answer, closed) = read_to_close(&mut kept, Duration::from_secs(10));
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
     assert!(closed.is_some(), "an idle kept-alive connection was kept");
+    assert!(
+        closed < Some(Duration::from_secs(5)),
+        "let go after {closed:?}"
+    );
+    // A HEAD for the event stream sends no stream: the connection idles like any other.
+    let mut headed = connect(&address);
+    headed
+        .write_all(b"HEAD /api/v1/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let (answer, closed) = read_to_close(&mut headed, Duration::from_secs(10));
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    assert!(
+        closed.is_some() && closed < Some(Duration::from_secs(5)),
+        "a connection that asked HEAD of the stream was kept: {closed:?}"
+    );
 
     // A body promised and never sent.
     let mut slow = connect(&address);
