@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs (from Debian's packages, aiosmtpd from PyPI into a venv), starts and stops the servers
+# Installs (from Debian's packages, aiosmtpd and schemathesis from PyPI into a venv), starts and stops the servers
 # the integration tests use, on loopback. `source .ci/services.sh start` also exports what the
 # tests read:
 #   MIGRATIONPILOT_TEST_POSTGRES_URL, MIGRATIONPILOT_TEST_MYSQL_URL, MIGRATIONPILOT_TEST_REDIS_URL
@@ -7,20 +7,28 @@
 #   MIGRATIONPILOT_TEST_ALERTMANAGER                                 (absolute path of the binary)
 #   MIGRATIONPILOT_TEST_CHROMIUM    (absolute path; as root it needs --headless --no-sandbox)
 #   MIGRATIONPILOT_TEST_AIOSMTPD    (a python that has aiosmtpd: `$it -m aiosmtpd -n -l 127.0.0.1:PORT`)
+#   MIGRATIONPILOT_TEST_SCHEMATHESIS (the schemathesis program, pinned: run against serve's OpenAPI document)
 #   MIGRATIONPILOT_CI_RUN           (marks this run's processes, for `stop`)
-# Prometheus, Alertmanager, Chromium and aiosmtpd are only installed, never started here: the tests
+# Prometheus, Alertmanager, Chromium, aiosmtpd and schemathesis are only installed, never started here: the tests
 # run their own processes. The packages' own daemons are kept stopped and disabled, and `stop` also
 # ends whatever of these programs that the run started is still running.
 set -euo pipefail
 
 MIGRATIONPILOT_CI_VENV=/opt/migrationpilot-ci/venv
 MIGRATIONPILOT_CI_AIOSMTPD_VERSION=1.4.6
+MIGRATIONPILOT_CI_SCHEMATHESIS_VERSION=4.32.5
 # systemd units / init scripts that Debian's prometheus packages may start on their own.
 MIGRATIONPILOT_CI_DAEMONS=(prometheus prometheus-alertmanager prometheus-node-exporter)
 
 aiosmtpd_ready() {
     "$MIGRATIONPILOT_CI_VENV/bin/python" -c "import importlib.metadata as m, sys
 sys.exit(m.version('aiosmtpd') != '$MIGRATIONPILOT_CI_AIOSMTPD_VERSION')" >/dev/null 2>&1
+}
+
+schemathesis_ready() {
+    "$MIGRATIONPILOT_CI_VENV/bin/python" -c "import importlib.metadata as m, sys
+sys.exit(m.version('schemathesis') != '$MIGRATIONPILOT_CI_SCHEMATHESIS_VERSION')" >/dev/null 2>&1 &&
+        [ -x "$MIGRATIONPILOT_CI_VENV/bin/schemathesis" ]
 }
 
 services_install() {
@@ -31,7 +39,7 @@ services_install() {
     { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
     command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
     command -v chromium >/dev/null || missing+=(chromium)
-    if ! aiosmtpd_ready && ! /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    if { ! aiosmtpd_ready || ! schemathesis_ready; } && ! /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
         missing+=(python3-venv)
     fi
     if [ ${#missing[@]} -gt 0 ]; then
@@ -53,6 +61,12 @@ services_install() {
         "$MIGRATIONPILOT_CI_VENV/bin/python" -m pip install -q --disable-pip-version-check \
             "aiosmtpd==$MIGRATIONPILOT_CI_AIOSMTPD_VERSION"
         aiosmtpd_ready
+    fi
+    if ! schemathesis_ready; then
+        echo "installing schemathesis $MIGRATIONPILOT_CI_SCHEMATHESIS_VERSION into $MIGRATIONPILOT_CI_VENV"
+        "$MIGRATIONPILOT_CI_VENV/bin/python" -m pip install -q --disable-pip-version-check \
+            "schemathesis==$MIGRATIONPILOT_CI_SCHEMATHESIS_VERSION"
+        schemathesis_ready
     fi
 }
 
@@ -158,6 +172,7 @@ services_start() {
     export MIGRATIONPILOT_TEST_PROMETHEUS MIGRATIONPILOT_TEST_PROMTOOL MIGRATIONPILOT_TEST_ALERTMANAGER \
         MIGRATIONPILOT_TEST_CHROMIUM
     export MIGRATIONPILOT_TEST_AIOSMTPD="$MIGRATIONPILOT_CI_VENV/bin/python"
+    export MIGRATIONPILOT_TEST_SCHEMATHESIS="$MIGRATIONPILOT_CI_VENV/bin/schemathesis"
 }
 
 services_stop() {

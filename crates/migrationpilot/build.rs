@@ -5,13 +5,14 @@
 //! finds no server or tool fails.
 
 /// The cfg each variable's absence sets.
-const NEEDS: [(&str, &str); 6] = [
+const NEEDS: [(&str, &str); 7] = [
     ("missing_postgres", "MIGRATIONPILOT_TEST_POSTGRES_URL"),
     ("missing_promtool", "MIGRATIONPILOT_TEST_PROMTOOL"),
     ("missing_prometheus", "MIGRATIONPILOT_TEST_PROMETHEUS"),
     ("missing_alertmanager", "MIGRATIONPILOT_TEST_ALERTMANAGER"),
     ("missing_chromium", "MIGRATIONPILOT_TEST_CHROMIUM"),
     ("missing_aiosmtpd", "MIGRATIONPILOT_TEST_AIOSMTPD"),
+    ("missing_schemathesis", "MIGRATIONPILOT_TEST_SCHEMATHESIS"),
 ];
 
 fn main() {

@@ -310,6 +310,17 @@ fn chromium_shows_the_runs_follows_a_live_one_and_steers_with_the_token() {
     );
     let metrics = browser.wait("document.querySelector('#metrics .metric') && document.querySelector('#metrics').textContent");
     assert!(metrics.as_str().unwrap().contains('3'), "{metrics}");
+    // The attempts are listed without their output, which loads when one is opened.
+    let attempts = browser.wait(
+        "document.querySelectorAll('#log-list li[data-log]').length >= 6 &&
+         document.querySelectorAll('#log-list li[data-log]').length",
+    );
+    assert!(attempts.as_u64().unwrap() >= 6, "{attempts}");
+    browser.eval("document.querySelector('#log-list li[data-log] button').click(); true");
+    let output = browser.wait(
+        "document.querySelector('#log-view pre') && document.querySelector('#log-view').textContent",
+    );
+    assert!(output.as_str().unwrap().contains("migrating "), "{output}");
     browser.screenshot("dashboard-finished-run");
 
     // The failed run shows its error.

@@ -115,7 +115,19 @@ fn the_api_answers_and_refuses_over_a_real_socket(work: Workspace) {
         None,
     );
     assert_eq!(logs.as_array().unwrap().len(), 1, "{logs}");
-    assert_eq!(logs[0]["stdout"], "working on b (attempt 2)\n");
+    assert_eq!(
+        logs[0]["stdoutBytes"], 25,
+        "listed with its size, without its output"
+    );
+    assert!(logs[0].get("stdout").is_none(), "{logs}");
+    let (_, log) = json(
+        "GET",
+        &url(&format!("/api/v1/runs/{run}/logs/{}", logs[0]["id"])),
+        &[],
+        None,
+    );
+    assert_eq!(log["stdout"], "working on b (attempt 2)\n");
+    assert_eq!(log["attempt"], 2);
     let (_, history) = json("GET", &url("/api/v1/projects/api/healing"), &[], None);
     assert_eq!(history.as_array().unwrap().len(), 3);
     assert_eq!(history[0]["action"], "retry");
@@ -131,7 +143,10 @@ fn the_api_answers_and_refuses_over_a_real_socket(work: Workspace) {
         }
         let methods = operations.as_object().unwrap().keys();
         for method in methods.filter(|m| ["get", "post", "put", "delete"].contains(&m.as_str())) {
-            let concrete = path.replace("{project}", "api").replace("{run}", &run);
+            let concrete = path
+                .replace("{project}", "api")
+                .replace("{run}", &run)
+                .replace("{id}", "1");
             let (status, body) = http(&method.to_uppercase(), &url(&concrete), &[], None);
             assert!(
                 status != 405 && !(status == 404 && body.contains("no endpoint")),
@@ -800,4 +815,131 @@ fn http_head(url: &str) -> (u16, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, first)
+}
+
+/// Schemathesis, run against the OpenAPI document `serve` serves, over a store with a
+/// succeeded and a failed run: every operation but the never-ending event stream (tested
+/// above) with all its checks (no 5xx, answers that match their schemas and documented
+/// statuses, schema-valid requests accepted and schema-violating ones refused, auth that is not
+/// ignored, 405 with `Allow` for other methods…) and its stateful phase along the document's
+/// links. Bounded by examples per operation and a seed, so a failure reproduces; killed past a
+/// deadline.
+#[test]
+#[cfg_attr(
+    missing_schemathesis,
+    ignore = "needs schemathesis: source .ci/services.sh start"
+)]
+fn schemathesis_finds_nothing_against_serves_own_document() {
+    use std::io::Read;
+    let Some(schemathesis) = tool("MIGRATIONPILOT_TEST_SCHEMATHESIS", "schemathesis") else {
+        return;
+    };
+    let work = Workspace::new();
+    seeded(&work);
+    work.script("broken.sh", "echo 'schema mismatch' >&2; exit 1");
+    work.file(
+        "ledger.yaml",
+        "project: ledger\nstages:\n  - name: load\n    command: [\"./broken.sh\"]\nhealing:\n  strategies:\n    - { name: page-oncall, triggers: [{ type: error }], action: notify, config: { severity: critical } }\n",
+    );
+    work.cmd().args(["run", "ledger.yaml"]).assert().code(1);
+    let served = Served::start(
+        &work,
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("MIGRATIONPILOT_TOKEN", TOKEN)],
+    );
+    served.wait_ready();
+
+    let auth = format!("Authorization: {}", bearer(TOKEN));
+    let document = format!("{}/api/v1/openapi.json", served.url);
+    let mut child = std::process::Command::new(&schemathesis)
+        .args([
+            "run",
+            &document,
+            "--checks",
+            "all",
+            "--phases",
+            "examples,coverage,fuzzing,stateful",
+            "--max-examples",
+            "250",
+            "--seed",
+            "20261207",
+            "--generation-database",
+            "none",
+            "--exclude-operation-id",
+            "streamEvents",
+            "--header",
+            &auth,
+            "--request-timeout",
+            "10",
+            "--no-color",
+        ])
+        // Whatever it writes beside its report stays in the workspace.
+        .current_dir(work.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{} does not start: {e}", schemathesis.display()));
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let report = format!(
+        "{}{}",
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default()
+    );
+    println!("{report}");
+    match status {
+        None => panic!("schemathesis ran past its 150 s deadline:\n{report}"),
+        Some(status) => assert!(
+            status.success() && report.contains("No issues found"),
+            "schemathesis found failures ({status}):\n{report}\nserve said:\n{}",
+            served.stop()
+        ),
+    }
+}
+
+/// The OpenAPI document names every action and trigger kind the healing history records, so a
+/// client generated from it accepts every record.
+#[test]
+fn the_openapi_document_lists_every_action_and_trigger_kind() {
+    use self_healing::event::{ActionKind, TriggerKind};
+    let document: Value = serde_json::from_str(include_str!("../src/serve/openapi.json")).unwrap();
+    let schemas = &document["components"]["schemas"];
+    let listed = |schema: &str, property: &str| -> Vec<Value> {
+        schemas[schema]["properties"][property]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{schema}.{property} has no enum"))
+            .clone()
+    };
+    let actions: Vec<Value> = ActionKind::ALL
+        .iter()
+        .map(|a| serde_json::to_value(a).unwrap())
+        .collect();
+    let triggers: Vec<Value> = TriggerKind::ALL
+        .iter()
+        .map(|t| serde_json::to_value(t).unwrap())
+        .collect();
+    assert_eq!(listed("HealingRecord", "action"), actions);
+    assert_eq!(listed("TriggerMatch", "kind"), triggers);
 }

@@ -6,11 +6,18 @@
 //! - `sse [--seconds N]` (default 600): 100 clients on `/api/v1/events/stream` while runs are
 //!   journaled at about 200 events a second; `serve`'s resident memory every 30 s, how many
 //!   messages each client received, and that each received every entry the journal holds.
+//! - `slow [--seconds N] [-- FLAGS]` (default 60): `serve` (with its default limits, or the
+//!   `FLAGS` given after `--`) held at by 500 clients that connect and send nothing and 50 that
+//!   send a request head a byte a second, each connecting again a second after the server lets
+//!   it go (as an adversary would); meanwhile `GET /healthz` on a fresh connection every 50 ms:
+//!   its latency (p99 must stay under 50 ms, none may fail), `serve`'s resident memory every
+//!   5 s (it must stay flat), and how often the server let an attacker go.
 //!
 //! It runs the `migrationpilot` binary next to its own (build both with `--release`):
 //!
 //! cargo build --release -p migrationpilot && cargo run --release -p bench --bin serve_load -- scrape
 //! cargo build --release -p migrationpilot && cargo run --release -p bench --bin serve_load -- sse
+//! cargo build --release -p migrationpilot && cargo run --release -p bench --bin serve_load -- slow
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -117,9 +124,15 @@ fn a_run(bus: &EventBus, project: usize, run: usize, items: usize) -> Vec<Arc<Ev
 
 /// Starts `migrationpilot serve` over `store_url`; its pid and address.
 async fn serve(store_url: &str) -> (tokio::process::Child, String) {
+    serve_with(store_url, &[]).await
+}
+
+/// [`serve`] with more flags.
+async fn serve_with(store_url: &str, flags: &[String]) -> (tokio::process::Child, String) {
     let binary = bench::migrationpilot_binary("cargo build --release -p migrationpilot");
     let mut child = tokio::process::Command::new(binary)
         .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(flags)
         .env("MIGRATIONPILOT_STORE", store_url)
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -320,6 +333,181 @@ async fn sse(seconds: u64) {
     );
 }
 
+/// Clients that connect and send nothing.
+const IDLE_CLIENTS: usize = 500;
+/// Clients that send a request head a byte a second.
+const SLOW_CLIENTS: usize = 50;
+/// How long an attacker waits before connecting again once the server let it go.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+
+/// What the attackers count: connections they hold now, those that connected at least once,
+/// and how often the server let one go.
+#[derive(Default)]
+struct Attack {
+    held: AtomicU64,
+    started: AtomicU64,
+    let_go: AtomicU64,
+}
+
+/// An attacker: connects, holds the connection (sending its head a byte a second when
+/// `dribble`) until the server closes it, counts that, and connects again.
+async fn attacker(address: String, dribble: bool, attack: Arc<Attack>) {
+    let head = format!("GET /healthz HTTP/1.1\r\nHost: {address}\r\nX-Slow: ");
+    let mut first = true;
+    loop {
+        let Ok(mut stream) = TcpStream::connect(&address).await else {
+            tokio::time::sleep(RECONNECT_AFTER).await;
+            continue;
+        };
+        attack.held.fetch_add(1, Ordering::Relaxed);
+        if std::mem::take(&mut first) {
+            attack.started.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut buf = [0u8; 512];
+        if dribble {
+            let mut bytes = head.bytes().chain(std::iter::repeat(b'x'));
+            loop {
+                let byte = bytes.next().expect("endless");
+                tokio::select! {
+                    read = stream.read(&mut buf) => if matches!(read, Ok(0) | Err(_)) { break },
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {
+                        if stream.write_all(&[byte]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        } else {
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        attack.held.fetch_sub(1, Ordering::Relaxed);
+        attack.let_go.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(RECONNECT_AFTER).await;
+    }
+}
+
+async fn slow(seconds: u64, flags: &[String]) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("journal.db");
+    let store = SqliteStore::open(&path).await.expect("a store");
+    let bus = EventBus::new();
+    for project in 0..5 {
+        let events = a_run(&bus, project, 0, 10);
+        store
+            .append(&format!("project-{project:02}"), &events)
+            .await
+            .expect("journaled");
+    }
+    let (child, address) = serve_with(&format!("sqlite://{}", path.display()), flags).await;
+    let pid = child.id().unwrap_or(0);
+    wait_ready(&address).await;
+    let before = rss_of(pid);
+    let attack = Arc::new(Attack::default());
+    for i in 0..IDLE_CLIENTS + SLOW_CLIENTS {
+        tokio::spawn(attacker(
+            address.clone(),
+            i >= IDLE_CLIENTS,
+            Arc::clone(&attack),
+        ));
+    }
+    // Every attacker has connected once (the server may have let some go already).
+    let attackers = (IDLE_CLIENTS + SLOW_CLIENTS) as u64;
+    while attack.started.load(Ordering::Relaxed) < attackers {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "serve {}; {IDLE_CLIENTS} idle and {SLOW_CLIENTS} byte-a-second clients connected; serve RSS {:.1} MB before them",
+        if flags.is_empty() {
+            "with its default limits".to_owned()
+        } else {
+            flags.join(" ")
+        },
+        before as f64 / 1e6
+    );
+    println!(
+        "{:>6}  {:>10}  {:>14}  {:>8}  {:>14}",
+        "t (s)", "serve RSS", "attackers held", "let go", "healthz p99"
+    );
+    let started = Instant::now();
+    let mut times = Vec::new();
+    let mut window = Vec::new();
+    let mut failures = Vec::new();
+    let mut rss = Vec::new();
+    let mut next_sample = Duration::ZERO;
+    let mut probe = tokio::time::interval(Duration::from_millis(50));
+    while started.elapsed() < Duration::from_secs(seconds) {
+        probe.tick().await;
+        let asked = Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(5), get(&address, "/healthz")).await;
+        let took = asked.elapsed();
+        match answer {
+            Ok((status, _)) if status.contains(" 200 ") => {}
+            Ok((status, _)) => failures.push(status),
+            Err(_) => failures.push("no answer within 5 s".to_owned()),
+        }
+        times.push(took);
+        window.push(took);
+        if started.elapsed() >= next_sample {
+            window.sort();
+            let now = rss_of(pid);
+            rss.push(now);
+            println!(
+                "{:>6}  {:>7.1} MB  {:>14}  {:>8}  {:>11.2} ms",
+                started.elapsed().as_secs(),
+                now as f64 / 1e6,
+                attack.held.load(Ordering::Relaxed),
+                attack.let_go.load(Ordering::Relaxed),
+                percentile(&window, 0.99).as_secs_f64() * 1e3
+            );
+            window.clear();
+            next_sample += Duration::from_secs(5);
+        }
+    }
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let p99 = percentile(&times, 0.99);
+    println!(
+        "GET /healthz       median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} requests, {} failed)",
+        ms(percentile(&times, 0.5)),
+        ms(percentile(&times, 0.9)),
+        ms(p99),
+        ms(times[times.len() - 1]),
+        times.len(),
+        failures.len()
+    );
+    let (low, high) = (
+        rss.iter().copied().min().unwrap_or(0),
+        rss.iter().copied().max().unwrap_or(0),
+    );
+    println!(
+        "serve RSS          {:.1} MB to {:.1} MB under attack (first {:.1} MB, last {:.1} MB)",
+        low as f64 / 1e6,
+        high as f64 / 1e6,
+        rss.first().copied().unwrap_or(0) as f64 / 1e6,
+        rss.last().copied().unwrap_or(0) as f64 / 1e6
+    );
+    println!(
+        "attackers let go   {} times in {} s",
+        attack.let_go.load(Ordering::Relaxed),
+        seconds
+    );
+    assert!(failures.is_empty(), "/healthz failed: {failures:?}");
+    assert!(p99 < Duration::from_millis(50), "/healthz p99 {p99:?}");
+    // Flat: the last sample within 20% (or 5 MB) of the first under attack.
+    let (first, last) = (
+        rss.first().copied().unwrap_or(0),
+        rss.last().copied().unwrap_or(0),
+    );
+    assert!(
+        last <= first + (first / 5).max(5_000_000),
+        "serve's memory grew from {first} to {last} bytes"
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -333,6 +521,21 @@ async fn main() {
                 .unwrap_or(600);
             sse(seconds).await;
         }
-        _ => eprintln!("usage: serve_load scrape | sse [--seconds N]"),
+        Some("slow") => {
+            let seconds = args
+                .iter()
+                .position(|a| a == "--seconds")
+                .and_then(|i| args.get(i + 1)?.parse().ok())
+                .unwrap_or(60);
+            // Anything after `--` goes to `serve` (`-- --max-connections 1024`).
+            let flags: Vec<String> = args
+                .iter()
+                .position(|a| a == "--")
+                .map_or(Vec::new(), |i| args[i + 1..].to_vec());
+            slow(seconds, &flags).await;
+        }
+        _ => eprintln!(
+            "usage: serve_load scrape | sse [--seconds N] | slow [--seconds N] [-- SERVE FLAGS]"
+        ),
     }
 }

@@ -13,6 +13,7 @@ use migrationpilot::serve;
 use migrationpilot::session::{RunRequest, Session};
 
 use super::args::TokenArgs;
+use super::serve::LimitArgs;
 use super::{Outcome, print_json};
 
 #[derive(Args)]
@@ -38,6 +39,8 @@ pub(super) struct RunArgs {
     listen: Option<String>,
     #[command(flatten)]
     token: TokenArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// On a shared store, coordinate only: every item is left to `worker` processes.
     #[arg(long)]
     no_work: bool,
@@ -52,6 +55,7 @@ pub(super) async fn exec(store_url: Option<String>, args: RunArgs) -> Outcome {
         seed,
         listen,
         token,
+        limits,
         no_work,
     } = args;
     let token = match listen {
@@ -74,7 +78,7 @@ pub(super) async fn exec(store_url: Option<String>, args: RunArgs) -> Outcome {
     let session = Session::open(store_url, request).await?;
     let bound = match listen {
         Some(listen) => {
-            let bound = serve::bind(&listen, token).await?;
+            let bound = serve::bind(&listen, token, limits.read()?).await?;
             let addr = bound
                 .local_addr()
                 .map_err(|e| CliError::Failed(e.to_string()))?;

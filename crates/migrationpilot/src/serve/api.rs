@@ -1,12 +1,12 @@
-//! The read endpoints of docs/API.md. Unknown projects and runs are 404s; bad query values
-//! are 400s naming the parameter.
+//! The read endpoints of docs/API.md. Unknown projects and runs are 404s; bad query values,
+//! values out of the document's bounds and unknown parameters are 400s naming the parameter.
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, App};
+use super::{ApiError, App, NoParams, no_params};
 use crate::control::{self, Refused};
 use crate::store::{self, HealingMode, HealthRow, LogFilter, RunRow};
 
@@ -87,7 +87,11 @@ async fn project_of(app: &App, name: String) -> Result<Project, ApiError> {
     })
 }
 
-pub(super) async fn projects(State(app): State<App>) -> Result<Json<Vec<Project>>, ApiError> {
+pub(super) async fn projects(
+    State(app): State<App>,
+    q: Result<Query<NoParams>, QueryRejection>,
+) -> Result<Json<Vec<Project>>, ApiError> {
+    no_params(q)?;
     let mut out = Vec::new();
     for name in app.store.projects().await? {
         out.push(project_of(&app, name).await?);
@@ -130,7 +134,9 @@ async fn run_detail(app: &App, run: &str) -> Result<store::RunDetail, ApiError> 
 pub(super) async fn run(
     State(app): State<App>,
     Path(run): Path<String>,
+    q: Result<Query<NoParams>, QueryRejection>,
 ) -> Result<Json<RunDetail>, ApiError> {
+    no_params(q)?;
     let detail = run_detail(&app, &run).await?;
     Ok(Json(RunDetail {
         run: detail.run.into(),
@@ -153,10 +159,17 @@ pub(super) async fn events(
 ) -> Result<Json<Vec<store::EventRow>>, ApiError> {
     let q = query(q)?;
     let limit = limit(q.limit, 100, 1000)?;
+    let after = after(q.after)?;
     run_detail(&app, &run).await?;
-    Ok(Json(
-        app.store.events(&run, q.after.unwrap_or(0), limit).await?,
-    ))
+    Ok(Json(app.store.events(&run, after, limit).await?))
+}
+
+/// `after`, an id: from 0 (the default, before the first).
+fn after(given: Option<i64>) -> Result<i64, ApiError> {
+    match given {
+        Some(n) if n < 0 => Err(ApiError::bad_request("after must be at least 0")),
+        given => Ok(given.unwrap_or(0)),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,17 +194,23 @@ pub(super) struct LogsQuery {
     stage: Option<String>,
     item: Option<String>,
     attempt: Option<u32>,
+    after: Option<i64>,
+    limit: Option<u32>,
 }
 
+/// `GET /runs/{run}/logs`: a page of the run's attempts, without their output, so the answer
+/// stays small however much the attempts wrote (`/logs/{id}` has one attempt's output).
 pub(super) async fn logs(
     State(app): State<App>,
     Path(run): Path<String>,
     q: Result<Query<LogsQuery>, QueryRejection>,
-) -> Result<Json<Vec<store::LogRow>>, ApiError> {
+) -> Result<Json<Vec<store::LogEntry>>, ApiError> {
     let q = query(q)?;
     if q.attempt == Some(0) {
         return Err(ApiError::bad_request("attempt counts from 1"));
     }
+    let limit = limit(q.limit, 100, 1000)?;
+    let after = after(q.after)?;
     let detail = run_detail(&app, &run).await?;
     if let Some(stage) = &q.stage
         && !detail.run.stages.iter().any(|s| s == stage)
@@ -206,7 +225,28 @@ pub(super) async fn logs(
         item: q.item,
         attempt: q.attempt.map(i64::from),
     };
-    Ok(Json(app.store.logs(&run, &filter).await?))
+    Ok(Json(
+        app.store.log_entries(&run, &filter, after, limit).await?,
+    ))
+}
+
+/// `GET /runs/{run}/logs/{id}`: one attempt's output, as kept (at most the tail the library
+/// keeps per stream).
+pub(super) async fn log_output(
+    State(app): State<App>,
+    Path((run, id)): Path<(String, i64)>,
+    q: Result<Query<NoParams>, QueryRejection>,
+) -> Result<Json<store::LogOutput>, ApiError> {
+    no_params(q)?;
+    if id < 1 {
+        return Err(ApiError::bad_request("a log's id counts from 1"));
+    }
+    run_detail(&app, &run).await?;
+    app.store
+        .log_output(&run, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("run `{run}` has no log {id}")))
 }
 
 pub(super) async fn healing(
@@ -228,7 +268,9 @@ pub(super) struct Health {
 pub(super) async fn health(
     State(app): State<App>,
     Path(project): Path<String>,
+    q: Result<Query<NoParams>, QueryRejection>,
 ) -> Result<Json<Health>, ApiError> {
+    no_params(q)?;
     control::known_project(&*app.store, &project).await?;
     let project = project_of(&app, project).await?;
     Ok(Json(Health {

@@ -6,9 +6,14 @@
 //! - `api`: the read endpoints.
 //! - `steer`: the four steering endpoints and the token.
 //! - `stream`: following the journal, for the event stream and the exporter.
+//! - `conn`: the connections: their cap and timeouts.
 //! - `dashboard/`: the page, built into the binary.
+//!
+//! Every request passes, outermost first: the connection's phase (`conn::enter`/`leave`), the
+//! answer's common headers and JSON errors (`answers`), the host and token rule (`guard`).
 
 mod api;
+mod conn;
 mod steer;
 mod stream;
 
@@ -18,8 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use self_healing::export::PrometheusExporter;
@@ -29,16 +35,25 @@ use tokio_util::sync::CancellationToken;
 use crate::error::CliError;
 use crate::store::{Store, StoreError};
 
+pub use conn::{
+    DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    Limits,
+};
 pub use steer::Token;
 
 /// Where `serve` listens unless told otherwise (Prometheus's exporter port range).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+/// The largest request body taken: steering bodies are a few hundred bytes.
+pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// An error answer: a status and a message, sent as `{"error": …, "status": …}`.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Close the connection after the answer: what is left of the request cannot be trusted.
+    close: bool,
 }
 
 impl ApiError {
@@ -46,7 +61,14 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            close: false,
         }
+    }
+
+    /// The same error, closing the connection after it is sent.
+    fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     fn bad_request(message: impl Into<String>) -> Self {
@@ -70,8 +92,25 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.message, "status": self.status.as_u16() });
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.close {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
+}
+
+/// The query of an endpoint that takes no parameters: any is refused, as a misspelt one
+/// would otherwise be silently ignored.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NoParams {}
+
+/// Refuses any query parameter (see [`NoParams`]).
+fn no_params(query: Result<Query<NoParams>, QueryRejection>) -> Result<(), ApiError> {
+    api::query(query).map(|NoParams {}| ())
 }
 
 /// What every handler shares.
@@ -86,6 +125,8 @@ struct App {
     /// (requests must name a loopback host, against DNS rebinding); beyond it, every API
     /// request needs the token.
     loopback: bool,
+    /// The connections' limits; handlers read the body timeout.
+    limits: Limits,
 }
 
 /// Where `/metrics` gets its figures.
@@ -105,6 +146,7 @@ pub struct Bound {
     token: Option<Token>,
     /// Whether it listens on loopback only.
     loopback: bool,
+    limits: Limits,
 }
 
 /// Reads the steering token: `MIGRATIONPILOT_TOKEN`'s value, or the first line of
@@ -120,6 +162,13 @@ pub fn token(
         (None, None) => return Ok(None),
     };
     let token = text.lines().next().unwrap_or("").trim();
+    // A header carries visible ASCII only: any other token could never be sent, and the
+    // server would refuse every request while looking configured.
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(CliError::Invalid(
+            "the steering token must be visible ASCII characters, without spaces (from MIGRATIONPILOT_TOKEN or --token-file)".into(),
+        ));
+    }
     if token.len() < 16 {
         return Err(CliError::Invalid(
             "the steering token must be at least 16 characters (from MIGRATIONPILOT_TOKEN or --token-file)".into(),
@@ -130,7 +179,9 @@ pub fn token(
 
 /// Binds `listen`. An address other than loopback without a token is refused: steering would
 /// be open to the network otherwise, and the reading API shows commands and their output.
-pub async fn bind(listen: &str, token: Option<Token>) -> Result<Bound, CliError> {
+/// `limits` bound every connection it will serve; a cap the process's open-file limit cannot
+/// hold is refused here, before anything is served.
+pub async fn bind(listen: &str, token: Option<Token>, limits: Limits) -> Result<Bound, CliError> {
     let addresses: Vec<SocketAddr> = tokio::net::lookup_host(listen)
         .await
         .map_err(|e| CliError::Invalid(format!("--listen {listen}: {e}")))?
@@ -140,6 +191,7 @@ pub async fn bind(listen: &str, token: Option<Token>) -> Result<Bound, CliError>
             "--listen {listen} is reachable from other machines: set MIGRATIONPILOT_TOKEN or --token-file, or listen on loopback (127.0.0.1)"
         )));
     }
+    limits.fit_open_files()?;
     let listener = tokio::net::TcpListener::bind(&*addresses)
         .await
         .map_err(|e| CliError::Invalid(format!("--listen {listen}: {e}")))?;
@@ -148,6 +200,7 @@ pub async fn bind(listen: &str, token: Option<Token>) -> Result<Bound, CliError>
         listener,
         token,
         loopback,
+        limits,
     })
 }
 
@@ -192,8 +245,11 @@ impl Bound {
             journal,
             shutdown: shutdown.clone(),
             loopback: self.loopback,
+            limits: self.limits,
         };
-        axum::serve(self.listener, router(app))
+        let listener = conn::Guarded::new(self.listener, self.limits);
+        let service = router(app).into_make_service_with_connect_info::<conn::Handle>();
+        axum::serve(listener, service)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
             .map_err(|e| CliError::Failed(format!("serving failed: {e}")))
@@ -324,6 +380,7 @@ fn router(app: App) -> Router {
         .route("/api/v1/runs/{run}/events", get(api::events))
         .route("/api/v1/runs/{run}/samples", get(api::samples))
         .route("/api/v1/runs/{run}/logs", get(api::logs))
+        .route("/api/v1/runs/{run}/logs/{id}", get(api::log_output))
         .route("/api/v1/events/stream", get(stream::events))
         .route(
             "/api/v1/projects/{project}/healing/disable",
@@ -343,13 +400,62 @@ fn router(app: App) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
+        .layer(axum::middleware::from_fn(answers))
+        .layer(axum::middleware::from_fn(track))
         .with_state(app)
 }
 
+/// Moves the request's connection through its phases (see [`conn`]): no read deadline while
+/// a handler runs; the idle timeout once it has answered, or none while an event stream lasts.
+async fn track(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let connection = conn::enter(&request);
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    conn::leave(connection, &method, &response);
+    response
+}
+
+/// What every answer carries: `nosniff`, so a browser never reads an answer as another type
+/// than it says; and an error as JSON, whoever made it (axum's own rejections are text).
+async fn answers(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut response = next.run(request).await;
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !json {
+        let (mut parts, body) = response.into_parts();
+        // Rejections are a line of text; more is not a message worth keeping.
+        let text = axum::body::to_bytes(body, 4096)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+            .unwrap_or_default();
+        let message = if text.is_empty() {
+            status.canonical_reason().unwrap_or("error").to_owned()
+        } else {
+            text
+        };
+        let (error_parts, error_body) = ApiError::new(status, message).into_response().into_parts();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        if let Some(json) = error_parts.headers.get(header::CONTENT_TYPE) {
+            parts.headers.insert(header::CONTENT_TYPE, json.clone());
+        }
+        response = Response::from_parts(parts, error_body);
+    }
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
 /// On loopback, refuses requests that name another host (a page elsewhere reaching this server
-/// through DNS rebinding); beyond loopback, the API's reads need the token like its writes (an
-/// `EventSource` cannot send headers: the stream also takes it as `?access_token=`).
+/// through DNS rebinding); beyond loopback, every API request needs the token, whatever its
+/// method (`HEAD` reads as `GET` does); the event stream alone also takes it as
+/// `?access_token=`, since an `EventSource` cannot send headers.
 async fn guard(
     State(app): State<App>,
     request: axum::extract::Request,
@@ -372,12 +478,15 @@ async fn guard(
             )
             .into_response();
         }
-    } else if request.uri().path().starts_with("/api/v1/") && request.method() == Method::GET {
-        let from_query = request.uri().query().and_then(|q| {
-            q.split('&')
-                .find_map(|pair| pair.strip_prefix("access_token="))
-                .map(str::to_owned)
-        });
+    } else if request.uri().path().starts_with("/api/v1/") {
+        let from_query = if request.uri().path() == stream::PATH {
+            match stream::access_token(request.uri()) {
+                Ok(token) => token,
+                Err(refused) => return refused.into_response(),
+            }
+        } else {
+            None
+        };
         if let Err(refused) = steer::authorize_with(&app, request.headers(), from_query.as_deref())
         {
             return refused.into_response();
@@ -397,12 +506,16 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
     )
 }
 
-async fn healthz() -> impl IntoResponse {
-    axum::Json(serde_json::json!({ "status": "ok" }))
+async fn healthz(q: Result<Query<NoParams>, QueryRejection>) -> Result<Response, ApiError> {
+    no_params(q)?;
+    Ok(axum::Json(serde_json::json!({ "status": "ok" })).into_response())
 }
 
 /// Ready when the store answers and `/metrics` has caught up with the journal.
-async fn readyz(State(app): State<App>) -> Response {
+async fn readyz(State(app): State<App>, q: Result<Query<NoParams>, QueryRejection>) -> Response {
+    if let Err(refused) = no_params(q) {
+        return refused.into_response();
+    }
     let not_ready = |reason: String| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -422,8 +535,15 @@ async fn readyz(State(app): State<App>) -> Response {
 }
 
 /// The exposition: OpenMetrics when the scraper asks for it, else Prometheus's text format.
-async fn metrics(State(app): State<App>, headers: axum::http::HeaderMap) -> Response {
+async fn metrics(
+    State(app): State<App>,
+    headers: axum::http::HeaderMap,
+    q: Result<Query<NoParams>, QueryRejection>,
+) -> Response {
     use self_healing::export::prometheus_client::encoding::{prometheus_text, text};
+    if let Err(refused) = no_params(q) {
+        return refused.into_response();
+    }
     let openmetrics = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -450,12 +570,13 @@ async fn metrics(State(app): State<App>, headers: axum::http::HeaderMap) -> Resp
     }
 }
 
-async fn openapi() -> Response {
-    (
+async fn openapi(q: Result<Query<NoParams>, QueryRejection>) -> Result<Response, ApiError> {
+    no_params(q)?;
+    Ok((
         [(header::CONTENT_TYPE, "application/json")],
         include_str!("openapi.json"),
     )
-        .into_response()
+        .into_response())
 }
 
 /// The dashboard's files, built into the binary.

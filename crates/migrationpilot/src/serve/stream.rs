@@ -10,8 +10,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{Extensions, HeaderMap, Uri};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
 use self_healing::export::PrometheusExporter;
@@ -31,6 +32,61 @@ const CLIENT_PAGE: u32 = 200;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Entries the broadcast holds for clients that are momentarily behind.
 const BROADCAST: usize = 4096;
+
+/// Where the stream is served: the one endpoint that takes `?access_token=`.
+pub(super) const PATH: &str = "/api/v1/events/stream";
+
+/// The stream's query: the token, for a browser's `EventSource`, which cannot send headers.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StreamQuery {
+    #[allow(
+        dead_code,
+        reason = "read by the guard, beyond loopback; taken here so it is known"
+    )]
+    access_token: Option<String>,
+}
+
+/// `?access_token=` of a request for the stream, percent-decoded as a browser encodes it
+/// (`encodeURIComponent`); a query that cannot be read, or names the token twice, is a `400`.
+pub(super) fn access_token(uri: &Uri) -> Result<Option<String>, ApiError> {
+    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+    let mut tokens = pairs.into_iter().filter(|(name, _)| name == "access_token");
+    let token = tokens.next().map(|(_, value)| value);
+    if tokens.next().is_some() {
+        return Err(ApiError::bad_request(
+            "access_token is given more than once",
+        ));
+    }
+    Ok(token)
+}
+
+/// The digits of each journal position's part, at most: every such number fits an `i64`, and
+/// the document's pattern says the same.
+const POSITION_DIGITS: usize = 18;
+
+/// A `Last-Event-ID` as the document's pattern has it (`e17.i20.h5.s9`, each number of at most
+/// [`POSITION_DIGITS`] digits), read.
+fn last_event_id(text: &str) -> Result<JournalCursor, ApiError> {
+    let well_formed = text
+        .split('.')
+        .zip(['e', 'i', 'h', 's'])
+        .all(|(part, tag)| {
+            part.strip_prefix(tag).is_some_and(|digits| {
+                (1..=POSITION_DIGITS).contains(&digits.len())
+                    && digits.bytes().all(|b| b.is_ascii_digit())
+            })
+        })
+        && text.split('.').count() == 4;
+    if !well_formed {
+        return Err(ApiError::bad_request(format!(
+            "Last-Event-ID: `{text}` is not a journal position (like e17.i20.h5.s9)"
+        )));
+    }
+    text.parse::<JournalCursor>()
+        .map_err(|e| ApiError::bad_request(format!("Last-Event-ID: {e}")))
+}
 
 /// The follower's news: how far it has read (watched) and each entry (broadcast).
 #[derive(Clone)]
@@ -123,15 +179,18 @@ pub(super) async fn follow(
 pub(super) async fn events(
     State(app): State<App>,
     headers: HeaderMap,
+    extensions: Extensions,
+    q: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    super::api::query(q)?;
     // Subscribed before reading where the journal is, so nothing falls in between.
     let live = app.journal.entries.subscribe();
     let from = match headers.get("last-event-id") {
-        Some(value) => value
-            .to_str()
-            .map_err(|_| ApiError::bad_request("Last-Event-ID is not text"))?
-            .parse::<JournalCursor>()
-            .map_err(|e| ApiError::bad_request(format!("Last-Event-ID: {e}")))?,
+        Some(value) => last_event_id(
+            value
+                .to_str()
+                .map_err(|_| ApiError::bad_request("Last-Event-ID is not text"))?,
+        )?,
         // From now on: the end of the journal, which the follower may not have reached yet.
         None => app.store.journal_end().await?,
     };
@@ -146,6 +205,12 @@ pub(super) async fn events(
     let stream = futures_util::stream::unfold(client, Client::next);
     let shutdown = app.shutdown.clone();
     let stream = futures_util::StreamExt::take_until(stream, shutdown.cancelled_owned());
+    // Dropped with the stream: the connection is an ordinary one again.
+    let end = super::conn::StreamEnd::of(&extensions);
+    let stream = futures_util::StreamExt::map(stream, move |message| {
+        let _ = &end;
+        message
+    });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
 }
 

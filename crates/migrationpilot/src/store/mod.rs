@@ -43,7 +43,7 @@ pub use outbox::StoreOutbox;
 pub use postgres::PostgresStore;
 pub use rows::{
     AlertRow, CheckSeen, Claimed, ControlRequest, DeliveryRow, EventRow, HealingMode, HealthRow,
-    LogFilter, LogRow, RefusedRequest, RunDetail, SampleRow, StageRow,
+    LogEntry, LogFilter, LogOutput, LogRow, RefusedRequest, RunDetail, SampleRow, StageRow,
 };
 pub use run::{DeclaredCheck, LEASE, Owner, RunClaim, RunRow, RunState};
 pub use sqlite::SqliteStore;
@@ -153,6 +153,21 @@ pub trait Queries: Send + Sync {
         run: &'a str,
         filter: &'a LogFilter,
     ) -> BoxFuture<'a, Result<Vec<LogRow>>>;
+
+    /// The run's attempt logs that `filter` picks after the one numbered `after`, in the
+    /// order they were kept (as the attempts ended), at most `limit`, without their output:
+    /// a listing stays small however much the attempts wrote.
+    fn log_entries<'a>(
+        &'a self,
+        run: &'a str,
+        filter: &'a LogFilter,
+        after: i64,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<LogEntry>>>;
+
+    /// One attempt's output, by the id [`Queries::log_entries`] gave it; `None` when the run
+    /// has no such log (never had it, or it was pruned).
+    fn log_output<'a>(&'a self, run: &'a str, id: i64) -> BoxFuture<'a, Result<Option<LogOutput>>>;
 
     /// What the journal gained after `cursor`, at most `limit` of each kind, oldest first
     /// (each kind in its own order), each with the cursor after it; and the cursor past all

@@ -152,6 +152,47 @@ pub struct LogRow {
     pub stderr_cut: i64,
 }
 
+/// An attempt's log as a listing shows it: where it is and how much it holds, without the
+/// output itself, so that listing a run of thousands of attempts costs a bounded page; the
+/// output is read one attempt at a time ([`LogOutput`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogEntry {
+    /// Its place among the logs: later logs have higher ids. Pass it as `after` to read on,
+    /// or to read its output.
+    pub id: i64,
+    /// The stage.
+    pub stage: String,
+    /// The item; `None` for a stage's single unit.
+    pub item: Option<String>,
+    /// The attempt, from 1.
+    pub attempt: i64,
+    /// When the attempt ended.
+    pub at: i64,
+    /// Bytes of standard output kept.
+    pub stdout_bytes: i64,
+    /// Bytes of standard error kept.
+    pub stderr_bytes: i64,
+    /// Bytes of standard output cut before the tail.
+    pub stdout_cut: i64,
+    /// Bytes of standard error cut before the tail.
+    pub stderr_cut: i64,
+}
+
+/// One attempt's output, as kept: at most the tail the library keeps per stream
+/// (`self_healing::process::LOG_TAIL`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogOutput {
+    /// The attempt, as listed.
+    #[serde(flatten)]
+    pub entry: LogEntry,
+    /// The tail of its standard output.
+    pub stdout: String,
+    /// The tail of its standard error.
+    pub stderr: String,
+}
+
 /// Which logs to read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogFilter {

@@ -174,6 +174,21 @@ pub enum TriggerKind {
     Breaker,
 }
 
+impl TriggerKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [TriggerKind; 9] = every_variant!(TriggerKind {
+        Error,
+        Metrics,
+        HealthCheck,
+        Timeout,
+        Anomaly,
+        Custom,
+        Manual,
+        Budget,
+        Breaker,
+    });
+}
+
 /// What became of a strategy that matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

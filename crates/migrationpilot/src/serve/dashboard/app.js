@@ -24,8 +24,10 @@
     runPinned: false,     // false: follow the latest run as new ones start
     detail: null,         // GET /runs/{run}
     logStage: '',
-    logs: [],
-    logKey: null,         // the attempt whose output is open
+    logs: [],             // the run's attempts listed so far (no output), oldest first
+    logsAfter: 0,         // the id past the last one listed: the next page starts there
+    logKey: null,         // the id of the attempt whose output is open
+    logOutputs: new Map(), // id -> its output, fetched once when opened (it never changes)
     drawn: {},            // panel -> JSON of what it last drew (skips identical redraws)
     charts: {},           // metric -> uPlot instance
   };
@@ -310,7 +312,7 @@
   /** The shown run changed: forget its panels' contents and reload them. */
   function runChanged() {
     state.detail = null;
-    state.logs = [];
+    resetLogs();
     state.logKey = null;
     state.logStage = '';
     for (const p of ['detail', 'logs', 'logView', ...METRICS.map((m) => `chart-${m.name}`)]) delete state.drawn[p];
@@ -709,7 +711,17 @@
 
   // ---------------------------------------------------------------- panel: logs
 
-  const logKey = (l) => `${l.stage}\u241f${l.item ?? ''}\u241f${l.attempt}`;
+  // The list is read in pages of attempts without their output, and only what is new is asked
+  // for again while a run goes on; an attempt's output is fetched when it is opened, once.
+  const LOG_PAGE = 500;
+  const LOG_PAGES_PER_LOAD = 20;    // a long run's list fills in over a few refreshes
+  const logKey = (l) => String(l.id);
+
+  function resetLogs() {
+    state.logs = [];
+    state.logsAfter = 0;
+    state.logOutputs = new Map();
+  }
 
   async function loadLogs() {
     const run = state.run;
@@ -717,23 +729,52 @@
     const list = $('#log-list');
     if (!run) return;
     try {
-      const logs = await api(`/runs/${enc(run)}/logs${stage ? `?stage=${enc(stage)}` : ''}`);
-      if (run !== state.run || stage !== state.logStage) return;
-      state.logs = Array.isArray(logs) ? logs : [];
-      if (!changed('logs', state.logs)) return;
+      let added = 0;
+      for (let page = 0; page < LOG_PAGES_PER_LOAD; page++) {
+        const q = new URLSearchParams({ after: String(state.logsAfter), limit: String(LOG_PAGE) });
+        if (stage) q.set('stage', stage);
+        const logs = await api(`/runs/${enc(run)}/logs?${q}`);
+        if (run !== state.run || stage !== state.logStage) return;
+        const got = Array.isArray(logs) ? logs : [];
+        state.logs.push(...got);
+        added += got.length;
+        if (got.length) state.logsAfter = got[got.length - 1].id;
+        if (got.length < LOG_PAGE) break;
+      }
+      if (!added && state.drawn.logs !== undefined) return;
+      state.drawn.logs = String(state.logs.length);
       if (!state.logs.length) message(list, stage ? `No attempts of ${stage} yet.` : 'No attempts yet.');
       else keepFocus(list, () => list.replaceChildren(...state.logs.map((l) => {
         const key = logKey(l);
         const open = key === state.logKey;
-        return h('li', { 'data-stage': l.stage },
+        return h('li', { 'data-stage': l.stage, 'data-log': key },
           h('button', { type: 'button', class: `pick${open ? ' selected' : ''}`, 'data-key': key, 'aria-current': open ? 'true' : null, onclick: () => openLog(key) },
             h('span', { class: 'pick-line' }, h('span', { class: 'mono item' }, l.item ?? '(whole stage)'), h('span', { class: 'tag' }, `#${l.attempt}`),
-              l.stderr ? h('span', { class: 'tag tag-err' }, 'stderr') : null),
-            h('span', { class: 'pick-line small muted' }, `${l.stage} · ${fmtTime(l.at)}`)));
+              l.stderrBytes > 0 ? h('span', { class: 'tag tag-err' }, 'stderr') : null),
+            h('span', { class: 'pick-line small muted' }, `${l.stage} · ${fmtTime(l.at)} · ${fmtBytes(l.stdoutBytes + l.stderrBytes)}`)));
       })));
       renderLogView();
     } catch (e) {
       if (run === state.run) failed('logs', list, 'logs', e);
+    }
+  }
+
+  const fmtBytes = (n) => (n < 1024 ? `${n} B` : `${fmtNum(n / 1024, 1)} KiB`);
+
+  /** Fetches an opened attempt's output once, then shows it. */
+  async function loadLogOutput(key) {
+    const run = state.run;
+    try {
+      const out = await api(`/runs/${enc(run)}/logs/${enc(key)}`);
+      if (run !== state.run) return;
+      state.logOutputs.set(key, out);
+    } catch (e) {
+      if (run !== state.run) return;
+      state.logOutputs.set(key, { error: e.message });
+    }
+    if (state.logKey === key) {
+      delete state.drawn.logView;
+      renderLogView();
     }
   }
 
@@ -746,24 +787,38 @@
       b.classList.toggle('selected', on);
       if (on) b.setAttribute('aria-current', 'true'); else b.removeAttribute('aria-current');
     }
+    logJustOpened = key;
     renderLogView();
-    // The kept text is the tail: show its end, where the error usually is.
-    for (const pre of $('#log-view').querySelectorAll('pre')) pre.scrollTop = pre.scrollHeight;
-    const first = $('#log-view pre');
-    if (first) first.focus({ preventScroll: true });
   }
+
+  let logJustOpened = null;   // the attempt opened by a click, whose output is not shown yet
 
   function renderLogView() {
     const view = $('#log-view');
-    const l = state.logs.find((x) => logKey(x) === state.logKey);
-    if (!changed('logView', l || null)) return;
-    if (!l) return message(view, 'Open an attempt to see its output (Escape closes it).');
+    const key = state.logKey;
+    const listed = state.logs.find((x) => logKey(x) === key);
+    const l = listed && state.logOutputs.get(key);
+    if (!changed('logView', listed ? (l || 'loading') : null)) return;
+    if (!listed) return message(view, 'Open an attempt to see its output (Escape closes it).');
+    if (!l) {
+      message(view, 'Loading its output…');
+      loadLogOutput(key);
+      return;
+    }
+    if (l.error) return message(view, `Could not load its output: ${l.error}`, 'error');
     const stream = (name, text, cut) => h('div', { class: 'stream' },
       h('h4', {}, name, cut > 0 ? h('span', { class: 'cut' }, ` — first ${fmtNum(cut, 0)} bytes cut, the tail is kept`) : null),
       h('pre', { tabindex: '0', class: text ? '' : 'empty', 'aria-label': `${name} of ${l.stage} ${l.item ?? ''} attempt ${l.attempt}` }, text || '(empty)'));
     view.replaceChildren(
       h('h3', { class: 'log-title' }, `${l.stage} · ${l.item ?? 'whole stage'} · attempt ${l.attempt}`, h('span', { class: 'muted small' }, ` · ${fmtTime(l.at)}`)),
       stream('stdout', l.stdout, l.stdoutCut), stream('stderr', l.stderr, l.stderrCut));
+    if (logJustOpened === key) {
+      logJustOpened = null;
+      // The kept text is the tail: show its end, where the error usually is.
+      for (const pre of view.querySelectorAll('pre')) pre.scrollTop = pre.scrollHeight;
+      const first = view.querySelector('pre');
+      if (first) first.focus({ preventScroll: true });
+    }
   }
 
   function renderLogStages() {
@@ -909,6 +964,8 @@
     }
     $('#log-stage').addEventListener('change', (e) => {
       state.logStage = e.target.value;
+      state.logs = [];
+      state.logsAfter = 0;
       delete state.drawn.logs;
       message($('#log-list'), 'Loading…');
       refreshNow('logs');

@@ -14,9 +14,34 @@ use self_healing::pipeline::Resume;
 use super::{Backend, RUN_COLUMNS, output_text, read_bodies, run_row};
 use crate::store::projection::{Found, read_back};
 use crate::store::{
-    EventRow, HealingMode, HealthRow, JournalCursor, JournalEntry, LogFilter, LogRow, Queries,
-    Result, RunDetail, RunRow, SampleRow, StageRow, StoreError, millis,
+    EventRow, HealingMode, HealthRow, JournalCursor, JournalEntry, LogEntry, LogFilter, LogOutput,
+    LogRow, Queries, Result, RunDetail, RunRow, SampleRow, StageRow, StoreError, millis,
 };
+
+/// The columns [`log_entry`] reads: a log without its output, its sizes counted by the
+/// database (in bytes, whichever type an earlier version stored the output as).
+const LOG_ENTRY_COLUMNS: &str = "rowid, stage, item, attempt, at_ms,
+     CAST(octet_length(stdout) AS BIGINT) AS stdout_bytes, CAST(octet_length(stderr) AS BIGINT) AS stderr_bytes,
+     stdout_cut, stderr_cut";
+
+/// rowid, stage, item, attempt, at, stdout bytes, stderr bytes, stdout cut, stderr cut.
+type LogEntryRow = (i64, String, Option<String>, i64, i64, i64, i64, i64, i64);
+
+fn log_entry(
+    (id, stage, item, attempt, at, stdout_bytes, stderr_bytes, stdout_cut, stderr_cut): LogEntryRow,
+) -> LogEntry {
+    LogEntry {
+        id,
+        stage,
+        item,
+        attempt,
+        at,
+        stdout_bytes,
+        stderr_bytes,
+        stdout_cut,
+        stderr_cut,
+    }
+}
 
 impl Queries for Backend {
     fn runs<'a>(&'a self, project: &'a str, limit: u32) -> BoxFuture<'a, Result<Vec<RunRow>>> {
@@ -212,6 +237,53 @@ impl Queries for Backend {
                     },
                 )
                 .collect()
+        })
+    }
+
+    fn log_entries<'a>(
+        &'a self,
+        run: &'a str,
+        filter: &'a LogFilter,
+        after: i64,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<LogEntry>>> {
+        Box::pin(async move {
+            let rows: Vec<LogEntryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {LOG_ENTRY_COLUMNS} FROM logs
+                 WHERE run = $1 AND rowid > $2 AND (CAST($3 AS TEXT) IS NULL OR stage = $3)
+                 AND (CAST($4 AS TEXT) IS NULL OR item = $4) AND (CAST($5 AS BIGINT) IS NULL OR attempt = $5)
+                 ORDER BY rowid LIMIT $6"
+            )))
+            .bind(run)
+            .bind(after)
+            .bind(&filter.stage)
+            .bind(&filter.item)
+            .bind(filter.attempt)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows.into_iter().map(log_entry).collect())
+        })
+    }
+
+    fn log_output<'a>(&'a self, run: &'a str, id: i64) -> BoxFuture<'a, Result<Option<LogOutput>>> {
+        Box::pin(async move {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {LOG_ENTRY_COLUMNS}, stdout, stderr FROM logs WHERE run = $1 AND rowid = $2"
+            )))
+            .bind(run)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let entry = log_entry(sqlx::FromRow::from_row(&row)?);
+            Ok(Some(LogOutput {
+                entry,
+                stdout: output_text(row.try_get("stdout")?)?,
+                stderr: output_text(row.try_get("stderr")?)?,
+            }))
         })
     }
 
