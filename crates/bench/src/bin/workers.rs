@@ -15,7 +15,7 @@
 //!
 //! It runs the `migrationpilot` binary next to its own (build both with `--release`):
 //!
-//! cargo build --release -p migrationpilot --features postgres && cargo run --release -p bench --features postgres --bin workers -- scaling
+//! cargo build --release -p migrationpilot && cargo run --release -p bench --features postgres --bin workers -- scaling
 //! cargo run --release -p bench --features postgres --bin workers -- journal
 //! cargo run --release -p bench --features postgres --bin workers -- claim
 
@@ -59,8 +59,7 @@ fn per_worker() -> usize {
 
 async fn scaling() {
     let room = per_worker();
-    let binary =
-        bench::migrationpilot_binary("cargo build --release -p migrationpilot --features postgres");
+    let binary = bench::migrationpilot_binary("cargo build --release -p migrationpilot");
     let dir = tempfile::tempdir().unwrap();
     let items: Vec<String> = (0..ITEMS).map(|i| format!("item-{i:04}")).collect();
     std::fs::write(dir.path().join("items.txt"), items.join("\n")).unwrap();

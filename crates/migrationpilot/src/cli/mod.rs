@@ -43,7 +43,7 @@ pub(crate) use args::take_token_from_env;
 )]
 pub(crate) struct Cli {
     /// Where runs, history and controls are kept: sqlite://PATH (default: journal.db in the
-    /// user's data directory).
+    /// user's data directory) or postgres://USER:PASSWORD@HOST/DB, which machines share.
     #[arg(long, env = "MIGRATIONPILOT_STORE", global = true)]
     store: Option<String>,
     #[command(subcommand)]

@@ -5,7 +5,7 @@
 //! Events become rows through one backend-neutral [`projection`]; strategy overrides merge by the
 //! library's [`StrategyOverride::merge`]. Every query is written once, in `sql/`, and compiled
 //! for each backend, which keeps only its schema (migrations) and its dialect (`dialect.rs`):
-//! SQLite is the embedded default; PostgreSQL (built with `--features postgres`) is the store
+//! SQLite is the embedded default; PostgreSQL (feature `postgres`, on by default) is the store
 //! several machines share, with a [`work`] queue its runs hand their attempts to.
 //!
 //! Beside the traits: a run and the process that drives it (`run.rs`), what queries answer
@@ -327,7 +327,7 @@ pub async fn open_with(url: &str, access: Access) -> Result<Arc<dyn Store>> {
         return Ok(Arc::new(PostgresStore::open_with(url, access).await?));
         #[cfg(not(feature = "postgres"))]
         return Err(StoreError::Unusable(format!(
-            "`{shown}`: this build of migrationpilot has no PostgreSQL store; build it with `--features postgres`, or use sqlite://PATH"
+            "`{shown}`: this build of migrationpilot has no PostgreSQL store (built without its `postgres` feature, which the default build has); build it with `--features postgres`, or use sqlite://PATH"
         )));
     }
     let path = match url.split_once("://") {
