@@ -5,6 +5,37 @@ use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
 
+/// A duration as [`parse`] reads it, in whole units: `"30m"`, `"1h30m"`, `"45s"`, `"250ms"`.
+///
+/// ```
+/// use std::time::Duration;
+/// use self_healing::duration::display;
+/// assert_eq!(display(Duration::from_secs(5400)), "1h30m");
+/// assert_eq!(display(Duration::from_millis(1500)), "1s500ms");
+/// assert_eq!(display(Duration::ZERO), "0s");
+/// ```
+pub fn display(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    let mut rest = millis;
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ] {
+        if rest >= size {
+            out.push_str(&format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+    }
+    out
+}
+
 /// Parses `"10s"`, `"5m"`, `"250ms"`, `"1h30m"`, `"1.5s"`, or a bare number of milliseconds.
 ///
 /// ```

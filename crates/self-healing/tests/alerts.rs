@@ -115,6 +115,7 @@ async fn a_threshold_fires_escalates_lowers_and_resolves_as_its_metric_moves() {
             metric: "queueDepth".into(),
             warning: Some(10000.0),
             critical: Some(20000.0),
+            holds_for: Duration::ZERO,
         })
         .enabled(false) // manual mode stops remedies, not alerts
         .build()

@@ -43,9 +43,10 @@ impl AlertmanagerConfig {
     }
 }
 
-/// The alerts as Alertmanager's API v2 takes them. `alertname`, `project`, `stage` and
-/// `severity` are labels (so Alertmanager's own grouping and inhibition can use them); a
-/// resolved alert carries its `endsAt`, a firing one an `endsAt` a day ahead.
+/// The alerts as Alertmanager's API v2 takes them. `alertname`, `project`, `stage`, `check`
+/// and `severity` are labels (so Alertmanager's own grouping and inhibition can use them), the
+/// runbook the `runbook_url` annotation; a resolved alert carries its `endsAt`, a firing one an
+/// `endsAt` a day ahead.
 #[cfg(feature = "http")]
 pub(super) fn body(alerts: &[super::Alert]) -> serde_json::Value {
     const FIRING_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -61,6 +62,9 @@ pub(super) fn body(alerts: &[super::Alert]) -> serde_json::Value {
             if let Some(stage) = &alert.stage {
                 labels["stage"] = serde_json::json!(stage.as_ref());
             }
+            if let Some(check) = &alert.check {
+                labels["check"] = serde_json::json!(check.as_ref());
+            }
             let mut body = serde_json::json!({
                 "labels": labels,
                 "annotations": {
@@ -71,6 +75,9 @@ pub(super) fn body(alerts: &[super::Alert]) -> serde_json::Value {
             });
             if let Some(value) = alert.value {
                 body["annotations"]["value"] = serde_json::json!(value.to_string());
+            }
+            if let Some(runbook) = &alert.runbook {
+                body["annotations"]["runbook_url"] = serde_json::json!(runbook.as_ref());
             }
             // A firing alert holds for a day unless resolved or sent again (Alertmanager
             // would otherwise take it as resolved after its resolve_timeout, 5 min by default,

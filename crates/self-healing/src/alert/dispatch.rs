@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
-use super::{Alert, Delivery, MemoryOutbox, Notice, Notifier, Outbox, Router, Rules};
+use super::{
+    Alert, BuiltinAlerts, Delivery, MemoryOutbox, Notice, Notifier, Outbox, Router, Rules, Runbooks,
+};
 use crate::error::{Severity, StageError};
 use crate::event::{EventBus, EventKind, RunId};
 use crate::resilience::RetryPolicy;
@@ -71,6 +73,8 @@ type Owed = (Alert, Vec<String>);
 
 struct Inner {
     channels: Vec<Arc<dyn Notifier>>,
+    runbooks: Runbooks,
+    builtins: BuiltinAlerts,
     router: Mutex<Router>,
     outbox: RwLock<Arc<dyn Outbox>>,
     retry: RetryPolicy,
@@ -93,6 +97,8 @@ struct Inner {
 /// Builds an [`Alerting`].
 pub struct AlertingBuilder {
     channels: Vec<Arc<dyn Notifier>>,
+    runbooks: Runbooks,
+    builtins: BuiltinAlerts,
     rules: Rules,
     outbox: Option<Arc<dyn Outbox>>,
     retry: RetryPolicy,
@@ -104,6 +110,8 @@ impl Alerting {
     pub fn builder() -> AlertingBuilder {
         AlertingBuilder {
             channels: Vec::new(),
+            runbooks: Runbooks::default(),
+            builtins: BuiltinAlerts::default(),
             rules: Rules::default(),
             outbox: None,
             retry: RetryPolicy::default(),
@@ -125,6 +133,11 @@ impl Alerting {
 
     fn outbox(&self) -> Arc<dyn Outbox> {
         Arc::clone(&self.inner.outbox.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The built-in alerts' settings.
+    pub fn builtins(&self) -> &BuiltinAlerts {
+        &self.inner.builtins
     }
 
     /// The routing rules.
@@ -157,7 +170,15 @@ impl Alerting {
 
     /// An alert fires (or its condition still holds). What the rules decided: sent (after
     /// `groupWait`), inhibited by a more severe one, or held until `repeatInterval`.
-    pub fn fire(&self, alert: Alert) -> Notice {
+    /// It carries its runbook ([`Runbooks`]); one that has none carries what to do from the
+    /// shipped runbooks in its message, if they cover it.
+    pub fn fire(&self, mut alert: Alert) -> Notice {
+        self.inner.runbooks.attach(&mut alert);
+        if alert.runbook.is_none()
+            && let Some(what) = super::what_to_do(&alert.name)
+        {
+            alert.message = format!("{}\nWhat to do: {what}", alert.message);
+        }
         let notice = self.lock_router().fire(alert, Instant::now());
         self.owe(&notice);
         notice
@@ -581,6 +602,18 @@ impl AlertingBuilder {
         self
     }
 
+    /// The runbooks alerts carry (default: none).
+    pub fn runbooks(mut self, runbooks: Runbooks) -> Self {
+        self.runbooks = runbooks;
+        self
+    }
+
+    /// The built-in alerts' settings (default: all on, [`BuiltinAlerts::default`]).
+    pub fn builtins(mut self, builtins: BuiltinAlerts) -> Self {
+        self.builtins = builtins;
+        self
+    }
+
     /// The routing rules (default: `groupWait` 10 s, `repeatInterval` 4 h).
     pub fn rules(mut self, rules: Rules) -> Self {
         self.rules = rules;
@@ -610,6 +643,8 @@ impl AlertingBuilder {
         Alerting {
             inner: Arc::new(Inner {
                 channels: self.channels,
+                runbooks: self.runbooks,
+                builtins: self.builtins,
                 router: Mutex::new(Router::new(self.rules)),
                 outbox: RwLock::new(self.outbox.unwrap_or_else(|| Arc::new(MemoryOutbox::new()))),
                 retry: self.retry,

@@ -310,6 +310,9 @@ pub(super) fn text(alerts: &[super::Alert]) -> String {
         if let Some(stage) = &alert.stage {
             text.push_str(&format!("  stage:    {stage}\n"));
         }
+        if let Some(check) = &alert.check {
+            text.push_str(&format!("  check:    {check}\n"));
+        }
         if let Some(value) = alert.value {
             text.push_str(&format!("  value:    {value}\n"));
         }
@@ -322,6 +325,9 @@ pub(super) fn text(alerts: &[super::Alert]) -> String {
         ));
         if let Some(ends_at) = alert.ends_at {
             text.push_str(&format!("  ended:    {}\n", crate::clock::rfc3339(ends_at)));
+        }
+        if let Some(runbook) = &alert.runbook {
+            text.push_str(&format!("  runbook:  {runbook}\n"));
         }
         text.push_str(&format!("\n{}\n\n", alert.message));
     }

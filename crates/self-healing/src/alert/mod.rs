@@ -8,11 +8,14 @@
 //! delivering, and delivers in the background with retries, so a dead or slow channel never holds
 //! up healing and an undelivered alert survives a crash. [`Alerting::watch_run`] derives the healing
 //! alerts from a run's events (rollback, retries exhausted, restart limit, breaker opened) and
-//! resolves them when the stage or run later succeeds or the breaker closes.
+//! the built-in ones ([`RUN_FAILED`], [`RUN_STUCK`], [`CHECK_DOWN`]; [`RUN_LOST`] is raised by
+//! whoever finds a run lost), and resolves them when the stage or run later succeeds, the
+//! breaker closes or the check recovers. Each alert carries a runbook ([`Runbooks`]).
 //!
 //! A [`Notifier`] is one channel: Slack, PagerDuty, email, a webhook, Alertmanager, or your own.
 
 mod alertmanager;
+mod builtin;
 mod channel;
 mod dispatch;
 mod email;
@@ -31,6 +34,9 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 pub use alertmanager::AlertmanagerConfig;
+pub use builtin::{
+    BuiltinAlert, BuiltinAlerts, CHECK_DOWN, RUN_FAILED, RUN_LOST, RUN_STUCK, Runbooks, what_to_do,
+};
 pub use channel::ChannelConfig;
 pub use dispatch::{Alerting, AlertingBuilder};
 pub use email::{EmailConfig, SmtpConfig, SmtpTls};
@@ -70,15 +76,19 @@ impl AlertStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Alert {
-    /// What kind of alert it is: a metric's threshold (`errorRate`), a healing alert
-    /// (`rollback`, `retries-exhausted`, `restart-limit`, `healing-budget`,
-    /// `circuit-breaker-open`) or the `notify` strategy's name.
+    /// What kind of alert it is: a metric's threshold (`errorRate`), a built-in alert
+    /// (`run-failed`, `run-lost`, `run-stuck`, `check-down`), a healing alert (`rollback`,
+    /// `retries-exhausted`, `restart-limit`, `healing-budget`, `circuit-breaker-open`) or the
+    /// `notify` strategy's name.
     pub name: Arc<str>,
     /// The project (pipeline) it is about.
     pub project: Arc<str>,
     /// The stage it concerns, if any.
     #[serde(default)]
     pub stage: Option<Arc<str>>,
+    /// The health check it concerns (`check-down`), if any: part of its fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<Arc<str>>,
     /// How serious it is; channels skip alerts below their minimum severity.
     pub severity: Severity,
     /// Firing or resolved.
@@ -99,6 +109,10 @@ pub struct Alert {
     /// When its condition ended; `None` while firing.
     #[serde(default, with = "crate::serde_ms::system_time_opt")]
     pub ends_at: Option<SystemTime>,
+    /// Where a person finds what to do about it (a URL, usually): the `runbook` of what raised
+    /// it, else the project's (`alerts.runbook`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook: Option<Arc<str>>,
 }
 
 impl Alert {
@@ -115,6 +129,7 @@ impl Alert {
             name: name.into(),
             project: project.into(),
             stage: None,
+            check: None,
             severity,
             status: AlertStatus::Firing,
             message: title.clone(),
@@ -123,6 +138,7 @@ impl Alert {
             strategy: None,
             starts_at: SystemTime::now(),
             ends_at: None,
+            runbook: None,
         }
     }
 
@@ -138,9 +154,14 @@ impl Alert {
         self
     }
 
-    /// `project/stage/name` (`-` for no stage): the same for the alert firing and resolved.
+    /// `project/stage/name` (`-` for no stage), `project/stage/name/check` for a check's: the
+    /// same for the alert firing and resolved.
     pub fn fingerprint(&self) -> String {
-        fingerprint(&self.project, self.stage.as_deref(), &self.name)
+        let print = fingerprint(&self.project, self.stage.as_deref(), &self.name);
+        match &self.check {
+            Some(check) => format!("{print}/{check}"),
+            None => print,
+        }
     }
 
     /// Whether its condition ended.

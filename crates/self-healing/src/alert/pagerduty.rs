@@ -51,8 +51,8 @@ impl PagerDutyConfig {
 }
 
 /// The Events API v2 event for `alert`: `trigger` while firing, `resolve` once resolved, under
-/// the alert's fingerprint as `dedup_key`. PagerDuty's severities are `critical`, `error`,
-/// `warning` and `info`.
+/// the alert's fingerprint as `dedup_key`, its runbook in `links`. PagerDuty's severities are
+/// `critical`, `error`, `warning` and `info`.
 #[cfg(feature = "http")]
 pub(super) fn body(routing_key: &str, alert: &super::Alert) -> serde_json::Value {
     let dedup_key = alert.fingerprint();
@@ -63,7 +63,7 @@ pub(super) fn body(routing_key: &str, alert: &super::Alert) -> serde_json::Value
             "dedup_key": dedup_key,
         });
     }
-    serde_json::json!({
+    let mut event = serde_json::json!({
         "routing_key": routing_key,
         "event_action": "trigger",
         "dedup_key": dedup_key,
@@ -81,7 +81,14 @@ pub(super) fn body(routing_key: &str, alert: &super::Alert) -> serde_json::Value
                 "strategy": alert.strategy.as_deref(),
             },
         },
-    })
+    });
+    if let Some(check) = &alert.check {
+        event["payload"]["custom_details"]["check"] = serde_json::json!(check.as_ref());
+    }
+    if let Some(runbook) = &alert.runbook {
+        event["links"] = serde_json::json!([{ "href": runbook.as_ref(), "text": "Runbook" }]);
+    }
+    event
 }
 
 #[cfg(feature = "http")]

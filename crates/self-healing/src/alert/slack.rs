@@ -42,7 +42,7 @@ impl SlackConfig {
 }
 
 /// The message Slack shows: a line per alert (severity or `RESOLVED`, title, project, stage,
-/// value), then each alert's details.
+/// check, value), then each alert's details and its runbook as a link.
 #[cfg(feature = "http")]
 pub(super) fn body(alerts: &[super::Alert]) -> serde_json::Value {
     let mut text = String::new();
@@ -56,6 +56,11 @@ pub(super) fn body(alerts: &[super::Alert]) -> serde_json::Value {
             .as_deref()
             .map(|s| format!(" · stage `{s}`"))
             .unwrap_or_default();
+        let check = alert
+            .check
+            .as_deref()
+            .map(|c| format!(" · check `{c}`"))
+            .unwrap_or_default();
         let value = alert
             .value
             .map(|v| format!(" · value {v}"))
@@ -64,9 +69,12 @@ pub(super) fn body(alerts: &[super::Alert]) -> serde_json::Value {
             text.push('\n');
         }
         text.push_str(&format!(
-            "*[{state}] {}: {}*\nproject `{}`{stage}{value}\n{}",
+            "*[{state}] {}: {}*\nproject `{}`{stage}{check}{value}\n{}",
             alert.project, alert.title, alert.project, alert.message
         ));
+        if let Some(runbook) = &alert.runbook {
+            text.push_str(&format!("\n<{runbook}|Runbook>"));
+        }
     }
     serde_json::json!({ "text": text })
 }

@@ -1,14 +1,19 @@
-//! The healing alerts, derived from a run's events: what fires them and what resolves them.
+//! The alerts derived from a run's events: the healing alerts (what fires them and what
+//! resolves them) and the built-in `run-failed`, `run-stuck` and `check-down`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Alert, Alerting};
+use tokio::time::Instant;
+
+use super::{Alert, Alerting, CHECK_DOWN, RUN_FAILED, RUN_STUCK};
 use crate::error::CODE_RESTART_LIMIT;
 use crate::error::Severity;
 use crate::event::{
-    ActionKind, Event, EventBus, EventKind, Outcome, RESTART_LIMIT_REACHED, RETRIES_EXHAUSTED,
-    RunId, RunStatus,
+    ActionKind, Event, EventBus, EventKind, HealthStatus, Outcome, RESTART_LIMIT_REACHED,
+    RETRIES_EXHAUSTED, RunId, RunStatus,
 };
+use crate::health::CheckStatus;
 use crate::resilience::BreakerState;
 
 /// The alert a rollback raises; resolved when the stage or a later run succeeds.
@@ -31,7 +36,29 @@ fn wanted(kind: &EventKind) -> bool {
             | EventKind::BreakerChanged { .. }
             | EventKind::StageSucceeded { .. }
             | EventKind::RunFinished { .. }
+            | EventKind::AttemptSucceeded { .. }
+            | EventKind::AttemptFailed { .. }
+            | EventKind::HealthChanged { .. }
     )
+}
+
+/// What a run's watcher waits for: the run to make progress, checks to recover.
+struct Watch {
+    project: Arc<str>,
+    /// When an attempt last finished (or the run started).
+    progress: Instant,
+    /// Whether `run-stuck` fires.
+    stuck: bool,
+    /// The checks unhealthy now, by name.
+    down: HashMap<Arc<str>, Down>,
+}
+
+/// A check unhealthy now.
+struct Down {
+    stage: Option<Arc<str>>,
+    since: Instant,
+    /// Whether `check-down` fired about it.
+    fired: bool,
 }
 
 impl Alerting {
@@ -40,23 +67,198 @@ impl Alerting {
     /// (warnings), each on its stage. A stage that succeeds resolves its alerts; a run that
     /// succeeds resolves every alert of the project, those earlier runs left firing included;
     /// a breaker that closes resolves its alert.
-    pub fn watch_run(&self, bus: &EventBus, project: &str, run: &RunId) {
+    ///
+    /// Besides, as [`builtins`](Self::builtins) set: `run-failed` when the run ends failed or
+    /// rolled back; `run-stuck` when no attempt finished for `after` while it runs, resolved
+    /// when one does; `check-down` when a health check stays unhealthy for `after`, resolved
+    /// when it is not.
+    ///
+    /// `unhealthy` says which checks are unhealthy when the watch starts, with their stages
+    /// and since when: it is asked once the watch follows the bus, so no change falls between.
+    pub fn watch_run(
+        &self,
+        bus: &EventBus,
+        project: &str,
+        run: &RunId,
+        unhealthy: impl FnOnce() -> Vec<CheckStatus>,
+    ) {
         let mut events = bus.subscribe_to(wanted);
         let this = self.clone();
-        let project: Arc<str> = project.into();
+        let now = Instant::now();
+        let mut watch = Watch {
+            project: project.into(),
+            progress: now,
+            stuck: false,
+            down: unhealthy()
+                .into_iter()
+                .map(|c| {
+                    let down = Down {
+                        stage: c.stage,
+                        since: c.since,
+                        fired: false,
+                    };
+                    (c.check, down)
+                })
+                .collect(),
+        };
         let run = run.clone();
         // Counted as busy, so `settle` after a run waits for its end to be handled.
         self.spawn_owing(async move {
-            while let Some(event) = events.recv().await {
-                if event.run.as_ref() != Some(&run) {
+            loop {
+                let due = this.next_due(&watch);
+                let event = tokio::select! {
+                    event = events.recv() => match event {
+                        Some(event) => event,
+                        None => break,
+                    },
+                    () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                        this.fire_due(&mut watch);
+                        continue;
+                    }
+                };
+                // Health checks watch for every run; the rest is this run's.
+                let health = matches!(event.kind, EventKind::HealthChanged { .. });
+                if event.run.as_ref() != Some(&run) && !(health && event.run.is_none()) {
                     continue;
                 }
-                this.on_event(&project, &event);
+                this.on_event(&watch.project, &event);
+                this.on_builtin(&mut watch, &run, &event);
                 if matches!(event.kind, EventKind::RunFinished { .. }) {
                     break;
                 }
             }
         });
+    }
+
+    /// When the watcher must next look without an event: `run-stuck`'s or a `check-down`'s
+    /// time, whichever comes first.
+    fn next_due(&self, watch: &Watch) -> Option<Instant> {
+        let builtins = self.builtins();
+        let stuck = (builtins.run_stuck.enabled && !watch.stuck)
+            .then(|| watch.progress + builtins.run_stuck.after);
+        let down = builtins
+            .check_down
+            .enabled
+            .then(|| {
+                watch
+                    .down
+                    .values()
+                    .filter(|down| !down.fired)
+                    .map(|down| down.since + builtins.check_down.after)
+                    .min()
+            })
+            .flatten();
+        stuck.into_iter().chain(down).min()
+    }
+
+    fn fire_due(&self, watch: &mut Watch) {
+        let builtins = self.builtins().clone();
+        let now = Instant::now();
+        if builtins.run_stuck.enabled
+            && !watch.stuck
+            && now >= watch.progress + builtins.run_stuck.after
+        {
+            watch.stuck = true;
+            let after = crate::duration::display(builtins.run_stuck.after);
+            self.fire(
+                Alert::firing(
+                    builtins.run_stuck.severity,
+                    Arc::clone(&watch.project),
+                    RUN_STUCK,
+                    format!("no attempt of `{}` finished for {after}", watch.project),
+                )
+                .message(format!(
+                    "the run still has work, and no attempt of it finished for {after}"
+                )),
+            );
+        }
+        if !builtins.check_down.enabled {
+            return;
+        }
+        for (check, down) in &mut watch.down {
+            if down.fired || now < down.since + builtins.check_down.after {
+                continue;
+            }
+            down.fired = true;
+            let stage = &down.stage;
+            let after = crate::duration::display(builtins.check_down.after);
+            let mut alert = Alert::firing(
+                builtins.check_down.severity,
+                Arc::clone(&watch.project),
+                CHECK_DOWN,
+                format!("health check `{check}` unhealthy for {after}"),
+            )
+            .message(match stage {
+                Some(stage) => format!(
+                    "`{check}` has been unhealthy for {after}; stage `{stage}` waits for it if it depends on it"
+                ),
+                None => format!("`{check}` has been unhealthy for {after}"),
+            });
+            alert.stage = stage.clone();
+            alert.check = Some(Arc::clone(check));
+            self.fire(alert);
+        }
+    }
+
+    /// The built-in alerts' part of an event.
+    fn on_builtin(&self, watch: &mut Watch, run: &RunId, event: &Event) {
+        let builtins = self.builtins().clone();
+        match &event.kind {
+            EventKind::AttemptSucceeded { .. } | EventKind::AttemptFailed { .. } => {
+                watch.progress = Instant::now();
+                if std::mem::take(&mut watch.stuck) {
+                    self.resolve(&super::fingerprint(&watch.project, None, RUN_STUCK), None);
+                }
+            }
+            EventKind::HealthChanged { change } => {
+                if change.new_status == HealthStatus::Unhealthy {
+                    watch
+                        .down
+                        .entry(Arc::clone(&change.check))
+                        .or_insert_with(|| Down {
+                            stage: change.stage.clone(),
+                            since: Instant::now(),
+                            fired: false,
+                        });
+                } else if watch
+                    .down
+                    .remove(&change.check)
+                    .is_some_and(|down| down.fired)
+                {
+                    let check = Arc::clone(&change.check);
+                    self.resolve_where(|a| {
+                        a.project == watch.project
+                            && &*a.name == CHECK_DOWN
+                            && a.check.as_ref() == Some(&check)
+                    });
+                }
+            }
+            EventKind::RunFinished { status, error, .. } => {
+                if std::mem::take(&mut watch.stuck) {
+                    self.resolve(&super::fingerprint(&watch.project, None, RUN_STUCK), None);
+                }
+                let verb = match status {
+                    RunStatus::Failed => "failed",
+                    RunStatus::RolledBack => "rolled back",
+                    RunStatus::Succeeded | RunStatus::Cancelled => return,
+                };
+                if !builtins.run_failed.enabled {
+                    return;
+                }
+                let why = error.as_ref().map(|e| format!(": {e}")).unwrap_or_default();
+                self.fire(Alert {
+                    starts_at: event.at,
+                    ..Alert::firing(
+                        builtins.run_failed.severity,
+                        Arc::clone(&watch.project),
+                        RUN_FAILED,
+                        format!("run of `{}` {verb}", watch.project),
+                    )
+                    .message(format!("run {run} {verb}{why}"))
+                });
+            }
+            _ => {}
+        }
     }
 
     fn on_event(&self, project: &Arc<str>, event: &Event) {

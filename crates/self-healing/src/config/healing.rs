@@ -39,9 +39,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{BudgetConfig, CircuitBreakerConfig, MetricsCollectorConfig, StrategyConfig};
-use crate::alert::{Alerting, ChannelConfig, Notifier, Rules};
+use crate::alert::{
+    Alerting, BuiltinAlerts, CHECK_DOWN, ChannelConfig, Notifier, RUN_FAILED, RUN_LOST, RUN_STUCK,
+    Rules, Runbooks,
+};
 use crate::duration::option::deserialize as opt_duration;
-use crate::error::{InvalidConfig, no_such};
+use crate::error::{InvalidConfig, Severity, no_such};
 use crate::healing::{AlertThreshold, AutoHealer};
 use crate::health::{CheckSpec, HealthMonitor, HealthMonitorBuilder};
 use crate::metrics::MetricsCollector;
@@ -158,7 +161,7 @@ pub struct ThresholdsConfig {
 }
 
 /// The seed's `alerts`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(
     rename_all = "camelCase",
     deny_unknown_fields,
@@ -177,6 +180,55 @@ pub struct AlertsConfig {
     /// A firing alert is sent again no more often than this (default 4 h).
     #[serde(default, deserialize_with = "opt_duration")]
     pub repeat_interval: Option<Duration>,
+    /// The project's runbook: what every alert carries unless what raised it has its own.
+    pub runbook: Option<String>,
+    /// The built-in alerts' settings.
+    #[serde(default)]
+    pub builtin: BuiltinAlertsConfig,
+}
+
+/// `alerts.builtin`: each built-in alert's settings; unset keys keep the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "the built-in alerts' settings (a map)"
+)]
+pub struct BuiltinAlertsConfig {
+    /// `run-failed` (critical).
+    #[serde(default)]
+    pub run_failed: BuiltinAlertConfig,
+    /// `run-lost` (critical).
+    #[serde(default)]
+    pub run_lost: BuiltinAlertConfig,
+    /// `run-stuck` (warning, `after` 30 min).
+    #[serde(default)]
+    pub run_stuck: BuiltinAlertConfig,
+    /// `check-down` (warning, `for` 5 min).
+    #[serde(default)]
+    pub check_down: BuiltinAlertConfig,
+}
+
+/// One built-in alert's settings.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a built-in alert's settings (a map)"
+)]
+pub struct BuiltinAlertConfig {
+    /// Whether it is raised (default true).
+    pub enabled: Option<bool>,
+    /// Its severity.
+    pub severity: Option<Severity>,
+    /// Its runbook.
+    pub runbook: Option<String>,
+    /// How long its condition must last first: `run-stuck`'s time without a finished attempt.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub after: Option<Duration>,
+    /// How long its condition must last first: `check-down`'s time unhealthy.
+    #[serde(default, rename = "for", deserialize_with = "opt_duration")]
+    pub for_: Option<Duration>,
 }
 
 /// Alert when `metric` reaches `warning` or `critical`.
@@ -193,6 +245,11 @@ pub struct AlertThresholdConfig {
     pub warning: Option<f64>,
     /// The level that raises a critical alert; `None` for no critical alert.
     pub critical: Option<f64>,
+    /// How long the metric must stay at a level before its alert fires (default 0).
+    #[serde(default, rename = "for", deserialize_with = "opt_duration")]
+    pub for_: Option<Duration>,
+    /// Where a person finds what to do; `None`: the project's.
+    pub runbook: Option<String>,
 }
 
 /// What a [`HealingConfig`] builds: install it on a pipeline builder, then give the built
@@ -338,13 +395,14 @@ impl<C: BuildCheck> HealingConfig<C> {
                 Err(e) => fail(&at, e),
             }
         }
-        if let Some(alerts) = &self.alerts {
-            let (thresholds, alerting) = alerts.build(&metrics, &channel, &mut fail);
-            for threshold in thresholds {
-                healer = healer.threshold(threshold);
-            }
-            healer = healer.alerting(alerting);
+        // Without an `alerts` section too: the built-in alerts are on, and strategies'
+        // runbooks apply, though there is no channel to send them to.
+        let alerts = self.alerts.clone().unwrap_or_default();
+        let (thresholds, alerting) = alerts.build(&metrics, &self.strategies, &channel, &mut fail);
+        for threshold in thresholds {
+            healer = healer.threshold(threshold);
         }
+        healer = healer.alerting(alerting);
         let healer = healer.build().map_err(|e| errors.push(e)).ok();
         let monitor = self.health_monitor.as_ref().map(|config| {
             config.builder(&mut |e: InvalidConfig| errors.push(e.within("healthMonitor")))
@@ -361,14 +419,59 @@ impl<C: BuildCheck> HealingConfig<C> {
 }
 
 impl AlertsConfig {
+    /// The routing rules: `groupWait` and `repeatInterval` over the defaults.
+    pub fn rules(&self) -> Rules {
+        Rules {
+            group_wait: self.group_wait.unwrap_or(Rules::default().group_wait),
+            repeat_interval: self
+                .repeat_interval
+                .unwrap_or(Rules::default().repeat_interval),
+        }
+    }
+
+    /// The runbooks alerts carry (the project's, the thresholds', `strategies`' and the
+    /// built-in alerts') and the built-in alerts' settings; problems go to `fail`.
+    pub fn settings(
+        &self,
+        strategies: &[StrategyConfig],
+        fail: &mut impl FnMut(&str, InvalidConfig),
+    ) -> (Runbooks, BuiltinAlerts) {
+        let mut runbooks = Runbooks {
+            default: self.runbook.as_deref().map(Arc::from),
+            ..Runbooks::default()
+        };
+        for strategy in strategies {
+            if let Some(runbook) = &strategy.runbook {
+                runbooks
+                    .by_strategy
+                    .insert(strategy.name.as_str().into(), runbook.as_str().into());
+                // A `notify` strategy's alert is named after it.
+                runbooks
+                    .by_name
+                    .insert(strategy.name.as_str().into(), runbook.as_str().into());
+            }
+        }
+        for threshold in &self.thresholds {
+            if let Some(runbook) = &threshold.runbook {
+                runbooks
+                    .by_name
+                    .insert(threshold.metric.as_str().into(), runbook.as_str().into());
+            }
+        }
+        let builtins = self.builtin.build(&mut runbooks, fail);
+        (runbooks, builtins)
+    }
+
     /// The thresholds and the alerting (channels and rules); problems go to `fail` with the
     /// key they are at, under `alerts`.
     fn build(
         &self,
         metrics: &[String],
+        strategies: &[StrategyConfig],
         channel: &impl Fn(Arc<dyn Notifier>) -> Arc<dyn Notifier>,
         fail: &mut impl FnMut(&str, InvalidConfig),
     ) -> (Vec<AlertThreshold>, Alerting) {
+        let (runbooks, builtins) = self.settings(strategies, fail);
         if !self.thresholds.is_empty() && self.channels.is_empty() {
             fail(
                 "alerts",
@@ -395,18 +498,17 @@ impl AlertsConfig {
                 metric: threshold.metric.as_str().into(),
                 warning: threshold.warning,
                 critical: threshold.critical,
+                holds_for: threshold.for_.unwrap_or_default(),
             };
             match threshold.validate() {
                 Ok(()) => thresholds.push(threshold),
                 Err(e) => fail(&at, e),
             }
         }
-        let mut alerting = Alerting::builder().rules(Rules {
-            group_wait: self.group_wait.unwrap_or(Rules::default().group_wait),
-            repeat_interval: self
-                .repeat_interval
-                .unwrap_or(Rules::default().repeat_interval),
-        });
+        let mut alerting = Alerting::builder()
+            .runbooks(runbooks)
+            .builtins(builtins)
+            .rules(self.rules());
         let mut names: Vec<String> = Vec::new();
         for (i, config) in self.channels.iter().enumerate() {
             let at = format!("alerts.channels[{i}]");
@@ -429,6 +531,83 @@ impl AlertsConfig {
             }
         }
         (thresholds, alerting.build())
+    }
+}
+
+impl BuiltinAlertsConfig {
+    /// The settings over the defaults, each runbook into `runbooks`; a key an alert does not
+    /// take goes to `fail`.
+    fn build(
+        &self,
+        runbooks: &mut Runbooks,
+        fail: &mut impl FnMut(&str, InvalidConfig),
+    ) -> BuiltinAlerts {
+        let mut builtins = BuiltinAlerts::default();
+        for (key, name, config, alert, waits) in [
+            (
+                "runFailed",
+                RUN_FAILED,
+                &self.run_failed,
+                &mut builtins.run_failed,
+                None,
+            ),
+            (
+                "runLost",
+                RUN_LOST,
+                &self.run_lost,
+                &mut builtins.run_lost,
+                None,
+            ),
+            (
+                "runStuck",
+                RUN_STUCK,
+                &self.run_stuck,
+                &mut builtins.run_stuck,
+                Some("after"),
+            ),
+            (
+                "checkDown",
+                CHECK_DOWN,
+                &self.check_down,
+                &mut builtins.check_down,
+                Some("for"),
+            ),
+        ] {
+            let at = format!("alerts.builtin.{key}");
+            for (given, wait) in [(config.after, "after"), (config.for_, "for")] {
+                match (given, waits) {
+                    (None, _) => {}
+                    (Some(after), Some(takes)) if takes == wait => {
+                        if after.is_zero() {
+                            fail(&at, InvalidConfig::new(wait, "must be more than 0"));
+                        }
+                        alert.after = after;
+                    }
+                    (Some(_), _) => fail(
+                        &at,
+                        InvalidConfig::new(
+                            wait,
+                            match waits {
+                                Some(takes) => {
+                                    format!("`{name}` waits with `{takes}`, not `{wait}`")
+                                }
+                                None => format!("`{name}` fires at once: it takes no `{wait}`"),
+                            },
+                        ),
+                    ),
+                }
+            }
+            alert.enabled = config.enabled.unwrap_or(true);
+            if let Some(severity) = config.severity {
+                alert.severity = severity;
+            }
+            if let Some(runbook) = &config.runbook {
+                runbooks
+                    .by_name
+                    .insert(name.into(), runbook.as_str().into());
+            }
+        }
+        builtins
     }
 }
 

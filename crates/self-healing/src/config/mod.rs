@@ -554,6 +554,9 @@ pub struct StrategyConfig {
     pub mode: Mode,
     /// The stages it applies to; `None` for every stage.
     pub stages: Option<Vec<String>>,
+    /// Where a person finds what to do about the alerts it raises (its `notify`, its retries
+    /// exhausted…); `None`: the project's.
+    pub runbook: Option<String>,
 }
 
 impl StrategyConfig {
@@ -599,6 +602,7 @@ impl StrategyConfig {
 
 const STRATEGY_KEYS: &[&str] = &[
     "name", "priority", "triggers", "action", "config", "cooldown", "enabled", "mode", "stages",
+    "runbook",
 ];
 
 impl<'de> Deserialize<'de> for StrategyConfig {
@@ -634,6 +638,7 @@ impl<'de> Visitor<'de> for StrategyVisitor {
         let mut enabled = None;
         let mut mode = None;
         let mut stages = None;
+        let mut runbook = None;
         fn once<T, E: de::Error>(slot: &Option<T>, key: &'static str) -> Result<(), E> {
             match slot {
                 Some(_) => Err(E::duplicate_field(key)),
@@ -685,6 +690,10 @@ impl<'de> Visitor<'de> for StrategyVisitor {
                     once(&stages, "stages")?;
                     stages = Some(map.next_value::<Vec<String>>()?);
                 }
+                "runbook" => {
+                    once(&runbook, "runbook")?;
+                    runbook = Some(map.next_value::<String>()?);
+                }
                 other => return Err(de::Error::unknown_field(other, STRATEGY_KEYS)),
             }
         }
@@ -717,6 +726,7 @@ impl<'de> Visitor<'de> for StrategyVisitor {
             enabled: enabled.unwrap_or(true),
             mode: mode.unwrap_or_default(),
             stages,
+            runbook,
         })
     }
 }

@@ -1,15 +1,20 @@
 //! The seed's alert thresholds: a metric's `warning` and `critical` levels, firing an alert when
-//! the metric reaches a level and resolving it when the metric falls back below.
+//! the metric reaches a level (and stays there for `for`) and resolving it when the metric falls
+//! back below.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::alert::{Alert, Alerting, fingerprint};
 use crate::error::{InvalidConfig, Severity};
 use crate::metrics::{MetricsCollector, Scope};
 
 /// A metric's alert levels (`alerts.thresholds[]` in files). Evaluated for the run and each stage
-/// every evaluation interval, whatever the healing mode: manual mode stops remedies, not alerts.
+/// every evaluation interval and on the run's final window at its end, whatever the healing
+/// mode: manual mode stops remedies, not alerts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertThreshold {
     /// The metric (`errorRate`, `latencyP95`, or a declared one).
@@ -18,6 +23,9 @@ pub struct AlertThreshold {
     pub warning: Option<f64>,
     /// At or above this, a critical alert fires (and inhibits the warning).
     pub critical: Option<f64>,
+    /// How long each new sample must have been at or above a level before it fires
+    /// (Prometheus's `for`); zero fires at the first.
+    pub holds_for: Duration,
 }
 
 impl AlertThreshold {
@@ -47,9 +55,13 @@ impl AlertThreshold {
 }
 
 /// How many samples each (threshold, stage) window had when last looked at: only new samples
-/// change an alert, so a quiet metric neither fires again nor resolves by itself.
+/// change an alert, so a quiet metric neither fires again nor resolves by itself; and since
+/// when each level has been reached, for `for`.
 #[derive(Debug, Default)]
-pub(crate) struct Seen(HashMap<(usize, Option<Arc<str>>), u64>);
+pub(crate) struct Seen {
+    samples: HashMap<(usize, Option<Arc<str>>), u64>,
+    reached: HashMap<(usize, Option<Arc<str>>, Severity), Instant>,
+}
 
 /// Fires and resolves `project`'s threshold alerts from the collector's latest samples, for the
 /// run (`None`) and each of `stages`.
@@ -71,7 +83,7 @@ pub(crate) fn evaluate(
                 continue;
             };
             let recorded = series.recorded();
-            if seen.0.insert((i, stage.clone()), recorded) == Some(recorded) {
+            if seen.samples.insert((i, stage.clone()), recorded) == Some(recorded) {
                 continue;
             }
             let Some(value) = series.last() else { continue };
@@ -81,7 +93,12 @@ pub(crate) fn evaluate(
             let mut levels: Vec<(Severity, f64)> = threshold.levels().collect();
             levels.sort_by_key(|(severity, level)| (value < *level, std::cmp::Reverse(*severity)));
             for (severity, level) in levels {
+                let key = (i, stage.clone(), severity);
                 if value >= level {
+                    let since = *seen.reached.entry(key).or_insert_with(Instant::now);
+                    if since.elapsed() < threshold.holds_for {
+                        continue;
+                    }
                     let mut alert = Alert::firing(
                         severity,
                         Arc::clone(project),
@@ -107,6 +124,7 @@ pub(crate) fn evaluate(
                     alert.value = Some(value);
                     alerting.fire(alert);
                 } else {
+                    seen.reached.remove(&key);
                     alerting.resolve(&fingerprint, Some(severity));
                 }
             }
@@ -115,9 +133,17 @@ pub(crate) fn evaluate(
 }
 
 fn describe(threshold: &AlertThreshold) -> String {
-    threshold
+    let levels = threshold
         .levels()
         .map(|(severity, level)| format!("{severity} {level}"))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    if threshold.holds_for.is_zero() {
+        levels
+    } else {
+        format!(
+            "{levels}, for {}",
+            crate::duration::display(threshold.holds_for)
+        )
+    }
 }

@@ -41,10 +41,26 @@ async fn cooldown_allows_exactly_one_action_per_period_over_an_hour() {
     assert_eq!(count(&records, Outcome::Succeeded), 9);
     assert_eq!(count(&records, Outcome::SkippedCooldown), records.len() - 9);
     // One alert, not nine: it keeps firing within the repeat interval; the run's success
-    // resolves it.
-    let alerts = notifier.alerts.lock().unwrap();
-    let states: Vec<_> = alerts.iter().map(|a| a.status).collect();
-    assert_eq!(states, [AlertStatus::Firing, AlertStatus::Resolved]);
+    // resolves it. An hour in which no attempt finished is also a stuck run, from 30 minutes
+    // on, until the run's end.
+    let states = |name: &str| -> Vec<AlertStatus> {
+        notifier
+            .alerts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| &*a.name == name)
+            .map(|a| a.status)
+            .collect()
+    };
+    assert_eq!(
+        states("page-on-queue"),
+        [AlertStatus::Firing, AlertStatus::Resolved]
+    );
+    assert_eq!(
+        states(RUN_STUCK),
+        [AlertStatus::Firing, AlertStatus::Resolved]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -76,8 +92,8 @@ async fn the_budget_caps_actions_per_window_and_alerts_once_per_exhaustion() {
     assert_eq!(budget, [AlertStatus::Firing, AlertStatus::Resolved]);
     assert_eq!(
         events.count(|k| matches!(k, EventKind::AlertDelivered { .. })),
-        2,
-        "the firing group and the resolved group, each one delivery to the one channel"
+        3,
+        "the firing group, `run-stuck` 30 minutes in and the resolved group, each one delivery to the one channel"
     );
 }
 
@@ -111,7 +127,13 @@ async fn manual_mode_still_alerts_and_dry_runs_record_exactly_what_would_have_ha
                 records[0]
             );
             assert_eq!(
-                notifier.alerts.lock().unwrap().len(),
+                notifier
+                    .alerts
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|a| &*a.name == "page-on-queue")
+                    .count(),
                 2,
                 "fired and resolved"
             );
@@ -120,8 +142,13 @@ async fn manual_mode_still_alerts_and_dry_runs_record_exactly_what_would_have_ha
             assert_eq!(count(&records, Outcome::WouldHave), 9, "{dry}");
             assert_eq!(count(&records, Outcome::Succeeded), 0, "{dry}");
             assert!(
-                notifier.alerts.lock().unwrap().is_empty(),
-                "{dry}: nothing acts"
+                notifier
+                    .alerts
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .all(|a| &*a.name == RUN_STUCK),
+                "{dry}: nothing acts (a stuck run is still said)"
             );
             assert_eq!(applied, 0, "{dry}");
         }
@@ -177,7 +204,7 @@ async fn superseded_matches_are_recorded_and_side_actions_still_run() {
             ("tell-someone".to_owned(), Outcome::Succeeded),
         ]
     );
-    // The notify strategy's alert, and the rollback's own critical alert.
+    // The notify strategy's alert, the rollback's own critical alert, and the run's failure.
     let mut names: Vec<String> = notifier
         .alerts
         .lock()
@@ -186,7 +213,14 @@ async fn superseded_matches_are_recorded_and_side_actions_still_run() {
         .map(|a| format!("{} {}", a.name, a.severity))
         .collect();
     names.sort();
-    assert_eq!(names, ["rollback critical", "tell-someone warning"]);
+    assert_eq!(
+        names,
+        [
+            "rollback critical",
+            "run-failed critical",
+            "tell-someone warning"
+        ]
+    );
 }
 
 #[tokio::test(start_paused = true)]

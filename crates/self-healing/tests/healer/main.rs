@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use self_healing::alert::AlertStatus;
+use self_healing::alert::{AlertStatus, RUN_STUCK};
 use self_healing::event::{ActionKind, EventKind};
 use self_healing::healing::{
     Action, AutoHealer, AutoHealerBuilder, CircuitBreakAction, FailoverAction, HealingRecord,

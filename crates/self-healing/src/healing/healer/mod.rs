@@ -29,7 +29,7 @@ use crate::alert::{Alert, Alerting};
 use crate::clock::Clock;
 use crate::error::{InvalidConfig, Severity};
 use crate::event::{ActionKind, EventKind, HealingRecord, Outcome, RunId};
-use crate::health::{CheckStatus, HealthMonitor};
+use crate::health::{CheckStatus, HealthMonitor, HealthStatus};
 use crate::metrics::MetricsCollector;
 use crate::pipeline::{
     Failure, PipelineBuilder, Remedy, RunScope, StageChange, StageControl, Supervisor,
@@ -248,26 +248,7 @@ impl AutoHealer {
     async fn evaluate_run(&self, scope: &RunScope) {
         self.install_adaptive(scope, false);
         self.flush_adapted(scope);
-        if !self.inner.thresholds.is_empty() {
-            let stages: Vec<Arc<str>> = scope
-                .controls
-                .iter()
-                .map(|c| Arc::clone(c.stage_name()))
-                .collect();
-            let mut seen = self
-                .inner
-                .thresholds_seen
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            thresholds::evaluate(
-                &self.inner.thresholds,
-                &self.inner.alerts,
-                &scope.pipeline,
-                &scope.metrics,
-                &stages,
-                seen.entry(scope.run.clone()).or_default(),
-            );
-        }
+        self.evaluate_thresholds(scope);
         let running: Vec<Arc<str>> = scope
             .controls
             .iter()
@@ -286,6 +267,32 @@ impl AutoHealer {
             )
             .await;
         }
+    }
+
+    /// Fires and resolves the thresholds' alerts on the samples `scope`'s run took since the
+    /// last look.
+    fn evaluate_thresholds(&self, scope: &RunScope) {
+        if self.inner.thresholds.is_empty() {
+            return;
+        }
+        let stages: Vec<Arc<str>> = scope
+            .controls
+            .iter()
+            .map(|c| Arc::clone(c.stage_name()))
+            .collect();
+        let mut seen = self
+            .inner
+            .thresholds_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        thresholds::evaluate(
+            &self.inner.thresholds,
+            &self.inner.alerts,
+            &scope.pipeline,
+            &scope.metrics,
+            &stages,
+            seen.entry(scope.run.clone()).or_default(),
+        );
     }
 
     /// The runs it heals now.
@@ -318,6 +325,14 @@ impl AutoHealer {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .flat_map(HealthMonitor::statuses)
+            .collect()
+    }
+
+    /// The checks unhealthy now.
+    fn unhealthy_checks(&self) -> Vec<CheckStatus> {
+        self.health()
+            .into_iter()
+            .filter(|c| c.status == HealthStatus::Unhealthy)
             .collect()
     }
 
@@ -577,7 +592,9 @@ impl Supervisor for AutoHealer {
         self.inner.alerts.report_to(&scope.bus, Some(&scope.run));
         self.inner
             .alerts
-            .watch_run(&scope.bus, &scope.pipeline, &scope.run);
+            .watch_run(&scope.bus, &scope.pipeline, &scope.run, || {
+                self.unhealthy_checks()
+            });
         let stop = CancellationToken::new();
         let previous = self.lock_attached().insert(
             scope.run.clone(),
@@ -610,6 +627,11 @@ impl Supervisor for AutoHealer {
 
     fn run_finished(&self, run: &RunId) {
         let scope = self.scope(run);
+        // The run's final window (sampled at its end), so a run shorter than a sample
+        // interval is judged too.
+        if let Some(scope) = &scope {
+            self.evaluate_thresholds(scope);
+        }
         self.finish_adapted(run, scope.as_ref());
         if let Some(done) = self.lock_attached().remove(run) {
             done.stop.cancel();
