@@ -218,9 +218,10 @@ pub struct Loaded {
     pub text: String,
     /// Values to mask wherever something is shown or stored.
     pub secrets: Secrets,
-    /// `healing.alerts.channels` as written, `${NAME}`s unsubstituted: what the store keeps so
-    /// `serve` can deliver alerts a run left owed, with its own environment's secrets.
-    pub alert_channels: Option<serde_json::Value>,
+    /// `healing.alerts` as written, `${NAME}`s unsubstituted: what the store keeps so `serve`
+    /// can deliver alerts a run left owed, and raise `run-lost`, with its own environment's
+    /// secrets.
+    pub alert_settings: Option<serde_json::Value>,
 }
 
 /// Reads and parses a pipeline file, taking `${NAME}` from the process's environment.
@@ -324,15 +325,13 @@ pub fn parse(
         Format::Yaml => serde_saphyr::from_str(&text).ok(),
         Format::Toml => toml::from_str(&text).ok(),
     };
-    let alert_channels = raw
-        .and_then(|raw| raw.pointer("/healing/alerts/channels").cloned())
-        .filter(|channels| channels.as_array().is_some_and(|c| !c.is_empty()));
+    let alert_settings = raw.and_then(|raw| raw.pointer("/healing/alerts").cloned());
     let secrets = secrets_of(&file, env.into_secrets(), lookup);
     Ok(Loaded {
         file,
         text,
         secrets,
-        alert_channels,
+        alert_settings,
     })
 }
 

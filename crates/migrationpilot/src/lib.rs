@@ -15,6 +15,8 @@
 //! - [`progress`]: what a run prints.
 //! - [`terminal`]: everything printed for a person passes here: control characters from stages
 //!   escaped, a closed pipe a quiet end of printing.
+//! - [`project_alerts`]: a project's alerts outside its runs: what runs left owed delivered,
+//!   `run-lost` raised.
 //! - [`serve`]: the HTTP API, event stream, `/metrics` and dashboard (`serve`, `run --listen`).
 
 pub mod build;
@@ -26,6 +28,7 @@ pub mod error;
 pub mod file;
 pub mod journal;
 pub mod progress;
+pub mod project_alerts;
 pub mod serve;
 pub mod session;
 pub mod store;

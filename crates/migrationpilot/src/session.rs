@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use self_healing::alert::{RUN_LOST, fingerprint};
 use self_healing::event::RunId;
 use self_healing::export::PrometheusExporter;
 use self_healing::health::HealthMonitor;
@@ -22,7 +23,7 @@ use crate::error::CliError;
 use crate::store::work::{Filter, RunFile};
 use crate::store::{self, CheckSeen, DeclaredCheck, Owner, RunClaim, RunRow, Store, StoreOutbox};
 use crate::worker::{self, Worked, WorkerOptions};
-use crate::{file, journal, progress, serve};
+use crate::{file, journal, progress, project_alerts, serve};
 
 /// Opens the store `url` names, or the default one, as `access` allows.
 pub async fn open_store(
@@ -65,7 +66,7 @@ pub fn load(path: &Path, project: Option<&str>, seed: Option<u64>) -> Result<Bui
             count: errors.len(),
         }
     })?;
-    built.alert_channels = loaded.alert_channels;
+    built.alert_settings = loaded.alert_settings;
     Ok(built)
 }
 
@@ -144,10 +145,12 @@ impl Session {
         })
     }
 
-    /// The run to start: a fresh id, or the unfinished run to resume and what it did. Refused
-    /// when a run of the project is still alive, here or on another machine.
-    async fn run_to_start(&self) -> Result<(RunId, Option<Arc<Resume>>), CliError> {
+    /// The run to start: a fresh id, or the unfinished run to resume and what it did; and the
+    /// project's latest run when a fresh one starts while it is lost. Refused when a run of the
+    /// project is still alive, here or on another machine.
+    async fn run_to_start(&self) -> Result<(RunId, Option<Arc<Resume>>, Option<RunRow>), CliError> {
         let now = store::millis(std::time::SystemTime::now());
+        let mut lost = None;
         let (run, resume) = if self.request.resume {
             let Some(unfinished) = self.store.unfinished_run(&self.project).await? else {
                 return Err(CliError::Invalid(format!(
@@ -174,6 +177,11 @@ impl Session {
             }
             (run, Some(Arc::new(resume)))
         } else {
+            lost = self
+                .store
+                .unfinished_run(&self.project)
+                .await?
+                .filter(|run| run.is_lost(now));
             // Always a fresh id, whatever `--seed` says: it seeds jitter, never identities.
             (RunId::new(format!("run-{:016x}", fastrand::u64(..))), None)
         };
@@ -209,14 +217,14 @@ impl Session {
         if let Some(live) = self.store.claim_run(&claim).await? {
             return Err(live_run(&self.project, &live, now));
         }
-        Ok((run, resume))
+        Ok((run, resume, lost))
     }
 
     /// Runs the pipeline to its end and returns its report once every event is journaled.
     /// With `listen`, serves the HTTP API beside the run, `/metrics` fed by the run's bus,
     /// until the run ends.
     pub async fn run(self, listen: Option<serve::Bound>) -> Result<RunReport, CliError> {
-        let (run_id, resume) = self.run_to_start().await?;
+        let (run_id, resume, lost) = self.run_to_start().await?;
         let own_worker = self.share(&run_id).await?;
         let Built {
             pipeline,
@@ -233,17 +241,35 @@ impl Session {
             Some(&self.project),
             secrets.clone(),
         )));
-        // The channels as written, or none: `serve` delivers what is owed through these.
-        let channels = self
+        // The alert settings as written, or none: `serve` delivers what is owed through their
+        // channels, and raises `run-lost` as they say.
+        let settings = self
             .built
-            .alert_channels
+            .alert_settings
             .clone()
-            .unwrap_or_else(|| serde_json::json!([]));
-        self.store.set_channels(&self.project, &channels).await?;
+            .unwrap_or_else(|| serde_json::json!({}));
+        self.store
+            .set_alert_settings(&self.project, &settings)
+            .await?;
         if let Err(error) = alerting.restore(&self.project).await {
             crate::terminal::eprint_line(format_args!(
                 "  ! alerts earlier runs left firing could not be read: {error}"
             ));
+        }
+        // A resume ends the run's being lost; a fresh run tells of the one it leaves lost,
+        // unless `serve` did already.
+        let lost_alert = fingerprint(&self.project, None, RUN_LOST);
+        if resume.is_some() {
+            alerting.resolve(&lost_alert, None);
+        } else if let Some(alert) = lost
+            .as_ref()
+            .and_then(|run| project_alerts::run_lost(run, &alerting.builtins().run_lost))
+            && !alerting
+                .firing()
+                .iter()
+                .any(|a| a.fingerprint() == lost_alert)
+        {
+            alerting.fire(alert);
         }
         // Steering set while nothing ran applies from the start.
         let mut steering = Steering::new(

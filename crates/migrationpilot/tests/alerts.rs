@@ -183,7 +183,16 @@ fn slack_and_pagerduty_get_the_alert_in_manual_mode_then_its_resolution_under_on
     assert_eq!(page, "succeeded");
     assert!(detail.contains("manual mode"), "{detail}");
 
-    let fired = hooks.wait("/pagerduty", 1);
+    // The page, and the run's failure (a critical page of its own, under its own key).
+    let of = |events: Vec<Value>, key: &str| -> Vec<Value> {
+        events
+            .into_iter()
+            .filter(|e| e["dedup_key"] == key)
+            .collect()
+    };
+    let fired = of(hooks.wait("/pagerduty", 2), "payroll/load/page");
+    let failed = of(hooks.wait("/pagerduty", 2), "payroll/-/run-failed");
+    assert_eq!(failed[0]["payload"]["severity"], "critical");
     assert_eq!(
         fired[0],
         serde_json::json!({
@@ -229,7 +238,7 @@ fn slack_and_pagerduty_get_the_alert_in_manual_mode_then_its_resolution_under_on
         .env("PD_KEY", "R0UT1NGKEY")
         .assert()
         .success();
-    let events = hooks.wait("/pagerduty", 2);
+    let events = of(hooks.wait("/pagerduty", 4), "payroll/load/page");
     assert_eq!(
         events[1],
         serde_json::json!({
@@ -238,13 +247,19 @@ fn slack_and_pagerduty_get_the_alert_in_manual_mode_then_its_resolution_under_on
             "dedup_key": "payroll/load/page",
         })
     );
-    let slack = hooks.wait("/slack/T000/B000/secret", 2);
-    assert!(
-        slack[1]["text"]
-            .as_str()
-            .unwrap()
-            .starts_with("*[RESOLVED] payroll: page*")
-    );
+    let resolved = |text: &str| text.contains("*[RESOLVED] payroll: page*");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !hooks
+        .wait("/slack/T000/B000/secret", 1)
+        .iter()
+        .any(|m| resolved(m["text"].as_str().unwrap()))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the page never resolved in Slack"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     let alerts = work
         .cmd()
@@ -252,8 +267,14 @@ fn slack_and_pagerduty_get_the_alert_in_manual_mode_then_its_resolution_under_on
         .output()
         .unwrap();
     let alerts: Value = serde_json::from_slice(&alerts.stdout).unwrap();
-    assert_eq!(alerts[0]["alert"]["status"], "resolved");
-    let delivered: Vec<&str> = alerts[0]["deliveries"]
+    let page = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["alert"]["name"] == "page")
+        .unwrap();
+    assert_eq!(page["alert"]["status"], "resolved");
+    let delivered: Vec<&str> = page["deliveries"]
         .as_array()
         .unwrap()
         .iter()
@@ -263,6 +284,14 @@ fn slack_and_pagerduty_get_the_alert_in_manual_mode_then_its_resolution_under_on
         delivered, ["delivered"; 4],
         "two channels, firing and resolved"
     );
+    // The run's failure paged too, and resolved with the success.
+    let failed = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["alert"]["name"] == "run-failed")
+        .unwrap();
+    assert_eq!(failed["alert"]["status"], "resolved");
 }
 
 #[test]
@@ -327,8 +356,8 @@ fn a_critical_alert_and_its_resolution_arrive_by_email_through_a_real_smtp_serve
         mails.sort();
         mails.into_iter().map(|(_, m)| m).collect()
     };
-    // The rollback's alert and the page fire (in one message or two, as they fall in the
-    // group wait); both resolve with the next run.
+    // The rollback's alert, the page and the run's failure fire (in one message or more, as
+    // they fall in the group wait); all resolve with the next run.
     let blocks = |mails: &[String], status: &str| {
         mails
             .iter()
@@ -338,7 +367,7 @@ fn a_critical_alert_and_its_resolution_arrive_by_email_through_a_real_smtp_serve
     let deadline = Instant::now() + Duration::from_secs(60);
     let mails = loop {
         let mails = read_mail();
-        if blocks(&mails, "firing") == 2 && blocks(&mails, "resolved") == 2 {
+        if blocks(&mails, "firing") == 3 && blocks(&mails, "resolved") == 3 {
             break mails;
         }
         assert!(Instant::now() < deadline, "mail: {mails:#?}");
@@ -450,10 +479,32 @@ fn a_real_alertmanager_receives_an_alert_and_then_its_end() {
             .contains("rolling back")
     );
 
+    // The run's failure pages too, on the project, with what to do in its description.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let failed = loop {
+        if let Some(alert) = active("run-failed") {
+            break alert;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run-failed never reached Alertmanager"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(failed["labels"]["severity"], "critical");
+    assert_eq!(failed["labels"].get("stage"), None);
+    assert!(
+        failed["annotations"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("What to do:"),
+        "{failed}"
+    );
+
     work.file("fixed", "");
     work.cmd().args(["run", "pipeline.yaml"]).assert().success();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while active("rollback").is_some() {
+    while active("rollback").is_some() || active("run-failed").is_some() {
         assert!(
             Instant::now() < deadline,
             "the alert never ended in Alertmanager"
@@ -555,9 +606,24 @@ healing:
     // The refusing channel comes back; `serve` delivers what the killed run owed it.
     let back = Receiver::on(TcpListener::bind(("127.0.0.1", refusing_port)).unwrap());
     let served = Served::start(&work, &["serve", "--listen", "127.0.0.1:0"], &[]);
-    let got = back.wait("/hook", 1);
-    assert_eq!(got[0]["alerts"][0]["name"], "rollback");
-    assert_eq!(got[0]["alerts"][0]["status"], "firing");
+    // (It also tells every channel the killed run is lost.)
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let rollback = loop {
+        let found = back
+            .wait("/hook", 1)
+            .iter()
+            .flat_map(|b| b["alerts"].as_array().cloned().unwrap_or_default())
+            .find(|a| a["name"] == "rollback");
+        if let Some(alert) = found {
+            break alert;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the owed rollback alert never came"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(rollback["status"], "firing");
     // ... and records it delivered (stopping it before then would leave it owed, to be sent
     // again: delivery is at least once).
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -579,4 +645,226 @@ healing:
         std::thread::sleep(Duration::from_millis(50));
     }
     drop(served);
+}
+
+/// What a webhook received, in order: `name status severity` per alert.
+fn received(hooks: &Receiver) -> Vec<String> {
+    hooks
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|(_, body)| body["alerts"].as_array().cloned().unwrap_or_default())
+        .map(|a| {
+            format!(
+                "{} {} {}",
+                a["name"].as_str().unwrap_or("?"),
+                a["status"].as_str().unwrap_or("?"),
+                a["severity"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+/// Waits (a bounded while) until the webhook received an alert line `line`.
+fn wait_line(hooks: &Receiver, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !received(hooks).iter().any(|l| l == line) {
+        assert!(
+            Instant::now() < deadline,
+            "never received `{line}`: {:?}",
+            received(hooks)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A stage that fails on an error no retry cures (exit 3, "schema mismatch") until `fixed`
+/// exists, with healing in manual mode and nothing but the built-in alerts: the run pages, and
+/// the project's next successful run resolves the page.
+#[test]
+fn a_failed_run_pages_even_in_manual_mode_and_the_next_success_resolves_it() {
+    let hooks = Receiver::start();
+    let work = Workspace::new();
+    work.script(
+        "load.sh",
+        "[ -f fixed ] && exit 0\necho 'ERROR: schema mismatch in table ledger' >&2; exit 3",
+    );
+    work.file(
+        "pipeline.yaml",
+        &format!(
+            r#"
+project: ledger
+stages:
+  - name: load
+    command: ["./load.sh"]
+healing:
+  enabled: false
+  alerts:
+    groupWait: 100
+    runbook: https://wiki.example/ledger
+    channels:
+      - {{ type: webhook, url: "{}" }}
+"#,
+            hooks.url("/hook")
+        ),
+    );
+    work.cmd().args(["run", "pipeline.yaml"]).assert().code(1);
+    wait_line(&hooks, "run-failed firing critical");
+    let page = hooks.wait("/hook", 1)[0]["alerts"][0].clone();
+    assert_eq!(page["project"], "ledger");
+    assert_eq!(page["runbook"], "https://wiki.example/ledger");
+    assert!(
+        page["message"]
+            .as_str()
+            .unwrap()
+            .contains("schema mismatch"),
+        "{page}"
+    );
+    let shown = work
+        .cmd()
+        .args(["alerts", "--project", "ledger"])
+        .assert()
+        .success();
+    let shown = String::from_utf8_lossy(&shown.get_output().stdout).into_owned();
+    assert!(shown.contains("ledger/-/run-failed"), "{shown}");
+    assert!(
+        shown.contains("runbook: https://wiki.example/ledger"),
+        "{shown}"
+    );
+
+    work.file("fixed", "");
+    work.cmd().args(["run", "pipeline.yaml"]).assert().success();
+    wait_line(&hooks, "run-failed resolved critical");
+}
+
+/// A run of one second whose error rate is far over its critical level fires at its end,
+/// though no sample interval (5 s) passed during it.
+#[test]
+fn a_one_second_run_over_an_error_rate_threshold_fires() {
+    let hooks = Receiver::start();
+    let work = Workspace::new();
+    // Each item fails its first attempt and passes its second: an error rate of 0.5.
+    work.script(
+        "copy.sh",
+        "[ -f \"done-$1\" ] && exit 0\ntouch \"done-$1\"; echo 'read ECONNRESET' >&2; exit 1",
+    );
+    let items: Vec<String> = (0..12).map(|i| format!("\"b{i}\"")).collect();
+    work.file(
+        "pipeline.yaml",
+        &format!(
+            r#"
+project: short
+stages:
+  - name: copy
+    command: ["./copy.sh", "{{item}}"]
+    items: [{}]
+    concurrency: 4
+    retryPolicy: {{ maxAttempts: 2, initialDelay: 10ms, retryableErrors: ["ECONNRESET"] }}
+healing:
+  alerts:
+    groupWait: 100
+    thresholds:
+      - {{ metric: errorRate, warning: 0.2, critical: 0.4, runbook: https://wiki.example/errors }}
+    channels:
+      - {{ type: webhook, url: "{}" }}
+"#,
+            items.join(", "),
+            hooks.url("/hook")
+        ),
+    );
+    let started = Instant::now();
+    work.cmd().args(["run", "pipeline.yaml"]).assert().success();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the run is shorter than one sample interval"
+    );
+    wait_line(&hooks, "errorRate firing critical");
+    let fired: Vec<Value> = hooks
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|(_, b)| b["alerts"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["name"] == "errorRate" && a["status"] == "firing")
+        .collect();
+    assert!(
+        fired
+            .iter()
+            .all(|a| a["runbook"] == "https://wiki.example/errors"
+                && a["value"].as_f64().unwrap() >= 0.4),
+        "{fired:#?}"
+    );
+}
+
+/// A run killed with SIGKILL is reported lost by `serve` within its lease (10 s) and 30 s, and
+/// resumed, the alert resolves.
+#[test]
+fn serve_reports_a_killed_run_lost_and_a_resume_resolves_it() {
+    let hooks = Receiver::start();
+    let work = Workspace::new();
+    work.script(
+        "slow.sh",
+        "[ -f resumed ] && exit 0\ntouch started; sleep 60",
+    );
+    work.file(
+        "pipeline.yaml",
+        &format!(
+            r#"
+project: nightly
+stages:
+  - name: move
+    command: ["./slow.sh"]
+healing:
+  alerts:
+    groupWait: 100
+    builtin:
+      runLost: {{ runbook: https://wiki.example/lost }}
+    channels:
+      - {{ type: webhook, url: "{}" }}
+"#,
+            hooks.url("/hook")
+        ),
+    );
+    let mut run = work.spawn(&["run", "pipeline.yaml"]);
+    work.wait_for("started");
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let killed = Instant::now();
+    let served = Served::start(&work, &["serve", "--listen", "127.0.0.1:0"], &[]);
+    wait_line(&hooks, "run-lost firing critical");
+    assert!(
+        killed.elapsed() < Duration::from_secs(40),
+        "reported {:?} after the kill",
+        killed.elapsed()
+    );
+    let lost = hooks
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|(_, b)| b["alerts"].as_array().cloned().unwrap_or_default())
+        .find(|a| a["name"] == "run-lost")
+        .unwrap();
+    assert_eq!(lost["runbook"], "https://wiki.example/lost");
+    assert!(
+        lost["message"].as_str().unwrap().contains("--resume"),
+        "{lost}"
+    );
+    // Reported once, however long serve keeps looking.
+    drop(served);
+    assert_eq!(
+        received(&hooks)
+            .iter()
+            .filter(|l| l.starts_with("run-lost firing"))
+            .count(),
+        1
+    );
+
+    work.file("resumed", "");
+    work.cmd()
+        .args(["run", "pipeline.yaml", "--resume"])
+        .assert()
+        .success();
+    wait_line(&hooks, "run-lost resolved critical");
 }

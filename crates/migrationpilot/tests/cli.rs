@@ -299,6 +299,39 @@ fn validate_reports_every_error_not_just_the_first() {
 }
 
 #[test]
+fn a_built_in_alert_takes_only_its_own_wait() {
+    let work = Workspace::new();
+    let path = work.file(
+        "p.yaml",
+        "project: p\nstages:\n  - name: a\n    command: [\"true\"]\nhealing:\n  alerts:\n    builtin:\n      runFailed: { after: 5m }\n      checkDown: { after: 1m }\n      runStuck: { after: 0s }\n",
+    );
+    migrationpilot()
+        .arg("validate")
+        .arg(&path)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "`healing.alerts.builtin.runFailed.after`: `run-failed` fires at once: it takes no `after`",
+        ))
+        .stderr(predicate::str::contains(
+            "`healing.alerts.builtin.checkDown.after`: `check-down` waits with `for`, not `after`",
+        ))
+        .stderr(predicate::str::contains(
+            "`healing.alerts.builtin.runStuck.after`: must be more than 0",
+        ))
+        .stderr(predicate::str::contains("3 error(s)"));
+    let path = work.file(
+        "q.yaml",
+        "project: q\nstages:\n  - name: a\n    command: [\"true\"]\nhealing:\n  alerts:\n    runbook: https://wiki.example/q\n    builtin:\n      runStuck: { after: 2h, severity: critical }\n      checkDown: { for: 1m, enabled: false }\n    thresholds:\n      - { metric: errorRate, critical: 0.5, for: 2m, runbook: https://wiki.example/errors }\n    channels:\n      - { type: webhook, url: \"http://127.0.0.1:9/hook\" }\n",
+    );
+    migrationpilot()
+        .arg("validate")
+        .arg(&path)
+        .assert()
+        .success();
+}
+
+#[test]
 fn a_healing_problem_does_not_hide_the_stages_or_the_health_monitor() {
     let work = Workspace::new();
     let healing = "healing:\n  retryPolicy: { maxAttempts: 0 }\n";

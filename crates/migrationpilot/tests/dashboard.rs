@@ -245,7 +245,7 @@ healing:
     work.script("broken.sh", "echo 'schema mismatch in ledger' >&2; exit 1");
     work.file(
         "ledger.yaml",
-        "project: ledger\nstages:\n  - name: load\n    command: [\"./broken.sh\"]\nhealing:\n  strategies:\n    - { name: page-oncall, triggers: [{ type: error }], action: notify, config: { severity: critical } }\n",
+        "project: ledger\nstages:\n  - name: load\n    command: [\"./broken.sh\"]\nhealing:\n  strategies:\n    - { name: page-oncall, triggers: [{ type: error }], action: notify, config: { severity: critical }, runbook: \"https://wiki.example/ledger\" }\n",
     );
     work.cmd().args(["run", "ledger.yaml"]).assert().code(1);
     work.script(
@@ -333,11 +333,21 @@ fn chromium_shows_the_runs_follows_a_live_one_and_steers_with_the_token() {
         error.as_str().unwrap().contains("schema mismatch"),
         "{error}"
     );
-    let alert = browser.wait(
-        "document.querySelector('#alerts tr.alert-row[data-status=firing][data-severity=critical]') &&
-         document.querySelector('#alerts tr.alert-row').dataset.fingerprint",
+    // The strategy's page with its runbook as a link, and the run's failure with what to do.
+    let alerts = browser.wait(
+        "document.querySelectorAll('#alerts tr.alert-row[data-status=firing][data-severity=critical]').length === 2 &&
+         [...document.querySelectorAll('#alerts tr.alert-row')].map((r) => [r.dataset.fingerprint,
+           r.querySelector('.runbook a') ? r.querySelector('.runbook a').href : r.textContent]).sort()",
     );
-    assert_eq!(alert, json!("ledger/load/page-oncall"));
+    assert_eq!(alerts[0][0], json!("ledger/-/run-failed"));
+    assert!(
+        alerts[0][1].as_str().unwrap().contains("What to do:"),
+        "{alerts}"
+    );
+    assert_eq!(
+        alerts[1],
+        json!(["ledger/load/page-oncall", "https://wiki.example/ledger"])
+    );
     browser.screenshot("dashboard-failed-run");
 
     // The running run moves to its end without a reload.

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use self_healing::Severity;
-use self_healing::alert::{Alert, Notifier, NotifyError};
+use self_healing::alert::{Alert, Alerting, AlertingBuilder, Notifier, NotifyError};
+use self_healing::config::AlertsConfig;
 
 use crate::env::Secrets;
 
@@ -55,24 +56,32 @@ impl Notifier for MaskedNotifier {
     }
 }
 
-/// The alert channels a project's file declared, as the store keeps them (`${NAME}`s
-/// unsubstituted), built with the variables `lookup` gives: how `serve` reaches them. Secret
-/// values are masked in what the channels send.
-pub fn stored_channels(
+/// A project's `alerts` settings as the store keeps them (as written, `${NAME}`s
+/// unsubstituted; a bare channel list from older versions), built with the variables `lookup`
+/// gives: how `serve` reaches the project's channels, with its routing rules, runbooks and
+/// built-in alerts' settings. Secret values are masked in what the channels send.
+pub fn stored_alerts(
     raw: &serde_json::Value,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<Vec<Arc<dyn Notifier>>, String> {
+) -> Result<AlertingBuilder, String> {
+    let settings = match raw {
+        serde_json::Value::Array(_) => serde_json::json!({ "channels": raw }),
+        other => other.clone(),
+    };
     let env = crate::env::Env::new(lookup);
-    let configs: Vec<self_healing::alert::ChannelConfig> =
-        serde::Deserialize::deserialize(crate::env::Substituting::new(raw.clone(), &env))
+    let config: AlertsConfig =
+        serde::Deserialize::deserialize(crate::env::Substituting::new(settings, &env))
             .map_err(|e| e.to_string())?;
     let mut secrets = env.into_secrets();
     secrets.add_environment();
-    configs
-        .iter()
-        .map(|config| {
-            let inner = config.build().map_err(|e| e.to_string())?;
-            Ok(MaskedNotifier::wrap(inner, secrets.clone()))
-        })
-        .collect()
+    let (runbooks, builtins) = config.settings(&[], &mut |_, _| {});
+    let mut alerting = Alerting::builder()
+        .rules(config.rules())
+        .runbooks(runbooks)
+        .builtins(builtins);
+    for channel in &config.channels {
+        let inner = channel.build().map_err(|e| e.to_string())?;
+        alerting = alerting.channel(MaskedNotifier::wrap(inner, secrets.clone()));
+    }
+    Ok(alerting)
 }

@@ -28,7 +28,7 @@ use crate::file::{FileError, PipelineFile, locate};
 use crate::store::work::Role;
 
 use channels::MaskedNotifier;
-pub use channels::stored_channels;
+pub use channels::stored_alerts;
 use stage::{Bound, stage_of};
 
 /// Everything a run needs.
@@ -45,8 +45,8 @@ pub struct Built {
     /// The values of the secret-looking variables the file used, masked in what is shown or
     /// stored.
     pub secrets: Secrets,
-    /// The file's alert channels as written (`${NAME}`s unsubstituted), for the store.
-    pub alert_channels: Option<serde_json::Value>,
+    /// The file's `healing.alerts` as written (`${NAME}`s unsubstituted), for the store.
+    pub alert_settings: Option<serde_json::Value>,
     /// Every command of every stage, by stage and role: what a worker runs for a job.
     pub commands: Commands,
     /// Where the stages' attempts run: here, until a dispatcher is set; then on whichever
@@ -219,7 +219,7 @@ pub fn build(
             healer,
             monitor,
             secrets: secrets.clone(),
-            alert_channels: None,
+            alert_settings: None,
             commands,
             remote,
             concurrency: file

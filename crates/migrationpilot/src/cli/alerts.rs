@@ -51,6 +51,9 @@ pub(super) async fn exec(store_url: Option<String>, args: AlertsArgs) -> Outcome
             row.fingerprint
         );
         say!("          {}", a.title);
+        if let Some(runbook) = &a.runbook {
+            say!("          runbook: {runbook}");
+        }
         for d in &row.deliveries {
             let when = d
                 .delivered_ms

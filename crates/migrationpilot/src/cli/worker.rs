@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -98,6 +99,12 @@ pub(super) async fn exec(store_url: Option<String>, args: WorkerArgs) -> Outcome
             }
         }
     });
+    // Any live process on a shared store tells of runs nothing drives any more (`run-lost`),
+    // and delivers what runs left owed.
+    tokio::spawn(migrationpilot::project_alerts::keep_up(
+        Arc::clone(&store),
+        stop.clone(),
+    ));
     let worked = migrationpilot::worker::work(store, options, stop)
         .await
         .map_err(CliError::Failed)?;

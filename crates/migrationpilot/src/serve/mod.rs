@@ -236,7 +236,10 @@ impl Bound {
         )
         .await;
         if replay {
-            tokio::spawn(deliver_owed_alerts(Arc::clone(&store), shutdown.clone()));
+            tokio::spawn(crate::project_alerts::keep_up(
+                Arc::clone(&store),
+                shutdown.clone(),
+            ));
         }
         let app = App {
             store,
@@ -253,109 +256,6 @@ impl Bound {
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
             .map_err(|e| CliError::Failed(format!("serving failed: {e}")))
-    }
-}
-
-/// How often `serve` looks for alert deliveries runs left owed.
-const OWED_ALERTS_EVERY: Duration = Duration::from_secs(30);
-
-/// Delivers, every [`OWED_ALERTS_EVERY`], the alerts runs left owed (a channel was down, or the
-/// run was killed), through each project's channels as its file declared them, with the
-/// secrets of this process's environment. A project whose channels cannot be built is said so
-/// once.
-async fn deliver_owed_alerts(store: Arc<dyn Store>, shutdown: CancellationToken) {
-    let said = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
-    let mut failing = false;
-    loop {
-        match store.owing_projects().await {
-            Ok(owing) => {
-                if failing {
-                    eprintln!("  owed alerts can be read again");
-                    failing = false;
-                }
-                // Each project apart: one's hanging channel does not hold up another's.
-                futures_util::future::join_all(owing.into_iter().map(|(project, channels)| {
-                    deliver_project(Arc::clone(&store), project, channels, Arc::clone(&said))
-                }))
-                .await;
-            }
-            Err(error) => {
-                if !failing {
-                    eprintln!("  ! owed alerts cannot be read: {error}");
-                    failing = true;
-                }
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(OWED_ALERTS_EVERY) => {}
-            () = shutdown.cancelled() => return,
-        }
-    }
-}
-
-/// How long `serve` waits for one project's owed deliveries: longer than a channel's retries.
-const OWED_ALERTS_GRACE: Duration = Duration::from_secs(60);
-
-/// The secrets of this process's environment, which the channels it builds are given.
-fn environment_secrets() -> crate::env::Secrets {
-    let mut secrets = crate::env::Secrets::default();
-    secrets.add_environment();
-    secrets
-}
-
-/// Delivers what `project` owes through `channels` as kept, and journals the outcomes.
-async fn deliver_project(
-    store: Arc<dyn Store>,
-    project: String,
-    channels: Option<serde_json::Value>,
-    said: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
-) {
-    let Some(raw) = channels else { return };
-    let channels = match crate::build::stored_channels(&raw, &|name| std::env::var(name).ok()) {
-        Ok(channels) => channels,
-        Err(error) => {
-            if said
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(project.clone())
-            {
-                eprintln!(
-                    "  ! alerts owed by `{project}` wait: its channels cannot be built here: {error}"
-                );
-            }
-            return;
-        }
-    };
-    let alerting = channels
-        .into_iter()
-        .fold(self_healing::alert::Alerting::builder(), |b, c| {
-            b.channel(c)
-        })
-        .outbox(Arc::new(crate::store::StoreOutbox::new(
-            Arc::clone(&store),
-            Some(&project),
-            environment_secrets(),
-        )))
-        .owner(format!(
-            "serve {} #{:08x}",
-            crate::store::Owner::this_process(),
-            fastrand::u32(..)
-        ))
-        .build();
-    // Each outcome is journaled, as a run's are: `alerts` and `/metrics` count it.
-    let bus = self_healing::EventBus::new();
-    let mut outcomes = bus.subscribe();
-    alerting.report_to(&bus, None);
-    alerting.deliver_owed().await;
-    alerting.settle(OWED_ALERTS_GRACE).await;
-    let mut events = Vec::new();
-    while let Some(event) = outcomes.try_recv() {
-        events.push(event);
-    }
-    if !events.is_empty()
-        && let Err(error) = store.append(&project, &events).await
-    {
-        eprintln!("  ! alert deliveries of `{project}` not journaled: {error}");
     }
 }
 

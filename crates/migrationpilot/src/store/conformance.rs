@@ -1117,8 +1117,14 @@ pub(super) async fn logs_and_samples_are_kept_for_the_last_runs_only(store: Arc<
 }
 
 pub(super) async fn alerts_are_owed_taken_under_a_lease_and_delivered(store: Arc<dyn Store>) {
+    assert_eq!(store.alert_settings("p").await.unwrap(), None);
     let channels = serde_json::json!({"slack": {"url": "${SLACK_URL}"}});
-    store.set_channels("p", &channels).await.unwrap();
+    store.set_alert_settings("p", &channels).await.unwrap();
+    assert_eq!(
+        store.alert_settings("p").await.unwrap(),
+        Some(channels.clone()),
+        "kept as written"
+    );
     let alert = firing("p", "rollback", 1);
     // Owed deliveries are their enqueuer's (it gathers a group) until taken, tried or released.
     store

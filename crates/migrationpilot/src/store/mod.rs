@@ -295,15 +295,23 @@ pub trait Alerts: Send + Sync {
     /// `project`'s alerts, firing first, then the most recently changed, with their deliveries.
     fn alerts<'a>(&'a self, project: &'a str, limit: u32) -> BoxFuture<'a, Result<Vec<AlertRow>>>;
 
-    /// Keeps the project's alert channels as its file declares them, `${NAME}`s unsubstituted
-    /// (secrets stay in the environment), so `serve` can deliver what a run left owed.
-    fn set_channels<'a>(
+    /// Keeps the project's `alerts` settings as its file declares them (channels, routing,
+    /// runbooks, built-in alerts), `${NAME}`s unsubstituted (secrets stay in the environment),
+    /// so `serve` can deliver what a run left owed and raise `run-lost`.
+    fn set_alert_settings<'a>(
         &'a self,
         project: &'a str,
-        channels: &'a serde_json::Value,
+        settings: &'a serde_json::Value,
     ) -> BoxFuture<'a, Result<()>>;
 
-    /// The projects that owe deliveries, with their channels as kept.
+    /// The project's `alerts` settings as kept: `None` when no run of it kept any. Stores an
+    /// earlier version wrote hold the channel list alone.
+    fn alert_settings<'a>(
+        &'a self,
+        project: &'a str,
+    ) -> BoxFuture<'a, Result<Option<serde_json::Value>>>;
+
+    /// The projects that owe deliveries, with their `alerts` settings as kept.
     fn owing_projects(&self) -> BoxFuture<'_, Result<Vec<Owing>>>;
 }
 

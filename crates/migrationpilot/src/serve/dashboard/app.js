@@ -680,6 +680,14 @@
 
   // ---------------------------------------------------------------- panel: alerts
 
+  /** An alert's runbook: a link when it is a web address, its text otherwise (never a
+   *  `javascript:` or other scheme a click would run). */
+  function runbookLink(runbook) {
+    return /^https?:\/\//i.test(runbook)
+      ? h('a', { href: runbook, target: '_blank', rel: 'noopener noreferrer' }, 'Runbook')
+      : `Runbook: ${runbook}`;
+  }
+
   async function loadAlerts() {
     const p = state.project;
     const el = $('#alerts');
@@ -695,8 +703,9 @@
           const a = r.alert || {};
           const state_ = a.status === 'firing' ? a.severity : 'resolved';
           return h('tr', { class: 'alert-row', 'data-status': a.status, 'data-severity': a.severity, 'data-fingerprint': r.fingerprint },
-            h('th', { scope: 'row' }, h('div', { class: 'name' }, a.title ?? a.name), h('div', { class: 'small muted' }, a.message ?? '')),
-            h('td', {}, a.stage ?? h('span', { class: 'muted' }, 'whole run')),
+            h('th', { scope: 'row' }, h('div', { class: 'name' }, a.title ?? a.name), h('div', { class: 'small muted' }, a.message ?? ''),
+              a.runbook ? h('div', { class: 'small runbook' }, runbookLink(a.runbook)) : null),
+            h('td', {}, a.stage ?? h('span', { class: 'muted' }, 'whole run'), a.check ? h('div', { class: 'small muted' }, `check ${a.check}`) : null),
             h('td', { class: 'status' }, badge(state_ === 'resolved' ? 'succeeded' : state_ === 'critical' ? 'failed' : 'rolling-back', state_)),
             h('td', { class: 'nowrap' }, timeEl(a.startsAt, true)),
             h('td', { class: 'nowrap' }, a.endsAt ? timeEl(a.endsAt, true) : h('span', { class: 'muted' }, '—')),

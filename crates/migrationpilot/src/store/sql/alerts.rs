@@ -225,10 +225,10 @@ impl Alerts for Backend {
         })
     }
 
-    fn set_channels<'a>(
+    fn set_alert_settings<'a>(
         &'a self,
         project: &'a str,
-        channels: &'a serde_json::Value,
+        settings: &'a serde_json::Value,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             sqlx::query(
@@ -236,10 +236,30 @@ impl Alerts for Backend {
                  ON CONFLICT (name) DO UPDATE SET channels = excluded.channels",
             )
             .bind(project)
-            .bind(channels.to_string())
+            .bind(settings.to_string())
             .execute(&self.pool)
             .await?;
             Ok(())
+        })
+    }
+
+    fn alert_settings<'a>(
+        &'a self,
+        project: &'a str,
+    ) -> BoxFuture<'a, Result<Option<serde_json::Value>>> {
+        Box::pin(async move {
+            let kept: Option<Option<String>> =
+                sqlx::query_scalar("SELECT channels FROM projects WHERE name = $1")
+                    .bind(project)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            kept.flatten()
+                .map(|text| {
+                    serde_json::from_str(&text).map_err(|e| {
+                        StoreError::Invalid(format!("project `{project}`'s alert settings: {e}"))
+                    })
+                })
+                .transpose()
         })
     }
 

@@ -1,0 +1,210 @@
+//! A project's alerts outside its runs. `serve` keeps up with them ([`keep_up`]): it delivers
+//! what runs left owed (a channel was down, the run was killed) and raises `run-lost` about a
+//! run that nothing drives any more, through the channels and settings the project's file
+//! declared, as the store keeps them, with the secrets of its own environment. The `run-lost`
+//! alert itself ([`run_lost`]) is also raised by the project's next `run` and by PostgreSQL
+//! workers ([`report_lost`]).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use self_healing::alert::{Alert, Alerting, BuiltinAlert, RUN_LOST};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{RunRow, Store, StoreOutbox};
+
+/// How often [`keep_up`] looks for lost runs; owed deliveries every third look.
+const LOOK_EVERY: Duration = Duration::from_secs(10);
+
+/// How long one project's deliveries are waited for: longer than a channel's retries.
+const DELIVERY_GRACE: Duration = Duration::from_secs(60);
+
+/// The projects whose settings could not be built here, said once each.
+type Said = Arc<Mutex<HashSet<String>>>;
+
+/// Every [`LOOK_EVERY`], raises `run-lost` about the runs nobody drives any more, and every
+/// third time delivers what runs left owed, until `shutdown`. A store that cannot be read, or a
+/// project whose channels cannot be built here, is said so once.
+pub async fn keep_up(store: Arc<dyn Store>, shutdown: CancellationToken) {
+    let said = Said::default();
+    let owner = owner("serve");
+    let mut failing = false;
+    for look in 0u64.. {
+        let mut looked = report_lost(&store, &owner, &said).await;
+        if look % 3 == 0 {
+            looked = looked.and(deliver_owed(&store, &owner, &said).await);
+        }
+        match looked {
+            Ok(()) if failing => {
+                eprintln!("  the store's alerts can be read again");
+                failing = false;
+            }
+            Ok(()) => {}
+            Err(error) if !failing => {
+                eprintln!("  ! the store's alerts cannot be read: {error}");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            () = tokio::time::sleep(LOOK_EVERY) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Who takes deliveries here: unique even where pids are not.
+fn owner(role: &str) -> String {
+    format!(
+        "{role} {} #{:08x}",
+        crate::store::Owner::this_process(),
+        fastrand::u32(..)
+    )
+}
+
+/// The `run-lost` alert about `run`, as `settings` say; `None` when they turn it off.
+pub fn run_lost(run: &RunRow, settings: &BuiltinAlert) -> Option<Alert> {
+    if !settings.enabled {
+        return None;
+    }
+    let since = run
+        .heartbeat_ms
+        .map(|ms| format!(" (last heard from at {})", crate::store::iso8601(ms)))
+        .unwrap_or_default();
+    let by = run
+        .owner
+        .as_ref()
+        .map(|owner| format!(", driven by {owner},"))
+        .unwrap_or_default();
+    Some(
+        Alert::firing(
+            settings.severity,
+            run.project.as_str(),
+            RUN_LOST,
+            format!("run {} of `{}` is lost", run.id, run.project),
+        )
+        .message(format!(
+            "run {}{by} stopped before it finished{since}: nothing drives it any more; `migrationpilot run --resume` continues it",
+            run.id
+        )),
+    )
+}
+
+/// Raises `run-lost` about each project's latest run that is lost and not already reported,
+/// through the project's settings as kept.
+pub async fn report_lost(
+    store: &Arc<dyn Store>,
+    owner: &str,
+    said: &Said,
+) -> crate::store::Result<()> {
+    let now = crate::store::millis(std::time::SystemTime::now());
+    for project in store.projects().await? {
+        let Some(latest) = store.runs(&project, 1).await?.into_iter().next() else {
+            continue;
+        };
+        if !latest.is_lost(now) {
+            continue;
+        }
+        let settings = store.alert_settings(&project).await?;
+        let Some(alerting) = alerting(store, &project, settings.as_ref(), owner, said) else {
+            continue;
+        };
+        let Some(alert) = run_lost(&latest, &alerting.builtins().run_lost) else {
+            continue;
+        };
+        if let Err(error) = alerting.restore(&project).await {
+            eprintln!("  ! the alerts of `{project}` cannot be read: {error}");
+            continue;
+        }
+        if alerting
+            .firing()
+            .iter()
+            .any(|a| a.fingerprint() == alert.fingerprint())
+        {
+            continue;
+        }
+        alerting.fire(alert);
+        settle(store, &project, &alerting).await;
+    }
+    Ok(())
+}
+
+/// Delivers what each project owes, each apart: one's hanging channel does not hold up
+/// another's.
+async fn deliver_owed(
+    store: &Arc<dyn Store>,
+    owner: &str,
+    said: &Said,
+) -> crate::store::Result<()> {
+    let owing = store.owing_projects().await?;
+    futures_util::future::join_all(owing.into_iter().map(|(project, settings)| async move {
+        // Without settings there are no channels to deliver through.
+        let Some(settings) = settings else { return };
+        let Some(alerting) = alerting(store, &project, Some(&settings), owner, said) else {
+            return;
+        };
+        alerting.deliver_owed().await;
+        settle(store, &project, &alerting).await;
+    }))
+    .await;
+    Ok(())
+}
+
+/// The project's alerting as its kept settings say, kept in the store; `None`, said once,
+/// when they cannot be built here.
+fn alerting(
+    store: &Arc<dyn Store>,
+    project: &str,
+    settings: Option<&serde_json::Value>,
+    owner: &str,
+    said: &Said,
+) -> Option<Alerting> {
+    let none = serde_json::json!({});
+    let lookup = |name: &str| std::env::var(name).ok();
+    let builder = match crate::build::stored_alerts(settings.unwrap_or(&none), &lookup) {
+        Ok(builder) => builder,
+        Err(error) => {
+            if said
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(project.to_owned())
+            {
+                eprintln!(
+                    "  ! the alerts of `{project}` wait: its alert settings cannot be built here: {error}"
+                );
+            }
+            return None;
+        }
+    };
+    let mut secrets = crate::env::Secrets::default();
+    secrets.add_environment();
+    Some(
+        builder
+            .outbox(Arc::new(StoreOutbox::new(
+                Arc::clone(store),
+                Some(project),
+                secrets,
+            )))
+            .owner(owner)
+            .build(),
+    )
+}
+
+/// Waits for what `alerting` sends and journals each outcome, as a run's are: `alerts` and
+/// `/metrics` count it.
+async fn settle(store: &Arc<dyn Store>, project: &str, alerting: &Alerting) {
+    let bus = self_healing::EventBus::new();
+    let mut outcomes = bus.subscribe();
+    alerting.report_to(&bus, None);
+    alerting.settle(DELIVERY_GRACE).await;
+    let mut events = Vec::new();
+    while let Some(event) = outcomes.try_recv() {
+        events.push(event);
+    }
+    if !events.is_empty()
+        && let Err(error) = store.append(project, &events).await
+    {
+        eprintln!("  ! alert deliveries of `{project}` not journaled: {error}");
+    }
+}
