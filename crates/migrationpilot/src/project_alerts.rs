@@ -1,9 +1,8 @@
-//! A project's alerts outside its runs. `serve` keeps up with them ([`keep_up`]): it delivers
-//! what runs left owed (a channel was down, the run was killed) and raises `run-lost` about a
-//! run that nothing drives any more, through the channels and settings the project's file
-//! declared, as the store keeps them, with the secrets of its own environment. The `run-lost`
-//! alert itself ([`run_lost`]) is also raised by the project's next `run` and by PostgreSQL
-//! workers ([`report_lost`]).
+//! A project's alerts outside its runs. [`keep_up`], which `serve` and PostgreSQL workers run,
+//! delivers what runs left owed (a channel was down, the run was killed) and raises `run-lost`
+//! about a run that nothing drives any more, through the channels and settings the project's
+//! file declared, as the store keeps them, with the secrets of its own environment. The
+//! `run-lost` alert itself ([`run_lost`]) is also raised by the project's next `run`.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -13,6 +12,7 @@ use self_healing::alert::{Alert, Alerting, BuiltinAlert, RUN_LOST};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{RunRow, Store, StoreOutbox};
+use crate::terminal::eprint_line;
 
 /// How often [`keep_up`] looks for lost runs; owed deliveries every third look.
 const LOOK_EVERY: Duration = Duration::from_secs(10);
@@ -28,21 +28,22 @@ type Said = Arc<Mutex<HashSet<String>>>;
 /// project whose channels cannot be built here, is said so once.
 pub async fn keep_up(store: Arc<dyn Store>, shutdown: CancellationToken) {
     let said = Said::default();
-    let owner = owner("serve");
     let mut failing = false;
     for look in 0u64.. {
-        let mut looked = report_lost(&store, &owner, &said).await;
+        let mut looked = report_lost(&store, &said).await;
         if look % 3 == 0 {
-            looked = looked.and(deliver_owed(&store, &owner, &said).await);
+            looked = looked.and(deliver_owed(&store, &said).await);
         }
         match looked {
             Ok(()) if failing => {
-                eprintln!("  the store's alerts can be read again");
+                eprint_line(format_args!("  the store's alerts can be read again"));
                 failing = false;
             }
             Ok(()) => {}
             Err(error) if !failing => {
-                eprintln!("  ! the store's alerts cannot be read: {error}");
+                eprint_line(format_args!(
+                    "  ! the store's alerts cannot be read: {error}"
+                ));
                 failing = true;
             }
             Err(_) => {}
@@ -54,16 +55,27 @@ pub async fn keep_up(store: Arc<dyn Store>, shutdown: CancellationToken) {
     }
 }
 
-/// Who takes deliveries here: unique even where pids are not.
-fn owner(role: &str) -> String {
+/// Who takes one project's deliveries here: unique to the process and the call, so that what
+/// one project's delivery releases is its own (and even where pids are not unique).
+fn owner() -> String {
     format!(
-        "{role} {} #{:08x}",
+        "project alerts {} #{:08x}",
         crate::store::Owner::this_process(),
         fastrand::u32(..)
     )
 }
 
-/// The `run-lost` alert about `run`, as `settings` say; `None` when they turn it off.
+/// The project's latest run when nothing drives it any more (see [`RunRow::is_lost`]).
+pub async fn lost_run(store: &dyn Store, project: &str) -> crate::store::Result<Option<RunRow>> {
+    let now = crate::store::millis(std::time::SystemTime::now());
+    Ok(store
+        .unfinished_run(project)
+        .await?
+        .filter(|run| run.is_lost(now)))
+}
+
+/// The `run-lost` alert about `run`, as `settings` say; `None` when they turn it off. Its
+/// subject is the run, so each lost run is told of once.
 pub fn run_lost(run: &RunRow, settings: &BuiltinAlert) -> Option<Alert> {
     if !settings.enabled {
         return None;
@@ -77,71 +89,70 @@ pub fn run_lost(run: &RunRow, settings: &BuiltinAlert) -> Option<Alert> {
         .as_ref()
         .map(|owner| format!(", driven by {owner},"))
         .unwrap_or_default();
-    Some(
-        Alert::firing(
-            settings.severity,
-            run.project.as_str(),
-            RUN_LOST,
-            format!("run {} of `{}` is lost", run.id, run.project),
-        )
-        .message(format!(
-            "run {}{by} stopped before it finished{since}: nothing drives it any more; `migrationpilot run --resume` continues it",
-            run.id
-        )),
+    let mut alert = Alert::firing(
+        settings.severity,
+        run.project.as_str(),
+        RUN_LOST,
+        format!("run {} of `{}` is lost", run.id, run.project),
     )
+    .message(format!(
+        "run {}{by} stopped before it finished{since}: nothing drives it any more; `migrationpilot run --resume` continues it",
+        run.id
+    ));
+    alert.subject = Some(run.id.as_str().into());
+    Some(alert)
 }
 
-/// Raises `run-lost` about each project's latest run that is lost and not already reported,
-/// through the project's settings as kept.
-pub async fn report_lost(
-    store: &Arc<dyn Store>,
-    owner: &str,
-    said: &Said,
-) -> crate::store::Result<()> {
-    let now = crate::store::millis(std::time::SystemTime::now());
+/// Raises `run-lost` about each project's latest run that is lost and not already told of,
+/// through the project's settings as kept; each project apart, so one's hanging channel does
+/// not hold up another's.
+async fn report_lost(store: &Arc<dyn Store>, said: &Said) -> crate::store::Result<()> {
+    let mut lost = Vec::new();
     for project in store.projects().await? {
-        let Some(latest) = store.runs(&project, 1).await?.into_iter().next() else {
-            continue;
-        };
-        if !latest.is_lost(now) {
-            continue;
+        if let Some(run) = lost_run(&**store, &project).await? {
+            lost.push((project, run));
         }
-        let settings = store.alert_settings(&project).await?;
-        let Some(alerting) = alerting(store, &project, settings.as_ref(), owner, said) else {
-            continue;
+    }
+    futures_util::future::join_all(lost.into_iter().map(|(project, run)| async move {
+        let settings = match store.alert_settings(&project).await {
+            Ok(settings) => settings,
+            Err(error) => {
+                eprint_line(format_args!(
+                    "  ! the alerts of `{project}` cannot be read: {error}"
+                ));
+                return;
+            }
         };
-        let Some(alert) = run_lost(&latest, &alerting.builtins().run_lost) else {
-            continue;
+        let Some(alerting) = alerting(store, &project, settings.as_ref(), said) else {
+            return;
+        };
+        let Some(alert) = run_lost(&run, &alerting.builtins().run_lost) else {
+            return;
         };
         if let Err(error) = alerting.restore(&project).await {
-            eprintln!("  ! the alerts of `{project}` cannot be read: {error}");
-            continue;
+            eprint_line(format_args!(
+                "  ! the alerts of `{project}` cannot be read: {error}"
+            ));
+            return;
         }
-        if alerting
-            .firing()
-            .iter()
-            .any(|a| a.fingerprint() == alert.fingerprint())
-        {
-            continue;
+        let print = alert.fingerprint();
+        if alerting.firing().iter().any(|a| a.fingerprint() == print) {
+            return;
         }
         alerting.fire(alert);
         settle(store, &project, &alerting).await;
-    }
+    }))
+    .await;
     Ok(())
 }
 
-/// Delivers what each project owes, each apart: one's hanging channel does not hold up
-/// another's.
-async fn deliver_owed(
-    store: &Arc<dyn Store>,
-    owner: &str,
-    said: &Said,
-) -> crate::store::Result<()> {
+/// Delivers what each project owes, each apart.
+async fn deliver_owed(store: &Arc<dyn Store>, said: &Said) -> crate::store::Result<()> {
     let owing = store.owing_projects().await?;
     futures_util::future::join_all(owing.into_iter().map(|(project, settings)| async move {
         // Without settings there are no channels to deliver through.
         let Some(settings) = settings else { return };
-        let Some(alerting) = alerting(store, &project, Some(&settings), owner, said) else {
+        let Some(alerting) = alerting(store, &project, Some(&settings), said) else {
             return;
         };
         alerting.deliver_owed().await;
@@ -151,42 +162,48 @@ async fn deliver_owed(
     Ok(())
 }
 
-/// The project's alerting as its kept settings say, kept in the store; `None`, said once,
-/// when they cannot be built here.
+/// The project's alerting as its kept settings say, kept in the store under an owner of its
+/// own; `None`, said once, when its channels cannot be built here.
 fn alerting(
     store: &Arc<dyn Store>,
     project: &str,
     settings: Option<&serde_json::Value>,
-    owner: &str,
     said: &Said,
 ) -> Option<Alerting> {
     let none = serde_json::json!({});
     let lookup = |name: &str| std::env::var(name).ok();
-    let builder = match crate::build::stored_alerts(settings.unwrap_or(&none), &lookup) {
-        Ok(builder) => builder,
+    let first_time = || {
+        said.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(project.to_owned())
+    };
+    let stored = match crate::build::stored_alerts(settings.unwrap_or(&none), &lookup) {
+        Ok(stored) => stored,
         Err(error) => {
-            if said
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(project.to_owned())
-            {
-                eprintln!(
-                    "  ! the alerts of `{project}` wait: its alert settings cannot be built here: {error}"
-                );
+            if first_time() {
+                eprint_line(format_args!(
+                    "  ! the alerts of `{project}` wait: its channels cannot be built here: {error}"
+                ));
             }
             return None;
         }
     };
-    let mut secrets = crate::env::Secrets::default();
-    secrets.add_environment();
+    if let Some(error) = &stored.unread
+        && first_time()
+    {
+        eprint_line(format_args!(
+            "  ! the alert settings of `{project}` cannot be read here, the defaults apply: {error}"
+        ));
+    }
     Some(
-        builder
+        stored
+            .alerting
             .outbox(Arc::new(StoreOutbox::new(
                 Arc::clone(store),
                 Some(project),
-                secrets,
+                stored.secrets,
             )))
-            .owner(owner)
+            .owner(owner())
             .build(),
     )
 }
@@ -205,6 +222,8 @@ async fn settle(store: &Arc<dyn Store>, project: &str, alerting: &Alerting) {
     if !events.is_empty()
         && let Err(error) = store.append(project, &events).await
     {
-        eprintln!("  ! alert deliveries of `{project}` not journaled: {error}");
+        eprint_line(format_args!(
+            "  ! alert deliveries of `{project}` not journaled: {error}"
+        ));
     }
 }

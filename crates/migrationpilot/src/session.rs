@@ -177,11 +177,7 @@ impl Session {
             }
             (run, Some(Arc::new(resume)))
         } else {
-            lost = self
-                .store
-                .unfinished_run(&self.project)
-                .await?
-                .filter(|run| run.is_lost(now));
+            lost = project_alerts::lost_run(&*self.store, &self.project).await?;
             // Always a fresh id, whatever `--seed` says: it seeds jitter, never identities.
             (RunId::new(format!("run-{:016x}", fastrand::u64(..))), None)
         };
@@ -258,16 +254,16 @@ impl Session {
         }
         // A resume ends the run's being lost; a fresh run tells of the one it leaves lost,
         // unless `serve` did already.
-        let lost_alert = fingerprint(&self.project, None, RUN_LOST);
         if resume.is_some() {
-            alerting.resolve(&lost_alert, None);
+            let lost = fingerprint(&self.project, None, RUN_LOST);
+            alerting.resolve(&format!("{lost}/{run_id}"), None);
         } else if let Some(alert) = lost
             .as_ref()
             .and_then(|run| project_alerts::run_lost(run, &alerting.builtins().run_lost))
             && !alerting
                 .firing()
                 .iter()
-                .any(|a| a.fingerprint() == lost_alert)
+                .any(|a| a.fingerprint() == alert.fingerprint())
         {
             alerting.fire(alert);
         }

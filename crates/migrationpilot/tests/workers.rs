@@ -202,16 +202,19 @@ echo "$WORKER $1" >> ended.txt"#,
     let run = Running(work.spawn(&["run", "pipeline.yaml", "--no-work"]));
     // Killed mid-item: after five, with one it started not ended (items take 100 ms; between
     // two jobs a worker may wait for the run to queue the next).
-    wait_until("the doomed worker finished five items and is in one", || {
-        let of_doomed = |file: &str| {
-            lines(&work, file)
-                .iter()
-                .filter(|(w, _)| w == "doomed")
-                .count()
-        };
-        let ended = of_doomed("ended.txt");
-        ended >= 5 && of_doomed("started.txt") > ended
-    });
+    wait_until(
+        "the doomed worker finished five items and is in one",
+        || {
+            let of_doomed = |file: &str| {
+                lines(&work, file)
+                    .iter()
+                    .filter(|(w, _)| w == "doomed")
+                    .count()
+            };
+            let ended = of_doomed("ended.txt");
+            ended >= 5 && of_doomed("started.txt") > ended
+        },
+    );
     doomed.kill();
     let (status, output) = run.finish();
     assert!(status.success(), "{output}");

@@ -186,6 +186,11 @@ async fn a_run_with_no_attempt_finished_for_its_after_is_stuck_until_one_finishe
         ["run-stuck warning"],
         "fired 10 minutes into the second item"
     );
+    assert_eq!(
+        seen[2],
+        ["run-stuck warning", "run-stuck resolved"],
+        "the second item's end resolved it, before the run's"
+    );
     assert_eq!(inbox.lines(), ["run-stuck warning", "run-stuck resolved"]);
     let stuck = inbox.0.lock().unwrap()[0].clone();
     assert_eq!(stuck.name.as_ref(), RUN_STUCK);
@@ -259,6 +264,7 @@ async fn a_check_unhealthy_for_its_for_is_down_until_it_recovers() {
     let down = inbox.0.lock().unwrap()[0].clone();
     assert_eq!(down.name.as_ref(), CHECK_DOWN);
     assert_eq!(down.fingerprint(), "payroll/load/check-down/db");
+    // The stage's and the run's success do not end it: only the check's recovery does.
 }
 
 #[tokio::test(start_paused = true)]
@@ -326,6 +332,35 @@ async fn a_run_shorter_than_a_sample_interval_is_judged_at_its_end_and_for_holds
             .filter(|l| !l.ends_with("resolved"))
             .collect();
         assert_eq!(fired, expected, "for {holds_for:?}");
+        // The run's success leaves a threshold to its metric: still firing.
+        assert_eq!(inbox.lines(), expected, "for {holds_for:?}");
+        if !holds_for.is_zero() {
+            continue;
+        }
+        // The next run's end, with its error rate back below, resolves both.
+        let clean = healer
+            .install(SelfHealingPipeline::builder().name("payroll"))
+            .stage(Stage::for_each(
+                "copy",
+                ItemSource::list((0..10).collect::<Vec<u32>>()),
+                |_| async {
+                    sleep(Duration::from_millis(50)).await;
+                    Ok(())
+                },
+            ))
+            .build()
+            .unwrap();
+        assert_eq!(clean.execute(()).await.status, RunStatus::Succeeded);
+        alerting.settle(Duration::from_secs(30)).await;
+        assert_eq!(
+            inbox.lines(),
+            [
+                "errorRate critical",
+                "errorRate critical",
+                "errorRate resolved",
+                "errorRate resolved"
+            ]
+        );
     }
 }
 
@@ -400,11 +435,15 @@ async fn a_check_down_before_the_run_starts_counts_from_when_it_went_down() {
         }),
     );
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let (at_12s, inbox_then) = (Arc::clone(&seen), Arc::clone(&inbox));
+    let (at, inbox_then) = (Arc::clone(&seen), Arc::clone(&inbox));
     tokio::spawn(async move {
-        sleep(Duration::from_secs(12)).await;
-        at_12s.lock().unwrap().push(inbox_then.lines());
+        sleep(Duration::from_secs(5)).await;
+        at.lock().unwrap().push(inbox_then.lines());
+        sleep(Duration::from_secs(7)).await;
+        at.lock().unwrap().push(inbox_then.lines());
     });
     run.execute(()).await;
-    assert_eq!(seen.lock().unwrap()[0], ["check-down warning"]);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0], Vec::<String>::new(), "55 s down: not yet");
+    assert_eq!(seen[1], ["check-down warning"], "62 s down");
 }

@@ -28,7 +28,7 @@ use crate::file::{FileError, PipelineFile, locate};
 use crate::store::work::Role;
 
 use channels::MaskedNotifier;
-pub use channels::stored_alerts;
+pub use channels::{StoredAlerts, stored_alerts};
 use stage::{Bound, stage_of};
 
 /// Everything a run needs.

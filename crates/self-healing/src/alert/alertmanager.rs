@@ -43,7 +43,7 @@ impl AlertmanagerConfig {
     }
 }
 
-/// The alerts as Alertmanager's API v2 takes them. `alertname`, `project`, `stage`, `check`
+/// The alerts as Alertmanager's API v2 takes them. `alertname`, `project`, `stage`, `subject`
 /// and `severity` are labels (so Alertmanager's own grouping and inhibition can use them), the
 /// runbook the `runbook_url` annotation; a resolved alert carries its `endsAt`, a firing one an
 /// `endsAt` a day ahead.
@@ -62,8 +62,8 @@ pub(super) fn body(alerts: &[super::Alert]) -> serde_json::Value {
             if let Some(stage) = &alert.stage {
                 labels["stage"] = serde_json::json!(stage.as_ref());
             }
-            if let Some(check) = &alert.check {
-                labels["check"] = serde_json::json!(check.as_ref());
+            if let Some(subject) = &alert.subject {
+                labels["subject"] = serde_json::json!(subject.as_ref());
             }
             let mut body = serde_json::json!({
                 "labels": labels,

@@ -310,8 +310,8 @@ pub(super) fn text(alerts: &[super::Alert]) -> String {
         if let Some(stage) = &alert.stage {
             text.push_str(&format!("  stage:    {stage}\n"));
         }
-        if let Some(check) = &alert.check {
-            text.push_str(&format!("  check:    {check}\n"));
+        if let Some(subject) = &alert.subject {
+            text.push_str(&format!("  about:    {subject}\n"));
         }
         if let Some(value) = alert.value {
             text.push_str(&format!("  value:    {value}\n"));

@@ -44,7 +44,9 @@ pub use outbox::{Delivery, MAX_ATTEMPTS, MemoryOutbox, Outbox};
 pub use pagerduty::{PAGERDUTY_EVENTS, PagerDutyConfig};
 pub use router::{Notice, Router, Rules};
 pub use slack::SlackConfig;
-pub use watch::{BREAKER_OPEN, HEALING_BUDGET, RESTART_LIMIT, RETRIES_EXHAUSTED_ALERT, ROLLBACK};
+pub use watch::{
+    BREAKER_OPEN, HEALING_BUDGET, RESTART_LIMIT, RETRIES_EXHAUSTED_ALERT, ROLLBACK, WatchStart,
+};
 pub use webhook::WebhookConfig;
 
 use crate::BoxFuture;
@@ -86,9 +88,10 @@ pub struct Alert {
     /// The stage it concerns, if any.
     #[serde(default)]
     pub stage: Option<Arc<str>>,
-    /// The health check it concerns (`check-down`), if any: part of its fingerprint.
+    /// What it is about within its stage, if an alert of its name can be about several: the
+    /// health check of a `check-down`, the run of a `run-lost`. Part of its fingerprint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub check: Option<Arc<str>>,
+    pub subject: Option<Arc<str>>,
     /// How serious it is; channels skip alerts below their minimum severity.
     pub severity: Severity,
     /// Firing or resolved.
@@ -129,7 +132,7 @@ impl Alert {
             name: name.into(),
             project: project.into(),
             stage: None,
-            check: None,
+            subject: None,
             severity,
             status: AlertStatus::Firing,
             message: title.clone(),
@@ -154,12 +157,12 @@ impl Alert {
         self
     }
 
-    /// `project/stage/name` (`-` for no stage), `project/stage/name/check` for a check's: the
-    /// same for the alert firing and resolved.
+    /// `project/stage/name` (`-` for no stage), and `/subject` when it has one: the same for
+    /// the alert firing and resolved.
     pub fn fingerprint(&self) -> String {
         let print = fingerprint(&self.project, self.stage.as_deref(), &self.name);
-        match &self.check {
-            Some(check) => format!("{print}/{check}"),
+        match &self.subject {
+            Some(subject) => format!("{print}/{subject}"),
             None => print,
         }
     }
@@ -210,6 +213,14 @@ fn needs_http(kind: &str) -> crate::error::InvalidConfig {
         "type",
         format!("`{kind}` channels need the `http` feature, which this build does not have"),
     )
+}
+
+/// Whether a runbook is a web address a channel may link to (`http://` or `https://`): a
+/// link of any other scheme is not made, the text is shown instead.
+pub fn is_web_address(runbook: &str) -> bool {
+    let lower = runbook.trim_start().to_ascii_lowercase();
+    (lower.starts_with("https://") || lower.starts_with("http://"))
+        && !runbook.contains(['<', '>', '|', '\n', ' '])
 }
 
 /// A plain-text line for an alert: `[critical] payroll: errorRate at 0.42 … (stage analysis)`.

@@ -51,7 +51,8 @@ impl PagerDutyConfig {
 }
 
 /// The Events API v2 event for `alert`: `trigger` while firing, `resolve` once resolved, under
-/// the alert's fingerprint as `dedup_key`, its runbook in `links`. PagerDuty's severities are
+/// the alert's fingerprint as `dedup_key`, its runbook in `links` (in the details when it is
+/// not a web address). PagerDuty's severities are
 /// `critical`, `error`, `warning` and `info`.
 #[cfg(feature = "http")]
 pub(super) fn body(routing_key: &str, alert: &super::Alert) -> serde_json::Value {
@@ -82,11 +83,15 @@ pub(super) fn body(routing_key: &str, alert: &super::Alert) -> serde_json::Value
             },
         },
     });
-    if let Some(check) = &alert.check {
-        event["payload"]["custom_details"]["check"] = serde_json::json!(check.as_ref());
+    if let Some(subject) = &alert.subject {
+        event["payload"]["custom_details"]["subject"] = serde_json::json!(subject.as_ref());
     }
-    if let Some(runbook) = &alert.runbook {
-        event["links"] = serde_json::json!([{ "href": runbook.as_ref(), "text": "Runbook" }]);
+    match alert.runbook.as_deref() {
+        Some(runbook) if super::is_web_address(runbook) => {
+            event["links"] = serde_json::json!([{ "href": runbook, "text": "Runbook" }]);
+        }
+        Some(runbook) => event["payload"]["custom_details"]["runbook"] = serde_json::json!(runbook),
+        None => {}
     }
     event
 }

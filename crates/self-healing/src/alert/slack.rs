@@ -42,7 +42,8 @@ impl SlackConfig {
 }
 
 /// The message Slack shows: a line per alert (severity or `RESOLVED`, title, project, stage,
-/// check, value), then each alert's details and its runbook as a link.
+/// subject, value), then each alert's details and its runbook (a link when it is a web
+/// address).
 #[cfg(feature = "http")]
 pub(super) fn body(alerts: &[super::Alert]) -> serde_json::Value {
     let mut text = String::new();
@@ -56,10 +57,10 @@ pub(super) fn body(alerts: &[super::Alert]) -> serde_json::Value {
             .as_deref()
             .map(|s| format!(" · stage `{s}`"))
             .unwrap_or_default();
-        let check = alert
-            .check
+        let subject = alert
+            .subject
             .as_deref()
-            .map(|c| format!(" · check `{c}`"))
+            .map(|c| format!(" · `{c}`"))
             .unwrap_or_default();
         let value = alert
             .value
@@ -69,11 +70,15 @@ pub(super) fn body(alerts: &[super::Alert]) -> serde_json::Value {
             text.push('\n');
         }
         text.push_str(&format!(
-            "*[{state}] {}: {}*\nproject `{}`{stage}{check}{value}\n{}",
+            "*[{state}] {}: {}*\nproject `{}`{stage}{subject}{value}\n{}",
             alert.project, alert.title, alert.project, alert.message
         ));
-        if let Some(runbook) = &alert.runbook {
-            text.push_str(&format!("\n<{runbook}|Runbook>"));
+        match alert.runbook.as_deref() {
+            Some(runbook) if super::is_web_address(runbook) => {
+                text.push_str(&format!("\n<{runbook}|Runbook>"));
+            }
+            Some(runbook) => text.push_str(&format!("\nRunbook: {runbook}")),
+            None => {}
         }
     }
     serde_json::json!({ "text": text })

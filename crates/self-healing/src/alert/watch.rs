@@ -42,9 +42,22 @@ fn wanted(kind: &EventKind) -> bool {
     )
 }
 
+/// What a run's watch starts from, asked once it follows the bus so that no change falls
+/// between the two.
+#[derive(Debug, Clone, Default)]
+pub struct WatchStart {
+    /// The checks unhealthy now, with their stages and since when.
+    pub unhealthy: Vec<CheckStatus>,
+    /// The metrics with thresholds: their alerts are resolved by their own evaluation (the
+    /// metric back below its level), not by a stage's or the run's success.
+    pub thresholds: Vec<Arc<str>>,
+}
+
 /// What a run's watcher waits for: the run to make progress, checks to recover.
 struct Watch {
     project: Arc<str>,
+    run: RunId,
+    thresholds: Vec<Arc<str>>,
     /// When an attempt last finished (or the run started).
     progress: Instant,
     /// Whether `run-stuck` fires.
@@ -65,31 +78,38 @@ impl Alerting {
     /// Follows `bus` for the run `run` until it finishes, raising `project`'s healing alerts:
     /// `rollback` (critical), `retries-exhausted`, `restart-limit` and `circuit-breaker-open`
     /// (warnings), each on its stage. A stage that succeeds resolves its alerts; a run that
-    /// succeeds resolves every alert of the project, those earlier runs left firing included;
-    /// a breaker that closes resolves its alert.
+    /// succeeds resolves every alert of the project, those earlier runs left firing included,
+    /// but what ends by itself: a breaker's (its closing resolves it), a check's (its recovery
+    /// does) and a threshold's (its metric falling back does).
     ///
     /// Besides, as [`builtins`](Self::builtins) set: `run-failed` when the run ends failed or
     /// rolled back; `run-stuck` when no attempt finished for `after` while it runs, resolved
     /// when one does; `check-down` when a health check stays unhealthy for `after`, resolved
     /// when it is not.
     ///
-    /// `unhealthy` says which checks are unhealthy when the watch starts, with their stages
-    /// and since when: it is asked once the watch follows the bus, so no change falls between.
+    /// `start` is asked once the watch follows the bus. What earlier runs left firing that no
+    /// longer holds is resolved then: a `check-down` whose check is not unhealthy now, and a
+    /// `run-stuck` of another run.
     pub fn watch_run(
         &self,
         bus: &EventBus,
         project: &str,
         run: &RunId,
-        unhealthy: impl FnOnce() -> Vec<CheckStatus>,
+        start: impl FnOnce() -> WatchStart,
     ) {
         let mut events = bus.subscribe_to(wanted);
         let this = self.clone();
-        let now = Instant::now();
+        let WatchStart {
+            unhealthy,
+            thresholds,
+        } = start();
         let mut watch = Watch {
             project: project.into(),
-            progress: now,
+            run: run.clone(),
+            thresholds,
+            progress: Instant::now(),
             stuck: false,
-            down: unhealthy()
+            down: unhealthy
                 .into_iter()
                 .map(|c| {
                     let down = Down {
@@ -101,6 +121,17 @@ impl Alerting {
                 })
                 .collect(),
         };
+        self.resolve_where(|a| {
+            a.project == watch.project
+                && match &*a.name {
+                    CHECK_DOWN => !a
+                        .subject
+                        .as_ref()
+                        .is_some_and(|check| watch.down.contains_key(check)),
+                    RUN_STUCK => a.subject.as_deref() != Some(watch.run.as_str()),
+                    _ => false,
+                }
+        });
         let run = run.clone();
         // Counted as busy, so `settle` after a run waits for its end to be handled.
         self.spawn_owing(async move {
@@ -121,7 +152,7 @@ impl Alerting {
                 if event.run.as_ref() != Some(&run) && !(health && event.run.is_none()) {
                     continue;
                 }
-                this.on_event(&watch.project, &event);
+                this.on_event(&watch, &event);
                 this.on_builtin(&mut watch, &run, &event);
                 if matches!(event.kind, EventKind::RunFinished { .. }) {
                     break;
@@ -134,8 +165,10 @@ impl Alerting {
     /// time, whichever comes first.
     fn next_due(&self, watch: &Watch) -> Option<Instant> {
         let builtins = self.builtins();
+        // A wait too long to reckon never comes.
         let stuck = (builtins.run_stuck.enabled && !watch.stuck)
-            .then(|| watch.progress + builtins.run_stuck.after);
+            .then(|| watch.progress.checked_add(builtins.run_stuck.after))
+            .flatten();
         let down = builtins
             .check_down
             .enabled
@@ -144,7 +177,7 @@ impl Alerting {
                     .down
                     .values()
                     .filter(|down| !down.fired)
-                    .map(|down| down.since + builtins.check_down.after)
+                    .filter_map(|down| down.since.checked_add(builtins.check_down.after))
                     .min()
             })
             .flatten();
@@ -156,27 +189,36 @@ impl Alerting {
         let now = Instant::now();
         if builtins.run_stuck.enabled
             && !watch.stuck
-            && now >= watch.progress + builtins.run_stuck.after
+            && watch
+                .progress
+                .checked_add(builtins.run_stuck.after)
+                .is_some_and(|due| now >= due)
         {
             watch.stuck = true;
             let after = crate::duration::display(builtins.run_stuck.after);
-            self.fire(
-                Alert::firing(
-                    builtins.run_stuck.severity,
-                    Arc::clone(&watch.project),
-                    RUN_STUCK,
-                    format!("no attempt of `{}` finished for {after}", watch.project),
-                )
-                .message(format!(
-                    "the run still has work, and no attempt of it finished for {after}"
-                )),
-            );
+            let mut alert = Alert::firing(
+                builtins.run_stuck.severity,
+                Arc::clone(&watch.project),
+                RUN_STUCK,
+                format!("no attempt of `{}` finished for {after}", watch.project),
+            )
+            .message(format!(
+                "run {} still has work, and no attempt of it finished for {after}",
+                watch.run
+            ));
+            alert.subject = Some(watch.run.as_str().into());
+            self.fire(alert);
         }
         if !builtins.check_down.enabled {
             return;
         }
         for (check, down) in &mut watch.down {
-            if down.fired || now < down.since + builtins.check_down.after {
+            if down.fired
+                || down
+                    .since
+                    .checked_add(builtins.check_down.after)
+                    .is_none_or(|due| now < due)
+            {
                 continue;
             }
             down.fired = true;
@@ -195,9 +237,14 @@ impl Alerting {
                 None => format!("`{check}` has been unhealthy for {after}"),
             });
             alert.stage = stage.clone();
-            alert.check = Some(Arc::clone(check));
+            alert.subject = Some(Arc::clone(check));
             self.fire(alert);
         }
+    }
+
+    fn resolve_stuck(&self, watch: &Watch) {
+        let print = super::fingerprint(&watch.project, None, RUN_STUCK);
+        self.resolve(&format!("{print}/{}", watch.run), None);
     }
 
     /// The built-in alerts' part of an event.
@@ -207,7 +254,7 @@ impl Alerting {
             EventKind::AttemptSucceeded { .. } | EventKind::AttemptFailed { .. } => {
                 watch.progress = Instant::now();
                 if std::mem::take(&mut watch.stuck) {
-                    self.resolve(&super::fingerprint(&watch.project, None, RUN_STUCK), None);
+                    self.resolve_stuck(watch);
                 }
             }
             EventKind::HealthChanged { change } => {
@@ -229,13 +276,13 @@ impl Alerting {
                     self.resolve_where(|a| {
                         a.project == watch.project
                             && &*a.name == CHECK_DOWN
-                            && a.check.as_ref() == Some(&check)
+                            && a.subject.as_ref() == Some(&check)
                     });
                 }
             }
             EventKind::RunFinished { status, error, .. } => {
                 if std::mem::take(&mut watch.stuck) {
-                    self.resolve(&super::fingerprint(&watch.project, None, RUN_STUCK), None);
+                    self.resolve_stuck(watch);
                 }
                 let verb = match status {
                     RunStatus::Failed => "failed",
@@ -261,7 +308,13 @@ impl Alerting {
         }
     }
 
-    fn on_event(&self, project: &Arc<str>, event: &Event) {
+    fn on_event(&self, watch: &Watch, event: &Event) {
+        let project = &watch.project;
+        // What a success does not end: an open breaker (it closes by itself), a check down
+        // (it recovers by itself), a threshold (its metric falls back).
+        let outlives_success = |a: &Alert| {
+            matches!(&*a.name, BREAKER_OPEN | CHECK_DOWN) || watch.thresholds.contains(&a.name)
+        };
         let on =
             |name: &str, severity: Severity, stage: &Arc<str>, title: String, message: String| {
                 Alert {
@@ -339,14 +392,14 @@ impl Alerting {
                 self.resolve_where(|a| {
                     a.project == *project
                         && a.stage.as_deref() == Some(&**stage)
-                        && a.name.as_ref() != BREAKER_OPEN
+                        && !outlives_success(a)
                 });
             }
             EventKind::RunFinished {
                 status: RunStatus::Succeeded,
                 ..
             } => {
-                self.resolve_where(|a| a.project == *project);
+                self.resolve_where(|a| a.project == *project && !outlives_success(a));
             }
             _ => {}
         }

@@ -580,8 +580,9 @@ impl BuiltinAlertsConfig {
                     (Some(after), Some(takes)) if takes == wait => {
                         if after.is_zero() {
                             fail(&at, InvalidConfig::new(wait, "must be more than 0"));
+                        } else {
+                            alert.after = after;
                         }
-                        alert.after = after;
                     }
                     (Some(_), _) => fail(
                         &at,

@@ -89,9 +89,18 @@ pub(crate) fn evaluate(
             let Some(value) = series.last() else { continue };
             let fingerprint = fingerprint(project, stage.as_deref(), &threshold.metric);
             // The levels reached first, most severe first (a lesser one it covers is inhibited,
-            // not sent), then those left behind: a lowered alert then carries the value now.
+            // not sent), then those left behind, least severe first: a lowered alert then
+            // carries the value now, and a metric below every level ends the alert without
+            // lowering it on the way.
             let mut levels: Vec<(Severity, f64)> = threshold.levels().collect();
-            levels.sort_by_key(|(severity, level)| (value < *level, std::cmp::Reverse(*severity)));
+            levels.sort_by(|(a, a_level), (b, b_level)| {
+                let behind = value < *a_level;
+                behind.cmp(&(value < *b_level)).then_with(
+                    || {
+                        if behind { a.cmp(b) } else { b.cmp(a) }
+                    },
+                )
+            });
             for (severity, level) in levels {
                 let key = (i, stage.clone(), severity);
                 if value >= level {

@@ -705,7 +705,7 @@
           return h('tr', { class: 'alert-row', 'data-status': a.status, 'data-severity': a.severity, 'data-fingerprint': r.fingerprint },
             h('th', { scope: 'row' }, h('div', { class: 'name' }, a.title ?? a.name), h('div', { class: 'small muted' }, a.message ?? ''),
               a.runbook ? h('div', { class: 'small runbook' }, runbookLink(a.runbook)) : null),
-            h('td', {}, a.stage ?? h('span', { class: 'muted' }, 'whole run'), a.check ? h('div', { class: 'small muted' }, `check ${a.check}`) : null),
+            h('td', {}, a.stage ?? h('span', { class: 'muted' }, 'whole run'), a.subject ? h('div', { class: 'small muted' }, a.subject) : null),
             h('td', { class: 'status' }, badge(state_ === 'resolved' ? 'succeeded' : state_ === 'critical' ? 'failed' : 'rolling-back', state_)),
             h('td', { class: 'nowrap' }, timeEl(a.startsAt, true)),
             h('td', { class: 'nowrap' }, a.endsAt ? timeEl(a.endsAt, true) : h('span', { class: 'muted' }, '—')),

@@ -25,7 +25,7 @@ use super::gate::{Admission, Budget, Gate};
 use super::strategy::{HealingStrategy, Mode, StrategyOverride};
 use super::thresholds::{self, AlertThreshold, Seen};
 use crate::BoxFuture;
-use crate::alert::{Alert, Alerting};
+use crate::alert::{Alert, Alerting, WatchStart};
 use crate::clock::Clock;
 use crate::error::{InvalidConfig, Severity};
 use crate::event::{ActionKind, EventKind, HealingRecord, Outcome, RunId};
@@ -272,6 +272,8 @@ impl AutoHealer {
     /// Fires and resolves the thresholds' alerts on the samples `scope`'s run took since the
     /// last look.
     fn evaluate_thresholds(&self, scope: &RunScope) {
+        // A tick that comes after the run finished (and was judged on its final window)
+        // judges nothing: no alert of an ended run fires again.
         if self.inner.thresholds.is_empty() {
             return;
         }
@@ -285,6 +287,10 @@ impl AutoHealer {
             .thresholds_seen
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        // Under the lock `run_finished` takes to forget the run, after it detached it.
+        if !self.lock_attached().contains_key(&scope.run) {
+            return;
+        }
         thresholds::evaluate(
             &self.inner.thresholds,
             &self.inner.alerts,
@@ -592,8 +598,14 @@ impl Supervisor for AutoHealer {
         self.inner.alerts.report_to(&scope.bus, Some(&scope.run));
         self.inner
             .alerts
-            .watch_run(&scope.bus, &scope.pipeline, &scope.run, || {
-                self.unhealthy_checks()
+            .watch_run(&scope.bus, &scope.pipeline, &scope.run, || WatchStart {
+                unhealthy: self.unhealthy_checks(),
+                thresholds: self
+                    .inner
+                    .thresholds
+                    .iter()
+                    .map(|t| Arc::clone(&t.metric))
+                    .collect(),
             });
         let stop = CancellationToken::new();
         let previous = self.lock_attached().insert(
