@@ -129,15 +129,16 @@ async fn report_lost(store: &Arc<dyn Store>, said: &Said) -> crate::store::Resul
         let Some(alert) = run_lost(&run, &alerting.builtins().run_lost) else {
             return;
         };
-        if let Err(error) = alerting.restore(&project).await {
-            eprint_line(format_args!(
-                "  ! the alerts of `{project}` cannot be read: {error}"
-            ));
-            return;
-        }
-        let print = alert.fingerprint();
-        if alerting.firing().iter().any(|a| a.fingerprint() == print) {
-            return;
+        // The store decides who tells: of serve and workers looking at once, one does.
+        match store.raise_once(&alert).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(error) => {
+                eprint_line(format_args!(
+                    "  ! the alerts of `{project}` cannot be kept: {error}"
+                ));
+                return;
+            }
         }
         alerting.fire(alert);
         settle(store, &project, &alerting).await;

@@ -260,10 +260,7 @@ impl Session {
         } else if let Some(alert) = lost
             .as_ref()
             .and_then(|run| project_alerts::run_lost(run, &alerting.builtins().run_lost))
-            && !alerting
-                .firing()
-                .iter()
-                .any(|a| a.fingerprint() == alert.fingerprint())
+            && self.store.raise_once(&alert).await?
         {
             alerting.fire(alert);
         }

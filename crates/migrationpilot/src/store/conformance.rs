@@ -1116,6 +1116,22 @@ pub(super) async fn logs_and_samples_are_kept_for_the_last_runs_only(store: Arc<
     );
 }
 
+pub(super) async fn an_alert_is_raised_once_however_many_would_raise_it(store: Arc<dyn Store>) {
+    let alert = firing("p", "run-lost", 1);
+    let tries = futures_util::future::join_all((0..8).map(|_| store.raise_once(&alert))).await;
+    let raised = tries.into_iter().filter(|t| *t.as_ref().unwrap()).count();
+    assert_eq!(raised, 1, "one of eight at once");
+    assert!(!store.raise_once(&alert).await.unwrap(), "it fires already");
+    assert_eq!(store.firing_alerts("p").await.unwrap().len(), 1);
+    // Once it resolved, it can be raised again.
+    let resolved = Alert {
+        status: AlertStatus::Resolved,
+        ..alert.clone()
+    };
+    store.keep_alert("a", &resolved, &[]).await.unwrap();
+    assert!(store.raise_once(&alert).await.unwrap());
+}
+
 pub(super) async fn alerts_are_owed_taken_under_a_lease_and_delivered(store: Arc<dyn Store>) {
     assert_eq!(store.alert_settings("p").await.unwrap(), None);
     let channels = serde_json::json!({"slack": {"url": "${SLACK_URL}"}});
@@ -1631,6 +1647,7 @@ macro_rules! conformance_tests {
                 logs_and_samples_are_kept_for_the_last_runs_only,
                 logs_list_in_pages_without_their_output_and_read_one_at_a_time,
                 alerts_are_owed_taken_under_a_lease_and_delivered,
+                an_alert_is_raised_once_however_many_would_raise_it,
                 a_delivery_is_given_up_after_its_tries_and_released_ones_are_taken_at_once,
             ],
             two: [

@@ -289,6 +289,10 @@ pub trait Alerts: Send + Sync {
     /// Gives up the owed deliveries `owner` holds, for the next process at once.
     fn release_deliveries<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<()>>;
 
+    /// Keeps `alert` as firing unless it fires already, in one step: whether this call raised
+    /// it. Of several processes that would raise the same alert at once (`run-lost`), one does.
+    fn raise_once<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<bool>>;
+
     /// `project`'s firing alerts.
     fn firing_alerts<'a>(&'a self, project: &'a str) -> BoxFuture<'a, Result<Vec<Alert>>>;
 

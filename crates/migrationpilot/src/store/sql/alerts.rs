@@ -52,6 +52,28 @@ impl Alerts for Backend {
         })
     }
 
+    fn raise_once<'a>(&'a self, alert: &'a Alert) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let mut tx = self.begin_write().await?;
+            let raised = sqlx::query(
+                "INSERT INTO alerts (fingerprint, project, status, updated_ms, body) VALUES ($1, $2, 'firing', $3, $4)
+                 ON CONFLICT (fingerprint) DO UPDATE SET status = excluded.status,
+                 updated_ms = excluded.updated_ms, body = excluded.body
+                 WHERE alerts.status <> 'firing'",
+            )
+            .bind(alert.fingerprint())
+            .bind(&*alert.project)
+            .bind(now())
+            .bind(json(alert)?)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            tx.commit().await?;
+            Ok(raised)
+        })
+    }
+
     fn take_deliveries<'a>(
         &'a self,
         owner: &'a str,
