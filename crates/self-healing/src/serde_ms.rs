@@ -29,6 +29,35 @@ pub mod system_time {
 }
 
 /// Optional points in time on the wire: integer milliseconds since the Unix epoch, or null.
+/// `Option<Duration>` as whole milliseconds, `null` for `None`; any number of milliseconds is
+/// read back.
+pub mod option {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[allow(clippy::ref_option)] // serde's `with` passes a reference to the field
+    pub fn serialize<S: Serializer>(
+        duration: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match duration {
+            Some(duration) => {
+                serializer.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+            }
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Option::<f64>::deserialize(deserializer)?
+            .map(|ms| Duration::try_from_secs_f64(ms / 1000.0).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
 pub mod system_time_opt {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -188,3 +188,48 @@ async fn a_held_stage_shows_how_many_checks_hold_it() {
     load.set_dependency_down("api", false);
     assert_eq!(value(&exposition(&exporter), held), 1.0);
 }
+
+#[test]
+fn retries_a_retry_budget_held_are_counted_with_how_long_they_waited() {
+    use self_healing::event::{
+        ActionKind, EventBus, HealingRecord, Outcome, RunId, TriggerKind, TriggerMatch,
+    };
+    let exporter = PrometheusExporter::builder().build().unwrap();
+    let bus = EventBus::new();
+    let run = RunId::new("run-1");
+    for budget_wait in [
+        Some(Duration::from_millis(1500)),
+        None,
+        Some(Duration::from_millis(500)),
+    ] {
+        let record = HealingRecord {
+            at: std::time::SystemTime::now(),
+            run: Some(run.clone()),
+            stage: Some("load".into()),
+            item: Some("i1".into()),
+            strategy: "retry-transient".into(),
+            trigger: TriggerMatch {
+                kind: TriggerKind::Error,
+                index: 0,
+                observed: None,
+                description: "error: read ECONNRESET".into(),
+            },
+            action: ActionKind::Retry,
+            outcome: Outcome::Succeeded,
+            detail: "attempt 2 of 3".into(),
+            duration: Duration::ZERO,
+            budget_wait,
+        };
+        let event = bus.publish(Some(&run), EventKind::HealingDecision { record });
+        exporter.observe("payroll", &event);
+    }
+    let text = exposition(&exporter);
+    let series = |name: &str| {
+        value(
+            &text,
+            &format!("migrationpilot_{name}{{project=\"payroll\",stage=\"load\"}}"),
+        )
+    };
+    assert_eq!(series("retry_budget_waits_total"), 2.0);
+    assert_eq!(series("retry_budget_wait_seconds_total"), 2.0);
+}

@@ -79,6 +79,7 @@ fn a_run(bus: &EventBus, project: usize, run: usize, items: usize) -> Vec<Arc<Ev
                 outcome: Outcome::Succeeded,
                 detail: "attempt 2 of 3".into(),
                 duration: Duration::ZERO,
+                budget_wait: None,
             },
         }));
         events.push(publish(EventKind::HealingApplied {

@@ -74,6 +74,7 @@ fn decision(run: &RunId, when: i64, strategy: &str) -> HealingRecord {
         outcome: Outcome::Succeeded,
         detail: "attempt 2".into(),
         duration: Duration::ZERO,
+        budget_wait: Some(Duration::from_millis(250)),
     }
 }
 

@@ -279,6 +279,15 @@ pub struct HealingRecord {
     /// How long the action took (zero for decisions that did not act).
     #[serde(with = "crate::serde_ms")]
     pub duration: Duration,
+    /// How much longer than its backoff a retry budget made this retry wait (milliseconds on
+    /// the wire): the budget was spent. `None` for other decisions and retries it let through.
+    #[serde(
+        default,
+        rename = "budgetWait",
+        skip_serializing_if = "Option::is_none",
+        with = "crate::serde_ms::option"
+    )]
+    pub budget_wait: Option<Duration>,
 }
 
 impl HealingRecord {
@@ -304,6 +313,7 @@ impl HealingRecord {
             outcome,
             detail,
             duration: Duration::ZERO,
+            budget_wait: None,
         }
     }
 

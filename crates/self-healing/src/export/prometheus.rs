@@ -46,7 +46,7 @@ const BUILT_IN_WINDOWS: [&str; 5] = [ERROR_RATE, THROUGHPUT, LATENCY_P95, MEMORY
 
 /// Family names the exporter uses itself: a recorded metric named like one is exported with
 /// `_value` appended.
-const OWN_FAMILIES: [&str; 11] = [
+const OWN_FAMILIES: [&str; 13] = [
     "pipeline_duration_seconds",
     "pipeline_stage_duration_seconds",
     "healing_events",
@@ -58,6 +58,8 @@ const OWN_FAMILIES: [&str; 11] = [
     "circuit_breaker_state",
     "stage_held",
     "alerts",
+    "retry_budget_waits",
+    "retry_budget_wait_seconds",
 ];
 
 /// Exports what runs do as Prometheus metrics: the seed's `pipeline_duration_seconds`,
@@ -65,7 +67,9 @@ const OWN_FAMILIES: [&str; 11] = [
 /// `health_status{stage}`, plus `healing_decisions_total{strategy,action,outcome}`,
 /// `items_total{stage,outcome}`, `attempts_total{stage,outcome}`, `stage_concurrency{stage}`,
 /// `circuit_breaker_state{stage}`, `stage_held{stage}` (how many checks it depends on hold its
-/// work), `alerts_total{channel,outcome}` and the metrics collector's
+/// work), `alerts_total{channel,outcome}`, `retry_budget_waits_total{stage}` and
+/// `retry_budget_wait_seconds_total{stage}` (retries a retry budget held past their backoff,
+/// and how long) and the metrics collector's
 /// windows as gauges (`error_rate`, `latency_p95_seconds`, a recorded `queueDepth` as
 /// `queue_depth`…). Every series has a `project` label and the builder's constant labels.
 /// Item keys never become labels.
@@ -327,6 +331,9 @@ struct StageCells {
     /// latest run.
     held: AtomicI64,
     duration: Mutex<Histogram>,
+    /// Retries a retry budget held past their backoff, and for how long in all (ms).
+    budget_waits: AtomicU64,
+    budget_wait_ms: AtomicU64,
 }
 
 impl StageCells {
@@ -338,6 +345,8 @@ impl StageCells {
             concurrency: AtomicI64::new(-1),
             breaker: AtomicI64::new(-1),
             held: AtomicI64::new(-1),
+            budget_waits: AtomicU64::new(0),
+            budget_wait_ms: AtomicU64::new(0),
             duration: Mutex::new(Histogram::new(STAGE_BUCKETS)),
         }
     }
@@ -481,6 +490,15 @@ impl Project {
                 }
             }
             HealingDecision { record } => {
+                if let (Some(wait), Some(stage)) = (record.budget_wait, &record.stage) {
+                    self.with_stage(stage, |s| {
+                        add(&s.budget_waits, 1);
+                        add(
+                            &s.budget_wait_ms,
+                            u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        );
+                    });
+                }
                 *lock(&self.decisions)
                     .entry((
                         Arc::from(&*record.strategy),
@@ -773,6 +791,40 @@ impl Collector for Families {
                 Ok(())
             })?;
         }
+        family(
+            e,
+            "retry_budget_waits",
+            "Retries a retry budget held past their backoff: the budget was spent",
+            None,
+            MetricType::Counter,
+            |m| {
+                for p in &projects {
+                    for s in p.stages.read().unwrap_or_else(|e| e.into_inner()).iter() {
+                        let labels = [("project", &*p.name), ("stage", &*s.name)];
+                        counter(m, &labels, s.budget_waits.load(Ordering::Relaxed))?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            e,
+            "retry_budget_wait",
+            "How much longer than their backoff retries waited for a retry budget, in all",
+            Some(&seconds),
+            MetricType::Counter,
+            |m| {
+                for p in &projects {
+                    for s in p.stages.read().unwrap_or_else(|e| e.into_inner()).iter() {
+                        let labels = [("project", &*p.name), ("stage", &*s.name)];
+                        let waited = s.budget_wait_ms.load(Ordering::Relaxed) as f64 / 1000.0;
+                        m.encode_family(&labels)?
+                            .encode_counter::<NoLabelSet, _, u64>(&waited, None)?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
         for (name, help, pick) in [
             (
                 "stage_concurrency",

@@ -264,11 +264,20 @@ async fn a_retry_budget_spreads_a_storm_of_retries_out() {
             .all(|t| *t >= Duration::from_secs(10)),
         "{retried:?}"
     );
-    let budgeted = records_of(&healer, "retry")
-        .iter()
-        .filter(|r| r.detail.contains("retry budget"))
-        .count();
-    assert_eq!(budgeted, 20 - at_once);
+    let records = records_of(&healer, "retry");
+    let budgeted: Vec<Duration> = records.iter().filter_map(|r| r.budget_wait).collect();
+    assert_eq!(budgeted.len(), 20 - at_once);
+    assert!(
+        records
+            .iter()
+            .all(|r| r.budget_wait.is_some() == r.detail.contains("retry budget")),
+        "the record says it as its detail does"
+    );
+    // Held until the window let them through: about 10 s past a 1 ms backoff.
+    assert!(
+        budgeted.iter().all(|w| *w >= Duration::from_secs(9)),
+        "{budgeted:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

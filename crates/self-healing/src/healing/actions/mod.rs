@@ -22,7 +22,7 @@ mod throttle;
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 pub use circuit_break::{CircuitBreakAction, CircuitBreakConfig};
 pub use custom::{ActionContext, CustomAction, CustomConfig};
@@ -291,6 +291,8 @@ pub struct Applied {
     pub effect: Effect,
     /// What exactly: the retry's delay, the new concurrency, why it could not act.
     pub detail: String,
+    /// How much longer than its backoff a retry budget made a retry wait.
+    pub budget_wait: Option<Duration>,
 }
 
 /// How an action's work goes on once it returns.
@@ -336,7 +338,14 @@ impl Applied {
         Applied {
             effect,
             detail: detail.into(),
+            budget_wait: None,
         }
+    }
+
+    /// The same, for a retry a budget held `wait` longer than its backoff.
+    pub fn held_by_budget(mut self, wait: Duration) -> Self {
+        self.budget_wait = Some(wait);
+        self
     }
 
     /// Whether it counts as succeeded or failed in the history: failed for `Failed` and

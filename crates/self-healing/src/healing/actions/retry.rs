@@ -115,8 +115,10 @@ impl DecisiveAction for RetryAction {
             );
             if after > backoff {
                 detail.push_str(&format!(" (retry budget; backoff {backoff:.0?})"));
+                Applied::remedy(Remedy::Retry { after }, detail).held_by_budget(after - backoff)
+            } else {
+                Applied::remedy(Remedy::Retry { after }, detail)
             }
-            Applied::remedy(Remedy::Retry { after }, detail)
         };
         Box::pin(std::future::ready(applied))
     }

@@ -484,7 +484,11 @@ impl AutoHealer {
                     decided = applied.remedy_for_failure();
                 }
                 let again = applied.effect == Effect::Exhausted;
+                let budget_wait = applied.budget_wait;
                 record(applied.outcome(), applied.detail);
+                if let Some(last) = records.last_mut() {
+                    last.budget_wait = budget_wait;
+                }
                 if again {
                     exhausted = true;
                     continue 'dispatch;
