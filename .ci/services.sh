@@ -6,6 +6,7 @@
 #   MIGRATIONPILOT_TEST_PROMETHEUS, MIGRATIONPILOT_TEST_PROMTOOL    (absolute paths of the binaries)
 #   MIGRATIONPILOT_TEST_ALERTMANAGER                                 (absolute path of the binary)
 #   MIGRATIONPILOT_TEST_CHROMIUM    (absolute path; as root it needs --headless --no-sandbox)
+#   MIGRATIONPILOT_TEST_ZSH, MIGRATIONPILOT_TEST_FISH  (the shells whose completion scripts are parsed)
 #   MIGRATIONPILOT_TEST_AIOSMTPD    (a python that has aiosmtpd: `$it -m aiosmtpd -n -l 127.0.0.1:PORT`)
 #   MIGRATIONPILOT_TEST_SCHEMATHESIS (the schemathesis program, pinned: run against serve's OpenAPI document)
 #   MIGRATIONPILOT_CI_RUN           (marks this run's processes, for `stop`)
@@ -39,6 +40,8 @@ services_install() {
     { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
     command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
     command -v chromium >/dev/null || missing+=(chromium)
+    command -v zsh >/dev/null || missing+=(zsh)
+    command -v fish >/dev/null || missing+=(fish)
     if { ! aiosmtpd_ready || ! schemathesis_ready; } && ! /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
         missing+=(python3-venv)
     fi
@@ -169,8 +172,10 @@ services_start() {
     MIGRATIONPILOT_TEST_PROMTOOL=$(command -v promtool)
     MIGRATIONPILOT_TEST_ALERTMANAGER=$(command -v prometheus-alertmanager)
     MIGRATIONPILOT_TEST_CHROMIUM=$(command -v chromium)
+    MIGRATIONPILOT_TEST_ZSH=$(command -v zsh)
+    MIGRATIONPILOT_TEST_FISH=$(command -v fish)
     export MIGRATIONPILOT_TEST_PROMETHEUS MIGRATIONPILOT_TEST_PROMTOOL MIGRATIONPILOT_TEST_ALERTMANAGER \
-        MIGRATIONPILOT_TEST_CHROMIUM
+        MIGRATIONPILOT_TEST_CHROMIUM MIGRATIONPILOT_TEST_ZSH MIGRATIONPILOT_TEST_FISH
     export MIGRATIONPILOT_TEST_AIOSMTPD="$MIGRATIONPILOT_CI_VENV/bin/python"
     export MIGRATIONPILOT_TEST_SCHEMATHESIS="$MIGRATIONPILOT_CI_VENV/bin/schemathesis"
 }

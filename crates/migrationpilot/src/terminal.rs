@@ -78,7 +78,7 @@ pub fn print_line(line: std::fmt::Arguments<'_>) {
 }
 
 /// Prints `text` on standard output as it is: for `logs --raw`, where the operator asked for
-/// the bytes a stage wrote.
+/// the bytes a stage wrote, and for what a program reads (a completion script).
 pub fn print_raw(text: &str) {
     write_out(text.as_bytes());
 }

@@ -13,6 +13,7 @@ use migrationpilot::serve;
 /// script passes the same flags to each.
 #[derive(Args)]
 pub(super) struct ProjectArgs {
+    /// The project (a pipeline file's `project`).
     #[arg(long)]
     pub(super) project: String,
     /// Print JSON instead of a table.

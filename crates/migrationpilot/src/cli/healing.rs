@@ -29,6 +29,7 @@ pub(super) enum HealingCommand {
     },
     /// Ask the project's running pipeline to take an action now.
     Trigger {
+        /// The project (a pipeline file's `project`).
         #[arg(long)]
         project: String,
         /// restart, rollback, failover or circuit-break.
@@ -39,6 +40,7 @@ pub(super) enum HealingCommand {
     },
     /// Override a strategy's settings for the project; running pipelines pick it up.
     Configure {
+        /// The project (a pipeline file's `project`).
         #[arg(long)]
         project: String,
         #[arg(long)]
@@ -57,6 +59,7 @@ pub(super) enum HealingCommand {
     },
     /// Manual mode: matches are recorded as would-have and nothing acts.
     Disable {
+        /// The project (a pipeline file's `project`).
         #[arg(long)]
         project: String,
         #[arg(long)]
@@ -64,6 +67,7 @@ pub(super) enum HealingCommand {
     },
     /// Back to healing by itself.
     Enable {
+        /// The project (a pipeline file's `project`).
         #[arg(long)]
         project: String,
     },

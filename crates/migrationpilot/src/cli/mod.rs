@@ -24,9 +24,12 @@ macro_rules! say {
 mod alerts;
 mod args;
 mod classify;
+mod completions;
 mod healing;
 mod health;
+mod init;
 mod logs;
+mod manpages;
 mod run;
 mod runs;
 mod serve;
@@ -35,10 +38,20 @@ mod worker;
 
 pub(crate) use args::take_token_from_env;
 
+/// What `--version` prints: the version, the commit built and the features enabled.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MIGRATIONPILOT_COMMIT"),
+    "; features: ",
+    env!("MIGRATIONPILOT_FEATURES"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "migrationpilot",
-    version,
+    version = VERSION,
     about = "Runs self-healing pipelines declared in YAML or TOML files"
 )]
 pub(crate) struct Cli {
@@ -52,6 +65,9 @@ pub(crate) struct Cli {
 
 #[derive(Subcommand)]
 enum Commands {
+    /// Write a first pipeline, commented, with the recommended healing and the scripts it
+    /// calls, ready to run; never overwrites a file.
+    Init(init::InitArgs),
     /// Check a pipeline file and report every problem found, with file, line, column and key.
     Validate(validate::ValidateArgs),
     /// Show what a failed command's output becomes: its code, severity, whether it is retried,
@@ -75,6 +91,10 @@ enum Commands {
     /// Inspect and steer healing.
     #[command(subcommand)]
     Healing(healing::HealingCommand),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    Completions(completions::CompletionsArgs),
+    /// Write the man pages: migrationpilot.1 and one per subcommand.
+    Manpages(manpages::ManpagesArgs),
 }
 
 /// What a subcommand ends with: its exit status, or the error `main` reports and turns into
@@ -86,6 +106,7 @@ impl Cli {
     pub(crate) async fn exec(self) -> Outcome {
         let store_url = self.store;
         match self.command {
+            Commands::Init(args) => init::exec(args),
             Commands::Validate(args) => validate::exec(args),
             Commands::Classify(args) => classify::exec(args),
             Commands::Run(args) => run::exec(store_url, args).await,
@@ -96,6 +117,8 @@ impl Cli {
             Commands::Serve(args) => serve::exec(store_url, args).await,
             Commands::Alerts(args) => alerts::exec(store_url, args).await,
             Commands::Healing(command) => healing::exec(store_url, command).await,
+            Commands::Completions(args) => completions::exec(args),
+            Commands::Manpages(args) => manpages::exec(args),
         }
     }
 }
