@@ -210,6 +210,11 @@ pub async fn trigger(
     })
 }
 
+/// The largest whole number every JSON reader keeps exactly (2^53 - 1): the bound of a
+/// cooldown (in milliseconds) and of a priority either way, so the API and the dashboard show
+/// what is stored.
+pub const JSON_SAFE: i64 = (1 << 53) - 1;
+
 /// Overrides a strategy's settings for the project; running pipelines apply it within
 /// [`POLL_INTERVAL`].
 pub async fn configure(
@@ -225,6 +230,19 @@ pub async fn configure(
     }
     if changes.max_attempts == Some(0) {
         return Err(Refused::Invalid("max attempts must be at least 1".into()));
+    }
+    if changes
+        .cooldown
+        .is_some_and(|c| c.as_millis() > JSON_SAFE as u128)
+    {
+        return Err(Refused::Invalid(format!(
+            "cooldown must be at most {JSON_SAFE} ms (about 285,616 years)"
+        )));
+    }
+    if changes.priority.is_some_and(|p| p.abs() > JSON_SAFE) {
+        return Err(Refused::Invalid(format!(
+            "priority must be within ±{JSON_SAFE}"
+        )));
     }
     let latest = latest_run(store, project).await?;
     refuse_unknown("strategy", strategy, &latest.strategies, &latest.id)?;

@@ -586,6 +586,30 @@ fn healing_commands_check_their_input() {
         ])
         .assert()
         .code(2);
+    // The API's bounds, in one place for both.
+    for (flag, value, says) in [
+        (
+            "--cooldown",
+            "200000000d",
+            "cooldown must be at most 9007199254740991 ms",
+        ),
+        ("--priority", "-9007199254740992", "priority must be within"),
+    ] {
+        work.cmd()
+            .args([
+                "healing",
+                "configure",
+                "--project",
+                "p",
+                "--strategy",
+                "s",
+                flag,
+                value,
+            ])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(says));
+    }
     work.cmd()
         .args(["run", "pipeline.yaml", "--resume"])
         .assert()

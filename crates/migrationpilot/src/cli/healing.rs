@@ -43,14 +43,19 @@ pub(super) enum HealingCommand {
         /// The project (a pipeline file's `project`).
         #[arg(long)]
         project: String,
+        /// The strategy to change, by name.
         #[arg(long)]
         strategy: String,
+        /// A retry strategy's attempts, the first included (1 or more).
         #[arg(long)]
         max_attempts: Option<u32>,
+        /// The least time between two of its actions on one stage (`30s`, `5m`…).
         #[arg(long, value_parser = parse_duration)]
         cooldown: Option<Duration>,
-        #[arg(long)]
+        /// Higher goes first.
+        #[arg(long, allow_negative_numbers = true)]
         priority: Option<i64>,
+        /// Whether it takes part at all (`true` or `false`).
         #[arg(long)]
         enabled: Option<bool>,
         /// act or dry-run.

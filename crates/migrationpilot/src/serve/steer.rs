@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{ApiError, App, BODY_LIMIT, NoParams};
-use crate::control;
+use crate::control::{self, JSON_SAFE};
 
 /// The steering token. Never printed: its `Debug` shows its length only.
 pub struct Token(String);
@@ -191,10 +191,6 @@ fn is_json(content_type: &str) -> bool {
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
 }
-
-/// The largest whole number every JSON reader keeps exactly (2^53 - 1): the bound of the
-/// document's unbounded integers, so a browser shows what the server stored.
-const JSON_SAFE: i64 = (1 << 53) - 1;
 
 /// A whole number from `MIN` to `MAX`, given as `5` or `5.0`; `null` refused.
 fn whole<'de, D: Deserializer<'de>, const MIN: i64, const MAX: i64>(
