@@ -132,7 +132,6 @@ impl Alerting {
                     _ => false,
                 }
         });
-        let run = run.clone();
         // Counted as busy, so `settle` after a run waits for its end to be handled.
         self.spawn_owing(async move {
             loop {
@@ -149,11 +148,11 @@ impl Alerting {
                 };
                 // Health checks watch for every run; the rest is this run's.
                 let health = matches!(event.kind, EventKind::HealthChanged { .. });
-                if event.run.as_ref() != Some(&run) && !(health && event.run.is_none()) {
+                if event.run.as_ref() != Some(&watch.run) && !(health && event.run.is_none()) {
                     continue;
                 }
                 this.on_event(&watch, &event);
-                this.on_builtin(&mut watch, &run, &event);
+                this.on_builtin(&mut watch, &event);
                 if matches!(event.kind, EventKind::RunFinished { .. }) {
                     break;
                 }
@@ -248,7 +247,7 @@ impl Alerting {
     }
 
     /// The built-in alerts' part of an event.
-    fn on_builtin(&self, watch: &mut Watch, run: &RunId, event: &Event) {
+    fn on_builtin(&self, watch: &mut Watch, event: &Event) {
         let builtins = self.builtins().clone();
         match &event.kind {
             EventKind::AttemptSucceeded { .. } | EventKind::AttemptFailed { .. } => {
@@ -301,7 +300,7 @@ impl Alerting {
                         RUN_FAILED,
                         format!("run of `{}` {verb}", watch.project),
                     )
-                    .message(format!("run {run} {verb}{why}"))
+                    .message(format!("run {} {verb}{why}", watch.run))
                 });
             }
             _ => {}
