@@ -49,13 +49,19 @@ fn version() {
     };
     let commit = git(&["rev-parse", "--short=12", "HEAD"]);
     if commit.is_some() {
+        // Watched only where they exist: cargo takes a missing file for a changed one.
+        let manifest =
+            std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
         let head = git(&["rev-parse", "--symbolic-full-name", "HEAD"]);
         for path in ["HEAD".to_owned(), "packed-refs".to_owned()]
             .into_iter()
             .chain(head)
         {
-            if let Some(file) = git(&["rev-parse", "--path-format=absolute", "--git-path", &path]) {
-                println!("cargo::rerun-if-changed={file}");
+            if let Some(file) = git(&["rev-parse", "--git-path", &path]) {
+                let file = manifest.join(file);
+                if file.is_file() {
+                    println!("cargo::rerun-if-changed={}", file.display());
+                }
             }
         }
     }

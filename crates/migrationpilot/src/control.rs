@@ -239,7 +239,10 @@ pub async fn configure(
             "cooldown must be at most {JSON_SAFE} ms (about 285,616 years)"
         )));
     }
-    if changes.priority.is_some_and(|p| p.abs() > JSON_SAFE) {
+    if changes
+        .priority
+        .is_some_and(|p| !(-JSON_SAFE..=JSON_SAFE).contains(&p))
+    {
         return Err(Refused::Invalid(format!(
             "priority must be within ±{JSON_SAFE}"
         )));

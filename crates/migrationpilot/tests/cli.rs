@@ -594,6 +594,11 @@ fn healing_commands_check_their_input() {
             "cooldown must be at most 9007199254740991 ms",
         ),
         ("--priority", "-9007199254740992", "priority must be within"),
+        (
+            "--priority",
+            "-9223372036854775808",
+            "priority must be within",
+        ),
     ] {
         work.cmd()
             .args([

@@ -38,6 +38,16 @@ fn each_init_template_validates_runs_and_is_never_written_over() {
             String::from_utf8_lossy(&run.stderr)
         );
         assert!(dir.join(made).is_file(), "{template} made no {made}");
+        if template == "etl" {
+            // A second run of the same source loads no batch again.
+            work.cmd()
+                .current_dir(&dir)
+                .args(["run", "pipeline.yaml"])
+                .assert()
+                .success();
+            let rows = std::fs::read_to_string(dir.join(made)).unwrap();
+            assert_eq!(rows.lines().count(), 23, "{rows}");
+        }
         // A second init writes nothing and names what exists.
         let before = std::fs::read_to_string(dir.join("pipeline.yaml")).unwrap();
         let again = work
@@ -160,7 +170,7 @@ fn manpages_are_written_for_every_subcommand_and_render() {
         assert!(pages.iter().any(|p| p == page), "no {page} in {pages:?}");
     }
     let run = work.read("man1/migrationpilot-run.1");
-    assert!(run.starts_with(".ie") || run.contains(".TH"), "{run}");
+    assert!(run.contains(".TH migrationpilot-run 1"), "{run}");
     assert!(run.contains("resume"), "{run}");
     assert!(
         run.contains("store"),
@@ -205,10 +215,16 @@ fn the_version_names_the_commit_and_the_features() {
         .nth(1)
         .and_then(|rest| rest.split(';').next())
         .unwrap();
-    assert!(
-        commit == "unknown" || commit.chars().all(|c| c.is_ascii_hexdigit()),
-        "{text}"
-    );
+    // Built from a git checkout (as the tests are), the commit is known.
+    let checkout = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.git");
+    if checkout.exists() {
+        assert!(
+            commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit()),
+            "{text}"
+        );
+    } else {
+        assert_eq!(commit, "unknown", "{text}");
+    }
     // The tests build with every feature.
     assert!(text.contains("features: postgres, mysql, redis)"), "{text}");
 }

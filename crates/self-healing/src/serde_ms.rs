@@ -28,7 +28,6 @@ pub mod system_time {
     }
 }
 
-/// Optional points in time on the wire: integer milliseconds since the Unix epoch, or null.
 /// `Option<Duration>` as whole milliseconds, `null` for `None`; any number of milliseconds is
 /// read back.
 pub mod option {
@@ -58,6 +57,7 @@ pub mod option {
     }
 }
 
+/// Optional points in time on the wire: integer milliseconds since the Unix epoch, or null.
 pub mod system_time_opt {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

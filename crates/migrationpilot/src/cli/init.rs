@@ -97,8 +97,17 @@ pub(super) fn exec(args: InitArgs) -> Outcome {
             existing.join(", ")
         )));
     }
+    let mut written = Vec::new();
     for (path, text, script) in files {
-        write(&args.dir.join(path), text, *script)?;
+        let path = args.dir.join(path);
+        if let Err(error) = write(&path, text, *script) {
+            // Nothing half-written stays behind to block the next try.
+            for done in &written {
+                let _ = std::fs::remove_file(done);
+            }
+            return Err(error);
+        }
+        written.push(path);
     }
     let file = args.dir.join("pipeline.yaml");
     say!(

@@ -1,13 +1,10 @@
 #!/bin/sh
-# Extracts the source in batches of 5 rows: work/batches/N.csv, listed in work/batches.txt.
+# Extracts the source in batches of 5 rows: work/batches/batch-NN, listed in work/batches.txt.
 set -eu
+rm -rf work/batches
 mkdir -p work/batches
-: > work/batches.txt
-i=0
-seq 1 23 | while read -r n; do echo "$n,customer-$n,$((n * 17 % 100))"; done > work/source.csv
-split -l 5 -d work/source.csv work/batches/batch-
-for batch in work/batches/batch-*; do
-  echo "$(basename "$batch")" >> work/batches.txt
-  i=$((i + 1))
-done
-echo "extracted $(wc -l < work/source.csv) rows in $(wc -l < work/batches.txt) batches"
+awk 'BEGIN { for (n = 1; n <= 23; n++) printf "%d,customer-%d,%d\n", n, n, n * 17 % 100 }' \
+  > work/source.csv
+awk '{ f = sprintf("work/batches/batch-%02d", int((NR - 1) / 5)); print > f }' work/source.csv
+(cd work/batches && ls) > work/batches.txt
+echo "extracted $(wc -l < work/source.csv | tr -d ' ') rows in $(wc -l < work/batches.txt | tr -d ' ') batches"

@@ -1,10 +1,15 @@
 #!/bin/sh
-# Takes one batch back out of the warehouse on rollback.
+# Takes one loaded batch back out of the warehouse on rollback, and forgets it was loaded.
 set -eu
 batch="$1"
-[ -f warehouse/customers.csv ] || exit 0
-grep -vxF -f "work/transformed/$batch" warehouse/customers.csv > warehouse/customers.tmp || true
+rows="work/transformed/$batch"
+[ -f warehouse/customers.csv ] && [ -f "$rows" ] || exit 0
+key="$batch $(cksum < "$rows" | cut -d' ' -f1)"
+rc=0
+grep -vxF -f "$rows" warehouse/customers.csv > warehouse/customers.tmp || rc=$?
+[ "$rc" -le 1 ] || { rm -f warehouse/customers.tmp; exit "$rc"; }   # 1: no row left, 2: an error
 mv warehouse/customers.tmp warehouse/customers.csv
-# Loadable again: its key goes too.
-grep -v "/load/$batch\$" warehouse/loaded.keys > warehouse/loaded.tmp || true
+rc=0
+grep -vxF "$key" warehouse/loaded.keys > warehouse/loaded.tmp || rc=$?
+[ "$rc" -le 1 ] || { rm -f warehouse/loaded.tmp; exit "$rc"; }
 mv warehouse/loaded.tmp warehouse/loaded.keys
