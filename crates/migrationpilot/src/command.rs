@@ -9,7 +9,7 @@ use self_healing::classify::Classifier;
 use self_healing::event::AttemptOutput;
 use self_healing::{StageContext, StageError};
 
-use crate::env::Secrets;
+use crate::secrets::Secrets;
 
 /// One command of a stage (its handler, or its rollback, failover or reset).
 #[derive(Debug, Clone)]

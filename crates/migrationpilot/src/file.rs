@@ -15,7 +15,8 @@ use self_healing::duration::option::deserialize as opt_duration;
 use self_healing::pipeline::{RestartBackoff, RestartFrom};
 use self_healing_checks::CheckConfig;
 
-use crate::env::{Env, Secrets, Substituting};
+use crate::env::{Env, Substituting};
+use crate::secrets::Secrets;
 
 /// A whole pipeline file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use self_healing::event::{Event, EventKind, Subscription};
 
-use crate::env::Secrets;
+use crate::secrets::Secrets;
 use crate::store::Store;
 
 /// `event` with every secret masked in every string it carries (errors, details, items,

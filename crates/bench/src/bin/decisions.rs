@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use migrationpilot::env::Secrets;
+use migrationpilot::secrets::Secrets;
 use migrationpilot::store::{SqliteStore, Store};
 use self_healing::healing::{AutoHealer, HealingStrategy, RetryAction, Trigger};
 use self_healing::resilience::RetryPolicy;

@@ -49,7 +49,7 @@ async fn main() {
             pipeline
                 .events()
                 .subscribe_durable(|_| true, migrationpilot::journal::MAX_BACKLOG),
-            migrationpilot::env::Secrets::default(),
+            migrationpilot::secrets::Secrets::default(),
             CancellationToken::new(),
             finish.clone(),
         );

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use self_healing::alert::{Alert, Alerting, AlertingBuilder, ChannelConfig, Notifier, NotifyError};
 use self_healing::config::AlertsConfig;
 
-use crate::env::Secrets;
+use crate::secrets::Secrets;
 
 /// An alert channel that masks the run's secrets in every alert it sends (its text, labels,
 /// stage and item).

@@ -23,8 +23,8 @@ use self_healing::pipeline::SelfHealingPipeline;
 
 use crate::command::Command;
 use crate::dispatch::Dispatcher;
-use crate::env::Secrets;
 use crate::file::{FileError, PipelineFile, locate};
+use crate::secrets::Secrets;
 use crate::store::work::Role;
 
 use channels::MaskedNotifier;

@@ -13,8 +13,8 @@ use super::items::{file_items, glob_items};
 use super::{Commands, Remote};
 use crate::command::{Command, Context};
 use crate::dispatch::Attempt;
-use crate::env::Secrets;
 use crate::file::{Items, StageFile};
+use crate::secrets::Secrets;
 use crate::store::work::Role;
 
 /// What every stage of a file is built with.

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::Args;
 use self_healing::RunStatus;
 
-use migrationpilot::env::Secrets;
 use migrationpilot::error::{CliError, EXIT_CANCELLED, EXIT_FAILED, EXIT_ROLLED_BACK};
+use migrationpilot::secrets::Secrets;
 use migrationpilot::serve;
 use migrationpilot::session::{RunRequest, Session};
 

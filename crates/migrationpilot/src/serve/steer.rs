@@ -30,7 +30,7 @@ impl Token {
 
     /// Adds the token to `secrets`, so that it is masked wherever a run shows or keeps text,
     /// without being handed out.
-    pub fn mask_in(&self, secrets: &mut crate::env::Secrets) {
+    pub fn mask_in(&self, secrets: &mut crate::secrets::Secrets) {
         secrets.add(&self.0);
     }
 

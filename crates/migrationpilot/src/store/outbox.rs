@@ -13,13 +13,17 @@ use super::Store;
 pub struct StoreOutbox {
     store: Arc<dyn Store>,
     project: Option<String>,
-    secrets: crate::env::Secrets,
+    secrets: crate::secrets::Secrets,
 }
 
 impl StoreOutbox {
     /// The outbox of `project` (deliveries of other projects are not taken), or of every
     /// project, masking `secrets` in what it keeps.
-    pub fn new(store: Arc<dyn Store>, project: Option<&str>, secrets: crate::env::Secrets) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        project: Option<&str>,
+        secrets: crate::secrets::Secrets,
+    ) -> Self {
         StoreOutbox {
             store,
             project: project.map(str::to_owned),
