@@ -3,14 +3,12 @@
 //! dashboard query is one `serve` exports, with the labels they match on and aggregate by.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 mod common;
-use common::{Served, Workspace, http, tool};
+use common::{Receiver, Served, Workspace, http, tool};
 
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
@@ -120,34 +118,6 @@ fn promtool_checks_and_tests_the_rules_and_parses_every_dashboard_query() {
     promtool_in(work.path(), &["check", "rules", "dashboard.rules.yml"]);
 }
 
-/// A loopback webhook that takes every request and answers 202.
-fn webhook() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(n) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = n.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            let _ = stream.write_all(
-                b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            );
-        }
-    });
-    port
-}
-
 /// Runs, in `work`, a pipeline whose run makes every family of the exporter appear: a check
 /// that is unhealthy until an item's second attempt (a health change, a held stage), items
 /// that fail once (retries, attempts by outcome) under a breaker that opens on one failure
@@ -189,7 +159,7 @@ healing:
     channels:
       - {{ type: webhook, url: "http://127.0.0.1:{}/hook" }}
 "#,
-            webhook()
+            Receiver::start().port
         ),
     );
     let out = work.cmd().args(["run", "pipeline.yaml"]).output().unwrap();

@@ -2,9 +2,14 @@
 #![allow(dead_code)]
 
 use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
+use serde_json::Value;
 
 /// The `migrationpilot` binary, with no store it could open: a test that needs one runs in a
 /// [`Workspace`], so no test writes to the user's own store.
@@ -399,4 +404,81 @@ pub fn json(
     let value = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("{method} {url}: not JSON ({e}): {text}"));
     (status, value)
+}
+
+/// A loopback HTTP receiver that keeps every request's path and JSON body and answers 202.
+pub struct Receiver {
+    pub port: u16,
+    pub got: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl Receiver {
+    pub fn start() -> Receiver {
+        Receiver::on(TcpListener::bind("127.0.0.1:0").unwrap())
+    }
+
+    pub fn on(listener: TcpListener) -> Receiver {
+        let port = listener.local_addr().unwrap().port();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let keep = Arc::clone(&got);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let keep = Arc::clone(&keep);
+                std::thread::spawn(move || serve_one(stream, &keep));
+            }
+        });
+        Receiver { port, got }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The bodies received on `path`, waiting (a bounded while) until there are `n`.
+    pub fn wait(&self, path: &str, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let bodies: Vec<Value> = self
+                .got
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(p, _)| p == path)
+                .map(|(_, b)| b.clone())
+                .collect();
+            if bodies.len() >= n {
+                return bodies;
+            }
+            assert!(Instant::now() < deadline, "{n} on {path}, got {bodies:#?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn serve_one(stream: TcpStream, keep: &Mutex<Vec<(String, Value)>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut first = String::new();
+    if reader.read_line(&mut first).is_err() {
+        return;
+    }
+    let path = first.split_whitespace().nth(1).unwrap_or("").to_owned();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some(n) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = n.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    let _ = reader.read_exact(&mut body);
+    keep.lock()
+        .unwrap()
+        .push((path, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+    let mut stream = stream;
+    let _ = stream
+        .write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
 }
