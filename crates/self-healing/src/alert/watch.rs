@@ -184,7 +184,7 @@ impl Alerting {
     }
 
     fn fire_due(&self, watch: &mut Watch) {
-        let builtins = self.builtins().clone();
+        let builtins = self.builtins();
         let now = Instant::now();
         if builtins.run_stuck.enabled
             && !watch.stuck
@@ -248,7 +248,7 @@ impl Alerting {
 
     /// The built-in alerts' part of an event.
     fn on_builtin(&self, watch: &mut Watch, event: &Event) {
-        let builtins = self.builtins().clone();
+        let builtins = self.builtins();
         match &event.kind {
             EventKind::AttemptSucceeded { .. } | EventKind::AttemptFailed { .. } => {
                 watch.progress = Instant::now();
