@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs (from Debian's packages, aiosmtpd and schemathesis from PyPI into a venv), starts and stops the servers
+# Installs (from Debian's packages; aiosmtpd, schemathesis and check-jsonschema from PyPI into a venv), starts and stops the servers
 # the integration tests use, on loopback. `source .ci/services.sh start` also exports what the
 # tests read:
 #   MIGRATIONPILOT_TEST_POSTGRES_URL, MIGRATIONPILOT_TEST_MYSQL_URL, MIGRATIONPILOT_TEST_REDIS_URL
@@ -9,8 +9,10 @@
 #   MIGRATIONPILOT_TEST_ZSH, MIGRATIONPILOT_TEST_FISH  (the shells whose completion scripts are parsed)
 #   MIGRATIONPILOT_TEST_AIOSMTPD    (a python that has aiosmtpd: `$it -m aiosmtpd -n -l 127.0.0.1:PORT`)
 #   MIGRATIONPILOT_TEST_SCHEMATHESIS (the schemathesis program, pinned: run against serve's OpenAPI document)
+#   MIGRATIONPILOT_TEST_CHECK_JSONSCHEMA (the check-jsonschema program, pinned: checks pipeline files
+#                                    against `migrationpilot schema`)
 #   MIGRATIONPILOT_CI_RUN           (marks this run's processes, for `stop`)
-# Prometheus, Alertmanager, Chromium, aiosmtpd and schemathesis are only installed, never started here: the tests
+# Prometheus, Alertmanager, Chromium, aiosmtpd, schemathesis and check-jsonschema are only installed, never started here: the tests
 # run their own processes. The packages' own daemons are kept stopped and disabled, and `stop` also
 # ends whatever of these programs that the run started is still running.
 set -euo pipefail
@@ -18,6 +20,7 @@ set -euo pipefail
 MIGRATIONPILOT_CI_VENV=/opt/migrationpilot-ci/venv
 MIGRATIONPILOT_CI_AIOSMTPD_VERSION=1.4.6
 MIGRATIONPILOT_CI_SCHEMATHESIS_VERSION=4.32.5
+MIGRATIONPILOT_CI_CHECK_JSONSCHEMA_VERSION=0.39.0
 # systemd units / init scripts that Debian's prometheus packages may start on their own.
 MIGRATIONPILOT_CI_DAEMONS=(prometheus prometheus-alertmanager prometheus-node-exporter)
 
@@ -32,6 +35,12 @@ sys.exit(m.version('schemathesis') != '$MIGRATIONPILOT_CI_SCHEMATHESIS_VERSION')
         [ -x "$MIGRATIONPILOT_CI_VENV/bin/schemathesis" ]
 }
 
+check_jsonschema_ready() {
+    "$MIGRATIONPILOT_CI_VENV/bin/python" -c "import importlib.metadata as m, sys
+sys.exit(m.version('check-jsonschema') != '$MIGRATIONPILOT_CI_CHECK_JSONSCHEMA_VERSION')" >/dev/null 2>&1 &&
+        [ -x "$MIGRATIONPILOT_CI_VENV/bin/check-jsonschema" ]
+}
+
 services_install() {
     local missing=()
     command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
@@ -42,7 +51,7 @@ services_install() {
     command -v chromium >/dev/null || missing+=(chromium)
     command -v zsh >/dev/null || missing+=(zsh)
     command -v fish >/dev/null || missing+=(fish)
-    if { ! aiosmtpd_ready || ! schemathesis_ready; } && ! /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    if { ! aiosmtpd_ready || ! schemathesis_ready || ! check_jsonschema_ready; } && ! /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
         missing+=(python3-venv)
     fi
     if [ ${#missing[@]} -gt 0 ]; then
@@ -70,6 +79,12 @@ services_install() {
         "$MIGRATIONPILOT_CI_VENV/bin/python" -m pip install -q --disable-pip-version-check \
             "schemathesis==$MIGRATIONPILOT_CI_SCHEMATHESIS_VERSION"
         schemathesis_ready
+    fi
+    if ! check_jsonschema_ready; then
+        echo "installing check-jsonschema $MIGRATIONPILOT_CI_CHECK_JSONSCHEMA_VERSION into $MIGRATIONPILOT_CI_VENV"
+        "$MIGRATIONPILOT_CI_VENV/bin/python" -m pip install -q --disable-pip-version-check \
+            "check-jsonschema==$MIGRATIONPILOT_CI_CHECK_JSONSCHEMA_VERSION"
+        check_jsonschema_ready
     fi
 }
 
@@ -178,6 +193,7 @@ services_start() {
         MIGRATIONPILOT_TEST_CHROMIUM MIGRATIONPILOT_TEST_ZSH MIGRATIONPILOT_TEST_FISH
     export MIGRATIONPILOT_TEST_AIOSMTPD="$MIGRATIONPILOT_CI_VENV/bin/python"
     export MIGRATIONPILOT_TEST_SCHEMATHESIS="$MIGRATIONPILOT_CI_VENV/bin/schemathesis"
+    export MIGRATIONPILOT_TEST_CHECK_JSONSCHEMA="$MIGRATIONPILOT_CI_VENV/bin/check-jsonschema"
 }
 
 services_stop() {

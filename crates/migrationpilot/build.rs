@@ -8,7 +8,7 @@
 //! finds no server or tool fails.
 
 /// The cfg each variable's absence sets.
-const NEEDS: [(&str, &str); 9] = [
+const NEEDS: [(&str, &str); 10] = [
     ("missing_postgres", "MIGRATIONPILOT_TEST_POSTGRES_URL"),
     ("missing_promtool", "MIGRATIONPILOT_TEST_PROMTOOL"),
     ("missing_prometheus", "MIGRATIONPILOT_TEST_PROMETHEUS"),
@@ -18,6 +18,10 @@ const NEEDS: [(&str, &str); 9] = [
     ("missing_schemathesis", "MIGRATIONPILOT_TEST_SCHEMATHESIS"),
     ("missing_zsh", "MIGRATIONPILOT_TEST_ZSH"),
     ("missing_fish", "MIGRATIONPILOT_TEST_FISH"),
+    (
+        "missing_check_jsonschema",
+        "MIGRATIONPILOT_TEST_CHECK_JSONSCHEMA",
+    ),
 ];
 
 /// The features `--version` names, as Cargo.toml calls them.

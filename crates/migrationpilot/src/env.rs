@@ -6,13 +6,16 @@
 //! [`Substituting`] wraps a serde deserializer (YAML's or TOML's) and hands every string value
 //! (map keys excepted) through [`substitute`] on its way to the type that reads it. The values of
 //! variables whose names look secret are remembered in [`Secrets`], so whatever is shown or
-//! stored can mask them.
+//! stored can mask them. [`Substitutable`] says the same to a JSON Schema of the file: where a
+//! value may be a `${NAME}`.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
 
 use crate::secrets::{Secrets, looks_secret};
+use schemars::Schema;
+use schemars::transform::{Transform, transform_subschemas};
 use serde::de::{
     self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
 };
@@ -572,6 +575,140 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Wrap<'_, '_, A> {
     }
 }
 
+/// A string that is exactly one `${NAME}`: what a number or boolean setting takes as text
+/// (as `Typed` reads it; a name starting with a digit is refused by [`substitute`]).
+pub const WHOLE_REFERENCE: &str = r"^\s*\$\{[A-Za-z_][A-Za-z0-9_]*\}\s*$";
+
+/// A string with a `${NAME}` in it.
+pub const HOLDS_REFERENCE: &str = r"\$\{[A-Za-z_][A-Za-z0-9_]*\}";
+
+/// A schema transform that accepts a `${NAME}` wherever [`Substituting`] takes one, so a
+/// schema of the file's typed configuration describes the file as written:
+///
+/// - a free string accepts one already;
+/// - a number or boolean also takes a string that is exactly one reference ([`WHOLE_REFERENCE`]),
+///   read as the type once substituted;
+/// - a string held to some values or a pattern (an action, a duration) also takes any string
+///   with a reference ([`HOLDS_REFERENCE`]): its value is checked once substituted;
+/// - alternatives (`oneOf`) become `anyOf`, since a reference may stand for more than one.
+///
+/// Map keys (`propertyNames`) are never substituted, and an `if` stays as it is: it selects
+/// by the value as written (`config` typed by a literal `action`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Substitutable;
+
+impl Transform for Substitutable {
+    fn transform(&mut self, schema: &mut Schema) {
+        let Some(object) = schema.as_object_mut() else {
+            return;
+        };
+        if let Some(pattern) = reference_taken(object) {
+            accept_reference(object, pattern);
+            return;
+        }
+        let untouched: Vec<(String, serde_json::Value)> = ["if", "propertyNames"]
+            .into_iter()
+            .filter_map(|key| object.remove_entry(key))
+            .collect();
+        transform_subschemas(self, schema);
+        let Some(object) = schema.as_object_mut() else {
+            return;
+        };
+        object.extend(untouched);
+        if !object.contains_key("anyOf")
+            && let Some(one_of) = object.remove("oneOf")
+        {
+            object.insert("anyOf".into(), one_of);
+        }
+        if let Some(serde_json::Value::Array(alternatives)) = object.get_mut("anyOf") {
+            flatten(alternatives);
+        }
+    }
+}
+
+type Object = serde_json::Map<String, serde_json::Value>;
+
+/// The pattern of the reference a schema's value may also be, if it takes one of its own.
+fn reference_taken(schema: &Object) -> Option<&'static str> {
+    let types: Vec<&str> = match schema.get("type") {
+        Some(serde_json::Value::String(one)) => vec![one.as_str()],
+        Some(serde_json::Value::Array(many)) => many.iter().filter_map(|t| t.as_str()).collect(),
+        _ => Vec::new(),
+    };
+    let constant = |schema: &Object| {
+        schema.get("const").is_some_and(|c| c.is_string())
+            || schema
+                .get("enum")
+                .and_then(|e| e.as_array())
+                .is_some_and(|e| e.iter().all(|v| v.is_string()))
+    };
+    if constant(schema) || schema.contains_key("pattern") {
+        return Some(HOLDS_REFERENCE);
+    }
+    if types.contains(&"string") {
+        // Any string: a reference is one already.
+        return None;
+    }
+    if types
+        .iter()
+        .any(|t| matches!(*t, "integer" | "number" | "boolean"))
+    {
+        return Some(WHOLE_REFERENCE);
+    }
+    // An enum whose values are documented: one constant per alternative.
+    let alternatives = schema.get("oneOf").or_else(|| schema.get("anyOf"));
+    if let Some(serde_json::Value::Array(alternatives)) = alternatives
+        && !alternatives.is_empty()
+        && alternatives
+            .iter()
+            .all(|a| a.as_object().is_some_and(constant))
+    {
+        return Some(HOLDS_REFERENCE);
+    }
+    None
+}
+
+/// Makes `schema` also take a string matching `pattern`, keeping its title, description and
+/// default on the whole.
+fn accept_reference(schema: &mut Object, pattern: &str) {
+    let reference = serde_json::json!({ "type": "string", "pattern": pattern });
+    if let Some(alternatives) = schema.remove("oneOf").or_else(|| schema.remove("anyOf")) {
+        let mut alternatives = alternatives.as_array().cloned().unwrap_or_default();
+        alternatives.push(reference);
+        schema.insert("anyOf".into(), alternatives.into());
+        return;
+    }
+    let mut value = std::mem::take(schema);
+    for key in ["title", "description", "default", "examples", "deprecated"] {
+        if let Some(kept) = value.remove(key) {
+            schema.insert(key.into(), kept);
+        }
+    }
+    schema.insert("anyOf".into(), serde_json::json!([value, reference]));
+}
+
+/// Lifts the alternatives of an alternative that is nothing else, and drops repeats (and a
+/// whole reference where any string with one is taken).
+fn flatten(alternatives: &mut Vec<serde_json::Value>) {
+    let mut flat: Vec<serde_json::Value> = Vec::new();
+    for alternative in alternatives.drain(..) {
+        let nested = match alternative.as_object() {
+            Some(object) if object.len() == 1 => object.get("anyOf").and_then(|a| a.as_array()),
+            _ => None,
+        };
+        for each in nested.cloned().unwrap_or_else(|| vec![alternative]) {
+            if !flat.contains(&each) {
+                flat.push(each);
+            }
+        }
+    }
+    let reference = |pattern: &str| serde_json::json!({ "type": "string", "pattern": pattern });
+    if flat.contains(&reference(HOLDS_REFERENCE)) {
+        flat.retain(|each| *each != reference(WHOLE_REFERENCE));
+    }
+    *alternatives = flat;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -720,6 +857,84 @@ mod tests {
         .unwrap();
         let doc: Typed = serde::Deserialize::deserialize(Substituting::new(de, &env)).unwrap();
         assert_eq!((doc.port, doc.rate), (2525, 50.5));
+    }
+
+    #[test]
+    fn a_schema_takes_a_reference_wherever_substitution_does() {
+        use serde_json::json;
+        let mut schema = schemars::json_schema!({
+            "type": "object",
+            "properties": {
+                "port": { "description": "d", "type": "integer", "minimum": 0 },
+                "tls": { "type": ["boolean", "null"], "default": false },
+                "name": { "type": "string" },
+                "kind": { "oneOf": [{ "const": "a" }, { "const": "b", "description": "b" }] },
+                "every": { "anyOf": [{ "type": "number" }, { "type": "string", "pattern": "^[0-9]+s$" }] },
+                "env": { "type": "object", "additionalProperties": { "type": "string" }, "propertyNames": { "pattern": "^[A-Z]+$" } }
+            },
+            "if": { "properties": { "kind": { "const": "a" } } },
+            "then": { "properties": { "port": { "maximum": 80 } } }
+        });
+        Substitutable.transform(&mut schema);
+        let whole = json!({ "type": "string", "pattern": WHOLE_REFERENCE });
+        let holds = json!({ "type": "string", "pattern": HOLDS_REFERENCE });
+        let properties = &schema.as_value()["properties"];
+        assert_eq!(
+            properties["port"],
+            json!({ "description": "d", "anyOf": [{ "type": "integer", "minimum": 0 }, whole] })
+        );
+        assert_eq!(
+            properties["tls"],
+            json!({ "default": false, "anyOf": [{ "type": ["boolean", "null"] }, whole] })
+        );
+        assert_eq!(
+            properties["name"],
+            json!({ "type": "string" }),
+            "free already"
+        );
+        assert_eq!(
+            properties["kind"],
+            json!({ "anyOf": [{ "const": "a" }, { "const": "b", "description": "b" }, holds] })
+        );
+        assert_eq!(
+            properties["every"],
+            json!({ "anyOf": [{ "type": "number" }, { "type": "string", "pattern": "^[0-9]+s$" }, holds] }),
+            "a whole reference is one of the strings with a reference"
+        );
+        assert_eq!(
+            properties["env"]["propertyNames"],
+            json!({ "pattern": "^[A-Z]+$" }),
+            "keys are not substituted"
+        );
+        assert_eq!(
+            schema.as_value()["if"],
+            json!({ "properties": { "kind": { "const": "a" } } }),
+            "a condition selects by the value as written"
+        );
+
+        let matches = |pattern: &str, text: &str| {
+            jsonschema::is_valid(&json!({ "pattern": pattern }), &json!(text))
+        };
+        for (text, is_whole) in [
+            ("${SMTP_PORT}", true),
+            (" ${RATE} ", true),
+            ("x${RATE}", false),
+        ] {
+            assert_eq!(matches(WHOLE_REFERENCE, text), is_whole, "{text}");
+            assert_eq!(whole_reference(text).is_some(), is_whole, "{text}");
+            assert!(matches(HOLDS_REFERENCE, text), "{text}");
+            assert!(
+                substitute(text, &env, &mut Secrets::default()).is_ok(),
+                "{text}"
+            );
+        }
+        for refused in ["${1X}", "${}", "${A-B}"] {
+            assert!(!matches(HOLDS_REFERENCE, refused), "{refused}");
+            assert!(
+                substitute(refused, &env, &mut Secrets::default()).is_err(),
+                "{refused}"
+            );
+        }
     }
 
     #[test]

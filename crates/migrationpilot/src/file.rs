@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 
@@ -19,7 +20,7 @@ use crate::env::{Env, Substituting};
 use crate::secrets::Secrets;
 
 /// A whole pipeline file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PipelineFile {
     /// The project the runs are recorded under (the command line may override it).
@@ -42,7 +43,7 @@ pub struct PipelineFile {
 
 /// One stage. `command` is an argv run without a shell; `{item}` in any argument is replaced by
 /// the item, as one argument.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StageFile {
     /// The stage's name, unique in the file.
@@ -55,6 +56,7 @@ pub struct StageFile {
     pub concurrency: Option<usize>,
     /// Cuts each attempt after this long; `None` lets attempts run as long as they take.
     #[serde(default, deserialize_with = "opt_duration")]
+    #[schemars(with = "Option<self_healing::duration::Written>")]
     pub timeout: Option<Duration>,
     /// The stage's own retry policy: unset keys take the global `healing.retryPolicy`'s. It
     /// retries its `retryableErrors` by itself, and `retry` strategies without a policy of
@@ -141,6 +143,40 @@ impl<'de> Deserialize<'de> for Items {
         }
 
         deserializer.deserialize_any(ItemsVisitor)
+    }
+}
+
+/// What [`Items`]' `Deserialize` reads.
+impl JsonSchema for Items {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Items".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Where a stage's items come from: a list, `{ file: items.txt }` (one item per line) or `{ glob: \"legacy/**/*.cbl\" }`, paths relative to the pipeline file's folder.",
+            "anyOf": [
+                {
+                    "description": "The items themselves; numbers reach commands as text.",
+                    "type": "array",
+                    "items": { "type": ["string", "number"] }
+                },
+                {
+                    "description": "A file with one item per line.",
+                    "type": "object",
+                    "properties": { "file": { "type": "string" } },
+                    "required": ["file"],
+                    "additionalProperties": false
+                },
+                {
+                    "description": "A glob pattern; each matching path is an item.",
+                    "type": "object",
+                    "properties": { "glob": { "type": "string" } },
+                    "required": ["glob"],
+                    "additionalProperties": false
+                }
+            ]
+        })
     }
 }
 

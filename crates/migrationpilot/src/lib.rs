@@ -2,6 +2,7 @@
 //!
 //! - [`file`](mod@file): pipeline files (YAML/TOML, located errors).
 //! - [`env`](mod@env): `${NAME}` substituted into parsed values, and the secrets it brings.
+//! - [`schema`](mod@schema): the JSON Schema of pipeline files, for editors and validators.
 //! - [`secrets`]: what a run knows to be secret, masked wherever anything is shown or stored.
 //! - [`build`]: a parsed file to the pipeline, healer, health monitor and alert channels.
 //! - [`command`]: stage commands (argv without a shell, `{item}` as one argument).
@@ -30,6 +31,7 @@ pub mod file;
 pub mod journal;
 pub mod progress;
 pub mod project_alerts;
+pub mod schema;
 pub mod secrets;
 pub mod serve;
 pub mod session;

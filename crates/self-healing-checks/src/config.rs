@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer};
 
 use self_healing::InvalidConfig;
-use self_healing::de::{Tagged, deserialize_tagged, list};
+use self_healing::de::{Tagged, deserialize_tagged, list, tagged_schema};
 use self_healing::health::{Check, CheckSpec, CommandCheck, TcpCheck};
 
 use crate::DatabaseCheck;
@@ -16,16 +17,18 @@ use crate::DatabaseCheck;
 macro_rules! check_config {
     ($(#[$doc:meta])* $name:ident { $($(#[$field_doc:meta])* $field:ident: $ty:ty,)* }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+        #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
         #[serde(rename_all = "camelCase", deny_unknown_fields)]
         pub struct $name {
             /// The check's name, unique in the monitor.
             pub name: String,
             /// Default: the monitor's `checkInterval`.
             #[serde(default, deserialize_with = "self_healing::duration::option::deserialize")]
+            #[schemars(with = "Option<self_healing::duration::Written>")]
             pub interval: Option<Duration>,
             /// Default: 5 s.
             #[serde(default, deserialize_with = "self_healing::duration::option::deserialize")]
+            #[schemars(with = "Option<self_healing::duration::Written>")]
             pub timeout: Option<Duration>,
             /// The stage the check is attached to; `None` attaches it to none.
             pub stage: Option<String>,
@@ -120,6 +123,16 @@ impl Tagged for CheckConfig {
 impl<'de> Deserialize<'de> for CheckConfig {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserialize_tagged(deserializer)
+    }
+}
+
+impl JsonSchema for CheckConfig {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "CheckConfig".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        tagged_schema::<Self>(generator)
     }
 }
 

@@ -7,13 +7,14 @@
 //! start of the map. [`deserialize_tagged`] reads the map in order instead: once it has seen
 //! the tag, the variant's struct reads the remaining keys straight from the file (exact line and
 //! column, `deny_unknown_fields` with its list of keys); only keys written before the tag are
-//! buffered, and their errors keep just the key's path.
+//! buffered, and their errors keep just the key's path. [`tagged_schema`] describes the same
+//! maps as JSON Schema, from the same registration of the variants ([`Tagged::registered`]).
 //!
 //! ```
 //! use serde::Deserialize;
 //! use self_healing::de::{Tagged, deserialize_tagged};
 //!
-//! #[derive(Debug, Deserialize)]
+//! #[derive(Debug, Deserialize, schemars::JsonSchema)]
 //! #[serde(deny_unknown_fields)]
 //! struct Tcp { host: String, port: u16 }
 //!
@@ -42,31 +43,34 @@
 use std::fmt;
 use std::marker::PhantomData;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::value::{MapAccessDeserializer, StringDeserializer};
-use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, Visitor};
+use serde::de::{
+    self, DeserializeOwned, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, Visitor,
+};
+use serde_json::{Value, json};
 
-/// [`Tagged::VARIANTS`] and [`Tagged::variant`] for an enum whose variants each hold one typed
-/// struct, from one list of `"tag" => Variant`: a variant of the enum left out of the list does
-/// not compile, and a tag not in it is serde's unknown variant, never another variant's.
+/// [`Tagged::VARIANTS`] and [`Tagged::registered`] for an enum whose variants each hold one
+/// typed struct, from one list of `"tag" => Variant`: a variant of the enum left out of the list
+/// does not compile, and a tag not in it is serde's unknown variant, never another variant's.
 ///
-/// Used inside `impl Tagged for Enum { const TAG: … ; tagged_variants!(Enum { … }); }`; the
-/// crate using it depends on `serde`.
+/// Used inside `impl Tagged for Enum { const TAG: … ; tagged_variants!(Enum { … }); }`.
 #[macro_export]
 macro_rules! tagged_variants {
     ($enum:ident { $($tag:literal => $variant:ident),+ $(,)? }) => {
         const VARIANTS: &'static [&'static str] = &[$($tag),+];
 
-        fn variant<'de, D: ::serde::Deserializer<'de>>(
+        fn registered<R: $crate::de::Registration<Self>>(
             tag: &str,
-            rest: D,
-        ) -> ::std::result::Result<Self, D::Error> {
+            with: R,
+        ) -> ::std::option::Option<R::Output> {
             // Never called: it only compiles while every variant is listed.
             let _every_variant_is_listed = |value: &$enum| match value {
                 $($enum::$variant(_))|+ => {}
             };
             match tag {
-                $($tag => ::serde::Deserialize::deserialize(rest).map($enum::$variant),)+
-                other => Err(::serde::de::Error::unknown_variant(other, Self::VARIANTS)),
+                $($tag => ::std::option::Option::Some(with.variant($enum::$variant)),)+
+                _ => ::std::option::Option::None,
             }
         }
     };
@@ -80,15 +84,132 @@ pub trait Tagged: Sized {
     /// Every value the tag may take, for the error when it takes another.
     const VARIANTS: &'static [&'static str];
 
+    /// Hands `with` the constructor of the variant `tag` names, `None` when none does: the one
+    /// registration of the variants' structs, from which both reading one
+    /// ([`variant`](Self::variant)) and the schema ([`tagged_schema`]) follow.
+    fn registered<R: Registration<Self>>(tag: &str, with: R) -> Option<R::Output>;
+
     /// The variant `tag` names, from the map's other keys. `tag` is one of
     /// [`VARIANTS`](Self::VARIANTS). Each variant is a struct with `deny_unknown_fields`.
-    fn variant<'de, D: Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error>;
+    fn variant<'de, D: Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
+        Self::registered(tag, Read(rest, PhantomData))
+            .unwrap_or_else(|| Err(de::Error::unknown_variant(tag, Self::VARIANTS)))
+    }
 
     /// The message for `key`, which another variant takes but `tag` does not; `takes` are the
     /// keys `tag` does take.
     fn misplaced(key: &str, tag: &str, takes: &[&str]) -> String {
         format!("`{key}` does not apply to {tag} (it takes {})", list(takes))
     }
+}
+
+/// What is done with the struct of one variant of a [`Tagged`] type `T`, given the variant's
+/// constructor (from which the struct's type follows): read it, or describe it in a schema.
+pub trait Registration<T> {
+    /// What it gives.
+    type Output;
+
+    /// Does it for the variant `wrap` builds.
+    fn variant<V: DeserializeOwned + JsonSchema>(self, wrap: fn(V) -> T) -> Self::Output;
+}
+
+/// Reads a variant's struct from the deserializer it holds.
+struct Read<'de, D>(D, PhantomData<&'de ()>);
+
+impl<'de, T, D: Deserializer<'de>> Registration<T> for Read<'de, D> {
+    type Output = Result<T, D::Error>;
+
+    fn variant<V: DeserializeOwned + JsonSchema>(self, wrap: fn(V) -> T) -> Self::Output {
+        V::deserialize(self.0).map(wrap)
+    }
+}
+
+/// Gives a variant's struct's schema: in place, or as a reference to its definition.
+struct Describe<'g> {
+    generator: &'g mut SchemaGenerator,
+    inline: bool,
+}
+
+impl<T> Registration<T> for Describe<'_> {
+    type Output = Schema;
+
+    fn variant<V: DeserializeOwned + JsonSchema>(self, _: fn(V) -> T) -> Schema {
+        if self.inline {
+            V::json_schema(self.generator)
+        } else {
+            self.generator.subschema_for::<V>()
+        }
+    }
+}
+
+/// Each variant's tag and the schema of its struct, in the order of [`Tagged::VARIANTS`]; a
+/// reference to the struct's definition, shared with wherever else the struct is used.
+pub fn variant_schemas<T: Tagged>(generator: &mut SchemaGenerator) -> Vec<(&'static str, Schema)> {
+    T::VARIANTS
+        .iter()
+        .filter_map(|tag| {
+            let schema = T::registered(
+                tag,
+                Describe {
+                    generator: &mut *generator,
+                    inline: false,
+                },
+            )?;
+            Some((*tag, schema))
+        })
+        .collect()
+}
+
+/// The JSON Schema of a [`Tagged`] type: one of its variants' structs, each with the tag
+/// inside it (`"type": {"const": "http"}`, required), since each struct takes no other keys
+/// (`additionalProperties: false`).
+///
+/// ```
+/// # use schemars::JsonSchema;
+/// # use serde::Deserialize;
+/// # use self_healing::de::{Tagged, tagged_schema};
+/// #[derive(Deserialize, JsonSchema)]
+/// #[serde(deny_unknown_fields)]
+/// struct Tcp { port: u16 }
+///
+/// enum Check { Tcp(Tcp) }
+///
+/// impl Tagged for Check {
+///     const TAG: &'static str = "type";
+///     self_healing::tagged_variants!(Check { "tcp" => Tcp });
+/// }
+///
+/// let schema = tagged_schema::<Check>(&mut schemars::SchemaGenerator::default());
+/// let tcp = &schema.as_value()["oneOf"][0];
+/// assert_eq!(tcp["properties"]["type"]["const"], "tcp");
+/// assert_eq!(tcp["required"], serde_json::json!(["port", "type"]));
+/// assert_eq!(tcp["additionalProperties"], false);
+/// ```
+pub fn tagged_schema<T: Tagged>(generator: &mut SchemaGenerator) -> Schema {
+    let variants: Vec<Value> = T::VARIANTS
+        .iter()
+        .filter_map(|tag| {
+            let describe = Describe {
+                generator: &mut *generator,
+                inline: true,
+            };
+            let mut schema = T::registered(tag, describe)?;
+            let object = schema.ensure_object();
+            if let Some(Value::Object(properties)) = object.get_mut("properties") {
+                properties.insert(T::TAG.to_owned(), json!({ "const": tag }));
+            } else {
+                object.insert("properties".to_owned(), json!({ T::TAG: { "const": tag } }));
+            }
+            match object.get_mut("required") {
+                Some(Value::Array(required)) => required.push(json!(T::TAG)),
+                _ => {
+                    object.insert("required".to_owned(), json!([T::TAG]));
+                }
+            }
+            Some(schema.to_value())
+        })
+        .collect();
+    json_schema!({ "oneOf": variants })
 }
 
 /// `a, b, c`, or `nothing else` for no keys.
@@ -290,7 +411,7 @@ mod tests {
 
     use super::*;
 
-    #[derive(Debug, PartialEq, Deserialize)]
+    #[derive(Debug, PartialEq, Deserialize, JsonSchema)]
     #[serde(rename_all = "camelCase", deny_unknown_fields)]
     struct Http {
         name: String,
@@ -298,7 +419,7 @@ mod tests {
         expected_status: Option<u16>,
     }
 
-    #[derive(Debug, PartialEq, Deserialize)]
+    #[derive(Debug, PartialEq, Deserialize, JsonSchema)]
     #[serde(deny_unknown_fields)]
     struct Tcp {
         name: String,
@@ -315,10 +436,11 @@ mod tests {
         const TAG: &'static str = "type";
         const VARIANTS: &'static [&'static str] = &["http", "tcp"];
 
-        fn variant<'de, D: Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
+        fn registered<R: Registration<Self>>(tag: &str, with: R) -> Option<R::Output> {
             match tag {
-                "http" => Http::deserialize(rest).map(Check::Http),
-                _ => Tcp::deserialize(rest).map(Check::Tcp),
+                "http" => Some(with.variant(Check::Http)),
+                "tcp" => Some(with.variant(Check::Tcp)),
+                _ => None,
             }
         }
     }

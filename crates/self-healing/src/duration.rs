@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Deserializer, Visitor};
 
 /// A duration as [`parse`] reads it, in whole units: `"30m"`, `"1h30m"`, `"45s"`, `"250ms"`.
@@ -125,6 +126,44 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duratio
     deserializer.deserialize_any(Millis)
 }
 
+/// A duration as a file writes it, for a configuration's schema: what [`deserialize`] reads,
+/// milliseconds (0 or more) or a string that [`parse`] takes. On a `Duration` field:
+/// `#[schemars(with = "Written")]`, or `with = "Option<Written>"`.
+///
+#[derive(Debug)]
+pub struct Written;
+
+/// The text [`parse`] takes: digits alone (milliseconds), or numbers each followed by one of
+/// its units, blanks around them allowed.
+pub const PATTERN: &str =
+    r"^\s*(\d+\s*|((\d+(\.\d*)?|\.\d+)\s*(ms|s|secs?|m|mins?|h|hrs?|d)\s*)+)$";
+
+impl JsonSchema for Written {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Milliseconds, or a string with units (ms, s, m, h, d): \"250ms\", \"10s\", \"5m\", \"1h30m\", \"1.5s\".",
+            "anyOf": [
+                { "type": "number", "minimum": 0 },
+                { "type": "string", "pattern": PATTERN }
+            ]
+        })
+    }
+}
+
+/// Serde: a duration as [`display`] writes it (`"10s"`, `"1h30m"`), which [`deserialize`] reads
+/// back. Where a `Duration` field has a default, also what the schema shows as the default
+/// (`#[serde(serialize_with = "…")]`), instead of serde's `{secs, nanos}`.
+pub fn serialize<S: serde::Serializer>(
+    duration: &Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&display(*duration))
+}
+
 /// Serde: an optional duration, as [`deserialize`] (use with `#[serde(default)]`).
 pub mod option {
     use std::time::Duration;
@@ -177,5 +216,42 @@ mod tests {
         let c: Config = serde_json::from_str(r#"{"every": "1m"}"#).unwrap();
         assert_eq!((c.every, c.within), (Duration::from_secs(60), None));
         assert!(serde_json::from_str::<Config>(r#"{"every": -5}"#).is_err());
+    }
+
+    fn pattern() -> regex::Regex {
+        // ASCII classes, as JSON Schema's (ECMA-262) regular expressions have them.
+        regex::Regex::new(&format!("(?-u){PATTERN}")).unwrap()
+    }
+
+    #[test]
+    fn the_schema_takes_milliseconds_and_strings_with_units() {
+        let schema = schemars::schema_for!(Written);
+        let alternatives = schema.get("anyOf").unwrap();
+        assert_eq!(
+            alternatives[0],
+            serde_json::json!({ "type": "number", "minimum": 0 })
+        );
+        assert_eq!(alternatives[1]["pattern"], PATTERN);
+        for written in [
+            "10s", "500", "1h30m", "1.5s", " 250 ms ", "2d 3h", "5.m", ".5s",
+        ] {
+            assert!(pattern().is_match(written), "{written}");
+            assert!(parse(written).is_ok(), "{written}");
+        }
+        for wrong in [
+            "ten", "5 weeks", "-5s", "1.2.3s", "s", "", "1s 5", "1 2", ".",
+        ] {
+            assert!(!pattern().is_match(wrong), "{wrong}");
+            assert!(parse(wrong).is_err(), "{wrong}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The schema's pattern takes exactly the strings `parse` does (short ones: the pattern
+        /// cannot say that a duration is too long).
+        #[test]
+        fn the_pattern_is_what_parse_takes(text in "[0-9. smhdinrecs]{0,10}") {
+            proptest::prop_assert_eq!(pattern().is_match(&text), parse(&text).is_ok(), "{:?}", text);
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! `init [DIR] [--template T]`: a first pipeline, commented, with the recommended healing and
-//! the small scripts it calls, ready to run as is. It never overwrites a file.
+//! the small scripts it calls, ready to run as is, and the schema editors check it with. It
+//! never overwrites a file.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -32,7 +33,7 @@ enum Template {
 }
 
 /// One file of a template: its path in the folder, its text, and whether it is a script.
-type File = (&'static str, &'static str, bool);
+type File<'t> = (&'static str, &'t str, bool);
 
 /// A template's files, read from `templates/NAME/` when the binary is built.
 macro_rules! files {
@@ -48,7 +49,7 @@ macro_rules! files {
 }
 
 impl Template {
-    fn files(self) -> &'static [File] {
+    fn files(self) -> &'static [File<'static>] {
         match self {
             Template::CodeMigration => files!("code-migration":
                 "pipeline.yaml",
@@ -82,8 +83,19 @@ impl Template {
     }
 }
 
+/// The schema of pipeline files, which each template's first line points editors at; written
+/// by the binary that writes the pipeline, so it describes what that version reads.
+const SCHEMA: &str = "pipeline.schema.json";
+
 pub(super) fn exec(args: InitArgs) -> Outcome {
-    let files = args.template.files();
+    let schema = super::schema::text();
+    let files: Vec<File<'_>> = args
+        .template
+        .files()
+        .iter()
+        .copied()
+        .chain([(SCHEMA, schema.as_str(), false)])
+        .collect();
     // Nothing is written when anything would be overwritten.
     let existing: Vec<String> = files
         .iter()
@@ -98,7 +110,7 @@ pub(super) fn exec(args: InitArgs) -> Outcome {
         )));
     }
     let mut written = Vec::new();
-    for (path, text, script) in files {
+    for (path, text, script) in &files {
         let path = args.dir.join(path);
         if let Err(error) = write(&path, text, *script) {
             // Nothing half-written stays behind to block the next try.

@@ -32,6 +32,7 @@ mod logs;
 mod manpages;
 mod run;
 mod runs;
+mod schema;
 mod serve;
 mod validate;
 mod worker;
@@ -91,6 +92,8 @@ enum Commands {
     /// Inspect and steer healing.
     #[command(subcommand)]
     Healing(healing::HealingCommand),
+    /// Print the JSON Schema of pipeline files, for editors and validators.
+    Schema(schema::SchemaArgs),
     /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
     Completions(completions::CompletionsArgs),
     /// Write the man pages: migrationpilot.1 and one per subcommand.
@@ -117,6 +120,7 @@ impl Cli {
             Commands::Serve(args) => serve::exec(store_url, args).await,
             Commands::Alerts(args) => alerts::exec(store_url, args).await,
             Commands::Healing(command) => healing::exec(store_url, command).await,
+            Commands::Schema(args) => schema::exec(args),
             Commands::Completions(args) => completions::exec(args),
             Commands::Manpages(args) => manpages::exec(args),
         }

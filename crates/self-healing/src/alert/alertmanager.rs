@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::Notifier;
 use crate::error::{InvalidConfig, Severity};
 
 /// `alertmanager`: the Alertmanager's base `url` (`http://alertmanager:9093`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AlertmanagerConfig {
     /// The channel's name in records (default `alertmanager`).

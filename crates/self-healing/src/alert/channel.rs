@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer};
 
 use super::Notifier;
@@ -10,7 +11,7 @@ use super::email::EmailConfig;
 use super::pagerduty::PagerDutyConfig;
 use super::slack::SlackConfig;
 use super::webhook::WebhookConfig;
-use crate::de::{Tagged, deserialize_tagged, list};
+use crate::de::{Tagged, deserialize_tagged, list, tagged_schema};
 use crate::error::InvalidConfig;
 
 /// One alert channel as a file declares it (the seed's `alerts.channels`).
@@ -60,6 +61,16 @@ impl Tagged for ChannelConfig {
 impl<'de> Deserialize<'de> for ChannelConfig {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserialize_tagged(deserializer)
+    }
+}
+
+impl JsonSchema for ChannelConfig {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ChannelConfig".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        tagged_schema::<Self>(generator)
     }
 }
 

@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::Notifier;
 use crate::error::{InvalidConfig, Severity};
 
 /// `email`: the seed's `recipients`, and the `smtp` server to send through.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EmailConfig {
     /// The channel's name in records (default `email`).
@@ -24,7 +25,7 @@ pub struct EmailConfig {
 }
 
 /// `smtp`: where and how to send.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SmtpConfig {
     /// The server's host name.
@@ -172,7 +173,7 @@ fn host_name() -> String {
 }
 
 /// How the connection to the SMTP server is secured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SmtpTls {
     /// Plain text (a relay on loopback or a trusted network only).

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::Notifier;
@@ -12,14 +13,14 @@ pub const PAGERDUTY_EVENTS: &str = "https://events.pagerduty.com/v2/enqueue";
 
 /// `pagerduty`: the integration's `routingKey` (a secret: keep it in `${…}`), and `url` to
 /// send elsewhere than the Events API v2 endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PagerDutyConfig {
     /// The channel's name in records (default `pagerduty`).
     pub name: Option<String>,
     /// The integration's routing key; must not be empty.
     pub routing_key: String,
-    /// Where to send events; `None` means `PAGERDUTY_EVENTS`.
+    /// Where to send events; `None` means the Events API v2 (`PAGERDUTY_EVENTS`).
     pub url: Option<String>,
     /// Alerts below this severity are not sent; `None` means `warning`.
     pub min_severity: Option<Severity>,

@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::Notifier;
 use crate::error::{InvalidConfig, Severity};
 
 /// `slack`: the incoming `webhook` URL (keep it in `${SLACK_WEBHOOK}`: it is a secret).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SlackConfig {
     /// The channel's name in records (default `slack`).

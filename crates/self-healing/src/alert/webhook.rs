@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::Notifier;
 use crate::error::{InvalidConfig, Severity};
 
 /// `webhook`: POSTs each group of alerts as `{"alerts": [ALERT, …]}` to `url`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookConfig {
     /// The channel's name in records (default `webhook`).

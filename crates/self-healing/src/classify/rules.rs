@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use regex::Regex;
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{Code, Rule};
 use crate::error::{InvalidConfig, Severity};
 
 /// Which output a rule's `pattern` is looked for in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Stream {
     /// Standard error (the default): where tools print their errors.
@@ -39,7 +40,7 @@ pub enum Stream {
 /// assert_eq!(found.retry_after, Some(std::time::Duration::from_secs(5)));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ErrorRuleConfig {
     /// A regular expression a line of the output must match.
@@ -60,6 +61,7 @@ pub struct ErrorRuleConfig {
     pub retryable: bool,
     /// The least wait before a retry.
     #[serde(default, deserialize_with = "crate::duration::option::deserialize")]
+    #[schemars(with = "Option<crate::duration::Written>")]
     pub retry_after: Option<Duration>,
 }
 

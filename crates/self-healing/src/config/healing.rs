@@ -36,6 +36,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{BudgetConfig, CircuitBreakerConfig, MetricsCollectorConfig, StrategyConfig};
@@ -63,7 +64,10 @@ pub trait BuildCheck {
 }
 
 /// The seed's `SelfHealingConfig`, with the checks of its `healthMonitor` of type `C`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(
+    description = "The `healing` section (the seed's `SelfHealingConfig`): the strategies and what they act on, health checks, alerts, and the retry policy and circuit breakers every stage shares."
+)]
 #[serde(
     rename_all = "camelCase",
     deny_unknown_fields,
@@ -97,6 +101,7 @@ pub struct HealingConfig<C> {
     pub retry_budget: Option<RetryBudgetSettings>,
     /// How often state triggers are evaluated while a stage runs (default 1 s).
     #[serde(default, deserialize_with = "opt_duration")]
+    #[schemars(with = "Option<crate::duration::Written>")]
     pub evaluation_interval: Option<Duration>,
 }
 
@@ -123,7 +128,7 @@ fn yes() -> bool {
 }
 
 /// The seed's `healthMonitor`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(
     rename_all = "camelCase",
     deny_unknown_fields,
@@ -133,6 +138,7 @@ fn yes() -> bool {
 pub struct HealthMonitorConfig<C> {
     /// The interval of checks that do not set their own; `None` keeps the monitor's default.
     #[serde(default, deserialize_with = "opt_duration")]
+    #[schemars(with = "Option<crate::duration::Written>")]
     pub check_interval: Option<Duration>,
     /// The seed also writes these two at the top level of `healthMonitor`.
     pub consecutive_failures: Option<u32>,
@@ -142,12 +148,12 @@ pub struct HealthMonitorConfig<C> {
     /// The thresholds; their values win over the top-level ones.
     pub thresholds: Option<ThresholdsConfig>,
     /// The health checks to run.
-    #[serde(default = "Vec::new")]
+    #[serde(default)]
     pub checks: Vec<C>,
 }
 
 /// The seed's `healthMonitor.thresholds`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(
     rename_all = "camelCase",
     deny_unknown_fields,
@@ -161,7 +167,7 @@ pub struct ThresholdsConfig {
 }
 
 /// The seed's `alerts`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(
     rename_all = "camelCase",
     deny_unknown_fields,
@@ -176,9 +182,11 @@ pub struct AlertsConfig {
     pub channels: Vec<ChannelConfig>,
     /// Alerts that fire within this time of each other go out together (default 10 s).
     #[serde(default, deserialize_with = "opt_duration")]
+    #[schemars(with = "Option<crate::duration::Written>")]
     pub group_wait: Option<Duration>,
     /// A firing alert is sent again no more often than this (default 4 h).
     #[serde(default, deserialize_with = "opt_duration")]
+    #[schemars(with = "Option<crate::duration::Written>")]
     pub repeat_interval: Option<Duration>,
     /// The project's runbook: what every alert carries unless what raised it has its own.
     pub runbook: Option<String>,
@@ -188,7 +196,7 @@ pub struct AlertsConfig {
 }
 
 /// `alerts.builtin`: each built-in alert's settings; unset keys keep the defaults.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(
     rename_all = "camelCase",
     deny_unknown_fields,
@@ -210,7 +218,7 @@ pub struct BuiltinAlertsConfig {
 }
 
 /// One built-in alert's settings.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(
     rename_all = "camelCase",
     deny_unknown_fields,
@@ -225,14 +233,16 @@ pub struct BuiltinAlertConfig {
     pub runbook: Option<String>,
     /// How long its condition must last first: `run-stuck`'s time without a finished attempt.
     #[serde(default, deserialize_with = "opt_duration")]
+    #[schemars(with = "Option<crate::duration::Written>")]
     pub after: Option<Duration>,
     /// How long its condition must last first: `check-down`'s time unhealthy.
     #[serde(default, rename = "for", deserialize_with = "opt_duration")]
+    #[schemars(with = "Option<crate::duration::Written>")]
     pub for_: Option<Duration>,
 }
 
 /// Alert when `metric` reaches `warning` or `critical`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(
     rename_all = "camelCase",
     deny_unknown_fields,
@@ -247,6 +257,7 @@ pub struct AlertThresholdConfig {
     pub critical: Option<f64>,
     /// How long the metric must stay at a level before its alert fires (default 0).
     #[serde(default, rename = "for", deserialize_with = "opt_duration")]
+    #[schemars(with = "Option<crate::duration::Written>")]
     pub for_: Option<Duration>,
     /// Where a person finds what to do; `None`: the project's.
     pub runbook: Option<String>,

@@ -31,12 +31,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
@@ -49,7 +51,10 @@ pub use healing::{
     ThresholdsConfig,
 };
 
-use crate::de::{Tagged, deserialize_tagged, deserialize_variant, list, variant_defaults};
+use crate::de::{
+    Registration, Tagged, deserialize_tagged, deserialize_variant, list, tagged_schema,
+    variant_defaults, variant_schemas,
+};
 use crate::error::{InvalidConfig, Severity};
 use crate::event::{ActionKind, HealthStatus};
 use crate::healing::{
@@ -67,8 +72,9 @@ use crate::duration::option::deserialize as opt_duration;
 /// `failureRateThreshold` or `slowCallRateThreshold` percentage of the calls in its sliding
 /// window once it holds `minimumNumberOfCalls`, whichever comes first. Also the settings of a
 /// named breaker stages share (`healing.breakers`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = break_duration_alias)]
 pub struct CircuitBreakerConfig {
     /// Whether stages get a circuit breaker at all; default true.
     #[serde(default = "yes")]
@@ -80,6 +86,7 @@ pub struct CircuitBreakerConfig {
     pub success_threshold: Option<u32>,
     /// How long the breaker stays open before it lets probes through; default 60 s.
     #[serde(default, alias = "breakDuration", deserialize_with = "opt_duration")]
+    #[schemars(with = "Option<crate::duration::Written>")]
     pub timeout: Option<Duration>,
     /// Probes let through while half-open; default 3, at least 1.
     pub half_open_requests: Option<u32>,
@@ -89,6 +96,7 @@ pub struct CircuitBreakerConfig {
     pub slow_call_rate_threshold: Option<f32>,
     /// A call at least this long is slow; default 60 s.
     #[serde(default, deserialize_with = "opt_duration")]
+    #[schemars(with = "Option<crate::duration::Written>")]
     pub slow_call_duration_threshold: Option<Duration>,
     /// `count-based` (the last `slidingWindowSize` calls, the default) or `time-based` (the
     /// calls of the last `slidingWindowSize` seconds).
@@ -104,7 +112,7 @@ pub struct CircuitBreakerConfig {
 }
 
 /// `halfOpenRule`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum HalfOpenRuleConfig {
     /// The first failed probe reopens.
@@ -114,8 +122,9 @@ pub enum HalfOpenRuleConfig {
 }
 
 /// resilience4j's `slidingWindowType`; `COUNT_BASED` and `TIME_BASED` are read too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
+#[schemars(transform = resilience4j_names)]
 pub enum SlidingWindowType {
     /// The last N calls.
     #[serde(alias = "COUNT_BASED")]
@@ -127,6 +136,35 @@ pub enum SlidingWindowType {
 
 fn yes() -> bool {
     true
+}
+
+/// The schema's side of `timeout`'s `alias`: the seed's `breakDuration` is the same setting,
+/// given once.
+fn break_duration_alias(schema: &mut Schema) {
+    let timeout = schema
+        .get("properties")
+        .and_then(|p| p.get("timeout"))
+        .cloned();
+    if let (Some(timeout), Some(properties)) = (timeout, schema.get_mut("properties")) {
+        properties["breakDuration"] = timeout;
+        schema.insert(
+            "not".into(),
+            serde_json::json!({ "required": ["timeout", "breakDuration"] }),
+        );
+    }
+}
+
+/// The schema's side of [`SlidingWindowType`]'s aliases.
+fn resilience4j_names(schema: &mut Schema) {
+    if let Some(serde_json::Value::Array(names)) = schema.get_mut("oneOf") {
+        for (name, same) in [("COUNT_BASED", "count-based"), ("TIME_BASED", "time-based")] {
+            names.push(serde_json::json!({
+                "description": format!("resilience4j's name of `{same}`."),
+                "type": "string",
+                "const": name,
+            }));
+        }
+    }
 }
 
 impl CircuitBreakerConfig {
@@ -188,11 +226,12 @@ impl CircuitBreakerConfig {
 }
 
 /// The seed's `metricsCollector`, plus `errorRateMinAttempts`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetricsCollectorConfig {
     /// How often the built-in metrics are sampled; default 5 s.
     #[serde(default, deserialize_with = "opt_duration")]
+    #[schemars(with = "Option<crate::duration::Written>")]
     pub sample_interval: Option<Duration>,
     /// How many samples each metric's window keeps; default 1000.
     pub retention_size: Option<usize>,
@@ -230,13 +269,14 @@ impl MetricsCollectorConfig {
 }
 
 /// The global healing budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BudgetConfig {
     /// The most healing actions allowed in any `window`, across all strategies; at least 1.
     pub max_actions: u32,
     /// The length of the sliding window.
     #[serde(deserialize_with = "crate::duration::deserialize")]
+    #[schemars(with = "crate::duration::Written")]
     pub window: Duration,
 }
 
@@ -258,7 +298,7 @@ pub enum TriggerConfig {
 }
 
 /// `error`: every key given must hold.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ErrorTriggerConfig {
     /// A regular expression the error's message or code must match.
@@ -274,7 +314,7 @@ pub struct ErrorTriggerConfig {
 }
 
 /// `metrics`: `metric operator value`, or the short `threshold` (gt), held for `duration`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetricsTriggerConfig {
     /// The metric's name: a built-in one or one declared in `metricsCollector.metrics`.
@@ -287,11 +327,12 @@ pub struct MetricsTriggerConfig {
     pub threshold: Option<f64>,
     /// How long the condition must hold before the trigger matches; default: at once.
     #[serde(default, deserialize_with = "opt_duration")]
+    #[schemars(with = "Option<crate::duration::Written>")]
     pub duration: Option<Duration>,
 }
 
 /// `health-check`: a check at least as bad as `status`, for `duration`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HealthCheckTriggerConfig {
     /// The status that matches, and any worse one.
@@ -300,20 +341,22 @@ pub struct HealthCheckTriggerConfig {
     pub check: Option<String>,
     /// How long the status must have lasted; default: at once.
     #[serde(default, deserialize_with = "opt_duration")]
+    #[schemars(with = "Option<crate::duration::Written>")]
     pub duration: Option<Duration>,
 }
 
 /// `timeout`: a stage running longer than `threshold`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TimeoutTriggerConfig {
     /// How long the stage may run before the trigger matches.
     #[serde(deserialize_with = "crate::duration::deserialize")]
+    #[schemars(with = "crate::duration::Written")]
     pub threshold: Duration,
 }
 
 /// `anomaly`: a sample of `metric` `sensitivity` standard deviations from its rolling mean.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AnomalyTriggerConfig {
     /// The metric's name: a built-in one or one declared in `metricsCollector.metrics`.
@@ -327,7 +370,7 @@ pub struct AnomalyTriggerConfig {
 }
 
 /// `custom` in a file: matches while its `command`'s latest run exited 0.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CustomTriggerConfig {
     /// The program and its arguments (no shell); at least the program.
@@ -356,6 +399,16 @@ impl Tagged for TriggerConfig {
 impl<'de> Deserialize<'de> for TriggerConfig {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserialize_tagged(deserializer)
+    }
+}
+
+impl JsonSchema for TriggerConfig {
+    fn schema_name() -> Cow<'static, str> {
+        "TriggerConfig".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        tagged_schema::<Self>(generator)
     }
 }
 
@@ -481,19 +534,20 @@ impl Tagged for ActionConfig {
     const TAG: &'static str = "action";
     const VARIANTS: &'static [&'static str] = &ActionKind::NAMES;
 
-    fn variant<'de, D: Deserializer<'de>>(tag: &str, rest: D) -> Result<Self, D::Error> {
-        let kind: ActionKind = tag.parse().map_err(de::Error::custom)?;
-        Ok(match kind {
-            ActionKind::Retry => ActionConfig::Retry(Deserialize::deserialize(rest)?),
-            ActionKind::Rollback => ActionConfig::Rollback(Deserialize::deserialize(rest)?),
-            ActionKind::Restart => ActionConfig::Restart(Deserialize::deserialize(rest)?),
-            ActionKind::Scale => ActionConfig::Scale(Deserialize::deserialize(rest)?),
-            ActionKind::Failover => ActionConfig::Failover(Deserialize::deserialize(rest)?),
-            ActionKind::CircuitBreak => ActionConfig::CircuitBreak(Deserialize::deserialize(rest)?),
-            ActionKind::Throttle => ActionConfig::Throttle(Deserialize::deserialize(rest)?),
-            ActionKind::Notify => ActionConfig::Notify(Deserialize::deserialize(rest)?),
-            ActionKind::Custom => ActionConfig::Custom(Deserialize::deserialize(rest)?),
-            ActionKind::Hold => return Err(de::Error::custom(NOT_A_STRATEGY_ACTION)),
+    /// `hold` is no strategy's action: it has no variant.
+    fn registered<R: Registration<Self>>(tag: &str, with: R) -> Option<R::Output> {
+        let kind: ActionKind = tag.parse().ok()?;
+        Some(match kind {
+            ActionKind::Retry => with.variant(ActionConfig::Retry),
+            ActionKind::Rollback => with.variant(ActionConfig::Rollback),
+            ActionKind::Restart => with.variant(ActionConfig::Restart),
+            ActionKind::Scale => with.variant(ActionConfig::Scale),
+            ActionKind::Failover => with.variant(ActionConfig::Failover),
+            ActionKind::CircuitBreak => with.variant(ActionConfig::CircuitBreak),
+            ActionKind::Throttle => with.variant(ActionConfig::Throttle),
+            ActionKind::Notify => with.variant(ActionConfig::Notify),
+            ActionKind::Custom => with.variant(ActionConfig::Custom),
+            ActionKind::Hold => return None,
         })
     }
 
@@ -510,6 +564,9 @@ impl Tagged for ActionConfig {
 impl ActionConfig {
     /// The settings of `action` when a file gives no `config`.
     pub fn defaults(action: ActionKind) -> Result<Self, InvalidConfig> {
+        if action == ActionKind::Hold {
+            return Err(InvalidConfig::new("config", NOT_A_STRATEGY_ACTION));
+        }
         variant_defaults(action.as_str()).map_err(|e| InvalidConfig::new("config", e.to_string()))
     }
 
@@ -610,6 +667,50 @@ impl<'de> Deserialize<'de> for StrategyConfig {
     /// errors keep their line and column) instead of through a buffer.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_map(StrategyVisitor)
+    }
+}
+
+/// The schema of what [`StrategyConfig`]'s `Deserialize` reads: the keys of
+/// `STRATEGY_KEYS`, `action` one of the strategies' actions and `config` the settings of the one
+/// it names, each action's from [`ActionConfig`]'s registration.
+impl JsonSchema for StrategyConfig {
+    fn schema_name() -> Cow<'static, str> {
+        "StrategyConfig".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let described = |mut schema: Schema, description: &str| {
+            schema.insert("description".into(), description.into());
+            schema
+        };
+        let by_action: Vec<serde_json::Value> = variant_schemas::<ActionConfig>(generator)
+            .into_iter()
+            .map(|(action, config)| {
+                serde_json::json!({
+                    "if": { "properties": { "action": { "const": action } }, "required": ["action"] },
+                    "then": { "properties": { "config": config } }
+                })
+            })
+            .collect();
+        json_schema!({
+            "description": "A strategy: when any of its triggers matches, it takes its action.",
+            "type": "object",
+            "properties": {
+                "name": described(generator.subschema_for::<String>(), "The strategy's name, unique among the strategies."),
+                "priority": described(json_schema!({ "type": "integer", "default": 0 }), "Higher goes first; default 0."),
+                "triggers": described(generator.subschema_for::<Vec<TriggerConfig>>(), "The strategy acts when any of these matches; only an adaptive `scale` goes without."),
+                "action": described(json_schema!({ "enum": ActionConfig::VARIANTS }), "The action it takes; its settings go in `config`."),
+                "config": described(json_schema!({ "type": "object" }), "The settings of the action `action` names (its defaults when left out)."),
+                "cooldown": described(generator.subschema_for::<crate::duration::Written>(), "The least time between two actions of this strategy on one stage; default none."),
+                "enabled": described(json_schema!({ "type": "boolean", "default": true }), "Whether the strategy takes part at all; default true."),
+                "mode": described(generator.subschema_for::<Mode>(), "`act` (the default) or `dry-run`: only record what it would have done."),
+                "stages": described(generator.subschema_for::<Vec<String>>(), "The stages it applies to; default every stage."),
+                "runbook": described(generator.subschema_for::<String>(), "Where a person finds what to do about the alerts it raises; default the project's."),
+            },
+            "required": ["name", "action"],
+            "additionalProperties": false,
+            "allOf": by_action,
+        })
     }
 }
 

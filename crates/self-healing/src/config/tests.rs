@@ -437,3 +437,70 @@ alerts: { thresholds: [ { metric: queueDepth, critical: 10 } ] }
     assert!(built.monitor(&pipeline).unwrap().is_some());
     assert!(built.monitor(&pipeline).unwrap().is_none(), "taken once");
 }
+
+#[test]
+fn the_strategy_schema_has_the_keys_read_and_types_config_by_action() {
+    let schema = schemars::schema_for!(StrategyConfig);
+    let strategy = schema.as_value();
+    let mut keys: Vec<&str> = strategy["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    let mut read = STRATEGY_KEYS.to_vec();
+    read.sort_unstable();
+    assert_eq!(keys, read, "the schema's keys are those Deserialize reads");
+    assert_eq!(strategy["additionalProperties"], false);
+    assert_eq!(
+        strategy["properties"]["action"]["enum"],
+        serde_json::json!(ActionKind::NAMES),
+        "every action a strategy takes, and no `hold`"
+    );
+    let by_action: Vec<(&str, &str)> = strategy["allOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|rule| {
+            (
+                rule["if"]["properties"]["action"]["const"]
+                    .as_str()
+                    .unwrap(),
+                rule["then"]["properties"]["config"]["$ref"]
+                    .as_str()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(by_action.len(), ActionKind::NAMES.len());
+    assert!(by_action.contains(&("retry", "#/$defs/RetryPolicyConfig")));
+    assert!(by_action.contains(&("circuit-break", "#/$defs/CircuitBreakConfig")));
+    assert!(by_action.contains(&("failover", "#/$defs/FailoverConfig")));
+}
+
+#[test]
+fn trigger_schemas_are_tagged_by_their_kind() {
+    let schema = schemars::schema_for!(TriggerConfig);
+    let tags: Vec<&str> = schema.as_value()["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|variant| {
+            assert_eq!(variant["additionalProperties"], false, "{variant}");
+            assert!(
+                variant["required"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&"type".into()),
+                "{variant}"
+            );
+            variant["properties"]["type"]["const"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(tags, TriggerConfig::VARIANTS);
+    for tag in tags {
+        let kind: Result<crate::event::TriggerKind, _> = serde_json::from_value(tag.into());
+        assert!(kind.is_ok(), "`{tag}` is the name of a trigger kind");
+    }
+}

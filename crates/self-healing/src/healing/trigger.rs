@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use regex::Regex;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -18,7 +19,7 @@ use crate::health::CheckStatus;
 use crate::metrics::{MetricsCollector, Scope, Series};
 
 /// A comparison for `metrics` triggers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Operator {
     /// Greater than (`gt` in files).
@@ -58,7 +59,7 @@ impl Operator {
 }
 
 /// How far from the rolling mean a sample must be for an `anomaly` trigger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Sensitivity {
     /// 2 standard deviations.

@@ -553,17 +553,31 @@ impl<C> std::fmt::Debug for Stage<C> {
 /// let waits: Vec<u64> = (0..7).map(|n| backoff.delay(n).as_secs()).collect();
 /// assert_eq!(waits, [10, 20, 40, 80, 160, 300, 300]);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct RestartBackoff {
+    // The durations' `serialize_with` only writes the schema's defaults (`"10s"`, not serde's
+    // `{secs, nanos}`): nothing serializes this struct.
     /// The wait before the first restart of a streak; default 10 s.
-    #[serde(deserialize_with = "crate::duration::deserialize")]
+    #[serde(
+        deserialize_with = "crate::duration::deserialize",
+        serialize_with = "crate::duration::serialize"
+    )]
+    #[schemars(with = "crate::duration::Written")]
     pub initial_delay: Duration,
     /// The longest wait; default 5 min.
-    #[serde(deserialize_with = "crate::duration::deserialize")]
+    #[serde(
+        deserialize_with = "crate::duration::deserialize",
+        serialize_with = "crate::duration::serialize"
+    )]
+    #[schemars(with = "crate::duration::Written")]
     pub max_delay: Duration,
     /// How long the stage must run without a restart for the streak to end; default 10 min.
-    #[serde(deserialize_with = "crate::duration::deserialize")]
+    #[serde(
+        deserialize_with = "crate::duration::deserialize",
+        serialize_with = "crate::duration::serialize"
+    )]
+    #[schemars(with = "crate::duration::Written")]
     pub reset_after: Duration,
 }
 
@@ -604,7 +618,7 @@ impl RestartBackoff {
 }
 
 /// Where a restarted stage starts over (`restartFrom` in files).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartFrom {
     /// From its start: every item again, for a stage whose `reset` clears what it did (the

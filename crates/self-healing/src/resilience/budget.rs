@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use tokio::time::Instant;
 
@@ -16,13 +17,19 @@ use crate::error::InvalidConfig;
 ///
 /// As a file writes it (`healing.retryBudget`, or a retry strategy's `config.budget`):
 /// `{ percent: 20, window: 10s, minPerSecond: 1 }`, each key optional.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct RetryBudgetSettings {
     /// Retries allowed per 100 first attempts in the window; default 20.
     pub percent: u32,
+    // `serialize_with` here only writes the schema's default (`"10s"`, not serde's
+    // `{secs, nanos}`): nothing serializes this struct.
     /// How far back first attempts and retries are counted; whole seconds, default 10 s.
-    #[serde(deserialize_with = "crate::duration::deserialize")]
+    #[serde(
+        deserialize_with = "crate::duration::deserialize",
+        serialize_with = "crate::duration::serialize"
+    )]
+    #[schemars(with = "crate::duration::Written")]
     pub window: Duration,
     /// Retries allowed per second of the window whatever the first attempts; default 1.
     pub min_per_second: u32,

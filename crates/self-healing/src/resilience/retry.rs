@@ -6,12 +6,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use regex::Regex;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{InvalidConfig, StageError};
 
 /// How the wait grows from one retry to the next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backoff {
     /// `initialDelay` before every retry.
@@ -213,7 +214,7 @@ impl RetryPolicy {
 }
 
 /// The seed's `retryPolicy` as a file writes it (also the `config` of a `retry` strategy).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryPolicyConfig {
     /// Attempts allowed in all, the first included; at least 1.
@@ -222,9 +223,11 @@ pub struct RetryPolicyConfig {
     pub backoff: Option<Backoff>,
     /// The wait before the first retry.
     #[serde(default, deserialize_with = "crate::duration::option::deserialize")]
+    #[schemars(with = "Option<crate::duration::Written>")]
     pub initial_delay: Option<Duration>,
     /// The longest wait between two attempts; not shorter than `initialDelay`.
     #[serde(default, deserialize_with = "crate::duration::option::deserialize")]
+    #[schemars(with = "Option<crate::duration::Written>")]
     pub max_delay: Option<Duration>,
     /// Whether each wait is drawn from `[d/2, d]`.
     pub jitter: Option<bool>,

@@ -4,6 +4,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{Action, Applied, SideAction, Subject, not_running};
@@ -50,12 +51,13 @@ impl CircuitBreakAction {
 }
 
 /// `circuit-break`'s `config`; the defaults are a 60 s break and 3 probes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CircuitBreakConfig {
     /// How long the breaker stays open (milliseconds or a string such as `"60s"`);
     /// default 60 s.
     #[serde(default, deserialize_with = "crate::duration::option::deserialize")]
+    #[schemars(with = "Option<crate::duration::Written>")]
     pub break_duration: Option<Duration>,
     /// How many probes the half-open breaker lets through; default 3, at least 1.
     pub half_open_requests: Option<u32>,

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{Action, Applied, DecisiveAction, Subject};
@@ -70,7 +71,7 @@ impl CustomAction {
 /// shell) that runs with `MIGRATIONPILOT_STAGE`, `MIGRATIONPILOT_STRATEGY` and, where they
 /// apply, `MIGRATIONPILOT_ITEM` and `MIGRATIONPILOT_ERROR`. Exit 0 retries the failed work at
 /// once.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CustomConfig {
     /// The program and its arguments; required, and run without a shell.

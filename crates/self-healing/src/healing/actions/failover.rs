@@ -1,5 +1,6 @@
 //! `failover`: switch the stage to its alternate handler.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{Action, Applied, DecisiveAction, Subject, not_running};
@@ -13,7 +14,7 @@ use crate::pipeline::{Failure, Remedy};
 pub struct FailoverAction;
 
 /// `failover`'s `config`: it takes none (the stage declares its alternate handler).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailoverConfig {}
 

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{Action, Applied, SideAction, Subject};
@@ -11,7 +12,7 @@ use crate::error::Severity;
 use crate::event::ActionKind;
 
 /// Settings of `notify`, also its `config` in files.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct NotifyAction {
     /// The alert's severity; default `warning`.

@@ -1,5 +1,6 @@
 //! `restart`: stop the stage, run its `reset` hook, run it again from its start.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{Action, Applied, DecisiveAction, Subject, not_running};
@@ -8,7 +9,7 @@ use crate::event::ActionKind;
 use crate::pipeline::{Failure, Remedy, StageRequest};
 
 /// Settings of `restart`, also its `config` in files.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RestartAction {
     /// Restarts this strategy may cause per stage and run; the stage's own limit still holds.

@@ -1,5 +1,6 @@
 //! `rollback`: stop, and compensate completed work in reverse order; the run ends rolled back.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{Action, Applied, DecisiveAction, Subject, not_running};
@@ -14,7 +15,7 @@ use crate::pipeline::{Failure, Remedy, StageRequest};
 pub struct RollbackAction;
 
 /// `rollback`'s `config`: the seed's `strategy`, whose one value is `immediate`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RollbackConfig {
     /// How to roll back: `immediate` (the default, and the only value).

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Action, Applied, SideAction, Subject, not_running};
@@ -12,7 +13,7 @@ use crate::event::ActionKind;
 use crate::resilience::AdaptiveSettings;
 
 /// Which way `scale` moves a stage's concurrency (`up` or `down` in files).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScaleDirection {
     /// Raise the concurrency (the default).
@@ -111,7 +112,7 @@ impl fmt::Debug for ScaleAction {
 }
 
 /// How `scale` decides the concurrency (`mode` in files).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScaleMode {
     /// By `amount` in `direction` when the strategy's triggers match (the seed's; the default).
@@ -124,7 +125,7 @@ pub enum ScaleMode {
 /// `scale`'s `config`: the seed's keys, plus a `command` (argv, no shell) run as the external
 /// scaler with `MIGRATIONPILOT_STAGE`, `MIGRATIONPILOT_FROM` and `MIGRATIONPILOT_TO`; or, with
 /// `mode: adaptive`, `minInstances`, `maxInstances` and `latencyTolerance`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ScaleConfig {
     /// `step` (the default) or `adaptive`.

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{Action, Applied, SideAction, Subject, not_running};
@@ -52,7 +53,7 @@ impl ThrottleAction {
 
 /// `throttle`'s `config`: `rate` permits per second (required), `burst`, and when to lift it:
 /// `restoreAfter` a duration, or `restoreWhenHealthy`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ThrottleConfig {
     /// Attempts the stage may start per second, on average; required, above zero.
@@ -61,6 +62,7 @@ pub struct ThrottleConfig {
     pub burst: Option<u32>,
     /// Lift the cap after this long (milliseconds or a string such as `"5m"`); default never.
     #[serde(default, deserialize_with = "crate::duration::option::deserialize")]
+    #[schemars(with = "Option<crate::duration::Written>")]
     pub restore_after: Option<Duration>,
     /// Lift the cap once the strategy's triggers no longer match; not with `restoreAfter`.
     pub restore_when_healthy: Option<bool>,
