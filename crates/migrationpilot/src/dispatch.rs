@@ -14,10 +14,11 @@ use std::sync::{Arc, Mutex, Weak};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
-use self_healing::StageError;
+use self_healing::{BoxFuture, StageContext, StageError};
 
+use crate::build::{Attempt, Runner};
 use crate::store::Store;
-use crate::store::work::{JobResult, NewJob, POLL, Role, Topic};
+use crate::store::work::{JobResult, NewJob, POLL, Topic};
 
 /// The code of an attempt that failed because its job could not be queued (the store
 /// unreachable), not because its command failed: a strategy can tell them apart.
@@ -51,21 +52,6 @@ impl std::fmt::Debug for Dispatcher {
             .field("project", &self.project)
             .finish_non_exhaustive()
     }
-}
-
-/// One attempt of a stage's command, as the dispatcher is asked for it.
-#[derive(Debug, Clone, Copy)]
-pub struct Attempt<'a> {
-    /// The stage.
-    pub stage: &'a str,
-    /// The item, for a stage with items.
-    pub item: Option<&'a str>,
-    /// The item's idempotency key.
-    pub key: Option<&'a str>,
-    /// Which attempt, from 1.
-    pub attempt: u32,
-    /// Which of the stage's commands.
-    pub role: Role,
 }
 
 impl Dispatcher {
@@ -132,6 +118,24 @@ impl Dispatcher {
             failed_on.remove(&place);
         }
         Ok(result)
+    }
+}
+
+/// A worker runs the attempt; its metric lines and log reach the attempt as if it had run here.
+impl Runner for Dispatcher {
+    fn run<'a>(
+        &'a self,
+        attempt: Attempt<'a>,
+        stage: &'a StageContext<()>,
+    ) -> BoxFuture<'a, Result<(), StageError>> {
+        Box::pin(async move {
+            let result = self.dispatch(attempt).await?;
+            for (metric, value) in &result.metrics {
+                stage.record(metric, *value);
+            }
+            stage.attach_output(result.output);
+            result.error.map_or(Ok(()), Err)
+        })
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`schema`](mod@schema): the JSON Schema of pipeline files, for editors and validators.
 //! - [`secrets`]: what a run knows to be secret, masked wherever anything is shown or stored.
 //! - [`build`]: a parsed file to the pipeline, healer, health monitor and alert channels.
+//! - [`inject`]: `run --chaos`: faults injected into a real run's attempts and checks.
 //! - [`command`]: stage commands (argv without a shell, `{item}` as one argument).
 //! - [`store`]: the `Store` traits and their SQLite and PostgreSQL backends.
 //! - [`dispatch`]: a coordinating run's attempts handed to the work queue, results read back.
@@ -13,6 +14,8 @@
 //! - [`control`]: applying other processes' requests to a running pipeline.
 //! - [`session`]: one file run against one store, wired once (journal, steering, monitor,
 //!   signals).
+//! - [`simulate`]: a file's pipeline and healer run in virtual time against modelled faults,
+//!   beside other contenders; nothing runs, probes or sends.
 //! - [`error`]: what a command can fail with, and its exit status.
 //! - [`progress`]: what a run prints.
 //! - [`terminal`]: everything printed for a person passes here: control characters from stages
@@ -28,6 +31,7 @@ pub mod dispatch;
 pub mod env;
 pub mod error;
 pub mod file;
+pub mod inject;
 pub mod journal;
 pub mod progress;
 pub mod project_alerts;
@@ -35,6 +39,7 @@ pub mod schema;
 pub mod secrets;
 pub mod serve;
 pub mod session;
+pub mod simulate;
 pub mod store;
 pub mod terminal;
 pub mod worker;

@@ -19,6 +19,7 @@ use crate::build::{self, Built};
 use crate::control::Steering;
 use crate::dispatch::Dispatcher;
 use crate::error::CliError;
+use crate::inject::Chaos;
 use crate::secrets::Secrets;
 use crate::store::work::{Filter, RunFile};
 use crate::store::{self, CheckSeen, DeclaredCheck, Owner, RunClaim, RunRow, Store, StoreOutbox};
@@ -42,9 +43,14 @@ pub async fn open_store(
     })
 }
 
-/// Loads and builds a pipeline file. Every problem found is printed to standard error, each
-/// with its file, line, column and key.
-pub fn load(path: &Path, project: Option<&str>, seed: Option<u64>) -> Result<Built, CliError> {
+/// Loads and builds a pipeline file, with `chaos`'s faults injected if given. Every problem
+/// found is printed to standard error, each with its file, line, column and key.
+pub fn load(
+    path: &Path,
+    project: Option<&str>,
+    seed: Option<u64>,
+    chaos: Option<&Arc<Chaos>>,
+) -> Result<Built, CliError> {
     let loaded = file::load(path)?;
     let mut built = build::build(
         &loaded.file,
@@ -53,6 +59,7 @@ pub fn load(path: &Path, project: Option<&str>, seed: Option<u64>) -> Result<Bui
         &loaded.secrets,
         project,
         seed,
+        chaos,
     )
     .map_err(|errors| {
         for error in &errors {
@@ -105,6 +112,8 @@ pub struct RunRequest {
     pub no_work: bool,
     /// Secrets of this process besides the file's (the steering token), masked as theirs.
     pub secrets: Secrets,
+    /// `--chaos` faults to inject, as written.
+    pub chaos: Vec<String>,
 }
 
 /// A pipeline file built and bound to a store, ready to run.
@@ -133,7 +142,32 @@ impl std::fmt::Debug for Session {
 impl Session {
     /// Builds the file, then opens the store: a file with mistakes never touches it.
     pub async fn open(store_url: Option<String>, request: RunRequest) -> Result<Self, CliError> {
-        let mut built = load(&request.file, request.project.as_deref(), request.seed)?;
+        let chaos = Chaos::new(&request.chaos, request.seed)
+            .map_err(|e| CliError::Invalid(format!("--chaos: {e}")))?;
+        let mut built = load(
+            &request.file,
+            request.project.as_deref(),
+            request.seed,
+            chaos.as_ref(),
+        )?;
+        if let Some(chaos) = &chaos {
+            let stages: Vec<&str> = built.pipeline.stage_names().collect();
+            let checks: Vec<String> = built
+                .monitor
+                .as_ref()
+                .map(|m| m.report().into_iter().map(|c| c.name.to_string()).collect())
+                .unwrap_or_default();
+            let checks: Vec<&str> = checks.iter().map(String::as_str).collect();
+            let wrong = chaos.unknown_names(&stages, &checks);
+            if !wrong.is_empty() {
+                return Err(CliError::Invalid(wrong.join("\n")));
+            }
+            if !request.json_events {
+                for fault in chaos.faults() {
+                    crate::terminal::print_line(format_args!("chaos: injecting {fault}"));
+                }
+            }
+        }
         built.secrets.extend(&request.secrets);
         let store = open_store(store_url, store::Access::Create).await?;
         Ok(Session {

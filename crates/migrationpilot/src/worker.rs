@@ -260,6 +260,7 @@ async fn commands_of(queue: &dyn WorkQueue, job: &Job, workdir: &Path) -> Result
         &loaded.secrets,
         Some(&file.project),
         None,
+        None,
     )
     .map(|built| built.commands)
     .map_err(|errors| {

@@ -27,6 +27,8 @@
 //!   and per stage, plus the run's [`PipelineMetrics`].
 //! - [`event`]: every fact of a run is a typed [`Event`] on one [`EventBus`] (the back-pressure
 //!   rule is documented there), and the vocabulary healing records and health changes share.
+//! - [`chaos`]: faults as data and a modelled dependency that suffers them, on tokio time:
+//!   what `simulate` and the chaos benchmark run healing against.
 //! - [`resilience`]: the primitives healing drives, each usable alone: [`RetryPolicy`],
 //!   [`CircuitBreaker`], [`Throttle`], [`ConcurrencyLimit`].
 //! - [`process`]: running a command: argv without a shell, its process group killed when cut
@@ -100,6 +102,7 @@ macro_rules! every_variant {
 }
 
 pub mod alert;
+pub mod chaos;
 pub mod classify;
 pub mod clock;
 pub mod config;

@@ -15,6 +15,7 @@ const LAYERS: &[&str] = &[
     "de",
     "http",
     "process",
+    "chaos",
     "resilience",
     "event",
     "metrics",

@@ -15,20 +15,22 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use self_healing::InvalidConfig;
+use self_healing::alert::Notifier;
 use self_healing::classify::Classifier;
 use self_healing::config::no_such;
 use self_healing::healing::AutoHealer;
-use self_healing::health::HealthMonitor;
+use self_healing::health::{Check, HealthMonitor};
 use self_healing::pipeline::SelfHealingPipeline;
 
 use crate::command::Command;
-use crate::dispatch::Dispatcher;
 use crate::file::{FileError, PipelineFile, locate};
+use crate::inject::Chaos;
 use crate::secrets::Secrets;
 use crate::store::work::Role;
 
 use channels::MaskedNotifier;
 pub use channels::{StoredAlerts, stored_alerts};
+pub use stage::{Attempt, Runner};
 use stage::{Bound, stage_of};
 
 /// Everything a run needs.
@@ -63,8 +65,9 @@ pub struct Built {
 /// Every command of a pipeline, by stage and role.
 pub type Commands = BTreeMap<(String, Role), Arc<Command>>;
 
-/// Set once a run shares its attempts with workers: its handlers hand them to this dispatcher.
-pub type Remote = Arc<OnceLock<Arc<Dispatcher>>>;
+/// Set once a run's attempts run elsewhere (on workers, or in a simulation): its handlers
+/// hand them to this runner.
+pub type Remote = Arc<OnceLock<Arc<dyn Runner>>>;
 
 impl std::fmt::Debug for Built {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -84,6 +87,76 @@ pub fn build(
     secrets: &Secrets,
     project: Option<&str>,
     seed: Option<u64>,
+    chaos: Option<&Arc<Chaos>>,
+) -> Result<Built, Vec<FileError>> {
+    build_as(
+        file,
+        path,
+        text,
+        secrets,
+        project,
+        seed,
+        Injected::Chaos(chaos),
+    )
+}
+
+/// What a build puts between the pipeline and the world.
+#[derive(Clone, Copy)]
+enum Injected<'a> {
+    /// A run: its commands run, with `--chaos` faults if any.
+    Chaos(Option<&'a Arc<Chaos>>),
+    /// A simulation: nothing runs.
+    Modelled(&'a Modelled),
+}
+
+/// What a simulation puts in place of everything that reaches outside: the stages' attempts,
+/// the health checks' probes and the alert channels.
+pub struct Modelled {
+    /// Runs every attempt of every stage (commands, failovers, rollbacks, resets).
+    pub runner: Arc<dyn Runner>,
+    /// What every health check of the file probes; it keeps its name, interval, timeout and
+    /// stage.
+    pub check: Arc<dyn Check>,
+    /// Where every alert goes instead of the file's channels.
+    pub channel: Arc<dyn Notifier>,
+}
+
+impl std::fmt::Debug for Modelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Modelled").finish_non_exhaustive()
+    }
+}
+
+/// As [`build`], with every attempt, probe and alert going to `modelled`: the same pipeline,
+/// healer and monitor a run gets, on which nothing runs, probes or sends.
+pub fn build_modelled(
+    file: &PipelineFile,
+    path: &Path,
+    text: &str,
+    seed: Option<u64>,
+    modelled: &Modelled,
+) -> Result<Built, Vec<FileError>> {
+    let built = build_as(
+        file,
+        path,
+        text,
+        &Secrets::default(),
+        None,
+        seed,
+        Injected::Modelled(modelled),
+    )?;
+    let _ = built.remote.set(Arc::clone(&modelled.runner));
+    Ok(built)
+}
+
+fn build_as(
+    file: &PipelineFile,
+    path: &Path,
+    text: &str,
+    secrets: &Secrets,
+    project: Option<&str>,
+    seed: Option<u64>,
+    injected: Injected<'_>,
 ) -> Result<Built, Vec<FileError>> {
     let base = folder_of(path);
     let mut errors = Vec::new();
@@ -111,9 +184,21 @@ pub fn build(
         );
     }
     let stage_names: Vec<&str> = file.stages.iter().map(|s| s.name.as_str()).collect();
-    let (healing, problems) = file.healing.build_with(&stage_names, |channel| {
-        MaskedNotifier::wrap(channel, secrets.clone())
-    });
+    let (mut healing, problems) = file
+        .healing
+        .build_with(&stage_names, |channel| match injected {
+            Injected::Modelled(modelled) => Arc::clone(&modelled.channel),
+            Injected::Chaos(_) => MaskedNotifier::wrap(channel, secrets.clone()),
+        });
+    if let Some(healing) = healing.as_mut() {
+        match injected {
+            Injected::Modelled(modelled) => {
+                healing.map_checks(|spec| spec.map_check(|_| Arc::clone(&modelled.check)));
+            }
+            Injected::Chaos(Some(chaos)) => healing.map_checks(|spec| chaos.check(spec)),
+            Injected::Chaos(None) => {}
+        }
+    }
     for problem in problems {
         from("healing", problem);
     }
@@ -156,6 +241,10 @@ pub fn build(
         metrics: &metrics,
         classifier: &classifier,
         remote: &remote,
+        chaos: match injected {
+            Injected::Chaos(chaos) => chaos,
+            Injected::Modelled(_) => None,
+        },
     };
     let checks = file.healing.check_names();
     let breakers: Vec<&str> = file.healing.breakers.keys().map(String::as_str).collect();

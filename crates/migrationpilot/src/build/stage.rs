@@ -7,15 +7,42 @@ use std::sync::Arc;
 use self_healing::classify::Classifier;
 use self_healing::pipeline::{ItemSource, Stage};
 use self_healing::resilience::RetryPolicy;
-use self_healing::{InvalidConfig, StageError};
+use self_healing::{BoxFuture, InvalidConfig, StageContext, StageError};
 
 use super::items::{file_items, glob_items};
 use super::{Commands, Remote};
 use crate::command::{Command, Context};
-use crate::dispatch::Attempt;
 use crate::file::{Items, StageFile};
+use crate::inject::Chaos;
 use crate::secrets::Secrets;
 use crate::store::work::Role;
+
+/// One attempt of a stage's command, as a [`Runner`] is asked for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    /// The stage.
+    pub stage: &'a str,
+    /// The item, for a stage with items.
+    pub item: Option<&'a str>,
+    /// The item's idempotency key.
+    pub key: Option<&'a str>,
+    /// Which attempt, from 1.
+    pub attempt: u32,
+    /// Which of the stage's commands.
+    pub role: Role,
+}
+
+/// Where a stage's attempts run when not here: the work queue's dispatcher (a worker runs the
+/// command) or a simulation (a model answers, nothing runs). The attempt's metric lines and
+/// output reach `stage` as if it had run here.
+pub trait Runner: Send + Sync {
+    /// Runs `attempt` and gives its outcome.
+    fn run<'a>(
+        &'a self,
+        attempt: Attempt<'a>,
+        stage: &'a StageContext<()>,
+    ) -> BoxFuture<'a, Result<(), StageError>>;
+}
 
 /// What every stage of a file is built with.
 pub struct Bound<'a> {
@@ -33,6 +60,8 @@ pub struct Bound<'a> {
     pub classifier: &'a Arc<Classifier>,
     /// Where attempts run once the run shares its work.
     pub remote: &'a Remote,
+    /// The faults `run --chaos` injects before each attempt of a stage's command.
+    pub chaos: Option<&'a Arc<Chaos>>,
 }
 
 /// One stage of the file as the pipeline runs it; its commands go into `commands`.
@@ -49,6 +78,7 @@ pub fn stage_of(
         metrics,
         classifier,
         remote,
+        chaos,
     } = *on;
     let workdir = stage
         .workdir
@@ -127,15 +157,16 @@ pub fn stage_of(
         role: Role,
         project: Arc<str>,
         remote: Remote,
-    ) -> impl Fn(
-        self_healing::StageContext<()>,
-    ) -> self_healing::BoxFuture<'static, Result<(), StageError>>
-    + Send
-    + Sync
-    + 'static {
+        chaos: Option<Arc<Chaos>>,
+    ) -> impl Fn(StageContext<()>) -> BoxFuture<'static, Result<(), StageError>> + Send + Sync + 'static
+    {
         move |ctx| {
-            let (cmd, project, remote) =
-                (Arc::clone(&cmd), Arc::clone(&project), Arc::clone(&remote));
+            let (cmd, project, remote, chaos) = (
+                Arc::clone(&cmd),
+                Arc::clone(&project),
+                Arc::clone(&remote),
+                chaos.clone(),
+            );
             Box::pin(async move {
                 let context = Context {
                     project: &project,
@@ -145,7 +176,7 @@ pub fn stage_of(
                     item: None,
                     idempotency_key: None,
                 };
-                attempt(&cmd, role, &remote, &ctx, &context).await
+                attempt(&cmd, role, &remote, chaos.as_deref(), &ctx, &context).await
             })
         }
     }
@@ -154,15 +185,18 @@ pub fn stage_of(
         role: Role,
         project: Arc<str>,
         remote: Remote,
-    ) -> impl Fn(
-        self_healing::ItemContext<(), String>,
-    ) -> self_healing::BoxFuture<'static, Result<(), StageError>>
+        chaos: Option<Arc<Chaos>>,
+    ) -> impl Fn(self_healing::ItemContext<(), String>) -> BoxFuture<'static, Result<(), StageError>>
     + Send
     + Sync
     + 'static {
         move |ctx| {
-            let (cmd, project, remote) =
-                (Arc::clone(&cmd), Arc::clone(&project), Arc::clone(&remote));
+            let (cmd, project, remote, chaos) = (
+                Arc::clone(&cmd),
+                Arc::clone(&project),
+                Arc::clone(&remote),
+                chaos.clone(),
+            );
             Box::pin(async move {
                 let key = ctx.idempotency_key();
                 let context = Context {
@@ -173,15 +207,27 @@ pub fn stage_of(
                     item: Some(ctx.item()),
                     idempotency_key: Some(&key),
                 };
-                attempt(&cmd, role, &remote, &ctx, &context).await
+                attempt(&cmd, role, &remote, chaos.as_deref(), &ctx, &context).await
             })
         }
     }
     let single = |cmd: Arc<Command>, role: Role| {
-        run_single(cmd, role, Arc::clone(project), Arc::clone(remote))
+        run_single(
+            cmd,
+            role,
+            Arc::clone(project),
+            Arc::clone(remote),
+            chaos.cloned(),
+        )
     };
     let each = |cmd: Arc<Command>, role: Role| {
-        run_item(cmd, role, Arc::clone(project), Arc::clone(remote))
+        run_item(
+            cmd,
+            role,
+            Arc::clone(project),
+            Arc::clone(remote),
+            chaos.cloned(),
+        )
     };
 
     // The settings both kinds of stage take.
@@ -251,30 +297,30 @@ pub fn stage_of(
     Ok(built)
 }
 
-/// Runs `cmd` for one attempt: here, or, once the run shares its work, on whichever worker
-/// takes the job; the job's metric lines and log reach the attempt as if it had run here.
+/// Runs `cmd` for one attempt: here, or where the run's [`Runner`] runs it once it has one;
+/// `--chaos` faults come first, whichever it is.
 async fn attempt(
     cmd: &Command,
     role: Role,
     remote: &Remote,
-    stage: &self_healing::StageContext<()>,
+    chaos: Option<&Chaos>,
+    stage: &StageContext<()>,
     ctx: &Context<'_>,
 ) -> Result<(), StageError> {
-    let Some(dispatcher) = remote.get() else {
+    if let Some(chaos) = chaos
+        && role == Role::Command
+    {
+        chaos.before(ctx.stage, ctx.item, ctx.attempt).await?;
+    }
+    let Some(runner) = remote.get() else {
         return cmd.run(stage, ctx).await;
     };
-    let result = dispatcher
-        .dispatch(Attempt {
-            stage: ctx.stage,
-            item: ctx.item,
-            key: ctx.idempotency_key,
-            attempt: ctx.attempt,
-            role,
-        })
-        .await?;
-    for (metric, value) in &result.metrics {
-        stage.record(metric, *value);
-    }
-    stage.attach_output(result.output);
-    result.error.map_or(Ok(()), Err)
+    let attempt = Attempt {
+        stage: ctx.stage,
+        item: ctx.item,
+        key: ctx.idempotency_key,
+        attempt: ctx.attempt,
+        role,
+    };
+    runner.run(attempt, stage).await
 }

@@ -51,7 +51,7 @@ pub(super) fn exec(args: ClassifyArgs) -> Outcome {
         args.text.replace("\\n", "\n")
     };
     let classifier = match &args.file {
-        Some(path) => session::load(path, None, None)?.classifier,
+        Some(path) => session::load(path, None, None, None)?.classifier,
         None => Arc::new(Classifier::builtin().clone()),
     };
     let stdout = args.stdout.unwrap_or_default();

@@ -34,6 +34,7 @@ mod run;
 mod runs;
 mod schema;
 mod serve;
+mod simulate;
 mod validate;
 mod worker;
 
@@ -89,6 +90,9 @@ enum Commands {
     Serve(serve::ServeArgs),
     /// The project's alerts: firing first, with each channel's deliveries.
     Alerts(alerts::AlertsArgs),
+    /// Simulate the file's healing against modelled faults in virtual time, beside retry
+    /// only, no healing and the recommended configuration; nothing is run.
+    Simulate(simulate::SimulateArgs),
     /// Inspect and steer healing.
     #[command(subcommand)]
     Healing(healing::HealingCommand),
@@ -120,6 +124,7 @@ impl Cli {
             Commands::Serve(args) => serve::exec(store_url, args).await,
             Commands::Alerts(args) => alerts::exec(store_url, args).await,
             Commands::Healing(command) => healing::exec(store_url, command).await,
+            Commands::Simulate(args) => simulate::exec(args),
             Commands::Schema(args) => schema::exec(args),
             Commands::Completions(args) => completions::exec(args),
             Commands::Manpages(args) => manpages::exec(args),

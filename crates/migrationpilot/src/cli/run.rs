@@ -44,6 +44,11 @@ pub(super) struct RunArgs {
     /// On a shared store, coordinate only: every item is left to `worker` processes.
     #[arg(long)]
     no_work: bool,
+    /// Inject faults, for staging: `fail=P%[,code=C][,stage=S]`, `latency=D[,stage=S]` or
+    /// `down=CHECK,at=T,for=D`; repeat for several. Injected failures are journaled as such;
+    /// `--seed` draws the same ones again.
+    #[arg(long, value_name = "SPEC")]
+    chaos: Vec<String>,
 }
 
 pub(super) async fn exec(store_url: Option<String>, args: RunArgs) -> Outcome {
@@ -57,6 +62,7 @@ pub(super) async fn exec(store_url: Option<String>, args: RunArgs) -> Outcome {
         token,
         limits,
         no_work,
+        chaos,
     } = args;
     let token = match listen {
         Some(_) => token.read()?,
@@ -74,6 +80,7 @@ pub(super) async fn exec(store_url: Option<String>, args: RunArgs) -> Outcome {
         seed,
         no_work,
         secrets,
+        chaos,
     };
     let session = Session::open(store_url, request).await?;
     let bound = match listen {

@@ -38,6 +38,7 @@ struct LiveRunDetail<'a> {
     run: LiveRun<'a>,
     stages: &'a [StageRow],
     metrics: &'a Option<self_healing::PipelineMetrics>,
+    failures: &'a [migrationpilot::store::FailureCount],
 }
 
 #[derive(Args)]
@@ -136,6 +137,7 @@ async fn show(store_url: Option<String>, run: String, json: bool) -> Outcome {
             run: LiveRun::new(&detail.run, now),
             stages: &detail.stages,
             metrics: &detail.metrics,
+            failures: &detail.failures,
         });
         return Ok(ExitCode::SUCCESS);
     }
@@ -168,6 +170,22 @@ async fn show(store_url: Option<String>, run: String, json: bool) -> Outcome {
                 .duration_ms
                 .map_or_else(|| "-".to_owned(), |ms| format!("{:.1} ms", ms))
         );
+    }
+    if !detail.failures.is_empty() {
+        say!("\n{:<20} {:<24} {:>8}", "FAILED ATTEMPTS", "CODE", "COUNT");
+        for failure in &detail.failures {
+            say!(
+                "{:<20} {:<24} {:>8}{}",
+                failure.stage,
+                failure.code.as_deref().unwrap_or("-"),
+                failure.count,
+                if failure.injected {
+                    "  injected by --chaos"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     match &detail.metrics {
         Some(metrics) => say!("\nPipelineMetrics\n{metrics}"),

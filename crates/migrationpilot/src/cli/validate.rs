@@ -17,7 +17,7 @@ pub(super) struct ValidateArgs {
 
 pub(super) fn exec(args: ValidateArgs) -> Outcome {
     let path = args.file;
-    let built = session::load(&path, None, None)?;
+    let built = session::load(&path, None, None, None)?;
     let stages = built.pipeline.stage_names().count();
     let strategies = built.healer.strategies().len();
     let checks = built.monitor.as_ref().map_or(0, |m| m.report().len());

@@ -122,6 +122,7 @@ pub(super) struct RunDetail {
     run: Run,
     stages: Vec<store::StageRow>,
     metrics: Option<self_healing::PipelineMetrics>,
+    failures: Vec<store::FailureCount>,
 }
 
 async fn run_detail(app: &App, run: &str) -> Result<store::RunDetail, ApiError> {
@@ -142,6 +143,7 @@ pub(super) async fn run(
         run: detail.run.into(),
         stages: detail.stages,
         metrics: detail.metrics,
+        failures: detail.failures,
     }))
 }
 

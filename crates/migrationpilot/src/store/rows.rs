@@ -78,6 +78,23 @@ pub struct RunDetail {
     pub stages: Vec<StageRow>,
     /// The seed's `PipelineMetrics` as the run ended; `None` while it has not.
     pub metrics: Option<PipelineMetrics>,
+    /// Its failed attempts, counted by stage and code, the injected ones (`run --chaos`) apart;
+    /// the most frequent first.
+    pub failures: Vec<FailureCount>,
+}
+
+/// Failed attempts of one stage with one code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureCount {
+    /// The stage.
+    pub stage: String,
+    /// The errors' code; `None` for errors without one.
+    pub code: Option<String>,
+    /// Whether `run --chaos` injected them.
+    pub injected: bool,
+    /// How many attempts failed so.
+    pub count: u64,
 }
 
 /// One stage of a run.

@@ -289,6 +289,12 @@ impl Healing {
         self.healer.install(builder.metrics(self.collector.clone()))
     }
 
+    /// Replaces each health check by what `f` makes of it, before the monitor is built: the
+    /// same checks probing a model in a simulation, or with faults injected in a chaos run.
+    pub fn map_checks(&mut self, f: impl FnMut(CheckSpec) -> CheckSpec) {
+        self.monitor = self.monitor.take().map(|builder| builder.map_checks(f));
+    }
+
     /// The health monitor, publishing its changes on `pipeline`'s bus and watched by the
     /// healer (its `health-check` triggers and the stages' `dependsOn`); not started. `None`
     /// without a `healthMonitor`, or once taken.

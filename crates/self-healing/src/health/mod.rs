@@ -146,6 +146,13 @@ impl CheckSpec {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The same check (name, interval, timeout, stage) probing what `f` makes of its probe: a
+    /// model in a simulation, the probe with faults injected in a chaos run.
+    pub fn map_check(mut self, f: impl FnOnce(Arc<dyn Check>) -> Arc<dyn Check>) -> Self {
+        self.check = f(self.check);
+        self
+    }
 }
 
 /// The seed's `thresholds`.
@@ -547,6 +554,12 @@ impl HealthMonitorBuilder {
     /// Adds a check; names must be unique.
     pub fn check(mut self, check: CheckSpec) -> Self {
         self.checks.push(check);
+        self
+    }
+
+    /// Replaces each check added so far by what `f` makes of it.
+    pub fn map_checks(mut self, f: impl FnMut(CheckSpec) -> CheckSpec) -> Self {
+        self.checks = self.checks.into_iter().map(f).collect();
         self
     }
 

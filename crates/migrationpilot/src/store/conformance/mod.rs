@@ -524,6 +524,15 @@ pub(super) async fn a_run_reads_back_with_its_stages_events_samples_logs_and_res
     );
     assert_eq!(detail.run.finished_ms, Some(ms(15)));
     assert_eq!(detail.metrics, Some(PipelineMetrics::default()));
+    assert_eq!(
+        detail.failures,
+        [crate::store::FailureCount {
+            stage: "load".into(),
+            code: None,
+            injected: false,
+            count: 1
+        }]
+    );
     let stages: Vec<_> = detail
         .stages
         .iter()

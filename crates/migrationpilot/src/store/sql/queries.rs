@@ -14,8 +14,9 @@ use self_healing::pipeline::Resume;
 use super::{Backend, RUN_COLUMNS, output_text, read_bodies, run_row};
 use crate::store::projection::{Found, read_back};
 use crate::store::{
-    EventRow, HealingMode, HealthRow, JournalCursor, JournalEntry, LogEntry, LogFilter, LogOutput,
-    LogRow, Queries, Result, RunDetail, RunRow, SampleRow, StageRow, StoreError, millis,
+    EventRow, FailureCount, HealingMode, HealthRow, JournalCursor, JournalEntry, LogEntry,
+    LogFilter, LogOutput, LogRow, Queries, Result, RunDetail, RunRow, SampleRow, StageRow,
+    StoreError, millis,
 };
 
 /// The columns [`log_entry`] reads: a log without its output, its sizes counted by the
@@ -41,6 +42,34 @@ fn log_entry(
         stdout_cut,
         stderr_cut,
     }
+}
+
+/// Failed attempts (stage, event body) counted by stage, code and whether they were injected.
+fn count_failures(failed: &[(Option<String>, String)]) -> Vec<FailureCount> {
+    let mut counts: Vec<FailureCount> = Vec::new();
+    for (stage, body) in failed {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(body) else {
+            continue;
+        };
+        let error = &event["error"];
+        let code = error["code"].as_str().map(str::to_owned);
+        let injected = error["rule"].as_str() == Some(crate::inject::RULE);
+        let stage = stage.clone().unwrap_or_default();
+        match counts
+            .iter_mut()
+            .find(|c| c.stage == stage && c.code == code && c.injected == injected)
+        {
+            Some(count) => count.count += 1,
+            None => counts.push(FailureCount {
+                stage,
+                code,
+                injected,
+                count: 1,
+            }),
+        }
+    }
+    counts.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.stage.cmp(&b.stage)));
+    counts
 }
 
 impl Queries for Backend {
@@ -135,8 +164,15 @@ impl Queries for Backend {
                 .map(|m| serde_json::from_str(&m))
                 .transpose()
                 .map_err(|e| StoreError::Invalid(format!("a run's metrics: {e}")))?;
+            let failed: Vec<(Option<String>, String)> = sqlx::query_as(
+                "SELECT stage, body FROM events WHERE run = $1 AND kind = 'attempt-failed'",
+            )
+            .bind(run)
+            .fetch_all(&self.pool)
+            .await?;
             Ok(Some(RunDetail {
                 run: run_row,
+                failures: count_failures(&failed),
                 stages,
                 metrics,
             }))
@@ -566,5 +602,46 @@ impl Queries for Backend {
                 })
                 .collect()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_counted_by_stage_and_code_with_the_injected_apart() {
+        let failed = |stage: &str, code: Option<&str>, rule: Option<&str>| {
+            let mut error = StageError::new("x");
+            if let Some(code) = code {
+                error = error.with_code(code.to_owned());
+            }
+            if let Some(rule) = rule {
+                error = error.with_rule(rule.to_owned());
+            }
+            let body = serde_json::json!({ "type": "attempt-failed", "error": error });
+            (Some(stage.to_owned()), body.to_string())
+        };
+        let counted = count_failures(&[
+            failed("load", Some("ECONNRESET"), Some("builtin:libpq")),
+            failed("load", Some("ECONNRESET"), Some(crate::inject::RULE)),
+            failed("load", Some("ECONNRESET"), None),
+            failed("load", None, None),
+            failed("verify", Some("ECONNRESET"), None),
+            (Some("load".into()), "not json".into()),
+        ]);
+        let seen: Vec<(&str, Option<&str>, bool, u64)> = counted
+            .iter()
+            .map(|c| (c.stage.as_str(), c.code.as_deref(), c.injected, c.count))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("load", Some("ECONNRESET"), false, 2),
+                ("load", Some("ECONNRESET"), true, 1),
+                ("load", None, false, 1),
+                ("verify", Some("ECONNRESET"), false, 1),
+            ]
+        );
     }
 }
