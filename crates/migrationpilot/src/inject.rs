@@ -20,15 +20,16 @@ use tokio::time::Instant;
 
 use self_healing::BoxFuture;
 use self_healing::StageError;
+use self_healing::chaos;
 use self_healing::duration::{display, parse as parse_duration};
 use self_healing::health::{Check, CheckError, CheckSpec};
 
 /// The rule an injected failure names, as a classified error names its rule.
-pub const RULE: &str = "chaos";
+pub const RULE: &str = StageError::INJECTED_RULE;
 
 /// One fault to inject.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Fault {
+pub enum Injection {
     /// A share of attempts fail with `code`.
     Fail {
         /// The share, 0–1.
@@ -56,18 +57,18 @@ pub enum Fault {
     },
 }
 
-impl fmt::Display for Fault {
+impl fmt::Display for Injection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Fault::Fail { rate, code, stage } => {
-                write!(f, "fail={}%,code={code}", rate * 100.0)?;
+            Injection::Fail { rate, code, stage } => {
+                write!(f, "fail={},code={code}", chaos::percent(*rate))?;
                 stage.as_ref().map_or(Ok(()), |s| write!(f, ",stage={s}"))
             }
-            Fault::Latency { delay, stage } => {
+            Injection::Latency { delay, stage } => {
                 write!(f, "latency={}", display(*delay))?;
                 stage.as_ref().map_or(Ok(()), |s| write!(f, ",stage={s}"))
             }
-            Fault::Down { check, at, length } => {
+            Injection::Down { check, at, length } => {
                 write!(
                     f,
                     "down={check},at={},for={}",
@@ -79,21 +80,11 @@ impl fmt::Display for Fault {
     }
 }
 
-impl std::str::FromStr for Fault {
+impl std::str::FromStr for Injection {
     type Err = String;
 
     fn from_str(spec: &str) -> Result<Self, String> {
-        let mut pairs = Vec::new();
-        for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (key, value) = pair
-                .split_once('=')
-                .ok_or_else(|| format!("`{pair}` in `{spec}`: write key=value"))?;
-            let (key, value) = (key.trim(), value.trim());
-            if pairs.iter().any(|(k, _)| *k == key) {
-                return Err(format!("`{key}` is given twice in `{spec}`"));
-            }
-            pairs.push((key, value));
-        }
+        let pairs = chaos::pairs(spec, spec)?;
         let Some(&(kind, first)) = pairs.first() else {
             return Err("an empty --chaos: give fail=P%, latency=D or down=CHECK".into());
         };
@@ -108,19 +99,20 @@ impl std::str::FromStr for Fault {
         };
         let get = |key: &str| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
         let duration = |key: &str, text: &str| {
-            parse_duration(text).map_err(|e| format!("`{key}` in `{spec}`: {e}"))
+            let duration = parse_duration(text).map_err(|e| format!("`{key}` in `{spec}`: {e}"))?;
+            if duration > chaos::LONGEST {
+                return Err(format!(
+                    "`{key}` in `{spec}`: `{text}` is longer than {}",
+                    display(chaos::LONGEST)
+                ));
+            }
+            Ok(duration)
         };
         let stage = get("stage").map(str::to_owned);
         match kind {
             "fail" => {
                 takes(&["code", "stage"])?;
-                let rate = match first.strip_suffix('%') {
-                    Some(percent) => percent.trim().parse::<f64>().map(|p| p / 100.0),
-                    None => first.parse::<f64>(),
-                }
-                .ok()
-                .filter(|r| (0.0..=1.0).contains(r))
-                .ok_or_else(|| {
+                let rate = chaos::share(first).ok_or_else(|| {
                     format!("`fail` in `{spec}`: `{first}` is not a share from 0 to 100 %")
                 })?;
                 let code = get("code").unwrap_or("ECONNRESET");
@@ -129,7 +121,7 @@ impl std::str::FromStr for Fault {
                         "`code` in `{spec}`: `{code}` is not a code (letters, digits and _)"
                     ));
                 }
-                Ok(Fault::Fail {
+                Ok(Injection::Fail {
                     rate,
                     code: code.to_owned(),
                     stage,
@@ -137,7 +129,7 @@ impl std::str::FromStr for Fault {
             }
             "latency" => {
                 takes(&["stage"])?;
-                Ok(Fault::Latency {
+                Ok(Injection::Latency {
                     delay: duration("latency", first)?,
                     stage,
                 })
@@ -146,7 +138,7 @@ impl std::str::FromStr for Fault {
                 takes(&["at", "for"])?;
                 let length =
                     get("for").ok_or_else(|| format!("`{spec}`: say how long with for=D"))?;
-                Ok(Fault::Down {
+                Ok(Injection::Down {
                     check: first.to_owned(),
                     at: duration("at", get("at").unwrap_or("0s"))?,
                     length: duration("for", length)?,
@@ -162,9 +154,12 @@ impl std::str::FromStr for Fault {
 /// The faults of one run, and the seed that draws them.
 #[derive(Debug)]
 pub struct Chaos {
-    faults: Vec<Fault>,
+    faults: Vec<Injection>,
     seed: u64,
     start: Instant,
+    /// Attempts drawn so far for each (stage, item): a restart starts a stage's attempt
+    /// numbers again, and must not draw the same failures again.
+    drawn: std::sync::Mutex<std::collections::HashMap<(String, Option<String>), u64>>,
 }
 
 impl Chaos {
@@ -176,16 +171,17 @@ impl Chaos {
         let faults = specs
             .iter()
             .map(|spec| spec.parse())
-            .collect::<Result<Vec<Fault>, String>>()?;
+            .collect::<Result<Vec<Injection>, String>>()?;
         Ok(Some(Arc::new(Chaos {
             faults,
             seed: seed.unwrap_or_else(|| fastrand::u64(..)),
             start: Instant::now(),
+            drawn: std::sync::Mutex::default(),
         })))
     }
 
     /// The faults.
-    pub fn faults(&self) -> &[Fault] {
+    pub fn faults(&self) -> &[Injection] {
         &self.faults
     }
 
@@ -195,16 +191,16 @@ impl Chaos {
         let mut wrong = Vec::new();
         for fault in &self.faults {
             match fault {
-                Fault::Fail {
+                Injection::Fail {
                     stage: Some(stage), ..
                 }
-                | Fault::Latency {
+                | Injection::Latency {
                     stage: Some(stage), ..
                 } if !stages.contains(&stage.as_str()) => wrong.push(format!(
                     "--chaos {fault}: the file has no stage `{stage}` (it has {})",
                     stages.join(", ")
                 )),
-                Fault::Down { check, .. } if !checks.contains(&check.as_str()) => {
+                Injection::Down { check, .. } if !checks.contains(&check.as_str()) => {
                     wrong.push(format!(
                         "--chaos {fault}: the file has no health check `{check}` ({})",
                         if checks.is_empty() {
@@ -220,32 +216,41 @@ impl Chaos {
         wrong
     }
 
-    /// What happens before an attempt of `stage`'s command: waits, then possibly fails it.
-    /// Whether it fails is drawn from the seed and the attempt (stage, item, attempt number),
-    /// not from the order attempts come in: the same seed fails the same attempts however the
-    /// run's concurrency interleaves them.
-    pub async fn before(
-        &self,
-        stage: &str,
-        item: Option<&str>,
-        attempt: u32,
-    ) -> Result<(), StageError> {
+    /// The seed the failures are drawn from (`--seed`, or one drawn at random).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// What happens before an attempt of `stage`'s command (or failover): waits, then possibly
+    /// fails it. Whether it fails is drawn from the seed, the stage, the item and how many of
+    /// its attempts came before in this run, not from the order attempts come in: the same seed
+    /// fails the same attempts however the run's concurrency interleaves them, and a restart
+    /// does not draw the same failures again.
+    pub async fn before(&self, stage: &str, item: Option<&str>) -> Result<(), StageError> {
+        let nth = {
+            let mut drawn = self.drawn.lock().expect("not poisoned");
+            let n = drawn
+                .entry((stage.to_owned(), item.map(str::to_owned)))
+                .or_default();
+            *n += 1;
+            *n
+        };
         let applies = |s: &Option<String>| s.as_deref().is_none_or(|s| s == stage);
         for fault in &self.faults {
-            if let Fault::Latency { delay, stage: s } = fault
+            if let Injection::Latency { delay, stage: s } = fault
                 && applies(s)
             {
                 tokio::time::sleep(*delay).await;
             }
         }
         for (i, fault) in self.faults.iter().enumerate() {
-            if let Fault::Fail {
+            if let Injection::Fail {
                 rate,
                 code,
                 stage: s,
             } = fault
                 && applies(s)
-                && self.draw(i, stage, item, attempt) < *rate
+                && self.draw(i, stage, item, nth) < *rate
             {
                 return Err(StageError::new(format!("injected by --chaos ({fault})"))
                     .with_code(code.clone())
@@ -256,7 +261,7 @@ impl Chaos {
     }
 
     /// A number in `[0, 1)` for fault `i` and one attempt, the same for the same seed.
-    fn draw(&self, i: usize, stage: &str, item: Option<&str>, attempt: u32) -> f64 {
+    fn draw(&self, i: usize, stage: &str, item: Option<&str>, nth: u64) -> f64 {
         // FNV-1a: stable across builds and platforms, unlike std's hasher.
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
         let parts: [&[u8]; 5] = [
@@ -264,7 +269,7 @@ impl Chaos {
             &(i as u64).to_le_bytes(),
             stage.as_bytes(),
             item.unwrap_or_default().as_bytes(),
-            &attempt.to_le_bytes(),
+            &nth.to_le_bytes(),
         ];
         for part in parts {
             for &byte in part.iter().chain(&[0xff]) {
@@ -281,7 +286,7 @@ impl Chaos {
             .faults
             .iter()
             .filter_map(|fault| match fault {
-                Fault::Down { check, at, length } if check == spec.name() => {
+                Injection::Down { check, at, length } if check == spec.name() => {
                     Some((*at, *at + *length, fault.to_string()))
                 }
                 _ => None,
@@ -335,17 +340,17 @@ mod tests {
 
     #[test]
     fn specs_are_read_and_mistakes_named() {
-        let fault: Fault = "fail=30%,code=ECONNREFUSED,stage=load".parse().unwrap();
+        let fault: Injection = "fail=30%,code=ECONNREFUSED,stage=load".parse().unwrap();
         assert_eq!(
             fault,
-            Fault::Fail {
+            Injection::Fail {
                 rate: 0.3,
                 code: "ECONNREFUSED".into(),
                 stage: Some("load".into())
             }
         );
         assert_eq!(fault.to_string(), "fail=30%,code=ECONNREFUSED,stage=load");
-        let down: Fault = "down=db,at=10s,for=1m".parse().unwrap();
+        let down: Injection = "down=db,at=10s,for=1m".parse().unwrap();
         assert_eq!(down.to_string(), "down=db,at=10s,for=1m");
         for (spec, says) in [
             ("fail=130%", "not a share from 0 to 100 %"),
@@ -356,7 +361,7 @@ mod tests {
             ("fail=1%,code=no way", "is not a code"),
             ("", "an empty --chaos"),
         ] {
-            let error = spec.parse::<Fault>().unwrap_err();
+            let error = spec.parse::<Injection>().unwrap_err();
             assert!(error.contains(says), "{spec}: {error}");
         }
     }
@@ -368,9 +373,9 @@ mod tests {
                 .unwrap()
                 .unwrap();
             let mut failed = Vec::new();
-            for attempt in 1..=32 {
-                failed.push(chaos.before("load", Some("a"), attempt).await.is_err());
-                assert!(chaos.before("other", Some("a"), attempt).await.is_ok());
+            for _ in 1..=32 {
+                failed.push(chaos.before("load", Some("a")).await.is_err());
+                assert!(chaos.before("other", Some("a")).await.is_ok());
             }
             failed
         };
@@ -379,7 +384,7 @@ mod tests {
         let chaos = Chaos::new(&["fail=100%,code=ETIMEDOUT".into()], Some(1))
             .unwrap()
             .unwrap();
-        let error = chaos.before("any", None, 1).await.unwrap_err();
+        let error = chaos.before("any", None).await.unwrap_err();
         assert_eq!(error.code(), Some("ETIMEDOUT"));
         assert_eq!(error.rule(), Some(RULE));
         assert!(
@@ -392,7 +397,7 @@ mod tests {
     async fn latency_waits_before_the_attempt() {
         let chaos = Chaos::new(&["latency=2s".into()], None).unwrap().unwrap();
         let start = Instant::now();
-        chaos.before("load", None, 1).await.unwrap();
+        chaos.before("load", None).await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_secs(2));
     }
 

@@ -166,6 +166,13 @@ impl Session {
                 for fault in chaos.faults() {
                     crate::terminal::print_line(format_args!("chaos: injecting {fault}"));
                 }
+                if request.seed.is_none() {
+                    crate::terminal::print_line(format_args!(
+                        "chaos: seed {} (give --seed {} to draw the same failures again)",
+                        chaos.seed(),
+                        chaos.seed()
+                    ));
+                }
             }
         }
         built.secrets.extend(&request.secrets);

@@ -284,3 +284,243 @@ healing:
     assert!(stdout.contains("waiting for `db`"), "{stdout}");
     assert_eq!(work.read("done.txt").lines().count(), 3);
 }
+
+/// The latest run of `project`, by its id.
+fn latest_run(work: &Workspace, project: &str) -> String {
+    let listed = work
+        .cmd()
+        .args(["runs", "--project", project, "--json"])
+        .output()
+        .unwrap();
+    let runs: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    runs[0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{runs}"))
+        .to_owned()
+}
+
+fn replay(work: &Workspace, run: &str) -> Value {
+    let output = work
+        .cmd()
+        .args(["simulate", "pipeline.yaml", "--replay", run, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("one JSON document")
+}
+
+/// The recorded run comes back: its status, retries, decisions and attempts, and its duration
+/// within 10 % (within 5 % on a quiet machine, docs/BENCHMARKS.md: a recording does not hold
+/// the gaps a loaded machine leaves between attempts).
+fn assert_faithful(replayed: &Value) {
+    let (recorded, simulated) = (&replayed["recorded"], &replayed["simulated"]);
+    for key in ["status", "decisions", "attempts"] {
+        assert_eq!(recorded[key], simulated[key], "{key}: {replayed}");
+    }
+    for key in [
+        "retryCount",
+        "healingEvents",
+        "rollbackCount",
+        "stagesCompleted",
+    ] {
+        assert_eq!(
+            recorded["metrics"][key], simulated["metrics"][key],
+            "{key}: {replayed}"
+        );
+    }
+    assert_eq!(replayed["drawnAttempts"], 0, "{replayed}");
+    let took = |side: &Value| side["metrics"]["totalDuration"].as_f64().unwrap();
+    let (was, is) = (took(recorded), took(simulated));
+    assert!(
+        (is - was).abs() <= 0.10 * was,
+        "{is} ms against {was} ms: {replayed}"
+    );
+}
+
+#[test]
+fn a_replay_of_retries_against_its_own_file_gives_the_run_back_and_a_changed_file_its_own_end() {
+    let work = Workspace::new();
+    // Each item fails twice (in 50 ms) before it passes.
+    work.script(
+        "flaky.sh",
+        r#"sleep 0.05
+if [ "$MIGRATIONPILOT_ATTEMPT" -lt 3 ]; then echo "read ECONNRESET" >&2; exit 1; fi"#,
+    );
+    let file = |attempts: u32| {
+        format!(
+            r#"
+project: replay
+stages:
+  - name: load
+    command: ["./flaky.sh", "{{item}}"]
+    items: [1, 2, 3, 4, 5, 6, 7, 8]
+    concurrency: 2
+healing:
+  retryPolicy: {{ maxAttempts: {attempts}, backoff: fixed, initialDelay: 100ms, retryableErrors: [ECONNRESET] }}
+"#
+        )
+    };
+    work.file("pipeline.yaml", &file(5));
+    work.cmd().args(["run", "pipeline.yaml"]).assert().success();
+    let run = latest_run(&work, "replay");
+    let replayed = replay(&work, &run);
+    assert_eq!(
+        replayed["recorded"]["metrics"]["retryCount"], 16,
+        "{replayed}"
+    );
+    assert_faithful(&replayed);
+
+    // Two attempts are not enough for what was recorded.
+    work.file("pipeline.yaml", &file(2));
+    let fewer = replay(&work, &run);
+    assert_eq!(fewer["simulated"]["status"], "failed", "{fewer}");
+    assert_eq!(fewer["drawnAttempts"], 0, "{fewer}");
+
+    // A recording of that failure, replayed with more attempts than it has: the attempts it
+    // lacks are drawn from what it recorded, and said.
+    work.cmd().args(["run", "pipeline.yaml"]).assert().code(1);
+    let failed = latest_run(&work, "replay");
+    work.file("pipeline.yaml", &file(4));
+    let more = replay(&work, &failed);
+    assert!(more["drawnAttempts"].as_u64().unwrap() > 0, "{more}");
+}
+
+#[test]
+fn a_replay_of_a_rollback_and_of_a_breaker_trip_gives_them_back() {
+    let work = Workspace::new();
+    work.script("ok.sh", "sleep 0.05");
+    // The last item is corrupt: a critical error no retry fixes. (The last: an item after it
+    // may or may not start before the rollback's decision is committed, as it happens.)
+    work.script(
+        "check.sh",
+        r#"sleep 0.05
+if [ "$1" = 4 ]; then echo '{"code":"ECORRUPT","severity":"critical","message":"bad row"}' >&2; exit 1; fi"#,
+    );
+    work.file(
+        "pipeline.yaml",
+        r#"
+project: rollback
+stages:
+  - name: copy
+    command: ["./ok.sh", "{item}"]
+    items: [1, 2, 3, 4]
+    rollback: ["./ok.sh", "{item}"]
+  - name: verify
+    command: ["./check.sh", "{item}"]
+    items: [1, 2, 3, 4]
+healing:
+  retryPolicy: { maxAttempts: 1 }
+  strategies:
+    - name: rollback-critical
+      triggers: [{ type: error, severity: critical }]
+      action: rollback
+"#,
+    );
+    work.cmd().args(["run", "pipeline.yaml"]).assert().code(3);
+    let replayed = replay(&work, &latest_run(&work, "rollback"));
+    assert_eq!(replayed["simulated"]["status"], "rolled-back", "{replayed}");
+    assert_faithful(&replayed);
+
+    // Each item's first attempt is refused: the breaker opens, the retry waits for it to
+    // close. One at a time: attempts racing a breaker at once can end a replay a cycle apart
+    // (docs/CLI.md says so).
+    work.script(
+        "refused.sh",
+        r#"sleep 0.02
+if [ "$MIGRATIONPILOT_ATTEMPT" -lt 2 ]; then echo "connect ECONNREFUSED" >&2; exit 1; fi"#,
+    );
+    work.file(
+        "pipeline.yaml",
+        r#"
+project: breaker
+stages:
+  - name: load
+    command: ["./refused.sh", "{item}"]
+    items: [1, 2, 3, 4]
+healing:
+  retryPolicy: { maxAttempts: 3, backoff: fixed, initialDelay: 50ms, retryableErrors: [ECONNREFUSED] }
+  strategies:
+    - name: break-on-refused
+      priority: 30
+      triggers: [{ type: error, code: ECONNREFUSED }]
+      action: circuit-break
+      config: { breakDuration: 300ms, halfOpenRequests: 1 }
+"#,
+    );
+    work.cmd().args(["run", "pipeline.yaml"]).assert().success();
+    let replayed = replay(&work, &latest_run(&work, "breaker"));
+    // Four trips: each opens, goes half-open and closes.
+    assert_eq!(replayed["recorded"]["decisions"], 16, "{replayed}");
+    assert_faithful(&replayed);
+}
+
+#[test]
+fn nothing_a_file_runs_probes_or_sends_escapes_a_simulation() {
+    let work = Workspace::new();
+    let receiver = common::Receiver::start();
+    for script in [
+        "load", "failover", "rollback", "reset", "check", "trigger", "action", "scaler",
+    ] {
+        work.script(&format!("{script}.sh"), &format!("touch ran-{script}"));
+    }
+    work.file(
+        "pipeline.yaml",
+        &format!(
+            r#"
+project: sealed
+stages:
+  - name: load
+    command: ["./load.sh", "{{item}}"]
+    items: [1, 2, 3, 4, 5, 6, 7, 8]
+    concurrency: 2
+    failover: ["./failover.sh", "{{item}}"]
+    rollback: ["./rollback.sh", "{{item}}"]
+    reset: ["./reset.sh"]
+    dependsOn: [db]
+healing:
+  healthMonitor:
+    checkInterval: 100ms
+    checks: [{{ name: db, type: command, command: ["./check.sh"] }}]
+  strategies:
+    - {{ name: fail-over, priority: 5, triggers: [{{ type: error, code: ECONNREFUSED }}], action: failover }}
+    - {{ name: undo, priority: 100, triggers: [{{ type: error, severity: critical }}], action: rollback }}
+    - {{ name: crashed, priority: 20, triggers: [{{ type: error, code: EPOOL }}], action: restart }}
+    - {{ name: ask, triggers: [{{ type: custom, command: ["./trigger.sh"] }}], action: notify }}
+    - {{ name: fix, triggers: [{{ type: error, code: ECONNRESET }}], action: custom, config: {{ command: ["./action.sh"] }} }}
+    - {{ name: grow, triggers: [{{ type: metrics, metric: errorRate, threshold: 0.1 }}], action: scale, config: {{ direction: up, amount: 1, maxInstances: 4, command: ["./scaler.sh"] }} }}
+  alerts:
+    groupWait: 0
+    channels: [{{ type: webhook, url: "{}", minSeverity: warning }}]
+"#,
+            receiver.url("/hook")
+        ),
+    );
+    let report = simulate(&work, &["--seeds", "2"]);
+    assert_eq!(report["rows"].as_array().unwrap().len(), 12 * 4 * 2);
+    for script in [
+        "load", "failover", "rollback", "reset", "check", "trigger", "action", "scaler",
+    ] {
+        assert!(
+            !work.path().join(format!("ran-{script}")).exists(),
+            "{script}.sh ran in a simulation"
+        );
+    }
+    // Alerts were raised (a failed run pages), and kept.
+    let raised: u64 = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["alerts"].as_u64().unwrap())
+        .sum();
+    assert!(raised > 0, "{report}");
+    assert!(receiver.got.lock().unwrap().is_empty(), "an alert was sent");
+    // What was left out is said.
+    let notes = report["notes"].to_string();
+    for said in ["`ask`", "`fix`", "`grow`"] {
+        assert!(notes.contains(said), "{said} in {notes}");
+    }
+}

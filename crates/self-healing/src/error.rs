@@ -107,8 +107,9 @@ pub struct StageError {
     /// policy's patterns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     retryable: Option<bool>,
-    /// The rule that gave the error its code: `builtin:NAME`, `errors[i]` (a file's own), or
-    /// `json` for a command's own JSON error line.
+    /// The rule that gave the error its code: `builtin:NAME`, `errors[i]` (a file's own),
+    /// `json` for a command's own JSON error line, or [`INJECTED_RULE`](Self::INJECTED_RULE)
+    /// for a failure injected on purpose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rule: Option<Cow<'static, str>>,
     /// Why a last standard-error line that looked like a JSON error line could not be read: the
@@ -148,6 +149,10 @@ mod retry_after_ms {
 }
 
 impl StageError {
+    /// The rule of a failure injected on purpose (`run --chaos`), not met: what every view of
+    /// a run's failures counts apart.
+    pub const INJECTED_RULE: &'static str = "chaos";
+
     /// An error with `message`, no code and severity `Error`.
     pub fn new(message: impl Into<String>) -> Self {
         StageError {

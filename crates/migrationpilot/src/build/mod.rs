@@ -89,34 +89,30 @@ pub fn build(
     seed: Option<u64>,
     chaos: Option<&Arc<Chaos>>,
 ) -> Result<Built, Vec<FileError>> {
-    build_as(
-        file,
-        path,
-        text,
-        secrets,
-        project,
-        seed,
-        Injected::Chaos(chaos),
-    )
+    build_as(file, path, text, secrets, project, seed, World::Real(chaos))
 }
 
-/// What a build puts between the pipeline and the world.
+/// What a build's stages, checks and channels reach.
 #[derive(Clone, Copy)]
-enum Injected<'a> {
-    /// A run: its commands run, with `--chaos` faults if any.
-    Chaos(Option<&'a Arc<Chaos>>),
-    /// A simulation: nothing runs.
+enum World<'a> {
+    /// The real one: commands run, checks probe, alerts go out; with `run --chaos`'s faults
+    /// injected, if any.
+    Real(Option<&'a Arc<Chaos>>),
+    /// A model: nothing runs, probes or sends.
     Modelled(&'a Modelled),
 }
+
+/// What each health check, by name, probes in a simulation.
+pub type Probes = Arc<dyn Fn(&str) -> Arc<dyn Check> + Send + Sync>;
 
 /// What a simulation puts in place of everything that reaches outside: the stages' attempts,
 /// the health checks' probes and the alert channels.
 pub struct Modelled {
     /// Runs every attempt of every stage (commands, failovers, rollbacks, resets).
     pub runner: Arc<dyn Runner>,
-    /// What every health check of the file probes; it keeps its name, interval, timeout and
-    /// stage.
-    pub check: Arc<dyn Check>,
+    /// What each health check of the file (by name) probes instead; it keeps its name,
+    /// interval, timeout and stage.
+    pub check: Probes,
     /// Where every alert goes instead of the file's channels.
     pub channel: Arc<dyn Notifier>,
 }
@@ -143,7 +139,7 @@ pub fn build_modelled(
         &Secrets::default(),
         None,
         seed,
-        Injected::Modelled(modelled),
+        World::Modelled(modelled),
     )?;
     let _ = built.remote.set(Arc::clone(&modelled.runner));
     Ok(built)
@@ -156,7 +152,7 @@ fn build_as(
     secrets: &Secrets,
     project: Option<&str>,
     seed: Option<u64>,
-    injected: Injected<'_>,
+    world: World<'_>,
 ) -> Result<Built, Vec<FileError>> {
     let base = folder_of(path);
     let mut errors = Vec::new();
@@ -186,17 +182,21 @@ fn build_as(
     let stage_names: Vec<&str> = file.stages.iter().map(|s| s.name.as_str()).collect();
     let (mut healing, problems) = file
         .healing
-        .build_with(&stage_names, |channel| match injected {
-            Injected::Modelled(modelled) => Arc::clone(&modelled.channel),
-            Injected::Chaos(_) => MaskedNotifier::wrap(channel, secrets.clone()),
+        .build_with(&stage_names, |channel| match world {
+            World::Modelled(modelled) => Arc::clone(&modelled.channel),
+            World::Real(_) => MaskedNotifier::wrap(channel, secrets.clone()),
         });
     if let Some(healing) = healing.as_mut() {
-        match injected {
-            Injected::Modelled(modelled) => {
-                healing.map_checks(|spec| spec.map_check(|_| Arc::clone(&modelled.check)));
+        match world {
+            World::Modelled(modelled) => {
+                healing.collector.without_process_metrics();
+                healing.map_checks(|spec| {
+                    let probe = (modelled.check)(spec.name());
+                    spec.map_check(|_| probe)
+                });
             }
-            Injected::Chaos(Some(chaos)) => healing.map_checks(|spec| chaos.check(spec)),
-            Injected::Chaos(None) => {}
+            World::Real(Some(chaos)) => healing.map_checks(|spec| chaos.check(spec)),
+            World::Real(None) => {}
         }
     }
     for problem in problems {
@@ -241,9 +241,9 @@ fn build_as(
         metrics: &metrics,
         classifier: &classifier,
         remote: &remote,
-        chaos: match injected {
-            Injected::Chaos(chaos) => chaos,
-            Injected::Modelled(_) => None,
+        chaos: match world {
+            World::Real(chaos) => chaos,
+            World::Modelled(_) => None,
         },
     };
     let checks = file.healing.check_names();

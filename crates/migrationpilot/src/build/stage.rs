@@ -308,9 +308,9 @@ async fn attempt(
     ctx: &Context<'_>,
 ) -> Result<(), StageError> {
     if let Some(chaos) = chaos
-        && role == Role::Command
+        && matches!(role, Role::Command | Role::Failover)
     {
-        chaos.before(ctx.stage, ctx.item, ctx.attempt).await?;
+        chaos.before(ctx.stage, ctx.item).await?;
     }
     let Some(runner) = remote.get() else {
         return cmd.run(stage, ctx).await;

@@ -124,7 +124,7 @@ impl Cli {
             Commands::Serve(args) => serve::exec(store_url, args).await,
             Commands::Alerts(args) => alerts::exec(store_url, args).await,
             Commands::Healing(command) => healing::exec(store_url, command).await,
-            Commands::Simulate(args) => simulate::exec(args),
+            Commands::Simulate(args) => simulate::exec(store_url, args).await,
             Commands::Schema(args) => schema::exec(args),
             Commands::Completions(args) => completions::exec(args),
             Commands::Manpages(args) => manpages::exec(args),

@@ -70,6 +70,11 @@ impl Contender {
                     });
                     stage.max_restarts = Some(stage.max_restarts.unwrap_or(0).max(10));
                     stage.timeout = Some(stage.timeout.unwrap_or(Duration::from_secs(10)));
+                    // As the guide's stage has one; simulated, it clears what the dependency
+                    // leaked or exhausted (it never runs).
+                    if stage.reset.is_none() {
+                        stage.reset = Some(vec!["reset".to_owned()]);
+                    }
                 }
             }
             Contender::RetryOnly => {

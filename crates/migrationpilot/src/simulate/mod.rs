@@ -10,6 +10,7 @@
 
 pub mod contender;
 mod model;
+pub mod replay;
 pub mod report;
 
 use std::collections::HashMap;
@@ -20,12 +21,16 @@ use std::time::Duration;
 
 use self_healing::chaos::{Downstream, Fault, Scenario};
 use self_healing::event::{Event, EventKind, HealthStatus};
-use self_healing::{PipelineMetrics, RunStatus};
+use self_healing::{PipelineMetrics, RunReport, RunStatus};
 
 use crate::build;
 use crate::file::{FileError, PipelineFile};
 pub use contender::Contender;
 use model::{Kept, Model};
+
+/// The longest a simulated run may last, in virtual time: past it, it is reported as not
+/// ending rather than left to run for ever.
+pub const LONGEST_RUN: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// A pipeline file ready to be simulated.
 #[derive(Debug)]
@@ -72,8 +77,6 @@ pub struct Outcome {
     pub healing_actions: u64,
     /// Alerts that would have been sent.
     pub alerts: u64,
-    /// The run's totals, as `runs show` gives them.
-    pub metrics: PipelineMetrics,
 }
 
 impl Simulator {
@@ -102,6 +105,11 @@ impl Simulator {
     /// What the simulation leaves out of the file.
     pub fn notes(&self) -> &[String] {
         &self.notes
+    }
+
+    /// The stages' names, in order.
+    pub fn stage_names(&self) -> Vec<&str> {
+        self.file.stages.iter().map(|s| s.name.as_str()).collect()
     }
 
     /// The stages' names, with whether each has items.
@@ -165,12 +173,7 @@ impl Simulator {
         file: &PipelineFile,
     ) -> Result<(Outcome, HashMap<String, u64>), Vec<FileError>> {
         let items_of = |stage: &str| self.items.get(stage).copied().unwrap_or(1).max(1);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .expect("a single-threaded runtime");
-        runtime.block_on(async {
+        paused_runtime().block_on(async {
             let downstream = Arc::new(Downstream::new(scenario, seed));
             let model = Arc::new(Model::new(
                 Arc::clone(&downstream),
@@ -179,49 +182,17 @@ impl Simulator {
                 scenario.latency,
             ));
             let kept = Arc::new(Kept::default());
-            let built = build::build_modelled(
-                file,
-                &self.path,
-                &self.text,
-                Some(seed),
-                &model.modelled(Arc::clone(&kept)),
-            )?;
-            if let Some(monitor) = &built.monitor {
-                let seen = Arc::clone(&downstream);
-                monitor.on_health_changed(move |change| {
-                    if change.new_status == HealthStatus::Unhealthy {
-                        seen.seen_down();
-                    }
-                });
-            }
-            let detected: Arc<Mutex<Option<Duration>>> = Arc::default();
-            let actions = Arc::new(AtomicU64::new(0));
-            let (det, act, clock, fault_start) = (
-                Arc::clone(&detected),
-                Arc::clone(&actions),
-                Arc::clone(&downstream),
-                scenario.fault.starts(),
-            );
-            built
-                .pipeline
-                .events()
-                .add_sink(Arc::new(move |event: &Event| {
-                    if let EventKind::HealingApplied { .. } = event.kind {
-                        act.fetch_add(1, Ordering::Relaxed);
-                        let t = clock.elapsed();
-                        let mut first = det.lock().expect("not poisoned");
-                        if t >= fault_start && first.is_none() {
-                            *first = Some(t - fault_start);
-                        }
-                    }
-                }));
-            if let Some(monitor) = &built.monitor {
-                monitor.start();
-            }
-            let report = built.pipeline.execute(()).await;
-            if let Some(monitor) = &built.monitor {
-                monitor.stop();
-            }
+            let seen = Arc::clone(&downstream);
+            let ran = self
+                .execute(
+                    file,
+                    seed,
+                    &model.modelled(Arc::clone(&kept)),
+                    move || seen.seen_down(),
+                    scenario.fault.starts(),
+                )
+                .await?;
+            let report = &ran.report;
             let (mut done, mut total) = (0u64, 0u64);
             for stage in callers {
                 let items = items_of(stage);
@@ -258,11 +229,10 @@ impl Simulator {
                 attempts: tally.calls,
                 calls_while_down: tally.calls_while_down,
                 avoidable: tally.avoidable,
-                time_to_detect: *detected.lock().expect("not poisoned"),
+                time_to_detect: ran.detected,
                 time_to_recover: tally.time_to_recover,
-                healing_actions: actions.load(Ordering::Relaxed),
+                healing_actions: ran.actions,
                 alerts: kept.count(),
-                metrics: report.metrics,
             };
             let seen = model
                 .items_seen()
@@ -277,6 +247,158 @@ impl Simulator {
             Ok((outcome, seen))
         })
     }
+
+    /// Builds `file` with `modelled` in place of the world and runs it on the current (paused)
+    /// runtime; `on_unhealthy` hears each check going unhealthy; the first healing action
+    /// from `fault_start` on is the detection.
+    async fn execute(
+        &self,
+        file: &PipelineFile,
+        seed: u64,
+        modelled: &build::Modelled,
+        on_unhealthy: impl Fn() + Send + Sync + 'static,
+        fault_start: Duration,
+    ) -> Result<Ran, Vec<FileError>> {
+        let built = build::build_modelled(file, &self.path, &self.text, Some(seed), modelled)?;
+        if let Some(monitor) = &built.monitor {
+            monitor.on_health_changed(move |change| {
+                if change.new_status == HealthStatus::Unhealthy {
+                    on_unhealthy();
+                }
+            });
+        }
+        let detected: Arc<Mutex<Option<Duration>>> = Arc::default();
+        let actions = Arc::new(AtomicU64::new(0));
+        let decisions = Arc::new(AtomicU64::new(0));
+        let (det, act, dec, start) = (
+            Arc::clone(&detected),
+            Arc::clone(&actions),
+            Arc::clone(&decisions),
+            tokio::time::Instant::now(),
+        );
+        built
+            .pipeline
+            .events()
+            .add_sink(Arc::new(move |event: &Event| match event.kind {
+                EventKind::HealingApplied { .. } => {
+                    act.fetch_add(1, Ordering::Relaxed);
+                    let t = start.elapsed();
+                    let mut first = det.lock().expect("not poisoned");
+                    if t >= fault_start && first.is_none() {
+                        *first = Some(t - fault_start);
+                    }
+                }
+                EventKind::HealingDecision { .. } => {
+                    dec.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }));
+        if let Some(monitor) = &built.monitor {
+            monitor.start();
+        }
+        let report = tokio::time::timeout(LONGEST_RUN, built.pipeline.execute(())).await;
+        if let Some(monitor) = &built.monitor {
+            monitor.stop();
+        }
+        // Alerts still gathering (their `groupWait`) go out, so they are counted.
+        built
+            .healer
+            .alerts()
+            .settle(crate::session::ALERT_GRACE)
+            .await;
+        let report = report.map_err(|_| {
+            vec![FileError {
+                file: self.path.clone(),
+                line: None,
+                column: None,
+                path: None,
+                message: format!(
+                    "the simulated run did not end within {} of virtual time",
+                    self_healing::duration::display(LONGEST_RUN)
+                ),
+            }]
+        })?;
+        let detected = *detected.lock().expect("not poisoned");
+        Ok(Ran {
+            report,
+            detected,
+            actions: actions.load(Ordering::Relaxed),
+            decisions: decisions.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// A recorded run and its replay against a file, side by side.
+#[derive(Debug, Clone)]
+pub struct Replayed {
+    /// The recorded run's id.
+    pub run: String,
+    /// How the recording ended (`None`: it never did) and how the replay did.
+    pub status: (Option<RunStatus>, RunStatus),
+    /// The totals of each, as `runs show` gives them (`None`: the recording never ended).
+    pub metrics: (Option<PipelineMetrics>, PipelineMetrics),
+    /// The healing decisions of each.
+    pub decisions: (u64, u64),
+    /// The attempts of each.
+    pub attempts: (u64, u64),
+    /// Of the replay's attempts, those the recording lacked, drawn from their stage's recorded
+    /// behaviour at the time.
+    pub drawn: u64,
+}
+
+impl Simulator {
+    /// Runs the file's own healing against `recording` in virtual time, `seed` drawing its
+    /// jitter.
+    pub fn replay(
+        &self,
+        recording: Arc<replay::Recording>,
+        seed: u64,
+    ) -> Result<Replayed, Vec<FileError>> {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    paused_runtime().block_on(async {
+                        let replayer = Arc::new(replay::Replayer::new(Arc::clone(&recording)));
+                        let probes = Arc::clone(&replayer);
+                        let modelled = build::Modelled {
+                            runner: Arc::clone(&replayer) as Arc<dyn build::Runner>,
+                            check: Arc::new(move |name: &str| probes.probe(name)),
+                            channel: Arc::new(Kept::default()),
+                        };
+                        let ran = self
+                            .execute(&self.file, seed, &modelled, || {}, Duration::ZERO)
+                            .await?;
+                        Ok(Replayed {
+                            run: recording.run.clone(),
+                            status: (recording.status, ran.report.status),
+                            metrics: (recording.metrics.clone(), ran.report.metrics),
+                            decisions: (recording.decisions, ran.decisions),
+                            attempts: (recording.attempts, replayer.answered()),
+                            drawn: replayer.drawn(),
+                        })
+                    })
+                })
+                .join()
+                .expect("a replay does not panic")
+        })
+    }
+}
+
+/// What a simulated run did, besides its report.
+struct Ran {
+    report: RunReport,
+    detected: Option<Duration>,
+    actions: u64,
+    decisions: u64,
+}
+
+/// A single-threaded runtime on paused time: its clock moves only when every task waits.
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("a single-threaded runtime")
 }
 
 /// One simulated run to make.

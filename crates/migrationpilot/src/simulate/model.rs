@@ -15,7 +15,7 @@ use crate::build::{Attempt, Modelled, Runner};
 use crate::store::work::Role;
 
 /// How long a health check's probe of the model takes.
-const PROBE: Duration = Duration::from_millis(5);
+pub const PROBE: Duration = Duration::from_millis(5);
 
 /// Answers a simulated run's attempts: a calling stage's command calls the dependency, any
 /// other stage's command does local work; a `reset` clears what the dependency leaked; a
@@ -77,16 +77,18 @@ impl Model {
     /// The model as everything a build puts in place of the world; `alerts` counts what would
     /// have been sent.
     pub fn modelled(self: &Arc<Self>, alerts: Arc<Kept>) -> Modelled {
-        let probe = Arc::clone(&self.downstream);
-        Modelled {
-            runner: Arc::clone(self) as Arc<dyn Runner>,
-            check: Arc::new(CustomCheck::new("the modelled dependency", move || {
-                let up = probe.answers();
+        let downstream = Arc::clone(&self.downstream);
+        let probe: Arc<dyn Check> =
+            Arc::new(CustomCheck::new("the modelled dependency", move || {
+                let up = downstream.answers();
                 async move {
                     tokio::time::sleep(PROBE).await;
                     up
                 }
-            })) as Arc<dyn Check>,
+            }));
+        Modelled {
+            runner: Arc::clone(self) as Arc<dyn Runner>,
+            check: Arc::new(move |_: &str| Arc::clone(&probe)),
             channel: alerts,
         }
     }

@@ -289,7 +289,6 @@ mod tests {
             time_to_recover: None,
             healing_actions: 0,
             alerts: 0,
-            metrics: Default::default(),
         }
     }
 

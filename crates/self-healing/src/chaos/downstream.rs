@@ -13,6 +13,9 @@ use crate::error::StageError;
 /// How long a refused or pool-exhausted call takes: failing fast is what makes them cheap.
 const FAST_FAILURE: Duration = Duration::from_millis(5);
 
+/// How long flapping lasts.
+const FLAPPING_FOR: Duration = Duration::from_secs(24 * 3600);
+
 /// A dependency suffering one scenario's fault. Time zero is when it was made: make it when
 /// the run starts.
 #[derive(Debug)]
@@ -66,8 +69,8 @@ impl Downstream {
                 let mut spell = || shortest + (longest - shortest).mul_f64(rng.f64());
                 let mut spells = Vec::new();
                 let mut t = at;
-                // Far beyond any run's end.
-                while t < Duration::from_secs(100_000) {
+                // A day of flapping; after it, the dependency stays up.
+                while t < at + FLAPPING_FOR {
                     let down = spell();
                     spells.push((t, t + down));
                     t += down + spell();
@@ -167,16 +170,16 @@ impl Downstream {
         }
         let latency = match self.fault {
             Fault::LatencySpike { at, length, factor } if t >= at && t < at + length => {
-                self.latency * factor
+                self.latency.saturating_mul(factor)
             }
-            Fault::Leak { per_call } => {
-                self.latency + per_call * u32::try_from(since_reset).unwrap_or(u32::MAX)
-            }
+            Fault::Leak { per_call } => self.latency.saturating_add(
+                per_call.saturating_mul(u32::try_from(since_reset).unwrap_or(u32::MAX)),
+            ),
             _ => self.latency,
         };
         // Past the knee, calls queue.
         let queued = u32::try_from(in_flight.max(self.knee)).unwrap_or(u32::MAX);
-        let latency = latency * queued / u32::try_from(self.knee).unwrap_or(u32::MAX);
+        let latency = latency.saturating_mul(queued) / u32::try_from(self.knee).unwrap_or(u32::MAX);
         tokio::time::sleep(latency).await;
         let result = match &self.fault {
             Fault::Transient { rate, code }

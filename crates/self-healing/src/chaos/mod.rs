@@ -32,4 +32,7 @@ mod downstream;
 mod scenario;
 
 pub use downstream::{Downstream, Tally};
-pub use scenario::{CATALOG, COMMON, Callers, Fault, KINDS, Kind, Param, Scenario};
+pub use scenario::{
+    CATALOG, COMMON, Callers, Fault, KINDS, Kind, LONGEST, Param, SHORTEST_SPELL, Scenario, pairs,
+    percent, share,
+};

@@ -9,6 +9,14 @@ use std::time::Duration;
 
 use crate::duration::{display, parse as parse_duration};
 
+/// The longest duration a scenario takes for any of its times: faults of months are not what
+/// a run sees.
+pub const LONGEST: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The shortest spell of flapping: shorter is noise no healing acts on, and a day of it would
+/// take more memory than it is worth.
+pub const SHORTEST_SPELL: Duration = Duration::from_millis(100);
+
 /// What goes wrong with the dependency. Times count from the start of the run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
@@ -370,29 +378,27 @@ impl FromStr for Scenario {
                 KINDS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
             )
         })?;
-        let mut given: Vec<(&str, &str)> = Vec::new();
-        for pair in rest.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (key, value) = pair
-                .split_once('=')
-                .ok_or_else(|| format!("`{pair}` in `{spec}`: write key=value"))?;
-            let (key, value) = (key.trim(), value.trim());
-            let known = kind.params.iter().chain(COMMON).any(|p| p.key == key);
-            if !known {
+        let given = pairs(rest, spec)?;
+        for (key, _) in &given {
+            if !kind.params.iter().chain(COMMON).any(|p| p.key == *key) {
                 let keys: Vec<&str> = kind.params.iter().chain(COMMON).map(|p| p.key).collect();
                 return Err(format!(
                     "`{key}` is not a parameter of `{name}` (it takes {})",
                     keys.join(", ")
                 ));
             }
-            if given.iter().any(|(k, _)| *k == key) {
-                return Err(format!("`{key}` is given twice in `{spec}`"));
-            }
-            given.push((key, value));
         }
         let get = |key: &str| given.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
         let duration = |key: &str, default: &str| -> Result<Duration, String> {
             let text = get(key).unwrap_or(default);
-            parse_duration(text).map_err(|e| format!("`{key}` in `{spec}`: {e}"))
+            let duration = parse_duration(text).map_err(|e| format!("`{key}` in `{spec}`: {e}"))?;
+            if duration > LONGEST {
+                return Err(format!(
+                    "`{key}` in `{spec}`: `{text}` is longer than {}",
+                    display(LONGEST)
+                ));
+            }
+            Ok(duration)
         };
         let whole = |key: &str, default: u64| -> Result<u64, String> {
             get(key).map_or(Ok(default), |text| {
@@ -404,22 +410,12 @@ impl FromStr for Scenario {
             let Some(text) = get("rate") else {
                 return Ok(default);
             };
-            let value = match text.strip_suffix('%') {
-                Some(percent) => percent.trim().parse::<f64>().map(|p| p / 100.0),
-                None => text.parse::<f64>(),
-            }
-            .map_err(|_| format!("`rate` in `{spec}`: `{text}` is not a share"))?;
-            if (0.0..=1.0).contains(&value) {
-                Ok(value)
-            } else {
-                Err(format!(
-                    "`rate` in `{spec}`: `{text}` is not between 0 and 100 %"
-                ))
-            }
+            share(text).ok_or_else(|| {
+                format!("`rate` in `{spec}`: `{text}` is not a share from 0 to 100 %")
+            })
         };
         let code =
             || -> Cow<'static, str> { get("code").unwrap_or("ECONNRESET").to_owned().into() };
-        let percent = |rate: f64| format!("{}%", (rate * 1000.0).round() / 10.0);
         let at = duration("at", "2s")?;
         let (fault, callers, label) = match kind.name {
             "transient" => {
@@ -445,10 +441,8 @@ impl FromStr for Scenario {
                 let factor = whole("factor", 10)?;
                 let factor = u32::try_from(factor)
                     .ok()
-                    .filter(|f| *f >= 1)
-                    .ok_or_else(|| {
-                        format!("`factor` in `{spec}` must be from 1 to {}", u32::MAX)
-                    })?;
+                    .filter(|f| (1..=1000).contains(f))
+                    .ok_or_else(|| format!("`factor` in `{spec}` must be from 1 to 1000"))?;
                 let label = format!("latency x{factor} {}", short(length));
                 (
                     Fault::LatencySpike { at, length, factor },
@@ -467,8 +461,11 @@ impl FromStr for Scenario {
             "flapping" => {
                 let shortest = duration("min", "1s")?;
                 let longest = duration("max", "3s")?;
-                if shortest.is_zero() || longest < shortest {
-                    return Err(format!("`min` and `max` in `{spec}`: need 0 < min <= max"));
+                if shortest < SHORTEST_SPELL || longest < shortest {
+                    return Err(format!(
+                        "`min` and `max` in `{spec}`: need {} <= min <= max",
+                        display(SHORTEST_SPELL)
+                    ));
                 }
                 let label = if shortest.subsec_millis() == 0 && longest.subsec_millis() == 0 {
                     format!("flapping {}-{}s", shortest.as_secs(), longest.as_secs())
@@ -527,10 +524,15 @@ impl FromStr for Scenario {
         };
         let knee = usize::try_from(whole("knee", 16)?)
             .ok()
-            .filter(|k| *k >= 1)
-            .ok_or_else(|| format!("`knee` in `{spec}` must be at least 1"))?;
+            .filter(|k| (1..=100_000).contains(k))
+            .ok_or_else(|| format!("`knee` in `{spec}` must be from 1 to 100000"))?;
         Ok(Scenario {
-            label: if given.is_empty() || kind.name == "transient" || kind.name == "stages" {
+            // Every parameter the label does not show is added to it: two scenarios differ
+            // in their labels.
+            label: if given
+                .iter()
+                .all(|(key, _)| *key == "rate" && ["transient", "stages"].contains(&kind.name))
+            {
                 label
             } else {
                 format!("{label} ({})", rest.trim())
@@ -544,6 +546,37 @@ impl FromStr for Scenario {
             recoverable: kind.name != "critical",
         })
     }
+}
+
+/// The `key=value` pairs of `text` (comma-separated), in order; `spec` names the whole in
+/// errors: a pair without `=` or a key given twice is refused.
+pub fn pairs<'t>(text: &'t str, spec: &str) -> Result<Vec<(&'t str, &'t str)>, String> {
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("`{pair}` in `{spec}`: write key=value"))?;
+        let (key, value) = (key.trim(), value.trim());
+        if pairs.iter().any(|(k, _)| *k == key) {
+            return Err(format!("`{key}` is given twice in `{spec}`"));
+        }
+        pairs.push((key, value));
+    }
+    Ok(pairs)
+}
+
+/// A share written `20%` or `0.2`, from 0 to 1; `None` if it is not one.
+pub fn share(text: &str) -> Option<f64> {
+    match text.strip_suffix('%') {
+        Some(percent) => percent.trim().parse::<f64>().ok().map(|p| p / 100.0),
+        None => text.parse::<f64>().ok(),
+    }
+    .filter(|share| (0.0..=1.0).contains(share))
+}
+
+/// A share as a percentage for people: `20%`, `7%`, `12.5%`.
+pub fn percent(share: f64) -> String {
+    format!("{}%", (share * 1000.0).round() / 10.0)
 }
 
 /// A duration in a label: whole seconds as `60s`, anything else as [`display`] writes it.
@@ -615,10 +648,13 @@ mod tests {
                 "`length` is not a parameter of `outage`",
             ),
             ("outage:for=ten", "`for` in `outage:for=ten`"),
-            ("transient:rate=150%", "not between 0 and 100 %"),
+            ("transient:rate=150%", "not a share from 0 to 100 %"),
             ("transient:rate", "write key=value"),
             ("outage:at=1s,at=2s", "`at` is given twice"),
-            ("flapping:min=3s,max=1s", "need 0 < min <= max"),
+            ("flapping:min=3s,max=1s", "need 100ms <= min <= max"),
+            ("flapping:min=1ms,max=1ms", "need 100ms <= min <= max"),
+            ("outage:for=400d", "is longer than 30d"),
+            ("latency:factor=5000", "from 1 to 1000"),
         ] {
             let error = spec.parse::<Scenario>().unwrap_err();
             assert!(error.contains(says), "{spec}: {error}");

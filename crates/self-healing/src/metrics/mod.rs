@@ -134,6 +134,9 @@ struct Inner {
     stages: RwLock<Names<Arc<ScopeState>>>,
     tally: Tally,
     cpu: Mutex<CpuMeter>,
+    /// Whether samples include this process's memory and CPU (not in a simulation, where
+    /// they would be the simulator's and differ from machine to machine).
+    process: std::sync::atomic::AtomicBool,
     last_sample: Mutex<Option<Instant>>,
     /// How many samples each (stage, metric) window had at the last snapshot.
     snapshot: Mutex<HashMap<WindowKey, u64>>,
@@ -375,12 +378,23 @@ impl MetricsCollector {
             stage.sample(elapsed, retention, min_attempts);
         }
         inner.run.sample(elapsed, retention, min_attempts);
+        if !inner.process.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         if let Some(rss) = system::resident_bytes() {
             self.record(MEMORY_USAGE, rss as f64);
         }
         if let Some(cpu) = inner.cpu.lock().unwrap_or_else(|e| e.into_inner()).sample() {
             self.record(CPU_USAGE, cpu);
         }
+    }
+
+    /// Stops sampling this process's `memoryUsage` and `cpuUsage`: a simulated run's would be
+    /// the simulator's own, and differ from machine to machine.
+    pub fn without_process_metrics(&self) {
+        self.inner
+            .process
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Samples every `sampleInterval`, handing each interval's [`snapshot`](Self::snapshot)
@@ -606,6 +620,7 @@ impl MetricsCollectorBuilder {
             stages: RwLock::new(Names::default()),
             tally: Tally::default(),
             cpu: Mutex::new(CpuMeter::default()),
+            process: std::sync::atomic::AtomicBool::new(true),
             last_sample: Mutex::new(None),
             snapshot: Mutex::default(),
         };

@@ -53,7 +53,7 @@ fn count_failures(failed: &[(Option<String>, String)]) -> Vec<FailureCount> {
         };
         let error = &event["error"];
         let code = error["code"].as_str().map(str::to_owned);
-        let injected = error["rule"].as_str() == Some(crate::inject::RULE);
+        let injected = error["rule"].as_str() == Some(StageError::INJECTED_RULE);
         let stage = stage.clone().unwrap_or_default();
         match counts
             .iter_mut()
@@ -624,7 +624,7 @@ mod tests {
         };
         let counted = count_failures(&[
             failed("load", Some("ECONNRESET"), Some("builtin:libpq")),
-            failed("load", Some("ECONNRESET"), Some(crate::inject::RULE)),
+            failed("load", Some("ECONNRESET"), Some(StageError::INJECTED_RULE)),
             failed("load", Some("ECONNRESET"), None),
             failed("load", None, None),
             failed("verify", Some("ECONNRESET"), None),
