@@ -156,7 +156,8 @@ impl std::str::FromStr for Injection {
 pub struct Chaos {
     faults: Vec<Injection>,
     seed: u64,
-    start: Instant,
+    /// When the run started: what `down` faults' `at` counts from.
+    start: std::sync::Mutex<Instant>,
     /// Attempts drawn so far for each (stage, item): a restart starts a stage's attempt
     /// numbers again, and must not draw the same failures again.
     drawn: std::sync::Mutex<std::collections::HashMap<(String, Option<String>), u64>>,
@@ -175,7 +176,7 @@ impl Chaos {
         Ok(Some(Arc::new(Chaos {
             faults,
             seed: seed.unwrap_or_else(|| fastrand::u64(..)),
-            start: Instant::now(),
+            start: std::sync::Mutex::new(Instant::now()),
             drawn: std::sync::Mutex::default(),
         })))
     }
@@ -214,6 +215,11 @@ impl Chaos {
             }
         }
         wrong
+    }
+
+    /// The run starts now: `down` faults count their `at` from here.
+    pub fn begin(&self) {
+        *self.start.lock().expect("not poisoned") = Instant::now();
     }
 
     /// The seed the failures are drawn from (`--seed`, or one drawn at random).
@@ -315,7 +321,7 @@ struct Downed {
 
 impl Check for Downed {
     fn check(&self) -> BoxFuture<'_, Result<(), CheckError>> {
-        let t = self.chaos.start.elapsed();
+        let t = self.chaos.start.lock().expect("not poisoned").elapsed();
         match self
             .downs
             .iter()

@@ -167,6 +167,16 @@ pub fn describe(event: &Event) -> Option<String> {
         EventKind::RunStarted { pipeline, stages } => {
             format!("{pipeline}: {} stage(s)", stages.len())
         }
+        EventKind::ChaosInjecting { faults, seed } => {
+            let mut lines: Vec<String> = faults
+                .iter()
+                .map(|fault| format!("chaos: injecting {fault}"))
+                .collect();
+            lines.push(format!(
+                "chaos: seed {seed} (`--seed {seed}` draws the same failures again)"
+            ));
+            lines.join("\n")
+        }
         EventKind::StageStarted { stage, .. } => format!("▶ {stage}"),
         EventKind::StageSkipped { stage } => format!("✔ {stage}: completed before, skipped"),
         EventKind::ItemsSkipped { stage, count } => {

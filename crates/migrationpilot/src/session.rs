@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use self_healing::alert::{RUN_LOST, fingerprint};
-use self_healing::event::RunId;
+use self_healing::event::{EventKind, RunId};
 use self_healing::export::PrometheusExporter;
 use self_healing::health::HealthMonitor;
 use self_healing::pipeline::Resume;
@@ -126,6 +126,8 @@ pub struct Session {
     pub store: Arc<dyn Store>,
     /// What the file built: pipeline, healer and health monitor.
     pub built: Built,
+    /// The faults `--chaos` injects, if any.
+    chaos: Option<Arc<Chaos>>,
     request: RunRequest,
 }
 
@@ -162,18 +164,6 @@ impl Session {
             if !wrong.is_empty() {
                 return Err(CliError::Invalid(wrong.join("\n")));
             }
-            if !request.json_events {
-                for fault in chaos.faults() {
-                    crate::terminal::print_line(format_args!("chaos: injecting {fault}"));
-                }
-                if request.seed.is_none() {
-                    crate::terminal::print_line(format_args!(
-                        "chaos: seed {} (give --seed {} to draw the same failures again)",
-                        chaos.seed(),
-                        chaos.seed()
-                    ));
-                }
-            }
         }
         built.secrets.extend(&request.secrets);
         let store = open_store(store_url, store::Access::Create).await?;
@@ -182,6 +172,7 @@ impl Session {
             project: Arc::clone(&built.project),
             store,
             built,
+            chaos,
             request,
         })
     }
@@ -370,6 +361,17 @@ impl Session {
                 on_signal.cancel();
             }
         });
+        if let Some(chaos) = &self.chaos {
+            // Journaled with the run: whoever reads it later knows its faults and seed.
+            chaos.begin();
+            pipeline.events().publish(
+                Some(&run_id),
+                EventKind::ChaosInjecting {
+                    faults: chaos.faults().iter().map(ToString::to_string).collect(),
+                    seed: chaos.seed(),
+                },
+            );
+        }
         let report = pipeline
             .execute_with(
                 (),

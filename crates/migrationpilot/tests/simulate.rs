@@ -222,6 +222,10 @@ fn run_chaos_injects_journaled_failures_the_seed_repeats() {
         .lines()
         .find(|l| l.starts_with("load") && l.contains("EINJECTED"))
         .unwrap_or_else(|| panic!("no count of EINJECTED in\n{shown}"));
+    assert!(
+        shown.contains("chaos     fail=40%,code=EINJECTED,stage=load (seed 3)"),
+        "{shown}"
+    );
     let columns: Vec<&str> = counted.split_whitespace().collect();
     assert_eq!(columns[2], again.len().to_string(), "{counted}");
     assert!(counted.ends_with("injected by --chaos"), "{counted}");

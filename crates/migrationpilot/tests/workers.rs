@@ -379,3 +379,63 @@ healing:
         .collect();
     assert!(early.is_empty(), "the other workers waited: {early:?}");
 }
+
+#[test]
+#[cfg_attr(
+    missing_postgres,
+    ignore = "needs PostgreSQL: source .ci/services.sh start"
+)]
+fn workers_get_the_coordinators_chaos_and_the_seed_draws_the_same_failures() {
+    let Some(work) = Workspace::postgres() else {
+        return;
+    };
+    work.script("item.sh", r#"echo "${WORKER:-run} $1" >> executions.txt"#);
+    let items: Vec<String> = (0..40).map(|i| format!("i{i:02}")).collect();
+    work.file("items.txt", &items.join("\n"));
+    work.file(
+        "pipeline.yaml",
+        r#"
+project: staged
+stages:
+  - name: load
+    command: ["./item.sh", "{item}"]
+    items: { file: items.txt }
+    concurrency: 4
+healing:
+  retryPolicy: { maxAttempts: 10, initialDelay: 1ms, maxDelay: 5ms }
+"#,
+    );
+    let injected = |work: &Workspace| -> i64 {
+        let rows: Vec<(i64,)> = work.journal(
+            "SELECT COUNT(*) FROM events WHERE kind = 'attempt-failed' AND body LIKE '%injected by --chaos%'",
+        );
+        rows[0].0
+    };
+    let _workers: Vec<Running> = ["a", "b"]
+        .iter()
+        .map(|name| worker(&work, name, 2, "10s"))
+        .collect();
+    let chaos = ["--chaos", "fail=30%,code=EINJECTED", "--seed", "5"];
+    let run =
+        Running(work.spawn(&[&["run", "pipeline.yaml", "--no-work"][..], &chaos[..]].concat()));
+    let (status, output) = run.finish();
+    assert!(status.success(), "{output}");
+    assert_eq!(journaled_once(&work, "load"), 40, "every item journaled");
+    let first = injected(&work);
+    assert!(first > 0, "nothing injected:\n{output}");
+    // Only the workers ran commands, and each item's command ran once: the failures were
+    // injected before the jobs were handed out.
+    let ran = lines(&work, "executions.txt");
+    assert_eq!(ran.len(), 40, "{ran:?}");
+    assert!(
+        ran.iter().all(|(who, _)| who == "a" || who == "b"),
+        "{ran:?}"
+    );
+
+    // The same seed, the same failures.
+    let run =
+        Running(work.spawn(&[&["run", "pipeline.yaml", "--no-work"][..], &chaos[..]].concat()));
+    let (status, output) = run.finish();
+    assert!(status.success(), "{output}");
+    assert_eq!(injected(&work), 2 * first, "{output}");
+}

@@ -39,6 +39,7 @@ struct LiveRunDetail<'a> {
     stages: &'a [StageRow],
     metrics: &'a Option<self_healing::PipelineMetrics>,
     failures: &'a [migrationpilot::store::FailureCount],
+    chaos: &'a Option<migrationpilot::store::ChaosRow>,
 }
 
 #[derive(Args)]
@@ -138,6 +139,7 @@ async fn show(store_url: Option<String>, run: String, json: bool) -> Outcome {
             stages: &detail.stages,
             metrics: &detail.metrics,
             failures: &detail.failures,
+            chaos: &detail.chaos,
         });
         return Ok(ExitCode::SUCCESS);
     }
@@ -150,6 +152,13 @@ async fn show(store_url: Option<String>, run: String, json: bool) -> Outcome {
     }
     if let Some(error) = &r.error {
         say!("error     {error}");
+    }
+    if let Some(chaos) = &detail.chaos {
+        say!(
+            "chaos     {} (seed {})",
+            chaos.faults.join("; "),
+            chaos.seed
+        );
     }
     say!(
         "\n{:<20} {:<10} {:>8} {:<22} {:>12}",

@@ -123,6 +123,7 @@ pub(super) struct RunDetail {
     stages: Vec<store::StageRow>,
     metrics: Option<self_healing::PipelineMetrics>,
     failures: Vec<store::FailureCount>,
+    chaos: Option<store::ChaosRow>,
 }
 
 async fn run_detail(app: &App, run: &str) -> Result<store::RunDetail, ApiError> {
@@ -144,6 +145,7 @@ pub(super) async fn run(
         stages: detail.stages,
         metrics: detail.metrics,
         failures: detail.failures,
+        chaos: detail.chaos,
     }))
 }
 

@@ -42,9 +42,9 @@ pub use outbox::StoreOutbox;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
 pub use rows::{
-    AlertRow, CheckSeen, Claimed, ControlRequest, DeliveryRow, EventRow, FailureCount, HealingMode,
-    HealthRow, LogEntry, LogFilter, LogOutput, LogRow, RefusedRequest, RunDetail, SampleRow,
-    StageRow,
+    AlertRow, ChaosRow, CheckSeen, Claimed, ControlRequest, DeliveryRow, EventRow, FailureCount,
+    HealingMode, HealthRow, LogEntry, LogFilter, LogOutput, LogRow, RefusedRequest, RunDetail,
+    SampleRow, StageRow,
 };
 pub use run::{DeclaredCheck, LEASE, Owner, RunClaim, RunRow, RunState};
 pub use sqlite::SqliteStore;

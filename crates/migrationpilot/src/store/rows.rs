@@ -81,6 +81,18 @@ pub struct RunDetail {
     /// Its failed attempts, counted by stage and code, the injected ones (`run --chaos`) apart;
     /// the most frequent first.
     pub failures: Vec<FailureCount>,
+    /// The faults it injected on purpose (`run --chaos`), if any.
+    pub chaos: Option<ChaosRow>,
+}
+
+/// What a `run --chaos` injected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChaosRow {
+    /// Each fault as written.
+    pub faults: Vec<String>,
+    /// The seed its failures were drawn from.
+    pub seed: u64,
 }
 
 /// Failed attempts of one stage with one code.

@@ -373,6 +373,14 @@ pub enum EventKind {
         /// The new rate in permits per second; `None` means unlimited.
         rate: Option<f64>,
     },
+    /// The run injects faults on purpose (`run --chaos`): what it injects, as written, and the
+    /// seed its failures are drawn from. Published once, as the run starts.
+    ChaosInjecting {
+        /// Each fault, as `run --chaos` reads it (`fail=30%,code=ECONNRESET,stage=load`).
+        faults: Vec<String>,
+        /// The seed the injected failures are drawn from: the same seed draws the same ones.
+        seed: u64,
+    },
 }
 
 impl EventKind {
@@ -384,6 +392,7 @@ impl EventKind {
             | RunFinished { .. }
             | AlertDelivered { .. }
             | AlertFailed { .. }
+            | ChaosInjecting { .. }
             | MetricsSampled { .. } => None,
             HealingDecision { record } => record.stage.as_ref(),
             HealthChanged { change } => change.stage.as_ref(),

@@ -14,9 +14,9 @@ use self_healing::pipeline::Resume;
 use super::{Backend, RUN_COLUMNS, output_text, read_bodies, run_row};
 use crate::store::projection::{Found, read_back};
 use crate::store::{
-    EventRow, FailureCount, HealingMode, HealthRow, JournalCursor, JournalEntry, LogEntry,
-    LogFilter, LogOutput, LogRow, Queries, Result, RunDetail, RunRow, SampleRow, StageRow,
-    StoreError, millis,
+    ChaosRow, EventRow, FailureCount, HealingMode, HealthRow, JournalCursor, JournalEntry,
+    LogEntry, LogFilter, LogOutput, LogRow, Queries, Result, RunDetail, RunRow, SampleRow,
+    StageRow, StoreError, millis,
 };
 
 /// The columns [`log_entry`] reads: a log without its output, its sizes counted by the
@@ -170,9 +170,24 @@ impl Queries for Backend {
             .bind(run)
             .fetch_all(&self.pool)
             .await?;
+            let chaos: Option<(String,)> = sqlx::query_as(
+                "SELECT body FROM events WHERE run = $1 AND kind = 'chaos-injecting' ORDER BY id LIMIT 1",
+            )
+            .bind(run)
+            .fetch_optional(&self.pool)
+            .await?;
+            let chaos = chaos
+                .map(|(body,)| serde_json::from_str::<Event>(&body))
+                .transpose()
+                .map_err(|e| StoreError::Invalid(format!("a run's chaos: {e}")))?
+                .and_then(|event| match event.kind {
+                    EventKind::ChaosInjecting { faults, seed } => Some(ChaosRow { faults, seed }),
+                    _ => None,
+                });
             Ok(Some(RunDetail {
                 run: run_row,
                 failures: count_failures(&failed),
+                chaos,
                 stages,
                 metrics,
             }))
