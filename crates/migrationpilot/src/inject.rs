@@ -8,7 +8,7 @@
 //!
 //! An injected failure is an attempt's error like any other (journaled, healed, counted under
 //! its code, shown by `runs show` and the progress lines), marked as injected: its message
-//! starts with `injected by --chaos` and its rule is [`RULE`]. Injection happens where the run
+//! starts with `injected by --chaos` and its rule is [`StageError::INJECTED_RULE`]. Injection happens where the run
 //! decides where an attempt runs, so a run that hands its attempts to workers injects into
 //! theirs too. Nothing is injected without the flag; `--seed` draws the same failures again.
 
@@ -23,9 +23,6 @@ use self_healing::StageError;
 use self_healing::chaos;
 use self_healing::duration::{display, parse as parse_duration};
 use self_healing::health::{Check, CheckError, CheckSpec};
-
-/// The rule an injected failure names, as a classified error names its rule.
-pub const RULE: &str = StageError::INJECTED_RULE;
 
 /// One fault to inject.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,9 +155,10 @@ pub struct Chaos {
     seed: u64,
     /// When the run started: what `down` faults' `at` counts from.
     start: std::sync::Mutex<Instant>,
-    /// Attempts drawn so far for each (stage, item): a restart starts a stage's attempt
-    /// numbers again, and must not draw the same failures again.
-    drawn: std::sync::Mutex<std::collections::HashMap<(String, Option<String>), u64>>,
+    /// Attempts drawn so far for each (stage, item), by a hash of the two (16 bytes an item,
+    /// not their text): a restart starts a stage's attempt numbers again, and must not draw
+    /// the same failures again.
+    drawn: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
 }
 
 impl Chaos {
@@ -175,7 +173,8 @@ impl Chaos {
             .collect::<Result<Vec<Injection>, String>>()?;
         Ok(Some(Arc::new(Chaos {
             faults,
-            seed: seed.unwrap_or_else(|| fastrand::u64(..)),
+            // Below 2^53: a JSON number every reader keeps exact.
+            seed: seed.unwrap_or_else(|| fastrand::u64(..1 << 53)),
             start: std::sync::Mutex::new(Instant::now()),
             drawn: std::sync::Mutex::default(),
         })))
@@ -236,7 +235,10 @@ impl Chaos {
         let nth = {
             let mut drawn = self.drawn.lock().expect("not poisoned");
             let n = drawn
-                .entry((stage.to_owned(), item.map(str::to_owned)))
+                .entry(fnv(&[
+                    stage.as_bytes(),
+                    item.unwrap_or_default().as_bytes(),
+                ]))
                 .or_default();
             *n += 1;
             *n
@@ -260,7 +262,7 @@ impl Chaos {
             {
                 return Err(StageError::new(format!("injected by --chaos ({fault})"))
                     .with_code(code.clone())
-                    .with_rule(RULE));
+                    .with_rule(StageError::INJECTED_RULE));
             }
         }
         Ok(())
@@ -268,21 +270,13 @@ impl Chaos {
 
     /// A number in `[0, 1)` for fault `i` and one attempt, the same for the same seed.
     fn draw(&self, i: usize, stage: &str, item: Option<&str>, nth: u64) -> f64 {
-        // FNV-1a: stable across builds and platforms, unlike std's hasher.
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        let parts: [&[u8]; 5] = [
+        let hash = fnv(&[
             &self.seed.to_le_bytes(),
             &(i as u64).to_le_bytes(),
             stage.as_bytes(),
             item.unwrap_or_default().as_bytes(),
             &nth.to_le_bytes(),
-        ];
-        for part in parts {
-            for &byte in part.iter().chain(&[0xff]) {
-                hash ^= u64::from(byte);
-                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-            }
-        }
+        ]);
         fastrand::Rng::with_seed(hash).f64()
     }
 
@@ -310,6 +304,19 @@ impl Chaos {
             })
         })
     }
+}
+
+/// FNV-1a over `parts`, each ended by a separator: stable across builds and platforms, unlike
+/// std's hasher.
+fn fnv(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &byte in part.iter().chain(&[0xff]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash
 }
 
 /// A check that fails while one of its `down` faults lasts, and probes as usual otherwise.
@@ -392,7 +399,7 @@ mod tests {
             .unwrap();
         let error = chaos.before("any", None).await.unwrap_err();
         assert_eq!(error.code(), Some("ETIMEDOUT"));
-        assert_eq!(error.rule(), Some(RULE));
+        assert_eq!(error.rule(), Some(StageError::INJECTED_RULE));
         assert!(
             error.message().starts_with("injected by --chaos"),
             "{error}"

@@ -9,7 +9,7 @@ use clap::Args;
 use migrationpilot::error::CliError;
 use migrationpilot::file;
 use migrationpilot::session;
-use migrationpilot::simulate::replay::Recording;
+use migrationpilot::simulate::replay::{Recording, Unreplayable};
 use migrationpilot::simulate::{Contender, Job, Replayed, Simulator, report, run_all};
 use migrationpilot::store::Access;
 use self_healing::chaos::{CATALOG, COMMON, Callers, KINDS, Scenario};
@@ -150,8 +150,16 @@ async fn replay(
 ) -> Exit {
     let store = session::open_store(store_url, Access::ReadOnly).await?;
     let recording = Recording::read(&*store, run)
-        .await?
-        .ok_or_else(|| CliError::Invalid(format!("the store has no run `{run}`")))?;
+        .await
+        .map_err(|why| match why {
+            Unreplayable::Store(error) => error.into(),
+            Unreplayable::Refused(why) => CliError::Invalid(why),
+        })?;
+    let unreached: Vec<String> = recording
+        .unreached(&simulator.stage_names())
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     let replayed = simulator
         .replay(std::sync::Arc::new(recording), seed)
         .map_err(|errors| {
@@ -183,6 +191,7 @@ async fn replay(
     if json {
         print_json(&serde_json::json!({
             "run": replayed.run,
+            "unreachedStages": unreached,
             "seed": seed,
             "recorded": side(status.0, metrics.0.as_ref(), decisions.0, attempts.0),
             "simulated": side(Some(status.1), Some(&metrics.1), decisions.1, attempts.1),
@@ -235,6 +244,12 @@ async fn replay(
     say!(
         "\n{drawn} of the replay's attempts were not in the recording: drawn from their stage's recorded attempts nearest in time"
     );
+    if !unreached.is_empty() {
+        say!(
+            "stages the recording never reached (their attempts succeed at once): {}",
+            unreached.join(", ")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

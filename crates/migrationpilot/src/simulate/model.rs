@@ -15,7 +15,7 @@ use crate::build::{Attempt, Modelled, Runner};
 use crate::store::work::Role;
 
 /// How long a health check's probe of the model takes.
-pub const PROBE: Duration = Duration::from_millis(5);
+const PROBE: Duration = Duration::from_millis(5);
 
 /// Answers a simulated run's attempts: a calling stage's command calls the dependency, any
 /// other stage's command does local work; a `reset` clears what the dependency leaked; a

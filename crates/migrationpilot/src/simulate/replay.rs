@@ -3,10 +3,11 @@
 //! run against in virtual time. Replaying a run against its own file gives back its outcome;
 //! against a changed file, what that file would have done with last night's failures.
 //!
-//! Each attempt the replay makes takes the recorded attempt with the same stage, item, attempt
-//! number and handler (the n-th time it is asked for, the n-th recorded: a restart asks
+//! Each attempt the replay makes takes the recorded attempt with the same stage, item and
+//! attempt number (the n-th time it is asked for, the n-th recorded in time: a restart asks
 //! again). One the recording lacks (a changed file retries more) is drawn from that stage's
-//! recorded attempt that started nearest in time, and counted as drawn.
+//! recorded attempt that started nearest in time, and counted as drawn; in a stage the
+//! recording never reached, attempts succeed at once.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,7 +22,7 @@ use self_healing::{BoxFuture, PipelineMetrics, RunStatus, StageContext, StageErr
 
 use crate::build::{Attempt, Runner};
 use crate::store::work::Role;
-use crate::store::{Result as StoreResult, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// What one recorded attempt did.
 #[derive(Debug, Clone)]
@@ -32,8 +33,8 @@ struct Recorded {
     outcome: Result<(), StageError>,
 }
 
-/// (stage, item, attempt number, whether the failover ran it).
-type Key = (String, Option<String>, u32, bool);
+/// (stage, item, attempt number): a failover's attempts count on from its stage's.
+type Key = (String, Option<String>, u32);
 
 /// A recorded run, as the replay needs it.
 #[derive(Debug, Default)]
@@ -61,16 +62,38 @@ pub struct Recording {
 /// The most journal rows read at once.
 const PAGE: u32 = 1000;
 
+/// How far apart a failure's end and a log's time may be for the log to be that failure's.
+const PAIRED: Duration = Duration::from_millis(250);
+
+/// Why a run cannot be replayed.
+#[derive(Debug)]
+pub enum Unreplayable {
+    /// The store failed.
+    Store(StoreError),
+    /// The run is not one a replay can take, and why.
+    Refused(String),
+}
+
+impl From<StoreError> for Unreplayable {
+    fn from(error: StoreError) -> Self {
+        Unreplayable::Store(error)
+    }
+}
+
 impl Recording {
-    /// Reads `run` from `store`; `None` when the store does not know it.
+    /// Reads `run` from `store`. Refused (with why) when the store does not know it, when it
+    /// was resumed (its journal holds several passes), or when its attempt logs were pruned
+    /// (its successful attempts are known only from them).
     ///
     /// The journal keeps every failed attempt (its duration and error) and the end of every
     /// attempt (its log); a successful attempt's duration is not journaled, so it is taken to
     /// be the median of its stage's failed attempts, or, in a stage where none failed, the
     /// stage's time per attempt at its concurrency.
-    pub async fn read(store: &dyn Store, run: &str) -> StoreResult<Option<Self>> {
+    pub async fn read(store: &dyn Store, run: &str) -> Result<Self, Unreplayable> {
         let Some(detail) = store.run(run).await? else {
-            return Ok(None);
+            return Err(Unreplayable::Refused(format!(
+                "the store has no run `{run}`"
+            )));
         };
         let t0 = detail.run.started_ms;
         let offset = |ms: i64| Duration::from_millis(u64::try_from(ms - t0).unwrap_or(0));
@@ -84,7 +107,8 @@ impl Recording {
             ..Recording::default()
         };
         // Failed attempts and health changes, from the events.
-        let mut failed: HashMap<(String, Option<String>, u32), Recorded> = HashMap::new();
+        let mut failed: HashMap<Key, Vec<Recorded>> = HashMap::new();
+        let mut passes = 0;
         let mut concurrency_of: HashMap<String, usize> = HashMap::new();
         let mut compensated = Duration::ZERO;
         let mut after = 0;
@@ -93,7 +117,8 @@ impl Recording {
             let Some(last) = rows.last() else { break };
             after = last.id;
             for row in rows {
-                const READ: [&str; 5] = [
+                const READ: [&str; 6] = [
+                    "run-started",
                     "attempt-failed",
                     "health-changed",
                     "stage-started",
@@ -113,16 +138,15 @@ impl Recording {
                         attempt,
                         duration,
                         error,
-                    } => {
-                        failed.insert(
-                            (stage.to_string(), item.map(|i| i.to_string()), attempt),
-                            Recorded {
-                                at: at.saturating_sub(duration),
-                                took: duration,
-                                outcome: Err(error),
-                            },
-                        );
-                    }
+                    } => failed
+                        .entry((stage.to_string(), item.map(|i| i.to_string()), attempt))
+                        .or_default()
+                        .push(Recorded {
+                            at: at.saturating_sub(duration),
+                            took: duration,
+                            outcome: Err(error),
+                        }),
+                    EventKind::RunStarted { .. } => passes += 1,
                     EventKind::RollbackStarted { .. } => compensated = at,
                     EventKind::CompensationFinished { stage, item, error } => {
                         recording.compensations.insert(
@@ -150,6 +174,11 @@ impl Recording {
                 }
             }
         }
+        if passes > 1 {
+            return Err(Unreplayable::Refused(format!(
+                "run {run} was resumed: its journal holds {passes} passes, and a replay takes one"
+            )));
+        }
         // Every attempt's end, from the logs; those that did not fail succeeded.
         let mut ended: Vec<(String, Option<String>, u32, Duration)> = Vec::new();
         let mut after = 0;
@@ -163,9 +192,18 @@ impl Recording {
                 ended.push((entry.stage, entry.item, attempt, offset(entry.at)));
             }
         }
+        if ended.is_empty() && detail.stages.iter().any(|stage| stage.items > 0) {
+            return Err(Unreplayable::Refused(format!(
+                "the attempt logs of run {run} were pruned (a project keeps its last 20 runs'): \
+                 its successful attempts are known only from them"
+            )));
+        }
         let mut failures_of: HashMap<&str, Vec<Duration>> = HashMap::new();
         for ((stage, ..), recorded) in &failed {
-            failures_of.entry(stage).or_default().push(recorded.took);
+            failures_of
+                .entry(stage)
+                .or_default()
+                .extend(recorded.iter().map(|r| r.took));
         }
         let typical: HashMap<String, Duration> = detail
             .stages
@@ -191,9 +229,17 @@ impl Recording {
                 (stage.stage.clone(), took)
             })
             .collect();
+        // A log is its attempt's failure when one ended with it (the failure is journaled as the
+        // log is kept): the same attempt number comes again after a restart, failing or not.
         for (stage, item, attempt, end) in ended {
             let place = (stage, item, attempt);
-            let recorded = failed.remove(&place).unwrap_or_else(|| {
+            let failure = failed.get_mut(&place).and_then(|failures| {
+                let i = failures
+                    .iter()
+                    .position(|f| (f.at + f.took).abs_diff(end) <= PAIRED)?;
+                Some(failures.remove(i))
+            });
+            let recorded = failure.unwrap_or_else(|| {
                 let took = typical.get(&place.0).copied().unwrap_or_default();
                 Recorded {
                     at: end.saturating_sub(took),
@@ -203,9 +249,15 @@ impl Recording {
             });
             recording.add(place, recorded);
         }
-        // Failures without a log (pruned, or cut short before it was kept).
-        for (place, recorded) in failed {
-            recording.add(place, recorded);
+        // Failures without a log (cut short before it was kept).
+        for (place, failures) in failed {
+            for recorded in failures {
+                recording.add(place.clone(), recorded);
+            }
+        }
+        // The n-th time a key is asked for, its n-th attempt in time.
+        for attempts in recording.attempts_by_key.values_mut() {
+            attempts.sort_by_key(|a| a.at);
         }
         for attempts in recording.by_stage.values_mut() {
             attempts.sort_by_key(|a| a.at);
@@ -216,7 +268,7 @@ impl Recording {
             .iter()
             .filter(|record| record.run.as_ref().is_some_and(|r| r.as_str() == run))
             .count() as u64;
-        Ok(Some(recording))
+        Ok(recording)
     }
 
     fn add(&mut self, (stage, item, attempt): (String, Option<String>, u32), recorded: Recorded) {
@@ -225,10 +277,8 @@ impl Recording {
             .entry(stage.clone())
             .or_default()
             .push(recorded.clone());
-        // The journal does not say which handler ran an attempt: the primary, as far as the
-        // replay knows.
         self.attempts_by_key
-            .entry((stage, item, attempt, false))
+            .entry((stage, item, attempt))
             .or_default()
             .push(recorded);
     }
@@ -325,9 +375,8 @@ impl Runner for Replayer {
         _stage: &'a StageContext<()>,
     ) -> BoxFuture<'a, Result<(), StageError>> {
         Box::pin(async move {
-            let failover = match attempt.role {
-                Role::Command => false,
-                Role::Failover => true,
+            match attempt.role {
+                Role::Command | Role::Failover => {}
                 Role::Rollback => {
                     let place = (attempt.stage.to_owned(), attempt.item.map(str::to_owned));
                     let Some(recorded) = self.recording.compensations.get(&place) else {
@@ -339,12 +388,11 @@ impl Runner for Replayer {
                 }
                 // A reset is not journaled as an attempt: done at once.
                 Role::Reset => return Ok(()),
-            };
+            }
             let key = (
                 attempt.stage.to_owned(),
                 attempt.item.map(str::to_owned),
                 attempt.attempt,
-                failover,
             );
             let (took, outcome) = self.answer(key);
             tokio::time::sleep(took).await;
@@ -373,5 +421,17 @@ impl Check for RecordedCheck {
 
     fn target(&self) -> String {
         format!("{} as recorded", self.check)
+    }
+}
+
+impl Recording {
+    /// Of `stages`, those the recording has no attempt of: a replay's attempts there succeed
+    /// at once.
+    pub fn unreached<'s>(&self, stages: &[&'s str]) -> Vec<&'s str> {
+        stages
+            .iter()
+            .filter(|stage| !self.by_stage.contains_key(**stage))
+            .copied()
+            .collect()
     }
 }

@@ -527,8 +527,8 @@ impl FromStr for Scenario {
             .filter(|k| (1..=100_000).contains(k))
             .ok_or_else(|| format!("`knee` in `{spec}` must be from 1 to 100000"))?;
         Ok(Scenario {
-            // Every parameter the label does not show is added to it: two scenarios differ
-            // in their labels.
+            // The parameters as given are added to the label (but a rate alone, which the
+            // label shows): two scenarios differ in their labels.
             label: if given
                 .iter()
                 .all(|(key, _)| *key == "rate" && ["transient", "stages"].contains(&kind.name))

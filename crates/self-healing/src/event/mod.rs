@@ -373,8 +373,8 @@ pub enum EventKind {
         /// The new rate in permits per second; `None` means unlimited.
         rate: Option<f64>,
     },
-    /// The run injects faults on purpose (`run --chaos`): what it injects, as written, and the
-    /// seed its failures are drawn from. Published once, as the run starts.
+    /// The run injects faults on purpose (`run --chaos`): what it injects and the seed its
+    /// failures are drawn from. Published once, as the run starts.
     ChaosInjecting {
         /// Each fault, as `run --chaos` reads it (`fail=30%,code=ECONNRESET,stage=load`).
         faults: Vec<String>,

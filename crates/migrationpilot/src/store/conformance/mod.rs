@@ -533,6 +533,7 @@ pub(super) async fn a_run_reads_back_with_its_stages_events_samples_logs_and_res
             count: 1
         }]
     );
+    assert_eq!(detail.chaos, None);
     let stages: Vec<_> = detail
         .stages
         .iter()
@@ -656,6 +657,20 @@ pub(super) async fn a_run_reads_back_with_its_stages_events_samples_logs_and_res
     );
     let failed = store.unfinished_run("p").await.unwrap().unwrap();
     assert_eq!(failed.status, RunState::Ended(RunStatus::Failed));
+
+    // What a `run --chaos` injected: the latest pass's.
+    let chaos = EventKind::ChaosInjecting {
+        faults: vec!["fail=30%,code=ECONNRESET".into()],
+        seed: 7,
+    };
+    store.append("p", &[ev(16, chaos)]).await.unwrap();
+    assert_eq!(
+        store.run("run-1").await.unwrap().unwrap().chaos,
+        Some(crate::store::ChaosRow {
+            faults: vec!["fail=30%,code=ECONNRESET".into()],
+            seed: 7
+        })
+    );
 }
 
 pub(super) async fn runs_are_listed_newest_first_and_names_in_byte_order(store: Arc<dyn Store>) {

@@ -171,7 +171,7 @@ impl Queries for Backend {
             .fetch_all(&self.pool)
             .await?;
             let chaos: Option<(String,)> = sqlx::query_as(
-                "SELECT body FROM events WHERE run = $1 AND kind = 'chaos-injecting' ORDER BY id LIMIT 1",
+                "SELECT body FROM events WHERE run = $1 AND kind = 'chaos-injecting' ORDER BY id DESC LIMIT 1",
             )
             .bind(run)
             .fetch_optional(&self.pool)
