@@ -12,12 +12,18 @@
 //!   run: rows a second each, and the ratio.
 //! - `claim`: 4,000 jobs queued, then claimed by one worker in batches of 8 (a worker's room):
 //!   the time each claim took, per item, median and 95th percentile.
+//! - `overhead`: 4,000 items that do nothing (`true`), a coordinating `run --no-work` and four
+//!   `worker` processes of concurrency 16: the CPU time the coordinating process, PostgreSQL
+//!   and the workers spent per remote item (their own `rusage`; PostgreSQL's from its
+//!   processes in `/proc`, its ended backends counted by its postmaster), and, last,
+//!   `remote items per coordinator core: N`.
 //!
 //! It runs the `migrationpilot` binary next to its own (build both with `--release`):
 //!
 //! cargo build --release -p migrationpilot && cargo run --release -p bench --features postgres --bin workers -- scaling
 //! cargo run --release -p bench --features postgres --bin workers -- journal
 //! cargo run --release -p bench --features postgres --bin workers -- claim
+//! cargo build --release -p migrationpilot && cargo run --release -p bench --features postgres --bin workers -- overhead
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,8 +39,9 @@ async fn main() {
         "scaling" => scaling().await,
         "journal" => journal().await,
         "claim" => claim().await,
+        "overhead" => overhead().await,
         _ => {
-            eprintln!("usage: workers scaling|journal|claim");
+            eprintln!("usage: workers scaling|journal|claim|overhead");
             std::process::exit(2);
         }
     }
@@ -236,4 +243,140 @@ async fn claim() {
         at(0.5),
         at(0.95)
     );
+}
+
+/// Items of the overhead measurement.
+const REMOTE_ITEMS: usize = 4_000;
+
+// Every child is reaped by `wait4`, which also gives its CPU time; clippy cannot see that.
+#[allow(clippy::zombie_processes)]
+async fn overhead() {
+    let binary = bench::migrationpilot_binary("cargo build --release -p migrationpilot");
+    let dir = tempfile::tempdir().unwrap();
+    let items: Vec<String> = (0..REMOTE_ITEMS).map(|i| format!("item-{i:05}")).collect();
+    std::fs::write(dir.path().join("items.txt"), items.join("\n")).unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.yaml"),
+        "project: overhead\nstages:\n  - name: nothing\n    command: [\"true\"]\n    items: { file: items.txt }\n    concurrency: 128\n",
+    )
+    .unwrap();
+    let database = database().await;
+    PostgresStore::open(&database.url).await.unwrap();
+    let spawn = |args: &[&str]| {
+        std::process::Command::new(&binary)
+            .args(args)
+            .current_dir(dir.path())
+            .env("MIGRATIONPILOT_STORE", &database.url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let postgres_before = postgres_cpu();
+    let workers: Vec<_> = (0..4)
+        .map(|_| spawn(&["worker", "--concurrency", "16"]))
+        .collect();
+    let started = Instant::now();
+    let coordinator = spawn(&["run", "pipeline.yaml", "--no-work"]);
+    let (status, coordinating) = wait_with_cpu(coordinator.id());
+    let took = started.elapsed();
+    assert!(status == 0, "the run failed: status {status}");
+    let mut working = Duration::ZERO;
+    for worker in workers {
+        // SAFETY: `kill` on a child's pid this process has not waited for yet.
+        unsafe { libc::kill(worker.id() as libc::pid_t, libc::SIGKILL) };
+        working += wait_with_cpu(worker.id()).1;
+    }
+    // Their backends end once they are gone; the postmaster counts them when it reaps them.
+    std::thread::sleep(Duration::from_millis(500));
+    let postgres = postgres_cpu().saturating_sub(postgres_before);
+    let per = |cpu: Duration| cpu.as_secs_f64() * 1e6 / REMOTE_ITEMS as f64;
+    println!(
+        "{REMOTE_ITEMS} items that do nothing, 4 workers of concurrency 16, coordinator --no-work: {:.2} s, {:.0} items/s",
+        took.as_secs_f64(),
+        REMOTE_ITEMS as f64 / took.as_secs_f64()
+    );
+    println!(
+        "CPU per remote item: coordinator {:.0} µs, PostgreSQL {:.0} µs, workers {:.0} µs (their commands included)",
+        per(coordinating),
+        per(postgres),
+        per(working)
+    );
+    println!(
+        "remote items per coordinator core: {:.0}",
+        REMOTE_ITEMS as f64 / coordinating.as_secs_f64()
+    );
+}
+
+/// Waits for the child `pid`; its exit status and the CPU time (user and system) it used.
+fn wait_with_cpu(pid: u32) -> (i32, Duration) {
+    let mut status = 0;
+    // SAFETY: zeroed `rusage` is a valid value for `wait4` to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, with pointers to live locals.
+    let waited = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid as libc::pid_t, "wait4 on {pid}");
+    let cpu = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    (code, cpu(usage.ru_utime) + cpu(usage.ru_stime))
+}
+
+/// The CPU time PostgreSQL's processes have used: each live one's own, and its ended backends'
+/// as the postmaster (the one whose parent is not `postgres`) counts its reaped children.
+fn postgres_cpu() -> Duration {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut total = 0u64;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    let stats: Vec<(u32, String)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            Some((
+                pid,
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?,
+            ))
+        })
+        .collect();
+    let comm = |stat: &str| {
+        stat.split_once('(')
+            .and_then(|(_, r)| r.rsplit_once(')'))
+            .map(|(c, _)| c.to_owned())
+    };
+    let postgres: Vec<u32> = stats
+        .iter()
+        .filter(|(_, stat)| comm(stat).is_some_and(|c| c.starts_with("postgres")))
+        .map(|(pid, _)| *pid)
+        .collect();
+    for (pid, stat) in &stats {
+        if !postgres.contains(pid) {
+            continue;
+        }
+        // The fields after the command: state is 3rd; utime 14th, stime 15th, cutime 16th,
+        // cstime 17th (1-based, counting from pid).
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |n: usize| {
+            fields
+                .get(n - 3)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let parent = field(4) as u32;
+        total += field(14) + field(15);
+        if !postgres.contains(&parent) {
+            total += field(16) + field(17);
+        }
+    }
+    Duration::from_secs_f64(total as f64 / ticks)
 }
