@@ -2,7 +2,8 @@
 //! measurement on the server `MIGRATIONPILOT_TEST_POSTGRES_URL` names (`source
 //! .ci/services.sh start` sets it), dropped after.
 //!
-//! - `scaling [--per-worker N]`: 1,000 items that each wait 50 ms (`sleep 0.05`), a
+//! - `scaling [--per-worker N] [--item-ms MS] [--items N]`: 1,000 items that each wait 50 ms
+//!   (`sleep 0.05`; `--item-ms` and `--items` change both), a
 //!   coordinating `run --no-work` and 1, then 4, `worker` processes of concurrency N (8; the
 //!   stage's concurrency is 8 N, twice the four workers' room, so a worker finds its next item
 //!   queued): items a second with each, and the ratio.
@@ -55,31 +56,37 @@ async fn database() -> TestDatabase {
 
 const ITEMS: usize = 1_000;
 
-/// Each worker's concurrency: `--per-worker N` (8).
-fn per_worker() -> usize {
+/// The number after `flag` on the command line, or `default`.
+fn option(flag: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
-        .position(|a| a == "--per-worker")
+        .position(|a| a == flag)
         .and_then(|i| args.get(i + 1))
-        .map_or(8, |n| n.parse().expect("--per-worker takes a number"))
+        .map_or(default, |n| {
+            n.parse()
+                .unwrap_or_else(|_| panic!("{flag} takes a number"))
+        })
 }
 
 async fn scaling() {
-    let room = per_worker();
+    let room = option("--per-worker", 8);
+    let item_ms = option("--item-ms", 50);
+    let count = option("--items", ITEMS);
     let binary = bench::migrationpilot_binary("cargo build --release -p migrationpilot");
     let dir = tempfile::tempdir().unwrap();
-    let items: Vec<String> = (0..ITEMS).map(|i| format!("item-{i:04}")).collect();
+    let items: Vec<String> = (0..count).map(|i| format!("item-{i:04}")).collect();
     std::fs::write(dir.path().join("items.txt"), items.join("\n")).unwrap();
     std::fs::write(
         dir.path().join("pipeline.yaml"),
         format!(
-            "project: scaling\nstages:\n  - name: wait\n    command: [\"sleep\", \"0.05\"]\n    items: {{ file: items.txt }}\n    concurrency: {}\n",
+            "project: scaling\nstages:\n  - name: wait\n    command: [\"sleep\", \"{}\"]\n    items: {{ file: items.txt }}\n    concurrency: {}\n",
+            item_ms as f64 / 1000.0,
             8 * room
         ),
     )
     .unwrap();
     println!(
-        "{ITEMS} items of 50 ms each, workers of concurrency {room}, stage concurrency {}, coordinator --no-work",
+        "{count} items of {item_ms} ms each, workers of concurrency {room}, stage concurrency {}, coordinator --no-work",
         8 * room
     );
     let mut rates = Vec::new();
@@ -111,7 +118,7 @@ async fn scaling() {
             let _ = worker.kill();
             let _ = worker.wait();
         }
-        let rate = ITEMS as f64 / took.as_secs_f64();
+        let rate = count as f64 / took.as_secs_f64();
         println!(
             "{workers} worker(s): {:.2} s, {rate:.0} items/s",
             took.as_secs_f64()
