@@ -943,3 +943,67 @@ fn the_openapi_document_lists_every_action_and_trigger_kind() {
     assert_eq!(listed("HealingRecord", "action"), actions);
     assert_eq!(listed("TriggerMatch", "kind"), triggers);
 }
+
+/// The OpenAPI document has a schema for every event kind, chosen by its `type`, so a client
+/// generated from it reads every event the journal and the stream give. The kinds are read from
+/// `EventKind`'s source, where adding one is done.
+#[test]
+fn the_openapi_document_lists_every_event_kind() {
+    let source = include_str!("../../self-healing/src/event/mod.rs");
+    let body = source
+        .split_once("pub enum EventKind {")
+        .expect("EventKind in event/mod.rs")
+        .1;
+    let body = &body[..body.find("\n}\n").expect("the enum's end")];
+    let kinds: Vec<String> = body
+        .lines()
+        .filter_map(|line| {
+            let name = line.strip_prefix("    ")?;
+            let name = name.split([' ', ',', '{', '(']).next()?;
+            name.starts_with(|c: char| c.is_ascii_uppercase()).then(|| {
+                // CamelCase to kebab-case, as serde's `rename_all` writes it.
+                let mut kebab = String::new();
+                for (i, c) in name.chars().enumerate() {
+                    if c.is_ascii_uppercase() && i > 0 {
+                        kebab.push('-');
+                    }
+                    kebab.push(c.to_ascii_lowercase());
+                }
+                kebab
+            })
+        })
+        .collect();
+    assert!(kinds.len() >= 28, "{kinds:?}");
+    let document: Value = serde_json::from_str(include_str!("../src/serve/openapi.json")).unwrap();
+    let schemas = &document["components"]["schemas"];
+    let listed: Vec<String> = schemas["EventType"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    let mut sorted = kinds.clone();
+    sorted.sort();
+    let mut listed_sorted = listed.clone();
+    listed_sorted.sort();
+    assert_eq!(listed_sorted, sorted, "EventType against EventKind");
+    let mapping = &schemas["Event"]["discriminator"]["mapping"];
+    for kind in &kinds {
+        let target = mapping[kind]
+            .as_str()
+            .unwrap_or_else(|| panic!("no discriminator mapping for {kind}"));
+        let name = target.trim_start_matches("#/components/schemas/");
+        assert_eq!(
+            schemas[name]["properties"]["type"]["const"], *kind,
+            "{name} is the schema of {kind}"
+        );
+        assert!(
+            schemas["Event"]["oneOf"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|one| one["$ref"] == target),
+            "{target} in Event's oneOf"
+        );
+    }
+}
