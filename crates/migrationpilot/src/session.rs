@@ -61,20 +61,21 @@ pub fn load(
         seed,
         chaos,
     )
-    .map_err(|errors| {
-        for error in &errors {
-            crate::terminal::eprint_line(format_args!(
-                "{}",
-                loaded.secrets.mask(&error.to_string())
-            ));
-        }
-        CliError::File {
-            path: path.display().to_string(),
-            count: errors.len(),
-        }
-    })?;
+    .map_err(|errors| file_errors(path, &errors, &loaded.secrets))?;
     built.alert_settings = loaded.alert_settings;
     Ok(built)
+}
+
+/// Prints each of a file's problems to standard error, with its file, line, column and key and
+/// the file's secrets masked; the error that ends the command.
+pub fn file_errors(path: &Path, errors: &[file::FileError], secrets: &Secrets) -> CliError {
+    for error in errors {
+        crate::terminal::eprint_line(format_args!("{}", secrets.mask(&error.to_string())));
+    }
+    CliError::File {
+        path: path.display().to_string(),
+        count: errors.len(),
+    }
 }
 
 /// How long a run's end waits for alert deliveries in flight before leaving them owed.

@@ -77,9 +77,11 @@ pub(super) async fn exec(store_url: Option<String>, args: SimulateArgs) -> Exit 
             })
             .collect::<Result<_, _>>()?
     };
-    let loaded = file::load(&path).map_err(|e| report_errors(&path, vec![e]))?;
-    let simulator = Simulator::new(loaded.file, &path, loaded.text)
-        .map_err(|errors| report_errors(&path, errors))?;
+    let loaded = file::load(&path)?;
+    let secrets = loaded.secrets.clone();
+    let report_errors =
+        |errors: Vec<file::FileError>| session::file_errors(&path, &errors, &secrets);
+    let simulator = Simulator::new(loaded.file, &path, loaded.text).map_err(report_errors)?;
     let stages = simulator.stage_names();
     for scenario in &scenarios {
         if let Callers::Named(names) = &scenario.callers {
@@ -100,7 +102,15 @@ pub(super) async fn exec(store_url: Option<String>, args: SimulateArgs) -> Exit 
         }
     }
     if let Some(run) = &args.replay {
-        return replay(store_url, &simulator, run, args.seed, args.json).await;
+        return replay(
+            store_url,
+            &simulator,
+            run,
+            args.seed,
+            args.json,
+            &report_errors,
+        )
+        .await;
     }
     let seeds: Vec<u64> = (args.seed..=last_seed).collect();
     let mut jobs = Vec::new();
@@ -116,7 +126,7 @@ pub(super) async fn exec(store_url: Option<String>, args: SimulateArgs) -> Exit 
             }
         }
     }
-    let outcomes = run_all(&jobs).map_err(|e| report_errors(&path, e))?;
+    let outcomes = run_all(&jobs).map_err(report_errors)?;
     let sentences = report::sentences(&outcomes);
     if args.json {
         print_json(&serde_json::json!({
@@ -147,6 +157,7 @@ async fn replay(
     run: &str,
     seed: u64,
     json: bool,
+    report_errors: &dyn Fn(Vec<file::FileError>) -> CliError,
 ) -> Exit {
     let store = session::open_store(store_url, Access::ReadOnly).await?;
     let recording = Recording::read(&*store, run)
@@ -162,13 +173,7 @@ async fn replay(
         .collect();
     let replayed = simulator
         .replay(std::sync::Arc::new(recording), seed)
-        .map_err(|errors| {
-            let count = errors.len();
-            for error in errors {
-                migrationpilot::terminal::eprint_line(format_args!("{error}"));
-            }
-            CliError::Invalid(format!("the file cannot replay {run} ({count} problem(s))"))
-        })?;
+        .map_err(report_errors)?;
     let side = |status: Option<RunStatus>,
                 metrics: Option<&PipelineMetrics>,
                 decisions: u64,
@@ -251,17 +256,6 @@ async fn replay(
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Prints each problem with its place, as `validate` does.
-fn report_errors(path: &std::path::Path, errors: Vec<file::FileError>) -> CliError {
-    for error in &errors {
-        migrationpilot::terminal::eprint_line(format_args!("{error}"));
-    }
-    CliError::File {
-        path: path.display().to_string(),
-        count: errors.len(),
-    }
 }
 
 fn list() {
