@@ -92,16 +92,7 @@ async fn scaling() {
     let mut rates = Vec::new();
     for workers in [1, 4] {
         let database = database().await;
-        let spawn = |args: &[&str]| {
-            std::process::Command::new(&binary)
-                .args(args)
-                .current_dir(dir.path())
-                .env("MIGRATIONPILOT_STORE", &database.url)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap()
-        };
+        let spawn = |args: &[&str]| spawn(&binary, dir.path(), &database.url, args);
         // The store's schema is made before anything is timed.
         PostgresStore::open(&database.url).await.unwrap();
         let concurrency = room.to_string();
@@ -126,6 +117,23 @@ async fn scaling() {
         rates.push(rate);
     }
     println!("4 workers / 1 worker: {:.2}×", rates[1] / rates[0]);
+}
+
+/// `migrationpilot ARGS` in `dir` on the store `url`, its output discarded.
+fn spawn(
+    binary: &std::path::Path,
+    dir: &std::path::Path,
+    url: &str,
+    args: &[&str],
+) -> std::process::Child {
+    std::process::Command::new(binary)
+        .args(args)
+        .current_dir(dir)
+        .env("MIGRATIONPILOT_STORE", url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 const ROWS: usize = 20_000;
@@ -269,16 +277,7 @@ async fn overhead() {
     .unwrap();
     let database = database().await;
     PostgresStore::open(&database.url).await.unwrap();
-    let spawn = |args: &[&str]| {
-        std::process::Command::new(&binary)
-            .args(args)
-            .current_dir(dir.path())
-            .env("MIGRATIONPILOT_STORE", &database.url)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = |args: &[&str]| spawn(&binary, dir.path(), &database.url, args);
     let postgres_before = postgres_cpu();
     let workers: Vec<_> = (0..4)
         .map(|_| spawn(&["worker", "--concurrency", "16"]))
