@@ -107,6 +107,11 @@ impl Simulator {
         &self.notes
     }
 
+    /// The units of work `stage` has: its items, or its one attempt for a stage without.
+    fn units_of(&self, stage: &str) -> u64 {
+        self.items.get(stage).copied().unwrap_or(1).max(1)
+    }
+
     /// The stages' names, in order.
     pub fn stage_names(&self) -> Vec<&str> {
         self.file.stages.iter().map(|s| s.name.as_str()).collect()
@@ -146,10 +151,9 @@ impl Simulator {
             .map(str::to_owned)
             .collect();
         // Items a stage without items stands for: its one attempt.
-        let items_of = |stage: &str| self.items.get(stage).copied().unwrap_or(1).max(1);
         let mut scenario = scenario.clone();
         if let Fault::Critical { item: None } = scenario.fault {
-            let first = callers.first().map_or(1, |stage| items_of(stage));
+            let first = callers.first().map_or(1, |stage| self.units_of(stage));
             scenario.fault = Fault::Critical {
                 item: Some(first / 2),
             };
@@ -172,7 +176,6 @@ impl Simulator {
         callers: &[String],
         file: &PipelineFile,
     ) -> Result<(Outcome, HashMap<String, u64>), Vec<FileError>> {
-        let items_of = |stage: &str| self.items.get(stage).copied().unwrap_or(1).max(1);
         paused_runtime().block_on(async {
             let downstream = Arc::new(Downstream::new(scenario, seed));
             let model = Arc::new(Model::new(
@@ -195,7 +198,7 @@ impl Simulator {
             let report = &ran.report;
             let (mut done, mut total) = (0u64, 0u64);
             for stage in callers {
-                let items = items_of(stage);
+                let items = self.units_of(stage);
                 total += items;
                 let has_items = self.items.contains_key(stage);
                 done += report

@@ -10,8 +10,8 @@
 //! recording never reached, attempts succeed at once.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -295,7 +295,7 @@ impl Recording {
 /// Answers a replay's attempts from the recording.
 #[derive(Debug)]
 pub struct Replayer {
-    recording: std::sync::Arc<Recording>,
+    recording: Arc<Recording>,
     start: Instant,
     /// How many times each key was asked for.
     asked: Mutex<HashMap<Key, usize>>,
@@ -305,7 +305,7 @@ pub struct Replayer {
 
 impl Replayer {
     /// A replayer whose time zero is now: make it as the run starts.
-    pub fn new(recording: std::sync::Arc<Recording>) -> Self {
+    pub fn new(recording: Arc<Recording>) -> Self {
         Replayer {
             recording,
             start: Instant::now(),
@@ -360,9 +360,9 @@ impl Replayer {
     }
 
     /// The probe of `check`: failing while the recording had it unhealthy or degraded.
-    pub fn probe(self: &std::sync::Arc<Self>, check: &str) -> std::sync::Arc<dyn Check> {
-        std::sync::Arc::new(RecordedCheck {
-            replayer: std::sync::Arc::clone(self),
+    pub fn probe(self: &Arc<Self>, check: &str) -> Arc<dyn Check> {
+        Arc::new(RecordedCheck {
+            replayer: Arc::clone(self),
             check: check.to_owned(),
         })
     }
@@ -403,7 +403,7 @@ impl Runner for Replayer {
 
 /// A check answering as the recording had it.
 struct RecordedCheck {
-    replayer: std::sync::Arc<Replayer>,
+    replayer: Arc<Replayer>,
     check: String,
 }
 
