@@ -2,9 +2,14 @@
 
 use std::time::Duration;
 
+use super::strategy::STRATEGY_KEYS;
 use super::*;
+use crate::de::Tagged;
 use crate::error::StageError;
-use crate::healing::{CircuitBreakAction, CustomAction, ScaleAction, ScaleDirection};
+use crate::event::ActionKind;
+use crate::healing::{
+    CircuitBreakAction, CustomAction, HealingStrategy, RetryAction, ScaleAction, ScaleDirection,
+};
 use crate::pipeline::Remedy;
 use crate::resilience::{Backoff, RetryPolicy};
 
