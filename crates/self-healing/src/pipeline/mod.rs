@@ -30,6 +30,7 @@
 //!   events published so far, the supervisor's decision among them; a retry's wait overlaps
 //!   that commit.
 
+mod context;
 mod control;
 mod report;
 mod resume;
@@ -42,12 +43,13 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+pub use context::{ItemContext, StageContext};
 pub use control::{StageControl, StageRequest};
 pub use report::{CompensationFailure, RunReport, StageReport};
 pub use resume::Resume;
 pub use stage::{
-    DEFAULT_MAX_RESTARTS, EachStage, Item, ItemContext, ItemSource, RestartBackoff, RestartFrom,
-    SingleStage, Stage, StageContext,
+    DEFAULT_MAX_RESTARTS, EachStage, Item, ItemSource, RestartBackoff, RestartFrom, SingleStage,
+    Stage,
 };
 pub use supervisor::{Failure, Remedy, RetrySupervisor, RunScope, StageChange, Supervisor};
 

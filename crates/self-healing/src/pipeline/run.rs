@@ -11,9 +11,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::context::StageContext;
 use super::control::{StageControl, StageRequest};
 use super::report::{CompensationFailure, RunReport, StageReport};
-use super::stage::{RestartFrom, Stage, StageContext, Unit};
+use super::stage::{RestartFrom, Stage, Unit};
 use super::supervisor::{Failure, Remedy, RunScope, Supervisor};
 use crate::error::StageError;
 use crate::event::{ActionKind, EventBus, EventKind, HandlerKind, RunId, RunStatus};
@@ -36,7 +37,7 @@ pub(crate) struct Runner<C> {
     pub(crate) supervisor: Arc<dyn Supervisor>,
     pub(crate) default_retry: RetryPolicy,
     pub(crate) jitter: Arc<Jitter>,
-    pub(crate) outputs: Arc<super::stage::Outputs>,
+    pub(crate) outputs: Arc<super::context::Outputs>,
     pub(crate) cancel: CancellationToken,
     pub(crate) resume: Option<Arc<super::Resume>>,
     pub(crate) grace: Duration,
