@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::{Alert, Alerting, CHECK_DOWN, RUN_FAILED, RUN_STUCK};
+use crate::clock::Clock;
 use crate::error::CODE_RESTART_LIMIT;
 use crate::error::Severity;
 use crate::event::{
@@ -14,6 +15,7 @@ use crate::event::{
     RETRIES_EXHAUSTED, RunId, RunStatus,
 };
 use crate::health::CheckStatus;
+use crate::metrics::MetricsCollector;
 use crate::resilience::BreakerState;
 
 /// The alert a rollback raises; resolved when the stage or a later run succeeds.
@@ -27,6 +29,9 @@ pub const BREAKER_OPEN: &str = "circuit-breaker-open";
 /// The alert a spent healing budget raises; resolved when the run succeeds.
 pub const HEALING_BUDGET: &str = "healing-budget";
 
+/// The events a watcher follows. Not successful attempts, a run's bulk: it reads when the
+/// latest ended from the run's metrics when it must ([`Watch::caught_up`]), and follows them
+/// only while `run-stuck` fires, to resolve it at the next.
 fn wanted(kind: &EventKind) -> bool {
     matches!(
         kind,
@@ -36,7 +41,6 @@ fn wanted(kind: &EventKind) -> bool {
             | EventKind::BreakerChanged { .. }
             | EventKind::StageSucceeded { .. }
             | EventKind::RunFinished { .. }
-            | EventKind::AttemptSucceeded { .. }
             | EventKind::AttemptFailed { .. }
             | EventKind::HealthChanged { .. }
     )
@@ -58,12 +62,37 @@ struct Watch {
     project: Arc<str>,
     run: RunId,
     thresholds: Vec<Arc<str>>,
-    /// When an attempt last finished (or the run started).
+    /// When an attempt last finished (or the run started), as far as the watcher knows.
     progress: Instant,
+    /// The run's counts, with when its latest successful attempt ended.
+    metrics: MetricsCollector,
+    /// The bus's clock, which stamped that time.
+    clock: Arc<dyn Clock>,
     /// Whether `run-stuck` fires.
     stuck: bool,
     /// The checks unhealthy now, by name.
     down: HashMap<Arc<str>, Down>,
+}
+
+impl Watch {
+    /// Moves `progress` up to the latest successful attempt's end; whether it moved.
+    fn caught_up(&mut self) -> bool {
+        let Some(at) = self.metrics.last_success() else {
+            return false;
+        };
+        let ago = self.clock.wall().duration_since(at).unwrap_or_default();
+        match Instant::now().checked_sub(ago) {
+            Some(ended) if ended > self.progress => {
+                self.progress = ended;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+fn attempt_succeeded(kind: &EventKind) -> bool {
+    matches!(kind, EventKind::AttemptSucceeded { .. })
 }
 
 /// A check unhealthy now.
@@ -93,6 +122,7 @@ impl Alerting {
     pub fn watch_run(
         &self,
         bus: &EventBus,
+        metrics: &MetricsCollector,
         project: &str,
         run: &RunId,
         start: impl FnOnce() -> WatchStart,
@@ -108,6 +138,8 @@ impl Alerting {
             run: run.clone(),
             thresholds,
             progress: Instant::now(),
+            metrics: metrics.clone(),
+            clock: Arc::clone(bus.clock()),
             stuck: false,
             down: unhealthy
                 .into_iter()
@@ -132,15 +164,37 @@ impl Alerting {
                     _ => false,
                 }
         });
+        let bus = bus.clone();
         // Counted as busy, so `settle` after a run waits for its end to be handled.
         self.spawn_owing(async move {
+            // While `run-stuck` fires: the successful attempts, the next of which resolves it.
+            let mut successes = None;
             loop {
+                if !watch.stuck {
+                    successes = None;
+                } else if successes.is_none() {
+                    successes = Some(bus.subscribe_to(attempt_succeeded));
+                    // One that ended before the subscription counts too.
+                    if watch.caught_up() {
+                        watch.stuck = false;
+                        this.resolve_stuck(&watch);
+                        continue;
+                    }
+                }
                 let due = this.next_due(&watch);
                 let event = tokio::select! {
                     event = events.recv() => match event {
                         Some(event) => event,
                         None => break,
                     },
+                    Some(event) = async { successes.as_mut()?.recv().await }, if successes.is_some() => {
+                        if event.run.as_ref() == Some(&watch.run) {
+                            watch.progress = Instant::now();
+                            watch.stuck = false;
+                            this.resolve_stuck(&watch);
+                        }
+                        continue;
+                    }
                     () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
                         this.fire_due(&mut watch);
                         continue;
@@ -188,6 +242,7 @@ impl Alerting {
         let now = Instant::now();
         if builtins.run_stuck.enabled
             && !watch.stuck
+            && !watch.caught_up()
             && watch
                 .progress
                 .checked_add(builtins.run_stuck.after)
@@ -250,7 +305,7 @@ impl Alerting {
     fn on_builtin(&self, watch: &mut Watch, event: &Event) {
         let builtins = self.builtins();
         match &event.kind {
-            EventKind::AttemptSucceeded { .. } | EventKind::AttemptFailed { .. } => {
+            EventKind::AttemptFailed { .. } => {
                 watch.progress = Instant::now();
                 if std::mem::take(&mut watch.stuck) {
                     self.resolve_stuck(watch);

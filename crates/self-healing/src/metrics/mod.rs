@@ -355,6 +355,12 @@ impl MetricsCollector {
         self.inner.tally.snapshot(Instant::now())
     }
 
+    /// When the current (or last) run's latest successful attempt ended: how a watcher learns
+    /// that a run makes progress without an event per attempt.
+    pub fn last_success(&self) -> Option<std::time::SystemTime> {
+        self.inner.tally.last_success()
+    }
+
     /// Ends the current sample interval: records the built-in metrics for it in every scope.
     pub fn sample(&self) {
         let inner = &*self.inner;
@@ -482,22 +488,18 @@ impl EventSink for MetricsCollector {
         let Some(stage) = event.kind.stage() else {
             return;
         };
-        let scopes = || [self.stage(stage), Arc::clone(&inner.run)];
-        match &event.kind {
-            EventKind::StageStarted { .. } => {
-                for scope in scopes() {
+        // Counts the event in a scope; false for events no scope counts.
+        let count = |scope: &ScopeState| {
+            match &event.kind {
+                EventKind::StageStarted { .. } => {
                     scope.running.fetch_add(1, Ordering::AcqRel);
                 }
-            }
-            EventKind::StageSucceeded { .. } | EventKind::StageFailed { .. } => {
-                for scope in scopes() {
+                EventKind::StageSucceeded { .. } | EventKind::StageFailed { .. } => {
                     let _ = scope
                         .running
                         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(1));
                 }
-            }
-            EventKind::AttemptSucceeded { duration, item, .. } => {
-                for scope in scopes() {
+                EventKind::AttemptSucceeded { duration, item, .. } => {
                     scope.attempts.fetch_add(1, Ordering::Relaxed);
                     if item.is_none() {
                         scope.completed.fetch_add(1, Ordering::Relaxed);
@@ -506,22 +508,33 @@ impl EventSink for MetricsCollector {
                         .duration(inner.retention_size)
                         .record(duration.as_secs_f64() * 1000.0);
                 }
-            }
-            EventKind::AttemptFailed { duration, .. } => {
-                for scope in scopes() {
+                EventKind::AttemptFailed { duration, .. } => {
                     scope.attempts.fetch_add(1, Ordering::Relaxed);
                     scope.failures.fetch_add(1, Ordering::Relaxed);
                     scope
                         .duration(inner.retention_size)
                         .record(duration.as_secs_f64() * 1000.0);
                 }
-            }
-            EventKind::ItemSucceeded { .. } => {
-                for scope in scopes() {
+                EventKind::ItemSucceeded { .. } => {
                     scope.completed.fetch_add(1, Ordering::Relaxed);
                 }
+                _ => return false,
             }
-            _ => {}
+            true
+        };
+        // The run's scope first: an event it does not count costs no look-up of the stage's.
+        if !count(&inner.run) {
+            return;
+        }
+        let stages = inner.stages.read().unwrap_or_else(|e| e.into_inner());
+        match stages.get(&**stage) {
+            Some(scope) => {
+                count(scope);
+            }
+            None => {
+                drop(stages);
+                count(&self.stage(stage));
+            }
         }
     }
 }

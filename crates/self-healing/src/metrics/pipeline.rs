@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -127,6 +127,9 @@ pub(crate) struct Tally {
     attempts: AtomicU64,
     failed_attempts: AtomicU64,
     units_completed: AtomicU64,
+    /// When the run's latest successful attempt ended (its event's time), in microseconds
+    /// since the Unix epoch; 0 before the first.
+    last_success: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -164,6 +167,7 @@ impl Tally {
                     &self.attempts,
                     &self.failed_attempts,
                     &self.units_completed,
+                    &self.last_success,
                 ] {
                     counter.store(0, Ordering::Relaxed);
                 }
@@ -193,6 +197,9 @@ impl Tally {
                 if item.is_none() {
                     add(&self.units_completed);
                 }
+                let at = event.at.duration_since(UNIX_EPOCH).unwrap_or_default();
+                let micros = u64::try_from(at.as_micros()).unwrap_or(u64::MAX).max(1);
+                self.last_success.fetch_max(micros, Ordering::Relaxed);
             }
             EventKind::AttemptFailed { .. } => {
                 add(&self.attempts);
@@ -208,6 +215,14 @@ impl Tally {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// When the run's latest successful attempt ended.
+    pub(crate) fn last_success(&self) -> Option<SystemTime> {
+        match self.last_success.load(Ordering::Relaxed) {
+            0 => None,
+            micros => Some(UNIX_EPOCH + Duration::from_micros(micros)),
         }
     }
 

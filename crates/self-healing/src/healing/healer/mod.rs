@@ -600,9 +600,12 @@ impl Supervisor for AutoHealer {
 
     fn run_started(&self, scope: &RunScope) {
         self.inner.alerts.report_to(&scope.bus, Some(&scope.run));
-        self.inner
-            .alerts
-            .watch_run(&scope.bus, &scope.pipeline, &scope.run, || WatchStart {
+        self.inner.alerts.watch_run(
+            &scope.bus,
+            &scope.metrics,
+            &scope.pipeline,
+            &scope.run,
+            || WatchStart {
                 unhealthy: self.unhealthy_checks(),
                 thresholds: self
                     .inner
@@ -610,7 +613,8 @@ impl Supervisor for AutoHealer {
                     .iter()
                     .map(|t| Arc::clone(&t.metric))
                     .collect(),
-            });
+            },
+        );
         let stop = CancellationToken::new();
         let previous = self.lock_attached().insert(
             scope.run.clone(),
