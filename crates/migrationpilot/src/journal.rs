@@ -25,8 +25,7 @@ fn masked(event: Arc<Event>, secrets: &Secrets) -> Arc<Event> {
         return event;
     }
     let place = match &event.kind {
-        EventKind::ItemStarted { stage, item }
-        | EventKind::ItemSucceeded { stage, item, .. }
+        EventKind::ItemSucceeded { stage, item, .. }
         | EventKind::AttemptStarted {
             stage,
             item: Some(item),

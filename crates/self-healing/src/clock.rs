@@ -19,6 +19,14 @@ pub trait Clock: Send + Sync + 'static {
 
     /// Wall-clock time, for timestamps that are stored or shown.
     fn wall(&self) -> SystemTime;
+
+    /// The wall-clock time at `instant`, one this clock's [`instant`](Self::instant) gave a
+    /// moment ago: lets a caller that has just read the time stamp events without reading it
+    /// again. By default the wall-clock time now.
+    fn wall_at(&self, instant: Instant) -> SystemTime {
+        let _ = instant;
+        self.wall()
+    }
 }
 
 /// Wall time anchored at creation and advanced by tokio's clock.
@@ -71,7 +79,11 @@ impl Default for TokioClock {
 
 impl Clock for TokioClock {
     fn wall(&self) -> SystemTime {
-        self.anchor_wall + Instant::now().saturating_duration_since(self.anchor_instant)
+        self.wall_at(Instant::now())
+    }
+
+    fn wall_at(&self, instant: Instant) -> SystemTime {
+        self.anchor_wall + instant.saturating_duration_since(self.anchor_instant)
     }
 }
 

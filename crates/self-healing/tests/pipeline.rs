@@ -116,6 +116,50 @@ async fn fan_out_never_exceeds_its_concurrency_and_pulls_items_lazily() {
     );
 }
 
+/// A stage's workers run item after item while each finishes at once, but yield to the
+/// runtime's other tasks as they go (a timer, a signal handler, the pass itself), on one
+/// thread too.
+#[tokio::test]
+async fn a_stage_of_instant_items_leaves_the_runtime_to_its_other_tasks() {
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let ticking = {
+        let ticks = Arc::clone(&ticks);
+        tokio::spawn(async move {
+            loop {
+                ticks.fetch_add(1, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (t, s) = (Arc::clone(&ticks), Arc::clone(&seen));
+    let pipeline = SelfHealingPipeline::builder()
+        .stage(
+            Stage::for_each(
+                "count",
+                ItemSource::iter(|_: &()| 0..20_000u32),
+                move |ctx| {
+                    if *ctx.item() % 5_000 == 4_999 {
+                        s.lock().unwrap().push(t.load(Ordering::Relaxed));
+                    }
+                    async { Ok(()) }
+                },
+            )
+            .concurrency(8),
+        )
+        .build()
+        .unwrap();
+    let report = pipeline.execute(()).await;
+    ticking.abort();
+    assert_eq!(report.stages[0].items_completed, 20_000);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4);
+    assert!(
+        seen.windows(2).all(|w| w[1] > w[0]),
+        "the other task ran between every 5,000 items: {seen:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn each_attempt_is_cut_at_the_stage_timeout() {
     let pipeline = SelfHealingPipeline::builder()

@@ -42,8 +42,7 @@ impl Serialize for JournalEntry {
 /// The stage and item an event concerns.
 pub fn event_place(kind: &EventKind) -> (Option<&str>, Option<&str>) {
     let item = match kind {
-        EventKind::ItemStarted { item, .. }
-        | EventKind::ItemSucceeded { item, .. }
+        EventKind::ItemSucceeded { item, .. }
         | EventKind::ItemFailed { item, .. }
         | EventKind::ItemAbandoned { item, .. } => Some(&**item),
         EventKind::AttemptStarted { item, .. }

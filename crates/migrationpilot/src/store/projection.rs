@@ -180,9 +180,7 @@ pub struct ItemDone<'e> {
 pub fn journaled(kind: &EventKind) -> bool {
     !matches!(
         kind,
-        EventKind::ItemStarted { .. }
-            | EventKind::AttemptStarted { .. }
-            | EventKind::AttemptSucceeded { item: Some(_), .. }
+        EventKind::AttemptStarted { .. } | EventKind::AttemptSucceeded { item: Some(_), .. }
     )
 }
 
@@ -445,7 +443,7 @@ pub fn read_back(run: Option<RunId>, at_ms: i64, kind: EventKind) -> Event {
 mod tests {
     use std::time::Duration;
 
-    use self_healing::event::{EventBus, RunId};
+    use self_healing::event::{EventBus, HandlerKind, RunId};
 
     use super::*;
 
@@ -458,9 +456,11 @@ mod tests {
             let item: Arc<str> = format!("i{i}").into();
             events.push(bus.publish(
                 Some(&run),
-                EventKind::ItemStarted {
+                EventKind::AttemptStarted {
                     stage: "s".into(),
-                    item: Arc::clone(&item),
+                    item: Some(Arc::clone(&item)),
+                    attempt: 1,
+                    handler: HandlerKind::Primary,
                 },
             ));
             events.push(bus.publish(

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::time::Instant;
 
 use super::{Event, EventKind, RunId};
 use crate::clock::{Clock, default_clock};
@@ -180,43 +181,64 @@ impl EventBus {
 
     /// Publishes an event to every subscriber and returns it. Never waits.
     pub fn publish(&self, run: Option<&RunId>, kind: EventKind) -> Arc<Event> {
+        let [event] = self.publish_at(run, self.inner.clock.instant(), [kind]);
+        event
+    }
+
+    /// Publishes events that happened together at `at` (an instant of this bus's clock, read a
+    /// moment ago), in order, and returns them: one clock reading and one turn of the bus's
+    /// locks for all of them, as a pipeline hands over an item's attempt and its success.
+    /// Never waits.
+    pub fn publish_at<const N: usize>(
+        &self,
+        run: Option<&RunId>,
+        at: Instant,
+        kinds: [EventKind; N],
+    ) -> [Arc<Event>; N] {
         let inner = &*self.inner;
-        let at = inner.clock.wall();
-        let event = {
+        let at = inner.clock.wall_at(at);
+        let events = {
             let mut ordered = inner.ordered.lock().unwrap_or_else(|e| e.into_inner());
-            let event = Arc::new(Event {
-                seq: ordered.next_seq,
-                at,
-                run: run.cloned(),
-                kind,
-            });
-            ordered.next_seq += 1;
-            // A queue whose receiver is gone is dropped here, on the next publish.
-            ordered.queues.retain(|queue| {
-                if !(queue.wants)(&event.kind) {
-                    return !queue.tx.is_closed();
-                }
-                // Counted before it is sent, so the receiver never takes away more than came.
-                if let Some(depth) = &queue.depth {
-                    depth.queued(&inner.pace);
-                }
-                let sent = queue.tx.send(Arc::clone(&event)).is_ok();
-                if let (false, Some(depth)) = (sent, &queue.depth) {
-                    depth.catch_up(&inner.pace);
-                }
-                sent
-            });
-            event
+            kinds.map(|kind| {
+                let event = Arc::new(Event {
+                    seq: ordered.next_seq,
+                    at,
+                    run: run.cloned(),
+                    kind,
+                });
+                ordered.next_seq += 1;
+                // A queue whose receiver is gone is dropped here, on the next publish.
+                ordered.queues.retain(|queue| {
+                    if !(queue.wants)(&event.kind) {
+                        return !queue.tx.is_closed();
+                    }
+                    // Counted before it is sent, so the receiver never takes away more than came.
+                    if let Some(depth) = &queue.depth {
+                        depth.queued(&inner.pace);
+                    }
+                    let sent = queue.tx.send(Arc::clone(&event)).is_ok();
+                    if let (false, Some(depth)) = (sent, &queue.depth) {
+                        depth.catch_up(&inner.pace);
+                    }
+                    sent
+                });
+                event
+            })
         };
-        inner.published.fetch_add(1, Ordering::Relaxed);
+        inner.published.fetch_add(N as u64, Ordering::Relaxed);
         if inner.lossy.receiver_count() > 0 {
-            let _ = inner.lossy.send(Arc::clone(&event));
+            for event in &events {
+                let _ = inner.lossy.send(Arc::clone(event));
+            }
         }
         let sinks = inner.sinks.read().unwrap_or_else(|e| e.into_inner());
         for sink in sinks.iter() {
-            sink.on_event(&event);
+            for event in &events {
+                sink.on_event(event);
+            }
         }
-        event
+        drop(sinks);
+        events
     }
 
     /// Adds an inline subscriber. See the module's back-pressure rule.

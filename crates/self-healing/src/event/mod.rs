@@ -170,13 +170,6 @@ pub enum EventKind {
         /// Why it ended; a cancelled stage reports code `CANCELLED`.
         error: StageError,
     },
-    /// An item began, before its first attempt.
-    ItemStarted {
-        /// The stage's name.
-        stage: Arc<str>,
-        /// The item's key.
-        item: Arc<str>,
-    },
     /// An item completed.
     ItemSucceeded {
         /// The stage's name.
@@ -401,7 +394,6 @@ impl EventKind {
             | ItemsSkipped { stage, .. }
             | StageSucceeded { stage, .. }
             | StageFailed { stage, .. }
-            | ItemStarted { stage, .. }
             | ItemSucceeded { stage, .. }
             | ItemFailed { stage, .. }
             | ItemAbandoned { stage, .. }

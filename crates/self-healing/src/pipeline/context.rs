@@ -3,6 +3,7 @@
 //! output goes.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
@@ -11,21 +12,32 @@ use crate::metrics::{MetricsCollector, Scope};
 
 /// What a stage handler is given for one attempt.
 pub struct StageContext<C> {
-    pub(crate) input: Arc<C>,
-    pub(crate) run: RunId,
+    pub(crate) shared: Arc<Shared<C>>,
     pub(crate) stage: Arc<str>,
     /// The unit's item key, for work that fans out.
     pub(crate) item: Option<Arc<str>>,
     pub(crate) attempt: u32,
     pub(crate) handler: HandlerKind,
-    pub(crate) cancel: CancellationToken,
+    /// Shared by the attempts of a pass (a token's own clone takes a lock).
+    pub(crate) cancel: Arc<CancellationToken>,
+}
+
+/// What every attempt of a run is given alike, behind one reference: a context is made for
+/// each attempt, and costs a reference count, not four.
+pub(crate) struct Shared<C> {
+    pub(crate) input: Arc<C>,
+    pub(crate) run: RunId,
     pub(crate) metrics: MetricsCollector,
-    pub(crate) outputs: Arc<Outputs>,
+    pub(crate) outputs: Outputs,
 }
 
 /// What handlers attached of their attempts' output, until the executor publishes it.
 #[derive(Debug, Default)]
-pub(crate) struct Outputs(std::sync::Mutex<Vec<Attached>>);
+pub(crate) struct Outputs {
+    attached: std::sync::Mutex<Vec<Attached>>,
+    /// How many are attached: an attempt that attached nothing is answered without the lock.
+    count: AtomicUsize,
+}
 
 /// One attempt's attached output: its stage, item, attempt number and output.
 type Attached = (Arc<str>, Option<Arc<str>>, u32, AttemptOutput);
@@ -38,26 +50,33 @@ impl Outputs {
         item: Option<&str>,
         attempt: u32,
     ) -> Option<AttemptOutput> {
-        let mut attached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if self.count.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
         let at = attached
             .iter()
             .position(|(s, i, a, _)| &**s == stage && i.as_deref() == item && *a == attempt)?;
+        self.count.fetch_sub(1, Ordering::AcqRel);
         Some(attached.swap_remove(at).3)
+    }
+
+    fn attach(&self, attached: Attached) {
+        let mut all = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+        all.push(attached);
+        self.count.fetch_add(1, Ordering::AcqRel);
     }
 }
 
 impl<C> Clone for StageContext<C> {
     fn clone(&self) -> Self {
         StageContext {
-            input: Arc::clone(&self.input),
-            run: self.run.clone(),
+            shared: Arc::clone(&self.shared),
             stage: Arc::clone(&self.stage),
             item: self.item.clone(),
             attempt: self.attempt,
             handler: self.handler,
-            cancel: self.cancel.clone(),
-            metrics: self.metrics.clone(),
-            outputs: Arc::clone(&self.outputs),
+            cancel: Arc::clone(&self.cancel),
         }
     }
 }
@@ -65,7 +84,7 @@ impl<C> Clone for StageContext<C> {
 impl<C> std::fmt::Debug for StageContext<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StageContext")
-            .field("run", &self.run)
+            .field("run", &self.shared.run)
             .field("stage", &self.stage)
             .field("attempt", &self.attempt)
             .field("handler", &self.handler)
@@ -79,15 +98,17 @@ impl StageContext<()> {
     /// ([`attached_output`](Self::attached_output)).
     pub fn standalone(stage: &str, item: Option<&str>, attempt: u32) -> Self {
         StageContext {
-            input: Arc::new(()),
-            run: RunId::new("standalone"),
+            shared: Arc::new(Shared {
+                input: Arc::new(()),
+                run: RunId::new("standalone"),
+                metrics: MetricsCollector::default(),
+                outputs: Outputs::default(),
+            }),
             stage: stage.into(),
             item: item.map(Arc::from),
             attempt,
             handler: HandlerKind::Primary,
-            cancel: CancellationToken::new(),
-            metrics: MetricsCollector::default(),
-            outputs: Arc::default(),
+            cancel: Arc::new(CancellationToken::new()),
         }
     }
 }
@@ -95,23 +116,24 @@ impl StageContext<()> {
 impl<C> StageContext<C> {
     /// The collector this attempt records into.
     pub fn metrics(&self) -> &MetricsCollector {
-        &self.metrics
+        &self.shared.metrics
     }
 
     /// What was attached of this attempt's output and not published yet.
     pub fn attached_output(&self) -> Option<AttemptOutput> {
-        self.outputs
+        self.shared
+            .outputs
             .take(&self.stage, self.item.as_deref(), self.attempt)
     }
 
     /// The run's input, shared by every stage.
     pub fn input(&self) -> &Arc<C> {
-        &self.input
+        &self.shared.input
     }
 
     /// The run this attempt belongs to.
     pub fn run_id(&self) -> &RunId {
-        &self.run
+        &self.shared.run
     }
 
     /// The stage's name.
@@ -139,21 +161,18 @@ impl<C> StageContext<C> {
     /// pipeline publishes it as `attempt-output` when the attempt ends, so a journal keeps it
     /// as the attempt's log.
     pub fn attach_output(&self, output: AttemptOutput) {
-        self.outputs
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((
-                Arc::clone(&self.stage),
-                self.item.clone(),
-                self.attempt,
-                output,
-            ));
+        self.shared.outputs.attach((
+            Arc::clone(&self.stage),
+            self.item.clone(),
+            self.attempt,
+            output,
+        ));
     }
 
     /// Records a sample of a named metric in this stage's scope.
     pub fn record(&self, metric: &str, value: f64) {
-        self.metrics
+        self.shared
+            .metrics
             .record_in(Scope::Stage(&self.stage), metric, value);
     }
 }
@@ -188,7 +207,10 @@ impl<C, T> ItemContext<C, T> {
     /// Stable across attempts, restarts and resumed runs of the same run: give it to a
     /// downstream that deduplicates, since an item in flight during a crash runs again.
     pub fn idempotency_key(&self) -> String {
-        format!("{}/{}/{}", self.stage.run, self.stage.stage, self.key)
+        format!(
+            "{}/{}/{}",
+            self.stage.shared.run, self.stage.stage, self.key
+        )
     }
 }
 

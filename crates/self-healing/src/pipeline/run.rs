@@ -1,25 +1,25 @@
 //! The executor: runs stages in order, units of a stage under its live controls, asks the
 //! supervisor about every failure and carries out its remedy.
 
-use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::context::StageContext;
 use super::control::{StageControl, StageRequest};
+use super::pass::{Finished, PassEnd};
 use super::report::{CompensationFailure, RunReport, StageReport};
-use super::stage::{RestartFrom, Stage, Unit};
+use super::stage::{Stage, Unit};
 use super::supervisor::{Failure, Remedy, RunScope, Supervisor};
 use crate::error::StageError;
 use crate::event::{ActionKind, EventBus, EventKind, HandlerKind, RunId, RunStatus};
 use crate::metrics::MetricsCollector;
-use crate::resilience::{ConcurrencyPermit, Jitter, RetryPolicy, Sample, deadline};
+use crate::resilience::{Jitter, RetryPolicy, Sample, deadline};
 
 /// A stage as the pipeline keeps it: its definition and its live controls.
 pub(crate) struct StageEntry<C> {
@@ -37,23 +37,15 @@ pub(crate) struct Runner<C> {
     pub(crate) supervisor: Arc<dyn Supervisor>,
     pub(crate) default_retry: RetryPolicy,
     pub(crate) jitter: Arc<Jitter>,
-    pub(crate) outputs: Arc<super::context::Outputs>,
+    /// What every attempt's context shares.
+    pub(crate) shared: Arc<super::context::Shared<C>>,
     pub(crate) cancel: CancellationToken,
     pub(crate) resume: Option<Arc<super::Resume>>,
     pub(crate) grace: Duration,
 }
 
-/// How one pass over a stage's units ended.
-enum PassEnd {
-    Done,
-    Restart(String),
-    Failed(StageError),
-    Rollback(StageError),
-    Cancelled,
-}
-
 /// How one unit ended.
-enum UnitEnd {
+pub(super) enum UnitEnd {
     Succeeded,
     /// Completed by an earlier attempt of the run.
     Skipped,
@@ -72,7 +64,7 @@ enum StageEnd {
 }
 
 /// Cancels its token when dropped: stops helper tasks of a pass however the pass ends.
-struct CancelOnDrop(CancellationToken);
+pub(super) struct CancelOnDrop(pub(super) CancellationToken);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
@@ -81,7 +73,7 @@ impl Drop for CancelOnDrop {
 }
 
 impl<C: Send + Sync + 'static> Runner<C> {
-    fn publish(&self, kind: EventKind) -> Arc<crate::event::Event> {
+    pub(super) fn publish(&self, kind: EventKind) -> Arc<crate::event::Event> {
         self.bus.publish(Some(&self.run), kind)
     }
 
@@ -249,7 +241,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
         let mut restarts = 0;
         let mut streak = 0;
         // Items finished by this stage's earlier passes, when a restart keeps them.
-        let finished: std::sync::Mutex<HashSet<Arc<str>>> = Default::default();
+        let finished = Finished::default();
         // The stage's items are those of its last pass: a restart from the start does them
         // again, one from the unfinished counts what earlier passes finished.
         let mut completed_total;
@@ -330,7 +322,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
                             None,
                             restarts,
                             HandlerKind::Primary,
-                            self.cancel.clone(),
+                            Arc::new(self.cancel.clone()),
                         );
                         if let Err(e) = guarded(reset(ctx), stage.timeout, Instant::now()).await {
                             let e = StageError::new(format!(
@@ -378,209 +370,44 @@ impl<C: Send + Sync + 'static> Runner<C> {
         (report, end, units)
     }
 
-    /// One pass over a stage's units: pulls a unit only when the concurrency limit has room,
-    /// so memory holds the units in flight and no more.
-    async fn run_pass(
-        self: Arc<Self>,
-        entry: &Arc<StageEntry<C>>,
-        restarts: u32,
-        seen: u64,
-        finished: &std::sync::Mutex<HashSet<Arc<str>>>,
-    ) -> (PassEnd, Vec<Unit>, u64, u64) {
-        let keep_finished = entry.stage.restart_from == RestartFrom::Unfinished;
-        let control = &entry.control;
-        let keep_units = entry.stage.work.compensates_units();
-        let stop = self.cancel.child_token();
-        let hard = CancellationToken::new();
-        let _escalate = {
-            let (stop, hard, grace) = (stop.clone(), hard.clone(), self.grace);
-            let pass_over = CancellationToken::new();
-            let guard = CancelOnDrop(pass_over.clone());
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = pass_over.cancelled() => {}
-                    _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => hard.cancel(),
-                }
-            });
-            guard
-        };
-        let requested = control.next_request(seen);
-        let mut answered = seen;
-        tokio::pin!(requested);
-
-        let mut source = entry.stage.work.units(&self.input);
-        let mut tasks: JoinSet<(UnitEnd, Unit)> = JoinSet::new();
-        let mut end: Option<PassEnd> = None;
-        let mut units = Vec::new();
-        let mut completed = 0u64;
-        let mut skipped = 0u64;
-        let mut settle = |joined: Result<(UnitEnd, Unit), tokio::task::JoinError>,
-                          end: &mut Option<PassEnd>| {
-            let (outcome, unit) = match joined {
-                Ok(done) => done,
-                // Panics inside handlers are caught per attempt; this is a panic in our code.
-                Err(e) => {
-                    end.get_or_insert(PassEnd::Failed(StageError::critical(format!(
-                        "unit task failed: {e}"
-                    ))));
-                    stop.cancel();
-                    return;
-                }
-            };
-            match outcome {
-                UnitEnd::Succeeded | UnitEnd::Skipped => {
-                    if let (true, Some(key)) = (keep_finished, &unit.key) {
-                        finished
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(Arc::clone(key));
-                    }
-                    completed += 1;
-                    skipped += u64::from(matches!(outcome, UnitEnd::Skipped));
-                    if keep_units {
-                        units.push(unit);
-                    }
-                }
-                UnitEnd::Abandoned => {}
-                UnitEnd::Failed(e) => {
-                    end.get_or_insert(PassEnd::Failed(e));
-                    stop.cancel();
-                }
-                UnitEnd::Rollback(e) => {
-                    end.get_or_insert(PassEnd::Rollback(e));
-                    stop.cancel();
-                }
-                UnitEnd::Restart(e) => {
-                    end.get_or_insert(PassEnd::Restart(e.message().to_owned()));
-                    stop.cancel();
-                    hard.cancel();
-                }
-            }
-        };
-
-        'feed: loop {
-            let permit = tokio::select! {
-                biased;
-                (epoch, request) = &mut requested, if end.is_none() => {
-                    // The decision behind the request is committed before it acts.
-                    self.bus.durable(self.bus.published()).await;
-                    answered = epoch;
-                    end = Some(requested_end(request, &stop, &hard));
-                    break 'feed;
-                }
-                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                    settle(joined, &mut end);
-                    continue 'feed;
-                }
-                _ = stop.cancelled() => break 'feed,
-                // A new item waits for room under the concurrency limit and for the bus's
-                // pacing subscribers (the journal) to keep up.
-                permit = async {
-                    self.bus.paced().await;
-                    control.limit().acquire().await
-                } => permit,
-            };
-            let next = tokio::select! {
-                biased;
-                _ = stop.cancelled() => break 'feed,
-                next = source.next() => next,
-            };
-            match next {
-                None => break 'feed,
-                Some(Err(e)) => {
-                    end.get_or_insert(PassEnd::Failed(e));
-                    stop.cancel();
-                    break 'feed;
-                }
-                Some(Ok(unit))
-                    if unit.key.as_deref().is_some_and(|key| {
-                        self.resume
-                            .as_ref()
-                            .is_some_and(|r| r.is_item_completed(&entry.stage.name, key))
-                            || (keep_finished
-                                && finished
-                                    .lock()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .contains(key))
-                    }) =>
-                {
-                    // Done by an earlier attempt of this run, or an earlier pass a restart
-                    // keeps: counts, and compensates, as done.
-                    drop(permit);
-                    settle(Ok((UnitEnd::Skipped, unit)), &mut end);
-                }
-                Some(Ok(unit)) => {
-                    let runner = Arc::clone(&self);
-                    let entry = Arc::clone(entry);
-                    let (stop, hard) = (stop.clone(), hard.clone());
-                    tasks.spawn(async move {
-                        runner
-                            .run_unit(&entry, unit, permit, restarts, [stop, hard])
-                            .await
-                    });
-                }
-            }
-        }
-        drop(source);
-        loop {
-            tokio::select! {
-                biased;
-                (epoch, request) = &mut requested, if end.is_none() => {
-                    self.bus.durable(self.bus.published()).await;
-                    answered = epoch;
-                    end = Some(requested_end(request, &stop, &hard));
-                }
-                joined = tasks.join_next() => match joined {
-                    Some(joined) => settle(joined, &mut end),
-                    None => break,
-                },
-            }
-        }
-        if skipped > 0 {
-            self.publish(EventKind::ItemsSkipped {
-                stage: Arc::clone(&entry.stage.name),
-                count: skipped,
+    /// A unit given up on because its stage stopped.
+    fn abandoned(&self, stage: &Arc<str>, item: Option<&Arc<str>>) -> UnitEnd {
+        if let Some(key) = item {
+            self.publish(EventKind::ItemAbandoned {
+                stage: Arc::clone(stage),
+                item: Arc::clone(key),
             });
         }
-        let end = end.unwrap_or(if self.cancel.is_cancelled() {
-            PassEnd::Cancelled
-        } else {
-            PassEnd::Done
-        });
-        (end, units, completed, answered)
+        UnitEnd::Abandoned
     }
 
-    /// Runs one unit to its end: waits for the throttle and the breaker, runs attempts under
-    /// the stage's timeout, and carries out the supervisor's remedy after each failure.
-    async fn run_unit(
+    /// Runs one unit to its end: waits for a place under the concurrency limit, the throttle and
+    /// the breaker, runs attempts under the stage's timeout, and carries out the supervisor's
+    /// remedy after each failure.
+    pub(super) async fn run_unit(
         &self,
         entry: &StageEntry<C>,
         unit: Unit,
-        _permit: ConcurrencyPermit,
         restarts: u32,
-        [stop, hard]: [CancellationToken; 2],
+        stop: &Arc<CancellationToken>,
+        hard: &CancellationToken,
     ) -> (UnitEnd, Unit) {
         let stage = &entry.stage;
         let control = &entry.control;
         let name = &stage.name;
         let item = unit.key.clone();
         let policy = stage.retry.as_ref().unwrap_or(&self.default_retry);
-        if let Some(key) = &item {
-            self.publish(EventKind::ItemStarted {
-                stage: Arc::clone(name),
-                item: Arc::clone(key),
-            });
-        }
-        let first_started = Instant::now();
-        let abandon = || {
-            if let Some(key) = &item {
-                self.publish(EventKind::ItemAbandoned {
-                    stage: Arc::clone(name),
-                    item: Arc::clone(key),
-                });
-            }
-            UnitEnd::Abandoned
+        // The unit's place under the limit, held to its end, retries included. A worker of the
+        // pass finds one at once unless the limit was cut while it took the unit.
+        let place = match control.limit().try_acquire() {
+            Some(place) => Some(place),
+            None => unless_cancelled(stop, pin!(control.limit().acquire())).await,
         };
+        let Some(_place) = place else {
+            return (self.abandoned(name, item.as_ref()), unit);
+        };
+        let mut first_started = None;
+        let abandon = || self.abandoned(name, item.as_ref());
         let fail = |attempts: u32, error: StageError| {
             if let Some(key) = &item {
                 self.publish(EventKind::ItemFailed {
@@ -602,15 +429,15 @@ impl<C: Send + Sync + 'static> Runner<C> {
             // known down). The breaker's permit comes last, just before the call: time spent
             // throttled is not the call's, and cannot make a slow-call breaker trip.
             let breaker = loop {
-                let permit = tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => None,
-                    permit = async {
+                let permit = unless_cancelled(
+                    stop,
+                    pin!(async {
                         control.throttle().acquire().await;
                         control.dependencies_up().await;
                         control.breaker().acquire().await
-                    } => Some(permit),
-                };
+                    }),
+                )
+                .await;
                 match permit {
                     None => break None,
                     Some(permit) if !control.is_held() => break Some(permit),
@@ -625,22 +452,29 @@ impl<C: Send + Sync + 'static> Runner<C> {
             } else {
                 HandlerKind::Primary
             };
-            self.publish(EventKind::AttemptStarted {
-                stage: Arc::clone(name),
-                item: item.clone(),
-                attempt,
-                handler,
-            });
-            self.supervisor.attempt_started(name, attempt);
+            // One reading of the clock for the attempt's start, its event and the item's.
             let started = Instant::now();
-            let ctx = self.context(name, item.as_ref(), attempt, handler, stop.clone());
-            let result = tokio::select! {
-                biased;
-                _ = hard.cancelled() => {
-                    drop(breaker);
-                    break abandon();
-                }
-                result = guarded(stage.work.attempt(ctx, &unit), stage.timeout, started) => result,
+            let first_started = *first_started.get_or_insert(started);
+            self.bus.publish_at(
+                Some(&self.run),
+                started,
+                [EventKind::AttemptStarted {
+                    stage: Arc::clone(name),
+                    item: item.clone(),
+                    attempt,
+                    handler,
+                }],
+            );
+            self.supervisor.attempt_started(name, attempt);
+            let ctx = self.context(name, item.as_ref(), attempt, handler, Arc::clone(stop));
+            let call = pin!(guarded(
+                stage.work.attempt(ctx, &unit),
+                stage.timeout,
+                started
+            ));
+            let Some(result) = unless_cancelled(hard, call).await else {
+                drop(breaker);
+                break abandon();
             };
             let ended = Instant::now();
             let duration = ended - started;
@@ -656,19 +490,27 @@ impl<C: Send + Sync + 'static> Runner<C> {
             let error = match result {
                 Ok(()) => {
                     breaker.success();
-                    self.publish(EventKind::AttemptSucceeded {
+                    let succeeded = EventKind::AttemptSucceeded {
                         stage: Arc::clone(name),
                         item: item.clone(),
                         attempt,
                         duration,
-                    });
-                    if let Some(key) = &item {
-                        self.publish(EventKind::ItemSucceeded {
-                            stage: Arc::clone(name),
-                            item: Arc::clone(key),
-                            attempts: attempt,
-                            duration: ended - first_started,
-                        });
+                    };
+                    // The attempt's success and the item's, handed over together.
+                    match &item {
+                        Some(key) => {
+                            let item = EventKind::ItemSucceeded {
+                                stage: Arc::clone(name),
+                                item: Arc::clone(key),
+                                attempts: attempt,
+                                duration: ended - first_started,
+                            };
+                            self.bus
+                                .publish_at(Some(&self.run), ended, [succeeded, item]);
+                        }
+                        None => {
+                            self.bus.publish_at(Some(&self.run), ended, [succeeded]);
+                        }
                     }
                     break UnitEnd::Succeeded;
                 }
@@ -777,7 +619,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
                     unit.key.as_ref(),
                     1,
                     HandlerKind::Primary,
-                    CancellationToken::new(),
+                    Arc::new(CancellationToken::new()),
                 );
                 if let Some(compensation) = stage.work.compensate(ctx, unit) {
                     let result = guarded(compensation, stage.timeout, Instant::now()).await;
@@ -793,7 +635,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
                     None,
                     1,
                     HandlerKind::Primary,
-                    CancellationToken::new(),
+                    Arc::new(CancellationToken::new()),
                 );
                 let result = guarded(rollback(ctx), stage.timeout, Instant::now()).await;
                 self.compensated(name, None, result, &mut failures).await;
@@ -879,24 +721,21 @@ impl<C: Send + Sync + 'static> Runner<C> {
         item: Option<&Arc<str>>,
         attempt: u32,
         handler: HandlerKind,
-        cancel: CancellationToken,
+        cancel: Arc<CancellationToken>,
     ) -> StageContext<C> {
         StageContext {
-            input: Arc::clone(&self.input),
-            run: self.run.clone(),
+            shared: Arc::clone(&self.shared),
             stage: Arc::clone(stage),
             item: item.cloned(),
             attempt,
             handler,
             cancel,
-            metrics: self.metrics.clone(),
-            outputs: Arc::clone(&self.outputs),
         }
     }
 
     /// Publishes what the handler attached of this attempt's output, if anything.
     fn publish_output(&self, stage: &Arc<str>, item: Option<&Arc<str>>, attempt: u32) {
-        if let Some(output) = self.outputs.take(stage, item.map(|i| &**i), attempt) {
+        if let Some(output) = self.shared.outputs.take(stage, item.map(|i| &**i), attempt) {
             self.publish(EventKind::AttemptOutput {
                 stage: Arc::clone(stage),
                 item: item.cloned(),
@@ -907,26 +746,24 @@ impl<C: Send + Sync + 'static> Runner<C> {
     }
 }
 
-/// Ends a pass on a request: a restart drops work in flight at once; a rollback lets it finish
-/// its current attempt, like any failure.
-fn requested_end(
-    request: StageRequest,
-    stop: &CancellationToken,
-    hard: &CancellationToken,
-) -> PassEnd {
-    stop.cancel();
-    match request {
-        StageRequest::Restart { reason } => {
-            hard.cancel();
-            PassEnd::Restart(reason)
-        }
-        StageRequest::Rollback { reason } => PassEnd::Rollback(rollback_requested(&reason)),
-    }
+/// The error a requested rollback ends the stage with.
+pub(super) fn rollback_requested(reason: &str) -> StageError {
+    StageError::new(format!("rollback requested: {reason}")).with_code("ROLLBACK_REQUESTED")
 }
 
-/// The error a requested rollback ends the stage with.
-fn rollback_requested(reason: &str) -> StageError {
-    StageError::new(format!("rollback requested: {reason}")).with_code("ROLLBACK_REQUESTED")
+/// `work`'s output, or `None` when `token` is cancelled first. Like a biased `select!` on the
+/// cancellation and the work, but work that is ready at once costs one check of the token and
+/// no registration with it: a unit passes through several of these. `work` comes pinned where
+/// it was made, so that a large future is not moved into this one.
+pub(super) async fn unless_cancelled<F: Future>(
+    token: &CancellationToken,
+    work: Pin<&mut F>,
+) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        _ = token.cancelled() => None,
+        done = work => Some(done),
+    }
 }
 
 /// Runs a handler's future under the stage's timeout counted from `started`, turning a panic into

@@ -42,6 +42,8 @@ struct Inner {
     /// Acquirers waiting for room, so a release with nobody waiting skips the wake-up.
     waiting: AtomicUsize,
     room: Notify,
+    /// Woken when the limit goes up, for those that add work as it does.
+    raised: Notify,
 }
 
 /// Leave to run one piece of work; returned on drop.
@@ -95,6 +97,7 @@ impl ConcurrencyLimit {
                 in_flight: AtomicUsize::new(0),
                 waiting: AtomicUsize::new(0),
                 room: Notify::new(),
+                raised: Notify::new(),
             }),
         })
     }
@@ -115,8 +118,23 @@ impl ConcurrencyLimit {
         let old = self.inner.limit.swap(new, Ordering::AcqRel);
         if new > old {
             self.inner.room.notify_waiters();
+            self.inner.raised.notify_waiters();
         }
         Ok(old)
+    }
+
+    /// Waits until the limit is above `n`: for a pool that starts a worker per place under
+    /// the limit and must hear when there are more places.
+    pub async fn above(&self, n: usize) {
+        loop {
+            let raised = self.inner.raised.notified();
+            tokio::pin!(raised);
+            raised.as_mut().enable();
+            if self.limit() > n {
+                return;
+            }
+            raised.await;
+        }
     }
 
     /// Waits for room under the limit.

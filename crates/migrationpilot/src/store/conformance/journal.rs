@@ -16,9 +16,11 @@ pub(super) async fn the_journal_reads_back_in_pages_with_resumable_cursors(store
     for i in 0..5 {
         events.push(bus.publish(
             Some(&run),
-            EventKind::ItemStarted {
+            EventKind::AttemptStarted {
                 stage: "load".into(),
-                item: format!("i{i}").into(),
+                item: Some(format!("i{i}").into()),
+                attempt: 1,
+                handler: HandlerKind::Primary,
             },
         ));
         events.push(bus.publish(

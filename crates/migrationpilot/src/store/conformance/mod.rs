@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use self_healing::event::{
-    ActionKind, AttemptOutput, Event, EventBus, EventKind, HealthChange, HealthStatus,
+    ActionKind, AttemptOutput, Event, EventBus, EventKind, HandlerKind, HealthChange, HealthStatus,
     MetricSample, Outcome, RunId, RunStatus, TriggerKind, TriggerMatch,
 };
 use self_healing::healing::{HealingRecord, StrategyOverride};
@@ -144,9 +144,11 @@ pub(super) async fn a_run_reads_back_with_its_stages_events_samples_logs_and_res
         ),
         ev(
             5,
-            EventKind::ItemStarted {
+            EventKind::AttemptStarted {
                 stage: "load".into(),
-                item: "a".into(),
+                item: Some("a".into()),
+                attempt: 1,
+                handler: HandlerKind::Primary,
             },
         ),
         ev(
