@@ -17,6 +17,18 @@ use super::{JournalCursor, JournalEntry, JournalTable, Result, StoreError, milli
 /// PostgreSQL's 65535 bind parameters).
 pub const COMPLETIONS_PER_STATEMENT: usize = 200;
 
+/// The most a multi-row statement's values may take, in bytes: a statement sent to PostgreSQL
+/// over TLS then fits one TLS record (16 KB). One that does not is written as a full record and
+/// a small one, and on a connection without `TCP_NODELAY` (sqlx sets none) the small one waits
+/// for the server's delayed acknowledgement of the first: 40 ms a statement on a loopback.
+pub const STATEMENT_BYTES: usize = 12 * 1024;
+
+/// What a completion adds to its statement's values, roughly: its text, its numbers, and each
+/// value's length word.
+fn statement_bytes(done: &ItemDone<'_>) -> usize {
+    done.run.map_or(0, str::len) + done.stage.len() + done.item.len() + 3 * 8 + 6 * 4
+}
+
 /// One row change. Times are milliseconds since the Unix epoch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write<'e> {
@@ -190,6 +202,7 @@ pub fn journaled(kind: &EventKind) -> bool {
 pub fn project<'e>(project: &'e str, events: &'e [Arc<Event>]) -> Result<Vec<Write<'e>>> {
     let mut writes = Vec::new();
     let mut completions: Vec<ItemDone<'e>> = Vec::new();
+    let mut bytes = 0;
     for event in events.iter().filter(|e| journaled(&e.kind)) {
         if let EventKind::ItemSucceeded {
             stage,
@@ -198,7 +211,7 @@ pub fn project<'e>(project: &'e str, events: &'e [Arc<Event>]) -> Result<Vec<Wri
             duration,
         } = &event.kind
         {
-            completions.push(ItemDone {
+            let done = ItemDone {
                 project,
                 run: event.run.as_ref().map(|r| r.as_str()),
                 stage,
@@ -206,14 +219,23 @@ pub fn project<'e>(project: &'e str, events: &'e [Arc<Event>]) -> Result<Vec<Wri
                 attempts: i64::from(*attempts),
                 at: millis(event.at),
                 duration_ms: duration.as_secs_f64() * 1000.0,
-            });
+            };
+            let more = statement_bytes(&done);
+            if !completions.is_empty() && bytes + more > STATEMENT_BYTES {
+                writes.push(Write::ItemsSucceeded(std::mem::take(&mut completions)));
+                bytes = 0;
+            }
+            bytes += more;
+            completions.push(done);
             if completions.len() == COMPLETIONS_PER_STATEMENT {
                 writes.push(Write::ItemsSucceeded(std::mem::take(&mut completions)));
+                bytes = 0;
             }
             continue;
         }
         if !completions.is_empty() {
             writes.push(Write::ItemsSucceeded(std::mem::take(&mut completions)));
+            bytes = 0;
         }
         rows_of(project, event, &mut writes)?;
     }
@@ -446,6 +468,42 @@ mod tests {
     use self_healing::event::{EventBus, HandlerKind, RunId};
 
     use super::*;
+
+    #[test]
+    fn a_statement_of_completions_stays_within_its_bytes() {
+        let bus = EventBus::new();
+        let run = RunId::new("r");
+        // Keys of 500 bytes: 24 completions fill a statement's 12 KB, not 200.
+        let events: Vec<_> = (0..100)
+            .map(|i| {
+                bus.publish(
+                    Some(&run),
+                    EventKind::ItemSucceeded {
+                        stage: "s".into(),
+                        item: format!("{i:0>500}").into(),
+                        attempts: 1,
+                        duration: Duration::ZERO,
+                    },
+                )
+            })
+            .collect();
+        let writes = project("p", &events).unwrap();
+        let sizes: Vec<usize> = writes
+            .iter()
+            .map(|w| match w {
+                Write::ItemsSucceeded(done) => done.len(),
+                _ => panic!("only completions"),
+            })
+            .collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 100);
+        assert!(sizes.len() >= 4, "{sizes:?}");
+        for write in &writes {
+            if let Write::ItemsSucceeded(done) = write {
+                let bytes: usize = done.iter().map(statement_bytes).sum();
+                assert!(bytes <= STATEMENT_BYTES, "{bytes}");
+            }
+        }
+    }
 
     #[test]
     fn completions_are_batched_across_unjournaled_events_and_flushed_before_others() {

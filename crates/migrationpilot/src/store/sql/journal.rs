@@ -245,33 +245,51 @@ async fn execute(tx: &mut Transaction<'_, Db>, write: &Write<'_>) -> Result<()> 
     Ok(())
 }
 
-/// Item completions in one multi-row statement.
+/// Item completions in one multi-row statement. A completion is final: an item run again keeps
+/// its first row, and the new completion is kept as an event (see
+/// `projection::completed_again`). That is rare, so the statement first runs without reporting
+/// which rows it inserted; only when fewer went in than were given is it undone (to a
+/// savepoint) and run again, reporting them.
 async fn insert_completions(tx: &mut Transaction<'_, Db>, done: &[ItemDone<'_>]) -> Result<()> {
-    let mut insert = QueryBuilder::<Db>::new(
-        "INSERT INTO items (run, stage, item, status, attempts, finished_ms, duration_ms) ",
-    );
-    insert.push_values(done, |mut row, item| {
-        row.push_bind(item.run.map(str::to_owned))
-            .push_bind(item.stage.to_owned())
-            .push_bind(item.item.to_owned())
-            .push("'succeeded'")
-            .push_bind(item.attempts)
-            .push_bind(item.at)
-            .push_bind(item.duration_ms);
-    });
-    // A completion is final: an item run again keeps its first row, and the new completion is
-    // kept as an event (see `projection::completed_again`).
-    insert.push(" ON CONFLICT (run, stage, item) DO NOTHING RETURNING stage, item");
-    let inserted: HashSet<(String, String)> = insert
-        .build_query_as::<(String, String)>()
-        .fetch_all(&mut **tx)
-        .await?
-        .into_iter()
-        .collect();
-    if inserted.len() < done.len() {
+    let insert = |returning: bool| {
+        let mut insert = QueryBuilder::<Db>::new(
+            "INSERT INTO items (run, stage, item, status, attempts, finished_ms, duration_ms) ",
+        );
+        insert.push_values(done, |mut row, item| {
+            row.push_bind(item.run)
+                .push_bind(item.stage)
+                .push_bind(item.item)
+                .push("'succeeded'")
+                .push_bind(item.attempts)
+                .push_bind(item.at)
+                .push_bind(item.duration_ms);
+        });
+        insert.push(" ON CONFLICT (run, stage, item) DO NOTHING");
+        if returning {
+            insert.push(" RETURNING stage, item");
+        }
+        insert
+    };
+    sqlx::query("SAVEPOINT completions")
+        .execute(&mut **tx)
+        .await?;
+    let inserted = insert(false).build().execute(&mut **tx).await?;
+    if inserted.rows_affected() < done.len() as u64 {
+        sqlx::query("ROLLBACK TO SAVEPOINT completions")
+            .execute(&mut **tx)
+            .await?;
+        let inserted: HashSet<(String, String)> = insert(true)
+            .build_query_as::<(String, String)>()
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .collect();
         for write in projection::completed_again(done, inserted)? {
             Box::pin(execute(tx, &write)).await?;
         }
     }
+    sqlx::query("RELEASE SAVEPOINT completions")
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
