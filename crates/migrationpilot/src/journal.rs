@@ -11,10 +11,11 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use self_healing::event::{Event, EventKind, Subscription};
+use self_healing::event::{Event, EventBus, EventKind, Subscription};
 
 use crate::secrets::Secrets;
 use crate::store::Store;
+use crate::store::projection::journaled;
 
 /// `event` with every secret masked in every string it carries (errors, details, items,
 /// codes, descriptions): what the store keeps and what progress, `--json-events` and the API
@@ -58,6 +59,15 @@ const MAX_BATCH: usize = 4096;
 /// Events the journal may fall behind by before the run starts no new item: about 10 MB, and
 /// a few transactions' worth, so the writer always has a full batch waiting.
 pub const MAX_BACKLOG: usize = 65_536;
+
+/// The journal's subscription to a run's bus, durable and pacing with [`MAX_BACKLOG`]: the
+/// events the store keeps, which are also all a progress display shows, or every event when
+/// `everything` (`--json-events` prints them all). The starts and successes of attempts that
+/// an item's outcome stands for are then never queued: two of an item's three events.
+pub fn subscribe(bus: &EventBus, everything: bool) -> Subscription {
+    let wants: fn(&EventKind) -> bool = if everything { |_| true } else { journaled };
+    bus.subscribe_durable(wants, MAX_BACKLOG)
+}
 
 /// Journals `events` until `finish` is cancelled and all that was published before is written
 /// (a session finishes it after the run and its last alert deliveries). Committed events go to

@@ -327,9 +327,7 @@ impl Session {
         let (journal, committed) = journal::spawn(
             Arc::clone(&self.store),
             Arc::clone(&self.project),
-            pipeline
-                .events()
-                .subscribe_durable(|_| true, journal::MAX_BACKLOG),
+            journal::subscribe(pipeline.events(), self.request.json_events),
             secrets.clone(),
             cancel.clone(),
             finish_journal.clone(),

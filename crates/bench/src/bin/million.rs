@@ -1,14 +1,17 @@
 //! A 4-stage pipeline over 1,000,000 items each, no-op handlers: items per second and peak RSS.
-//! Items stream in; nothing holds them all. With `--journal`, every event also goes through the
-//! journal writer into a SQLite store in a temporary directory, as `migrationpilot run` does.
-//! With `--exporter`, a `PrometheusExporter` counts every event inline, as `run --listen` does.
+//! Items stream in; nothing holds them all. With `--journal`, the run is made twice in this
+//! process: without a journal, then with every event going through the journal writer into a
+//! SQLite store in a temporary directory, as `migrationpilot run` does; the last line is the
+//! journaled run's share of the plain one's throughput. With `--exporter`, a
+//! `PrometheusExporter` counts every event inline, as `run --listen` does. `--store URL` journals
+//! into that store instead (a `postgres://` one needs `--features postgres`).
 //!
-//! cargo run --release -p bench --bin million [-- --journal] [--exporter]
+//! cargo run --release -p bench --bin million [-- --journal [--store URL]] [--exporter]
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use migrationpilot::store::{SqliteStore, Store};
+use migrationpilot::store::Store;
 use self_healing::{ItemSource, SelfHealingPipeline, Stage};
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +21,29 @@ const ITEMS: u64 = 1_000_000;
 async fn main() {
     let journaled = std::env::args().any(|a| a == "--journal");
     let exported = std::env::args().any(|a| a == "--exporter");
+    let args: Vec<String> = std::env::args().collect();
+    let store = args
+        .iter()
+        .position(|a| a == "--store")
+        .map(|i| args.get(i + 1).expect("--store URL").clone());
+    let plain = run(None, exported).await;
+    if journaled {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = store
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("journal.db").display()));
+        let journaled = run(Some(&url), exported).await;
+        println!("journaled/plain {:.0} %", journaled / plain * 100.0);
+    }
+    match bench::peak_rss() {
+        Some(bytes) => println!("peak RSS    {:.1} MB", bytes as f64 / 1e6),
+        None => println!("peak RSS    unknown on this platform"),
+    }
+}
+
+/// One run of the pipeline, journaled into the store `journal` names if any; prints its figures
+/// and returns its items per second.
+async fn run(journal: Option<&str>, exported: bool) -> f64 {
+    let kind = journal.map(|url| url.split(':').next().unwrap_or("sqlite"));
     let mut builder = SelfHealingPipeline::builder().name("million");
     for name in ["analysis", "design", "generation", "validation"] {
         builder = builder.stage(
@@ -35,20 +61,13 @@ async fn main() {
         exporter.attach(pipeline.events(), "million");
         exporter
     });
-    let dir = tempfile::tempdir().expect("a temporary directory");
     let finish = CancellationToken::new();
-    let journal = if journaled {
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&dir.path().join("journal.db"))
-                .await
-                .expect("a SQLite store"),
-        );
+    let journal = if let Some(url) = journal {
+        let store: Arc<dyn Store> = migrationpilot::store::open(url).await.expect("a store");
         let (task, mut committed) = migrationpilot::journal::spawn(
             store,
             "million".into(),
-            pipeline
-                .events()
-                .subscribe_durable(|_| true, migrationpilot::journal::MAX_BACKLOG),
+            migrationpilot::journal::subscribe(pipeline.events(), false),
             migrationpilot::secrets::Secrets::default(),
             CancellationToken::new(),
             finish.clone(),
@@ -71,11 +90,12 @@ async fn main() {
     let seconds = started.elapsed().as_secs_f64();
     let items = ITEMS * 4;
     println!("status      {}", report.status.as_str());
-    println!("journal     {}", if journaled { "sqlite" } else { "none" });
+    println!("journal     {}", kind.unwrap_or("none"));
     println!("exporter    {}", if exported { "attached" } else { "none" });
     println!("items       {items}");
     println!("seconds     {seconds:.2} (the pipeline itself {ran:.2})");
-    println!("items/s     {:.0}", items as f64 / seconds);
+    let rate = items as f64 / seconds;
+    println!("items/s     {rate:.0}");
     if let Some(exporter) = exporter {
         let mut registry = self_healing::export::prometheus_client::registry::Registry::default();
         exporter.register(&mut registry);
@@ -89,8 +109,5 @@ async fn main() {
             .sum::<u64>();
         assert_eq!(items, ITEMS * 4, "the exporter counted every item");
     }
-    match bench::peak_rss() {
-        Some(bytes) => println!("peak RSS    {:.1} MB", bytes as f64 / 1e6),
-        None => println!("peak RSS    unknown on this platform"),
-    }
+    rate
 }

@@ -65,8 +65,16 @@ struct BusInner {
 /// sequence number, and a wake-up for when one advances or goes away.
 #[derive(Default)]
 struct Durable {
-    marks: Mutex<Vec<Arc<AtomicU64>>>,
+    marks: Mutex<Vec<Arc<Mark>>>,
     advanced: Notify,
+}
+
+/// Where a durable subscriber is: the last event it acknowledged, and the last it was sent.
+/// Events it does not want are never sent, so it has committed `seq` once it acknowledged
+/// `seq` or everything it was sent.
+struct Mark {
+    acknowledged: AtomicU64,
+    sent: AtomicU64,
 }
 
 impl Durable {
@@ -76,10 +84,13 @@ impl Durable {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .all(|mark| mark.load(Ordering::Acquire) >= seq)
+            .all(|mark| {
+                let sent = mark.sent.load(Ordering::Acquire);
+                mark.acknowledged.load(Ordering::Acquire) >= seq.min(sent)
+            })
     }
 
-    fn remove(&self, mark: &Arc<AtomicU64>) {
+    fn remove(&self, mark: &Arc<Mark>) {
         self.marks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -100,6 +111,8 @@ struct Queue {
     tx: mpsc::UnboundedSender<Arc<Event>>,
     wants: fn(&EventKind) -> bool,
     depth: Option<Arc<Depth>>,
+    /// A durable subscriber's mark, told of each event sent.
+    mark: Option<Arc<Mark>>,
 }
 
 /// Whether work on a bus may start: how many pacing subscribers are behind, and a wake-up for
@@ -119,6 +132,14 @@ struct Depth {
 }
 
 impl Depth {
+    fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Depth {
+            queued: AtomicUsize::new(0),
+            limit: limit.max(1),
+            behind: AtomicBool::new(false),
+        })
+    }
+
     fn queued(&self, pace: &Pace) {
         let queued = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
         if queued > self.limit && !self.behind.swap(true, Ordering::AcqRel) {
@@ -220,6 +241,9 @@ impl EventBus {
                     if let (false, Some(depth)) = (sent, &queue.depth) {
                         depth.catch_up(&inner.pace);
                     }
+                    if let Some(mark) = &queue.mark {
+                        mark.sent.store(event.seq, Ordering::Release);
+                    }
                     sent
                 });
                 event
@@ -258,7 +282,7 @@ impl EventBus {
     /// A lossless subscription to the events `wants` picks, in order. Events it does not want
     /// are never queued, so a subscriber that follows stages costs nothing per item.
     pub fn subscribe_to(&self, wants: fn(&EventKind) -> bool) -> Subscription {
-        self.add_queue(wants, None)
+        self.add_queue(wants, None, None)
     }
 
     /// A lossless subscription that paces the work on this bus: while more than `limit` events
@@ -267,27 +291,27 @@ impl EventBus {
     /// events plus those of the items already running. For a subscriber that must see every
     /// event and may be slower than the work, such as a journal on a disk.
     pub fn subscribe_pacing(&self, wants: fn(&EventKind) -> bool, limit: usize) -> Subscription {
-        let depth = Arc::new(Depth {
-            queued: AtomicUsize::new(0),
-            limit: limit.max(1),
-            behind: AtomicBool::new(false),
-        });
-        self.add_queue(wants, Some(depth))
+        self.add_queue(wants, Some(Depth::new(limit)), None)
     }
 
     /// A pacing subscription (see [`subscribe_pacing`](Self::subscribe_pacing)) that is also
     /// durable: it [`acknowledge`](Subscription::acknowledge)s what it has made permanent, and
     /// [`durable`](Self::durable) waits for that. For the journal, so a decision is committed
-    /// before it acts.
+    /// before it acts. Events it does not want are never waited for.
     pub fn subscribe_durable(&self, wants: fn(&EventKind) -> bool, limit: usize) -> Subscription {
-        let mark = Arc::new(AtomicU64::new(self.published()));
+        let now = self.published();
+        let mark = Arc::new(Mark {
+            acknowledged: AtomicU64::new(now),
+            sent: AtomicU64::new(now),
+        });
         self.inner
             .durable
             .marks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(Arc::clone(&mark));
-        let mut subscription = self.subscribe_pacing(wants, limit);
+        let mut subscription =
+            self.add_queue(wants, Some(Depth::new(limit)), Some(Arc::clone(&mark)));
         subscription.durable = Some((mark, Arc::clone(&self.inner.durable)));
         subscription
     }
@@ -310,7 +334,12 @@ impl EventBus {
         }
     }
 
-    fn add_queue(&self, wants: fn(&EventKind) -> bool, depth: Option<Arc<Depth>>) -> Subscription {
+    fn add_queue(
+        &self,
+        wants: fn(&EventKind) -> bool,
+        depth: Option<Arc<Depth>>,
+        mark: Option<Arc<Mark>>,
+    ) -> Subscription {
         let (tx, rx) = mpsc::unbounded_channel();
         self.inner
             .ordered
@@ -321,6 +350,7 @@ impl EventBus {
                 tx,
                 wants,
                 depth: depth.clone(),
+                mark,
             });
         Subscription {
             rx,
@@ -379,7 +409,7 @@ pub struct Subscription {
     /// For a pacing subscription: its depth, and the bus's pace to report catching up to.
     pacing: Option<(Arc<Depth>, Arc<Pace>)>,
     /// For a durable subscription: its acknowledged mark, and the bus's record of marks.
-    durable: Option<(Arc<AtomicU64>, Arc<Durable>)>,
+    durable: Option<(Arc<Mark>, Arc<Durable>)>,
 }
 
 impl Subscription {
@@ -412,7 +442,7 @@ impl Subscription {
     /// committed them); [`EventBus::durable`] waits for this. No-op on other subscriptions.
     pub fn acknowledge(&self, seq: u64) {
         if let Some((mark, durable)) = &self.durable
-            && mark.fetch_max(seq, Ordering::AcqRel) < seq
+            && mark.acknowledged.fetch_max(seq, Ordering::AcqRel) < seq
         {
             durable.advanced.notify_waiters();
         }
@@ -559,6 +589,34 @@ mod tests {
             .expect("a dropped pacing subscriber holds nothing back");
         bus.publish(None, stage_started("after"));
         bus.paced().await;
+    }
+
+    #[tokio::test]
+    async fn a_durable_subscriber_is_not_waited_for_on_events_it_does_not_want() {
+        let bus = EventBus::new();
+        let journal =
+            bus.subscribe_durable(|kind| matches!(kind, EventKind::StageStarted { .. }), 1024);
+        let wanted = bus.publish(None, stage_started("a")).seq;
+        let unwanted = bus
+            .publish(
+                None,
+                EventKind::ItemsSkipped {
+                    stage: "a".into(),
+                    count: 1,
+                },
+            )
+            .seq;
+        let waiting = {
+            let bus = bus.clone();
+            tokio::spawn(async move { bus.durable(unwanted).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(
+            !waiting.is_finished(),
+            "the wanted event is not committed yet"
+        );
+        journal.acknowledge(wanted);
+        waiting.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
