@@ -5,8 +5,8 @@
 //!   outcome reported to the breaker, its duration recorded in the metrics window. On success no
 //!   trigger is evaluated (triggers run on failure and on the evaluation tick).
 //! - `self-healing/pipeline-item`: one item of a real pipeline with an AutoHealer attached: the
-//!   above plus a task per item and four events (item and attempt, started and succeeded) through
-//!   the bus to the metrics collector.
+//!   above plus the stage's worker pulling the item and three events (the attempt's start, its
+//!   success and the item's) through the bus to the metrics collector.
 //! - `tower/retry+timeout+limit`, `backon/retry`, `failsafe/breaker`: the peers.
 //!
 //! cargo bench -p bench --bench wrapper

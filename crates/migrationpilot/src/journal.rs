@@ -19,8 +19,8 @@ use crate::store::projection::journaled;
 
 /// `event` with every secret masked in every string it carries (errors, details, items,
 /// codes, descriptions): what the store keeps and what progress, `--json-events` and the API
-/// show. The bulk of a run (item and attempt starts and successes) carries only its stage and
-/// item, looked at directly; other events go through their JSON form.
+/// show. The bulk of a run (attempt starts, attempts' and items' successes) carries only its
+/// stage and item, looked at directly; other events go through their JSON form.
 fn masked(event: Arc<Event>, secrets: &Secrets) -> Arc<Event> {
     if secrets.is_empty() {
         return event;
@@ -73,10 +73,9 @@ pub fn subscribe(bus: &EventBus, everything: bool) -> Subscription {
 /// (a session finishes it after the run and its last alert deliveries). Committed events go to
 /// the returned receiver, with the values of `secrets` masked in their text (errors, details,
 /// descriptions), as they are in the store. A store failure cancels the run through `stop` and
-/// is returned. Subscribe with
-/// [`EventBus::subscribe_durable`](self_healing::event::EventBus::subscribe_durable) and
-/// [`MAX_BACKLOG`]: a run never outpaces its journal by more than that, and each batch is
-/// acknowledged once committed, so decisions wait for their record.
+/// is returned. Subscribe with [`subscribe`]: a durable subscription with [`MAX_BACKLOG`], so a
+/// run never outpaces its journal by more than that, and each batch is acknowledged once
+/// committed, so decisions wait for their record.
 pub fn spawn(
     store: Arc<dyn Store>,
     project: Arc<str>,

@@ -64,13 +64,12 @@ async fn run(durable: bool, fail: bool) -> Duration {
             .expect("a SQLite store"),
     );
     let events = if durable {
-        pipeline
-            .events()
-            .subscribe_durable(|_| true, migrationpilot::journal::MAX_BACKLOG)
+        migrationpilot::journal::subscribe(pipeline.events(), false)
     } else {
-        pipeline
-            .events()
-            .subscribe_pacing(|_| true, migrationpilot::journal::MAX_BACKLOG)
+        pipeline.events().subscribe_pacing(
+            migrationpilot::store::projection::journaled,
+            migrationpilot::journal::MAX_BACKLOG,
+        )
     };
     let finish = CancellationToken::new();
     let (task, mut committed) = migrationpilot::journal::spawn(

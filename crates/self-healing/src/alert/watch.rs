@@ -91,6 +91,9 @@ impl Watch {
     }
 }
 
+/// How often a firing `run-stuck` looks at the run's metrics besides following its successes.
+const STUCK_RELOOK: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn attempt_succeeded(kind: &EventKind) -> bool {
     matches!(kind, EventKind::AttemptSucceeded { .. })
 }
@@ -234,11 +237,18 @@ impl Alerting {
                     .min()
             })
             .flatten();
-        stuck.into_iter().chain(down).min()
+        // While it fires, a look now and then too: a success published as the watcher
+        // subscribed to them may reach the metrics only after its check.
+        let relook = watch.stuck.then(|| Instant::now() + STUCK_RELOOK);
+        stuck.into_iter().chain(down).chain(relook).min()
     }
 
     fn fire_due(&self, watch: &mut Watch) {
         let builtins = self.builtins();
+        if watch.stuck && watch.caught_up() {
+            watch.stuck = false;
+            self.resolve_stuck(watch);
+        }
         let now = Instant::now();
         if builtins.run_stuck.enabled
             && !watch.stuck

@@ -62,15 +62,23 @@ struct Pass {
 }
 
 impl Pass {
-    /// The next unit, waiting for the source; `None` once it is drained.
-    async fn next(&self) -> Option<Result<Unit, StageError>> {
+    /// The next unit, waiting for the source; `None` once it is drained. A source that fails
+    /// ends the pass, and is not polled again.
+    async fn next(&self) -> Option<Unit> {
         let mut source = self.source.lock().await;
-        let next = source.as_mut()?.next().await;
-        if next.is_none() {
-            *source = None;
-            self.drained.cancel();
+        match source.as_mut()?.next().await {
+            Some(Ok(unit)) => Some(unit),
+            Some(Err(e)) => {
+                *source = None;
+                self.end_with(PassEnd::Failed(e));
+                None
+            }
+            None => {
+                *source = None;
+                self.drained.cancel();
+                None
+            }
         }
-        next
     }
 
     /// Ends the pass (the first reason stands) and stops it starting anything new.
@@ -223,6 +231,11 @@ impl<C: Send + Sync + 'static> Runner<C> {
                 }
                 joined = workers.join_next() => match joined {
                     None => break,
+                    // One that left over a cut limit may have been raised since: its place is
+                    // filled again.
+                    Some(Ok(())) if open && pass.workers.load(Ordering::Acquire) < control.concurrency() => {
+                        spawn(&mut workers);
+                    }
                     Some(Ok(())) => {}
                     // Panics inside handlers are caught per attempt; this is a panic in our code.
                     Some(Err(e)) => pass.end_with(PassEnd::Failed(StageError::critical(format!(
@@ -274,14 +287,8 @@ impl<C: Send + Sync + 'static> Runner<C> {
                 self.bus.paced().await;
                 pass.next().await
             });
-            let unit = match unless_cancelled(&pass.stop, next).await {
-                None => return,
-                Some(None) => return,
-                Some(Some(Err(e))) => {
-                    pass.end_with(PassEnd::Failed(e));
-                    return;
-                }
-                Some(Some(Ok(unit))) => unit,
+            let Some(Some(unit)) = unless_cancelled(&pass.stop, next).await else {
+                return;
             };
             if pass.workers.load(Ordering::Acquire) < control.concurrency() {
                 pass.busy.notify_one();

@@ -751,10 +751,9 @@ pub(super) fn rollback_requested(reason: &str) -> StageError {
     StageError::new(format!("rollback requested: {reason}")).with_code("ROLLBACK_REQUESTED")
 }
 
-/// `work`'s output, or `None` when `token` is cancelled first. Like a biased `select!` on the
-/// cancellation and the work, but work that is ready at once costs one check of the token and
-/// no registration with it: a unit passes through several of these. `work` comes pinned where
-/// it was made, so that a large future is not moved into this one.
+/// `work`'s output, or `None` when `token` is cancelled first (a cancellation and work ready at
+/// once: the cancellation). `work` comes pinned where it was made, so that a large future is
+/// not moved into this one.
 pub(super) async fn unless_cancelled<F: Future>(
     token: &CancellationToken,
     work: Pin<&mut F>,

@@ -35,7 +35,8 @@ pub struct ConcurrencyLimit {
 /// A counter and a wake-up rather than a semaphore: a live limit then needs no debt of
 /// permits to retire, and taking and returning room is one atomic operation each way (tokio's
 /// semaphore takes a mutex on every release). Waiters are woken in order but a newcomer may take
-/// freed room first; the pipeline has one acquirer per stage, so nothing waits unfairly there.
+/// freed room first; a pipeline's workers each hold a place for a whole unit, and wait here only
+/// when the limit was cut, so nothing waits unfairly there.
 struct Inner {
     limit: AtomicUsize,
     in_flight: AtomicUsize,

@@ -11,7 +11,7 @@ use self_healing::{BoxFuture, PipelineMetrics};
 use super::{Backend, Db, json};
 use crate::store::dialect::Dialect;
 use crate::store::projection::{self, ItemDone, Write};
-use crate::store::{CheckSeen, Journal, Result};
+use crate::store::{CheckSeen, Journal, Result, StoreError};
 
 impl Journal for Backend {
     fn append<'a>(
@@ -21,12 +21,33 @@ impl Journal for Backend {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let writes = projection::project(project, events)?;
-            let mut tx = self.begin_journal().await?;
-            for write in &writes {
-                execute(&mut tx, write).await?;
+            // Completions go in without reporting which rows they inserted. In the rare batch
+            // where an item had completed before, the batch is undone and written again,
+            // reporting them (no savepoints: a PostgreSQL transaction with many slows the
+            // whole server).
+            for reporting in [false, true] {
+                let mut tx = self.begin_journal().await?;
+                let mut whole = true;
+                for write in &writes {
+                    match write {
+                        Write::ItemsSucceeded(done) => {
+                            if !insert_completions(&mut tx, done, reporting).await? {
+                                whole = false;
+                                break;
+                            }
+                        }
+                        write => execute(&mut tx, write).await?,
+                    }
+                }
+                if whole {
+                    tx.commit().await?;
+                    return Ok(());
+                }
+                tx.rollback().await?;
             }
-            tx.commit().await?;
-            Ok(())
+            Err(StoreError::Invalid(
+                "item completions could not be written".into(),
+            ))
         })
     }
 
@@ -126,7 +147,10 @@ async fn execute(tx: &mut Transaction<'_, Db>, write: &Write<'_>) -> Result<()> 
         .bind(if *succeeded { "succeeded" } else { "failed" })
         .bind(*items)
         .bind(*at),
-        Write::ItemsSucceeded(done) => return insert_completions(tx, done).await,
+        Write::ItemsSucceeded(done) => {
+            insert_completions(tx, done, true).await?;
+            return Ok(());
+        }
         Write::Healing {
             project,
             run,
@@ -246,50 +270,43 @@ async fn execute(tx: &mut Transaction<'_, Db>, write: &Write<'_>) -> Result<()> 
 }
 
 /// Item completions in one multi-row statement. A completion is final: an item run again keeps
-/// its first row, and the new completion is kept as an event (see
-/// `projection::completed_again`). That is rare, so the statement first runs without reporting
-/// which rows it inserted; only when fewer went in than were given is it undone (to a
-/// savepoint) and run again, reporting them.
-async fn insert_completions(tx: &mut Transaction<'_, Db>, done: &[ItemDone<'_>]) -> Result<()> {
-    let insert = |returning: bool| {
-        let mut insert = QueryBuilder::<Db>::new(
-            "INSERT INTO items (run, stage, item, status, attempts, finished_ms, duration_ms) ",
-        );
-        insert.push_values(done, |mut row, item| {
-            row.push_bind(item.run)
-                .push_bind(item.stage)
-                .push_bind(item.item)
-                .push("'succeeded'")
-                .push_bind(item.attempts)
-                .push_bind(item.at)
-                .push_bind(item.duration_ms);
-        });
-        insert.push(" ON CONFLICT (run, stage, item) DO NOTHING");
-        if returning {
-            insert.push(" RETURNING stage, item");
-        }
-        insert
-    };
-    sqlx::query("SAVEPOINT completions")
-        .execute(&mut **tx)
-        .await?;
-    let inserted = insert(false).build().execute(&mut **tx).await?;
-    if inserted.rows_affected() < done.len() as u64 {
-        sqlx::query("ROLLBACK TO SAVEPOINT completions")
-            .execute(&mut **tx)
-            .await?;
-        let inserted: HashSet<(String, String)> = insert(true)
-            .build_query_as::<(String, String)>()
-            .fetch_all(&mut **tx)
-            .await?
-            .into_iter()
-            .collect();
+/// its first row, and, when `reporting`, the new completion is kept as an event (see
+/// `projection::completed_again`). Without `reporting`, returns false when fewer rows went in
+/// than were given (an item had completed before), for the caller to write the batch again
+/// reporting them.
+async fn insert_completions(
+    tx: &mut Transaction<'_, Db>,
+    done: &[ItemDone<'_>],
+    reporting: bool,
+) -> Result<bool> {
+    let mut insert = QueryBuilder::<Db>::new(
+        "INSERT INTO items (run, stage, item, status, attempts, finished_ms, duration_ms) ",
+    );
+    insert.push_values(done, |mut row, item| {
+        row.push_bind(item.run)
+            .push_bind(item.stage)
+            .push_bind(item.item)
+            .push("'succeeded'")
+            .push_bind(item.attempts)
+            .push_bind(item.at)
+            .push_bind(item.duration_ms);
+    });
+    insert.push(" ON CONFLICT (run, stage, item) DO NOTHING");
+    if !reporting {
+        let inserted = insert.build().execute(&mut **tx).await?;
+        return Ok(inserted.rows_affected() == done.len() as u64);
+    }
+    insert.push(" RETURNING stage, item");
+    let inserted: HashSet<(String, String)> = insert
+        .build_query_as::<(String, String)>()
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
+    if inserted.len() < done.len() {
         for write in projection::completed_again(done, inserted)? {
             Box::pin(execute(tx, &write)).await?;
         }
     }
-    sqlx::query("RELEASE SAVEPOINT completions")
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    Ok(true)
 }
