@@ -646,6 +646,9 @@ async fn a_live_concurrency_change_takes_effect_mid_stage() {
     gauge.take_peak();
     sleep(Duration::from_millis(1000)).await;
     assert_eq!(gauge.take_peak(), 3, "phase 3: cut to 3 while running");
+    control.set_concurrency(6).unwrap();
+    sleep(Duration::from_millis(1000)).await;
+    assert_eq!(gauge.take_peak(), 6, "phase 4: raised again after the cut");
 
     let report = run.await.unwrap();
     assert_eq!(report.status, RunStatus::Succeeded);
@@ -654,7 +657,7 @@ async fn a_live_concurrency_change_takes_effect_mid_stage() {
         EventKind::ConcurrencyChanged { from, to, .. } => Some((from, to)),
         _ => None,
     });
-    assert_eq!(changes, [(2, 8), (8, 3)]);
+    assert_eq!(changes, [(2, 8), (8, 3), (3, 6)]);
 }
 
 #[tokio::test(start_paused = true)]
