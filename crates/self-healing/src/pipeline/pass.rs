@@ -87,6 +87,11 @@ impl Pass {
         self.stop.cancel();
     }
 
+    /// Whether units may still be started: not stopped, not drained.
+    fn is_open(&self) -> bool {
+        !self.stop.is_cancelled() && !self.drained.is_cancelled()
+    }
+
     fn is_ending(&self) -> bool {
         lock(&self.end).is_some()
     }
@@ -218,7 +223,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
         };
         spawn(&mut workers);
         loop {
-            let open = !pass.stop.is_cancelled() && !pass.drained.is_cancelled();
+            let open = pass.is_open();
             let running = pass.workers.load(Ordering::Acquire);
             let full = running >= control.concurrency();
             tokio::select! {
@@ -232,8 +237,8 @@ impl<C: Send + Sync + 'static> Runner<C> {
                 joined = workers.join_next() => match joined {
                     None => break,
                     // One that left over a cut limit may have been raised since: its place is
-                    // filled again.
-                    Some(Ok(())) if open && pass.workers.load(Ordering::Acquire) < control.concurrency() => {
+                    // filled again (while the pass is still open: it may have closed meanwhile).
+                    Some(Ok(())) if pass.is_open() && pass.workers.load(Ordering::Acquire) < control.concurrency() => {
                         spawn(&mut workers);
                     }
                     Some(Ok(())) => {}
