@@ -224,19 +224,15 @@ impl<C: Send + Sync + 'static> SelfHealingPipeline<C> {
             RunId::new(format!("run-{id:016x}"))
         });
         *self.current_run.lock().unwrap_or_else(|e| e.into_inner()) = Some(run.clone());
-        let input = Arc::new(input);
         let shared = Arc::new(context::Shared {
-            input: Arc::clone(&input),
-            run: run.clone(),
+            input: Arc::new(input),
+            run,
             metrics: self.metrics.clone(),
             outputs: context::Outputs::default(),
         });
         let runner = Arc::new(Runner {
             pipeline: Arc::clone(&self.name),
-            input,
-            run,
             bus: self.bus.clone(),
-            metrics: self.metrics.clone(),
             supervisor: Arc::clone(&self.supervisor),
             default_retry: self.default_retry.clone(),
             jitter: Arc::clone(&self.jitter),

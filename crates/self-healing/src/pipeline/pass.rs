@@ -83,7 +83,10 @@ impl Pass {
 
     /// Ends the pass (the first reason stands) and stops it starting anything new.
     fn end_with(&self, end: PassEnd) {
-        lock(&self.end).get_or_insert(end);
+        self.end
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(end);
         self.stop.cancel();
     }
 
@@ -93,7 +96,7 @@ impl Pass {
     }
 
     fn is_ending(&self) -> bool {
-        lock(&self.end).is_some()
+        self.end.lock().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 
     /// Counts a unit's end: completed units are kept for compensation and restarts; a failure
@@ -102,14 +105,17 @@ impl Pass {
         match end {
             UnitEnd::Succeeded | UnitEnd::Skipped => {
                 if let (Some(finished), Some(key)) = (&self.finished, &unit.key) {
-                    lock(finished).insert(Arc::clone(key));
+                    finished
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(Arc::clone(key));
                 }
                 self.completed.fetch_add(1, Ordering::Relaxed);
                 if matches!(end, UnitEnd::Skipped) {
                     self.skipped.fetch_add(1, Ordering::Relaxed);
                 }
                 if let Some(units) = &self.units {
-                    lock(units).push(unit);
+                    units.lock().unwrap_or_else(|e| e.into_inner()).push(unit);
                 }
             }
             UnitEnd::Abandoned => {}
@@ -138,9 +144,12 @@ impl Pass {
 
     /// Whether an earlier pass that a restart keeps finished this item.
     fn finished_before(&self, key: &str) -> bool {
-        self.finished
-            .as_ref()
-            .is_some_and(|finished| lock(finished).contains(key))
+        self.finished.as_ref().is_some_and(|finished| {
+            finished
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(key)
+        })
     }
 
     /// Leaves the pool when it is larger than `limit`: how a cut of the limit takes effect.
@@ -186,7 +195,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
         let control = &entry.control;
         let stage = &entry.stage;
         let pass = Arc::new(Pass {
-            source: futures_util::lock::Mutex::new(Some(stage.work.units(&self.input))),
+            source: futures_util::lock::Mutex::new(Some(stage.work.units(&self.shared.input))),
             stop: Arc::new(self.cancel.child_token()),
             hard: CancellationToken::new(),
             drained: CancellationToken::new(),
@@ -258,7 +267,10 @@ impl<C: Send + Sync + 'static> Runner<C> {
                 count: skipped,
             });
         }
-        let end = lock(&pass.end)
+        let end = pass
+            .end
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .take()
             .unwrap_or(if self.cancel.is_cancelled() {
                 PassEnd::Cancelled
@@ -268,7 +280,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
         let units = pass
             .units
             .as_ref()
-            .map(|units| std::mem::take(&mut *lock(units)))
+            .map(|units| std::mem::take(&mut *units.lock().unwrap_or_else(|e| e.into_inner())))
             .unwrap_or_default();
         (end, units, pass.completed.load(Ordering::Relaxed), answered)
     }
@@ -316,8 +328,4 @@ impl<C: Send + Sync + 'static> Runner<C> {
             pass.settle(end, unit);
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -17,8 +17,7 @@ use super::report::{CompensationFailure, RunReport, StageReport};
 use super::stage::{Stage, Unit};
 use super::supervisor::{Failure, Remedy, RunScope, Supervisor};
 use crate::error::StageError;
-use crate::event::{ActionKind, EventBus, EventKind, HandlerKind, RunId, RunStatus};
-use crate::metrics::MetricsCollector;
+use crate::event::{ActionKind, EventBus, EventKind, HandlerKind, RunStatus};
 use crate::resilience::{Jitter, RetryPolicy, Sample, deadline};
 
 /// A stage as the pipeline keeps it: its definition and its live controls.
@@ -30,14 +29,11 @@ pub(crate) struct StageEntry<C> {
 /// Everything one run shares across its stages and units.
 pub(crate) struct Runner<C> {
     pub(crate) pipeline: Arc<str>,
-    pub(crate) input: Arc<C>,
-    pub(crate) run: RunId,
     pub(crate) bus: EventBus,
-    pub(crate) metrics: MetricsCollector,
     pub(crate) supervisor: Arc<dyn Supervisor>,
     pub(crate) default_retry: RetryPolicy,
     pub(crate) jitter: Arc<Jitter>,
-    /// What every attempt's context shares.
+    /// The run's input, id, metrics and attached outputs: what every attempt's context shares.
     pub(crate) shared: Arc<super::context::Shared<C>>,
     pub(crate) cancel: CancellationToken,
     pub(crate) resume: Option<Arc<super::Resume>>,
@@ -74,7 +70,12 @@ impl Drop for CancelOnDrop {
 
 impl<C: Send + Sync + 'static> Runner<C> {
     pub(super) fn publish(&self, kind: EventKind) -> Arc<crate::event::Event> {
-        self.bus.publish(Some(&self.run), kind)
+        self.bus.publish(Some(&self.shared.run), kind)
+    }
+
+    /// This run's events that happened together at `at` (see [`EventBus::publish_at`]).
+    fn publish_at<const N: usize>(&self, at: Instant, kinds: [EventKind; N]) {
+        self.bus.publish_at(Some(&self.shared.run), at, kinds);
     }
 
     pub(crate) async fn execute(self: Arc<Self>, stages: &[Arc<StageEntry<C>>]) -> RunReport {
@@ -88,14 +89,18 @@ impl<C: Send + Sync + 'static> Runner<C> {
             entry.control.clear_dependencies();
         }
         self.supervisor.run_started(&RunScope {
-            run: self.run.clone(),
+            run: self.shared.run.clone(),
             pipeline: Arc::clone(&self.pipeline),
             bus: self.bus.clone(),
-            metrics: self.metrics.clone(),
+            metrics: self.shared.metrics.clone(),
             controls: stages.iter().map(|e| Arc::clone(&e.control)).collect(),
         });
         let sampler = {
-            let (metrics, bus, run) = (self.metrics.clone(), self.bus.clone(), self.run.clone());
+            let (metrics, bus, run) = (
+                self.shared.metrics.clone(),
+                self.bus.clone(),
+                self.shared.run.clone(),
+            );
             let done = CancellationToken::new();
             let guard = CancelOnDrop(done.clone());
             tokio::spawn(async move {
@@ -202,12 +207,12 @@ impl<C: Send + Sync + 'static> Runner<C> {
             }
         }
         drop(sampler);
-        self.metrics.sample();
-        let samples = self.metrics.snapshot();
+        self.shared.metrics.sample();
+        let samples = self.shared.metrics.snapshot();
         if !samples.is_empty() {
             self.publish(EventKind::MetricsSampled { samples });
         }
-        self.supervisor.run_finished(&self.run);
+        self.supervisor.run_finished(&self.shared.run);
         let duration = started.elapsed();
         self.publish(EventKind::RunFinished {
             status,
@@ -215,13 +220,13 @@ impl<C: Send + Sync + 'static> Runner<C> {
             error: error.clone(),
         });
         RunReport {
-            run_id: self.run.clone(),
+            run_id: self.shared.run.clone(),
             status,
             duration,
             stages: reports,
             error,
             compensation_failures,
-            metrics: self.metrics.pipeline_metrics(),
+            metrics: self.shared.metrics.pipeline_metrics(),
         }
     }
 
@@ -455,8 +460,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
             // One reading of the clock for the attempt's start, its event and the item's.
             let started = Instant::now();
             let first_started = *first_started.get_or_insert(started);
-            self.bus.publish_at(
-                Some(&self.run),
+            self.publish_at(
                 started,
                 [EventKind::AttemptStarted {
                     stage: Arc::clone(name),
@@ -505,11 +509,10 @@ impl<C: Send + Sync + 'static> Runner<C> {
                                 attempts: attempt,
                                 duration: ended - first_started,
                             };
-                            self.bus
-                                .publish_at(Some(&self.run), ended, [succeeded, item]);
+                            self.publish_at(ended, [succeeded, item]);
                         }
                         None => {
-                            self.bus.publish_at(Some(&self.run), ended, [succeeded]);
+                            self.publish_at(ended, [succeeded]);
                         }
                     }
                     break UnitEnd::Succeeded;
@@ -529,7 +532,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
                 break abandon();
             }
             let failure = Failure {
-                run: &self.run,
+                run: &self.shared.run,
                 stage: name,
                 item: item.as_deref(),
                 attempt,
@@ -661,7 +664,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
             return Vec::new();
         }
         let mut found = Vec::new();
-        let mut source = stage.work.units(&self.input);
+        let mut source = stage.work.units(&self.shared.input);
         while let Some(unit) = source.next().await {
             match unit {
                 Ok(unit) => {
