@@ -179,8 +179,7 @@ impl Alerting {
                     successes = Some(bus.subscribe_to(attempt_succeeded));
                     // One that ended before the subscription counts too.
                     if watch.caught_up() {
-                        watch.stuck = false;
-                        this.resolve_stuck(&watch);
+                        this.unstuck(&mut watch);
                         continue;
                     }
                 }
@@ -193,8 +192,7 @@ impl Alerting {
                     Some(event) = async { successes.as_mut()?.recv().await }, if successes.is_some() => {
                         if event.run.as_ref() == Some(&watch.run) {
                             watch.progress = Instant::now();
-                            watch.stuck = false;
-                            this.resolve_stuck(&watch);
+                            this.unstuck(&mut watch);
                         }
                         continue;
                     }
@@ -246,8 +244,7 @@ impl Alerting {
     fn fire_due(&self, watch: &mut Watch) {
         let builtins = self.builtins();
         if watch.stuck && watch.caught_up() {
-            watch.stuck = false;
-            self.resolve_stuck(watch);
+            self.unstuck(watch);
         }
         let now = Instant::now();
         if builtins.run_stuck.enabled
@@ -306,9 +303,12 @@ impl Alerting {
         }
     }
 
-    fn resolve_stuck(&self, watch: &Watch) {
-        let print = super::fingerprint(&watch.project, None, RUN_STUCK);
-        self.resolve(&format!("{print}/{}", watch.run), None);
+    /// The run made progress: a firing `run-stuck` is resolved.
+    fn unstuck(&self, watch: &mut Watch) {
+        if std::mem::take(&mut watch.stuck) {
+            let print = super::fingerprint(&watch.project, None, RUN_STUCK);
+            self.resolve(&format!("{print}/{}", watch.run), None);
+        }
     }
 
     /// The built-in alerts' part of an event.
@@ -317,9 +317,7 @@ impl Alerting {
         match &event.kind {
             EventKind::AttemptFailed { .. } => {
                 watch.progress = Instant::now();
-                if std::mem::take(&mut watch.stuck) {
-                    self.resolve_stuck(watch);
-                }
+                self.unstuck(watch);
             }
             EventKind::HealthChanged { change } => {
                 if change.new_status == HealthStatus::Unhealthy {
@@ -345,9 +343,7 @@ impl Alerting {
                 }
             }
             EventKind::RunFinished { status, error, .. } => {
-                if std::mem::take(&mut watch.stuck) {
-                    self.resolve_stuck(watch);
-                }
+                self.unstuck(watch);
                 let verb = match status {
                     RunStatus::Failed => "failed",
                     RunStatus::RolledBack => "rolled back",
