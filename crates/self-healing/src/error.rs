@@ -87,8 +87,16 @@ impl std::str::FromStr for Severity {
 /// }
 /// assert_eq!(read().unwrap_err().code(), Some("ENOENT"));
 /// ```
+///
+/// It is one pointer wide: results and events that carry it stay small on the path where
+/// nothing fails.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StageError {
+#[serde(transparent)]
+pub struct StageError(Box<Failure>);
+
+/// What a [`StageError`] holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Failure {
     message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     code: Option<Cow<'static, str>>,
@@ -155,7 +163,7 @@ impl StageError {
 
     /// An error with `message`, no code and severity `Error`.
     pub fn new(message: impl Into<String>) -> Self {
-        StageError {
+        StageError(Box::new(Failure {
             message: message.into(),
             code: None,
             severity: Severity::Error,
@@ -163,54 +171,54 @@ impl StageError {
             retryable: None,
             rule: None,
             invalid_json: None,
-        }
+        }))
     }
 
     /// This error known to be worth trying again (`true`) or not (`false`): a retry policy never
     /// retries an error that is not.
     pub fn with_retryable(mut self, retryable: bool) -> Self {
-        self.retryable = Some(retryable);
+        self.0.retryable = Some(retryable);
         self
     }
 
     /// Whether trying again may succeed, when something knows.
     pub fn retryable(&self) -> Option<bool> {
-        self.retryable
+        self.0.retryable
     }
 
     /// This error with the name of the rule that classified it.
     pub fn with_rule(mut self, rule: impl Into<Cow<'static, str>>) -> Self {
-        self.rule = Some(rule.into());
+        self.0.rule = Some(rule.into());
         self
     }
 
     /// The rule that gave the error its code, if one did.
     pub fn rule(&self) -> Option<&str> {
-        self.rule.as_deref()
+        self.0.rule.as_deref()
     }
 
     /// This error noting why its command's JSON error line could not be read.
     pub fn with_invalid_json(mut self, why: impl Into<String>) -> Self {
-        self.invalid_json = Some(why.into());
+        self.0.invalid_json = Some(why.into());
         self
     }
 
     /// Why the command's last standard-error line, which looked like a JSON error line, could
     /// not be read; `None` when there was none or it was read.
     pub fn invalid_json(&self) -> Option<&str> {
-        self.invalid_json.as_deref()
+        self.0.invalid_json.as_deref()
     }
 
     /// This error asking that a retry wait at least `after` (an HTTP 429's `Retry-After`, a
     /// rate limit's reset): a retry waits the longer of its backoff and this.
     pub fn with_retry_after(mut self, after: Duration) -> Self {
-        self.retry_after = Some(after);
+        self.0.retry_after = Some(after);
         self
     }
 
     /// The least wait before a retry this error asks for.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        self.0.retry_after
     }
 
     /// An error with `message`, no code and severity `Warning`.
@@ -231,35 +239,35 @@ impl StageError {
     /// Sets the machine-readable code (`ECONNRESET`, `ETIMEDOUT`…) that retry patterns and
     /// triggers match.
     pub fn with_code(mut self, code: impl Into<Cow<'static, str>>) -> Self {
-        self.code = Some(code.into());
+        self.0.code = Some(code.into());
         self
     }
 
     /// Sets the severity.
     pub fn with_severity(mut self, severity: Severity) -> Self {
-        self.severity = severity;
+        self.0.severity = severity;
         self
     }
 
     /// The same error with another message (a redacted one, say).
     pub fn with_message(mut self, message: impl Into<String>) -> Self {
-        self.message = message.into();
+        self.0.message = message.into();
         self
     }
 
     /// The human-readable message.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// The machine-readable code, or `None` when none was set.
     pub fn code(&self) -> Option<&str> {
-        self.code.as_deref()
+        self.0.code.as_deref()
     }
 
     /// How bad the failure is.
     pub fn severity(&self) -> Severity {
-        self.severity
+        self.0.severity
     }
 
     /// The error an attempt ends with when it outlives its stage's `timeout`.
@@ -295,9 +303,10 @@ pub const CODE_RESTART_LIMIT: &str = "RESTART_LIMIT";
 
 impl fmt::Display for StageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.code {
-            Some(code) => write!(f, "{}: {} [{}]", self.severity, self.message, code),
-            None => write!(f, "{}: {}", self.severity, self.message),
+        let failure = &self.0;
+        match &failure.code {
+            Some(code) => write!(f, "{}: {} [{}]", failure.severity, failure.message, code),
+            None => write!(f, "{}: {}", failure.severity, failure.message),
         }
     }
 }

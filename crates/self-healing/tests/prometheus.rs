@@ -201,7 +201,7 @@ fn retries_a_retry_budget_held_are_counted_with_how_long_they_waited() {
         None,
         Some(Duration::from_millis(500)),
     ] {
-        let record = HealingRecord {
+        let record = Box::new(HealingRecord {
             at: std::time::SystemTime::now(),
             run: Some(run.clone()),
             stage: Some("load".into()),
@@ -218,7 +218,7 @@ fn retries_a_retry_budget_held_are_counted_with_how_long_they_waited() {
             detail: "attempt 2 of 3".into(),
             duration: Duration::ZERO,
             budget_wait,
-        };
+        });
         let event = bus.publish(Some(&run), EventKind::HealingDecision { record });
         exporter.observe("payroll", &event);
     }

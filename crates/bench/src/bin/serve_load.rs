@@ -63,7 +63,7 @@ fn a_run(bus: &EventBus, project: usize, run: usize, items: usize) -> Vec<Arc<Ev
             error: StageError::new("read ECONNRESET"),
         }));
         events.push(publish(EventKind::HealingDecision {
-            record: HealingRecord {
+            record: Box::new(HealingRecord {
                 at: SystemTime::now(),
                 run: Some(id.clone()),
                 stage: Some(Arc::clone(stage)),
@@ -80,7 +80,7 @@ fn a_run(bus: &EventBus, project: usize, run: usize, items: usize) -> Vec<Arc<Ev
                 detail: "attempt 2 of 3".into(),
                 duration: Duration::ZERO,
                 budget_wait: None,
-            },
+            }),
         }));
         events.push(publish(EventKind::HealingApplied {
             stage: Arc::clone(stage),

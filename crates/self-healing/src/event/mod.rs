@@ -284,9 +284,9 @@ pub enum EventKind {
         item: Option<Arc<str>>,
         /// The attempt's number, from 1.
         attempt: u32,
-        /// What it wrote.
+        /// What it wrote (boxed, as the decision is: rare beside the events of every attempt).
         #[serde(flatten)]
-        output: AttemptOutput,
+        output: Box<AttemptOutput>,
     },
     /// The metrics collector's windows at the end of a sample interval: what changed in them.
     MetricsSampled {
@@ -339,8 +339,8 @@ pub enum EventKind {
     },
     /// A healing decision, acted on or not (see the healer's history).
     HealingDecision {
-        /// The decision.
-        record: HealingRecord,
+        /// The decision (boxed: it is large, and rare beside the events of every attempt).
+        record: Box<HealingRecord>,
     },
     /// An alert channel delivered alerts.
     AlertDelivered {
@@ -460,4 +460,20 @@ pub struct Event {
     /// What happened; its fields are flattened into the event on the wire.
     #[serde(flatten)]
     pub kind: EventKind,
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every attempt publishes events, each moved into the bus's `Arc`: what is large and rare
+    /// (a decision, an attempt's output, an error) is boxed so the common ones stay small.
+    #[test]
+    fn an_event_stays_small() {
+        assert_eq!(size_of::<StageError>(), size_of::<usize>());
+        assert!(
+            size_of::<EventKind>() <= 72,
+            "{} bytes",
+            size_of::<EventKind>()
+        );
+    }
 }

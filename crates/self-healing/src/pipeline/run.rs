@@ -743,7 +743,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
                 stage: Arc::clone(stage),
                 item: item.cloned(),
                 attempt,
-                output,
+                output: Box::new(output),
             });
         }
     }

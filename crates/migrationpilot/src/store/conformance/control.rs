@@ -102,7 +102,7 @@ pub(super) async fn healing_mode_and_history_read_back(store: Arc<dyn Store>) {
                 Some(&run),
                 0,
                 EventKind::HealingDecision {
-                    record: record.clone(),
+                    record: Box::new(record.clone()),
                 },
             )
         })

@@ -36,10 +36,10 @@ pub(super) async fn the_journal_reads_back_in_pages_with_resumable_cursors(store
     events.push(bus.publish(
         Some(&run),
         EventKind::HealingDecision {
-            record: HealingRecord {
+            record: Box::new(HealingRecord {
                 at: SystemTime::now(),
                 ..decision(&run, 0, "retry-transient")
-            },
+            }),
         },
     ));
     events.push(bus.publish(
@@ -235,7 +235,7 @@ pub(super) async fn a_follower_misses_nothing_that_concurrent_writers_append(
                     Some(&run),
                     i,
                     EventKind::HealingDecision {
-                        record: decision(&run, i, "retry"),
+                        record: Box::new(decision(&run, i, "retry")),
                     },
                 ));
                 store.append(project, &batch).await.unwrap();

@@ -19,12 +19,12 @@ fn output(
             stage: if item == "-" { "publish" } else { "load" }.into(),
             item: (item != "-").then(|| item.into()),
             attempt,
-            output: AttemptOutput {
+            output: Box::new(AttemptOutput {
                 stdout: stdout.into(),
                 stderr: stderr.into(),
                 stdout_cut: u64::from(attempt) * 10,
                 stderr_cut: 0,
-            },
+            }),
         },
     )
 }
@@ -159,12 +159,12 @@ pub(super) async fn logs_and_samples_are_kept_for_the_last_runs_only(store: Arc<
                     stage: "load".into(),
                     item: None,
                     attempt: 1,
-                    output: AttemptOutput {
+                    output: Box::new(AttemptOutput {
                         stdout: format!("run {i}"),
                         stderr: String::new(),
                         stdout_cut: 0,
                         stderr_cut: 0,
-                    },
+                    }),
                 },
             ),
             event(

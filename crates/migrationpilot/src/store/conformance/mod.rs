@@ -187,12 +187,12 @@ pub(super) async fn a_run_reads_back_with_its_stages_events_samples_logs_and_res
                 stage: "load".into(),
                 item: Some("c".into()),
                 attempt: 1,
-                output: AttemptOutput {
+                output: Box::new(AttemptOutput {
                     stdout: "out\0put\n".into(),
                     stderr: "é\n".into(),
                     stdout_cut: 3,
                     stderr_cut: 0,
-                },
+                }),
             },
         ),
         ev(

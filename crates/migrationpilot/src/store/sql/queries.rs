@@ -389,7 +389,7 @@ impl Queries for Backend {
             .fetch_all(&self.pool)
             .await?;
             for (id, project, body) in decisions {
-                let event = serde_json::from_str::<HealingRecord>(&body)
+                let event = serde_json::from_str::<Box<HealingRecord>>(&body)
                     .ok()
                     .map(|record| {
                         let event = Event {

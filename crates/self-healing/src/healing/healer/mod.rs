@@ -557,6 +557,7 @@ impl AutoHealer {
         }
         if let Some(scope) = scope {
             for record in records {
+                let record = Box::new(record);
                 scope
                     .bus
                     .publish(Some(&scope.run), EventKind::HealingDecision { record });
