@@ -10,11 +10,12 @@
 //! holds the whole database, so rows need no locks of their own. A database whose writers run
 //! side by side (PostgreSQL) says how it locks.
 
-use sqlx::{Database, Transaction};
+use sqlx::{Database, QueryBuilder, Transaction};
 
 use self_healing::BoxFuture;
 
 use super::Result;
+use super::projection::ItemDone;
 use super::work::WorkQueue;
 
 /// What a backend tells the SQL written once for every backend.
@@ -46,6 +47,12 @@ pub trait Dialect: Send + Sync + 'static {
     /// reader following the journal never steps over one still being written; SQLite's single
     /// writer gives that for free.
     fn begin_journal(&self) -> BoxFuture<'_, Result<Transaction<'static, Self::Db>>>;
+
+    /// The statement that inserts item completions as `succeeded` rows of `items`, open for
+    /// what follows it (`ON CONFLICT`, `RETURNING`). SQLite lists them as `VALUES`; PostgreSQL
+    /// binds each column as one array and reads them back with `UNNEST`, a statement it plans
+    /// and sets up in the same few steps however many rows it carries.
+    fn insert_completions(done: &[ItemDone<'_>]) -> QueryBuilder<Self::Db>;
 
     /// Begins the transaction migrations run in, so that one process at a time migrates: by
     /// default [`begin_write`](Self::begin_write)'s (PostgreSQL: an advisory lock).

@@ -11,11 +11,12 @@ use std::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
+use sqlx::{QueryBuilder, Sqlite, Transaction};
 
 use self_healing::BoxFuture;
 
 use super::dialect::Dialect;
+use super::projection::ItemDone;
 use super::{Access, Result, StoreError};
 
 /// Schema versions, applied in order; the store records how far it got.
@@ -386,6 +387,22 @@ impl Dialect for SqliteStore {
 
     fn begin_journal(&self) -> BoxFuture<'_, Result<Transaction<'static, Sqlite>>> {
         Box::pin(async move { Ok(self.pool.begin().await?) })
+    }
+
+    fn insert_completions(done: &[ItemDone<'_>]) -> QueryBuilder<Sqlite> {
+        let mut insert = QueryBuilder::new(
+            "INSERT INTO items (run, stage, item, status, attempts, finished_ms, duration_ms) ",
+        );
+        insert.push_values(done, |mut row, item| {
+            row.push_bind(item.run)
+                .push_bind(item.stage)
+                .push_bind(item.item)
+                .push("'succeeded'")
+                .push_bind(item.attempts)
+                .push_bind(item.at)
+                .push_bind(item.duration_ms);
+        });
+        insert
     }
 }
 

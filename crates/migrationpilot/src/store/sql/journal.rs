@@ -271,32 +271,25 @@ async fn execute(tx: &mut Transaction<'_, Db>, write: &Write<'_>) -> Result<()> 
 
 /// Item completions in one multi-row statement. A completion is final: an item run again keeps
 /// its first row, and, when `reporting`, the new completion is kept as an event (see
-/// `projection::completed_again`). Without `reporting`, returns false when fewer rows went in
-/// than were given (an item had completed before), for the caller to write the batch again
-/// reporting them.
+/// `projection::completed_again`). Without `reporting`, returns false when an item had completed
+/// before (the insert failed on the key, and the transaction with it), for the caller to write
+/// the batch again reporting them.
 async fn insert_completions(
     tx: &mut Transaction<'_, Db>,
     done: &[ItemDone<'_>],
     reporting: bool,
 ) -> Result<bool> {
-    let mut insert = QueryBuilder::<Db>::new(
-        "INSERT INTO items (run, stage, item, status, attempts, finished_ms, duration_ms) ",
-    );
-    insert.push_values(done, |mut row, item| {
-        row.push_bind(item.run)
-            .push_bind(item.stage)
-            .push_bind(item.item)
-            .push("'succeeded'")
-            .push_bind(item.attempts)
-            .push_bind(item.at)
-            .push_bind(item.duration_ms);
-    });
-    insert.push(" ON CONFLICT (run, stage, item) DO NOTHING");
+    let mut insert = Backend::insert_completions(done);
     if !reporting {
-        let inserted = insert.build().execute(&mut **tx).await?;
-        return Ok(inserted.rows_affected() == done.len() as u64);
+        // A plain insert: the key is looked up once, where `ON CONFLICT` looks it up before
+        // inserting and again as it inserts.
+        return match insert.build().execute(&mut **tx).await {
+            Ok(_) => Ok(true),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
+            Err(e) => Err(e.into()),
+        };
     }
-    insert.push(" RETURNING stage, item");
+    insert.push(" ON CONFLICT (run, stage, item) DO NOTHING RETURNING stage, item");
     let inserted: HashSet<(String, String)> = insert
         .build_query_as::<(String, String)>()
         .fetch_all(&mut **tx)
