@@ -15,7 +15,7 @@ use sqlx::{Database, QueryBuilder, Transaction};
 use self_healing::BoxFuture;
 
 use super::Result;
-use super::projection::ItemDone;
+use super::projection::{ItemDone, StatementBound};
 use super::work::WorkQueue;
 
 /// What a backend tells the SQL written once for every backend.
@@ -25,6 +25,14 @@ pub trait Dialect: Send + Sync + 'static {
 
     /// The schema's versions, applied in order; the store records how far it got.
     const MIGRATIONS: &'static [&'static str];
+
+    /// How many item completions one statement carries. By default (SQLite, in the process)
+    /// 2,000: 12,000 bind parameters, under SQLite's 32,766, and ten times fewer statements
+    /// than 200 a statement took (journaled million: 218 k → 300 k items/s).
+    const STATEMENT: StatementBound = StatementBound {
+        rows: 2000,
+        bytes: usize::MAX,
+    };
 
     /// Ends a `SELECT` of rows that the transaction reads and then writes, so a second writer
     /// waits for them (PostgreSQL: `FOR UPDATE`). Nothing by default: there

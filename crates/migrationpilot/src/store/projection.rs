@@ -13,15 +13,15 @@ use self_healing::event::{
 
 use super::{JournalCursor, JournalEntry, JournalTable, Result, StoreError, millis};
 
-/// Item completions per multi-row statement (7 values each, well under SQLite's 32766 and
-/// PostgreSQL's 65535 bind parameters).
-pub const COMPLETIONS_PER_STATEMENT: usize = 200;
-
-/// The most a multi-row statement's values may take, in bytes: a statement sent to PostgreSQL
-/// over TLS then fits one TLS record (16 KB). One that does not is written as a full record and
-/// a small one, and on a connection without `TCP_NODELAY` (sqlx sets none) the small one waits
-/// for the server's delayed acknowledgement of the first: 40 ms a statement on a loopback.
-pub const STATEMENT_BYTES: usize = 12 * 1024;
+/// How much one multi-row statement of completions may carry: a backend's own bound (see
+/// [`Dialect::STATEMENT`](super::dialect::Dialect::STATEMENT)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatementBound {
+    /// Completions in one statement.
+    pub rows: usize,
+    /// What their values may take, in bytes (their text, their numbers and a length word each).
+    pub bytes: usize,
+}
 
 /// What a completion adds to its statement's values, roughly: its text, its numbers, and each
 /// value's length word.
@@ -199,7 +199,11 @@ pub fn journaled(kind: &EventKind) -> bool {
 /// The writes a batch of `project`'s events makes, in order. Consecutive completions share a
 /// statement; events that are not journaled do not break a run of them up (a real run
 /// interleaves item starts with completions).
-pub fn project<'e>(project: &'e str, events: &'e [Arc<Event>]) -> Result<Vec<Write<'e>>> {
+pub fn project<'e>(
+    project: &'e str,
+    events: &'e [Arc<Event>],
+    bound: StatementBound,
+) -> Result<Vec<Write<'e>>> {
     let mut writes = Vec::new();
     let mut completions: Vec<ItemDone<'e>> = Vec::new();
     let mut bytes = 0;
@@ -221,13 +225,13 @@ pub fn project<'e>(project: &'e str, events: &'e [Arc<Event>]) -> Result<Vec<Wri
                 duration_ms: duration.as_secs_f64() * 1000.0,
             };
             let more = statement_bytes(&done);
-            if !completions.is_empty() && bytes + more > STATEMENT_BYTES {
+            if !completions.is_empty() && bytes + more > bound.bytes {
                 writes.push(Write::ItemsSucceeded(std::mem::take(&mut completions)));
                 bytes = 0;
             }
             bytes += more;
             completions.push(done);
-            if completions.len() == COMPLETIONS_PER_STATEMENT {
+            if completions.len() == bound.rows {
                 writes.push(Write::ItemsSucceeded(std::mem::take(&mut completions)));
                 bytes = 0;
             }
@@ -469,6 +473,12 @@ mod tests {
 
     use super::*;
 
+    /// A bound of 200 completions in 12 KB, as over a network.
+    const BOUND: StatementBound = StatementBound {
+        rows: 200,
+        bytes: 12 * 1024,
+    };
+
     #[test]
     fn a_statement_of_completions_stays_within_its_bytes() {
         let bus = EventBus::new();
@@ -487,7 +497,7 @@ mod tests {
                 )
             })
             .collect();
-        let writes = project("p", &events).unwrap();
+        let writes = project("p", &events, BOUND).unwrap();
         let sizes: Vec<usize> = writes
             .iter()
             .map(|w| match w {
@@ -500,7 +510,7 @@ mod tests {
         for write in &writes {
             if let Write::ItemsSucceeded(done) = write {
                 let bytes: usize = done.iter().map(statement_bytes).sum();
-                assert!(bytes <= STATEMENT_BYTES, "{bytes}");
+                assert!(bytes <= BOUND.bytes, "{bytes}");
             }
         }
     }
@@ -539,7 +549,7 @@ mod tests {
                 items: 450,
             },
         ));
-        let writes = project("p", &events).unwrap();
+        let writes = project("p", &events, BOUND).unwrap();
         let shape: Vec<usize> = writes
             .iter()
             .map(|w| match w {

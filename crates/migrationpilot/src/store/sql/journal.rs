@@ -20,7 +20,7 @@ impl Journal for Backend {
         events: &'a [Arc<Event>],
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let writes = projection::project(project, events)?;
+            let writes = projection::project(project, events, Backend::STATEMENT)?;
             // Completions go in without reporting which rows they inserted. In the rare batch
             // where an item had completed before, the batch is undone and written again,
             // reporting them (no savepoints: a PostgreSQL transaction with many slows the
