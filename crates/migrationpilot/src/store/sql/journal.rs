@@ -28,10 +28,25 @@ impl Journal for Backend {
             for reporting in [false, true] {
                 let mut tx = self.begin_journal().await?;
                 let mut whole = true;
-                for write in &writes {
+                // A statement of completions is built while the one before it runs.
+                let mut ahead = None;
+                for (i, write) in writes.iter().enumerate() {
                     match write {
                         Write::ItemsSucceeded(done) => {
-                            if !insert_completions(&mut tx, done, reporting).await? {
+                            let insert = ahead
+                                .take()
+                                .unwrap_or_else(|| Backend::insert_completions(done));
+                            let next = match writes.get(i + 1) {
+                                Some(Write::ItemsSucceeded(next)) => Some(next),
+                                _ => None,
+                            };
+                            let (written, built) = tokio::join!(
+                                biased;
+                                insert_completions(&mut tx, insert, done, reporting),
+                                async { next.map(|next| Backend::insert_completions(next)) },
+                            );
+                            ahead = built;
+                            if !written? {
                                 whole = false;
                                 break;
                             }
@@ -148,7 +163,7 @@ async fn execute(tx: &mut Transaction<'_, Db>, write: &Write<'_>) -> Result<()> 
         .bind(*items)
         .bind(*at),
         Write::ItemsSucceeded(done) => {
-            insert_completions(tx, done, true).await?;
+            insert_completions(tx, Backend::insert_completions(done), done, true).await?;
             return Ok(());
         }
         Write::Healing {
@@ -269,17 +284,17 @@ async fn execute(tx: &mut Transaction<'_, Db>, write: &Write<'_>) -> Result<()> 
     Ok(())
 }
 
-/// Item completions in one multi-row statement. A completion is final: an item run again keeps
+/// Item completions in one multi-row statement, `insert` (the dialect's, for `done`). A completion is final: an item run again keeps
 /// its first row, and, when `reporting`, the new completion is kept as an event (see
 /// `projection::completed_again`). Without `reporting`, returns false when an item had completed
 /// before (the insert failed on the key, and the transaction with it), for the caller to write
 /// the batch again reporting them.
 async fn insert_completions(
     tx: &mut Transaction<'_, Db>,
+    mut insert: QueryBuilder<Db>,
     done: &[ItemDone<'_>],
     reporting: bool,
 ) -> Result<bool> {
-    let mut insert = Backend::insert_completions(done);
     if !reporting {
         // A plain insert: the key is looked up once, where `ON CONFLICT` looks it up before
         // inserting and again as it inserts.
