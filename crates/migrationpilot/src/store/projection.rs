@@ -14,7 +14,7 @@ use self_healing::event::{
 use super::{JournalCursor, JournalEntry, JournalTable, Result, StoreError, millis};
 
 /// How much one multi-row statement of completions may carry: a backend's own bound (see
-/// [`Dialect::STATEMENT`](super::dialect::Dialect::STATEMENT)).
+/// `Dialect::STATEMENT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatementBound {
     /// Completions in one statement.
@@ -368,15 +368,20 @@ fn rows_of<'e>(project: &'e str, event: &'e Event, writes: &mut Vec<Write<'e>>) 
 /// The completions of `done` that were journaled already (an item completed again, when a
 /// restart runs its stage from the start): the items table keeps the first, so each is kept as
 /// an `item-succeeded` event, and what is read back counts every completion the bus published.
-/// `inserted` are the (stage, item) pairs the backend's insert did add: each stands for the
+/// `inserted` are the (run, stage, item) keys the backend's insert did add: each stands for the
 /// first of its completions in `done`, and any later one in the same batch is kept as an event.
 pub fn completed_again<'e>(
     done: &[ItemDone<'e>],
-    mut inserted: std::collections::HashSet<(String, String)>,
+    mut inserted: std::collections::HashSet<(String, String, String)>,
 ) -> Result<Vec<Write<'e>>> {
     let mut writes = Vec::new();
     for item in done {
-        if inserted.remove(&(item.stage.to_owned(), item.item.to_owned())) {
+        let key = (
+            item.run.unwrap_or_default().to_owned(),
+            item.stage.to_owned(),
+            item.item.to_owned(),
+        );
+        if inserted.remove(&key) {
             continue;
         }
         let event = read_back(

@@ -139,10 +139,10 @@ pub(super) async fn an_item_completed_again_is_read_back_as_often_as_it_was_publ
     store: Arc<dyn Store>,
 ) {
     let bus = EventBus::new();
-    let run = RunId::new("run-1");
-    let done = |item: &str| {
+    let (first, second) = (RunId::new("run-1"), RunId::new("run-2"));
+    let done = |run: &RunId, item: &str| {
         bus.publish(
-            Some(&run),
+            Some(run),
             EventKind::ItemSucceeded {
                 stage: "load".into(),
                 item: item.into(),
@@ -151,32 +151,56 @@ pub(super) async fn an_item_completed_again_is_read_back_as_often_as_it_was_publ
             },
         )
     };
-    let started = bus.publish(
-        Some(&run),
-        EventKind::RunStarted {
-            pipeline: "p".into(),
-            stages: vec!["load".into()],
-        },
-    );
-    store.append("p", &[started, done("i0")]).await.unwrap();
-    // A restart ran the stage from the start: i0 again in a later batch, i1 twice in one.
+    let started = |run: &RunId| {
+        bus.publish(
+            Some(run),
+            EventKind::RunStarted {
+                pipeline: "p".into(),
+                stages: vec!["load".into()],
+            },
+        )
+    };
+    let batch = [started(&first), started(&second), done(&first, "i0")];
+    store.append("p", &batch).await.unwrap();
+    // A restart ran the stage from the start: i0 again in a later batch, i1 twice in one;
+    // another run's i0, its first, in the same statement.
     store
-        .append("p", &[done("i0"), done("i1"), done("i1")])
+        .append(
+            "p",
+            &[
+                done(&first, "i0"),
+                done(&second, "i0"),
+                done(&first, "i1"),
+                done(&first, "i1"),
+            ],
+        )
         .await
         .unwrap();
     let (all, _) = store
         .journal_since(JournalCursor::default(), 100)
         .await
         .unwrap();
-    let mut items: Vec<String> = all
+    let mut items: Vec<(String, String)> = all
         .iter()
         .filter_map(|e| match &e.event.kind {
-            EventKind::ItemSucceeded { item, .. } => Some(item.to_string()),
+            EventKind::ItemSucceeded { item, .. } => {
+                Some((e.event.run.as_ref()?.to_string(), item.to_string()))
+            }
             _ => None,
         })
         .collect();
     items.sort();
-    assert_eq!(items, ["i0", "i0", "i1", "i1"]);
+    let pair = |run: &str, item: &str| (run.to_owned(), item.to_owned());
+    assert_eq!(
+        items,
+        [
+            pair("run-1", "i0"),
+            pair("run-1", "i0"),
+            pair("run-1", "i1"),
+            pair("run-1", "i1"),
+            pair("run-2", "i0"),
+        ]
+    );
 }
 
 pub(super) async fn a_follower_misses_nothing_that_concurrent_writers_append(

@@ -32,18 +32,18 @@ use super::work::WorkQueue;
 use super::{Access, Result, StoreError};
 
 /// Schema versions, applied in order; the store records how far it got. The first is the shape
-/// SQLite's four migrations reach, in PostgreSQL's dialect; the second adds the work queue; the
-/// fourth makes the key of `items` compare byte by byte, like the names below (every completion
-/// is inserted through that key: 5 % more completions a second than with the locale's order).
+/// SQLite's four migrations reach, in PostgreSQL's dialect; the second adds the work queue.
 ///
 /// Beyond SQLite's columns: `rowid` on runs, items, samples and logs is the `BIGSERIAL` that
 /// stands for SQLite's own row number (the order rows were written in), under its name so one
 /// SQL text reads both (it was `seq` until version 3). Names that are listed in order
 /// (`projects.name`, `overrides.strategy`, `checks.name`, `health.check_name`, `stages.stage`,
-/// `deliveries.project`, the key of `items`) compare byte by byte (`COLLATE "C"`), as SQLite's
-/// `BINARY` does, whatever the database's own collation. An attempt's output is `BYTEA`: PostgreSQL's `TEXT`
-/// cannot hold the NUL bytes a process may write.
-const MIGRATIONS: [&str; 4] = [
+/// `deliveries.project`) compare byte by byte (`COLLATE "C"`), as SQLite's `BINARY` does,
+/// whatever the database's own collation. A run's id keeps the database's collation, in `runs`
+/// and wherever a table names its run, so that joins on it can use the indexes of both sides.
+/// An attempt's output is `BYTEA`: PostgreSQL's `TEXT` cannot hold the NUL bytes a process may
+/// write.
+const MIGRATIONS: [&str; 3] = [
     r#"
 CREATE TABLE projects (
     name TEXT COLLATE "C" PRIMARY KEY,
@@ -238,11 +238,6 @@ ALTER TABLE items RENAME COLUMN seq TO rowid;
 ALTER TABLE samples RENAME COLUMN seq TO rowid;
 ALTER TABLE logs RENAME COLUMN seq TO rowid;
 ALTER TABLE deliveries ALTER COLUMN project TYPE TEXT COLLATE "C";
-"#,
-    r#"
-ALTER TABLE items ALTER COLUMN run TYPE TEXT COLLATE "C",
-    ALTER COLUMN stage TYPE TEXT COLLATE "C",
-    ALTER COLUMN item TYPE TEXT COLLATE "C";
 "#,
 ];
 

@@ -284,9 +284,9 @@ async fn execute(tx: &mut Transaction<'_, Db>, write: &Write<'_>) -> Result<()> 
     Ok(())
 }
 
-/// Item completions in one multi-row statement, `insert` (the dialect's, for `done`). A completion is final: an item run again keeps
-/// its first row, and, when `reporting`, the new completion is kept as an event (see
-/// `projection::completed_again`). Without `reporting`, returns false when an item had completed
+/// Item completions in one multi-row statement, `insert` (the dialect's, for `done`). A
+/// completion is final: an item run again keeps its first row, and, when `reporting`, the new
+/// completion is kept as an event (see `projection::completed_again`). Without `reporting`, returns false when an item had completed
 /// before (the insert failed on the key, and the transaction with it), for the caller to write
 /// the batch again reporting them.
 async fn insert_completions(
@@ -295,18 +295,22 @@ async fn insert_completions(
     done: &[ItemDone<'_>],
     reporting: bool,
 ) -> Result<bool> {
+    // Only a full statement is kept prepared: a statement's text may grow with its rows
+    // (SQLite's `VALUES`), and each shorter count would keep a large one of its own.
+    let keep = done.len() == Backend::STATEMENT.rows;
     if !reporting {
         // A plain insert: the key is looked up once, where `ON CONFLICT` looks it up before
         // inserting and again as it inserts.
-        return match insert.build().execute(&mut **tx).await {
+        return match insert.build().persistent(keep).execute(&mut **tx).await {
             Ok(_) => Ok(true),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
             Err(e) => Err(e.into()),
         };
     }
-    insert.push(" ON CONFLICT (run, stage, item) DO NOTHING RETURNING stage, item");
-    let inserted: HashSet<(String, String)> = insert
-        .build_query_as::<(String, String)>()
+    insert.push(" ON CONFLICT (run, stage, item) DO NOTHING RETURNING run, stage, item");
+    let inserted: HashSet<(String, String, String)> = insert
+        .build_query_as::<(String, String, String)>()
+        .persistent(keep)
         .fetch_all(&mut **tx)
         .await?
         .into_iter()
