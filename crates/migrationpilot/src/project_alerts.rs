@@ -23,7 +23,7 @@ const DELIVERY_GRACE: Duration = Duration::from_secs(60);
 /// The projects whose settings could not be built here, said once each.
 type Said = Arc<Mutex<HashSet<String>>>;
 
-/// Every [`LOOK_EVERY`], raises `run-lost` about the runs nobody drives any more, and every
+/// Every `LOOK_EVERY` (10 s), raises `run-lost` about the runs nobody drives any more, and every
 /// third time delivers what runs left owed, until `shutdown`. A store that cannot be read, or a
 /// project whose channels cannot be built here, is said so once.
 pub async fn keep_up(store: Arc<dyn Store>, shutdown: CancellationToken) {

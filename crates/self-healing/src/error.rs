@@ -116,7 +116,7 @@ struct Failure {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     retryable: Option<bool>,
     /// The rule that gave the error its code: `builtin:NAME`, `errors[i]` (a file's own),
-    /// `json` for a command's own JSON error line, or [`INJECTED_RULE`](Self::INJECTED_RULE)
+    /// `json` for a command's own JSON error line, or [`StageError::INJECTED_RULE`]
     /// for a failure injected on purpose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rule: Option<Cow<'static, str>>,

@@ -4,7 +4,8 @@
 //! SQLite store in a temporary directory, as `migrationpilot run` does; the last line is the
 //! journaled run's share of the plain one's throughput. With `--exporter`, a
 //! `PrometheusExporter` counts every event inline, as `run --listen` does. `--store URL` journals
-//! into that store instead (a `postgres://` one needs `--features postgres`).
+//! into that store instead (a `postgres://` one needs `--features postgres`): give it a scratch
+//! database, since each run leaves its 4 million rows there, and a fresh one to compare runs.
 //!
 //! cargo run --release -p bench --bin million [-- --journal [--store URL]] [--exporter]
 

@@ -284,7 +284,7 @@ pub enum EventKind {
         item: Option<Arc<str>>,
         /// The attempt's number, from 1.
         attempt: u32,
-        /// What it wrote (boxed, as the decision is: rare beside the events of every attempt).
+        /// What it wrote (boxed, as the decision is: it is large, and most events carry none).
         #[serde(flatten)]
         output: Box<AttemptOutput>,
     },
@@ -461,6 +461,7 @@ pub struct Event {
     #[serde(flatten)]
     pub kind: EventKind,
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,5 +476,6 @@ mod tests {
             "{} bytes",
             size_of::<EventKind>()
         );
+        assert!(size_of::<Event>() <= 112, "{} bytes", size_of::<Event>());
     }
 }

@@ -15,7 +15,7 @@ pub const DEPENDS_ON: &str = "dependsOn";
 
 impl AutoHealer {
     /// Reads `monitor`'s checks for `health-check` triggers and
-    /// [`TriggerContext::health`](super::TriggerContext::health). The monitor stays the one
+    /// [`TriggerContext::health`](crate::healing::TriggerContext::health). The monitor stays the one
     /// source of their status.
     ///
     /// Its checks also gate the stages that depend on them (`dependsOn`): while one is
