@@ -32,6 +32,7 @@ pub trait Dialect: Send + Sync + 'static {
     const STATEMENT: StatementBound = StatementBound {
         rows: 2000,
         bytes: usize::MAX,
+        fixed_text: false,
     };
 
     /// Ends a `SELECT` of rows that the transaction reads and then writes, so a second writer

@@ -21,6 +21,10 @@ pub struct StatementBound {
     pub rows: usize,
     /// What their values may take, in bytes (their text, their numbers and a length word each).
     pub bytes: usize,
+    /// Whether the statement's text is the same whatever its rows (PostgreSQL's arrays): then
+    /// each is kept prepared; otherwise only those of `rows` completions, since each shorter
+    /// count would keep a large text of its own.
+    pub fixed_text: bool,
 }
 
 /// What a completion adds to its statement's values, roughly: its text, its numbers, and each
@@ -482,6 +486,7 @@ mod tests {
     const BOUND: StatementBound = StatementBound {
         rows: 200,
         bytes: 12 * 1024,
+        fixed_text: true,
     };
 
     #[test]

@@ -316,6 +316,7 @@ impl Dialect for PostgresStore {
     const STATEMENT: StatementBound = StatementBound {
         rows: 200,
         bytes: 12 * 1024,
+        fixed_text: true,
     };
     const FOR_UPDATE: &'static str = " FOR UPDATE";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";

@@ -286,18 +286,17 @@ async fn execute(tx: &mut Transaction<'_, Db>, write: &Write<'_>) -> Result<()> 
 
 /// Item completions in one multi-row statement, `insert` (the dialect's, for `done`). A
 /// completion is final: an item run again keeps its first row, and, when `reporting`, the new
-/// completion is kept as an event (see `projection::completed_again`). Without `reporting`, returns false when an item had completed
-/// before (the insert failed on the key, and the transaction with it), for the caller to write
-/// the batch again reporting them.
+/// completion is kept as an event (see `projection::completed_again`). Without `reporting`,
+/// returns false when an item had completed before (the insert failed on the key, and the
+/// transaction with it), for the caller to write the batch again reporting them.
 async fn insert_completions(
     tx: &mut Transaction<'_, Db>,
     mut insert: QueryBuilder<Db>,
     done: &[ItemDone<'_>],
     reporting: bool,
 ) -> Result<bool> {
-    // Only a full statement is kept prepared: a statement's text may grow with its rows
-    // (SQLite's `VALUES`), and each shorter count would keep a large one of its own.
-    let keep = done.len() == Backend::STATEMENT.rows;
+    let bound = Backend::STATEMENT;
+    let keep = bound.fixed_text || done.len() == bound.rows;
     if !reporting {
         // A plain insert: the key is looked up once, where `ON CONFLICT` looks it up before
         // inserting and again as it inserts.
