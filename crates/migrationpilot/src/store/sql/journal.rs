@@ -113,7 +113,8 @@ impl Journal for Backend {
     }
 }
 
-/// Carries out one write of the projection inside the batch's transaction.
+/// Carries out one write of the projection inside the batch's transaction; completions are
+/// `append`'s own (see `insert_completions`).
 async fn execute(tx: &mut Transaction<'_, Db>, write: &Write<'_>) -> Result<()> {
     let query = match write {
         Write::RunStarted {
@@ -162,10 +163,7 @@ async fn execute(tx: &mut Transaction<'_, Db>, write: &Write<'_>) -> Result<()> 
         .bind(if *succeeded { "succeeded" } else { "failed" })
         .bind(*items)
         .bind(*at),
-        Write::ItemsSucceeded(done) => {
-            insert_completions(tx, Backend::insert_completions(done), done, true).await?;
-            return Ok(());
-        }
+        Write::ItemsSucceeded(_) => unreachable!("`append` writes completions itself"),
         Write::Healing {
             project,
             run,
@@ -316,7 +314,7 @@ async fn insert_completions(
         .collect();
     if inserted.len() < done.len() {
         for write in projection::completed_again(done, inserted)? {
-            Box::pin(execute(tx, &write)).await?;
+            execute(tx, &write).await?;
         }
     }
     Ok(true)
