@@ -8,7 +8,7 @@
 //! room), so a stage of three items under a limit of a thousand starts a handful.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
@@ -18,7 +18,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::control::StageRequest;
-use super::run::{CancelOnDrop, Runner, StageEntry, UnitEnd, rollback_requested, unless_cancelled};
+use super::run::{
+    Runner, StageEntry, UnitEnd, rollback_requested, spawn_until_dropped, unless_cancelled,
+};
 use super::stage::{RestartFrom, Unit};
 use crate::error::StageError;
 use crate::event::EventKind;
@@ -46,7 +48,7 @@ struct Pass {
     /// Drops work in flight: a restart, or the grace after a stop running out.
     hard: CancellationToken,
     /// The source has no more units.
-    drained: CancellationToken,
+    drained: AtomicBool,
     /// Workers alive; a worker beyond the concurrency limit leaves before its next unit.
     workers: AtomicUsize,
     /// A worker took a unit while the limit had room for another worker.
@@ -75,7 +77,7 @@ impl Pass {
             }
             None => {
                 *source = None;
-                self.drained.cancel();
+                self.drained.store(true, Ordering::Release);
                 None
             }
         }
@@ -92,7 +94,7 @@ impl Pass {
 
     /// Whether units may still be started: not stopped, not drained.
     fn is_open(&self) -> bool {
-        !self.stop.is_cancelled() && !self.drained.is_cancelled()
+        !self.stop.is_cancelled() && !self.drained.load(Ordering::Acquire)
     }
 
     fn is_ending(&self) -> bool {
@@ -152,6 +154,11 @@ impl Pass {
         })
     }
 
+    /// Whether the pool is smaller than `limit`: room for one more worker.
+    fn has_room(&self, limit: usize) -> bool {
+        self.workers.load(Ordering::Acquire) < limit
+    }
+
     /// Leaves the pool when it is larger than `limit`: how a cut of the limit takes effect.
     fn leave_if_over(&self, limit: usize) -> bool {
         self.workers
@@ -198,7 +205,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
             source: futures_util::lock::Mutex::new(Some(stage.work.units(&self.shared.input))),
             stop: Arc::new(self.cancel.child_token()),
             hard: CancellationToken::new(),
-            drained: CancellationToken::new(),
+            drained: AtomicBool::new(false),
             workers: AtomicUsize::new(0),
             busy: Notify::new(),
             completed: AtomicU64::new(0),
@@ -209,15 +216,11 @@ impl<C: Send + Sync + 'static> Runner<C> {
         });
         let _escalate = {
             let (stop, hard, grace) = (Arc::clone(&pass.stop), pass.hard.clone(), self.grace);
-            let pass_over = CancellationToken::new();
-            let guard = CancelOnDrop(pass_over.clone());
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = pass_over.cancelled() => {}
-                    _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => hard.cancel(),
-                }
-            });
-            guard
+            spawn_until_dropped(async move {
+                stop.cancelled().await;
+                tokio::time::sleep(grace).await;
+                hard.cancel();
+            })
         };
         let requested = control.next_request(seen);
         let mut answered = seen;
@@ -247,7 +250,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
                     None => break,
                     // One that left over a cut limit may have been raised since: its place is
                     // filled again (while the pass is still open: it may have closed meanwhile).
-                    Some(Ok(())) if pass.is_open() && pass.workers.load(Ordering::Acquire) < control.concurrency() => {
+                    Some(Ok(())) if pass.is_open() && pass.has_room(control.concurrency()) => {
                         spawn(&mut workers);
                     }
                     Some(Ok(())) => {}
@@ -307,7 +310,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
             let Some(Some(unit)) = unless_cancelled(&pass.stop, next).await else {
                 return;
             };
-            if pass.workers.load(Ordering::Acquire) < control.concurrency() {
+            if pass.has_room(control.concurrency()) {
                 pass.busy.notify_one();
             }
             let done_before = unit.key.as_deref().is_some_and(|key| {

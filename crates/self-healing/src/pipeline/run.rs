@@ -60,12 +60,27 @@ enum StageEnd {
 }
 
 /// Cancels its token when dropped: stops helper tasks of a pass however the pass ends.
-pub(super) struct CancelOnDrop(pub(super) CancellationToken);
+pub(super) struct CancelOnDrop(CancellationToken);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.cancel();
     }
+}
+
+/// Spawns `helper`, a task of a run or a pass, ended when the returned guard is dropped.
+pub(super) fn spawn_until_dropped(
+    helper: impl Future<Output = ()> + Send + 'static,
+) -> CancelOnDrop {
+    let done = CancellationToken::new();
+    let guard = CancelOnDrop(done.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = done.cancelled() => {}
+            _ = helper => {}
+        }
+    });
+    guard
 }
 
 impl<C: Send + Sync + 'static> Runner<C> {
@@ -101,18 +116,12 @@ impl<C: Send + Sync + 'static> Runner<C> {
                 self.bus.clone(),
                 self.shared.run.clone(),
             );
-            let done = CancellationToken::new();
-            let guard = CancelOnDrop(done.clone());
-            tokio::spawn(async move {
+            spawn_until_dropped(async move {
                 let publish = |samples| {
                     bus.publish(Some(&run), EventKind::MetricsSampled { samples });
                 };
-                tokio::select! {
-                    _ = done.cancelled() => {}
-                    _ = metrics.run_sampler(publish) => {}
-                }
-            });
-            guard
+                metrics.run_sampler(publish).await;
+            })
         };
 
         let mut reports = Vec::new();
@@ -558,12 +567,11 @@ impl<C: Send + Sync + 'static> Runner<C> {
                         item.clone(),
                         format!("attempt {} in {after:.0?}", attempt + 1),
                     );
-                    tokio::select! {
-                        biased;
-                        _ = stop.cancelled() => break abandon(),
-                        _ = async {
-                            tokio::join!(tokio::time::sleep(after), self.bus.durable(decided))
-                        } => {}
+                    let wait = std::pin::pin!(async {
+                        tokio::join!(tokio::time::sleep(after), self.bus.durable(decided))
+                    });
+                    if unless_cancelled(stop, wait).await.is_none() {
+                        break abandon();
                     }
                 }
                 Remedy::Failover if control.can_fail_over() && handler == HandlerKind::Primary => {
