@@ -80,8 +80,14 @@ impl Watch {
         let Some(at) = self.metrics.last_success() else {
             return false;
         };
-        let ago = self.clock.wall().duration_since(at).unwrap_or_default();
-        match Instant::now().checked_sub(ago) {
+        // One reading of the time for both clocks (`Clock::wall_at`).
+        let now = Instant::now();
+        let ago = self
+            .clock
+            .wall_at(now)
+            .duration_since(at)
+            .unwrap_or_default();
+        match now.checked_sub(ago) {
             Some(ended) if ended > self.progress => {
                 self.progress = ended;
                 true
