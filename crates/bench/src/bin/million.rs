@@ -20,9 +20,9 @@ const ITEMS: u64 = 1_000_000;
 
 #[tokio::main]
 async fn main() {
-    let journaled = std::env::args().any(|a| a == "--journal");
-    let exported = std::env::args().any(|a| a == "--exporter");
     let args: Vec<String> = std::env::args().collect();
+    let journaled = args.iter().any(|a| a == "--journal");
+    let exported = args.iter().any(|a| a == "--exporter");
     let store = args
         .iter()
         .position(|a| a == "--store")
@@ -32,8 +32,8 @@ async fn main() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let url = store
             .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("journal.db").display()));
-        let journaled = run(Some(&url), exported).await;
-        println!("journaled/plain {:.0} %", journaled / plain * 100.0);
+        let rate = run(Some(&url), exported).await;
+        println!("journaled/plain {:.0} %", rate / plain * 100.0);
     }
     match bench::peak_rss() {
         Some(bytes) => println!("peak RSS    {:.1} MB", bytes as f64 / 1e6),
