@@ -4,6 +4,7 @@
 use std::panic::AssertUnwindSafe;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
@@ -765,15 +766,36 @@ pub(super) fn rollback_requested(reason: &str) -> StageError {
 /// `work`'s output, or `None` when `token` is cancelled first (a cancellation and work ready at
 /// once: the cancellation). `work` comes pinned where it was made, so that a large future is
 /// not moved into this one.
+///
+/// The token is asked once before `work` is first polled, and its wake-up is registered only if
+/// `work` is not done on that poll. Most are (a free permit, a unit at hand, a handler that
+/// returns at once), and a registration costs a lock to make and one to undo, several times an
+/// item.
 pub(super) async fn unless_cancelled<F: Future>(
     token: &CancellationToken,
-    work: Pin<&mut F>,
+    mut work: Pin<&mut F>,
 ) -> Option<F::Output> {
-    tokio::select! {
-        biased;
-        _ = token.cancelled() => None,
-        done = work => Some(done),
+    if token.is_cancelled() {
+        return None;
     }
+    let mut cancelled = pin!(token.cancelled());
+    let mut armed = false;
+    std::future::poll_fn(|cx| {
+        if armed && cancelled.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(done) = work.as_mut().poll(cx) {
+            return Poll::Ready(Some(done));
+        }
+        if !armed {
+            armed = true;
+            if cancelled.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Runs a handler's future under the stage's timeout counted from `started`, turning a panic into
