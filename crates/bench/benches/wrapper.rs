@@ -12,7 +12,8 @@
 //! After criterion's figures, the same contenders run again in turns, round after round, and
 //! each one's cost is divided by tower's in the same round: a ratio that the machine's speed
 //! drifting between criterion's benchmarks does not move. The filter `ratios` runs only them;
-//! another filter, `--list` or `--test` leaves them out.
+//! another filter or option of criterion's (`--list`, `--quick`, a baseline) leaves them out,
+//! as does criterion's test mode (`cargo test --benches`).
 //!
 //! cargo bench -p bench --bench wrapper [-- ratios]
 
@@ -34,7 +35,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// The peer every ratio is taken against.
 const BASELINE: &str = "tower/retry+timeout+limit";
 /// Rounds of the interleaved comparison, and the time each contender gets in a round.
-const ROUNDS: usize = 31;
+const ROUNDS: usize = 35;
 const TURN: Duration = Duration::from_millis(20);
 
 fn main() {
@@ -53,10 +54,16 @@ fn main() {
     }
     group.finish();
     criterion.final_summary();
-    // Run in full (cargo passes only `--bench`) or asked for by the filter `ratios`, which no
-    // criterion benchmark matches; not under another filter, `--list` or `--test`.
+    // Under `cargo bench` (which passes `--bench`) with no other argument, or with the filter
+    // `ratios`, which no criterion benchmark matches; not in criterion's test mode (no
+    // `--bench`), nor with another filter or option.
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().all(|a| a == "--bench") || args.iter().any(|a| a == "ratios") {
+    let ours: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| *a != "--bench")
+        .collect();
+    if args.len() > ours.len() && matches!(ours[..], [] | ["ratios"]) {
         interleaved(&mut contenders);
     }
 }
