@@ -1,13 +1,16 @@
 //! A 4-stage pipeline over 1,000,000 items each, no-op handlers: items per second and peak RSS.
-//! Items stream in; nothing holds them all. With `--journal`, the run is made twice in this
-//! process: without a journal, then with every event going through the journal writer into a
-//! SQLite store in a temporary directory, as `migrationpilot run` does; the last line is the
-//! journaled run's share of the plain one's throughput. With `--exporter`, a
-//! `PrometheusExporter` counts every event inline, as `run --listen` does. `--store URL` journals
-//! into that store instead (a `postgres://` one needs `--features postgres`): give it a scratch
-//! database, since each run leaves its 4 million rows there, and a fresh one to compare runs.
+//! Items stream in; nothing holds them all.
 //!
-//! cargo run --release -p bench --bin million [-- --journal [--store URL]] [--exporter]
+//! With `--journal`, the run is made twice in this process: without a journal, then with every
+//! event going through the journal writer into a SQLite store in a temporary directory, as
+//! `migrationpilot run` does, followed by the journaled run's share of the plain one's
+//! throughput. `--pairs N` makes N such pairs, each into a fresh SQLite file, every other one
+//! journaled first, and ends with the median share. `--store URL` journals into that store
+//! instead (a `postgres://` one needs `--features postgres`): give it a scratch database, since
+//! each run leaves its 4 million rows there, and a fresh one to compare runs. With
+//! `--exporter`, a `PrometheusExporter` counts every event inline, as `run --listen` does.
+//!
+//! cargo run --release -p bench --bin million [-- --journal [--pairs N] [--store URL]] [--exporter]
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,13 +30,50 @@ async fn main() {
         .iter()
         .position(|a| a == "--store")
         .map(|i| args.get(i + 1).expect("--store URL").clone());
-    let plain = run(None, exported).await;
-    if journaled {
+    let pairs: usize = args
+        .iter()
+        .position(|a| a == "--pairs")
+        .map(|i| {
+            args.get(i + 1)
+                .and_then(|n| n.parse().ok())
+                .filter(|n| *n > 0)
+                .expect("--pairs N, a count of at least 1")
+        })
+        .unwrap_or(1);
+    assert!(
+        journaled || pairs == 1,
+        "--pairs compares journaled runs: give --journal"
+    );
+    if !journaled {
+        run(None, exported).await;
+    }
+    let mut shares = Vec::with_capacity(pairs);
+    for pair in (0..pairs).filter(|_| journaled) {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let url = store
+            .clone()
             .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("journal.db").display()));
-        let rate = run(Some(&url), exported).await;
-        println!("journaled/plain {:.0} %", rate / plain * 100.0);
+        // Each pair starts with the other run than the last, so that neither always has the
+        // machine's better minutes.
+        let (plain, rate) = if pair % 2 == 0 {
+            let plain = run(None, exported).await;
+            (plain, run(Some(&url), exported).await)
+        } else {
+            let rate = run(Some(&url), exported).await;
+            (run(None, exported).await, rate)
+        };
+        let share = rate / plain * 100.0;
+        println!("journaled/plain {share:.0} %");
+        shares.push(share);
+    }
+    if shares.len() > 1 {
+        shares.sort_by(f64::total_cmp);
+        println!(
+            "journaled/plain median of {pairs} pairs {:.0} % ({:.0}–{:.0} %)",
+            shares[shares.len() / 2],
+            shares[0],
+            shares[shares.len() - 1]
+        );
     }
     match bench::peak_rss() {
         Some(bytes) => println!("peak RSS    {:.1} MB", bytes as f64 / 1e6),
