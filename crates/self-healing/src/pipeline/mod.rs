@@ -30,6 +30,7 @@
 //!   events published so far, the supervisor's decision among them; a retry's wait overlaps
 //!   that commit.
 
+mod cancel;
 mod context;
 mod control;
 mod pass;

@@ -17,10 +17,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::cancel::{spawn_until_dropped, unless_cancelled};
 use super::control::StageRequest;
-use super::run::{
-    Runner, StageEntry, UnitEnd, rollback_requested, spawn_until_dropped, unless_cancelled,
-};
+use super::run::{Runner, StageEntry, UnitEnd, rollback_requested};
 use super::stage::{RestartFrom, Unit};
 use crate::error::StageError;
 use crate::event::EventKind;

@@ -2,15 +2,15 @@
 //! supervisor about every failure and carries out its remedy.
 
 use std::panic::AssertUnwindSafe;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::cancel::{spawn_until_dropped, unless_cancelled};
 use super::context::StageContext;
 use super::control::{StageControl, StageRequest};
 use super::pass::{Finished, PassEnd};
@@ -58,30 +58,6 @@ enum StageEnd {
     Failed(StageError),
     Rollback(StageError),
     Cancelled,
-}
-
-/// Cancels its token when dropped: stops helper tasks of a pass however the pass ends.
-pub(super) struct CancelOnDrop(CancellationToken);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.cancel();
-    }
-}
-
-/// Spawns `helper`, a task of a run or a pass, ended when the returned guard is dropped.
-pub(super) fn spawn_until_dropped(
-    helper: impl Future<Output = ()> + Send + 'static,
-) -> CancelOnDrop {
-    let done = CancellationToken::new();
-    let guard = CancelOnDrop(done.clone());
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = done.cancelled() => {}
-            _ = helper => {}
-        }
-    });
-    guard
 }
 
 impl<C: Send + Sync + 'static> Runner<C> {
@@ -568,7 +544,7 @@ impl<C: Send + Sync + 'static> Runner<C> {
                         item.clone(),
                         format!("attempt {} in {after:.0?}", attempt + 1),
                     );
-                    let wait = std::pin::pin!(async {
+                    let wait = pin!(async {
                         tokio::join!(tokio::time::sleep(after), self.bus.durable(decided))
                     });
                     if unless_cancelled(stop, wait).await.is_none() {
@@ -763,42 +739,6 @@ pub(super) fn rollback_requested(reason: &str) -> StageError {
     StageError::new(format!("rollback requested: {reason}")).with_code("ROLLBACK_REQUESTED")
 }
 
-/// `work`'s output, or `None` when `token` is cancelled first (a cancellation and work ready at
-/// once: the cancellation). `work` comes pinned where it was made, so that a large future is
-/// not moved into this one.
-///
-/// The token is asked once before `work` is first polled, and its wake-up is registered only if
-/// `work` is not done on that poll. Most work is (a unit at hand, a throttle and a breaker that
-/// let the call through, a handler that returns at once), and a registration costs a lock to
-/// make and one to undo, several times an item; work that waits pays one more lock, asking the
-/// token again as it registers.
-pub(super) async fn unless_cancelled<F: Future>(
-    token: &CancellationToken,
-    mut work: Pin<&mut F>,
-) -> Option<F::Output> {
-    if token.is_cancelled() {
-        return None;
-    }
-    let mut cancelled = pin!(token.cancelled());
-    let mut armed = false;
-    std::future::poll_fn(|cx| {
-        if armed && cancelled.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
-        if let Poll::Ready(done) = work.as_mut().poll(cx) {
-            return Poll::Ready(Some(done));
-        }
-        if !armed {
-            armed = true;
-            if cancelled.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(None);
-            }
-        }
-        Poll::Pending
-    })
-    .await
-}
-
 /// Runs a handler's future under the stage's timeout counted from `started`, turning a panic into
 /// a critical error.
 async fn guarded(
@@ -821,69 +761,5 @@ async fn guarded(
             .await
             .unwrap_or_else(|| Err(StageError::timed_out(limit))),
         None => caught.await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use super::*;
-
-    /// Work that never finishes and counts its polls.
-    fn waits_for_ever(polls: &AtomicUsize) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(|_| {
-            polls.fetch_add(1, Ordering::Relaxed);
-            Poll::Pending
-        })
-    }
-
-    #[tokio::test]
-    async fn work_is_not_started_once_the_token_is_cancelled() {
-        let token = CancellationToken::new();
-        token.cancel();
-        let polls = AtomicUsize::new(0);
-        let work = pin!(async {
-            polls.fetch_add(1, Ordering::Relaxed);
-            7
-        });
-        assert_eq!(unless_cancelled(&token, work).await, None);
-        assert_eq!(polls.load(Ordering::Relaxed), 0);
-    }
-
-    #[tokio::test]
-    async fn work_ready_at_once_gives_its_output() {
-        let token = CancellationToken::new();
-        assert_eq!(unless_cancelled(&token, pin!(async { 7 })).await, Some(7));
-    }
-
-    #[tokio::test]
-    async fn a_cancellation_ends_work_that_waits_without_polling_it_again() {
-        let token = CancellationToken::new();
-        let polls = AtomicUsize::new(0);
-        let work = pin!(waits_for_ever(&polls));
-        let mut waiting = pin!(unless_cancelled(&token, work));
-        let first = std::future::poll_fn(|cx| Poll::Ready(waiting.as_mut().poll(cx))).await;
-        assert!(first.is_pending());
-        token.cancel();
-        assert_eq!(waiting.await, None);
-        assert_eq!(polls.load(Ordering::Relaxed), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_cancellation_from_another_task_wakes_the_wait() {
-        let token = CancellationToken::new();
-        let canceller = token.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            canceller.cancel();
-        });
-        let polls = AtomicUsize::new(0);
-        let waited = tokio::time::timeout(
-            Duration::from_secs(60),
-            unless_cancelled(&token, pin!(waits_for_ever(&polls))),
-        )
-        .await;
-        assert_eq!(waited, Ok(None), "the cancellation woke the wait");
     }
 }
