@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bench::Spread;
 use criterion::Criterion;
 use self_healing::healing::{Action, AutoHealer, HealingStrategy, Trigger};
 use self_healing::metrics::{MetricsCollector, Scope};
@@ -254,21 +255,11 @@ fn interleaved(contenders: &mut [(&'static str, Calls<'_>)]) {
         "contender", "ns per call", "ratio", "ratio range"
     );
     for ((name, _), rounds) in contenders.iter().zip(&per_call) {
-        let ns = median(rounds.iter().map(|(ns, _)| *ns));
-        let ratios: Vec<f64> = rounds.iter().map(|(_, ratio)| *ratio).collect();
-        let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-        let high = ratios.iter().copied().fold(0.0, f64::max);
+        let ns = Spread::of(rounds.iter().map(|(ns, _)| *ns)).median;
+        let ratio = Spread::of(rounds.iter().map(|(_, ratio)| *ratio));
         println!(
             "{name:<28} {ns:>12.1} {:>9.2}× {:>9.2}–{:.2}×",
-            median(ratios.iter().copied()),
-            low,
-            high
+            ratio.median, ratio.low, ratio.high
         );
     }
-}
-
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut values: Vec<f64> = values.collect();
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }

@@ -17,3 +17,28 @@ pub fn migrationpilot_binary(build: &str) -> std::path::PathBuf {
     assert!(binary.exists(), "build it first: {build}");
     binary
 }
+
+/// Where some measurements lie.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    /// The middle one; of an even count, the upper of the two.
+    pub median: f64,
+    /// The lowest.
+    pub low: f64,
+    /// The highest.
+    pub high: f64,
+}
+
+impl Spread {
+    /// The spread of `values`, which must not be empty.
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Spread {
+        let mut values: Vec<f64> = values.into_iter().collect();
+        assert!(!values.is_empty(), "the spread of no measurements");
+        values.sort_by(f64::total_cmp);
+        Spread {
+            median: values[values.len() / 2],
+            low: values[0],
+            high: values[values.len() - 1],
+        }
+    }
+}

@@ -3,6 +3,7 @@
 
 use std::process::Command;
 
+use bench::Spread;
 use serde_json::Value;
 
 fn runs(seeds: u32) -> Vec<Value> {
@@ -36,12 +37,6 @@ const CONTENDERS: [&str; 4] = [
     "retry only",
     "no healing",
 ];
-
-fn median(values: impl IntoIterator<Item = f64>) -> f64 {
-    let mut values: Vec<f64> = values.into_iter().collect();
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
 
 fn number(row: &Value, key: &str) -> f64 {
     row[key]
@@ -95,19 +90,21 @@ fn the_recommended_healer_meets_the_goals_over_five_seeds() {
         assert_eq!(row["callsWhileDown"], 0, "{row}");
     }
     // Flapping completes in a median under 90 s.
-    let flapping = median(
+    let flapping = Spread::of(
         of(&rows, "flapping 1-3s", "healer (recommended)")
             .iter()
             .map(|r| number(r, "durationMs")),
-    );
+    )
+    .median;
     assert!(flapping < 90_000.0, "{flapping} ms");
     // At 50 % errors: at least as much as retry only (above), in at most twice its time.
     let time = |contender| {
-        median(
+        Spread::of(
             of(&rows, "transient 50%", contender)
                 .iter()
                 .map(|r| number(r, "durationMs")),
         )
+        .median
     };
     let (ours, retry) = (time("healer (recommended)"), time("retry only"));
     assert!(

@@ -67,12 +67,10 @@ async fn main() {
         shares.push(share);
     }
     if shares.len() > 1 {
-        shares.sort_by(f64::total_cmp);
+        let share = bench::Spread::of(shares);
         println!(
             "journaled/plain median of {pairs} pairs {:.0} % ({:.0}–{:.0} %)",
-            shares[shares.len() / 2],
-            shares[0],
-            shares[shares.len() - 1]
+            share.median, share.low, share.high
         );
     }
     match bench::peak_rss() {
