@@ -150,7 +150,8 @@ impl JsonSchema for TriggerConfig {
 
 impl TriggerConfig {
     /// `metrics` are the names a trigger may refer to (see
-    /// [`MetricsCollectorConfig::known_metrics`](crate::config::MetricsCollectorConfig::known_metrics)); an empty list accepts any name.
+    /// [`MetricsCollectorConfig::known_metrics`](crate::config::MetricsCollectorConfig::known_metrics));
+    /// an empty list accepts any name.
     pub fn build(&self, metrics: &[String]) -> Result<Trigger, InvalidConfig> {
         let known = |metric: &str| {
             if metrics.is_empty() || metrics.iter().any(|m| m == metric) {

@@ -15,8 +15,8 @@ pub const DEPENDS_ON: &str = "dependsOn";
 
 impl AutoHealer {
     /// Reads `monitor`'s checks for `health-check` triggers and
-    /// [`TriggerContext::health`](crate::healing::TriggerContext::health). The monitor stays the one
-    /// source of their status.
+    /// [`TriggerContext::health`](crate::healing::TriggerContext::health). The monitor stays the
+    /// one source of their status.
     ///
     /// Its checks also gate the stages that depend on them (`dependsOn`): while one is
     /// unhealthy, the stages of the runs this healer heals start no new attempt, and resume at
